@@ -1,0 +1,37 @@
+// swift-tools-version:6.0
+// Kiln: one binary, no third-party packages. System libraries come in through
+// system-library targets (SQLite, OpenSSL) and a tiny C shim of our own.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "kiln",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "kiln", targets: ["kiln"]),
+        .executable(name: "kiln-bench", targets: ["kiln-bench"]),
+    ],
+    targets: [
+        // System libraries and our C shim.
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
+        .target(name: "CShims", path: "Sources/CShims", linkerSettings: [.linkedLibrary("util")]),
+
+        // The engine and the shared layers.
+        .target(name: "KilnHTTP", dependencies: ["CShims", "COpenSSL"], swiftSettings: strict),
+        .target(name: "KilnCore", dependencies: ["KilnHTTP"], swiftSettings: strict),
+        .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore"], swiftSettings: strict),
+
+        // Executables.
+        .executableTarget(name: "kiln", dependencies: ["KilnApp", "KilnHTTP", "KilnCore"], swiftSettings: strict),
+        .executableTarget(name: "kiln-bench", dependencies: ["KilnHTTP"], path: "Sources/kiln-bench", swiftSettings: strict),
+
+        // Tests.
+        .testTarget(name: "KilnHTTPTests", dependencies: ["KilnHTTP", "CShims"], swiftSettings: strict),
+        .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnHTTP", "KilnCore"], swiftSettings: strict),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,58 @@
+#ifndef KILN_CSHIMS_H
+#define KILN_CSHIMS_H
+/* What Glibc does not expose to Swift (epoll, eventfd, accept4), and process spawning that must
+ * not run Swift code between fork and exec. */
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+/* epoll */
+int kiln_epoll_create(void);
+int kiln_epoll_add(int epfd, int fd, uint32_t events, uint64_t data);
+int kiln_epoll_mod(int epfd, int fd, uint32_t events, uint64_t data);
+int kiln_epoll_del(int epfd, int fd);
+/* Waits; fills parallel arrays of events and data; returns count or -1 (errno). */
+int kiln_epoll_wait(int epfd, uint32_t *events, uint64_t *data, int max, int timeout_ms);
+
+extern const uint32_t KILN_EPOLLIN;
+extern const uint32_t KILN_EPOLLOUT;
+extern const uint32_t KILN_EPOLLERR;
+extern const uint32_t KILN_EPOLLHUP;
+extern const uint32_t KILN_EPOLLRDHUP;
+extern const uint32_t KILN_EPOLLET;
+extern const uint32_t KILN_EPOLLEXCLUSIVE;
+
+/* eventfd */
+int kiln_eventfd(void);
+int kiln_eventfd_signal(int fd);
+int kiln_eventfd_drain(int fd);
+
+/* sockets */
+int kiln_accept(int fd, char *addr, size_t addrlen);
+int kiln_set_nodelay(int fd);
+int kiln_set_reuse(int fd);
+int kiln_set_v6only(int fd, int on);
+/* Binds and listens on host:port (numeric or name). Returns fd or -errno; writes the bound port. */
+int kiln_listen(const char *host, int port, int backlog, int *bound_port);
+ssize_t kiln_send(int fd, const void *buf, size_t len);
+ssize_t kiln_writev2(int fd, const void *a, size_t alen, const void *b, size_t blen);
+/* Raises RLIMIT_NOFILE to its hard maximum; returns the new soft limit. */
+long kiln_raise_nofile(void);
+/* Ignores SIGPIPE for the process. */
+void kiln_ignore_sigpipe(void);
+/* Current RSS in bytes, from /proc/self/statm. */
+long kiln_rss_bytes(void);
+/* Monotonic nanoseconds. */
+uint64_t kiln_monotonic_ns(void);
+int kiln_errno(void);
+
+/* fork+exec of a child in its own process group, with optional cwd and pipes for stdout/stderr.
+ * argv/envp NULL-terminated. Returns pid or -errno. */
+int kiln_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd,
+               int stdin_fd, int stdout_fd, int stderr_fd, int new_pgroup);
+/* forkpty + chdir + execve in C. Returns pid or -errno; writes the master fd. */
+int kiln_forkpty(int *master_fd, const char *path, char *const argv[], char *const envp[],
+                 const char *cwd, unsigned short cols, unsigned short rows);
+int kiln_set_winsize(int fd, unsigned short cols, unsigned short rows);
+#endif

@@ -1,0 +1,2 @@
+import KilnCore
+public enum KilnAppInfo { public static let version = KilnCoreVersion.version }

@@ -1,0 +1,2 @@
+import KilnApp
+print("kiln \(KilnAppInfo.version)")
