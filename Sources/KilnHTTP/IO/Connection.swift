@@ -55,6 +55,11 @@ final class Connection: @unchecked Sendable {
     var wsCloseSent = false
     var wsCloseDeadline: UInt64 = 0
     var wsPaused = false
+    /// A protocol failure waiting for the handler to finish the messages queued before it.
+    var wsPendingFailure: (code: UInt16, reason: String)?
+    /// Fail-fast UTF-8 check of a text frame still arriving: bytes checked so far and the validator.
+    var wsPartialChecked = 0
+    var wsPartialValidator = UTF8Validator()
 
     var server: HTTPServer { loop.server }
     var config: ServerConfiguration { loop.server.configuration }
@@ -129,7 +134,7 @@ final class Connection: @unchecked Sendable {
     /// Whether to stop reading the socket for now (the rest stays in the kernel: back-pressure).
     private var readPaused: Bool {
         if lingering { return false }
-        if webSocket != nil { return wsPaused }
+        if webSocket != nil { return wsPaused || wsPendingFailure != nil }
         if let r = bodyReader, r.streamed, bodyStream.map({ $0.state.withLock { $0.pausedProducer } }) ?? false { return true }
         return unconsumed >= 128 * 1024 || pendingOut > config.writeHighWater
     }
@@ -636,7 +641,9 @@ final class Connection: @unchecked Sendable {
         let s = UInt64(1_000_000_000)
         if lingering { if now >= lingerDeadline { finalClose() }; return }
         if webSocket != nil {
-            if wsCloseDeadline > 0 && now >= wsCloseDeadline { forceClose() }
+            if wsCloseDeadline > 0 && now >= wsCloseDeadline {
+                if let f = wsPendingFailure, !wsCloseSent { sendFailureClose(code: f.code, reason: f.reason) } else { forceClose() }
+            }
             return
         }
         if handshaking {
@@ -691,17 +698,19 @@ extension Connection {
     }
 
     func wsProcess() {
-        while !closed, let ws = webSocket, !wsPaused, unconsumed > 0, !lingering {
+        while !closed, let ws = webSocket, !wsPaused, unconsumed > 0, !lingering, wsPendingFailure == nil {
             let result = inbound.withUnsafeMutableBufferPointer { buf in
                 wsDecoder.decode(UnsafeMutableBufferPointer(rebasing: buf[inStart...]))
             }
             switch result {
             case .needMore:
+                if !wsCheckPartialText() { wsFail(code: WebSocketCloseCode.invalidPayload, reason: "Text is not valid UTF-8") }
                 return
             case .failure(let code, let reason):
                 wsFail(code: code, reason: reason)
                 return
             case .frame(let frame, let consumed):
+                wsPartialChecked = 0
                 consume(consumed)
                 switch wsMachine.receive(frame) {
                 case .none: break
@@ -727,8 +736,41 @@ extension Connection {
         }
     }
 
+    /// Validates the part of a text frame that has arrived so far; false at invalid UTF-8.
+    private func wsCheckPartialText() -> Bool {
+        inbound.withUnsafeBufferPointer { all in
+            let buf = UnsafeBufferPointer(rebasing: all[inStart...])
+            guard let h = wsDecoder.peekHeader(buf) else { return true }
+            let isText = h.opcode == .text || (h.opcode == .continuation && wsMachine.messageOpcode == .text)
+            guard isText else { return true }
+            let available = min(buf.count - h.headerLength, h.payloadLength)
+            guard available > wsPartialChecked else { return true }
+            if wsPartialChecked == 0 { wsPartialValidator = h.opcode == .text ? UTF8Validator() : wsMachine.utf8 }
+            var chunk = Array(buf[(h.headerLength + wsPartialChecked)..<(h.headerLength + available)])
+            let k = [h.key.0, h.key.1, h.key.2, h.key.3]
+            let r = wsPartialChecked & 3
+            chunk.withUnsafeMutableBufferPointer {
+                WebSocketFrameDecoder.unmask($0, key: (k[r], k[(r + 1) & 3], k[(r + 2) & 3], k[(r + 3) & 3]))
+            }
+            wsPartialChecked = available
+            return wsPartialValidator.feed(chunk)
+        }
+    }
+
+    /// Fails the connection. Messages already queued still reach the handler (and its answers
+    /// still go out) before the close frame, bounded by one second.
     private func wsFail(code: UInt16, reason: String) {
         webSocket?.finishInbound()
+        if !wsCloseSent && task != nil && wsPendingFailure == nil {
+            wsPendingFailure = (code, reason)
+            wsCloseDeadline = monotonicNanos() + 1_000_000_000
+            inbound = []; inStart = 0
+            return
+        }
+        sendFailureClose(code: code, reason: reason)
+    }
+
+    private func sendFailureClose(code: UInt16, reason: String) {
         if !wsCloseSent {
             wsCloseSent = true
             send(encodeWebSocketFrame(opcode: .close, payload: closePayload(code: code, reason: reason)))
@@ -745,6 +787,7 @@ extension Connection {
     }
 
     func wsWrite(_ frame: [UInt8], completion: @escaping ((any Error)?) -> Void) {
+        // While failing, reads have stopped; answers to messages received before the failure still go out.
         guard !closed, webSocket != nil, !wsCloseSent else { completion(ConnectionClosedError()); return }
         send(frame)
         if closed { completion(ConnectionClosedError()); return }
@@ -763,6 +806,7 @@ extension Connection {
     func wsHandlerFinished() {
         task = nil
         guard !closed, webSocket != nil else { return }
+        if let f = wsPendingFailure { sendFailureClose(code: f.code, reason: f.reason); return }
         if !wsCloseSent { wsInitiateClose(code: WebSocketCloseCode.normal, reason: "") }
     }
 }

@@ -44,6 +44,23 @@ public struct WebSocketFrameDecoder: Sendable {
         case failure(code: UInt16, reason: String)
     }
 
+    /// The header of a frame whose payload has not fully arrived: (opcode, header length, payload length, mask key).
+    public func peekHeader(_ buf: UnsafeBufferPointer<UInt8>) -> (opcode: WebSocketOpcode, headerLength: Int, payloadLength: Int, key: (UInt8, UInt8, UInt8, UInt8))? {
+        let n = buf.count
+        guard n >= 2, buf[1] & 0x80 != 0, let op = WebSocketOpcode(rawValue: buf[0] & 0x0F) else { return nil }
+        var len = Int(buf[1] & 0x7F), off = 2
+        if len == 126 { guard n >= 4 else { return nil }; len = Int(buf[2]) << 8 | Int(buf[3]); off = 4 }
+        else if len == 127 {
+            guard n >= 10 else { return nil }
+            var v: UInt64 = 0
+            for i in 2..<10 { v = v << 8 | UInt64(buf[i]) }
+            guard v <= UInt64(maxFrameSize) else { return nil }
+            len = Int(v); off = 10
+        }
+        guard n >= off + 4 else { return nil }
+        return (op, off + 4, len, (buf[off], buf[off + 1], buf[off + 2], buf[off + 3]))
+    }
+
     /// Decodes one frame from the start of `buf`. `requireMask` is true for frames from clients.
     public func decode(_ buf: UnsafeMutableBufferPointer<UInt8>, requireMask: Bool = true) -> Result {
         let n = buf.count

@@ -19,9 +19,9 @@ public struct WebSocketStateMachine: Sendable {
     }
 
     public let maxMessageSize: Int
-    var messageOpcode: WebSocketOpcode?
+    public internal(set) var messageOpcode: WebSocketOpcode?
     var buffer: [UInt8] = []
-    var utf8 = UTF8Validator()
+    public internal(set) var utf8 = UTF8Validator()
     public private(set) var closeReceived = false
 
     public init(maxMessageSize: Int) { self.maxMessageSize = maxMessageSize }
