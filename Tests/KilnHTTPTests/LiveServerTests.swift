@@ -1,0 +1,284 @@
+import Foundation
+import Synchronization
+import Testing
+@testable import KilnHTTP
+
+/// The engine on a real socket, driven by raw bytes.
+@Suite struct LiveServerTests {
+    static func router() -> Router {
+        let r = Router()
+        r.get("/hello") { _, _ in .text("Hello, world!") }
+        r.post("/echo") { req, _ in
+            Response(headers: ["Content-Type": req.headers["Content-Type"] ?? "application/octet-stream"], body: .bytes(try await req.bodyBytes()))
+        }
+        r.post("/small", RouteMetadata(bodyLimit: 16)) { req, _ in .text("\(try await req.bodyBytes().count)") }
+        r.post("/count", RouteMetadata(streamBody: true)) { req, _ in
+            guard case .stream(let s) = req.body else { return .text("not streamed") }
+            var total = 0
+            for try await chunk in s { total += chunk.count }
+            return .text("\(total)")
+        }
+        r.get("/slow/:ms") { _, c in
+            try await Task.sleep(for: .milliseconds(Int(c.parameters["ms"]!)!))
+            return .text("slept \(c.parameters["ms"]!)")
+        }
+        r.get("/stream") { _, _ in
+            .stream { w in for i in 0..<3 { try await w.write("part\(i);") } }
+        }
+        r.get("/big") { _, _ in Response(body: .bytes([UInt8](repeating: 120, count: 4 << 20))) }
+        r.get("/badheader") { _, _ in Response(headers: ["X-Evil": "a\r\nInjected: yes"], body: .bytes([])) }
+        return r
+    }
+
+    @Test func keepAliveAndPipelining() async throws {
+        let s = try LiveServer(Self.router())
+        defer { Task { await s.stop() } }
+        let c = try RawClient(port: s.port)
+        // Three pipelined requests, the first slow: answers come back in order.
+        c.send("GET /slow/100 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+        let rs = await c.readResponses(3)
+        try #require(rs.count == 3)
+        #expect(rs.map(\.status) == [200, 200, 200])
+        #expect(rs.map(\.bodyText) == ["slept 100", "Hello, world!", "abc"])
+        #expect(rs[0].header("Date") != nil)
+        #expect(rs[0].header("Server") == "kiln")
+        // Still open for a fourth.
+        c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(await c.readResponse()?.bodyText == "Hello, world!")
+    }
+
+    @Test func connectionCloseAndHTTP10() async throws {
+        let s = try LiveServer(Self.router())
+        defer { Task { await s.stop() } }
+        let c = try RawClient(port: s.port)
+        c.send("GET /hello HTTP/1.0\r\n\r\n")
+        let all = String(decoding: await c.readAll(), as: UTF8.self)
+        #expect(all.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(all.contains("Connection: close"))
+        #expect(all.hasSuffix("Hello, world!"))
+        let k = try RawClient(port: s.port)
+        k.send("GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        #expect(await k.readResponse()?.header("Connection") == "keep-alive")
+        k.send("GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
+        #expect(String(decoding: await k.readAll(), as: UTF8.self).contains("Connection: close"))
+    }
+
+    @Test func chunkedUploadWithTrailers() async throws {
+        let s = try LiveServer(Self.router())
+        defer { Task { await s.stop() } }
+        let c = try RawClient(port: s.port)
+        c.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        try await Task.sleep(for: .milliseconds(50))
+        c.send("6\r\n world\r\n0\r\nX-Checksum: 1\r\n\r\n")
+        #expect(await c.readResponse()?.bodyText == "hello world")
+    }
+
+    @Test func expectContinue() async throws {
+        let s = try LiveServer(Self.router())
+        defer { Task { await s.stop() } }
+        let c = try RawClient(port: s.port)
+        c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        let interim = String(decoding: await c.read(exactly: 25), as: UTF8.self)
+        #expect(interim == "HTTP/1.1 100 Continue\r\n\r\n")
+        c.send("data")
+        #expect(await c.readResponse()?.bodyText == "data")
+        // Too large: refused at once with 413, no 100.
+        let d = try RawClient(port: s.port)
+        d.send("POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n")
+        let r = await d.readResponse()
+        #expect(r?.status == 413)
+        #expect(r?.bodyText.contains("payload_too_large") == true)
+    }
+
+    @Test func headSendsHeadersOnly() async throws {
+        let s = try LiveServer(Self.router())
+        defer { Task { await s.stop() } }
+        let c = try RawClient(port: s.port)
+        c.send("HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        // The HEAD answer has Content-Length 13 but no body, so the next bytes are the GET's status line.
+        let raw = String(decoding: await c.read(exactly: 300), as: UTF8.self)
+        let parts = raw.components(separatedBy: "HTTP/1.1 200 OK")
+        #expect(parts.count == 3)
+        #expect(parts[1].contains("Content-Length: 13") && !parts[1].contains("Hello"))
+        #expect(parts[2].hasSuffix("Hello, world!"))
+    }
+
+    @Test(arguments: [
+        ("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400),
+        ("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
+        ("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 400),
+        ("GET /hello HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400),
+        ("GET /hello HTTP/1.1\nHost: x\n\n", 400),
+        ("GET /hello HTTP/1.1\r\nX: a\u{0}\r\n\r\n", 400),
+        ("GET /a%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET /hello?q=%G0 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\n01234567890123456", 413),
+        ("POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n01234567890123456789012345678901\r\n0\r\n\r\n", 413),
+        ("GET /" + String(repeating: "a", count: 9000) + " HTTP/1.1\r\n\r\n", 414),
+        ("GET /hello HTTP/1.1\r\n" + (0..<150).map { "X-\($0): 1\r\n" }.joined() + "\r\n", 431),
+        ("GET /hello HTTP/3.0\r\n\r\n", 505),
+    ])
+    func protocolErrorsAnswerThenClose(_ raw: String, _ status: Int) async throws {
+        let s = try LiveServer(Self.router())
+        defer { Task { await s.stop() } }
+        let c = try RawClient(port: s.port)
+        c.send(raw)
+        // Smuggled bytes after the bad request must never be answered as a second request.
+        c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        let all = await c.readAll()
+        let rs = ParsedResponse.parseAll(all)
+        #expect(rs.count == 1)
+        #expect(rs.first?.status == status)
+        #expect(rs.first?.header("Connection") == "close")
+        #expect(rs.first?.bodyText.contains("\"request_id\":\"req_") == true)
+        #expect(rs.first?.header("X-Request-Id") != nil)
+    }
+
+    @Test func serverSurvivesGarbage() async throws {
+        let s = try LiveServer(Self.router())
+        defer { Task { await s.stop() } }
+        var rng = SystemRandomNumberGenerator()
+        for i in 0..<50 {
+            let c = try RawClient(port: s.port, timeout: 2)
+            var junk = (0..<(Int(rng.next() % 2000) + 1)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            if i % 2 == 0 { junk = Array("GET /hello HTTP/1.1\r\n".utf8) + junk }
+            c.send(junk)
+            c.shutdownWrite()
+            _ = await c.readAll()
+        }
+        let c = try RawClient(port: s.port)
+        c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(await c.readResponse()?.bodyText == "Hello, world!")
+    }
+
+    @Test func streamedRequestBody() async throws {
+        let s = try LiveServer(Self.router())
+        defer { Task { await s.stop() } }
+        let c = try RawClient(port: s.port)
+        let size = 3 << 20
+        c.send("POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: \(size)\r\n\r\n")
+        c.send([UInt8](repeating: 7, count: size))
+        #expect(await c.readResponse()?.bodyText == "\(size)")
+    }
+
+    @Test func streamedAndLargeResponses() async throws {
+        let s = try LiveServer(Self.router())
+        defer { Task { await s.stop() } }
+        let c = try RawClient(port: s.port)
+        c.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        let rs = await c.readResponses(2)
+        #expect(rs.first?.header("Transfer-Encoding") == "chunked")
+        #expect(rs.first?.bodyText == "part0;part1;part2;")
+        #expect(rs.last?.body.count == 4 << 20)
+    }
+
+    @Test func responseSplittingIsRefused() async throws {
+        let s = try LiveServer(Self.router())
+        defer { Task { await s.stop() } }
+        let c = try RawClient(port: s.port)
+        c.send("GET /badheader HTTP/1.1\r\nHost: x\r\n\r\n")
+        let r = await c.readResponse()
+        #expect(r?.status == 500)
+        #expect(r?.header("Injected") == nil)
+    }
+
+    @Test func headerTimeoutAnswers408AndIdleClientsDoNotBlockOthers() async throws {
+        let s = try LiveServer(Self.router()) { $0.headerTimeout = 1; $0.idleTimeout = 2 }
+        defer { Task { await s.stop() } }
+        // Many slow clients holding half-sent heads.
+        var slow: [RawClient] = []
+        for _ in 0..<200 { let c = try RawClient(port: s.port); c.send("GET /hello HTTP/1.1\r\nHost"); slow.append(c) }
+        let normal = try RawClient(port: s.port)
+        normal.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(await normal.readResponse()?.status == 200)
+        let r = ParsedResponse.parseAll(await slow[0].readAll())
+        #expect(r.first?.status == 408)
+        // An idle keep-alive connection is closed after idleTimeout.
+        let start = Date()
+        normal.send("")
+        _ = await normal.readAll()
+        #expect(Date().timeIntervalSince(start) < 4.5)
+    }
+
+    @Test func sseEventsHeartbeatAndCancellationOnDisconnect() async throws {
+        let cancelled = Mutex(false)
+        let r = Router()
+        r.get("/events") { req, _ in
+            let from = try SSE.resumeCursor(req) ?? 0
+            return .sse(heartbeat: .milliseconds(200)) { sse in
+                do {
+                    for i in (from + 1)...(from + 2) { try await sse.send(id: "\(i)", event: "tick", data: "{\"n\":\(i)}") }
+                    try await Task.sleep(for: .seconds(30))
+                } catch {
+                    if error is CancellationError { cancelled.withLock { $0 = true } }
+                    throw error
+                }
+            }
+        }
+        let s = try LiveServer(r)
+        defer { Task { await s.stop() } }
+        let c = try RawClient(port: s.port, timeout: 1)
+        c.send("GET /events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 5\r\n\r\n")
+        let text = await c.read(until: ": heartbeat\n\n")
+        #expect(text.contains("Content-Type: text/event-stream"))
+        #expect(text.contains("id: 6\nevent: tick\ndata: {\"n\":6}\n\n"))
+        #expect(text.contains("id: 7\nevent: tick\ndata: {\"n\":7}\n\n"))
+        #expect(text.contains(": heartbeat\n\n"))
+        c.closeNow()
+        for _ in 0..<100 where !cancelled.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(cancelled.withLock { $0 })
+        #expect(s.server.stats.streamingResponses.load(ordering: .relaxed) == 0)
+    }
+
+    @Test func webSocketOverRawSocket() async throws {
+        let r = Router()
+        r.get("/ws") { req, _ in
+            let origin = req.headers["Origin"] ?? "none"
+            return try WebSocket.upgrade(req) { ws in
+                try await ws.send(text: "origin=\(origin)")
+                for await m in ws.messages { try await ws.send(m) }
+            }
+        }
+        let s = try LiveServer(r)
+        defer { Task { await s.stop() } }
+        let c = try RawClient(port: s.port)
+        c.send("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\n\r\n")
+        let head = await c.readResponse()
+        #expect(head?.status == 101)
+        #expect(head?.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        let hello = await c.read(exactly: 2 + 25)
+        #expect(String(decoding: hello.dropFirst(2), as: UTF8.self) == "origin=http://example.com")
+        let key: [UInt8] = [9, 8, 7, 6]
+        func masked(_ op: UInt8, _ p: [UInt8]) -> [UInt8] { [0x80 | op, 0x80 | UInt8(p.count)] + key + p.enumerated().map { $0.element ^ key[$0.offset % 4] } }
+        c.send(masked(0x1, Array("echo me".utf8)))
+        #expect(await c.read(exactly: 9) == [0x81, 7] + Array("echo me".utf8))
+        c.send(masked(0x9, [1, 2]))
+        #expect(await c.read(exactly: 4) == [0x8A, 2, 1, 2])
+        // Unmasked frame: protocol error 1002, then the server closes.
+        c.send([0x81, 0x01, 0x41])
+        let close = await c.readAll()
+        #expect(Array(close.prefix(4)) == [0x88, close[1], 0x03, 0xEA])
+    }
+
+    @Test func gracefulShutdownFinishesInFlightRequests() async throws {
+        let s = try LiveServer(Self.router())
+        let c = try RawClient(port: s.port)
+        c.send("GET /slow/300 HTTP/1.1\r\nHost: x\r\n\r\n")
+        try await Task.sleep(for: .milliseconds(50))
+        let stopping = Task { await s.stop() }
+        let r = await c.readResponse()
+        #expect(r?.bodyText == "slept 300")
+        #expect(r?.header("Connection") == "close")
+        await stopping.value
+        #expect(throws: (any Error).self) { _ = try RawClient(port: s.port) }
+    }
+
+    @Test func ipv6Loopback() async throws {
+        guard (try? await run("sh", ["-c", "test -f /proc/net/if_inet6"]))?.0 == 0 else { return }
+        let s = try LiveServer(Self.router()) { $0.host = "::1" }
+        defer { Task { await s.stop() } }
+        #expect(s.port > 0)
+        let (code, out, _) = try await run("curl", ["-s", "-g", "http://[::1]:\(s.port)/hello"])
+        #expect(code == 0 && out == "Hello, world!")
+    }
+}
