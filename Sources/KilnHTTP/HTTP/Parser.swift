@@ -59,6 +59,15 @@ let tokenTable: [Bool] = {
     return t
 }()
 
+@inline(__always) func hexValue(_ c: UInt8) -> UInt8? {
+    switch c {
+    case 48...57: c - 48
+    case 65...70: c - 55
+    case 97...102: c - 87
+    default: nil
+    }
+}
+
 /// RFC 9110 tchar.
 @inline(__always) public func isTokenChar(_ c: UInt8) -> Bool { tokenTable[Int(c)] }
 /// field-vchar / SP / HTAB (obs-text allowed; CTLs, NUL and DEL refused).

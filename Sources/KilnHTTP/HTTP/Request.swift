@@ -89,15 +89,6 @@ public struct QueryParameters: Sendable, Sequence {
     }
 }
 
-@inline(__always) func hexValue(_ c: UInt8) -> UInt8? {
-    switch c {
-    case 48...57: c - 48
-    case 65...70: c - 55
-    case 97...102: c - 87
-    default: nil
-    }
-}
-
 /// Percent-decodes `s`; nil on an invalid escape, a NUL byte, or bytes that are not UTF-8.
 public func percentDecode(_ s: Substring, plusAsSpace: Bool = false) -> String? {
     let u = s.utf8
