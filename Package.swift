@@ -22,7 +22,9 @@ let package = Package(
 
         // The engine and the shared layers.
         .target(name: "KilnHTTP", dependencies: ["CShims", "COpenSSL"], swiftSettings: strict),
-        .target(name: "KilnCore", dependencies: ["KilnHTTP"], swiftSettings: strict),
+        .target(name: "KilnCrypto", dependencies: ["COpenSSL"], swiftSettings: strict),
+        .target(name: "KilnStore", dependencies: ["CSQLite"], swiftSettings: strict),
+        .target(name: "KilnCore", dependencies: ["KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
         .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore"], swiftSettings: strict),
 
         // Executables.
@@ -31,6 +33,8 @@ let package = Package(
 
         // Tests.
         .testTarget(name: "KilnHTTPTests", dependencies: ["KilnHTTP", "CShims"], swiftSettings: strict),
+        .testTarget(name: "KilnCryptoTests", dependencies: ["KilnCrypto"], swiftSettings: strict),
+        .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore"], swiftSettings: strict),
         .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnHTTP", "KilnCore"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# End-to-end checks with outside clients against the real binaries:
+#   - kiln-bench's /ws/echo: python `websockets` (text, binary, fragments, 16 MiB, ping, closes)
+#     and the Autobahn cases (kosoku), sections 1-7 and 9;
+#   - kiln serve: curl probes, promtool on /metrics, the OpenAPI document, schemathesis.
+# Installs its Python tools into a venv under .build/. Stops everything it started.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+BIN=${BIN:-$ROOT/.build/debug}
+VENV=$ROOT/.build/e2e-venv
+OUT=$ROOT/.build/e2e
+mkdir -p "$OUT"
+PASSED=0; FAILED=0
+pass() { PASSED=$((PASSED + 1)); echo "ok   $*"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL $*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
+"$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/e2e/requirements.txt
+export PATH="$VENV/bin:$PATH"
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
+
+# --- kiln-bench: WebSocket conformance ---
+PORT=$(free_port)
+"$BIN/kiln-bench" --host 127.0.0.1 --port "$PORT" > "$OUT/kiln-bench.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$PORT/hello" || { echo "kiln-bench did not start"; cat "$OUT/kiln-bench.log"; exit 1; }
+[ "$(curl -s "http://127.0.0.1:$PORT/hello")" = "Hello, world!" ] && pass "kiln-bench /hello" || fail "kiln-bench /hello"
+if python3 scripts/e2e/ws_check.py "ws://127.0.0.1:$PORT/ws/echo"; then pass "websockets client checks"; else fail "websockets client checks"; fi
+rm -rf "$OUT/autobahn"
+if python3 scripts/e2e/autobahn.py "ws://127.0.0.1:$PORT/ws/echo" "$OUT/autobahn"; then pass "Autobahn sections 1-7, 9"; else fail "Autobahn sections 1-7, 9"; fi
+
+# --- kiln serve ---
+if [ -x scripts/e2e/app.sh ]; then
+  if BIN="$BIN" OUT="$OUT" bash scripts/e2e/app.sh; then pass "kiln serve end-to-end"; else fail "kiln serve end-to-end"; fi
+fi
+
+echo "e2e: $PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]

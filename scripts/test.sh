@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite (the README's test command; .ci/run calls it):
+#   1. installs what the tests need (Debian packages; Python tools go into a venv under .build/),
+#   2. builds everything with warnings as errors,
+#   3. runs `swift test` (unit and in-process integration tests on real sockets),
+#   4. runs the end-to-end checks in scripts/e2e/ against the real binaries with outside clients,
+#   5. runs each fuzz target briefly (FUZZ_SECONDS, default 15; 0 skips).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+. scripts/lib/deps.sh
+ensure_packages libsqlite3-dev libssl-dev curl openssl ca-certificates
+ensure_python_venv
+
+FLAGS=(-Xswiftc -warnings-as-errors)
+echo "== build (warnings are errors)"
+swift build --build-tests "${FLAGS[@]}"
+echo "== swift test"
+set +e
+swift test "${FLAGS[@]}" > .build/swift-test.log 2>&1
+rc=$?
+set -e
+grep -vE '^(Test Case|Test Suite|◇|✔ Test [a-z]|\[[0-9]+/[0-9]+\])' .build/swift-test.log | tail -40
+[ $rc = 0 ] || { echo "swift test failed (exit $rc); full log: .build/swift-test.log"; exit 1; }
+UNIT=$(grep -oE 'Test run with [0-9]+ tests?' .build/swift-test.log | grep -oE '[0-9]+' | tail -1)
+[ -n "$UNIT" ] || { echo "swift test ran no tests"; exit 1; }
+echo "== end-to-end"
+BIN="$ROOT/.build/debug" scripts/e2e/run.sh | tee .build/e2e.log
+E2E=$(grep -oE '^e2e: [0-9]+ passed' .build/e2e.log | grep -oE '[0-9]+')
+if [ "${FUZZ_SECONDS:-15}" != 0 ]; then
+  echo "== fuzz smoke (${FUZZ_SECONDS:-15}s per target)"
+  scripts/fuzz/run.sh all "${FUZZ_SECONDS:-15}"
+fi
+echo "tests: $((UNIT + E2E)) passed, 0 failed"
