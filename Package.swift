@@ -25,7 +25,10 @@ let package = Package(
         .target(name: "KilnCrypto", dependencies: ["COpenSSL"], swiftSettings: strict),
         .target(name: "KilnStore", dependencies: ["CSQLite"], swiftSettings: strict),
         .target(name: "KilnCore", dependencies: ["KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
-        .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore"], swiftSettings: strict),
+        // Domain modules.
+        .target(name: "KilnAuth", dependencies: ["KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
+
+        .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "COpenSSL", "KilnAuth"], swiftSettings: strict),
 
         // Executables.
         .executableTarget(name: "kiln", dependencies: ["KilnApp", "KilnHTTP", "KilnCore"], swiftSettings: strict),
@@ -35,7 +38,7 @@ let package = Package(
         .testTarget(name: "KilnHTTPTests", dependencies: ["KilnHTTP", "CShims"], swiftSettings: strict),
         .testTarget(name: "KilnCryptoTests", dependencies: ["KilnCrypto"], swiftSettings: strict),
         .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore"], swiftSettings: strict),
-        .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnHTTP", "KilnCore"], swiftSettings: strict),
+        .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "KilnAuth"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -70,3 +70,9 @@ public final class ServerStats: Sendable {
 }
 
 @inline(__always) func monotonicNanos() -> UInt64 { kiln_monotonic_ns() }
+
+/// Monotonic nanoseconds (the clock request start times use).
+public func kilnMonotonicNanos() -> UInt64 { kiln_monotonic_ns() }
+
+/// This process's resident set size in bytes.
+public func kiln_rss_bytes_public() -> Int { Int(kiln_rss_bytes()) }

@@ -174,7 +174,7 @@ public struct RouterResponder: Sendable {
     /// In-process dispatch (tests, internal calls): resolves, builds a context and responds.
     public func handle(_ request: Request, requestID: String = RequestID.make()) async -> Response {
         let (route, params) = resolve(request.method, request.pathSegments)
-        let ctx = RequestContext(requestID: requestID, route: route, parameters: params)
+        let ctx = RequestContext(requestID: requestID, route: route, parameters: params, startNanos: monotonicNanos())
         return await respond(request, context: ctx)
     }
 }

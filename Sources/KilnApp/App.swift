@@ -1,2 +1,0 @@
-import KilnCore
-public enum KilnAppInfo { public static let version = KilnCoreVersion.version }

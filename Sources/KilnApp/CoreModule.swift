@@ -1,0 +1,139 @@
+import Foundation
+import Glibc
+import KilnCore
+import KilnCrypto
+import KilnHTTP
+import KilnStore
+
+/// Probes, metrics, the OpenAPI document and the permission list.
+struct CoreModule: KilnModule {
+    let name = "core"
+    let app: Application
+
+    var migrations: [Migration] {
+        EventBus.migrations + [
+            Migration(module: "core", version: 1, name: "readiness probe row", sql: """
+                CREATE TABLE core_probe (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at INTEGER NOT NULL);
+                """),
+        ]
+    }
+
+    func register(_ routes: Routes, _ services: Services) {
+        let app = self.app
+        routes.add(.GET, "/healthz", permission: Permission.publicAccess, summary: "Liveness: the process answers",
+                   tags: ["probes"], responseBody: ["type": "object", "properties": ["status": ["type": "string"]]]) { _, _ in
+            .json(raw: Array(#"{"status":"ok"}"#.utf8))
+        }
+        routes.add(.GET, "/readyz", permission: Permission.publicAccess,
+                   summary: "Readiness: database reachable and writable, migrations current, data dir writable, free disk above the floor",
+                   tags: ["probes"]) { _, ctx in
+            let checks = await app.readinessChecks()
+            let ok = checks.values.allSatisfy { if case .object(let o) = $0 { return o["ok"] == .bool(true) } else { return false } }
+            if ok { return .json(raw: Array(JSONValue.object(["status": "ready", "checks": .object(checks)]).jsonText.utf8)) }
+            let body = JSONValue.object([
+                "error": ["code": "unavailable", "message": "Not ready", "details": ["checks": .object(checks)]],
+                "request_id": .string(ctx.requestID), "status": "not_ready", "checks": .object(checks),
+            ]).jsonText
+            return .json(raw: Array(body.utf8), status: .serviceUnavailable)
+        }
+        routes.add(.GET, "/metrics", permission: Permission.publicAccess, summary: "Prometheus metrics (text exposition format 0.0.4)",
+                   tags: ["probes"], responseContentType: "text/plain") { _, _ in
+            .text(app.renderMetrics(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+        }
+        routes.add(.GET, "/api/openapi.json", permission: Permission.publicAccess, summary: "This API as an OpenAPI 3.1 document",
+                   tags: ["meta"]) { _, _ in
+            .json(raw: Array(app.openAPIDocument().jsonText.utf8))
+        }
+        routes.add(.GET, "/api/permissions", permission: Permission.publicAccess, summary: "Every permission with what it allows",
+                   tags: ["meta"], responseBody: ["type": "object", "properties": ["items": ["type": "array"]]]) { _, _ in
+            let items: [JSONValue] = app.permissions.map { .object(["name": .string($0.name), "description": .string($0.description)]) }
+            return .json(raw: Array(JSONValue.object(["items": .array(items), "next_cursor": .null]).jsonText.utf8))
+        }
+    }
+}
+
+extension Application {
+    /// Each readiness check with `ok` and a reason when it fails.
+    func readinessChecks() async -> [String: JSONValue] {
+        var checks: [String: JSONValue] = [:]
+        let now = services.clock.now()
+        do {
+            _ = try await services.db.write { tx in
+                try tx.run("INSERT INTO core_probe (id, checked_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at", now)
+            }
+            checks["database"] = ["ok": true]
+        } catch {
+            checks["database"] = ["ok": false, "reason": "database is not writable"]
+        }
+        do {
+            let pending = try services.db.pending(allMigrations)
+            checks["migrations"] = pending.isEmpty ? ["ok": true]
+                : ["ok": false, "reason": .string("\(pending.count) migration(s) pending; run kiln migrate")]
+        } catch {
+            checks["migrations"] = ["ok": false, "reason": "cannot read schema_migrations"]
+        }
+        let probe = services.dataDir + "/.ready-probe-\(getpid())"
+        if FileManager.default.createFile(atPath: probe, contents: Data("ok".utf8)) {
+            try? FileManager.default.removeItem(atPath: probe)
+            checks["data_dir"] = ["ok": true]
+        } else {
+            checks["data_dir"] = ["ok": false, "reason": "data dir is not writable"]
+        }
+        var st = statvfs()
+        if statvfs(services.dataDir, &st) == 0 {
+            let freeMB = Int(UInt64(st.f_bavail) * UInt64(st.f_frsize) / (1024 * 1024))
+            checks["disk"] = freeMB >= services.config.minFreeDiskMB
+                ? ["ok": true, "free_mb": .int(freeMB)]
+                : ["ok": false, "free_mb": .int(freeMB), "reason": .string("less than \(services.config.minFreeDiskMB) MB free")]
+        } else {
+            checks["disk"] = ["ok": false, "reason": "cannot stat the data dir"]
+        }
+        return checks
+    }
+
+    func renderMetrics() -> String {
+        var out = ""
+        metrics.render(into: &out)
+        if let s = server?.stats {
+            prometheusMetric(&out, name: "kiln_http_requests_in_flight", type: "gauge", help: "Requests being handled now.",
+                             value: Double(s.inFlightRequests.load(ordering: .relaxed)))
+            prometheusMetric(&out, name: "kiln_http_open_connections", type: "gauge", help: "Open client connections.",
+                             value: Double(s.openConnections.load(ordering: .relaxed)))
+            prometheusMetric(&out, name: "kiln_http_connections_accepted_total", type: "counter", help: "Connections accepted since start.",
+                             value: Double(s.acceptedConnections.load(ordering: .relaxed)))
+            prometheusMetric(&out, name: "kiln_http_connections_rejected_total", type: "counter", help: "Connections refused at the connection limit.",
+                             value: Double(s.rejectedConnections.load(ordering: .relaxed)))
+            prometheusMetric(&out, name: "kiln_http_protocol_errors_total", type: "counter", help: "Requests refused by the HTTP parser.",
+                             value: Double(s.protocolErrors.load(ordering: .relaxed)))
+            prometheusMetric(&out, name: "kiln_http_streaming_responses", type: "gauge", help: "Streamed responses (SSE, downloads) in progress.",
+                             value: Double(s.streamingResponses.load(ordering: .relaxed)))
+            prometheusMetric(&out, name: "kiln_websocket_connections", type: "gauge", help: "Open WebSocket connections.",
+                             value: Double(s.webSocketConnections.load(ordering: .relaxed)))
+        }
+        prometheusMetric(&out, name: "kiln_sse_subscribers", type: "gauge", help: "Event-bus subscribers (SSE streams following a topic).",
+                         value: Double(services.bus.subscriberCount))
+        let pool = services.db.poolStats
+        prometheusMetric(&out, name: "kiln_db_pool_readers", type: "gauge", help: "Reader connections in the SQLite pool.", value: Double(pool.readers))
+        prometheusMetric(&out, name: "kiln_db_pool_readers_busy", type: "gauge", help: "Reader connections in use.", value: Double(pool.busyReaders))
+        prometheusMetric(&out, name: "kiln_db_write_transactions_total", type: "counter", help: "Write transactions run.", value: Double(pool.writes))
+        prometheusMetric(&out, name: "kiln_db_read_transactions_total", type: "counter", help: "Read transactions run.", value: Double(pool.reads))
+        prometheusMetric(&out, name: "kiln_background_jobs", type: "gauge", help: "Background jobs and tasks running.", value: Double(services.jobs.activeCount))
+        out += "# HELP kiln_build_info Build facts (value is always 1).\n# TYPE kiln_build_info gauge\n"
+        out += "kiln_build_info{version=\"\(KilnVersion.version)\",sqlite=\"\(Database.sqliteVersion)\"} 1\n"
+        // Process figures, with the standard names.
+        let rss = Double(kiln_rss_bytes_public())
+        prometheusMetric(&out, name: "process_resident_memory_bytes", type: "gauge", help: "Resident memory size in bytes.", value: rss)
+        var ru = rusage()
+        getrusage(Int32(RUSAGE_SELF.rawValue), &ru)
+        let cpu = Double(ru.ru_utime.tv_sec) + Double(ru.ru_utime.tv_usec) / 1e6 + Double(ru.ru_stime.tv_sec) + Double(ru.ru_stime.tv_usec) / 1e6
+        prometheusMetric(&out, name: "process_cpu_seconds_total", type: "counter", help: "User and system CPU time spent in seconds.", value: cpu)
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+        prometheusMetric(&out, name: "process_open_fds", type: "gauge", help: "Number of open file descriptors.", value: Double(fds))
+        var rl = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
+        prometheusMetric(&out, name: "process_max_fds", type: "gauge", help: "Maximum number of open file descriptors.", value: Double(rl.rlim_cur))
+        prometheusMetric(&out, name: "process_start_time_seconds", type: "gauge", help: "Start time of the process since unix epoch in seconds.",
+                         value: startedAt.timeIntervalSince1970.rounded())
+        return out
+    }
+}

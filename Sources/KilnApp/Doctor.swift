@@ -1,0 +1,51 @@
+import COpenSSL
+import Foundation
+import KilnCore
+import KilnStore
+
+/// `kiln doctor`: what this machine has and what each optional program enables.
+public enum Doctor {
+    public struct Report { public var lines: [String]; public var ok: Bool }
+
+    public static let optionalPrograms: [(name: String, enables: String, install: String)] = [
+        ("git", "cloning repositories, git status in the tree, git-aware ignores", "apt-get install -y git"),
+        ("ctags", "symbol lookup for more languages (universal-ctags)", "apt-get install -y universal-ctags"),
+        ("ssh", "running commands on SSH hosts", "apt-get install -y openssh-client"),
+        ("scp", "copying files from SSH hosts", "apt-get install -y openssh-client"),
+        ("chromium", "browser screenshots", "apt-get install -y chromium"),
+        ("python3", "notebook cells", "apt-get install -y python3"),
+    ]
+
+    /// The absolute path of `program` on PATH, if any.
+    public static func which(_ program: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for dir in path.split(separator: ":") {
+            let candidate = "\(dir)/\(program)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+
+    public static func run(config: Config) -> Report {
+        var lines: [String] = []
+        var ok = true
+        lines.append("kiln \(KilnVersion.version)")
+        lines.append("ok   SQLite \(Database.sqliteVersion)")
+        lines.append("ok   " + String(cString: OpenSSL_version(OPENSSL_VERSION)))
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: config.dataDir, isDirectory: &isDir) {
+            if isDir.boolValue && FileManager.default.isWritableFile(atPath: config.dataDir) {
+                lines.append("ok   data dir \(config.dataDir) is writable")
+            } else {
+                lines.append("FAIL data dir \(config.dataDir) is not a writable directory"); ok = false
+            }
+        } else {
+            lines.append("ok   data dir \(config.dataDir) will be created on first start")
+        }
+        for p in optionalPrograms {
+            if let path = which(p.name) { lines.append("ok   \(p.name) (\(path)): \(p.enables)") }
+            else { lines.append("--   \(p.name) not found: \(p.enables) unavailable (\(p.install))") }
+        }
+        return Report(lines: lines, ok: ok)
+    }
+}

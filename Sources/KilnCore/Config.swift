@@ -1,0 +1,111 @@
+import Foundation
+
+/// Server configuration. Precedence: command-line flags > `KILN_*` environment > defaults.
+public struct Config: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8080
+    public var dataDir = "./.kiln"
+    public var publicDir: String? = nil
+    public var tlsCert: String? = nil
+    public var tlsKey: String? = nil
+    public var logLevel = "info"
+    public var secureCookies = false
+    public var maxBodyBytes = 10 * 1024 * 1024
+    public var eventLoops = 0
+    /// /readyz fails below this much free space in the data dir.
+    public var minFreeDiskMB = 100
+    /// The externally visible base URL (for setup links); derived from host and port when empty.
+    public var publicURL: String? = nil
+
+    public init() {}
+
+    public struct Option: Sendable {
+        public let flag: String
+        public let env: String
+        public let help: String
+        public let takesValue: Bool
+        let apply: @Sendable (inout Config, String) throws -> Void
+    }
+
+    public struct ConfigError: Error, CustomStringConvertible {
+        public let description: String
+        public init(_ d: String) { description = d }
+    }
+
+    static func int(_ name: String, _ v: String, _ range: ClosedRange<Int>) throws -> Int {
+        guard let n = Int(v), range.contains(n) else { throw ConfigError("\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(v)'") }
+        return n
+    }
+
+    static func bool(_ name: String, _ v: String) throws -> Bool {
+        switch v.lowercased() {
+        case "1", "true", "yes", "on", "": return true
+        case "0", "false", "no", "off": return false
+        default: throw ConfigError("\(name) must be true or false, got '\(v)'")
+        }
+    }
+
+    /// Every option `serve` understands.
+    public static let options: [Option] = [
+        Option(flag: "--host", env: "KILN_HOST", help: "address to listen on (default 127.0.0.1; :: for all IPv6+IPv4)", takesValue: true) { c, v in c.host = v },
+        Option(flag: "--port", env: "KILN_PORT", help: "port to listen on (default 8080; 0 picks a free one)", takesValue: true) { c, v in c.port = try int("--port", v, 0...65535) },
+        Option(flag: "--data-dir", env: "KILN_DATA_DIR", help: "where kiln.db, master.key and logs live (default ./.kiln)", takesValue: true) { c, v in c.dataDir = v },
+        Option(flag: "--public-dir", env: "KILN_PUBLIC_DIR", help: "the web UI folder (default ./Public)", takesValue: true) { c, v in c.publicDir = v },
+        Option(flag: "--tls-cert", env: "KILN_TLS_CERT", help: "PEM certificate chain; serves HTTPS with --tls-key", takesValue: true) { c, v in c.tlsCert = v },
+        Option(flag: "--tls-key", env: "KILN_TLS_KEY", help: "PEM private key", takesValue: true) { c, v in c.tlsKey = v },
+        Option(flag: "--log-level", env: "KILN_LOG_LEVEL", help: "debug, info, warn or error (default info)", takesValue: true) { c, v in
+            guard ["debug", "info", "warn", "error"].contains(v) else { throw ConfigError("--log-level must be debug, info, warn or error") }
+            c.logLevel = v
+        },
+        Option(flag: "--secure-cookies", env: "KILN_SECURE_COOKIES", help: "mark cookies Secure (behind a TLS proxy)", takesValue: false) { c, v in c.secureCookies = try bool("--secure-cookies", v) },
+        Option(flag: "--max-body", env: "KILN_MAX_BODY", help: "default request body limit in bytes (default 10485760)", takesValue: true) { c, v in c.maxBodyBytes = try int("--max-body", v, 1024...(1 << 34)) },
+        Option(flag: "--event-loops", env: "KILN_EVENT_LOOPS", help: "I/O threads (default: one per core)", takesValue: true) { c, v in c.eventLoops = try int("--event-loops", v, 0...256) },
+        Option(flag: "--min-free-disk-mb", env: "KILN_MIN_FREE_DISK_MB", help: "readiness fails below this free space (default 100)", takesValue: true) { c, v in c.minFreeDiskMB = try int("--min-free-disk-mb", v, 0...(1 << 30)) },
+        Option(flag: "--public-url", env: "KILN_PUBLIC_URL", help: "external base URL used in links (default http://HOST:PORT)", takesValue: true) { c, v in c.publicURL = v },
+    ]
+
+    /// Builds the config from the environment, then flags on top. Unknown flags are errors.
+    /// Returns the arguments that were not options (positional).
+    public static func load(arguments: [String], environment: [String: String]) throws -> (Config, [String]) {
+        var c = Config()
+        for o in options { if let v = environment[o.env] { try o.apply(&c, v) } }
+        var positional: [String] = []
+        var i = 0
+        while i < arguments.count {
+            let a = arguments[i]
+            if a.hasPrefix("--") {
+                let parts = a.split(separator: "=", maxSplits: 1).map(String.init)
+                guard let o = options.first(where: { $0.flag == parts[0] }) else { throw ConfigError("unknown option \(parts[0]) (see --help)") }
+                if o.takesValue {
+                    let value: String
+                    if parts.count == 2 { value = parts[1] }
+                    else { i += 1; guard i < arguments.count else { throw ConfigError("\(o.flag) needs a value") }; value = arguments[i] }
+                    try o.apply(&c, value)
+                } else {
+                    try o.apply(&c, parts.count == 2 ? parts[1] : "true")
+                }
+            } else {
+                positional.append(a)
+            }
+            i += 1
+        }
+        if (c.tlsCert == nil) != (c.tlsKey == nil) { throw ConfigError("--tls-cert and --tls-key go together") }
+        return (c, positional)
+    }
+
+    public var isTLS: Bool { tlsCert != nil }
+
+    /// The base URL clients use.
+    public func baseURL(boundPort: Int? = nil) -> String {
+        if let publicURL { return publicURL.hasSuffix("/") ? String(publicURL.dropLast()) : publicURL }
+        let h = host == "0.0.0.0" || host == "::" || host.isEmpty ? "127.0.0.1" : (host.contains(":") ? "[\(host)]" : host)
+        return "\(isTLS ? "https" : "http")://\(h):\(boundPort ?? port)"
+    }
+
+    public static var helpText: String {
+        options.map { o in
+            let flag = o.takesValue ? "\(o.flag) VALUE" : o.flag
+            return "  " + flag.padding(toLength: 26, withPad: " ", startingAt: 0) + o.help + "  [\(o.env)]"
+        }.joined(separator: "\n")
+    }
+}
