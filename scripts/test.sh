@@ -11,6 +11,7 @@ cd "$ROOT"
 . scripts/lib/deps.sh
 ensure_packages libsqlite3-dev libssl-dev curl openssl ca-certificates
 ensure_python_venv
+ensure_optional_packages prometheus
 
 FLAGS=(-Xswiftc -warnings-as-errors)
 echo "== build (warnings are errors)"

@@ -22,3 +22,8 @@ ensure_python_venv() {
   if command -v python3 >/dev/null && python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then return 0; fi
   ensure_packages python3 python3-venv
 }
+
+# Installs what it can of optional tools (promtool, git…); never fails.
+ensure_optional_packages() {
+  for p in "$@"; do ensure_packages "$p" 2>/dev/null || echo "# optional package $p not installed" >&2; done
+}
