@@ -27,7 +27,7 @@ UNIT=$(grep -oE 'Test run with [0-9]+ tests?' .build/swift-test.log | grep -oE '
 [ -n "$UNIT" ] || { echo "swift test ran no tests"; exit 1; }
 echo "== end-to-end"
 BIN="$ROOT/.build/debug" scripts/e2e/run.sh | tee .build/e2e.log
-E2E=$(grep -oE '^e2e: [0-9]+ passed' .build/e2e.log | grep -oE '[0-9]+')
+E2E=$(awk '/^e2e:/ { print $2 }' .build/e2e.log)
 if [ "${FUZZ_SECONDS:-15}" != 0 ]; then
   echo "== fuzz smoke (${FUZZ_SECONDS:-15}s per target)"
   scripts/fuzz/run.sh all "${FUZZ_SECONDS:-15}"

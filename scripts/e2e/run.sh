@@ -38,8 +38,10 @@ if python3 scripts/e2e/autobahn.py "ws://127.0.0.1:$PORT/ws/echo" "$OUT/autobahn
 
 # --- kiln serve ---
 BIN="$BIN" OUT="$OUT" bash scripts/e2e/app.sh | tee "$OUT/app.txt"
-PASSED=$((PASSED + $(grep -oE '^app e2e: [0-9]+ passed' "$OUT/app.txt" | grep -oE '[0-9]+' || echo 0)))
-FAILED=$((FAILED + $(grep -oE '[0-9]+ failed$' "$OUT/app.txt" | grep -oE '[0-9]+' || echo 1)))
+APP_PASSED=$(awk '/^app e2e:/ { print $3 }' "$OUT/app.txt")
+APP_FAILED=$(awk '/^app e2e:/ { print $5 }' "$OUT/app.txt")
+PASSED=$((PASSED + ${APP_PASSED:-0}))
+FAILED=$((FAILED + ${APP_FAILED:-1}))
 
 echo "e2e: $PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]
