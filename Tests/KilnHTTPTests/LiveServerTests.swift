@@ -187,7 +187,7 @@ import Testing
         defer { Task { await s.stop() } }
         // Many slow clients holding half-sent heads.
         var slow: [RawClient] = []
-        for _ in 0..<200 { let c = try RawClient(port: s.port); c.send("GET /hello HTTP/1.1\r\nHost"); slow.append(c) }
+        for _ in 0..<1000 { let c = try RawClient(port: s.port); c.send("GET /hello HTTP/1.1\r\nHost"); slow.append(c) }
         let normal = try RawClient(port: s.port)
         normal.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(await normal.readResponse()?.status == 200)
@@ -280,5 +280,59 @@ import Testing
         #expect(s.port > 0)
         let (code, out, _) = try await run("curl", ["-s", "-g", "http://[::1]:\(s.port)/hello"])
         #expect(code == 0 && out == "Hello, world!")
+    }
+
+    @Test func shutdownClosesWebSocketsWith1001AndEndsSSE() async throws {
+        let r = Router()
+        r.get("/ws") { req, _ in try WebSocket.upgrade(req) { ws in for await m in ws.messages { try await ws.send(m) } } }
+        r.get("/events") { _, _ in
+            .sse { sse in
+                try await sse.send(id: "1", event: "hello", data: "{}")
+                try await Task.sleep(for: .seconds(60))
+            }
+        }
+        let s = try LiveServer(r)
+        let ws = try RawClient(port: s.port)
+        ws.send("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        #expect(await ws.readResponse()?.status == 101)
+        let sse = try RawClient(port: s.port)
+        sse.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(await sse.read(until: "event: hello").contains("data: {}"))
+        let stopping = Task { await s.stop() }
+        // The WebSocket gets a close frame with 1001; the client answers it.
+        let close = await ws.read(exactly: 4)
+        #expect(close.count == 4 && close[0] == 0x88 && close[2] == 0x03 && close[3] == 0xE9)
+        ws.send([0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xE9 ^ 2])
+        // The SSE stream ends with the last chunk.
+        #expect(await sse.read(until: "0\r\n\r\n").hasSuffix("0\r\n\r\n"))
+        await stopping.value
+        #expect(s.server.stats.openConnections.load(ordering: .relaxed) == 0)
+    }
+
+    @Test func connectionLimitAnswers503() async throws {
+        let s = try LiveServer(Self.router()) { $0.maxConnections = 3; $0.eventLoops = 1 }
+        defer { Task { await s.stop() } }
+        var held: [RawClient] = []
+        for _ in 0..<3 {
+            let c = try RawClient(port: s.port)
+            c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(await c.readResponse()?.status == 200)
+            held.append(c)
+        }
+        let extra = try RawClient(port: s.port)
+        extra.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(await extra.readResponse()?.status == 503)
+        #expect(s.server.stats.rejectedConnections.load(ordering: .relaxed) == 1)
+        held.removeAll()
+    }
+
+    @Test func optionsAsteriskAndUnknownMethods() async throws {
+        let s = try LiveServer(Self.router())
+        defer { Task { await s.stop() } }
+        let c = try RawClient(port: s.port)
+        c.send("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nBREW /hello HTTP/1.1\r\nHost: x\r\n\r\nGET * HTTP/1.1\r\nHost: x\r\n\r\n")
+        let rs = await c.readResponses(3)
+        #expect(rs.map(\.status) == [204, 405, 400])
+        #expect(rs.first?.header("Allow")?.contains("GET") == true)
     }
 }

@@ -180,7 +180,8 @@ final class Flag: @unchecked Sendable {
             Issue.record("decoded without user_name")
         } catch let e as HTTPError {
             #expect(e.status.code == 400)
-            #expect(e.details["field"] == .string("userName"))
+            #expect(e.details["field"] == .string("user_name"))
+            #expect(e.message.contains("user_name"))
         }
     }
 }

@@ -91,10 +91,11 @@ extension Response {
     }
 }
 
-/// A `DecodingError` as a 400 naming the offending field by its coding path.
+/// A `DecodingError` as a 400 naming the offending field by its coding path, in the snake_case
+/// the client sent (Swift property names are camelCase).
 func decodingFailure(_ error: DecodingError) -> HTTPError {
     func path(_ keys: [any CodingKey]) -> String {
-        keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+        keys.map { $0.intValue.map { "[\($0)]" } ?? snakeCase($0.stringValue) }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
     }
     switch error {
     case .keyNotFound(let key, let ctx):
@@ -110,4 +111,18 @@ func decodingFailure(_ error: DecodingError) -> HTTPError {
     @unknown default:
         return .badRequest("Body could not be decoded")
     }
+}
+
+/// `userName` → `user_name` (what JSONEncoder's convertToSnakeCase does for simple names).
+func snakeCase(_ s: String) -> String {
+    var out = ""
+    for (i, c) in s.enumerated() {
+        if c.isUppercase {
+            if i > 0 { out += "_" }
+            out += c.lowercased()
+        } else {
+            out.append(c)
+        }
+    }
+    return out
 }

@@ -27,7 +27,6 @@ final class Connection: @unchecked Sendable {
     var outbound: [UInt8] = []
     var outIndex = 0
     var closeAfterFlush = false
-    var drainWaiters: [(any Error)?] = []
     var waiters: [((any Error)?) -> Void] = []
 
     // The request being handled.
@@ -339,7 +338,8 @@ final class Connection: @unchecked Sendable {
 
     func writeResponse(_ response: Response, requestID: String) {
         task = nil
-        guard !closed else { return }
+        // The connection already failed (a timeout or a bad body answered by the engine): drop this answer.
+        guard !closed, !closeAfterFlush, !lingering else { inFlight = false; return }
         if let r = bodyReader, r.streamed {
             // The handler answered before reading the whole body: close after this response.
             bodyReader = nil
@@ -651,7 +651,13 @@ final class Connection: @unchecked Sendable {
             return
         }
         if bodyReader != nil {
-            if now - lastActivity > UInt64(config.bodyTimeout) * s { fail(.requestTimeout, "Timed out reading the request body") }
+            // A paused read waits for the handler, not the client: no timeout then.
+            let waitingForHandler = bodyStream?.state.withLock { $0.pausedProducer } ?? false
+            if !waitingForHandler && now - lastActivity > UInt64(config.bodyTimeout) * s {
+                bodyStream?.finish(error: HTTPError(.requestTimeout, message: "Timed out reading the request body"))
+                bodyReader = nil
+                fail(.requestTimeout, "Timed out reading the request body")
+            }
             return
         }
         if inFlight || streaming { return }

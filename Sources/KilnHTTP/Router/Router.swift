@@ -119,6 +119,9 @@ public struct RouterResponder: Sendable {
         let fallback = router.fallback
         let dispatch: Handler = { request, context in
             guard let route = context.route else {
+                if request.method == .OPTIONS && request.path == "*" {
+                    return Response(status: .noContent, headers: ["Allow": "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"])
+                }
                 if let fallback, request.method == .GET || request.method == .HEAD { return try await fallback(request, context) }
                 throw HTTPError(.notFound, message: "No route for \(request.method) \(request.path)")
             }
