@@ -37,6 +37,7 @@ let package = Package(
         // Tests.
         .testTarget(name: "KilnHTTPTests", dependencies: ["KilnHTTP", "CShims"], swiftSettings: strict),
         .testTarget(name: "KilnCryptoTests", dependencies: ["KilnCrypto"], swiftSettings: strict),
+        .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore", "KilnHTTP"], swiftSettings: strict),
         .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore"], swiftSettings: strict),
         .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "KilnAuth"], swiftSettings: strict),
     ],

@@ -35,42 +35,22 @@ static inline void kiln_ctx_use_alpn_http11(SSL_CTX *ctx) { SSL_CTX_set_alpn_sel
 #include <openssl/core_names.h>
 #include <openssl/params.h>
 
-/* HMAC-SHA256 through EVP_MAC (no deprecated API). Returns 1 on success; out gets 32 bytes. */
-static inline int kiln_hmac_sha256(const unsigned char *key, size_t keylen, const unsigned char *data, size_t datalen,
-                                   unsigned char *out) {
+/* HMAC through EVP_MAC (no deprecated API) with digest "SHA256" or "SHA1". Returns 1 on success;
+ * out gets outlen bytes (32 or 20). */
+static inline int kiln_hmac(const char *digest_name, const unsigned char *key, size_t keylen,
+                            const unsigned char *data, size_t datalen, unsigned char *out, size_t outlen) {
     EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     if (!mac) return 0;
     EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac);
     int ok = 0;
     if (ctx) {
-        char digest[] = "SHA256";
-        OSSL_PARAM params[2] = { OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end() };
-        size_t outlen = 0;
+        OSSL_PARAM params[2] = { OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)digest_name, 0),
+                                 OSSL_PARAM_construct_end() };
+        size_t written = 0;
         static const unsigned char empty = 0;
         ok = EVP_MAC_init(ctx, keylen ? key : &empty, keylen, params) == 1
             && EVP_MAC_update(ctx, data, datalen) == 1
-            && EVP_MAC_final(ctx, out, &outlen, 32) == 1 && outlen == 32;
-        EVP_MAC_CTX_free(ctx);
-    }
-    EVP_MAC_free(mac);
-    return ok;
-}
-
-/* HMAC with SHA-1 (TOTP, RFC 6238 default). out gets 20 bytes. */
-static inline int kiln_hmac_sha1(const unsigned char *key, size_t keylen, const unsigned char *data, size_t datalen,
-                                 unsigned char *out) {
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    if (!mac) return 0;
-    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac);
-    int ok = 0;
-    if (ctx) {
-        char digest[] = "SHA1";
-        OSSL_PARAM params[2] = { OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end() };
-        size_t outlen = 0;
-        static const unsigned char empty = 0;
-        ok = EVP_MAC_init(ctx, keylen ? key : &empty, keylen, params) == 1
-            && EVP_MAC_update(ctx, data, datalen) == 1
-            && EVP_MAC_final(ctx, out, &outlen, 20) == 1 && outlen == 20;
+            && EVP_MAC_final(ctx, out, &written, outlen) == 1 && written == outlen;
         EVP_MAC_CTX_free(ctx);
     }
     EVP_MAC_free(mac);

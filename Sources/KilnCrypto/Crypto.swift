@@ -24,21 +24,15 @@ public enum Crypto {
     public static func sha256(_ s: String) -> [UInt8] { sha256(Array(s.utf8)) }
     public static func sha256Hex(_ data: [UInt8]) -> String { hex(sha256(data)) }
 
-    public static func hmacSHA256(key: [UInt8], data: [UInt8]) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: 32)
-        let ok = key.withUnsafeBufferPointer { k in data.withUnsafeBufferPointer { d in out.withUnsafeMutableBufferPointer { o in
-            kiln_hmac_sha256(k.baseAddress, k.count, d.baseAddress, d.count, o.baseAddress)
-        } } }
-        precondition(ok == 1, "HMAC-SHA256 failed")
-        return out
-    }
+    public static func hmacSHA256(key: [UInt8], data: [UInt8]) -> [UInt8] { hmac("SHA256", 32, key: key, data: data) }
+    public static func hmacSHA1(key: [UInt8], data: [UInt8]) -> [UInt8] { hmac("SHA1", 20, key: key, data: data) }
 
-    public static func hmacSHA1(key: [UInt8], data: [UInt8]) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: 20)
+    private static func hmac(_ digest: String, _ length: Int, key: [UInt8], data: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: length)
         let ok = key.withUnsafeBufferPointer { k in data.withUnsafeBufferPointer { d in out.withUnsafeMutableBufferPointer { o in
-            kiln_hmac_sha1(k.baseAddress, k.count, d.baseAddress, d.count, o.baseAddress)
+            kiln_hmac(digest, k.baseAddress, k.count, d.baseAddress, d.count, o.baseAddress, length)
         } } }
-        precondition(ok == 1, "HMAC-SHA1 failed")
+        precondition(ok == 1, "HMAC-\(digest) failed")
         return out
     }
 

@@ -35,18 +35,7 @@ public final class Database: @unchecked Sendable {
 
     /// Runs `body` in a write transaction (`BEGIN IMMEDIATE`); rolls back when it throws.
     public func writeSync<T>(_ body: (Transaction) throws -> T) throws -> T {
-        try writerQueue.sync {
-            counters.withLock { $0.writes += 1 }
-            try writer.execute("BEGIN IMMEDIATE")
-            do {
-                let result = try body(Transaction(connection: writer))
-                try writer.execute("COMMIT")
-                return result
-            } catch {
-                try? writer.execute("ROLLBACK")
-                throw error
-            }
-        }
+        try writerQueue.sync { try writeOnQueue(body) }
     }
 
     /// Runs `body` on a reader inside a read transaction (one consistent snapshot).
@@ -69,7 +58,7 @@ public final class Database: @unchecked Sendable {
     public func write<T: Sendable>(_ body: @escaping @Sendable (Transaction) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { c in
             writerQueue.async {
-                c.resume(with: Result { try self.writeSyncOnQueue(body) })
+                c.resume(with: Result { try self.writeOnQueue(body) })
             }
         }
     }
@@ -80,7 +69,8 @@ public final class Database: @unchecked Sendable {
         }
     }
 
-    private func writeSyncOnQueue<T>(_ body: (Transaction) throws -> T) throws -> T {
+    /// Runs on `writerQueue` only.
+    private func writeOnQueue<T>(_ body: (Transaction) throws -> T) throws -> T {
         counters.withLock { $0.writes += 1 }
         try writer.execute("BEGIN IMMEDIATE")
         do {

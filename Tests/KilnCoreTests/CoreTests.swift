@@ -1,0 +1,67 @@
+import Foundation
+import Testing
+@testable import KilnCore
+import KilnHTTP
+
+@Suite struct CoreTests {
+    @Test func idsHaveTheirPrefixAndAreUnique() {
+        let ids = (0..<1000).map { _ in IDs.make("usr") }
+        #expect(Set(ids).count == 1000)
+        for id in ids.prefix(20) {
+            #expect(id.hasPrefix("usr_") && id.count == 26)
+            #expect(IDs.isValid(id, prefix: "usr"))
+            #expect(!IDs.isValid(id, prefix: "ws"))
+        }
+        #expect(!IDs.isValid("usr_", prefix: "usr"))
+        #expect(!IDs.isValid("usr_abc/def", prefix: "usr"))
+        #expect(!IDs.isValid("usr_" + String(repeating: "a", count: 65), prefix: "usr"))
+    }
+
+    @Test func pageRequestValidatesLimitAndCursor() throws {
+        #expect(try PageRequest(query: QueryParameters()).limit == 50)
+        #expect(try PageRequest(query: QueryParameters([("limit", "200")])).limit == 200)
+        for bad in ["0", "201", "-1", "ten", ""] {
+            #expect(throws: HTTPError.self, "\(bad)") { try PageRequest(query: QueryParameters([("limit", bad)])) }
+        }
+        let cursor = PageRequest.encodeCursor("2026-01-01|usr_1")
+        #expect(try PageRequest(query: QueryParameters([("cursor", cursor)])).cursor == "2026-01-01|usr_1")
+        #expect(throws: HTTPError.self) { try PageRequest(query: QueryParameters([("cursor", "***")])) }
+    }
+
+    @Test func pageKeepsLimitAndMakesACursorFromTheLastItem() throws {
+        let page = Page(fetched: [1, 2, 3, 4], limit: 3, cursorOf: { String($0) })
+        #expect(page.items == [1, 2, 3])
+        #expect(page.nextCursor == PageRequest.encodeCursor("3"))
+        let last = Page(fetched: [1, 2], limit: 3, cursorOf: { String($0) })
+        #expect(last.nextCursor == nil)
+        let json = String(decoding: try JSONCoding.encode(last), as: UTF8.self)
+        #expect(json == #"{"items":[1,2],"next_cursor":null}"#)
+    }
+
+    @Test func manualClockMovesOnlyWhenTold() {
+        let c = ManualClock(Date(timeIntervalSince1970: 100))
+        #expect(c.now().timeIntervalSince1970 == 100)
+        c.advance(by: 30)
+        #expect(c.now().timeIntervalSince1970 == 130)
+    }
+
+    @Test func principalPermissionChecks() throws {
+        let p = Principal(userID: "usr_1", kind: .apiKey(id: "key_1"), permissions: ["project:read"])
+        #expect(p.can("project:read"))
+        #expect(!p.can("shell:run"))
+        #expect(p.can(Permission.publicAccess))
+        #expect(throws: HTTPError.self) { try p.require("shell:run") }
+        do { try p.require("shell:run") } catch let e as HTTPError {
+            #expect(e.status.code == 403 && e.details["permission"] == .string("shell:run"))
+        } catch {}
+        var ctx = RequestContext(requestID: "req_1")
+        #expect(throws: HTTPError.self) { try ctx.requirePrincipal() }
+        ctx[PrincipalKey.self] = p
+        #expect(try ctx.requirePrincipal() == p)
+    }
+
+    @Test func programMissingNamesTheProgram() {
+        let e = APIError.programMissing("git", install: "apt-get install -y git")
+        #expect(e.status.code == 503 && e.code == "unavailable" && e.message.contains("git"))
+    }
+}
