@@ -1,10 +1,12 @@
 import Foundation
 import Glibc
+import KilnAccount
 import KilnAuth
 import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnStore
+import KilnWorkspaces
 
 public enum KilnVersion {
     public static let version = "0.1.0"
@@ -21,12 +23,12 @@ public final class Application: @unchecked Sendable {
     public private(set) var server: HTTPServer?
     public private(set) var modules: [any KilnModule] = []
     public private(set) var allMigrations: [Migration] = []
-    public private(set) var permissions: [Permission] = []
+    public var permissions: [Permission] { services.catalog.all }
     public private(set) var appliedOnStart: [Migration] = []
 
     /// The domain modules, in registration order. Adding a domain: one line here.
     static func domainModules() -> [any KilnModule] {
-        [AuthModule()]
+        [AuthModule(), AccountModule(), WorkspacesModule()]
     }
 
     /// Opens (or creates) the data dir and database, applies migrations, registers every route.
@@ -41,15 +43,24 @@ public final class Application: @unchecked Sendable {
             db = try Database(path: dataDir + "/kiln.db")
         }
         let masterKey = ephemeral ? Crypto.randomBytes(32) : try Application.loadMasterKey(dataDir: dataDir)
+        let hooks = Hooks()
+        let catalog = PermissionCatalog()
+        let templatesDir = FileManager.default.fileExists(atPath: "Templates") ? FileManager.default.currentDirectoryPath + "/Templates" : nil
         services = Services(config: config, db: db, clock: clock, bus: EventBus(db: db, clock: clock), jobs: JobRunner(),
-                            dataDir: dataDir, masterKey: masterKey)
+                            dataDir: dataDir, masterKey: masterKey, hooks: hooks, catalog: catalog,
+                            mailer: OutboxMailer(directory: dataDir + "/outbox"), templates: MailTemplates(directory: templatesDir),
+                            baseURL: BaseURL(config.baseURL()))
         router = Router()
         routes = Routes(router: router)
         router.add(middleware: RequestIDMiddleware())
         router.add(middleware: AccessLogMiddleware(metrics: metrics))
+        var trusted = Set<String>()
+        if let u = config.publicURL { trusted.insert(u.hasSuffix("/") ? String(u.dropLast()) : u) }
+        router.add(middleware: AccessMiddleware(hooks: hooks, catalog: catalog, buckets: TokenBuckets(capacity: 600, refillPerSecond: 10),
+                                                clock: clock, trustedOrigins: trusted))
         modules = [CoreModule(app: self)] + Application.domainModules() + extraModules
         allMigrations = modules.flatMap(\.migrations)
-        permissions = modules.flatMap(\.permissions).sorted { $0.name < $1.name }
+        for m in modules { for g in m.permissions { catalog.register(g.permission, minimumRole: g.minimumRole) } }
         appliedOnStart = try db.migrate(allMigrations)
         for m in modules { m.register(routes, services) }
         if let files = Application.publicFiles(config) { router.fallback = files.handler }
@@ -101,14 +112,14 @@ public final class Application: @unchecked Sendable {
 
     /// Lines `serve` prints after it starts: the one-time owner setup URL while there is no account.
     public func startupNotices(baseURL: String) -> [String] {
-        let auth = AuthService(db: services.db, clock: services.clock)
+        let auth = AuthService(services: services)
         guard (try? auth.userCount()) == 0, let token = try? auth.makeOwnerSetupToken() else { return [] }
         return ["No accounts yet. Create the owner account (one-time link, valid 24 hours):", "  \(baseURL)/setup?token=\(token)"]
     }
 
     /// `kiln admin create-user`: the account and a one-time link to set its password.
     public func adminCreateUser(email: String, name: String, baseURL: String? = nil) async throws -> String {
-        let (_, token) = try await AuthService(db: services.db, clock: services.clock).createUser(email: email, name: name)
+        let (_, token) = try await AuthService(services: services).createUser(email: email, name: name)
         return "\(baseURL ?? services.config.baseURL())/setup?token=\(token)"
     }
 
@@ -126,6 +137,7 @@ public final class Application: @unchecked Sendable {
         let s = try HTTPServer(configuration: sc, responder: router.responder())
         try s.start()
         server = s
+        if c.publicURL == nil { services.baseURL.set(c.baseURL(boundPort: s.port)) }
         return s.port
     }
 

@@ -11,7 +11,7 @@ struct CoreModule: KilnModule {
     let app: Application
 
     var migrations: [Migration] {
-        EventBus.migrations + [
+        EventBus.migrations + AuditLog.migrations + [
             Migration(module: "core", version: 1, name: "readiness probe row", sql: """
                 CREATE TABLE core_probe (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at INTEGER NOT NULL);
                 """),
@@ -46,7 +46,11 @@ struct CoreModule: KilnModule {
         }
         routes.add(.GET, "/api/permissions", permission: Permission.publicAccess, summary: "Every permission with what it allows",
                    tags: ["meta"], responseBody: ["type": "object", "properties": ["items": ["type": "array"]]]) { _, _ in
-            let items: [JSONValue] = app.permissions.map { .object(["name": .string($0.name), "description": .string($0.description)]) }
+            let items: [JSONValue] = app.permissions.map { p in
+                .object(["name": .string(p.name), "description": .string(p.description),
+                         "scope": .string(p.workspaceScoped ? "workspace" : "user"),
+                         "roles": .array(app.services.catalog.roles(granting: p.name).map { .string($0.rawValue) })])
+            }
             return .json(raw: Array(JSONValue.object(["items": .array(items), "next_cursor": .null]).jsonText.utf8))
         }
     }

@@ -11,20 +11,77 @@ public struct User: Codable, Sendable, Equatable {
     public let name: String
     public let emailVerified: Bool
     public let isOwner: Bool
+    public let mfaEnabled: Bool
+    public let avatarUrl: String?
+    /// When a requested deletion happens (nil: none pending).
+    public let deleteAfter: Date?
     public let createdAt: Date
+
+    init(row r: Row) {
+        id = r.string("id") ?? ""
+        email = r.string("email") ?? ""
+        name = r.string("name") ?? ""
+        emailVerified = r.bool("email_verified") ?? false
+        isOwner = r.bool("is_owner") ?? false
+        mfaEnabled = r.bool("mfa_enabled") ?? false
+        avatarUrl = r.string("avatar_url")
+        deleteAfter = r.date("delete_after")
+        createdAt = r.date("created_at") ?? Date(timeIntervalSince1970: 0)
+    }
 }
 
-/// Accounts and one-time setup links (the first owner, and accounts an operator creates).
-public struct AuthService: Sendable {
+/// Accounts: setup links, registration, verification, login and sessions, password reset, TOTP
+/// MFA, profile and deletion. Other modules use this public API, never the tables.
+public final class AuthService: Sendable {
     let db: Database
     let clock: any Clock
-    static let setupTokenLifetime: TimeInterval = 24 * 3600
+    let hooks: Hooks
+    let mailer: any Mailer
+    let templates: MailTemplates
+    let baseURL: BaseURL
+    let masterKey: [UInt8]
 
-    public init(db: Database, clock: any Clock) { self.db = db; self.clock = clock }
+    static let setupTokenLifetime: TimeInterval = 24 * 3600
+    static let verifyTokenLifetime: TimeInterval = 24 * 3600
+    static let resetTokenLifetime: TimeInterval = 3600
+    static let sessionLifetime: TimeInterval = 14 * 24 * 3600
+    static let sessionIdle: TimeInterval = 24 * 3600
+    static let lockAfterFailures = 5
+    static let lockDuration: TimeInterval = 15 * 60
+    static let deletionDelay: TimeInterval = 30 * 24 * 3600
+
+    /// Per account and per IP: login, MFA verify, forgot and reset (10 per 15 minutes each).
+    let perAccount = WindowLimiter(limit: 10, window: 15 * 60)
+    let perIP = WindowLimiter(limit: 10, window: 15 * 60)
+
+    public static let userColumns = "id, email, name, email_verified, is_owner, mfa_enabled, avatar_url, delete_after, created_at"
+
+    public init(db: Database, clock: any Clock, hooks: Hooks = Hooks(), mailer: any Mailer = OutboxMailer(directory: NSTemporaryDirectory() + "kiln-outbox"),
+                templates: MailTemplates = MailTemplates(directory: nil), baseURL: BaseURL = BaseURL("http://127.0.0.1:8080"),
+                masterKey: [UInt8] = Crypto.randomBytes(32)) {
+        self.db = db; self.clock = clock; self.hooks = hooks; self.mailer = mailer; self.templates = templates
+        self.baseURL = baseURL; self.masterKey = masterKey
+    }
+
+    public convenience init(services s: Services) {
+        self.init(db: s.db, clock: s.clock, hooks: s.hooks, mailer: s.mailer, templates: s.templates, baseURL: s.baseURL, masterKey: s.masterKey)
+    }
+
+    // MARK: Lookups (public API for other modules)
 
     public func userCount() throws -> Int {
         try db.readSync { try $0.first("SELECT COUNT(*) AS n FROM users")?.int("n") ?? 0 }
     }
+
+    public func user(id: String) async throws -> User? {
+        try await db.read { tx in try tx.first("SELECT \(AuthService.userColumns) FROM users WHERE id = ?", id).map(User.init(row:)) }
+    }
+
+    public func user(email: String) async throws -> User? {
+        try await db.read { tx in try tx.first("SELECT \(AuthService.userColumns) FROM users WHERE email = ?", email).map(User.init(row:)) }
+    }
+
+    // MARK: Setup links
 
     /// A fresh owner setup token (older unused owner tokens stop working). Only while there are no users.
     public func makeOwnerSetupToken() throws -> String? {
@@ -47,17 +104,21 @@ public struct AuthService: Sendable {
         let token = "kst_" + IDs.randomBase62(40)
         let now = clock.now()
         let id = IDs.make("usr")
+        let hooks = self.hooks
         do {
             try await db.write { tx in
                 try tx.run("INSERT INTO users (id, email, name, email_verified, is_owner, created_at, updated_at) VALUES (?, ?, ?, 1, 0, ?, ?)",
                            id, email, name, now, now)
                 try tx.run("INSERT INTO setup_tokens (token_hash, purpose, user_id, created_at, expires_at) VALUES (?, 'user', ?, ?, ?)",
                            Crypto.sha256Hex(Array(token.utf8)), id, now, now.addingTimeInterval(AuthService.setupTokenLifetime))
+                try hooks.userCreated(tx, userID: id, name: name, at: now)
+                try AuditLog.append(tx, AuditEvent(action: "account.created", actorUserID: id, resourceType: "user", resourceID: id,
+                                                   details: ["via": "admin"]), at: now)
             }
         } catch let e as StoreError where e.isUniqueViolation {
             throw APIError.conflict("An account with this email already exists")
         }
-        return (User(id: id, email: email, name: name, emailVerified: true, isOwner: false, createdAt: now), token)
+        return (try await user(id: id)!, token)
     }
 
     public struct SetupInput: Decodable, Sendable {
@@ -78,7 +139,8 @@ public struct AuthService: Sendable {
         let now = clock.now()
         let ownerEmail = try input.email.map(AuthService.validEmail)
         let ownerName = try input.name.map(AuthService.validName)
-        return try await db.write { tx -> User in
+        let hooks = self.hooks
+        let id = try await db.write { tx -> String in
             guard let t = try tx.first("SELECT purpose, user_id, expires_at, used_at FROM setup_tokens WHERE token_hash = ?", tokenHash),
                   t["used_at"] == .null, let expires = t.date("expires_at"), expires > now
             else { throw APIError.validation("This setup link is not valid, was used already, or expired", field: "token") }
@@ -92,29 +154,101 @@ public struct AuthService: Sendable {
                 let id = IDs.make("usr")
                 try tx.run("INSERT INTO users (id, email, name, password_hash, email_verified, is_owner, created_at, updated_at) VALUES (?, ?, ?, ?, 1, 1, ?, ?)",
                            id, email, name, hash, now, now)
-                return User(id: id, email: email, name: name, emailVerified: true, isOwner: true, createdAt: now)
+                try hooks.userCreated(tx, userID: id, name: name, at: now)
+                try AuditLog.append(tx, AuditEvent(action: "account.created", actorUserID: id, resourceType: "user", resourceID: id,
+                                                   details: ["via": "owner_setup"]), at: now)
+                return id
             }
-            guard let uid = t.string("user_id"),
-                  let row = try tx.first("SELECT id, email, name, is_owner, created_at FROM users WHERE id = ?", uid)
-            else { throw APIError.validation("This setup link is not valid", field: "token") }
+            guard let uid = t.string("user_id") else { throw APIError.validation("This setup link is not valid", field: "token") }
             try tx.run("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?", hash, now, uid)
-            return User(id: uid, email: row.string("email") ?? "", name: row.string("name") ?? "", emailVerified: true,
-                        isOwner: row.bool("is_owner") ?? false, createdAt: row.date("created_at") ?? now)
+            try AuditLog.append(tx, AuditEvent(action: "password.set", actorUserID: uid, resourceType: "user", resourceID: uid), at: now)
+            return uid
         }
+        return try await user(id: id)!
     }
+
+    // MARK: Registration and verification
+
+    public struct RegisterInput: Decodable, Sendable { public let email: String; public let password: String; public let name: String }
+
+    /// Creates an unverified account (and its workspace) and mails a verification link.
+    public func register(_ input: RegisterInput, ip: String) async throws -> User {
+        let email = try AuthService.validEmail(input.email)
+        let name = try AuthService.validName(input.name)
+        if let problem = Passwords.problem(input.password) { throw APIError.validation(problem, field: "password") }
+        try limit(ip: ip)
+        let hash = try Passwords.hash(input.password)
+        let now = clock.now()
+        let id = IDs.make("usr")
+        let token = "kvt_" + IDs.randomBase62(43)
+        let hooks = self.hooks
+        do {
+            try await db.write { tx in
+                try tx.run("INSERT INTO users (id, email, name, password_hash, email_verified, is_owner, created_at, updated_at) VALUES (?, ?, ?, ?, 0, 0, ?, ?)",
+                           id, email, name, hash, now, now)
+                try tx.run("INSERT INTO email_tokens (token_hash, user_id, purpose, email, created_at, expires_at) VALUES (?, ?, 'verify', ?, ?, ?)",
+                           Crypto.sha256Hex(Array(token.utf8)), id, email, now, now.addingTimeInterval(AuthService.verifyTokenLifetime))
+                try hooks.userCreated(tx, userID: id, name: name, at: now)
+                try AuditLog.append(tx, AuditEvent(action: "account.registered", actorUserID: id, resourceType: "user", resourceID: id, ip: ip), at: now)
+            }
+        } catch let e as StoreError where e.isUniqueViolation {
+            throw APIError.conflict("An account with this email already exists")
+        }
+        try await sendVerification(to: email, name: name, token: token)
+        return try await user(id: id)!
+    }
+
+    func sendVerification(to email: String, name: String, token: String) async throws {
+        let link = "\(baseURL.string)/auth/verify?token=\(token)"
+        let body = templates.render("verify-email", fallback: "Hello {{name}},\n\nConfirm your email address for Kiln:\n\n{{link}}\n\nThe link is valid for 24 hours.\n",
+                                    ["name": name, "link": link])
+        try await mailer.send(MailMessage(to: email, subject: "Confirm your email address", body: body, link: link))
+    }
+
+    /// Marks the address behind a verification token as verified (a changed email takes effect here).
+    public func verifyEmail(token: String) async throws -> User {
+        let tokenHash = Crypto.sha256Hex(Array(token.utf8))
+        let now = clock.now()
+        let id = try await db.write { tx -> String in
+            guard token.hasPrefix("kvt_"), token.utf8.count <= 64,
+                  let t = try tx.first("SELECT user_id, email, expires_at, used_at FROM email_tokens WHERE token_hash = ? AND purpose = 'verify'", tokenHash),
+                  t["used_at"] == .null, let exp = t.date("expires_at"), exp > now, let uid = t.string("user_id"), let email = t.string("email")
+            else { throw APIError.validation("This verification link is not valid, was used already, or expired", field: "token") }
+            try tx.run("UPDATE email_tokens SET used_at = ? WHERE token_hash = ?", now, tokenHash)
+            do {
+                try tx.run("UPDATE users SET email = ?, email_verified = 1, pending_email = NULL, updated_at = ? WHERE id = ?", email, now, uid)
+            } catch let e as StoreError where e.isUniqueViolation {
+                throw APIError.conflict("Another account uses this email address now")
+            }
+            try AuditLog.append(tx, AuditEvent(action: "email.verified", actorUserID: uid, resourceType: "user", resourceID: uid,
+                                               details: ["email": .string(email)]), at: now)
+            return uid
+        }
+        return try await user(id: id)!
+    }
+
+    // MARK: Rate limits
+
+    func limit(account: String? = nil, ip: String) throws {
+        let now = clock.now().timeIntervalSince1970
+        if let wait = perIP.hit("ip:" + ip, now: now) { throw APIError.rateLimited(retryAfter: wait) }
+        if let account, let wait = perAccount.hit("acct:" + account.lowercased(), now: now) { throw APIError.rateLimited(retryAfter: wait) }
+    }
+
+    // MARK: Validation
 
     static func validEmail(_ raw: String) throws -> String {
         let e = raw.trimmingCharacters(in: .whitespaces)
         let parts = e.split(separator: "@", omittingEmptySubsequences: false)
         guard e.utf8.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains("."), !parts[1].hasPrefix("."),
-              !parts[1].hasSuffix("."), !e.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "<" || $0 == ">" })
+              !parts[1].hasSuffix("."), !e.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "<" || $0 == ">" || $0 == "," || $0 == ";" })
         else { throw APIError.validation("email is not a valid address", field: "email") }
         return e
     }
 
     static func validName(_ raw: String) throws -> String {
         let n = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !n.isEmpty, n.count <= 100, !n.unicodeScalars.contains(where: { $0.value < 0x20 }) else {
+        guard !n.isEmpty, n.count <= 100, !n.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
             throw APIError.validation("name must have 1 to 100 characters", field: "name")
         }
         return n

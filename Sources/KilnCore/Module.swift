@@ -1,19 +1,30 @@
 import Foundation
 import KilnHTTP
 import KilnStore
+import Synchronization
 
 /// A domain module: its tables, its permissions and its routes. Adding a domain is a folder,
 /// a target line in Package.swift, and one entry in the app's module list.
 public protocol KilnModule: Sendable {
     var name: String { get }
     var migrations: [Migration] { get }
-    var permissions: [Permission] { get }
+    /// The permissions this module's routes use, with the lowest role that holds each.
+    var permissions: [PermissionGrant] { get }
     func register(_ routes: Routes, _ services: Services)
 }
 
 extension KilnModule {
     public var migrations: [Migration] { [] }
-    public var permissions: [Permission] { [] }
+    public var permissions: [PermissionGrant] { [] }
+}
+
+public struct PermissionGrant: Sendable {
+    public let permission: Permission
+    public let minimumRole: Role
+    public init(_ name: String, _ description: String, minimumRole: Role = .viewer, workspaceScoped: Bool = true) {
+        permission = Permission(name, description, workspaceScoped: workspaceScoped)
+        self.minimumRole = minimumRole
+    }
 }
 
 /// What every module may use.
@@ -26,11 +37,27 @@ public struct Services: Sendable {
     public let dataDir: String
     /// 32 bytes that wrap per-secret data keys (never logged).
     public let masterKey: [UInt8]
+    public let hooks: Hooks
+    public let catalog: PermissionCatalog
+    public let mailer: any Mailer
+    public let templates: MailTemplates
+    /// The externally visible base URL for links in mails (set once the port is known).
+    public let baseURL: BaseURL
 
-    public init(config: Config, db: Database, clock: any Clock, bus: EventBus, jobs: JobRunner, dataDir: String, masterKey: [UInt8]) {
+    public init(config: Config, db: Database, clock: any Clock, bus: EventBus, jobs: JobRunner, dataDir: String, masterKey: [UInt8],
+                hooks: Hooks, catalog: PermissionCatalog, mailer: any Mailer, templates: MailTemplates, baseURL: BaseURL) {
         self.config = config; self.db = db; self.clock = clock; self.bus = bus; self.jobs = jobs
-        self.dataDir = dataDir; self.masterKey = masterKey
+        self.dataDir = dataDir; self.masterKey = masterKey; self.hooks = hooks; self.catalog = catalog
+        self.mailer = mailer; self.templates = templates; self.baseURL = baseURL
     }
+}
+
+/// The base URL links point to; known only after the server has bound its port.
+public final class BaseURL: Sendable {
+    private let value: Mutex<String>
+    public init(_ v: String) { value = Mutex(v) }
+    public var string: String { value.withLock { $0 } }
+    public func set(_ v: String) { value.withLock { $0 = v } }
 }
 
 /// OpenAPI facts a route declares besides its permission.

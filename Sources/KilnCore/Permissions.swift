@@ -1,44 +1,107 @@
+import Foundation
 import KilnHTTP
+import KilnStore
+import Synchronization
 
-/// A permission string `area:verb` with what it allows.
+/// A permission string `area:verb` with what it allows, and whether it is checked in a workspace.
 public struct Permission: Sendable, Hashable, Codable {
     public let name: String
     public let description: String
-    public init(_ name: String, _ description: String) { self.name = name; self.description = description }
+    /// Checked against the caller's role in the request's workspace (`ws_id`), else user-level.
+    public let workspaceScoped: Bool
+    public init(_ name: String, _ description: String, workspaceScoped: Bool = true) {
+        self.name = name; self.description = description; self.workspaceScoped = workspaceScoped
+    }
 
     /// Routes anyone may call.
     public static let publicAccess = "public"
-    /// Routes any signed-in principal may call (their own account).
+    /// Routes any signed-in principal may call, including a session still waiting for its second factor.
+    public static let session = "session"
+    /// Routes any fully signed-in principal may call.
     public static let authenticated = "authenticated"
 }
 
-/// Who is calling: a signed-in user (session) or an API key, with the permissions they hold.
+/// Workspace roles and what each grants.
+public enum Role: String, Sendable, Codable, CaseIterable, Comparable {
+    case viewer, member, admin, owner
+    var rank: Int { switch self { case .viewer: 0; case .member: 1; case .admin: 2; case .owner: 3 } }
+    public static func < (a: Role, b: Role) -> Bool { a.rank < b.rank }
+}
+
+/// Every permission, and which roles grant which. Modules add theirs at registration.
+public final class PermissionCatalog: Sendable {
+    struct State { var permissions: [String: Permission] = [:]; var grants: [Role: Set<String>] = [:] }
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Registers `permission`, granted to `minimumRole` and every role above it.
+    public func register(_ permission: Permission, minimumRole: Role) {
+        state.withLock { s in
+            s.permissions[permission.name] = permission
+            for r in Role.allCases where r >= minimumRole { s.grants[r, default: []].insert(permission.name) }
+        }
+    }
+
+    public var all: [Permission] { state.withLock { $0.permissions.values.sorted { $0.name < $1.name } } }
+    public func permission(_ name: String) -> Permission? { state.withLock { $0.permissions[name] } }
+    public func grants(_ role: Role) -> Set<String> { state.withLock { $0.grants[role] ?? [] } }
+    public func roles(granting name: String) -> [Role] { Role.allCases.filter { grants($0).contains(name) } }
+}
+
+/// Who is calling: a browser session or an API key, with what limits it.
 public struct Principal: Sendable, Equatable {
     public enum Kind: Sendable, Equatable { case session(id: String), apiKey(id: String) }
     public let userID: String
     public let kind: Kind
-    public let permissions: Set<String>
+    /// API-key scopes (nil for sessions: the user's own permissions apply unnarrowed).
+    public let scopes: Set<String>?
+    public let mfaEnabled: Bool
+    /// When this session last proved a second factor (for step-up).
+    public let mfaVerifiedAt: Date?
+    /// A session that passed the password but still owes its TOTP code.
+    public let mfaPending: Bool
+    public let csrfToken: String?
 
-    public init(userID: String, kind: Kind, permissions: Set<String>) {
-        self.userID = userID; self.kind = kind; self.permissions = permissions
+    public init(userID: String, kind: Kind, scopes: Set<String>? = nil, mfaEnabled: Bool = false, mfaVerifiedAt: Date? = nil,
+                mfaPending: Bool = false, csrfToken: String? = nil) {
+        self.userID = userID; self.kind = kind; self.scopes = scopes; self.mfaEnabled = mfaEnabled
+        self.mfaVerifiedAt = mfaVerifiedAt; self.mfaPending = mfaPending; self.csrfToken = csrfToken
     }
 
-    public func can(_ permission: String) -> Bool {
-        permission == Permission.publicAccess || permission == Permission.authenticated || permissions.contains(permission)
+    public var sessionID: String? { if case .session(let id) = kind { id } else { nil } }
+    public var apiKeyID: String? { if case .apiKey(let id) = kind { id } else { nil } }
+
+    /// Whether API-key scopes allow `permission` (sessions are not narrowed).
+    public func scopeAllows(_ permission: String) -> Bool {
+        guard let scopes else { return true }
+        return permission == Permission.publicAccess || permission == Permission.session || permission == Permission.authenticated
+            || scopes.contains(permission)
     }
 
-    /// Throws 403 naming the missing permission.
-    public func require(_ permission: String) throws {
-        guard can(permission) else { throw APIError.missingPermission(permission) }
+    /// Sensitive actions need a second factor proved within 15 minutes when the user has MFA on.
+    public func requireStepUp(now: Date, maxAge: TimeInterval = 900) throws {
+        guard mfaEnabled else { return }
+        if let at = mfaVerifiedAt, sessionID != nil, now.timeIntervalSince(at) <= maxAge { return }
+        throw HTTPError(.unauthorized, code: "step_up_required",
+                        message: "Confirm with your second factor (POST /api/auth/mfa-verify) and try again",
+                        headers: ["WWW-Authenticate": "step-up max_age=\(Int(maxAge))"])
     }
 
-    /// A short label for logs: `usr_…` or `key_…`.
+    /// A short label for logs: `usr_…` or `usr_…/key_…`.
     public var logLabel: String {
         switch kind { case .session: userID; case .apiKey(let id): "\(userID)/\(id)" }
     }
 }
 
 public enum PrincipalKey: ContextKey { public typealias Value = Principal }
+/// The caller's role in the request's workspace, when the route is workspace-scoped.
+public enum WorkspaceRoleKey: ContextKey { public typealias Value = WorkspaceAccess }
+
+public struct WorkspaceAccess: Sendable, Equatable {
+    public let wsID: String
+    public let role: Role
+}
 
 extension RequestContext {
     /// The authenticated caller, or 401.
@@ -46,4 +109,57 @@ extension RequestContext {
         guard let p = self[PrincipalKey.self] else { throw APIError.unauthenticated() }
         return p
     }
+
+    /// The workspace the access check admitted the caller to.
+    public func requireWorkspace() throws -> WorkspaceAccess {
+        guard let w = self[WorkspaceRoleKey.self] else { throw APIError.validation("ws_id is required", field: "ws_id") }
+        return w
+    }
+}
+
+/// Turns a session cookie into a principal (nil: unknown, expired or revoked).
+public typealias SessionResolver = @Sendable (_ token: String, _ ip: String, _ userAgent: String) async throws -> Principal?
+/// Turns an API key into a principal (nil: unknown, expired or revoked).
+public typealias APIKeyResolver = @Sendable (_ token: String, _ ip: String) async throws -> Principal?
+
+/// Looks up a user's role in a workspace (nil: not a member, or no such workspace).
+public protocol WorkspaceRoleResolver: Sendable {
+    func role(userID: String, wsID: String) async throws -> Role?
+}
+
+/// Cross-module lifecycle hooks, so domains never touch each other's tables.
+public final class Hooks: Sendable {
+    public typealias UserCreated = @Sendable (Transaction, _ userID: String, _ name: String, _ at: Date) throws -> Void
+    public typealias UserPurged = @Sendable (Transaction, _ userID: String) throws -> Void
+    public typealias ExportSection = @Sendable (_ userID: String) async throws -> JSONValue
+
+    struct State {
+        var userCreated: [UserCreated] = []
+        var userPurged: [UserPurged] = []
+        var exports: [(String, ExportSection)] = []
+        var sessions: SessionResolver?
+        var apiKeys: APIKeyResolver?
+        var roles: (any WorkspaceRoleResolver)?
+    }
+    private let state = Mutex(State())
+    public init() {}
+
+    public func onUserCreated(_ f: @escaping UserCreated) { state.withLock { $0.userCreated.append(f) } }
+    public func onUserPurged(_ f: @escaping UserPurged) { state.withLock { $0.userPurged.append(f) } }
+    /// A section of the account export (`GET /api/account/export-data`).
+    public func exportSection(_ name: String, _ f: @escaping ExportSection) { state.withLock { $0.exports.append((name, f)) } }
+    public func provideSessions(_ r: @escaping SessionResolver) { state.withLock { $0.sessions = r } }
+    public func provideAPIKeys(_ r: @escaping APIKeyResolver) { state.withLock { $0.apiKeys = r } }
+    public func provideRoles(_ r: any WorkspaceRoleResolver) { state.withLock { $0.roles = r } }
+
+    public func userCreated(_ tx: Transaction, userID: String, name: String, at: Date) throws {
+        for f in state.withLock({ $0.userCreated }) { try f(tx, userID, name, at) }
+    }
+    public func userPurged(_ tx: Transaction, userID: String) throws {
+        for f in state.withLock({ $0.userPurged }) { try f(tx, userID) }
+    }
+    public var exportSections: [(String, ExportSection)] { state.withLock { $0.exports } }
+    public var sessions: SessionResolver? { state.withLock { $0.sessions } }
+    public var apiKeys: APIKeyResolver? { state.withLock { $0.apiKeys } }
+    public var roles: (any WorkspaceRoleResolver)? { state.withLock { $0.roles } }
 }

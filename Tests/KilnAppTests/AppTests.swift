@@ -64,7 +64,7 @@ import KilnStore
         let known = Set(t.app.permissions.map(\.name))
         for route in t.app.responder.routes {
             let p = try #require(route.metadata.permission, "\(route.method) \(route.pattern) has no permission")
-            #expect(p == Permission.publicAccess || p == Permission.authenticated || known.contains(p), "\(route.pattern): unknown permission \(p)")
+            #expect([Permission.publicAccess, Permission.session, Permission.authenticated].contains(p) || known.contains(p), "\(route.pattern): unknown permission \(p)")
         }
         // OpenAPI documents exactly the registered routes.
         let doc = try await http("GET", t.base + "/api/openapi.json")

@@ -17,7 +17,7 @@ final class Acks: Sendable { let list = Mutex<[String]>([]) }
         var tokens: [(String, String)] = []
         do {
             let migrated = try Database(path: dir + "/kiln.db")
-            try migrated.migrate(AuthMigrations.all)
+            try migrated.migrate(AuditLog.migrations + AuthMigrations.all)
             let auth = AuthService(db: migrated, clock: SystemClock())
             for i in 0..<400 {
                 let (user, token) = try await auth.createUser(email: "u\(i)@example.com", name: "U\(i)")

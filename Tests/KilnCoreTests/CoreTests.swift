@@ -46,14 +46,20 @@ import KilnHTTP
     }
 
     @Test func principalPermissionChecks() throws {
-        let p = Principal(userID: "usr_1", kind: .apiKey(id: "key_1"), permissions: ["project:read"])
-        #expect(p.can("project:read"))
-        #expect(!p.can("shell:run"))
-        #expect(p.can(Permission.publicAccess))
-        #expect(throws: HTTPError.self) { try p.require("shell:run") }
-        do { try p.require("shell:run") } catch let e as HTTPError {
-            #expect(e.status.code == 403 && e.details["permission"] == .string("shell:run"))
-        } catch {}
+        let p = Principal(userID: "usr_1", kind: .apiKey(id: "key_1"), scopes: ["project:read"])
+        #expect(p.scopeAllows("project:read"))
+        #expect(!p.scopeAllows("shell:run"))
+        #expect(p.scopeAllows(Permission.publicAccess))
+        // Step-up: a session with MFA on needs a recent second factor.
+        let now = Date()
+        let fresh = Principal(userID: "usr_1", kind: .session(id: "ses_1"), mfaEnabled: true, mfaVerifiedAt: now.addingTimeInterval(-60))
+        #expect(throws: Never.self) { try fresh.requireStepUp(now: now) }
+        let stale = Principal(userID: "usr_1", kind: .session(id: "ses_1"), mfaEnabled: true, mfaVerifiedAt: now.addingTimeInterval(-1000))
+        do { try stale.requireStepUp(now: now); Issue.record("stale step-up accepted") } catch let e as HTTPError {
+            #expect(e.status.code == 401 && e.code == "step_up_required" && e.headers["WWW-Authenticate"] == "step-up max_age=900")
+        }
+        let noMFA = Principal(userID: "usr_1", kind: .session(id: "ses_1"))
+        #expect(throws: Never.self) { try noMFA.requireStepUp(now: now) }
         var ctx = RequestContext(requestID: "req_1")
         #expect(throws: HTTPError.self) { try ctx.requirePrincipal() }
         ctx[PrincipalKey.self] = p

@@ -1,0 +1,124 @@
+import Foundation
+import KilnCore
+import KilnCrypto
+import KilnHTTP
+import KilnStore
+
+public struct MFASetup: Codable, Sendable {
+    public let secret: String
+    public let otpauthUrl: String
+    public let recoveryCodes: [String]
+}
+
+extension AuthService {
+    static let recoveryCodeCount = 10
+
+    func seal(_ secret: [UInt8], userID: String) throws -> [UInt8] {
+        try Crypto.seal(secret, key: masterKey, aad: Array("mfa:\(userID)".utf8))
+    }
+
+    func open(_ box: [UInt8], userID: String) throws -> [UInt8] {
+        try Crypto.open(box, key: masterKey, aad: Array("mfa:\(userID)".utf8))
+    }
+
+    /// Starts enrolment: a new secret (enabled only after the first good code) and recovery codes.
+    public func mfaSetup(userID: String, ip: String) async throws -> MFASetup {
+        guard let u = try await user(id: userID) else { throw APIError.notFound("No such account") }
+        if u.mfaEnabled { throw APIError.conflict("Two-factor authentication is on already; disable it first to enrol a new device") }
+        let secret = Crypto.randomBytes(20)
+        let sealed = try seal(secret, userID: userID)
+        let codes = (0..<AuthService.recoveryCodeCount).map { _ in
+            let raw = Base32.encode(Crypto.randomBytes(8)).lowercased()
+            return String(raw.prefix(4)) + "-" + String(raw.dropFirst(4).prefix(4)) + "-" + String(raw.dropFirst(8).prefix(4))
+        }
+        let now = clock.now()
+        try await db.write { tx in
+            try tx.run("UPDATE users SET mfa_pending_secret = ?, updated_at = ? WHERE id = ?", sealed, now, userID)
+            try tx.run("DELETE FROM recovery_codes WHERE user_id = ?", userID)
+            for c in codes { try tx.run("INSERT INTO recovery_codes (user_id, code_hash) VALUES (?, ?)", userID, Crypto.sha256Hex(Array(c.utf8))) }
+            try AuditLog.append(tx, AuditEvent(action: "mfa.enrolment_started", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip), at: now)
+        }
+        let b32 = Base32.encode(secret)
+        let label = "Kiln:\(u.email)".addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "@:"))) ?? "Kiln"
+        let url = "otpauth://totp/\(label)?secret=\(b32)&issuer=Kiln&algorithm=SHA1&digits=6&period=30"
+        return MFASetup(secret: b32, otpauthUrl: url, recoveryCodes: codes)
+    }
+
+    public enum MFAOutcome: String, Sendable, Codable { case loginCompleted = "login_completed", enabled, stepUp = "step_up" }
+
+    /// Checks a TOTP code (±1 step, each step once) or a single-use recovery code and, by state:
+    /// completes a half-open login, turns MFA on after enrolment, or records a fresh step-up.
+    public func mfaVerify(principal p: Principal, code raw: String, ip: String) async throws -> MFAOutcome {
+        guard let sid = p.sessionID else { throw APIError.validation("Second-factor checks need a browser session, not an API key", field: "code") }
+        let code = raw.trimmingCharacters(in: .whitespaces).lowercased()
+        guard !code.isEmpty, code.utf8.count <= 32 else { throw APIError.validation("code is required", field: "code") }
+        try limit(account: p.userID, ip: ip)
+        let now = clock.now()
+        guard let r = try await db.read({ tx in
+            try tx.first("SELECT mfa_enabled, mfa_secret, mfa_pending_secret, mfa_last_step FROM users WHERE id = ?", p.userID)
+        }) else { throw APIError.notFound("No such account") }
+        let enabled = r.bool("mfa_enabled") ?? false
+        let enrolling = !enabled && r.blob("mfa_pending_secret") != nil
+        guard enabled || enrolling else { throw APIError.conflict("Two-factor authentication is not set up (POST /api/auth/mfa-setup)") }
+        guard let box = enabled ? r.blob("mfa_secret") : r.blob("mfa_pending_secret") else { throw APIError.conflict("No second factor enrolled") }
+        let secret = try open(box, userID: p.userID)
+        let lastStep = r.int64("mfa_last_step") ?? 0
+        let current = Int64(TOTP.counter(time: now.timeIntervalSince1970))
+        var matchedStep: Int64? = nil
+        if code.count == 6, code.allSatisfy(\.isNumber) {
+            for step in (current - 1)...(current + 1) where step > lastStep {
+                if Crypto.constantTimeEqual(Array(TOTP.hotp(secret: secret, counter: UInt64(step)).utf8), Array(code.utf8)) { matchedStep = step }
+            }
+        }
+        let matched = matchedStep
+        let userID = p.userID
+        let outcome: MFAOutcome = enrolling ? .enabled : (p.mfaPending ? .loginCompleted : .stepUp)
+        let ok = try await db.write { tx -> Bool in
+            if let step = matched {
+                // Conditional on the stored step, so two racing requests cannot both use one step.
+                let n = try tx.run("UPDATE users SET mfa_last_step = ? WHERE id = ? AND mfa_last_step < ?", step, userID, step)
+                guard n == 1 else { return false }
+            } else {
+                // Recovery codes work once, and only for an enabled factor.
+                guard enabled else { return false }
+                let n = try tx.run("UPDATE recovery_codes SET used_at = ? WHERE user_id = ? AND code_hash = ? AND used_at IS NULL",
+                                   now, userID, Crypto.sha256Hex(Array(code.utf8)))
+                guard n == 1 else { return false }
+                try AuditLog.append(tx, AuditEvent(action: "mfa.recovery_code_used", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip), at: now)
+            }
+            if enrolling {
+                try tx.run("UPDATE users SET mfa_enabled = 1, mfa_secret = mfa_pending_secret, mfa_pending_secret = NULL, updated_at = ? WHERE id = ?", now, userID)
+                try AuditLog.append(tx, AuditEvent(action: "mfa.enabled", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip), at: now)
+            }
+            try tx.run("UPDATE sessions SET mfa_pending = 0, mfa_verified_at = ? WHERE id = ?", now, sid)
+            if outcome == .loginCompleted {
+                try AuditLog.append(tx, AuditEvent(action: "login.ok", actorUserID: userID, resourceType: "session", resourceID: sid, ip: ip,
+                                                   details: ["second_factor": true]), at: now)
+            }
+            return true
+        }
+        guard ok else {
+            try await audit(AuditEvent(action: "mfa.failed", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip))
+            throw APIError.unauthenticated("Wrong or already used code")
+        }
+        return outcome
+    }
+
+    /// Turns MFA off; needs the password and a current code (or a recovery code).
+    public func mfaDisable(principal p: Principal, password: String, code: String, ip: String) async throws {
+        guard try await checkPassword(userID: p.userID, password: password) else {
+            throw APIError.validation("The password is wrong", field: "password")
+        }
+        guard let u = try await user(id: p.userID), u.mfaEnabled else { throw APIError.conflict("Two-factor authentication is off already") }
+        _ = try await mfaVerify(principal: Principal(userID: p.userID, kind: p.kind, scopes: p.scopes, mfaEnabled: true,
+                                                     mfaVerifiedAt: p.mfaVerifiedAt, mfaPending: false, csrfToken: p.csrfToken),
+                                code: code, ip: ip)
+        let now = clock.now()
+        let userID = p.userID
+        try await db.write { tx in
+            try tx.run("UPDATE users SET mfa_enabled = 0, mfa_secret = NULL, mfa_pending_secret = NULL, updated_at = ? WHERE id = ?", now, userID)
+            try tx.run("DELETE FROM recovery_codes WHERE user_id = ?", userID)
+            try AuditLog.append(tx, AuditEvent(action: "mfa.disabled", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip), at: now)
+        }
+    }
+}

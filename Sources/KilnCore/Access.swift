@@ -1,0 +1,135 @@
+import Foundation
+import KilnCrypto
+import KilnHTTP
+
+/// Enforces every route's declared permission:
+/// authentication (session cookie or `Bearer kf_…`), the second-factor gate for half-open
+/// sessions, CSRF and Origin checks for cookie-authenticated state changes, the per-principal
+/// token bucket (`X-RateLimit-*` on every authenticated response), API-key scopes, and the role in
+/// the request's workspace (a non-member gets 404, not 403, so existence is not revealed).
+public struct AccessMiddleware: Middleware {
+    let hooks: Hooks
+    let catalog: PermissionCatalog
+    let buckets: TokenBuckets
+    let clock: any Clock
+    /// The externally visible origin(s) besides the request's own Host (from --public-url).
+    let trustedOrigins: Set<String>
+
+    public init(hooks: Hooks, catalog: PermissionCatalog, buckets: TokenBuckets, clock: any Clock, trustedOrigins: Set<String>) {
+        self.hooks = hooks; self.catalog = catalog; self.buckets = buckets; self.clock = clock; self.trustedOrigins = trustedOrigins
+    }
+
+    public static let sessionCookie = "kiln_session"
+
+    public func handle(_ request: Request, context: RequestContext, next: Handler) async throws -> Response {
+        guard let permission = context.route?.metadata.permission, context.route?.pattern.hasPrefix("(") == false else {
+            return try await next(request, context)
+        }
+        let principal = try await authenticate(request)
+        if permission == Permission.publicAccess {
+            var ctx = context
+            ctx[PrincipalKey.self] = principal
+            return try await next(request, ctx)
+        }
+        guard let principal else {
+            throw HTTPError.unauthenticated()
+        }
+        // Rate limit first, so even refused calls cost a token; headers go on every answer from here.
+        let decision = buckets.take(principal.apiKeyID ?? principal.userID, now: clock.now().timeIntervalSince1970)
+        var rateHeaders = HTTPHeaders()
+        rateHeaders.add("X-RateLimit-Limit", String(decision.limit))
+        rateHeaders.add("X-RateLimit-Remaining", String(decision.remaining))
+        rateHeaders.add("X-RateLimit-Reset", String(decision.resetSeconds))
+        var response: Response
+        do {
+            guard decision.allowed else { throw APIError.rateLimited(retryAfter: decision.resetSeconds) }
+            var ctx = context
+            ctx[PrincipalKey.self] = principal
+            if let access = try await authorize(request, context, principal, permission) { ctx[WorkspaceRoleKey.self] = access }
+            response = try await next(request, ctx)
+        } catch {
+            response = Response.error(error, requestID: context.requestID)
+            if !(error is any HTTPResponseError) && !(error is DecodingError) {
+                ServerLog.error("internal error", ["request_id": .string(context.requestID), "error": .string(String(reflecting: error))])
+            }
+        }
+        for f in rateHeaders.fields { response.headers.replace(f.name, f.value) }
+        return response
+    }
+
+    /// The principal for the request's credentials; 401 for credentials that are present but bad.
+    func authenticate(_ request: Request) async throws -> Principal? {
+        if let auth = request.headers["Authorization"] {
+            let parts = auth.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+                throw HTTPError.unauthenticated("Authorization must be 'Bearer kf_…'")
+            }
+            let token = String(parts[1]).trimmingCharacters(in: .whitespaces)
+            guard let resolve = hooks.apiKeys, let p = try await resolve(token, request.remoteAddress) else {
+                throw HTTPError.unauthenticated("The API key is not valid, expired or was revoked")
+            }
+            return p
+        }
+        if let token = request.cookies[AccessMiddleware.sessionCookie], !token.isEmpty, let resolve = hooks.sessions {
+            return try await resolve(token, request.remoteAddress, request.headers["User-Agent"] ?? "")
+        }
+        return nil
+    }
+
+    /// Checks everything that depends on the route's permission; returns the workspace access when scoped.
+    func authorize(_ request: Request, _ context: RequestContext, _ p: Principal, _ permission: String) async throws -> WorkspaceAccess? {
+        if p.mfaPending && permission != Permission.session {
+            throw HTTPError(.unauthorized, code: "mfa_required", message: "Enter the code from your authenticator app (POST /api/auth/mfa-verify)")
+        }
+        if p.sessionID != nil && !["GET", "HEAD", "OPTIONS"].contains(request.method.rawValue) {
+            try checkOriginAndCSRF(request, p)
+        }
+        guard p.scopeAllows(permission) else {
+            throw HTTPError(.forbidden, message: "This API key's scopes do not include '\(permission)'",
+                            details: ["permission": .string(permission)])
+        }
+        guard permission != Permission.session && permission != Permission.authenticated,
+              let perm = catalog.permission(permission), perm.workspaceScoped else { return nil }
+        guard let wsID = try await workspaceID(request, context) else {
+            throw HTTPError.validation("ws_id is required", field: "ws_id")
+        }
+        guard IDs.isValid(wsID, prefix: "ws"), let roles = hooks.roles,
+              let role = try await roles.role(userID: p.userID, wsID: wsID) else {
+            throw HTTPError.notFound("Workspace not found")
+        }
+        guard catalog.grants(role).contains(permission) else {
+            throw HTTPError(.forbidden, message: "Your role (\(role.rawValue)) in this workspace does not allow '\(permission)'",
+                            details: ["permission": .string(permission), "role": .string(role.rawValue)])
+        }
+        return WorkspaceAccess(wsID: wsID, role: role)
+    }
+
+    /// A cookie-authenticated state change must come from our own origin and carry the CSRF token.
+    func checkOriginAndCSRF(_ request: Request, _ p: Principal) throws {
+        if let origin = request.headers["Origin"], origin != "null" {
+            let scheme = request.isSecure ? "https" : "http"
+            let own = request.headers["Host"].map { "\(scheme)://\($0)" }
+            guard origin == own || trustedOrigins.contains(origin) else {
+                throw HTTPError.forbidden("Cross-origin request refused")
+            }
+        } else if request.headers["Origin"] == "null" {
+            throw HTTPError.forbidden("Cross-origin request refused")
+        }
+        guard let sent = request.headers["X-CSRF-Token"], let expected = p.csrfToken,
+              Crypto.constantTimeEqual(Array(sent.utf8), Array(expected.utf8)) else {
+            throw HTTPError(.forbidden, message: "Missing or wrong X-CSRF-Token (GET /api/auth/session gives it)",
+                            details: ["header": "X-CSRF-Token"])
+        }
+    }
+
+    /// `ws_id` from the path, the query, or a small JSON body.
+    func workspaceID(_ request: Request, _ context: RequestContext) async throws -> String? {
+        if let w = context.parameters["ws_id"] { return w }
+        if let w = request.query["ws_id"] { return w }
+        if case .buffer(let bytes) = request.body, !bytes.isEmpty, bytes.count <= 1 << 20, request.mediaType == "application/json",
+           let obj = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any], let w = obj["ws_id"] as? String {
+            return w
+        }
+        return nil
+    }
+}
