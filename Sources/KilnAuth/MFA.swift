@@ -39,7 +39,9 @@ extension AuthService {
             try AuditLog.append(tx, AuditEvent(action: "mfa.enrolment_started", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip), at: now)
         }
         let b32 = Base32.encode(secret)
-        let label = "Kiln:\(u.email)".addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "@:"))) ?? "Kiln"
+        // Key URI format: otpauth://totp/ISSUER:ACCOUNT?secret=…&issuer=ISSUER (account percent-encoded).
+        let account = u.email.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: ".-_"))) ?? "account"
+        let label = "Kiln:" + account
         let url = "otpauth://totp/\(label)?secret=\(b32)&issuer=Kiln&algorithm=SHA1&digits=6&period=30"
         return MFASetup(secret: b32, otpauthUrl: url, recoveryCodes: codes)
     }

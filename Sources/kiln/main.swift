@@ -20,7 +20,7 @@ let usage = """
       backup <file>             write an online backup of the database to <file>
       admin create-user --email E [--name N]
                                 create an account and print a one-time setup link
-      doctor                    check SQLite/OpenSSL, the data dir and optional programs
+      doctor [--verify-audit]   check SQLite/OpenSSL, the data dir, optional programs (and the audit chain)
       version                   print the version
 
     Run `kiln <command> --help` for the options of a command.
@@ -125,9 +125,15 @@ case "admin":
     }
 
 case "doctor":
-    if wantsHelp { out("usage: kiln doctor [--data-dir DIR]\n\nChecks the libraries, the data dir and the optional programs."); exit(0) }
-    let (config, _) = loadConfig(args)
-    let report = Doctor.run(config: config)
+    if wantsHelp { out("usage: kiln doctor [--data-dir DIR] [--verify-audit]\n\nChecks the libraries, the data dir and the optional programs;\n--verify-audit recomputes the hash chain of the audit log and reports the first break."); exit(0) }
+    let verifyAudit = args.contains("--verify-audit")
+    let (config, _) = loadConfig(args.filter { $0 != "--verify-audit" })
+    var report = Doctor.run(config: config)
+    if verifyAudit {
+        let a = Doctor.verifyAudit(config: config)
+        report.lines += a.lines
+        report.ok = report.ok && a.ok
+    }
     for line in report.lines { out(line) }
     exit(report.ok ? 0 : 1)
 

@@ -13,7 +13,7 @@ final class TestApp: @unchecked Sendable {
     let port: Int
     var base: String { "http://127.0.0.1:\(port)" }
 
-    init(configure: (inout Config) -> Void = { _ in }) throws {
+    init(clock: any Clock = SystemClock(), configure: (inout Config) -> Void = { _ in }) throws {
         dataDir = NSTemporaryDirectory() + "kiln-app-\(UUID().uuidString)"
         var config = Config()
         config.host = "127.0.0.1"
@@ -22,7 +22,7 @@ final class TestApp: @unchecked Sendable {
         config.eventLoops = 2
         config.publicDir = TestApp.packageRoot + "/Public"
         configure(&config)
-        app = try Application(config: config)
+        app = try Application(config: config, clock: clock)
         port = try app.start()
     }
 
@@ -46,13 +46,24 @@ struct HTTPResult: Sendable {
     var json: [String: Any] { ((try? JSONSerialization.jsonObject(with: body)) as? [String: Any]) ?? [:] }
 }
 
+/// URLSession without any cookie storage: tests set cookies explicitly (cookies ignore ports,
+/// so a shared jar would leak sessions between parallel tests).
+let testSession: URLSession = {
+    let c = URLSessionConfiguration.ephemeral
+    c.httpCookieAcceptPolicy = .never
+    c.httpShouldSetCookies = false
+    c.httpCookieStorage = nil
+    c.timeoutIntervalForRequest = 30
+    return URLSession(configuration: c)
+}()
+
 /// A real HTTP client request (URLSession, on its own threads).
 func http(_ method: String, _ url: String, headers: [String: String] = [:], body: Data? = nil) async throws -> HTTPResult {
     var req = URLRequest(url: URL(string: url)!)
     req.httpMethod = method
     for (k, v) in headers { req.setValue(v, forHTTPHeaderField: k) }
     req.httpBody = body
-    let (data, response) = try await URLSession.shared.data(for: req)
+    let (data, response) = try await testSession.data(for: req)
     let h = response as! HTTPURLResponse
     var headers: [String: String] = [:]
     for (k, v) in h.allHeaderFields { headers[String(describing: k).lowercased()] = String(describing: v) }
@@ -88,4 +99,37 @@ func which(_ program: String) -> String? {
         if FileManager.default.isExecutableFile(atPath: p) { return p }
     }
     return nil
+}
+
+/// A signed-in client: keeps its session cookie and CSRF token like a browser would.
+final class Agent: @unchecked Sendable {
+    let base: String
+    var session: String?
+    var csrf: String?
+    var bearer: String?
+    var origin: String?
+
+    init(_ base: String) { self.base = base }
+
+    func call(_ method: String, _ path: String, json body: [String: Any]? = nil, headers extra: [String: String] = [:], csrf sendCSRF: Bool = true) async throws -> HTTPResult {
+        var h = extra
+        if let session { h["Cookie"] = "kiln_session=\(session)" }
+        if let bearer { h["Authorization"] = "Bearer \(bearer)" }
+        if sendCSRF, let csrf, !["GET", "HEAD"].contains(method) { h["X-CSRF-Token"] = csrf }
+        if let origin { h["Origin"] = origin }
+        var data: Data? = nil
+        if let body { data = json(body); h["Content-Type"] = "application/json" }
+        let r = try await http(method, base + path, headers: h, body: data)
+        if let sc = r.headers["set-cookie"], sc.hasPrefix("kiln_session=") {
+            let v = String(sc.dropFirst("kiln_session=".count).prefix { $0 != ";" })
+            session = v.isEmpty ? nil : v
+        }
+        if let t = r.json["csrf_token"] as? String { csrf = t }
+        return r
+    }
+
+    @discardableResult
+    func login(_ email: String, _ password: String) async throws -> HTTPResult {
+        try await call("POST", "/auth/login", json: ["email": email, "password": password])
+    }
 }

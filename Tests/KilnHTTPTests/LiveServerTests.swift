@@ -217,7 +217,7 @@ import Testing
         }
         let s = try LiveServer(r)
         defer { Task { await s.stop() } }
-        let c = try RawClient(port: s.port, timeout: 1)
+        let c = try RawClient(port: s.port, timeout: 10)
         c.send("GET /events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 5\r\n\r\n")
         let text = await c.read(until: ": heartbeat\n\n")
         #expect(text.contains("Content-Type: text/event-stream"))
