@@ -54,7 +54,7 @@ extension AuthService {
         guard let sid = p.sessionID else { throw APIError.validation("Second-factor checks need a browser session, not an API key", field: "code") }
         let code = raw.trimmingCharacters(in: .whitespaces).lowercased()
         guard !code.isEmpty, code.utf8.count <= 32 else { throw APIError.validation("code is required", field: "code") }
-        try limit(account: p.userID, ip: ip)
+        try limit("mfa", account: p.userID, ip: ip)
         let now = clock.now()
         guard let r = try await db.read({ tx in
             try tx.first("SELECT mfa_enabled, mfa_secret, mfa_pending_secret, mfa_last_step FROM users WHERE id = ?", p.userID)

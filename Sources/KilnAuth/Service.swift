@@ -176,7 +176,7 @@ public final class AuthService: Sendable {
         let email = try AuthService.validEmail(input.email)
         let name = try AuthService.validName(input.name)
         if let problem = Passwords.problem(input.password) { throw APIError.validation(problem, field: "password") }
-        try limit(ip: ip)
+        try limit("register", ip: ip)
         let hash = try Passwords.hash(input.password)
         let now = clock.now()
         let id = IDs.make("usr")
@@ -229,10 +229,11 @@ public final class AuthService: Sendable {
 
     // MARK: Rate limits
 
-    func limit(account: String? = nil, ip: String) throws {
+    /// Each flow (login, mfa, forgot, reset, register) has its own budget per IP and per account.
+    func limit(_ action: String, account: String? = nil, ip: String) throws {
         let now = clock.now().timeIntervalSince1970
-        if let wait = perIP.hit("ip:" + ip, now: now) { throw APIError.rateLimited(retryAfter: wait) }
-        if let account, let wait = perAccount.hit("acct:" + account.lowercased(), now: now) { throw APIError.rateLimited(retryAfter: wait) }
+        if let wait = perIP.hit("\(action):ip:\(ip)", now: now) { throw APIError.rateLimited(retryAfter: wait) }
+        if let account, let wait = perAccount.hit("\(action):acct:\(account.lowercased())", now: now) { throw APIError.rateLimited(retryAfter: wait) }
     }
 
     // MARK: Validation

@@ -36,7 +36,7 @@ extension AuthService {
         guard !email.isEmpty, email.utf8.count <= 254, password.utf8.count <= 1024 else {
             throw APIError.validation("email and password are required", field: "email")
         }
-        try limit(account: email, ip: ip)
+        try limit("login", account: email, ip: ip)
         let now = clock.now()
         let row = try await db.read { tx in
             try tx.first("SELECT id, password_hash, email_verified, locked_until, mfa_enabled FROM users WHERE email = ?", email)
@@ -82,7 +82,7 @@ extension AuthService {
             try AuditLog.append(tx, AuditEvent(action: mfa ? "login.password_ok" : "login.ok", actorUserID: uid, resourceType: "session",
                                                resourceID: sid, ip: ip), at: now)
         }
-        perAccount.reset("acct:" + email.lowercased())
+        perAccount.reset("login:acct:" + email.lowercased())
         return LoginResult(user: try await user(id: uid)!, sessionToken: token, sessionID: sid, csrfToken: csrf, mfaRequired: mfa, expiresAt: expires)
     }
 
@@ -145,7 +145,7 @@ extension AuthService {
     public func forgot(email raw: String, ip: String) async throws {
         let email = raw.trimmingCharacters(in: .whitespaces)
         guard !email.isEmpty, email.utf8.count <= 254 else { throw APIError.validation("email is required", field: "email") }
-        try limit(account: email, ip: ip)
+        try limit("forgot", account: email, ip: ip)
         guard let u = try await user(email: email) else { return }
         let token = "krt_" + IDs.randomBase62(43)
         let now = clock.now()
@@ -163,7 +163,7 @@ extension AuthService {
     /// Sets a new password from a reset link (single use, one hour) and ends every session.
     public func reset(token: String, password: String, ip: String) async throws {
         if let problem = Passwords.problem(password) { throw APIError.validation(problem, field: "password") }
-        try limit(ip: ip)
+        try limit("reset", ip: ip)
         let hash = try Passwords.hash(password)
         let tokenHash = Crypto.sha256Hex(Array(token.utf8))
         let now = clock.now()
