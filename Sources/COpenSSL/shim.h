@@ -111,3 +111,5 @@ static inline int kiln_ed25519_verify(const unsigned char *pub, const unsigned c
     EVP_PKEY_free(k);
     return ok;
 }
+
+static inline long kiln_ssl_set_sni(SSL *ssl, const char *name) { return SSL_set_tlsext_host_name(ssl, name); }

@@ -48,7 +48,9 @@ public final class Application: @unchecked Sendable {
         let templatesDir = FileManager.default.fileExists(atPath: "Templates") ? FileManager.default.currentDirectoryPath + "/Templates" : nil
         services = Services(config: config, db: db, clock: clock, bus: EventBus(db: db, clock: clock), jobs: JobRunner(),
                             dataDir: dataDir, masterKey: masterKey, hooks: hooks, catalog: catalog,
-                            mailer: OutboxMailer(directory: dataDir + "/outbox"), templates: MailTemplates(directory: templatesDir),
+                            mailer: try config.smtpURL.map { try SMTPMailer(url: $0, from: config.mailFrom) as any Mailer }
+                                ?? OutboxMailer(directory: dataDir + "/outbox", from: config.mailFrom),
+                            templates: MailTemplates(directory: templatesDir),
                             baseURL: BaseURL(config.baseURL()))
         router = Router()
         routes = Routes(router: router)

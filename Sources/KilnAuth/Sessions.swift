@@ -157,7 +157,7 @@ extension AuthService {
         let link = "\(baseURL.string)/reset.html?token=\(token)"
         let body = templates.render("reset-password", fallback: "Hello {{name}},\n\nSomeone asked to reset your Kiln password. If it was you, choose a new one here:\n\n{{link}}\n\nThe link works once and for one hour. If it was not you, ignore this message.\n",
                                     ["name": u.name, "link": link])
-        try await mailer.send(MailMessage(to: u.email, subject: "Reset your Kiln password", body: body, link: link))
+        await deliver(MailMessage(to: u.email, subject: "Reset your Kiln password", body: body, link: link))
     }
 
     /// Sets a new password from a reset link (single use, one hour) and ends every session.

@@ -462,3 +462,31 @@ final class LogLines: Sendable {
         #expect(out2.contains("audit chain broken at row 3"), "\(out2)")
     }
 }
+
+@Suite struct TimingSafetyTests {
+    /// An unknown address costs a full scrypt check with the same parameters as a real account,
+    /// and every secret comparison goes through the constant-time compare.
+    @Test func unknownAddressesCostARealPasswordCheck() throws {
+        let real = try Passwords.hash("some password 123")
+        let realParams = real.split(separator: "$").prefix(4).joined(separator: "$")
+        let dummyParams = AuthService.dummyHash.split(separator: "$").prefix(4).joined(separator: "$")
+        #expect(realParams == dummyParams && realParams == "scrypt$15$8$1")
+        #expect(!Passwords.verify("kiln-timing-equaliser-x", against: AuthService.dummyHash))
+        // Same length, last character different: refused.
+        let a = Array("0123456789abcdef0123456789abcdef".utf8)
+        var b = a; b[b.count - 1] ^= 1
+        #expect(!Crypto.constantTimeEqual(a, b) && Crypto.constantTimeEqual(a, a))
+    }
+
+    @Test func wrongCSRFTokenOfTheRightLengthIsRefused() async throws {
+        let t = try TestApp()
+        defer { Task { await t.stop() } }
+        _ = try await makeUser(t, "ts@example.com")
+        let a = Agent(t.base)
+        try await a.login("ts@example.com", "a long enough password")
+        let right = try #require(a.csrf)
+        var wrong = Array(right.utf8); wrong[wrong.count - 1] = wrong[wrong.count - 1] == 65 ? 66 : 65
+        let r = try await a.call("POST", "/api/account/update-profile", json: ["name": "X"], headers: ["X-CSRF-Token": String(decoding: wrong, as: UTF8.self)], csrf: false)
+        #expect(r.status == 403)
+    }
+}

@@ -87,5 +87,33 @@ expect "export has the account" 1 "$(curl -s -b "$JAR" "$B/api/account/export-da
 grep -q "$KEY" "$OUT/identity-serve.log" "$OUT/identity-serve.out" && fail "key value absent from every log line" || pass "key value absent from every log line"
 "$BIN/kiln" doctor --verify-audit --data-dir "$DATA" | grep -q "audit chain verified" && pass "audit chain verifies" || fail "audit chain verifies"
 
+# Mail through a real SMTP server (aiosmtpd) with STARTTLS and a self-signed certificate.
+SMTP_DIR=$(mktemp -d)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$SMTP_DIR/key.pem" -out "$SMTP_DIR/cert.pem" \
+  -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+SMTP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 -u -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" --tlscert "$SMTP_DIR/cert.pem" --tlskey "$SMTP_DIR/key.pem" \
+  -c aiosmtpd.handlers.Debugging stdout > "$OUT/smtp.log" 2>&1 &
+SMTP_PID=$!
+for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null && break; sleep 0.1; done
+for mode in trusted self-signed; do
+  D2=$(mktemp -d); P2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  URL="smtp://127.0.0.1:$SMTP_PORT?starttls=required"; [ $mode = self-signed ] && URL="$URL&verify=false"
+  "$BIN/kiln" serve --port "$P2" --data-dir "$D2" --smtp-url "$URL" --mail-from "Kiln <kiln@example.com>" > /dev/null 2> "$OUT/smtp-serve-$mode.log" &
+  P2PID=$!
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$P2/healthz" && break; sleep 0.1; done
+  CODE=$(curl -s -o /dev/null -w '%{http_code}' -H "$J" -d '{"email":"mail-'$mode'@example.com","password":"a long enough password","name":"M"}' "http://127.0.0.1:$P2/auth/register")
+  sleep 0.5
+  if [ $mode = trusted ]; then
+    expect "SMTP with certificate checks refuses a self-signed relay (registration still 201)" "201 1" "$CODE $(grep -c 'mail not sent' "$OUT/smtp-serve-$mode.log")"
+  else
+    LINK2=$(grep -oE 'http://[^ ]+/auth/verify\?token=[A-Za-z0-9_]+' "$OUT/smtp.log" | head -1)
+    expect "verification mail delivered over SMTP with STARTTLS" "201 yes" "$CODE $([ -n "$LINK2" ] && echo yes)"
+    expect "the mailed link verifies" True "$(curl -s "$LINK2" | jget 'd["verified"]')"
+  fi
+  kill $P2PID; wait $P2PID 2>/dev/null; rm -rf "$D2"
+done
+kill $SMTP_PID; rm -rf "$SMTP_DIR"
+
 echo "identity e2e: $PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]
