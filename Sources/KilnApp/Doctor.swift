@@ -16,16 +16,6 @@ public enum Doctor {
         ("python3", "notebook cells", "apt-get install -y python3"),
     ]
 
-    /// The absolute path of `program` on PATH, if any.
-    public static func which(_ program: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
-        for dir in path.split(separator: ":") {
-            let candidate = "\(dir)/\(program)"
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        return nil
-    }
-
     /// Recomputes the audit chain of the database in the data dir.
     public static func verifyAudit(config: Config) -> Report {
         let path = config.dataDir + "/kiln.db"
@@ -59,7 +49,7 @@ public enum Doctor {
             lines.append("ok   data dir \(config.dataDir) will be created on first start")
         }
         for p in optionalPrograms {
-            if let path = which(p.name) { lines.append("ok   \(p.name) (\(path)): \(p.enables)") }
+            if let path = ProcessRunner.which(p.name) { lines.append("ok   \(p.name) (\(path)): \(p.enables)") }
             else { lines.append("--   \(p.name) not found: \(p.enables) unavailable (\(p.install))") }
         }
         return Report(lines: lines, ok: ok)
