@@ -37,7 +37,7 @@ let package = Package(
         .executableTarget(name: "kiln-bench", dependencies: ["KilnHTTP"], path: "Sources/kiln-bench", swiftSettings: strict),
 
         // Tests.
-        .testTarget(name: "KilnHTTPTests", dependencies: ["KilnHTTP", "CShims"], swiftSettings: strict),
+        .testTarget(name: "KilnHTTPTests", dependencies: ["KilnHTTP", "CShims", "KilnCore"], swiftSettings: strict),
         .testTarget(name: "KilnCryptoTests", dependencies: ["KilnCrypto"], swiftSettings: strict),
         .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore", "KilnHTTP"], swiftSettings: strict),
         .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore"], swiftSettings: strict),

@@ -196,3 +196,5 @@ int kiln_set_winsize(int fd, unsigned short cols, unsigned short rows) {
     struct winsize ws = { .ws_row = rows, .ws_col = cols };
     return ioctl(fd, TIOCSWINSZ, &ws);
 }
+
+int kiln_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }

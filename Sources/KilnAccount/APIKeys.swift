@@ -16,6 +16,21 @@ public struct APIKey: Codable, Sendable, Equatable {
     public let lastUsedAt: Date?
     public let lastUsedIp: String?
 
+    enum CodingKeys: String, CodingKey { case id, name, prefix, scopes, createdAt, expiresAt, lastUsedAt, lastUsedIp }
+
+    /// Every field, `null` included.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(name, forKey: .name)
+        try c.encode(prefix, forKey: .prefix)
+        try c.encode(scopes, forKey: .scopes)
+        try c.encode(createdAt, forKey: .createdAt)
+        try c.encode(expiresAt, forKey: .expiresAt)
+        try c.encode(lastUsedAt, forKey: .lastUsedAt)
+        try c.encode(lastUsedIp, forKey: .lastUsedIp)
+    }
+
     init(row r: Row) {
         id = r.string("id") ?? ""
         name = r.string("name") ?? ""

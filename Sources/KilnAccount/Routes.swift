@@ -120,8 +120,13 @@ public struct AccountModule: KilnModule {
             try p.requireStepUp(now: clock.now())
             let input = try await req.decode(APIKeyService.CreateInput.self, limit: small)
             let (key, token) = try await keys.create(userID: p.userID, input, ip: req.remoteAddress)
-            struct Body: Encodable { let apiKey: APIKey; let key: String }
-            var res = try Response.json(Body(apiKey: key, key: token), status: .created)
+            // The key's fields at the top level plus the one-time `key`; `api_key` repeats them for clients that nest.
+            guard case .object(var body) = try JSONDecoder().decode(JSONValue.self, from: Data(try JSONCoding.encode(key))) else {
+                throw APIError(.internalServerError)
+            }
+            body["api_key"] = .object(body)
+            body["key"] = .string(token)
+            var res = Response.json(raw: Array(JSONValue.object(body).jsonText.utf8), status: .created)
             res.headers["Cache-Control"] = "no-store"
             return res
         }

@@ -147,8 +147,12 @@ public struct AuthModule: KilnModule {
                    summary: "Who am I: the user, the CSRF token for this session, and whether the second factor is still owed", tags: ["auth"]) { _, ctx in
             let p = try ctx.requirePrincipal()
             guard let user = try await auth.user(id: p.userID) else { throw APIError.unauthenticated() }
-            struct Body: Encodable { let user: User; let csrfToken: String?; let mfaRequired: Bool; let sessionId: String?; let apiKeyId: String? }
-            var res = try Response.json(Body(user: user, csrfToken: p.csrfToken, mfaRequired: p.mfaPending, sessionId: p.sessionID, apiKeyId: p.apiKeyID))
+            let userJSON = try JSONDecoder().decode(JSONValue.self, from: Data(try JSONCoding.encode(user)))
+            func opt(_ s: String?) -> JSONValue { s.map { .string($0) } ?? .null }
+            var res = Response.json(raw: Array(JSONValue.object([
+                "user": userJSON, "csrf_token": opt(p.csrfToken), "mfa_required": .bool(p.mfaPending),
+                "session_id": opt(p.sessionID), "api_key_id": opt(p.apiKeyID),
+            ]).jsonText.utf8))
             res.headers["Cache-Control"] = "no-store"
             return res
         }

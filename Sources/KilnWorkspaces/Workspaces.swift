@@ -40,6 +40,16 @@ public struct Member: Codable, Sendable, Equatable {
     public let name: String?
     public let role: Role
     public let joinedAt: Date
+
+    enum CodingKeys: String, CodingKey { case userId, email, name, role, joinedAt }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(userId, forKey: .userId)
+        try c.encode(email, forKey: .email)
+        try c.encode(name, forKey: .name)
+        try c.encode(role, forKey: .role)
+        try c.encode(joinedAt, forKey: .joinedAt)
+    }
 }
 
 public struct WorkspaceService: Sendable {

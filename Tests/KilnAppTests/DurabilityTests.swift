@@ -26,13 +26,12 @@ final class Acks: Sendable { let list = Mutex<[String]>([]) }
         }
         // The real server binary.
         let port = Int.random(in: 20000...40000)
-        let proc = Process()
-        proc.executableURL = URL(fileURLWithPath: TestApp.kilnBinary)
-        proc.arguments = ["serve", "--port", "\(port)", "--data-dir", dir, "--log-level", "error"]
-        proc.standardOutput = FileHandle.nullDevice
-        proc.standardError = FileHandle.nullDevice
-        try proc.run()
-        defer { if proc.isRunning { kill(proc.processIdentifier, SIGKILL) } }
+        let devnull = open("/dev/null", O_WRONLY | O_CLOEXEC)
+        let pid = try ProcessRunner.spawn(TestApp.kilnBinary, ["serve", "--port", "\(port)", "--data-dir", dir, "--log-level", "error"],
+                                          stdout: devnull, stderr: devnull)
+        close(devnull)
+        var reaped = false
+        defer { if !reaped { kill(pid, SIGKILL); _ = ProcessRunner.wait(pid) } }
         var up = false
         for _ in 0..<100 where !up {
             up = (try? await http("GET", "http://127.0.0.1:\(port)/healthz"))?.status == 200
@@ -42,7 +41,6 @@ final class Acks: Sendable { let list = Mutex<[String]>([]) }
 
         // Four writers; the server is killed once enough writes were acknowledged.
         let acked = Acks()
-        let pid = proc.processIdentifier
         let allTokens = tokens
         await withTaskGroup(of: Void.self) { group in
             for w in 0..<4 {
@@ -61,8 +59,9 @@ final class Acks: Sendable { let list = Mutex<[String]>([]) }
                 kill(pid, SIGKILL)
             }
         }
-        proc.waitUntilExit()
-        #expect(proc.terminationReason == .uncaughtSignal)
+        let status = await offPool { ProcessRunner.wait(pid) }
+        reaped = true
+        #expect(status == 128 + SIGKILL)
         let acknowledged = acked.list.withLock { $0 }
         #expect(acknowledged.count >= 40)
 

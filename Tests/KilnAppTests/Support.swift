@@ -76,21 +76,12 @@ func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
     await withCheckedContinuation { c in Thread { c.resume(returning: body()) }.start() }
 }
 
-/// Runs a program to completion off the cooperative pool.
-func runProgram(_ path: String, _ args: [String], env: [String: String]? = nil) async -> (Int32, String, String) {
-    await offPool {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        if let env { p.environment = env }
-        let o = Pipe(), e = Pipe()
-        p.standardOutput = o; p.standardError = e
-        do { try p.run() } catch { return (-1, "", "\(error)") }
-        let od = o.fileHandleForReading.readDataToEndOfFile()
-        let ed = e.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed, as: UTF8.self))
-    }
+/// Runs a program to completion (Kiln's own spawn, not Foundation.Process).
+func runProgram(_ path: String, _ args: [String]) async -> (Int32, String, String) {
+    do {
+        let o = try await ProcessRunner.run(path, args, timeout: 120)
+        return (o.status, o.stdoutText, o.stderr)
+    } catch { return (-1, "", "\(error)") }
 }
 
 func which(_ program: String) -> String? {

@@ -71,3 +71,29 @@ import KilnHTTP
         #expect(e.status.code == 503 && e.code == "unavailable" && e.message.contains("git"))
     }
 }
+
+@Suite struct ProcessRunnerTests {
+    @Test func runsWithStdinStdoutStderrAndStatus() async throws {
+        let cat = try await ProcessRunner.run("cat", [], stdin: Array("hello kiln".utf8))
+        #expect(cat.status == 0 && cat.stdoutText == "hello kiln")
+        let sh = try await ProcessRunner.run("sh", ["-c", "echo out; echo err >&2; exit 3"])
+        #expect(sh.status == 3 && sh.stdoutText == "out\n" && sh.stderr == "err\n")
+        let big = try await ProcessRunner.run("sh", ["-c", "head -c 3000000 /dev/zero"])
+        #expect(big.stdout.count == 3_000_000)
+    }
+
+    @Test func timeoutKillsTheProcessGroup() async throws {
+        let start = Date()
+        let r = try await ProcessRunner.run("sh", ["-c", "sleep 30 & sleep 30"], timeout: 0.5)
+        #expect(r.status == 124)
+        #expect(Date().timeIntervalSince(start) < 20)
+    }
+
+    @Test func missingProgramsAndWorkingDirectory() async throws {
+        await #expect(throws: ProcessRunner.SpawnError.self) { _ = try await ProcessRunner.run("no-such-program-kiln", []) }
+        let pwd = try await ProcessRunner.run("pwd", [], cwd: "/tmp")
+        #expect(pwd.stdoutText == "/tmp\n")
+        let env = try await ProcessRunner.run("sh", ["-c", "echo $KILN_T"], environment: ["KILN_T": "x1", "PATH": "/usr/bin:/bin"])
+        #expect(env.stdoutText == "x1\n")
+    }
+}

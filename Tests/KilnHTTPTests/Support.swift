@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KilnCore
 @testable import KilnHTTP
 
 /// A live server on 127.0.0.1 with a free port, for tests that need a real socket.
@@ -175,33 +176,13 @@ struct ParsedResponse: Sendable {
     }
 }
 
-/// Runs an outside program and returns (exit status, stdout, stderr).
+/// Runs an outside program and returns (exit status, stdout, stderr), through Kiln's own spawn.
 func run(_ program: String, _ args: [String], stdin: Data? = nil) async throws -> (Int32, String, String) {
-    let r = await offPool { Result { try runSync(program, args, stdin: stdin) } }
-    return try r.get()
+    let o = try await ProcessRunner.run(program, args, stdin: stdin.map { Array($0) }, timeout: 120)
+    return (o.status, o.stdoutText, o.stderr)
 }
 
-func runSync(_ program: String, _ args: [String], stdin: Data? = nil) throws -> (Int32, String, String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: program.hasPrefix("/") ? program : "/usr/bin/env")
-    p.arguments = program.hasPrefix("/") ? args : [program] + args
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    let inPipe = Pipe()
-    p.standardInput = inPipe
-    try p.run()
-    if let stdin { inPipe.fileHandleForWriting.write(stdin) }
-    try? inPipe.fileHandleForWriting.close()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-}
-
-func which(_ program: String) -> Bool {
-    (try? runSync("sh", ["-c", "command -v \(program)"]).0) == 0
-}
+func which(_ program: String) -> Bool { ProcessRunner.which(program) != nil }
 
 func parse(_ s: String, limits: ParserLimits = ParserLimits()) -> HeadParseResult {
     Array(s.utf8).withUnsafeBufferPointer { parseRequestHead($0, limits: limits) }

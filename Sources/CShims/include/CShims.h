@@ -55,4 +55,6 @@ int kiln_spawn(const char *path, char *const argv[], char *const envp[], const c
 int kiln_forkpty(int *master_fd, const char *path, char *const argv[], char *const envp[],
                  const char *cwd, unsigned short cols, unsigned short rows);
 int kiln_set_winsize(int fd, unsigned short cols, unsigned short rows);
+/* pipe2 with O_CLOEXEC (Glibc hides pipe2 from Swift). */
+int kiln_pipe_cloexec(int fds[2]);
 #endif
