@@ -47,10 +47,13 @@ public struct APIKeyService: Sendable {
     let db: Database
     let clock: any Clock
     let catalog: PermissionCatalog
+    let hooks: Hooks
 
     static let columns = "id, name, prefix, scopes, created_at, expires_at, last_used_at, last_used_ip"
 
-    public init(db: Database, clock: any Clock, catalog: PermissionCatalog) { self.db = db; self.clock = clock; self.catalog = catalog }
+    public init(db: Database, clock: any Clock, catalog: PermissionCatalog, hooks: Hooks) {
+        self.db = db; self.clock = clock; self.catalog = catalog; self.hooks = hooks
+    }
 
     public struct CreateInput: Decodable, Sendable {
         public let name: String
@@ -65,6 +68,11 @@ public struct APIKeyService: Sendable {
         guard !input.scopes.isEmpty, input.scopes.count <= 100 else { throw APIError.validation("scopes must list 1 to 100 permissions", field: "scopes") }
         for s in input.scopes where catalog.permission(s) == nil {
             throw APIError.validation("unknown permission '\(s.prefix(80))' (GET /api/permissions lists them)", field: "scopes")
+        }
+        // A key can never hold more than its owner: user-level permissions plus the owner's highest role.
+        let held = catalog.permissions(forHighestRole: try await hooks.roles?.highestRole(userID: userID))
+        for s in input.scopes where !held.contains(s) {
+            throw APIError.validation("you do not hold '\(s)' in any workspace, so a key cannot have it", field: "scopes")
         }
         if let d = input.expiresInDays, !(1...3650).contains(d) {
             throw APIError.validation("expires_in_days must be from 1 to 3650", field: "expires_in_days")

@@ -17,7 +17,7 @@ public struct AccountModule: KilnModule {
 
     public func register(_ routes: Routes, _ services: Services) {
         let auth = AuthService(services: services)
-        let keys = APIKeyService(db: services.db, clock: services.clock, catalog: services.catalog)
+        let keys = APIKeyService(db: services.db, clock: services.clock, catalog: services.catalog, hooks: services.hooks)
         let clock = services.clock
         let db = services.db
         let hooks = services.hooks

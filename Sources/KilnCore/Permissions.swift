@@ -47,6 +47,13 @@ public final class PermissionCatalog: Sendable {
     public func permission(_ name: String) -> Permission? { state.withLock { $0.permissions[name] } }
     public func grants(_ role: Role) -> Set<String> { state.withLock { $0.grants[role] ?? [] } }
     public func roles(granting name: String) -> [Role] { Role.allCases.filter { grants($0).contains(name) } }
+
+    /// What a user may hold at most: every user-level permission, plus what their highest role grants.
+    public func permissions(forHighestRole role: Role?) -> Set<String> {
+        var out = Set(all.filter { !$0.workspaceScoped }.map(\.name))
+        if let role { out.formUnion(grants(role)) }
+        return out
+    }
 }
 
 /// Who is calling: a browser session or an API key, with what limits it.
@@ -125,6 +132,8 @@ public typealias APIKeyResolver = @Sendable (_ token: String, _ ip: String) asyn
 /// Looks up a user's role in a workspace (nil: not a member, or no such workspace).
 public protocol WorkspaceRoleResolver: Sendable {
     func role(userID: String, wsID: String) async throws -> Role?
+    /// The highest role the user holds in any workspace (nil: none).
+    func highestRole(userID: String) async throws -> Role?
 }
 
 /// Cross-module lifecycle hooks, so domains never touch each other's tables.

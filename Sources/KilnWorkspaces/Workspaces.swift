@@ -80,6 +80,11 @@ public struct WorkspaceService: Sendable {
             .flatMap { $0.string("role").flatMap(Role.init(rawValue:)) }
     }
 
+    public func highestRole(userID: String) async throws -> Role? {
+        try await db.read { tx in try tx.query("SELECT DISTINCT role FROM memberships WHERE user_id = ?", userID) }
+            .compactMap { $0.string("role").flatMap(Role.init(rawValue:)) }.max()
+    }
+
     func create(name: String, by p: Principal, ip: String) async throws -> Workspace {
         let name = try Self.validName(name)
         let now = clock.now()
