@@ -28,9 +28,10 @@ let package = Package(
         // Domain modules.
         .target(name: "KilnAuth", dependencies: ["KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
         .target(name: "KilnAccount", dependencies: ["KilnAuth", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
+        .target(name: "KilnProjects", dependencies: ["KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
         .target(name: "KilnWorkspaces", dependencies: ["KilnAuth", "KilnCore", "KilnHTTP", "KilnStore"], swiftSettings: strict),
 
-        .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "COpenSSL", "KilnAuth", "KilnAccount", "KilnWorkspaces"], swiftSettings: strict),
+        .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "COpenSSL", "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects"], swiftSettings: strict),
 
         // Executables.
         .executableTarget(name: "kiln", dependencies: ["KilnApp", "KilnHTTP", "KilnCore"], swiftSettings: strict),
@@ -41,7 +42,7 @@ let package = Package(
         .testTarget(name: "KilnCryptoTests", dependencies: ["KilnCrypto"], swiftSettings: strict),
         .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore", "KilnHTTP"], swiftSettings: strict),
         .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore"], swiftSettings: strict),
-        .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "KilnAuth", "KilnAccount", "KilnWorkspaces"], swiftSettings: strict),
+        .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -5,6 +5,7 @@ import KilnAuth
 import KilnCore
 import KilnCrypto
 import KilnHTTP
+import KilnProjects
 import KilnStore
 import KilnWorkspaces
 
@@ -28,7 +29,7 @@ public final class Application: @unchecked Sendable {
 
     /// The domain modules, in registration order. Adding a domain: one line here.
     static func domainModules() -> [any KilnModule] {
-        [AuthModule(), AccountModule(), WorkspacesModule()]
+        [AuthModule(), AccountModule(), WorkspacesModule(), ProjectsModule()]
     }
 
     /// Opens (or creates) the data dir and database, applies migrations, registers every route.

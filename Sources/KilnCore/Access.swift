@@ -90,7 +90,7 @@ public struct AccessMiddleware: Middleware {
         }
         guard permission != Permission.session && permission != Permission.authenticated,
               let perm = catalog.permission(permission), perm.workspaceScoped else { return nil }
-        guard let wsID = try await workspaceID(request, context) else {
+        guard let wsID = try await workspaceID(request, context, p) else {
             throw HTTPError.validation("ws_id is required", field: "ws_id")
         }
         guard IDs.isValid(wsID, prefix: "ws"), let roles = hooks.roles,
@@ -122,14 +122,21 @@ public struct AccessMiddleware: Middleware {
         }
     }
 
-    /// `ws_id` from the path, the query, or a small JSON body.
-    func workspaceID(_ request: Request, _ context: RequestContext) async throws -> String? {
-        if let w = context.parameters["ws_id"] { return w }
-        if let w = request.query["ws_id"] { return w }
+    /// `ws_id` from the path, the query or a small JSON body; else the workspace of a named resource
+    /// (`project_id`…); else the caller's default. A resource that does not exist answers 404.
+    func workspaceID(_ request: Request, _ context: RequestContext, _ p: Principal) async throws -> String? {
+        var body: [String: Any] = [:]
         if case .buffer(let bytes) = request.body, !bytes.isEmpty, bytes.count <= 1 << 20, request.mediaType == "application/json",
-           let obj = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any], let w = obj["ws_id"] as? String {
-            return w
+           let obj = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] {
+            body = obj
         }
-        return nil
+        func param(_ name: String) -> String? { context.parameters[name] ?? request.query[name] ?? body[name] as? String }
+        if let w = param("ws_id") { return w }
+        for (name, lookup) in hooks.resourceWorkspaces {
+            guard let id = param(name) else { continue }
+            guard let ws = try await lookup(id) else { throw HTTPError.notFound("No such \(name.replacingOccurrences(of: "_id", with: ""))") }
+            return ws
+        }
+        return try await hooks.defaultWorkspace?(p.userID)
     }
 }

@@ -16,6 +16,8 @@ public struct Config: Sendable {
     public var minFreeDiskMB = 100
     /// The externally visible base URL (for setup links); derived from host and port when empty.
     public var publicURL: String? = nil
+    /// Folders projects may be opened from (default `<data-dir>/projects`).
+    public var projectsRoots: [String] = []
     /// SMTP relay for mail; without it mail goes to `<data-dir>/outbox/`.
     public var smtpURL: String? = nil
     public var mailFrom = "Kiln <kiln@localhost>"
@@ -64,6 +66,9 @@ public struct Config: Sendable {
         Option(flag: "--max-body", env: "KILN_MAX_BODY", help: "default request body limit in bytes (default 10485760)", takesValue: true) { c, v in c.maxBodyBytes = try int("--max-body", v, 1024...(1 << 34)) },
         Option(flag: "--event-loops", env: "KILN_EVENT_LOOPS", help: "I/O threads (default: one per core)", takesValue: true) { c, v in c.eventLoops = try int("--event-loops", v, 0...256) },
         Option(flag: "--min-free-disk-mb", env: "KILN_MIN_FREE_DISK_MB", help: "readiness fails below this free space (default 100)", takesValue: true) { c, v in c.minFreeDiskMB = try int("--min-free-disk-mb", v, 0...(1 << 30)) },
+        Option(flag: "--projects-root", env: "KILN_PROJECTS_ROOT", help: "a folder projects may be opened from; repeatable (env: colon-separated; default <data-dir>/projects)", takesValue: true) { c, v in
+            c.projectsRoots += v.split(separator: ":").map(String.init).filter { !$0.isEmpty }
+        },
         Option(flag: "--smtp-url", env: "KILN_SMTP_URL", help: "send mail via smtp://user:pass@host:587 (STARTTLS) or smtps://host:465; default: files in <data-dir>/outbox", takesValue: true) { c, v in c.smtpURL = v.isEmpty ? nil : v },
         Option(flag: "--mail-from", env: "KILN_MAIL_FROM", help: "sender of Kiln's mail (default Kiln <kiln@localhost>)", takesValue: true) { c, v in c.mailFrom = v },
         Option(flag: "--public-url", env: "KILN_PUBLIC_URL", help: "external base URL used in links (default http://HOST:PORT)", takesValue: true) { c, v in c.publicURL = v },
@@ -75,6 +80,8 @@ public struct Config: Sendable {
         var c = Config()
         for o in options { if let v = environment[o.env] { try o.apply(&c, v) } }
         var positional: [String] = []
+        // Repeatable flags replace what the environment gave, rather than adding to it.
+        if arguments.contains(where: { $0 == "--projects-root" || $0.hasPrefix("--projects-root=") }) { c.projectsRoots = [] }
         var i = 0
         while i < arguments.count {
             let a = arguments[i]

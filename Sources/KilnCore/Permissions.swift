@@ -136,6 +136,11 @@ public protocol WorkspaceRoleResolver: Sendable {
     func highestRole(userID: String) async throws -> Role?
 }
 
+/// The workspace of a resource id (nil: no such resource).
+public typealias ResourceWorkspace = @Sendable (_ id: String) async throws -> String?
+/// The workspace a user's request defaults to when it names none.
+public typealias DefaultWorkspace = @Sendable (_ userID: String) async throws -> String?
+
 /// Cross-module lifecycle hooks, so domains never touch each other's tables.
 public final class Hooks: Sendable {
     public typealias UserCreated = @Sendable (Transaction, _ userID: String, _ name: String, _ at: Date) throws -> Void
@@ -146,6 +151,8 @@ public final class Hooks: Sendable {
         var userCreated: [UserCreated] = []
         var userPurged: [UserPurged] = []
         var exports: [(String, ExportSection)] = []
+        var resourceWorkspaces: [(param: String, lookup: ResourceWorkspace)] = []
+        var defaultWorkspace: DefaultWorkspace?
         var sessions: SessionResolver?
         var apiKeys: APIKeyResolver?
         var roles: (any WorkspaceRoleResolver)?
@@ -158,6 +165,12 @@ public final class Hooks: Sendable {
     /// A section of the account export (`GET /api/account/export-data`).
     public func exportSection(_ name: String, _ f: @escaping ExportSection) { state.withLock { $0.exports.append((name, f)) } }
     public func provideSessions(_ r: @escaping SessionResolver) { state.withLock { $0.sessions = r } }
+    /// How to find the workspace of a resource named by a request parameter (`project_id` → its `ws_id`).
+    public func workspaceOf(param: String, _ f: @escaping ResourceWorkspace) { state.withLock { $0.resourceWorkspaces.append((param, f)) } }
+    /// The workspace a request means when it names none (the caller's most recent project's).
+    public func provideDefaultWorkspace(_ f: @escaping DefaultWorkspace) { state.withLock { $0.defaultWorkspace = f } }
+    public var resourceWorkspaces: [(param: String, lookup: ResourceWorkspace)] { state.withLock { $0.resourceWorkspaces } }
+    public var defaultWorkspace: DefaultWorkspace? { state.withLock { $0.defaultWorkspace } }
     public func provideAPIKeys(_ r: @escaping APIKeyResolver) { state.withLock { $0.apiKeys = r } }
     public func provideRoles(_ r: any WorkspaceRoleResolver) { state.withLock { $0.roles = r } }
 
