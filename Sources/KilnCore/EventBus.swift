@@ -64,6 +64,7 @@ public final class EventBus: Sendable {
         return seq
     }
 
+    @discardableResult
     public func publish<T: Encodable>(topic: String, type: String, value: T) async throws -> Int {
         try await publish(topic: topic, type: type, data: String(decoding: try JSONCoding.encode(value), as: UTF8.self))
     }

@@ -52,8 +52,8 @@ public struct GitIgnore: Sendable {
         return false
     }
 
-    /// The last matching rule for exactly this path.
-    func decide(_ path: String, isDirectory: Bool) -> Bool {
+    /// Whether the last matching rule ignores exactly this path (parents not considered); used as a path glob too.
+    public func decide(_ path: String, isDirectory: Bool) -> Bool {
         var ignored = false
         for r in rules {
             if r.directoryOnly && !isDirectory { continue }

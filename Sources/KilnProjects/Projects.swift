@@ -6,7 +6,8 @@ import KilnHTTP
 import KilnStore
 
 enum ProjectMigrations {
-    static let all = [
+    static var all: [Migration] { base + [index] }
+    static let base = [
         Migration(module: "projects", version: 1, name: "projects and recent opens", sql: """
             CREATE TABLE projects (
                 id TEXT PRIMARY KEY,

@@ -77,6 +77,87 @@ public struct ProjectsModule: KilnModule {
             return res
         }
 
+        let bus = services.bus
+        let jobs = services.jobs
+        services.hooks.workspaceOf(param: "job_id") { id in try await projects.workspaceOfRescan(id) }
+
+        routes.add(.POST, "/api/project/rescan", permission: "project:write",
+                   summary: "Re-index a project in the background (unchanged files are not re-read); returns the job",
+                   tags: ["projects"], requestBody: ["type": "object", "properties": ["project_id": str]], successStatus: 202,
+                   bodyLimit: 16 * 1024) { req, ctx in
+            let access = try ctx.requireWorkspace()
+            struct Input: Decodable { let projectId: String? }
+            let bytes = try await req.bodyBytes(limit: 16 * 1024)
+            let input = bytes.isEmpty ? Input(projectId: nil) : try await req.decode(Input.self, limit: 16 * 1024)
+            let uid = try ctx.requirePrincipal().userID
+            let (project, root) = try await projects.resolve(input.projectId, access: access, userID: uid)
+            let job = try await projects.startRescan(project, root: root, userID: uid, bus: bus, jobs: jobs)
+            return .json(raw: Array(JSONValue.object(["job_id": .string(job), "project_id": .string(project.id), "status": "running",
+                                                      "events_url": .string("/api/project/rescan/\(job)/events")]).jsonText.utf8), status: .accepted)
+        }
+
+        routes.add(.GET, "/api/project/rescan/:job_id/events", permission: "project:read",
+                   summary: "Rescan progress over SSE: progress {files_seen, indexed, skipped, unchanged, removed, bytes, symbols, findings}, then done (resumable by cursor)",
+                   tags: ["projects"], responseContentType: "text/event-stream") { req, ctx in
+            _ = try ctx.requireWorkspace()
+            return try bus.sse(topic: "rescan:\(try ctx.parameter("job_id"))", request: req, endTypes: ["done", "failed"])
+        }
+
+        @Sendable func ensureIndexed(_ project: Project, _ root: String, _ uid: String) async throws {
+            guard try await !projects.isIndexed(project.id) else { return }
+            _ = try await projects.rescan(projectID: project.id, root: root, vcs: project.vcs, jobID: IDs.make("job"), bus: bus)
+            let pid = project.id
+            let now = services.clock.now()
+            _ = try await services.db.write { tx in try tx.run("UPDATE projects SET index_status = 'indexed', indexed_at = ? WHERE id = ?", now, pid) }
+        }
+
+        routes.add(.GET, "/api/project/search", permission: "project:read",
+                   summary: "Full-text search: literal (or regex=1), case-insensitive unless case=1, path glob; ranked, paginated, with context",
+                   tags: ["projects"],
+                   query: projectQuery + [("q", "the text or pattern", true), ("regex", "1 for a regular expression", false),
+                                          ("case", "1 for case-sensitive", false), ("path", "glob on file paths, e.g. src/**/*.swift", false),
+                                          ("limit", "1 to 200 (default 50)", false), ("cursor", "next_cursor of the previous page", false)]) { req, ctx in
+            let access = try ctx.requireWorkspace()
+            let uid = try ctx.requirePrincipal().userID
+            let (project, root) = try await projects.resolve(req.query["project_id"], access: access, userID: uid)
+            let page = try PageRequest(query: req.query)
+            let offset = try page.cursor.map { c -> Int in
+                guard let n = Int(c), n >= 0 else { throw APIError.validation("cursor is not one this server issued", field: "cursor") }
+                return n
+            } ?? 0
+            try await ensureIndexed(project, root, uid)
+            let matches = try await projects.search(projectID: project.id, .init(q: req.query["q"] ?? "", regex: req.query["regex"] == "1",
+                                                                                 caseSensitive: req.query["case"] == "1", pathGlob: req.query["path"]))
+            let slice = Array(matches.dropFirst(offset).prefix(page.limit))
+            let next = offset + slice.count < matches.count ? PageRequest.encodeCursor(String(offset + slice.count)) : nil
+            struct Body: Encodable { let items: [SearchMatch]; let nextCursor: String?; let total: Int }
+            return try .json(Body(items: slice, nextCursor: next, total: matches.count))
+        }
+
+        routes.add(.GET, "/api/project/symbols", permission: "project:read",
+                   summary: "Find symbols: exact, prefix and fuzzy matches ranked, with kind, path, line, scope and language",
+                   tags: ["projects"],
+                   query: projectQuery + [("q", "name or part of it", false), ("kind", "function, method, class, struct, interface, constant…", false),
+                                          ("limit", "1 to 200 (default 50)", false)]) { req, ctx in
+            let access = try ctx.requireWorkspace()
+            let uid = try ctx.requirePrincipal().userID
+            let (project, root) = try await projects.resolve(req.query["project_id"], access: access, userID: uid)
+            let page = try PageRequest(query: req.query)
+            try await ensureIndexed(project, root, uid)
+            let found = try await projects.symbols(projectID: project.id, q: req.query["q"] ?? "", kind: req.query["kind"], limit: page.limit)
+            return try .json(Page(items: found, nextCursor: nil))
+        }
+
+        routes.add(.GET, "/api/project/findings", permission: "project:read",
+                   summary: "What the last rescan found: likely secrets (masked), merge-conflict markers, TODO/FIXME, large files",
+                   tags: ["projects"], query: projectQuery) { req, ctx in
+            let access = try ctx.requireWorkspace()
+            let uid = try ctx.requirePrincipal().userID
+            let (project, root) = try await projects.resolve(req.query["project_id"], access: access, userID: uid)
+            try await ensureIndexed(project, root, uid)
+            return try .json(Page(items: try await projects.findings(projectID: project.id), nextCursor: nil))
+        }
+
         routes.add(.GET, "/api/project/recent", permission: "project:read", summary: "Your recently opened projects in a workspace, newest first",
                    tags: ["projects"], query: [("ws_id", "the workspace", true)]) { _, ctx in
             let access = try ctx.requireWorkspace()

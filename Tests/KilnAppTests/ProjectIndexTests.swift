@@ -1,0 +1,183 @@
+import Foundation
+import Testing
+@testable import KilnApp
+import KilnCore
+
+/// A project (not a git repository) holding a copy of this package's sources plus test files.
+func makeSourceTree(_ roots: String) throws -> String {
+    let dir = roots + "/tree"
+    let fm = FileManager.default
+    try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    try fm.copyItem(atPath: TestApp.packageRoot + "/Sources", toPath: dir + "/Sources")
+    let files: [String: String] = [
+        "poly/app.py": "MAX_RETRIES = 3\n\nclass Parser:\n    def parse_line(self, line):\n        return line\n\ndef main():\n    pass\n",
+        "poly/main.go": "package main\n\nconst Version = \"1\"\n\ntype Server struct{}\n\ntype Handler interface {\n\tServe()\n}\n\nfunc (s *Server) Start() {}\n\nfunc main() {}\n",
+        "poly/lib.rs": "pub const LIMIT: usize = 10;\n\npub struct Engine {}\n\npub trait Runner {}\n\nimpl Engine {\n    pub fn run_engine(&self) {}\n}\n\nfn helper() {}\n",
+        "poly/web.js": "export const API_ROOT = '/api';\n\nexport class Widget {\n  render(props) {\n    return props;\n  }\n}\n\nexport function mountWidget() {}\n",
+        "poly/App.java": "public class App {\n    public static final int PORT = 8080;\n    public static void main(String[] args) {}\n}\n\ninterface Greeter {}\n",
+        "poly/net.c": "#define BUFFER_SIZE 64\n\nstruct conn {\n    int fd;\n};\n\nint open_conn(const char *host)\n{\n    return 0;\n}\n",
+        "poly/Model.swift": "public protocol Storable {}\n\npublic struct Invoice: Storable {\n    public let TAX_RATE = 0\n    func total() -> Int { 0 }\n}\n\nfunc formatInvoice(_ i: Invoice) -> String { \"\" }\n",
+        "secrets/config.py": "AWS_KEY = \"AKIAIOSFODNN7EXAMPLE\"\napi_key = \"9f8e7d6c5b4a39281706f5e4d3c2b1a0\"\n# TODO: rotate\n",
+        "secrets/id_rsa": "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n",
+        "secrets/merge.txt": "a\n<<<<<<< HEAD\nb\n=======\nc\n>>>>>>> topic\n",
+        "ignored/skip.txt": "zqxjkw-ignored-marker\n",
+        ".gitignore": "ignored/\n",
+    ]
+    for (rel, text) in files {
+        let p = dir + "/" + rel
+        try fm.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try text.write(toFile: p, atomically: true, encoding: .utf8)
+    }
+    try Data([0, 1, 2, 3]).write(to: URL(fileURLWithPath: dir + "/poly/blob.bin"))
+    return dir
+}
+
+@Suite struct ProjectIndexTests {
+    func setUp() async throws -> (TestApp, Agent, String, String) {
+        let roots = NSTemporaryDirectory() + "kiln-idx-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: roots, withIntermediateDirectories: true)
+        let dir = try makeSourceTree(roots)
+        let t = try TestApp { $0.projectsRoots = [roots] }
+        _ = try await makeUser(t, "ix@example.com")
+        let a = Agent(t.base)
+        try await a.login("ix@example.com", "a long enough password")
+        let ws = try await workspaceOf(a)
+        let p = try await a.call("POST", "/api/project/load", json: ["ws_id": ws, "path": dir])
+        return (t, a, try #require(p.json["id"] as? String), dir)
+    }
+
+    func rescan(_ a: Agent, _ t: TestApp, _ pid: String) async throws -> [String: Any] {
+        let r = try await a.call("POST", "/api/project/rescan", json: ["project_id": pid])
+        #expect(r.status == 202)
+        let job = try #require(r.json["job_id"] as? String)
+        let events = try await http("GET", t.base + "/api/project/rescan/\(job)/events", headers: ["Cookie": "kiln_session=\(a.session!)"])
+        #expect(events.headers["content-type"]?.hasPrefix("text/event-stream") == true)
+        #expect(events.text.contains("event: done"))
+        let doneData = try #require(events.text.components(separatedBy: "event: done\ndata: ").last?.split(separator: "\n").first)
+        return try #require(try JSONSerialization.jsonObject(with: Data(doneData.utf8)) as? [String: Any])
+    }
+
+    @Test func rescanIsIncremental() async throws {
+        let (t, a, pid, dir) = try await setUp()
+        defer { Task { await t.stop() } }
+        let first = try await rescan(a, t, pid)
+        #expect((first["indexed"] as? Int ?? 0) > 50 && (first["symbols"] as? Int ?? 0) > 100)
+        let second = try await rescan(a, t, pid)
+        #expect(second["indexed"] as? Int == 0 && second["unchanged"] as? Int == first["files_seen"] as? Int)
+        try "func addedLater() {}\n".write(toFile: dir + "/poly/new.swift", atomically: true, encoding: .utf8)
+        try FileManager.default.removeItem(atPath: dir + "/poly/net.c")
+        let third = try await rescan(a, t, pid)
+        #expect(third["indexed"] as? Int == 1 && third["removed"] as? Int == 1)
+        let found = try await a.call("GET", "/api/project/symbols?project_id=\(pid)&q=addedLater")
+        #expect((found.json["items"] as? [[String: Any]])?.first?["path"] as? String == "poly/new.swift")
+        let gone = try await a.call("GET", "/api/project/symbols?project_id=\(pid)&q=open_conn")
+        #expect((gone.json["items"] as? [[String: Any]])?.contains { $0["name"] as? String == "open_conn" } == false)
+    }
+
+    @Test func searchEqualsGrepForRandomQueries() async throws {
+        let (t, a, pid, dir) = try await setUp()
+        defer { Task { await t.stop() } }
+        _ = try await rescan(a, t, pid)
+        // Queries: substrings of real lines (literal, with case variants) and a fixed set of regexes.
+        var rng = SystemRandomNumberGenerator()
+        let corpus = try String(contentsOfFile: dir + "/Sources/KilnHTTP/IO/Connection.swift", encoding: .utf8)
+            .split(separator: "\n").map(String.init).filter { $0.trimmingCharacters(in: .whitespaces).count > 12 }
+        var queries: [(q: String, regex: Bool, caseSensitive: Bool)] = []
+        while queries.count < 170 {
+            let line = corpus[Int(rng.next() % UInt64(corpus.count))].trimmingCharacters(in: .whitespaces)
+            let len = 3 + Int(rng.next() % 10)
+            guard line.count > len else { continue }
+            let start = Int(rng.next() % UInt64(line.count - len))
+            var q = String(Array(line)[start..<(start + len)])
+            if q.hasPrefix("-") || q.contains("\\") { continue }
+            let mode = Int(rng.next() % 3)
+            if mode == 1 { q = q.uppercased() }
+            queries.append((q, false, mode == 2))
+        }
+        let regexes = ["func [a-z]+\\(", "[A-Z][a-z]+Error", "let [a-z]+ = ", "^import ", "^\\s*case \\.", "[0-9]{4,}", "Web[Ss]ocket",
+                       "try await [a-z]+\\.", "\\bguard let\\b", "[a-z]+_[a-z]+\\(", "https?://", "Response\\.(json|text)", "^\\}$",
+                       "static (let|func)", "(GET|POST|PUT|DELETE) ", "[Ee]rror", "\\(\\)$", "^\\s+//", "\\$0", "<[A-Z][a-z]+>",
+                       "[a-z]+ing\\b", "ws_[a-z]+", "^struct ", "Int\\?", "self\\.[a-z]+ = ", "\"[a-z]+\": ", "\\.count > [0-9]",
+                       "private (var|let|func)", "X-[A-Z][a-z]+", "[A-Z]{3,}"]
+        for r in regexes { queries.append((r, true, true)) }
+        var mismatches: [String] = []
+        for (q, regex, cs) in queries {
+            var grepArgs = ["-rnI", "--exclude-dir=ignored", "--exclude=.gitignore"]
+            grepArgs.append(regex ? "-E" : "-F")
+            if !cs { grepArgs.append("-i") }
+            grepArgs += ["-e", q, "."]
+            let g = try await ProcessRunner.run("grep", grepArgs, cwd: dir)
+            let expected = Set(g.stdoutText.split(separator: "\n").compactMap { line -> String? in
+                let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+                guard parts.count >= 2 else { return nil }
+                return "\(parts[0].dropFirst(2)):\(parts[1])"
+            })
+            var got = Set<String>()
+            var cursor: String? = nil
+            repeat {
+                var url = "/api/project/search?project_id=\(pid)&limit=200&q=\(q.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)"
+                if regex { url += "&regex=1" }
+                if cs { url += "&case=1" }
+                if let cursor { url += "&cursor=\(cursor)" }
+                let r = try await a.call("GET", url)
+                guard r.status == 200 else { mismatches.append("\(q): status \(r.status)"); break }
+                for m in r.json["items"] as? [[String: Any]] ?? [] { got.insert("\(m["path"] as? String ?? ""):\(m["line"] as? Int ?? 0)") }
+                cursor = r.json["next_cursor"] as? String
+            } while cursor != nil
+            if got != expected { mismatches.append("\(regex ? "re" : "lit")\(cs ? "" : "/i") \(q.debugDescription): grep \(expected.count) ours \(got.count) e.g. \(expected.symmetricDifference(got).sorted().prefix(2))") }
+        }
+        #expect(queries.count == 200)
+        #expect(mismatches.isEmpty, "\(mismatches.count) of 200 differ: \(mismatches.prefix(5))")
+    }
+
+    @Test func searchDetailsRankingAndBadInput() async throws {
+        let (t, a, pid, _) = try await setUp()
+        defer { Task { await t.stop() } }
+        let r = try await a.call("GET", "/api/project/search?project_id=\(pid)&q=formatInvoice")
+        let items = try #require(r.json["items"] as? [[String: Any]])
+        #expect(items.first?["definition"] as? Bool == true && items.first?["path"] as? String == "poly/Model.swift")
+        #expect(items.first?["line"] as? Int == 8 && items.first?["column"] as? Int == 6)
+        #expect((items.first?["before"] as? [String])?.count == 2)
+        let glob = try await a.call("GET", "/api/project/search?project_id=\(pid)&q=class&path=poly/*.py")
+        #expect((glob.json["items"] as? [[String: Any]])?.allSatisfy { ($0["path"] as? String)?.hasSuffix(".py") == true } == true)
+        #expect(try await a.call("GET", "/api/project/search?project_id=\(pid)&q=zqxjkw-ignored-marker").json["total"] as? Int == 0)
+        #expect(try await a.call("GET", "/api/project/search?project_id=\(pid)&q=%28unclosed&regex=1").status == 400)
+        #expect(try await a.call("GET", "/api/project/search?project_id=\(pid)&q=").status == 400)
+        #expect(try await a.call("GET", "/api/project/search?project_id=\(pid)&q=x&limit=999").status == 400)
+        #expect(try await a.call("GET", "/api/project/search?project_id=\(pid)&q=x&cursor=%21%21").status == 400)
+    }
+
+    @Test func symbolsAcrossLanguages() async throws {
+        let (t, a, pid, _) = try await setUp()
+        defer { Task { await t.stop() } }
+        func first(_ q: String, _ extra: String = "") async throws -> [String: Any]? {
+            (try await a.call("GET", "/api/project/symbols?project_id=\(pid)&q=\(q)\(extra)").json["items"] as? [[String: Any]])?.first
+        }
+        for (name, path) in [("Invoice", "poly/Model.swift"), ("Storable", "poly/Model.swift"), ("formatInvoice", "poly/Model.swift"),
+                             ("Parser", "poly/app.py"), ("parse_line", "poly/app.py"), ("MAX_RETRIES", "poly/app.py"),
+                             ("Server", "poly/main.go"), ("Start", "poly/main.go"),
+                             ("Engine", "poly/lib.rs"), ("run_engine", "poly/lib.rs"), ("Runner", "poly/lib.rs"),
+                             ("Widget", "poly/web.js"), ("mountWidget", "poly/web.js"), ("App", "poly/App.java"), ("Greeter", "poly/App.java"),
+                             ("open_conn", "poly/net.c"), ("BUFFER_SIZE", "poly/net.c"), ("HTTPServer", "Sources/KilnHTTP/Server.swift")] {
+            let s = try await first(name)
+            #expect(s?["name"] as? String == name && s?["path"] as? String == path, "\(name): \(String(describing: s))")
+        }
+        let method = try await first("total")
+        #expect(method?["scope"] as? String == "Invoice" && method?["language"] as? String == "Swift")
+        #expect(try await first("formatInv")?["name"] as? String == "formatInvoice")   // prefix
+        #expect(try await first("frmtInvc")?["name"] as? String == "formatInvoice")   // fuzzy
+        #expect(try await first("Invoice", "&kind=struct")?["kind"] as? String == "struct")
+        #expect(try await a.call("GET", "/api/project/symbols?project_id=\(pid)&q=zzzzqqq").json["items"] as? [Any] != nil)
+    }
+
+    @Test func findingsMaskSecrets() async throws {
+        let (t, a, pid, _) = try await setUp()
+        defer { Task { await t.stop() } }
+        let r = try await a.call("GET", "/api/project/findings?project_id=\(pid)")
+        let items = try #require(r.json["items"] as? [[String: Any]])
+        let rules = Set(items.compactMap { $0["rule"] as? String })
+        #expect(rules.isSuperset(of: ["aws-access-key", "private-key", "high-entropy-assignment", "merge-conflict", "todo"]), "\(rules)")
+        #expect(!r.text.contains("AKIAIOSFODNN7EXAMPLE") && !r.text.contains("9f8e7d6c5b4a39281706f5e4d3c2b1a0"))
+        #expect(r.text.contains("AKIA•"))
+    }
+}
