@@ -38,12 +38,6 @@ extension ProjectService {
             catch { throw APIError.validation("q is not a valid regular expression", field: "q") }
         }
         let narrowing = query.regex ? nil : FullText.literalQuery(query.q)
-        let rows: [Row] = try await db.read { tx in
-            if let m = narrowing {
-                return try tx.query("SELECT path, content FROM project_fts WHERE project_fts MATCH ? AND project_id = ?", m, projectID)
-            }
-            return try tx.query("SELECT path, content FROM project_fts WHERE project_id = ?", projectID)
-        }
         let definitions: Set<String> = try await db.read { tx in
             Set(try tx.query("SELECT path, line FROM project_symbols WHERE project_id = ? AND name = ?", projectID, query.q)
                 .map { "\($0.string("path") ?? ""):\($0.int("line") ?? 0)" })
@@ -51,41 +45,64 @@ extension ProjectService {
         var glob: GitIgnore? = nil
         if let g = query.pathGlob, !g.isEmpty { var gi = GitIgnore(); gi.add(g, base: ""); glob = gi }
         var out: [SearchMatch] = []
-        for r in rows.sorted(by: { ($0.string("path") ?? "") < ($1.string("path") ?? "") }) {
-            guard let path = r.string("path"), let content = r.string("content") else { continue }
-            if let glob, !glob.decide(path, isDirectory: false) && !glob.decide((path as NSString).lastPathComponent, isDirectory: false) { continue }
-            let lines = content.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? String($0.dropLast()) : String($0) }
-            let count = content.hasSuffix("\n") ? lines.count - 1 : lines.count
-            for i in 0..<max(count, 0) {
-                let line = lines[i]
-                var column: Int? = nil
-                var word = false
-                if let regex {
-                    let ns = line as NSString
-                    if let m = regex.firstMatch(in: line, range: NSRange(location: 0, length: ns.length)) {
-                        column = (ns.substring(to: m.range.location) as String).count + 1
-                        word = ProjectService.isWord(ns.substring(with: m.range), in: line, at: m.range.location)
-                    }
-                } else if let range = line.range(of: query.q, options: query.caseSensitive ? [] : [.caseInsensitive]) {
-                    column = line.distance(from: line.startIndex, to: range.lowerBound) + 1
-                    let before = range.lowerBound == line.startIndex ? nil : line[line.index(before: range.lowerBound)]
-                    let after = range.upperBound == line.endIndex ? nil : line[range.upperBound]
-                    word = !(before.map { $0.isLetter || $0.isNumber || $0 == "_" } ?? false) && !(after.map { $0.isLetter || $0.isNumber || $0 == "_" } ?? false)
+        // Candidates in pages of 200 files (memory stays bounded however large the project).
+        var lastRowID: Int64 = 0
+        pages: while true {
+            let after = lastRowID
+            let rows: [Row] = try await db.read { tx in
+                if let m = narrowing {
+                    return try tx.query("SELECT rowid, path, content FROM project_fts WHERE project_fts MATCH ? AND project_id = ? AND rowid > ? ORDER BY rowid LIMIT 200",
+                                        m, projectID, after)
                 }
-                guard let column else { continue }
-                out.append(SearchMatch(path: path, line: i + 1, column: column, text: String(line.prefix(1000)),
-                                       before: Array(lines[max(0, i - 2)..<i]).map { String($0.prefix(1000)) },
-                                       after: Array(lines[min(count, i + 1)..<min(count, i + 3)]).map { String($0.prefix(1000)) },
-                                       exactWord: word, definition: definitions.contains("\(path):\(i + 1)")))
-                if out.count >= ProjectService.maxMatches { break }
+                return try tx.query("SELECT rowid, path, content FROM project_fts WHERE project_id = ? AND rowid > ? ORDER BY rowid LIMIT 200", projectID, after)
             }
-            if out.count >= ProjectService.maxMatches { break }
+            if rows.isEmpty { break }
+            lastRowID = rows.last?.int64("rowid") ?? after
+            for r in rows {
+                guard let path = r.string("path"), let content = r.string("content") else { continue }
+                if let glob, !glob.decide(path, isDirectory: false) && !glob.decide((path as NSString).lastPathComponent, isDirectory: false) { continue }
+                try Task.checkCancellation()
+                ProjectService.matchLines(path: path, content: content, query: query, regex: regex, definitions: definitions, into: &out)
+                if out.count >= ProjectService.maxMatches { break pages }
+            }
+            if rows.count < 200 { break }
         }
+        out.sort { ($0.path, $0.line) < ($1.path, $1.line) }
         // Stable ranking: definitions, then whole-word hits, then the rest, each in path and line order.
         return out.enumerated().sorted { a, b in
             let ra = a.element.definition ? 0 : (a.element.exactWord ? 1 : 2), rb = b.element.definition ? 0 : (b.element.exactWord ? 1 : 2)
             return ra != rb ? ra < rb : a.offset < b.offset
         }.map(\.element)
+    }
+
+    /// Appends the matching lines of one file.
+    static func matchLines(path: String, content: String, query: SearchQuery, regex: NSRegularExpression?, definitions: Set<String>,
+                           into out: inout [SearchMatch]) {
+        let lines = content.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? String($0.dropLast()) : String($0) }
+        let count = content.hasSuffix("\n") ? lines.count - 1 : lines.count
+        for i in 0..<max(count, 0) {
+            let line = lines[i]
+            var column: Int? = nil
+            var word = false
+            if let regex {
+                let ns = line as NSString
+                if let m = regex.firstMatch(in: line, range: NSRange(location: 0, length: ns.length)) {
+                    column = (ns.substring(to: m.range.location) as String).count + 1
+                    word = isWord(ns.substring(with: m.range), in: line, at: m.range.location)
+                }
+            } else if let range = line.range(of: query.q, options: query.caseSensitive ? [] : [.caseInsensitive]) {
+                column = line.distance(from: line.startIndex, to: range.lowerBound) + 1
+                let before = range.lowerBound == line.startIndex ? nil : line[line.index(before: range.lowerBound)]
+                let after = range.upperBound == line.endIndex ? nil : line[range.upperBound]
+                word = !(before.map { $0.isLetter || $0.isNumber || $0 == "_" } ?? false) && !(after.map { $0.isLetter || $0.isNumber || $0 == "_" } ?? false)
+            }
+            guard let column else { continue }
+            out.append(SearchMatch(path: path, line: i + 1, column: column, text: String(line.prefix(1000)),
+                                   before: Array(lines[max(0, i - 2)..<i]).map { String($0.prefix(1000)) },
+                                   after: Array(lines[min(count, i + 1)..<min(count, i + 3)]).map { String($0.prefix(1000)) },
+                                   exactWord: word, definition: definitions.contains("\(path):\(i + 1)")))
+            if out.count >= maxMatches { return }
+        }
     }
 
     static func isWord(_ match: String, in line: String, at utf16Offset: Int) -> Bool {
