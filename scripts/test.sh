@@ -11,7 +11,8 @@ cd "$ROOT"
 . scripts/lib/deps.sh
 ensure_packages libsqlite3-dev libssl-dev curl openssl ca-certificates
 ensure_python_venv
-ensure_packages chromium chromium-driver
+ensure_packages chromium chromium-driver git
+ensure_optional_packages universal-ctags
 ensure_optional_packages prometheus qrencode
 
 FLAGS=(-Xswiftc -warnings-as-errors)

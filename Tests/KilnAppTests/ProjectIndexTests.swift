@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KilnApp
+@testable import KilnProjects
 import KilnCore
 
 /// A project (not a git repository) holding a copy of this package's sources plus test files.
@@ -179,5 +180,30 @@ func makeSourceTree(_ roots: String) throws -> String {
         #expect(rules.isSuperset(of: ["aws-access-key", "private-key", "high-entropy-assignment", "merge-conflict", "todo"]), "\(rules)")
         #expect(!r.text.contains("AKIAIOSFODNN7EXAMPLE") && !r.text.contains("9f8e7d6c5b4a39281706f5e4d3c2b1a0"))
         #expect(r.text.contains("AKIA•"))
+    }
+}
+
+/// The built-in extractor on its own (what runs when universal-ctags is not installed, and always for Swift).
+@Suite struct BuiltInSymbolTests {
+    @Test func extractsDefinitionsInEveryLanguage() throws {
+        let root = NSTemporaryDirectory() + "kiln-sym-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let dir = try makeSourceTree(root)
+        let expected: [String: [(String, String)]] = [
+            "poly/Model.swift": [("Storable", "protocol"), ("Invoice", "struct"), ("total", "method"), ("formatInvoice", "function"), ("TAX_RATE", "constant")],
+            "poly/app.py": [("MAX_RETRIES", "constant"), ("Parser", "class"), ("parse_line", "method"), ("main", "function")],
+            "poly/main.go": [("Version", "constant"), ("Server", "type"), ("Handler", "interface"), ("Start", "method"), ("main", "function")],
+            "poly/lib.rs": [("LIMIT", "constant"), ("Engine", "struct"), ("Runner", "interface"), ("run_engine", "method"), ("helper", "function")],
+            "poly/web.js": [("API_ROOT", "constant"), ("Widget", "class"), ("render", "method"), ("mountWidget", "function")],
+            "poly/App.java": [("App", "class"), ("PORT", "constant"), ("main", "method"), ("Greeter", "interface")],
+            "poly/net.c": [("BUFFER_SIZE", "constant"), ("conn", "struct"), ("open_conn", "function")],
+        ]
+        for (path, want) in expected {
+            let text = try String(contentsOfFile: dir + "/" + path, encoding: .utf8)
+            let got = SymbolExtractor.extract(path: path, text: text)
+            for (name, kind) in want {
+                #expect(got.contains { $0.name == name && $0.kind == kind }, "\(path): \(name) \(kind) in \(got.map { "\($0.name):\($0.kind)" })")
+            }
+        }
     }
 }

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Project index and search benchmark against ripgrep on the same tree, in one run.
+#   scripts/bench/projects.sh            # builds the tree once in .build/bench/projects/tree
+# The tree: the latest tag of every Swift package mirror on this machine (/opt/swift-packages),
+# unpacked with git archive. Prints: tree size, kiln initial index time and peak RSS, no-change
+# rescan time, one rg scan time, and search p50/p99 for a fixed query set, kiln beside rg.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BENCH=$ROOT/.build/bench/projects
+TREE=$BENCH/tree
+MIRRORS=${MIRRORS:-/opt/swift-packages}
+RUNS=${RUNS:-7}
+mkdir -p "$BENCH"
+command -v rg >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq ripgrep >/dev/null; }
+command -v rg >/dev/null || { echo "projects.sh: ripgrep is needed (apt-get install -y ripgrep)"; exit 1; }
+
+if [ ! -f "$TREE/.done" ]; then
+  rm -rf "$TREE"; mkdir -p "$TREE"
+  for m in "$MIRRORS"/*/*.git; do
+    tag=$(git -C "$m" tag --sort=v:refname 2>/dev/null | tail -1)
+    [ -n "$tag" ] || continue
+    dest="$TREE/$(basename "$(dirname "$m")")-$(basename "$m" .git)"
+    mkdir -p "$dest"
+    git -C "$m" archive "$tag" | tar -x -C "$dest" 2>/dev/null || true
+  done
+  touch "$TREE/.done"
+fi
+echo "tree: $(du -sm "$TREE" | cut -f1) MiB, $(find "$TREE" -type f | wc -l) files"
+
+(cd "$ROOT" && swift build -c release --product kiln >/dev/null)
+DATA=$(mktemp -d)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+B=http://127.0.0.1:$PORT
+"$ROOT/.build/release/kiln" serve --port "$PORT" --data-dir "$DATA" --projects-root "$BENCH" --log-level warn > "$BENCH/serve.out" 2> "$BENCH/serve.log" &
+PID=$!
+trap 'kill $PID 2>/dev/null; rm -rf "$DATA"' EXIT
+for _ in $(seq 1 100); do curl -s -o /dev/null "$B/healthz" && break; sleep 0.1; done
+J='Content-Type: application/json'
+TOKEN=$(grep -oE 'kst_[A-Za-z0-9]{40}' "$BENCH/serve.out" | head -1)
+curl -s -o /dev/null -H "$J" -d "{\"token\":\"$TOKEN\",\"email\":\"bench@example.com\",\"password\":\"benchmark password\"}" "$B/auth/setup"
+CSRF=$(curl -s -c "$BENCH/jar" -H "$J" -d '{"email":"bench@example.com","password":"benchmark password"}' "$B/auth/login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["csrf_token"])')
+KEY=$(curl -s -b "$BENCH/jar" -H "X-CSRF-Token: $CSRF" -H "$J" -d '{"name":"bench","scopes":["project:read","project:write","workspace:list"]}' "$B/api/account/api-keys" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+AUTH="Authorization: Bearer $KEY"
+WS=$(curl -s -H "$AUTH" "$B/api/workspaces" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
+PRJ=$(curl -s -H "$AUTH" -H "$J" -d "{\"ws_id\":\"$WS\",\"path\":\"$TREE\"}" "$B/api/project/load" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+
+rescan() {
+  local t0 t1 job
+  t0=$(date +%s.%N)
+  job=$(curl -s -H "$AUTH" -H "$J" -d "{\"project_id\":\"$PRJ\"}" "$B/api/project/rescan" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
+  curl -s -N -H "$AUTH" "$B/api/project/rescan/$job/events" | grep -m1 -A1 '^event: done' | tail -1 > "$BENCH/last-rescan.json"
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
+}
+INITIAL=$(rescan)
+HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$PID/status")
+echo "kiln initial index: ${INITIAL}s, peak RSS $((HWM / 1024)) MiB (goal < 300); stats: $(cat "$BENCH/last-rescan.json")"
+NOCHANGE=$(rescan)
+echo "kiln no-change rescan: ${NOCHANGE}s (goal < 2)"
+T0=$(date +%s.%N); rg -c --no-messages -F "zzqqxxnotthere" "$TREE" >/dev/null || true; T1=$(date +%s.%N)
+RGSCAN=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.2f", b - a }')
+echo "rg full scan: ${RGSCAN}s; initial index / rg scan = $(awk -v a="$INITIAL" -v b="$RGSCAN" 'BEGIN { printf "%.1f", a / b }') (goal <= 3)"
+
+QUERIES="EventLoopFuture withCheckedThrowingContinuation ByteBuffer HTTPHeaders precondition sqlite3_step ChannelHandler readInbound deinit Sendable"
+pct() { sort -n | awk -v p="$1" '{ a[NR] = $1 } END { i = int((NR - 1) * p + 0.5) + 1; printf "%.1f", a[i] * 1000 }'; }
+: > "$BENCH/kiln.times"; : > "$BENCH/rg.times"
+for q in $QUERIES; do
+  for _ in $(seq 1 "$RUNS"); do
+    curl -s -o /dev/null -w '%{time_total}\n' -H "$AUTH" "$B/api/project/search?project_id=$PRJ&q=$q&case=1&limit=50" >> "$BENCH/kiln.times"
+    T0=$(date +%s.%N); rg -n -F --no-messages "$q" "$TREE" > /dev/null || true; T1=$(date +%s.%N)
+    awk -v a="$T0" -v b="$T1" 'BEGIN { print b - a }' >> "$BENCH/rg.times"
+  done
+done
+K50=$(pct 0.5 < "$BENCH/kiln.times"); K99=$(pct 0.99 < "$BENCH/kiln.times")
+R50=$(pct 0.5 < "$BENCH/rg.times"); R99=$(pct 0.99 < "$BENCH/rg.times")
+echo "search (10 queries x $RUNS): kiln p50 ${K50} ms p99 ${K99} ms; rg p50 ${R50} ms p99 ${R99} ms; rg/kiln p50 = $(awk -v a="$R50" -v b="$K50" 'BEGIN { printf "%.1f", a / b }')x (goal >= 10)"
+echo "kiln RSS after: $(( $(awk '/^VmRSS:/ {print $2}' "/proc/$PID/status") / 1024 )) MiB"
