@@ -5,7 +5,7 @@ import KilnHTTP
 import KilnStore
 
 /// An API key as its owner sees it; the secret value appears only once, at creation.
-public struct APIKey: Codable, Sendable, Equatable {
+public struct APIKey: Codable, Sendable, Equatable, NullEncoding {
     public let id: String
     public let name: String
     /// The first characters of the key, to tell keys apart.
@@ -15,21 +15,6 @@ public struct APIKey: Codable, Sendable, Equatable {
     public let expiresAt: Date?
     public let lastUsedAt: Date?
     public let lastUsedIp: String?
-
-    enum CodingKeys: String, CodingKey { case id, name, prefix, scopes, createdAt, expiresAt, lastUsedAt, lastUsedIp }
-
-    /// Every field, `null` included.
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(id, forKey: .id)
-        try c.encode(name, forKey: .name)
-        try c.encode(prefix, forKey: .prefix)
-        try c.encode(scopes, forKey: .scopes)
-        try c.encode(createdAt, forKey: .createdAt)
-        try c.encode(expiresAt, forKey: .expiresAt)
-        try c.encode(lastUsedAt, forKey: .lastUsedAt)
-        try c.encode(lastUsedIp, forKey: .lastUsedIp)
-    }
 
     init(row r: Row) {
         id = r.string("id") ?? ""

@@ -5,7 +5,7 @@ import KilnHTTP
 import KilnStore
 
 /// An account as the API shows it.
-public struct User: Codable, Sendable, Equatable {
+public struct User: Codable, Sendable, Equatable, NullEncoding {
     public let id: String
     public let email: String
     public let name: String
@@ -16,24 +16,6 @@ public struct User: Codable, Sendable, Equatable {
     /// When a requested deletion happens (nil: none pending).
     public let deleteAfter: Date?
     public let createdAt: Date
-
-    enum CodingKeys: String, CodingKey {
-        case id, email, name, emailVerified, isOwner, mfaEnabled, avatarUrl, deleteAfter, createdAt
-    }
-
-    /// Every field, `null` included (clients can rely on the keys being there).
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(id, forKey: .id)
-        try c.encode(email, forKey: .email)
-        try c.encode(name, forKey: .name)
-        try c.encode(emailVerified, forKey: .emailVerified)
-        try c.encode(isOwner, forKey: .isOwner)
-        try c.encode(mfaEnabled, forKey: .mfaEnabled)
-        try c.encode(avatarUrl, forKey: .avatarUrl)
-        try c.encode(deleteAfter, forKey: .deleteAfter)
-        try c.encode(createdAt, forKey: .createdAt)
-    }
 
     init(row r: Row) {
         id = r.string("id") ?? ""

@@ -35,7 +35,7 @@ enum ProjectMigrations {
 }
 
 /// A project as the API shows it.
-public struct Project: Codable, Sendable {
+public struct Project: Codable, Sendable, NullEncoding {
     public let id: String
     public let wsId: String
     public let name: String
@@ -46,17 +46,10 @@ public struct Project: Codable, Sendable {
     public let indexStatus: String
     public let createdAt: Date
 
-    enum CodingKeys: String, CodingKey { case id, wsId, name, path, vcs, branch, headCommit, indexStatus, createdAt }
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(id, forKey: .id); try c.encode(wsId, forKey: .wsId); try c.encode(name, forKey: .name)
-        try c.encode(path, forKey: .path); try c.encode(vcs, forKey: .vcs); try c.encode(branch, forKey: .branch)
-        try c.encode(headCommit, forKey: .headCommit); try c.encode(indexStatus, forKey: .indexStatus); try c.encode(createdAt, forKey: .createdAt)
-    }
 }
 
 /// One entry of a directory listing.
-public struct TreeEntry: Codable, Sendable {
+public struct TreeEntry: Codable, Sendable, NullEncoding {
     public let name: String
     public let path: String
     public let type: String
@@ -65,13 +58,6 @@ public struct TreeEntry: Codable, Sendable {
     public let gitStatus: String?
     public let ignored: Bool
 
-    enum CodingKeys: String, CodingKey { case name, path, type, size, mtime, gitStatus, ignored }
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(name, forKey: .name); try c.encode(path, forKey: .path); try c.encode(type, forKey: .type)
-        try c.encode(size, forKey: .size); try c.encode(mtime, forKey: .mtime); try c.encode(gitStatus, forKey: .gitStatus)
-        try c.encode(ignored, forKey: .ignored)
-    }
 }
 
 public struct ProjectService: Sendable {

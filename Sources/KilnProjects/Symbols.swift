@@ -1,8 +1,9 @@
 import Foundation
 import KilnCore
+import KilnHTTP
 
 /// A symbol definition found in a file.
-public struct Symbol: Codable, Sendable, Equatable {
+public struct Symbol: Codable, Sendable, Equatable, NullEncoding {
     public let name: String
     public let kind: String
     public let path: String
@@ -10,12 +11,6 @@ public struct Symbol: Codable, Sendable, Equatable {
     public let scope: String?
     public let language: String
 
-    enum CodingKeys: String, CodingKey { case name, kind, path, line, scope, language }
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(name, forKey: .name); try c.encode(kind, forKey: .kind); try c.encode(path, forKey: .path)
-        try c.encode(line, forKey: .line); try c.encode(scope, forKey: .scope); try c.encode(language, forKey: .language)
-    }
 }
 
 /// The built-in extractor: line-oriented patterns per language for functions, methods, types,

@@ -34,22 +34,13 @@ public struct Workspace: Codable, Sendable, Equatable {
     public let updatedAt: Date
 }
 
-public struct Member: Codable, Sendable, Equatable {
+public struct Member: Codable, Sendable, Equatable, NullEncoding {
     public let userId: String
     public let email: String?
     public let name: String?
     public let role: Role
     public let joinedAt: Date
 
-    enum CodingKeys: String, CodingKey { case userId, email, name, role, joinedAt }
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(userId, forKey: .userId)
-        try c.encode(email, forKey: .email)
-        try c.encode(name, forKey: .name)
-        try c.encode(role, forKey: .role)
-        try c.encode(joinedAt, forKey: .joinedAt)
-    }
 }
 
 public struct WorkspaceService: Sendable {

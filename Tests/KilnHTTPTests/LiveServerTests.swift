@@ -154,10 +154,11 @@ import Testing
     @Test func streamedRequestBody() async throws {
         let s = try LiveServer(Self.router())
         defer { Task { await s.stop() } }
-        let c = try RawClient(port: s.port)
+        let c = try RawClient(port: s.port, timeout: 60)
         let size = 3 << 20
         c.send("POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: \(size)\r\n\r\n")
-        c.send([UInt8](repeating: 7, count: size))
+        // A large blocking send must not occupy a cooperative-pool thread the server's handler needs.
+        await offPool { c.send([UInt8](repeating: 7, count: size)) }
         #expect(await c.readResponse()?.bodyText == "\(size)")
     }
 

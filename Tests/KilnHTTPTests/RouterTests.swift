@@ -185,3 +185,11 @@ final class Flag: @unchecked Sendable {
         }
     }
 }
+
+@Suite struct NullEncodingTests {
+    struct Model: NullEncoding { let userName: String; let avatarUrl: String?; let count: Int?; let nested: [Int]? }
+    @Test func absentOptionalsAreNull() throws {
+        let json = try JSONDecoder().decode(JSONValue.self, from: Data(try JSONCoding.encode(Model(userName: "a", avatarUrl: nil, count: 3, nested: nil))))
+        #expect(json == ["user_name": "a", "avatar_url": .null, "count": 3, "nested": .null])
+    }
+}

@@ -105,3 +105,33 @@ public enum JSONCoding {
         catch let e as DecodingError { throw decodingFailure(e) }
     }
 }
+
+/// API models that encode every stored property, writing `null` for an absent optional (Swift's
+/// synthesized Encodable drops the key, and clients should be able to rely on it being there).
+public protocol NullEncoding: Encodable {}
+
+struct DynamicKey: CodingKey {
+    let stringValue: String
+    var intValue: Int? { nil }
+    init(_ s: String) { stringValue = s }
+    init?(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+extension NullEncoding {
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: DynamicKey.self)
+        for child in Mirror(reflecting: self).children {
+            guard let label = child.label else { continue }
+            let key = DynamicKey(label)
+            let m = Mirror(reflecting: child.value)
+            if m.displayStyle == .optional {
+                guard let inner = m.children.first?.value else { try c.encodeNil(forKey: key); continue }
+                guard let e = inner as? any Encodable else { continue }
+                try c.encode(e, forKey: key)
+            } else if let e = child.value as? any Encodable {
+                try c.encode(e, forKey: key)
+            }
+        }
+    }
+}
