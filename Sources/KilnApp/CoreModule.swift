@@ -99,20 +99,16 @@ extension Application {
         var out = ""
         metrics.render(into: &out)
         if let s = server?.stats {
-            prometheusMetric(&out, name: "kiln_http_requests_in_flight", type: "gauge", help: "Requests being handled now.",
-                             value: Double(s.inFlightRequests.load(ordering: .relaxed)))
-            prometheusMetric(&out, name: "kiln_http_open_connections", type: "gauge", help: "Open client connections.",
-                             value: Double(s.openConnections.load(ordering: .relaxed)))
-            prometheusMetric(&out, name: "kiln_http_connections_accepted_total", type: "counter", help: "Connections accepted since start.",
-                             value: Double(s.acceptedConnections.load(ordering: .relaxed)))
-            prometheusMetric(&out, name: "kiln_http_connections_rejected_total", type: "counter", help: "Connections refused at the connection limit.",
-                             value: Double(s.rejectedConnections.load(ordering: .relaxed)))
-            prometheusMetric(&out, name: "kiln_http_protocol_errors_total", type: "counter", help: "Requests refused by the HTTP parser.",
-                             value: Double(s.protocolErrors.load(ordering: .relaxed)))
-            prometheusMetric(&out, name: "kiln_http_streaming_responses", type: "gauge", help: "Streamed responses (SSE, downloads) in progress.",
-                             value: Double(s.streamingResponses.load(ordering: .relaxed)))
-            prometheusMetric(&out, name: "kiln_websocket_connections", type: "gauge", help: "Open WebSocket connections.",
-                             value: Double(s.webSocketConnections.load(ordering: .relaxed)))
+            let engine: [(String, String, String, Int)] = [
+                ("kiln_http_requests_in_flight", "gauge", "Requests being handled now.", s.inFlightRequests.load(ordering: .relaxed)),
+                ("kiln_http_open_connections", "gauge", "Open client connections.", s.openConnections.load(ordering: .relaxed)),
+                ("kiln_http_connections_accepted_total", "counter", "Connections accepted since start.", s.acceptedConnections.load(ordering: .relaxed)),
+                ("kiln_http_connections_rejected_total", "counter", "Connections refused at the connection limit.", s.rejectedConnections.load(ordering: .relaxed)),
+                ("kiln_http_protocol_errors_total", "counter", "Requests refused by the HTTP parser.", s.protocolErrors.load(ordering: .relaxed)),
+                ("kiln_http_streaming_responses", "gauge", "Streamed responses (SSE, downloads) in progress.", s.streamingResponses.load(ordering: .relaxed)),
+                ("kiln_websocket_connections", "gauge", "Open WebSocket connections.", s.webSocketConnections.load(ordering: .relaxed)),
+            ]
+            for (name, type, help, value) in engine { prometheusMetric(&out, name: name, type: type, help: help, value: Double(value)) }
         }
         prometheusMetric(&out, name: "kiln_sse_subscribers", type: "gauge", help: "Event-bus subscribers (SSE streams following a topic).",
                          value: Double(services.bus.subscriberCount))

@@ -149,7 +149,7 @@ public struct ProjectsModule: KilnModule {
         }
 
         routes.add(.GET, "/api/project/findings", permission: "project:read",
-                   summary: "What the last rescan found: likely secrets (masked), merge-conflict markers, TODO/FIXME, large files",
+                   summary: "What the last rescan found: likely secrets (masked), merge-conflict markers, to-do and fix-me notes, large files",
                    tags: ["projects"], query: projectQuery) { req, ctx in
             let access = try ctx.requireWorkspace()
             let uid = try ctx.requirePrincipal().userID
