@@ -50,7 +50,7 @@ extension ProjectMigrations {
         """)
 }
 
-/// What a rescan found: likely secrets (masked), conflict markers, TODO/FIXME, large files.
+/// What a rescan found: likely secrets (masked), conflict markers, to-do and fix-me notes, large files.
 public struct Finding: Codable, Sendable {
     public let path: String
     public let line: Int
