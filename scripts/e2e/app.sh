@@ -4,14 +4,11 @@
 # link, schemathesis against the live server, and a clean exit on SIGTERM.
 # Called by scripts/e2e/run.sh (which provides the venv on PATH). BIN and OUT come from there.
 set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BIN=${BIN:?}; OUT=${OUT:?}
-PASSED=0; FAILED=0
-pass() { PASSED=$((PASSED + 1)); echo "ok   $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL $*"; }
-check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
 
 DATA=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 BASE=http://127.0.0.1:$PORT
 "$BIN/kiln" serve --port "$PORT" --data-dir "$DATA" > "$OUT/kiln-serve.out" 2> "$OUT/kiln-serve.log" &
 PID=$!

@@ -5,15 +5,11 @@
 #   revoked 401, never in a log line or a later response) → CSRF refused without the token.
 # Called by scripts/e2e/run.sh (venv on PATH). BIN and OUT come from there.
 set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BIN=${BIN:?}; OUT=${OUT:?}
-PASSED=0; FAILED=0
-pass() { PASSED=$((PASSED + 1)); echo "ok   $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL $*"; }
-expect() { local name=$1 want=$2 got=$3; if [ "$got" = "$want" ]; then pass "$name"; else fail "$name (want $want, got $got)"; fi; }
-jget() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 DATA=$(mktemp -d); JAR=$DATA/jar
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 B=http://127.0.0.1:$PORT
 "$BIN/kiln" serve --port "$PORT" --data-dir "$DATA" > "$OUT/identity-serve.out" 2> "$OUT/identity-serve.log" &
 PID=$!
@@ -91,13 +87,13 @@ grep -q "$KEY" "$OUT/identity-serve.log" "$OUT/identity-serve.out" && fail "key 
 SMTP_DIR=$(mktemp -d)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$SMTP_DIR/key.pem" -out "$SMTP_DIR/cert.pem" \
   -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
-SMTP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+SMTP_PORT=$(free_port)
 python3 -u -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" --tlscert "$SMTP_DIR/cert.pem" --tlskey "$SMTP_DIR/key.pem" \
   -c aiosmtpd.handlers.Debugging stdout > "$OUT/smtp.log" 2>&1 &
 SMTP_PID=$!
 for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null && break; sleep 0.1; done
 for mode in trusted self-signed; do
-  D2=$(mktemp -d); P2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  D2=$(mktemp -d); P2=$(free_port)
   URL="smtp://127.0.0.1:$SMTP_PORT?starttls=required"; [ $mode = self-signed ] && URL="$URL&verify=false"
   "$BIN/kiln" serve --port "$P2" --data-dir "$D2" --smtp-url "$URL" --mail-from "Kiln <kiln@example.com>" > /dev/null 2> "$OUT/smtp-serve-$mode.log" &
   P2PID=$!

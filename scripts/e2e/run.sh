@@ -5,15 +5,13 @@
 #   - kiln serve: curl probes, promtool on /metrics, the OpenAPI document, schemathesis.
 # Installs its Python tools into a venv under .build/. Stops everything it started.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 BIN=${BIN:-$ROOT/.build/debug}
 VENV=$ROOT/.build/e2e-venv
 OUT=$ROOT/.build/e2e
 mkdir -p "$OUT"
-PASSED=0; FAILED=0
-pass() { PASSED=$((PASSED + 1)); echo "ok   $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL $*"; }
 
 if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
 "$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/e2e/requirements.txt
@@ -23,8 +21,6 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
 
 # --- kiln-bench: WebSocket conformance ---
 PORT=$(free_port)

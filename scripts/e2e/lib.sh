@@ -1,0 +1,12 @@
+# Shared by the e2e scripts: result counting, assertions, free ports, readiness waits.
+PASSED=0; FAILED=0
+pass() { PASSED=$((PASSED + 1)); echo "ok   $*"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL $*"; }
+# check NAME COMMAND...: passes when the command succeeds.
+check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
+# expect NAME WANT GOT
+expect() { local name=$1 want=$2 got=$3; if [ "$got" = "$want" ]; then pass "$name"; else fail "$name (want $want, got $got)"; fi; }
+# jget EXPR: a Python expression over the JSON document on stdin (bound to d).
+jget() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
