@@ -6,6 +6,8 @@ import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnProjects
+import KilnPTY
+import KilnShell
 import KilnStore
 import KilnWorkspaces
 
@@ -29,7 +31,7 @@ public final class Application: @unchecked Sendable {
 
     /// The domain modules, in registration order. Adding a domain: one line here.
     static func domainModules() -> [any KilnModule] {
-        [AuthModule(), AccountModule(), WorkspacesModule(), ProjectsModule()]
+        [AuthModule(), AccountModule(), WorkspacesModule(), ProjectsModule(), ShellModule(), PTYModule()]
     }
 
     /// Opens (or creates) the data dir and database, applies migrations, registers every route.

@@ -83,6 +83,9 @@ public struct AccessMiddleware: Middleware {
         }
         if p.sessionID != nil && !["GET", "HEAD", "OPTIONS"].contains(request.method.rawValue) {
             try checkOriginAndCSRF(request, p)
+        } else if p.sessionID != nil && request.headers.hasToken("Upgrade", "websocket") {
+            // Browsers send cookies on cross-site WebSocket handshakes; only our own pages may open one.
+            try checkOrigin(request)
         }
         guard p.scopeAllows(permission) else {
             throw HTTPError(.forbidden, message: "This API key's scopes do not include '\(permission)'",
@@ -106,6 +109,15 @@ public struct AccessMiddleware: Middleware {
 
     /// A cookie-authenticated state change must come from our own origin and carry the CSRF token.
     func checkOriginAndCSRF(_ request: Request, _ p: Principal) throws {
+        try checkOrigin(request)
+        guard let sent = request.headers["X-CSRF-Token"], let expected = p.csrfToken,
+              Crypto.constantTimeEqual(Array(sent.utf8), Array(expected.utf8)) else {
+            throw HTTPError(.forbidden, message: "Missing or wrong X-CSRF-Token (GET /api/auth/session gives it)",
+                            details: ["header": "X-CSRF-Token"])
+        }
+    }
+
+    func checkOrigin(_ request: Request) throws {
         if let origin = request.headers["Origin"], origin != "null" {
             let scheme = request.isSecure ? "https" : "http"
             let own = request.headers["Host"].map { "\(scheme)://\($0)" }
@@ -114,11 +126,6 @@ public struct AccessMiddleware: Middleware {
             }
         } else if request.headers["Origin"] == "null" {
             throw HTTPError.forbidden("Cross-origin request refused")
-        }
-        guard let sent = request.headers["X-CSRF-Token"], let expected = p.csrfToken,
-              Crypto.constantTimeEqual(Array(sent.utf8), Array(expected.utf8)) else {
-            throw HTTPError(.forbidden, message: "Missing or wrong X-CSRF-Token (GET /api/auth/session gives it)",
-                            details: ["header": "X-CSRF-Token"])
         }
     }
 
@@ -132,11 +139,14 @@ public struct AccessMiddleware: Middleware {
         }
         func param(_ name: String) -> String? { context.parameters[name] ?? request.query[name] ?? body[name] as? String }
         if let w = param("ws_id") { return w }
+        // Several modules may own ids under one parameter name (`job_id`: rescans and shell jobs).
+        var missing: String?
         for (name, lookup) in hooks.resourceWorkspaces {
             guard let id = param(name) else { continue }
-            guard let ws = try await lookup(id) else { throw HTTPError.notFound("No such \(name.replacingOccurrences(of: "_id", with: ""))") }
-            return ws
+            if let ws = try await lookup(id) { return ws }
+            missing = missing ?? name
         }
-        return try await hooks.defaultWorkspace?(p.userID)
+        if let missing { throw HTTPError.notFound("No such \(missing.replacingOccurrences(of: "_id", with: ""))") }
+        return try await hooks.defaultWorkspace(userID: p.userID)
     }
 }

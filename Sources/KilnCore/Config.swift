@@ -21,6 +21,24 @@ public struct Config: Sendable {
     /// SMTP relay for mail; without it mail goes to `<data-dir>/outbox/`.
     public var smtpURL: String? = nil
     public var mailFrom = "Kiln <kiln@localhost>"
+    /// Seconds between SIGTERM and SIGKILL when a job is cancelled or times out.
+    public var shellGraceSeconds: Double = 3
+    /// The ssh client config whose hosts `ssh-run` may reach (default ~/.ssh/config).
+    public var sshConfig: String? = nil
+    /// A terminal with no viewer for this long is ended.
+    public var ptyIdleMinutes: Double = 30
+    /// The most terminals one user may hold open.
+    public var ptyMaxPerUser = 250
+    /// The model provider: an OpenAI-compatible or Anthropic base URL, its key and default model.
+    public var llmBaseURL: String? = nil
+    public var llmAPIKey: String? = nil
+    public var llmModel: String? = nil
+    /// `openai` (chat completions) or `anthropic` (messages); guessed from the URL when unset.
+    public var llmProvider: String? = nil
+    /// Seconds to wait for a provider's answer to start and between its stream chunks.
+    public var llmTimeoutSeconds: Double = 120
+    /// A JSON price table overriding the built-in one.
+    public var pricingFile: String? = nil
 
     public init() {}
 
@@ -72,6 +90,18 @@ public struct Config: Sendable {
         Option(flag: "--smtp-url", env: "KILN_SMTP_URL", help: "send mail via smtp://user:pass@host:587 (STARTTLS) or smtps://host:465; default: files in <data-dir>/outbox", takesValue: true) { c, v in c.smtpURL = v.isEmpty ? nil : v },
         Option(flag: "--mail-from", env: "KILN_MAIL_FROM", help: "sender of Kiln's mail (default Kiln <kiln@localhost>)", takesValue: true) { c, v in c.mailFrom = v },
         Option(flag: "--public-url", env: "KILN_PUBLIC_URL", help: "external base URL used in links (default http://HOST:PORT)", takesValue: true) { c, v in c.publicURL = v },
+        Option(flag: "--shell-grace", env: "KILN_SHELL_GRACE", help: "seconds between SIGTERM and SIGKILL for cancelled jobs (default 3)", takesValue: true) { c, v in c.shellGraceSeconds = Double(try int("--shell-grace", v, 0...600)) },
+        Option(flag: "--ssh-config", env: "KILN_SSH_CONFIG", help: "ssh client config listing the hosts ssh-run may reach (default ~/.ssh/config)", takesValue: true) { c, v in c.sshConfig = v.isEmpty ? nil : v },
+        Option(flag: "--pty-idle-minutes", env: "KILN_PTY_IDLE_MINUTES", help: "end a terminal nobody has viewed for this long (default 30)", takesValue: true) { c, v in c.ptyIdleMinutes = Double(try int("--pty-idle-minutes", v, 1...100_000)) },
+        Option(flag: "--llm-base-url", env: "KILN_LLM_BASE_URL", help: "model provider base URL, e.g. http://127.0.0.1:8000/v1 (OpenAI-compatible) or https://api.anthropic.com", takesValue: true) { c, v in c.llmBaseURL = v.isEmpty ? nil : v },
+        Option(flag: "--llm-api-key", env: "KILN_LLM_API_KEY", help: "the provider's API key (prefer the environment variable)", takesValue: true) { c, v in c.llmAPIKey = v.isEmpty ? nil : v },
+        Option(flag: "--llm-model", env: "KILN_LLM_MODEL", help: "the default model name", takesValue: true) { c, v in c.llmModel = v.isEmpty ? nil : v },
+        Option(flag: "--llm-provider", env: "KILN_LLM_PROVIDER", help: "openai or anthropic (default: guessed from the URL)", takesValue: true) { c, v in
+            guard ["openai", "anthropic", ""].contains(v) else { throw ConfigError("--llm-provider must be openai or anthropic") }
+            c.llmProvider = v.isEmpty ? nil : v
+        },
+        Option(flag: "--llm-timeout", env: "KILN_LLM_TIMEOUT", help: "seconds to wait for provider output (default 120)", takesValue: true) { c, v in c.llmTimeoutSeconds = Double(try int("--llm-timeout", v, 1...3600)) },
+        Option(flag: "--pricing", env: "KILN_PRICING", help: "JSON file of model prices (per million tokens) overriding the built-in table", takesValue: true) { c, v in c.pricingFile = v.isEmpty ? nil : v },
     ]
 
     /// Builds the config from the environment, then flags on top. Unknown flags are errors.

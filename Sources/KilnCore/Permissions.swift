@@ -108,6 +108,7 @@ public enum WorkspaceRoleKey: ContextKey { public typealias Value = WorkspaceAcc
 public struct WorkspaceAccess: Sendable, Equatable {
     public let wsID: String
     public let role: Role
+    public init(wsID: String, role: Role) { self.wsID = wsID; self.role = role }
 }
 
 extension RequestContext {
@@ -152,7 +153,8 @@ public final class Hooks: Sendable {
         var userPurged: [UserPurged] = []
         var exports: [(String, ExportSection)] = []
         var resourceWorkspaces: [(param: String, lookup: ResourceWorkspace)] = []
-        var defaultWorkspace: DefaultWorkspace?
+        var defaultWorkspaces: [DefaultWorkspace] = []
+        var fallbackWorkspaces: [DefaultWorkspace] = []
         var sessions: SessionResolver?
         var apiKeys: APIKeyResolver?
         var roles: (any WorkspaceRoleResolver)?
@@ -167,10 +169,17 @@ public final class Hooks: Sendable {
     public func provideSessions(_ r: @escaping SessionResolver) { state.withLock { $0.sessions = r } }
     /// How to find the workspace of a resource named by a request parameter (`project_id` → its `ws_id`).
     public func workspaceOf(param: String, _ f: @escaping ResourceWorkspace) { state.withLock { $0.resourceWorkspaces.append((param, f)) } }
-    /// The workspace a request means when it names none (the caller's most recent project's).
-    public func provideDefaultWorkspace(_ f: @escaping DefaultWorkspace) { state.withLock { $0.defaultWorkspace = f } }
+    /// The workspace a request means when it names none; providers are asked in registration order
+    /// (the caller's most recent project's, then the caller's first workspace).
+    public func provideDefaultWorkspace(fallback: Bool = false, _ f: @escaping DefaultWorkspace) {
+        state.withLock { if fallback { $0.fallbackWorkspaces.append(f) } else { $0.defaultWorkspaces.append(f) } }
+    }
     public var resourceWorkspaces: [(param: String, lookup: ResourceWorkspace)] { state.withLock { $0.resourceWorkspaces } }
-    public var defaultWorkspace: DefaultWorkspace? { state.withLock { $0.defaultWorkspace } }
+    /// The first answer of the default-workspace providers.
+    public func defaultWorkspace(userID: String) async throws -> String? {
+        for f in state.withLock({ $0.defaultWorkspaces + $0.fallbackWorkspaces }) { if let ws = try await f(userID) { return ws } }
+        return nil
+    }
     public func provideAPIKeys(_ r: @escaping APIKeyResolver) { state.withLock { $0.apiKeys = r } }
     public func provideRoles(_ r: any WorkspaceRoleResolver) { state.withLock { $0.roles = r } }
 

@@ -39,7 +39,7 @@ public enum ProcessRunner {
         }
     }
 
-    static func pipePair() throws -> (Int32, Int32) {
+    public static func pipePair() throws -> (Int32, Int32) {
         var fds: [Int32] = [-1, -1]
         guard kiln_pipe_cloexec(&fds) == 0 else { throw SpawnError(description: "pipe failed: \(String(cString: strerror(errno)))") }
         return (fds[0], fds[1])

@@ -103,7 +103,7 @@ public struct ProjectService: Sendable {
     }
 
     /// The project a request names (or the caller's most recent), inside the admitted workspace.
-    func resolve(_ projectID: String?, access: WorkspaceAccess, userID: String) async throws -> (Project, root: String) {
+    func resolve(_ projectID: String?, access: WorkspaceAccess, userID: String, withGit: Bool = true) async throws -> (Project, root: String) {
         let id: String
         if let projectID, !projectID.isEmpty { id = projectID }
         else if let recent = try await mostRecent(userID: userID) { id = recent.id }
@@ -113,6 +113,7 @@ public struct ProjectService: Sendable {
         }
         let path = r.string("path") ?? ""
         guard let root = SafePath.real(path) else { throw APIError.unavailable("The project's folder \(path) is missing on the server") }
+        guard withGit else { return (ProjectService.project(r), root) }
         let (branch, head) = await gitHead(root, vcs: r.string("vcs"))
         return (ProjectService.project(r, branch: branch, head: head), root)
     }

@@ -35,6 +35,12 @@ public struct WorkspacesModule: KilnModule {
             _ = try WorkspaceService.insert(tx, name: "\(name)'s workspace", ownerID: uid, at: at)
         }
         services.hooks.onUserPurged { tx, uid in try WorkspaceService.purge(tx, userID: uid) }
+        // A request naming no workspace and no project falls back to the caller's first workspace.
+        services.hooks.provideDefaultWorkspace(fallback: true) { uid in
+            try await db.read { tx in
+                try tx.first("SELECT ws_id FROM memberships WHERE user_id = ? ORDER BY created_at, ws_id LIMIT 1", uid)?.string("ws_id")
+            }
+        }
         services.hooks.exportSection("workspaces") { uid in
             let page = try await ws.list(userID: uid, page: PageRequest(limit: 200))
             return try JSONDecoder().decode(JSONValue.self, from: Data(try JSONCoding.encode(page.items)))

@@ -97,3 +97,16 @@ import KilnHTTP
         #expect(env.stdoutText == "x1\n")
     }
 }
+
+@Suite struct TailBufferTests {
+    @Test func keepsTheLastBytesAcrossWraps() {
+        var t = TailBuffer(capacity: 10)
+        var all: [UInt8] = []
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<500 {
+            let chunk = (0..<Int.random(in: 0...13, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            t.append(chunk[...]); all += chunk
+            #expect(t.bytes == Array(all.suffix(10)))
+        }
+    }
+}
