@@ -14,6 +14,13 @@ ensure_python_venv
 ensure_packages chromium chromium-driver git
 ensure_optional_packages universal-ctags
 ensure_optional_packages prometheus qrencode
+# The shell e2e checks drive a real sshd.
+ensure_optional_packages openssh-server openssh-client
+# The Python tools (websockets, pytest for the test-runner tests…) live in one venv on PATH.
+VENV=$ROOT/.build/e2e-venv
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/e2e/requirements.txt
+export PATH="$VENV/bin:$PATH"
 
 FLAGS=(-Xswiftc -warnings-as-errors)
 echo "== build (warnings are errors)"

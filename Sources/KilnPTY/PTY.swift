@@ -65,6 +65,12 @@ final class Terminal: Sendable {
         while true {
             let n = buf.withUnsafeMutableBytes { read(master, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
+            if n < 0 && errno == EAGAIN {
+                // The master is non-blocking (so input writes never stall the write queue): wait here.
+                var p = pollfd(fd: master, events: Int16(POLLIN), revents: 0)
+                _ = poll(&p, 1, -1)
+                continue
+            }
             if n <= 0 { break }  // EIO: the slave side closed (the shell and its children are gone)
             let chunk = buf[0..<n]
             let viewers = state.withLock { s -> [Viewer] in
@@ -110,6 +116,12 @@ final class Terminal: Sendable {
             while off < bytes.count {
                 let n = bytes.withUnsafeBytes { write(master, $0.baseAddress! + off, bytes.count - off) }
                 if n < 0 && errno == EINTR { continue }
+                if n < 0 && errno == EAGAIN {
+                    // The program is not reading its input yet; wait (bounded) rather than drop keystrokes.
+                    var p = pollfd(fd: master, events: Int16(POLLOUT), revents: 0)
+                    if poll(&p, 1, 5000) <= 0 { return }
+                    continue
+                }
                 if n <= 0 { return }
                 off += n
             }

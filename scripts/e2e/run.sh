@@ -39,6 +39,11 @@ APP_FAILED=$(awk '/^app e2e:/ { print $5 }' "$OUT/app.txt")
 PASSED=$((PASSED + ${APP_PASSED:-0}))
 FAILED=$((FAILED + ${APP_FAILED:-1}))
 
+# --- shell, terminals (python websockets) and ssh (a real sshd) ---
+BIN="$BIN" OUT="$OUT" bash scripts/e2e/terminal.sh | tee "$OUT/terminal.txt"
+P=$(awk '/^terminal e2e:/ { print $3 }' "$OUT/terminal.txt"); F=$(awk '/^terminal e2e:/ { print $5 }' "$OUT/terminal.txt")
+PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
+
 # --- identity: curl + pyotp, then a real browser ---
 BIN="$BIN" OUT="$OUT" bash scripts/e2e/identity.sh | tee "$OUT/identity.txt"
 PASSED=$((PASSED + $(awk '/^identity e2e:/ { print $3 }' "$OUT/identity.txt" || echo 0)))
