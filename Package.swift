@@ -31,9 +31,10 @@ let package = Package(
         .target(name: "KilnProjects", dependencies: ["KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
         .target(name: "KilnShell", dependencies: ["KilnProjects", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto", "CShims"], swiftSettings: strict),
         .target(name: "KilnPTY", dependencies: ["KilnProjects", "KilnCore", "KilnHTTP", "KilnStore", "CShims"], swiftSettings: strict),
+        .target(name: "KilnAgents", dependencies: ["KilnShell", "KilnProjects", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
         .target(name: "KilnWorkspaces", dependencies: ["KilnAuth", "KilnCore", "KilnHTTP", "KilnStore"], swiftSettings: strict),
 
-        .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "COpenSSL", "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects", "KilnShell", "KilnPTY"], swiftSettings: strict),
+        .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "COpenSSL", "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects", "KilnShell", "KilnPTY", "KilnAgents"], swiftSettings: strict),
 
         // Executables.
         .executableTarget(name: "kiln", dependencies: ["KilnApp", "KilnHTTP", "KilnCore"], swiftSettings: strict),
@@ -44,7 +45,7 @@ let package = Package(
         .testTarget(name: "KilnCryptoTests", dependencies: ["KilnCrypto"], swiftSettings: strict),
         .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore", "KilnHTTP"], swiftSettings: strict),
         .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore"], swiftSettings: strict),
-        .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects", "KilnShell", "KilnPTY"], swiftSettings: strict),
+        .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects", "KilnShell", "KilnPTY", "KilnAgents"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

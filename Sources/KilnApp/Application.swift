@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KilnAccount
+import KilnAgents
 import KilnAuth
 import KilnCore
 import KilnCrypto
@@ -31,7 +32,7 @@ public final class Application: @unchecked Sendable {
 
     /// The domain modules, in registration order. Adding a domain: one line here.
     static func domainModules() -> [any KilnModule] {
-        [AuthModule(), AccountModule(), WorkspacesModule(), ProjectsModule(), ShellModule(), PTYModule()]
+        [AuthModule(), AccountModule(), WorkspacesModule(), ProjectsModule(), ShellModule(), PTYModule(), AgentsModule()]
     }
 
     /// Opens (or creates) the data dir and database, applies migrations, registers every route.

@@ -274,9 +274,9 @@ public final class ShellJobs: Sendable {
 
     /// SIGTERM to the job's process group, SIGKILL after the grace period. False when not running.
     @discardableResult
-    public func cancel(_ jobID: String) -> Bool {
+    public func cancel(_ jobID: String, grace: Double? = nil) -> Bool {
         guard let job = live.withLock({ $0[jobID] }) else { return false }
-        job.stop(reason: "cancelled", grace: graceSeconds)
+        job.stop(reason: "cancelled", grace: grace ?? graceSeconds)
         return true
     }
 

@@ -328,7 +328,7 @@ public func startTests(jobs: ShellJobs, db: Database, project: ProjectRef, userI
     return id
 }
 
-func wantsJSON(_ req: Request) -> Bool {
+public func wantsJSON(_ req: Request) -> Bool {
     let accept = req.headers["Accept"] ?? ""
     return accept.contains("application/json") && !accept.contains("text/event-stream")
 }

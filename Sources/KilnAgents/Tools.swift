@@ -1,0 +1,292 @@
+import Foundation
+import Glibc
+import KilnCore
+import KilnCrypto
+import KilnHTTP
+import KilnProjects
+import KilnShell
+import KilnStore
+
+/// What a tool may touch while it runs: the project, the run's snapshots, shell jobs.
+public struct ToolContext: Sendable {
+    public let project: ProjectRef
+    public let runID: String
+    public let userID: String
+    let directory: ProjectDirectory
+    let jobs: ShellJobs
+    let db: Database
+    let snapshots: Snapshots
+    /// Called with each shell job the tool starts (so cancelling the run can kill it).
+    let onJob: @Sendable (String?) -> Void
+    /// Called after a file changed, with its unified diff.
+    let onFileChanged: @Sendable (String, String) async -> Void
+    let onFinding: @Sendable (String, Int, String, String) async throws -> Void
+}
+
+public struct ToolFailure: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// One tool the agent (and, later, MCP clients) may call.
+public struct AgentTool: Sendable {
+    public let name: String
+    public let description: String
+    public let schema: JSONValue
+    let run: @Sendable (ToolContext, [String: JSONValue]) async throws -> String
+
+    public var spec: ToolSpec { ToolSpec(name: name, description: description, schema: schema) }
+}
+
+/// The one registry of built-in tools.
+public enum ToolRegistry {
+    public static let all: [AgentTool] = [listFiles, readFile, search, findSymbol, editFile, writeFile, runCommand, runTests, recordFinding]
+    public static func named(_ n: String) -> AgentTool? { all.first { $0.name == n } }
+
+    static func obj(_ props: [String: JSONValue], required: [String]) -> JSONValue {
+        .object(["type": "object", "properties": .object(props), "required": .array(required.map { .string($0) }), "additionalProperties": false])
+    }
+    static let str: JSONValue = ["type": "string"]
+    static let int: JSONValue = ["type": "integer"]
+    static let bool: JSONValue = ["type": "boolean"]
+
+    /// Checks `args` against a tool's schema (the subset the built-in schemas use).
+    public static func validate(_ args: JSONValue, _ schema: JSONValue) throws -> [String: JSONValue] {
+        guard case .object(let a) = args else { throw ToolFailure("arguments must be a JSON object") }
+        guard case .object(let s) = schema, case .object(let props)? = s["properties"] else { return a }
+        if case .array(let req)? = s["required"] {
+            for case .string(let r) in req where a[r] == nil || a[r] == .null { throw ToolFailure("missing required argument '\(r)'") }
+        }
+        for (k, v) in a {
+            guard case .object(let p)? = props[k] else { throw ToolFailure("unknown argument '\(k)'") }
+            if v == .null { continue }
+            switch p["type"] {
+            case "string": guard case .string = v else { throw ToolFailure("argument '\(k)' must be a string") }
+            case "integer":
+                if case .int = v { break }
+                if case .double(let d) = v, d == d.rounded() { break }
+                throw ToolFailure("argument '\(k)' must be an integer")
+            case "boolean": guard case .bool = v else { throw ToolFailure("argument '\(k)' must be true or false") }
+            default: break
+            }
+        }
+        return a
+    }
+
+    static func string(_ a: [String: JSONValue], _ k: String) -> String? { if case .string(let s)? = a[k] { s } else { nil } }
+    static func integer(_ a: [String: JSONValue], _ k: String) -> Int? {
+        switch a[k] { case .int(let n)?: n; case .double(let d)?: Int(d); default: nil }
+    }
+    static func flag(_ a: [String: JSONValue], _ k: String) -> Bool { if case .bool(true)? = a[k] { true } else { false } }
+
+    /// A path inside the project (traversal, absolute paths and symlink escapes refused).
+    static func inside(_ ctx: ToolContext, _ rel: String, create: Bool = false) throws -> String {
+        do {
+            return create ? try SafePath.resolveForCreate(root: ctx.project.root, relative: rel) : try SafePath.resolve(root: ctx.project.root, relative: rel)
+        } catch let e as HTTPError { throw ToolFailure(e.message) }
+    }
+
+    static func relative(_ ctx: ToolContext, _ abs: String) -> String {
+        abs == ctx.project.root ? "." : String(abs.dropFirst(ctx.project.root.count + 1))
+    }
+
+    static let maxRead = 256 * 1024
+
+    static let listFiles = AgentTool(name: "list_files", description: "List one directory of the project (ignored files hidden).",
+                                     schema: obj(["path": str], required: [])) { ctx, a in
+        let rel = string(a, "path") ?? ""
+        _ = try inside(ctx, rel)
+        let entries: [TreeEntry]
+        do { entries = try await ctx.directory.list(ctx.project, path: rel) } catch let e as HTTPError { throw ToolFailure(e.message) }
+        return entries.map { $0.type == "dir" ? $0.path + "/" : "\($0.path) (\($0.size) bytes)" }.joined(separator: "\n")
+    }
+
+    static let readFile = AgentTool(name: "read_file", description: "Read a text file of the project, optionally lines start_line..end_line (1-based).",
+                                    schema: obj(["path": str, "start_line": int, "end_line": int], required: ["path"])) { ctx, a in
+        let p = try inside(ctx, string(a, "path")!)
+        guard let data = FileManager.default.contents(atPath: p) else { throw ToolFailure("cannot read \(string(a, "path")!) (a directory?)") }
+        guard !data.prefix(8000).contains(0) else { throw ToolFailure("\(string(a, "path")!) is a binary file") }
+        let lines = String(decoding: data, as: UTF8.self).components(separatedBy: "\n")
+        let start = max(1, integer(a, "start_line") ?? 1), end = min(lines.count, integer(a, "end_line") ?? lines.count)
+        guard start <= max(end, 1) else { throw ToolFailure("start_line is after end_line") }
+        var out = ""
+        for i in (start - 1)..<max(end, start - 1) {
+            out += "\(i + 1)\t\(lines[i])\n"
+            if out.utf8.count > maxRead { out += "… (truncated; read a smaller range)\n"; break }
+        }
+        return out
+    }
+
+    static let search = AgentTool(name: "search", description: "Full-text search in the project (literal, or a regular expression with regex=true); path is a glob filter.",
+                                  schema: obj(["query": str, "regex": bool, "path": str], required: ["query"])) { ctx, a in
+        let matches: [SearchMatch]
+        do { matches = try await ctx.directory.search(ctx.project, q: string(a, "query")!, regex: flag(a, "regex"), pathGlob: string(a, "path")) }
+        catch let e as HTTPError { throw ToolFailure(e.message) }
+        if matches.isEmpty { return "no matches" }
+        return matches.prefix(50).map { "\($0.path):\($0.line): \($0.text)" }.joined(separator: "\n") + (matches.count > 50 ? "\n… \(matches.count - 50) more" : "")
+    }
+
+    static let findSymbol = AgentTool(name: "find_symbol", description: "Find where a function, type, method or constant is defined.",
+                                      schema: obj(["name": str, "kind": str], required: ["name"])) { ctx, a in
+        let found: [Symbol]
+        do { found = try await ctx.directory.symbols(ctx.project, q: string(a, "name")!, kind: string(a, "kind"), limit: 30) }
+        catch let e as HTTPError { throw ToolFailure(e.message) }
+        if found.isEmpty { return "no symbols found" }
+        return found.map { "\($0.kind) \($0.name) — \($0.path):\($0.line)" + ($0.scope.map { " in \($0)" } ?? "") }.joined(separator: "\n")
+    }
+
+    static func change(_ ctx: ToolContext, _ abs: String, _ newText: [UInt8]) async throws {
+        let old = FileManager.default.contents(atPath: abs).map { Array($0) }
+        try await ctx.snapshots.save(runID: ctx.runID, path: relative(ctx, abs), prior: old)
+        let tmp = abs + ".kiln-tmp-" + IDs.randomBase62(8)
+        guard FileManager.default.createFile(atPath: tmp, contents: Data(newText)) else { throw ToolFailure("cannot write \(relative(ctx, abs))") }
+        if let old, old.isEmpty == false || true, let attrs = try? FileManager.default.attributesOfItem(atPath: abs), let mode = attrs[.posixPermissions] {
+            try? FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: tmp)
+        }
+        guard rename(tmp, abs) == 0 else { unlink(tmp); throw ToolFailure("cannot replace \(relative(ctx, abs))") }
+        let rel = relative(ctx, abs)
+        await ctx.onFileChanged(rel, UnifiedDiff.make(old: old.map { String(decoding: $0, as: UTF8.self) }, new: String(decoding: newText, as: UTF8.self), path: rel))
+    }
+
+    static let editFile = AgentTool(name: "edit_file", description: "Replace exactly one occurrence of old_string with new_string in a file (refused when old_string is missing or ambiguous).",
+                                    schema: obj(["path": str, "old_string": str, "new_string": str], required: ["path", "old_string", "new_string"])) { ctx, a in
+        let p = try inside(ctx, string(a, "path")!)
+        guard let data = FileManager.default.contents(atPath: p) else { throw ToolFailure("cannot read \(string(a, "path")!)") }
+        let text = String(decoding: data, as: UTF8.self)
+        let old = string(a, "old_string")!, new = string(a, "new_string")!
+        guard !old.isEmpty else { throw ToolFailure("old_string must not be empty") }
+        let count = text.components(separatedBy: old).count - 1
+        guard count == 1 else {
+            throw ToolFailure(count == 0 ? "old_string was not found in \(string(a, "path")!)" : "old_string occurs \(count) times in \(string(a, "path")!); include more context to make it unique")
+        }
+        let r = text.range(of: old)!
+        try await change(ctx, p, Array(text.replacingCharacters(in: r, with: new).utf8))
+        return "edited \(relative(ctx, p))"
+    }
+
+    static let writeFile = AgentTool(name: "write_file", description: "Create or overwrite a file with content (folders are created as needed).",
+                                     schema: obj(["path": str, "content": str], required: ["path", "content"])) { ctx, a in
+        let rel = string(a, "path")!
+        let content = string(a, "content")!
+        guard content.utf8.count <= 4 << 20 else { throw ToolFailure("content is larger than 4 MiB") }
+        let segs: [String]
+        do { segs = try SafePath.segments(rel) } catch let e as HTTPError { throw ToolFailure(e.message) }
+        guard !segs.isEmpty else { throw ToolFailure("path names no file") }
+        // Create missing folders one level at a time, checking each stays inside the project.
+        var dir = ctx.project.root
+        for s in segs.dropLast() {
+            let next = dir + "/" + s
+            if !FileManager.default.fileExists(atPath: next) {
+                guard mkdir(next, 0o755) == 0 || errno == EEXIST else { throw ToolFailure("cannot create folder \(s)") }
+            }
+            guard let real = SafePath.real(next), SafePath.isInside(real, root: ctx.project.root) else { throw ToolFailure("\(rel) leads outside the project (symlink)") }
+            dir = real
+        }
+        let p = try inside(ctx, rel, create: true)
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: p, isDirectory: &isDir), isDir.boolValue { throw ToolFailure("\(rel) is a folder") }
+        try await change(ctx, p, Array(content.utf8))
+        return "wrote \(relative(ctx, p)) (\(content.utf8.count) bytes)"
+    }
+
+    static func tailText(_ o: JobOutcome) -> String {
+        let out = String(decoding: o.stdout.suffix(12_000), as: UTF8.self), err = String(decoding: o.stderr.suffix(4_000), as: UTF8.self)
+        var s = "exit: \(o.exitCode.map(String.init) ?? "signal \(o.signal ?? 0)") (\(o.status), \(o.durationMs) ms)\n"
+        if !out.isEmpty { s += "stdout:\n" + out + (out.hasSuffix("\n") ? "" : "\n") }
+        if !err.isEmpty { s += "stderr:\n" + err }
+        return s
+    }
+
+    static let runCommand = AgentTool(name: "run_command", description: "Run a shell command (/bin/sh -c) in the project; returns its exit status and output tail.",
+                                      schema: obj(["command": str, "timeout_s": int], required: ["command"])) { ctx, a in
+        let cmd = string(a, "command")!
+        guard !cmd.isEmpty, cmd.utf8.count <= 32 * 1024 else { throw ToolFailure("command must be 1 byte to 32 KiB") }
+        let timeout = Double(min(max(integer(a, "timeout_s") ?? 120, 1), 1800))
+        let id = try await ctx.jobs.start(JobSpec(wsID: ctx.project.wsID, projectID: ctx.project.id, userID: ctx.userID, kind: "agent",
+                                                  command: cmd, cwd: ctx.project.root, displayCwd: ".", timeout: timeout))
+        ctx.onJob(id)
+        defer { ctx.onJob(nil) }
+        guard let o = await ctx.jobs.wait(id) else { throw ToolFailure("the command's job was lost") }
+        return tailText(o)
+    }
+
+    static let runTests = AgentTool(name: "run_tests", description: "Run the project's tests (its saved or detected test command); returns counts and the output tail.",
+                                    schema: obj(["timeout_s": int], required: [])) { ctx, a in
+        let timeout = Double(min(max(integer(a, "timeout_s") ?? 900, 1), 3600))
+        let id: String
+        do { id = try await startTests(jobs: ctx.jobs, db: ctx.db, project: ctx.project, userID: ctx.userID, timeout: timeout) }
+        catch let e as HTTPError { throw ToolFailure(e.message) }
+        ctx.onJob(id)
+        defer { ctx.onJob(nil) }
+        guard let o = await ctx.jobs.wait(id) else { throw ToolFailure("the test job was lost") }
+        return tailText(o)
+    }
+
+    static let recordFinding = AgentTool(name: "record_finding", description: "Record a claim about the code (kept in the run's receipt and re-checkable later).",
+                                         schema: obj(["path": str, "line": int, "claim": str, "evidence": str], required: ["path", "line", "claim", "evidence"])) { ctx, a in
+        let p = try inside(ctx, string(a, "path")!)
+        let line = integer(a, "line")!
+        guard line >= 1 else { throw ToolFailure("line must be 1 or more") }
+        let claim = string(a, "claim")!, evidence = string(a, "evidence")!
+        guard claim.utf8.count <= 4096, evidence.utf8.count <= 16 * 1024 else { throw ToolFailure("claim (4 KiB) or evidence (16 KiB) too long") }
+        try await ctx.onFinding(relative(ctx, p), line, claim, evidence)
+        return "recorded"
+    }
+}
+
+/// Line diffs in unified format (3 lines of context): common prefix and suffix are trimmed, the
+/// middle is aligned by longest common subsequence (or replaced whole when very large).
+public enum UnifiedDiff {
+    public static func make(old: String?, new: String, path: String) -> String {
+        let a = old.map(lines) ?? [], b = lines(new)
+        var head = "--- " + (old == nil ? "/dev/null" : "a/\(path)") + "\n+++ b/\(path)\n"
+        var ops: [(Character, String)] = []
+        var p = 0
+        while p < a.count && p < b.count && a[p] == b[p] { p += 1 }
+        var s = 0
+        while s < a.count - p && s < b.count - p && a[a.count - 1 - s] == b[b.count - 1 - s] { s += 1 }
+        for i in 0..<p { ops.append((" ", a[i])) }
+        let am = Array(a[p..<(a.count - s)]), bm = Array(b[p..<(b.count - s)])
+        if am.count * bm.count <= 4_000_000 {
+            var dp = [[Int]](repeating: [Int](repeating: 0, count: bm.count + 1), count: am.count + 1)
+            for i in stride(from: am.count - 1, through: 0, by: -1) {
+                for j in stride(from: bm.count - 1, through: 0, by: -1) {
+                    dp[i][j] = am[i] == bm[j] ? dp[i + 1][j + 1] + 1 : max(dp[i + 1][j], dp[i][j + 1])
+                }
+            }
+            var i = 0, j = 0
+            while i < am.count || j < bm.count {
+                if i < am.count && j < bm.count && am[i] == bm[j] { ops.append((" ", am[i])); i += 1; j += 1 }
+                // Deletions before insertions, as diff(1) prints them.
+                else if i < am.count && (j == bm.count || dp[i + 1][j] >= dp[i][j + 1]) { ops.append(("-", am[i])); i += 1 }
+                else { ops.append(("+", bm[j])); j += 1 }
+            }
+        } else {
+            ops += am.map { ("-", $0) } + bm.map { ("+", $0) }
+        }
+        for i in (a.count - s)..<a.count { ops.append((" ", a[i])) }
+        // Hunks: changed lines with up to 3 lines of context, nearby changes merged.
+        let changed = ops.indices.filter { ops[$0].0 != " " }
+        guard !changed.isEmpty else { return head }
+        var groups: [(Int, Int)] = []
+        for c in changed {
+            let lo = max(0, c - 3), hi = min(ops.count - 1, c + 3)
+            if let last = groups.last, lo <= last.1 + 1 { groups[groups.count - 1].1 = hi } else { groups.append((lo, hi)) }
+        }
+        for (lo, hi) in groups {
+            var oldStart = 1, newStart = 1
+            for k in 0..<lo { if ops[k].0 != "+" { oldStart += 1 }; if ops[k].0 != "-" { newStart += 1 } }
+            let slice = ops[lo...hi]
+            let oldCount = slice.filter { $0.0 != "+" }.count, newCount = slice.filter { $0.0 != "-" }.count
+            head += "@@ -\(oldCount == 0 ? oldStart - 1 : oldStart),\(oldCount) +\(newCount == 0 ? newStart - 1 : newStart),\(newCount) @@\n"
+            for (op, line) in slice { head += "\(op)\(line)\n" }
+        }
+        return head
+    }
+
+    static func lines(_ s: String) -> [String] {
+        var l = s.components(separatedBy: "\n")
+        if l.last == "" { l.removeLast() }
+        return l
+    }
+}
