@@ -32,12 +32,14 @@ let package = Package(
         .target(name: "KilnShell", dependencies: ["KilnProjects", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto", "CShims"], swiftSettings: strict),
         .target(name: "KilnPTY", dependencies: ["KilnProjects", "KilnCore", "KilnHTTP", "KilnStore", "CShims"], swiftSettings: strict),
         .target(name: "KilnAgents", dependencies: ["KilnShell", "KilnProjects", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
+        .target(name: "KilnBudget", dependencies: ["KilnAgents", "KilnProjects", "KilnCore", "KilnHTTP", "KilnStore"], swiftSettings: strict),
+        .target(name: "KilnReceipts", dependencies: ["KilnBudget", "KilnAgents", "KilnProjects", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
         .target(name: "KilnWorkspaces", dependencies: ["KilnAuth", "KilnCore", "KilnHTTP", "KilnStore"], swiftSettings: strict),
 
-        .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "COpenSSL", "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects", "KilnShell", "KilnPTY", "KilnAgents"], swiftSettings: strict),
+        .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "COpenSSL", "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects", "KilnShell", "KilnPTY", "KilnAgents", "KilnBudget", "KilnReceipts"], swiftSettings: strict),
 
         // Executables.
-        .executableTarget(name: "kiln", dependencies: ["KilnApp", "KilnHTTP", "KilnCore"], swiftSettings: strict),
+        .executableTarget(name: "kiln", dependencies: ["KilnApp", "KilnHTTP", "KilnCore", "KilnReceipts"], swiftSettings: strict),
         .executableTarget(name: "kiln-bench", dependencies: ["KilnHTTP"], path: "Sources/kiln-bench", swiftSettings: strict),
 
         // Tests.
@@ -45,7 +47,7 @@ let package = Package(
         .testTarget(name: "KilnCryptoTests", dependencies: ["KilnCrypto"], swiftSettings: strict),
         .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore", "KilnHTTP"], swiftSettings: strict),
         .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore"], swiftSettings: strict),
-        .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects", "KilnShell", "KilnPTY", "KilnAgents"], swiftSettings: strict),
+        .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects", "KilnShell", "KilnPTY", "KilnAgents", "KilnBudget", "KilnReceipts"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

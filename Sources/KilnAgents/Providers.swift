@@ -253,12 +253,14 @@ struct OpenAIProvider: ModelProvider {
         try await withRetries {
             var turn = ModelTurn()
             var calls: [Int: ToolCall] = [:]
+            var reported = false
             var headers: [String: String] = [:]
             if let k = settings.apiKey { headers["Authorization"] = "Bearer \(k)" }
             try await ProviderHTTP.streamSSE(url: settings.baseURL + "/chat/completions", headers: headers, body: body(r), timeout: settings.timeout) { data, _ in
                 if data == "[DONE]" { return true }
                 guard let obj = ProviderHTTP.json(data) else { return false }
                 if let usage = obj["usage"] as? [String: Any] {
+                    reported = true
                     turn.inputTokens = usage["prompt_tokens"] as? Int ?? turn.inputTokens
                     turn.outputTokens = usage["completion_tokens"] as? Int ?? turn.outputTokens
                 }
@@ -283,8 +285,11 @@ struct OpenAIProvider: ModelProvider {
                 if c.id.isEmpty { c.id = "call_\(i)_" + IDs.randomBase62(8) }
                 return c
             }
-            if turn.outputTokens == 0 { turn.outputTokens = estimateTokens(turn.text + turn.toolCalls.map(\.arguments).joined()) }
-            if turn.inputTokens == 0 { turn.inputTokens = estimateTokens(r.system + r.messages.map(\.content).joined()) }
+            // Servers that report no usage are billed by the usual four-characters-a-token estimate.
+            if !reported {
+                turn.outputTokens = estimateTokens(turn.text + turn.toolCalls.map(\.arguments).joined())
+                turn.inputTokens = estimateTokens(r.system + r.messages.map(\.content).joined())
+            }
             return turn
         }
     }

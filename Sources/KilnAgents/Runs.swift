@@ -120,13 +120,23 @@ public struct RunUsage: Sendable {
     public let model: String
     public let inputTokens: Int
     public let outputTokens: Int
+    public let steps: Int
+
+    public init(runID: String, wsID: String, userID: String, model: String, inputTokens: Int, outputTokens: Int, steps: Int) {
+        self.runID = runID; self.wsID = wsID; self.userID = userID; self.model = model
+        self.inputTokens = inputTokens; self.outputTokens = outputTokens; self.steps = steps
+    }
 }
 
 /// A finished run, as receipts record it.
 public struct RunRecord: Sendable {
     public struct Call: Sendable { public let callID: String; public let tool: String; public let argsSHA256: String; public let ok: Bool }
     public struct FileChange: Sendable { public let path: String; public let before: String?; public let after: String? }
-    public struct Finding: Sendable { public let path: String; public let line: Int; public let claim: String; public let evidenceSHA256: String }
+    public struct Finding: Sendable {
+        public let path: String; public let line: Int; public let claim: String; public let evidenceSHA256: String
+        /// The evidence itself (kept beside the receipt for re-checking, not in the signed body).
+        public let evidence: String
+    }
     public let runID: String
     public let wsID: String
     public let projectID: String
@@ -138,6 +148,7 @@ public struct RunRecord: Sendable {
     public let endedAt: Date
     public let inputTokens: Int
     public let outputTokens: Int
+    public let steps: Int
     public let calls: [Call]
     public let files: [FileChange]
     public let findings: [Finding]
@@ -297,7 +308,7 @@ final class AgentEngine: Sendable {
                 let (i, o, s) = (inTokens, outTokens, steps)
                 _ = try? await db.write { tx in try tx.run("UPDATE agent_runs SET input_tokens = ?, output_tokens = ?, steps = ? WHERE id = ?", i, o, s, id) }
                 await emit(id, "usage", ["input_tokens": .int(inTokens), "output_tokens": .int(outTokens)])
-                let usage = RunUsage(runID: id, wsID: project.wsID, userID: run.userID, model: input.model, inputTokens: inTokens, outputTokens: outTokens)
+                let usage = RunUsage(runID: id, wsID: project.wsID, userID: run.userID, model: input.model, inputTokens: inTokens, outputTokens: outTokens, steps: steps)
                 for f in hooks.usage {
                     if let reason = try await f(usage) { throw RunStop(reason: reason) }
                 }
@@ -363,14 +374,14 @@ final class AgentEngine: Sendable {
             outcome = ("run.cancelled", ["run_id": .string(id)], "cancelled", nil, nil, nil)
         }
         await finish(run, project: project, input: input, started: started, outcome: (outcome.status, outcome.summary, outcome.error, outcome.reason),
-                     tokens: (inTokens, outTokens))
+                     tokens: (inTokens, outTokens, steps))
         await emit(id, outcome.type, outcome.data)
         live.withLock { $0[id] = nil }
     }
 
     struct RunStop: Error { let reason: String }
 
-    func finish(_ run: LiveRun, project: ProjectRef, input: RunInput, started: Date, outcome: (String, String?, String?, String?), tokens: (Int, Int)) async {
+    func finish(_ run: LiveRun, project: ProjectRef, input: RunInput, started: Date, outcome: (String, String?, String?, String?), tokens: (Int, Int, Int)) async {
         let id = run.id
         let now = clock.now()
         // Record each changed file's content hash after the run (rollback's conflict check, receipts).
@@ -393,11 +404,11 @@ final class AgentEngine: Sendable {
         }
         let findings = ((try? await db.read { tx in try tx.query("SELECT path, line, claim, evidence FROM agent_findings WHERE run_id = ? ORDER BY seq", id) }) ?? []).map { r in
             RunRecord.Finding(path: r.string("path") ?? "", line: r.int("line") ?? 0, claim: r.string("claim") ?? "",
-                              evidenceSHA256: Crypto.hex(Crypto.sha256(Array((r.string("evidence") ?? "").utf8))))
+                              evidenceSHA256: Crypto.hex(Crypto.sha256(Array((r.string("evidence") ?? "").utf8))), evidence: r.string("evidence") ?? "")
         }
         let record = RunRecord(runID: id, wsID: project.wsID, projectID: project.id, userID: run.userID, model: input.model, prompt: input.prompt,
                                status: status, startedAt: started, endedAt: now, inputTokens: tokens.0, outputTokens: tokens.1,
-                               calls: calls, files: files.sorted { $0.path < $1.path }, findings: findings)
+                               steps: tokens.2, calls: calls, files: files.sorted { $0.path < $1.path }, findings: findings)
         for f in hooks.end { await f(record) }
     }
 

@@ -3,11 +3,13 @@ import Glibc
 import KilnAccount
 import KilnAgents
 import KilnAuth
+import KilnBudget
 import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnProjects
 import KilnPTY
+import KilnReceipts
 import KilnShell
 import KilnStore
 import KilnWorkspaces
@@ -32,7 +34,7 @@ public final class Application: @unchecked Sendable {
 
     /// The domain modules, in registration order. Adding a domain: one line here.
     static func domainModules() -> [any KilnModule] {
-        [AuthModule(), AccountModule(), WorkspacesModule(), ProjectsModule(), ShellModule(), PTYModule(), AgentsModule()]
+        [AuthModule(), AccountModule(), WorkspacesModule(), ProjectsModule(), ShellModule(), PTYModule(), AgentsModule(), BudgetModule(), ReceiptsModule()]
     }
 
     /// Opens (or creates) the data dir and database, applies migrations, registers every route.

@@ -3,6 +3,7 @@ import Foundation
 import KilnApp
 import KilnCore
 import KilnHTTP
+import KilnReceipts
 import KilnStore
 
 func out(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
@@ -21,6 +22,7 @@ let usage = """
       admin create-user --email E [--name N]
                                 create an account and print a one-time setup link
       doctor [--verify-audit]   check SQLite/OpenSSL, the data dir, optional programs (and the audit chain)
+      receipts verify --ws ID   verify a workspace's receipt chain offline (hashes, links, signatures)
       version                   print the version
 
     Run `kiln <command> --help` for the options of a command.
@@ -136,6 +138,22 @@ case "doctor":
     }
     for line in report.lines { out(line) }
     exit(report.ok ? 0 : 1)
+
+case "receipts":
+    guard args.first == "verify", !wantsHelp else {
+        out("usage: kiln receipts verify --ws WS_ID [--data-dir DIR]\n\nRecomputes every receipt hash, prev_hash link and Ed25519 signature of the workspace's chain\nfrom the database and receipt.key in the data dir; prints {ok, checked, first_break?} and exits 1 on a break.")
+        exit(wantsHelp ? 0 : 2)
+    }
+    var rest = Array(args.dropFirst())
+    var ws: String? = nil
+    if let i = rest.firstIndex(of: "--ws"), i + 1 < rest.count { ws = rest[i + 1]; rest.removeSubrange(i...(i + 1)) }
+    guard let ws else { err("kiln receipts verify: --ws WS_ID is required"); exit(2) }
+    let (config, _) = loadConfig(rest)
+    do {
+        let v = try ReceiptsCLI.verify(dataDir: config.dataDir, wsID: ws)
+        out(v.json.jsonText)
+        exit(v.ok ? 0 : 1)
+    } catch { err("kiln receipts verify: \(error)"); exit(1) }
 
 case "version", "--version", "-v":
     out("kiln \(KilnVersion.version)")

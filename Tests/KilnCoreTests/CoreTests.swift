@@ -110,3 +110,13 @@ import KilnHTTP
         }
     }
 }
+
+@Suite struct CanonicalJSONTests {
+    @Test func matchesRFC8785Rules() throws {
+        let v: JSONValue = ["b": 1, "a": ["z": "x\u{1}\n\"\\é€😀", "\u{10000}": true, "\u{FB33}": .null], "c": [3, "s", false]]
+        let text = String(decoding: try CanonicalJSON.bytes(v), as: UTF8.self)
+        // Keys by UTF-16 code units: U+10000 (D800 DC00) sorts before U+FB33.
+        #expect(text == "{\"a\":{\"z\":\"x\\u0001\\n\\\"\\\\é€😀\",\"\u{10000}\":true,\"\u{FB33}\":null},\"b\":1,\"c\":[3,\"s\",false]}")
+        #expect(throws: CanonicalJSON.Unsupported.self) { try CanonicalJSON.bytes(["x": .double(1.5)]) }
+    }
+}
