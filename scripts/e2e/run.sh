@@ -44,6 +44,11 @@ BIN="$BIN" OUT="$OUT" bash scripts/e2e/terminal.sh | tee "$OUT/terminal.txt"
 P=$(awk '/^terminal e2e:/ { print $3 }' "$OUT/terminal.txt"); F=$(awk '/^terminal e2e:/ { print $5 }' "$OUT/terminal.txt")
 PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
 
+# --- agent runs with a scripted provider; receipts verified with hashlib + cryptography ---
+BIN="$BIN" OUT="$OUT" bash scripts/e2e/agents.sh | tee "$OUT/agents.txt"
+P=$(awk '/^agents e2e:/ { print $3 }' "$OUT/agents.txt"); F=$(awk '/^agents e2e:/ { print $5 }' "$OUT/agents.txt")
+PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
+
 # --- identity: curl + pyotp, then a real browser ---
 BIN="$BIN" OUT="$OUT" bash scripts/e2e/identity.sh | tee "$OUT/identity.txt"
 PASSED=$((PASSED + $(awk '/^identity e2e:/ { print $3 }' "$OUT/identity.txt" || echo 0)))

@@ -1,0 +1,68 @@
+"""A scripted OpenAI-compatible chat-completions server (streaming, tool calls, usage) for e2e checks
+and benchmarks. Not a model: it answers by rule, so runs are repeatable.
+
+Usage: fake_llm.py PORT [MODE]
+  MODE agent (default): first turn records a finding and writes notes/agent.txt, second turn reads it,
+                        third turn answers "done".
+  MODE ticker N MS:     streams N text deltas "t=<unix time>" MS milliseconds apart, then stops
+                        (for fan-out latency measurements).
+"""
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PORT = int(sys.argv[1])
+MODE = sys.argv[2] if len(sys.argv) > 2 else "agent"
+
+
+def chunk(delta, finish=None):
+    return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def call(i, cid, name, args):
+    return chunk({"tool_calls": [{"index": i, "id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]})
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def send_events(self, events, delay=0.0):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for e in events + ["[DONE]"]:
+            if delay:
+                time.sleep(delay)
+                if isinstance(e, dict) and e.get("ticker"):
+                    e = chunk({"content": f"t={time.time():.6f} "})
+            data = e if isinstance(e, str) else json.dumps(e)
+            payload = f"data: {data}\n\n".encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        msgs = body.get("messages", [])
+        usage = {"choices": [], "usage": {"prompt_tokens": 200 + 10 * len(msgs), "completion_tokens": 20, "total_tokens": 0}}
+        if MODE == "ticker":
+            n, ms = int(sys.argv[3]), int(sys.argv[4])
+            self.send_events([{"ticker": True}] * n + [chunk({}, "stop"), usage], delay=ms / 1000)
+            return
+        tools_done = sum(1 for m in msgs if m.get("role") == "tool")
+        if tools_done == 0:
+            events = [chunk({"content": "Recording what I see."}),
+                      call(0, "c1", "record_finding", {"path": "README.md", "line": 1, "claim": "the README starts with hello", "evidence": "hello"}),
+                      call(1, "c2", "write_file", {"path": "notes/agent.txt", "content": "written by the agent\n"}),
+                      chunk({}, "tool_calls")]
+        elif tools_done == 2:
+            events = [call(0, "c3", "read_file", {"path": "notes/agent.txt"}), chunk({}, "tool_calls")]
+        else:
+            events = [chunk({"content": "done"}), chunk({}, "stop")]
+        self.send_events(events + [usage])
+
+
+ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
