@@ -4,8 +4,8 @@ and benchmarks. Not a model: it answers by rule, so runs are repeatable.
 Usage: fake_llm.py PORT [MODE]
   MODE agent (default): first turn records a finding and writes notes/agent.txt, second turn reads it,
                         third turn answers "done".
-  MODE ticker N MS:     streams N text deltas "t=<unix time>" MS milliseconds apart, then stops
-                        (for fan-out latency measurements).
+  MODE ticker N MS [WAIT]: waits WAIT seconds (default 0), then streams N text deltas "t=<unix time>"
+                        MS milliseconds apart, then stops (for fan-out latency measurements).
 """
 import json, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +50,7 @@ class Handler(BaseHTTPRequestHandler):
         usage = {"choices": [], "usage": {"prompt_tokens": 200 + 10 * len(msgs), "completion_tokens": 20, "total_tokens": 0}}
         if MODE == "ticker":
             n, ms = int(sys.argv[3]), int(sys.argv[4])
+            time.sleep(float(sys.argv[5]) if len(sys.argv) > 5 else 0)
             self.send_events([{"ticker": True}] * n + [chunk({}, "stop"), usage], delay=ms / 1000)
             return
         tools_done = sum(1 for m in msgs if m.get("role") == "tool")

@@ -49,6 +49,13 @@ BIN="$BIN" OUT="$OUT" bash scripts/e2e/agents.sh | tee "$OUT/agents.txt"
 P=$(awk '/^agents e2e:/ { print $3 }' "$OUT/agents.txt"); F=$(awk '/^agents e2e:/ { print $5 }' "$OUT/agents.txt")
 PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
 
+# --- opt-in: a real small model served offline (slow: builds llama.cpp on first use) ---
+if [ "${KILN_E2E_LOCAL_LLM:-0}" = 1 ]; then
+  BIN="$BIN" OUT="$OUT" bash scripts/e2e/local_llm.sh | tee "$OUT/local-llm.txt"
+  P=$(awk '/^local-llm e2e:/ { print $3 }' "$OUT/local-llm.txt"); F=$(awk '/^local-llm e2e:/ { print $5 }' "$OUT/local-llm.txt")
+  PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
+fi
+
 # --- identity: curl + pyotp, then a real browser ---
 BIN="$BIN" OUT="$OUT" bash scripts/e2e/identity.sh | tee "$OUT/identity.txt"
 PASSED=$((PASSED + $(awk '/^identity e2e:/ { print $3 }' "$OUT/identity.txt" || echo 0)))
