@@ -273,7 +273,7 @@ final class AgentEngine: Sendable {
         let id = run.id
         var messages = [ChatMessage(role: "user", content: input.prompt)]
         var inTokens = 0, outTokens = 0, steps = 0
-        var msgSeq = 1, callSeq = 0, findingSeq = 0
+        var msgSeq = 1, callSeq = 0
         let findingCounter = Mutex(0)
         var outcome: (type: String, data: JSONValue, status: String, summary: String?, error: String?, reason: String?)
         let ctx = ToolContext(project: project, runID: id, userID: run.userID, directory: directory, jobs: jobs, db: db, snapshots: snapshots,
@@ -285,7 +285,6 @@ final class AgentEngine: Sendable {
                                       try tx.run("INSERT INTO agent_findings (run_id, seq, path, line, claim, evidence) VALUES (?, ?, ?, ?, ?, ?)", id, seq, path, line, claim, evidence)
                                   }
                               })
-        _ = findingSeq
         func store(_ m: ChatMessage) async {
             msgSeq += 1
             let seq = msgSeq, now = clock.now()

@@ -140,7 +140,8 @@ public enum ToolRegistry {
         try await ctx.snapshots.save(runID: ctx.runID, path: relative(ctx, abs), prior: old)
         let tmp = abs + ".kiln-tmp-" + IDs.randomBase62(8)
         guard FileManager.default.createFile(atPath: tmp, contents: Data(newText)) else { throw ToolFailure("cannot write \(relative(ctx, abs))") }
-        if let old, old.isEmpty == false || true, let attrs = try? FileManager.default.attributesOfItem(atPath: abs), let mode = attrs[.posixPermissions] {
+        // A replaced file keeps its permissions.
+        if old != nil, let attrs = try? FileManager.default.attributesOfItem(atPath: abs), let mode = attrs[.posixPermissions] {
             try? FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: tmp)
         }
         guard rename(tmp, abs) == 0 else { unlink(tmp); throw ToolFailure("cannot replace \(relative(ctx, abs))") }

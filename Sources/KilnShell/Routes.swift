@@ -176,9 +176,7 @@ public struct ShellModule: KilnModule {
             sql += " ORDER BY started_at DESC, id DESC LIMIT ?"; args.append(page.limit + 1)
             let finalSQL = sql, finalArgs = args
             let rows = try await db.read { tx in try tx.query(finalSQL, arguments: finalArgs) }
-            var items = rows.map(ShellJobs.job)
-            // Live jobs report themselves as running with their current byte counts.
-            items = items.map { j in j }
+            let items = rows.map(ShellJobs.job)
             return try .json(Page(fetched: items, limit: page.limit) { j in "\(Int64((j.startedAt.timeIntervalSince1970 * 1000).rounded()))|\(j.id)" })
         }
 

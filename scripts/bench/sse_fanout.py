@@ -69,10 +69,7 @@ async def main():
     base_rss = rss()
     latencies, done, connected = [], [], []
     tasks = []
-    # Connect the followers first (they replay from cursor 0, then get live events).
-    run_holder = {}
-    run = None
-    # Create the run only after all followers are queued: the provider delays the first tick.
+    # The provider holds its first delta back (WAIT in sse.sh) while the followers connect.
     run = json.loads(urllib.request.urlopen(req, timeout=30).read())["run_id"]
     for i in range(N):
         tasks.append(asyncio.create_task(follower(i, run, latencies, done, connected)))
