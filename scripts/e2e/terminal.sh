@@ -13,7 +13,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DATA=$(mktemp -d)
 PROJECTS=$(mktemp -d)
 mkdir -p "$PROJECTS/demo" && echo "hello" > "$PROJECTS/demo/README.md"
-# sshd's StrictModes refuses keys under world-writable /tmp, so the ssh material lives under .build/.
+# sshd's StrictModes refuses keys under a world-writable folder such as /tmp (where a CI clone may
+# live), so this test-only sshd runs with StrictModes off; its keys live under .build/.
 SSHDIR=$ROOT/.build/e2e/ssh
 rm -rf "$SSHDIR"; mkdir -p "$SSHDIR"; chmod 700 "$SSHDIR"
 PORT=$(free_port)
@@ -79,6 +80,7 @@ HostKey $SSHDIR/host_key
 AuthorizedKeysFile $SSHDIR/authorized_keys
 PasswordAuthentication no
 KbdInteractiveAuthentication no
+StrictModes no
 PermitRootLogin prohibit-password
 PidFile $SSHDIR/sshd.pid
 Subsystem sftp internal-sftp
