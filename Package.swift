@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "COpenSSL", "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects", "KilnShell", "KilnPTY", "KilnAgents", "KilnBudget", "KilnReceipts"], swiftSettings: strict),
 
         // Executables.
-        .executableTarget(name: "kiln", dependencies: ["KilnApp", "KilnHTTP", "KilnCore", "KilnReceipts"], swiftSettings: strict),
+        .executableTarget(name: "kiln", dependencies: ["KilnApp", "KilnHTTP", "KilnCore", "KilnBudget", "KilnReceipts"], swiftSettings: strict),
         .executableTarget(name: "kiln-bench", dependencies: ["KilnHTTP"], path: "Sources/kiln-bench", swiftSettings: strict),
 
         // Tests.

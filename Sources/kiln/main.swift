@@ -3,6 +3,7 @@ import Foundation
 import KilnApp
 import KilnCore
 import KilnHTTP
+import KilnBudget
 import KilnReceipts
 import KilnStore
 
@@ -54,6 +55,10 @@ case "serve":
     if wantsHelp { out(serveHelp); exit(0) }
     let (config, extra) = loadConfig(args)
     guard extra.isEmpty else { err("kiln serve: unexpected argument \(extra[0])"); exit(2) }
+    // A price table that does not load would silently make runs free, so it stops the start.
+    if let f = config.pricingFile {
+        do { _ = try PriceTable.load(file: f) } catch { err("kiln serve: \(error)"); exit(2) }
+    }
     ServerLog.setLevel(ServerLog.Level(rawValue: ["debug", "info", "warn", "error"].firstIndex(of: config.logLevel) ?? 1) ?? .info)
     let app = openApp(config)
     for m in app.appliedOnStart { ServerLog.info("migration applied", ["module": .string(m.module), "version": .int(m.version), "name": .string(m.name)]) }
