@@ -264,11 +264,13 @@ import Testing
     @Test func gracefulShutdownFinishesInFlightRequests() async throws {
         let s = try LiveServer(Self.router())
         let c = try RawClient(port: s.port)
-        c.send("GET /slow/300 HTTP/1.1\r\nHost: x\r\n\r\n")
+        // Long enough that the stop surely begins while the request is in flight, even when the
+        // parallel suite delays the stopping task.
+        c.send("GET /slow/1500 HTTP/1.1\r\nHost: x\r\n\r\n")
         try await Task.sleep(for: .milliseconds(50))
         let stopping = Task { await s.stop() }
         let r = await c.readResponse()
-        #expect(r?.bodyText == "slept 300")
+        #expect(r?.bodyText == "slept 1500")
         #expect(r?.header("Connection") == "close")
         await stopping.value
         #expect(throws: (any Error).self) { _ = try RawClient(port: s.port) }
