@@ -18,7 +18,7 @@ let package = Package(
         // System libraries and our C shim.
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
-        .target(name: "CShims", path: "Sources/CShims", linkerSettings: [.linkedLibrary("util")]),
+        .target(name: "CShims", path: "Sources/CShims"),
 
         // The engine and the shared layers.
         .target(name: "KilnHTTP", dependencies: ["CShims", "COpenSSL"], swiftSettings: strict),

@@ -13,10 +13,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <pty.h>
 #include <sys/wait.h>
 #include <termios.h>
 
@@ -174,19 +174,31 @@ int kiln_spawn(const char *path, char *const argv[], char *const envp[], const c
     return pid;
 }
 
+/* Like forkpty(3), but the master is close-on-exec from birth and the slave is opened only in the
+ * child: with forkpty, a program another thread starts between its openpty and our fcntl inherits
+ * the pair, and a leaked slave keeps the terminal from ever reporting its shell's exit. */
 int kiln_forkpty(int *master_fd, const char *path, char *const argv[], char *const envp[],
                  const char *cwd, unsigned short cols, unsigned short rows) {
     struct winsize ws = { .ws_row = rows, .ws_col = cols };
-    int m = -1;
-    pid_t pid = forkpty(&m, NULL, NULL, &ws);
-    if (pid < 0) return -errno;
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0) return -errno;
+    char slave[128];
+    if (grantpt(m) != 0 || unlockpt(m) != 0 || ptsname_r(m, slave, sizeof slave) != 0) { int e = errno; close(m); return -e; }
+    pid_t pid = fork();
+    if (pid < 0) { int e = errno; close(m); return -e; }
     if (pid == 0) {
         child_reset_signals();
+        setsid();
+        int s = open(slave, O_RDWR);
+        if (s < 0) _exit(126);
+        ioctl(s, TIOCSCTTY, 0);
+        ioctl(s, TIOCSWINSZ, &ws);
+        dup2(s, 0); dup2(s, 1); dup2(s, 2);
+        if (s > 2) close(s);
         if (cwd && chdir(cwd) != 0) _exit(126);
         execve(path, argv, envp);
         _exit(127);
     }
-    fcntl(m, F_SETFD, FD_CLOEXEC);
     fcntl(m, F_SETFL, fcntl(m, F_GETFL) | O_NONBLOCK);
     *master_fd = m;
     return pid;

@@ -65,7 +65,7 @@ public struct AccountModule: KilnModule {
                    summary: "Delete your account and its data in 30 days unless cancelled", tags: ["account"]) { req, ctx in
             let p = try ctx.requirePrincipal()
             let when = try await auth.requestDelete(userID: p.userID, ip: req.remoteAddress)
-            return .json(raw: Array(JSONValue.object(["status": "scheduled", "delete_after": .string(HTTPDate.iso8601(when))]).jsonText.utf8))
+            return .json(JSONValue.object(["status": "scheduled", "delete_after": .string(HTTPDate.iso8601(when))]))
         }
 
         routes.add(.POST, "/api/account/cancel-delete", permission: "account:write", summary: "Keep your account: cancel a requested deletion", tags: ["account"]) { req, ctx in
@@ -92,7 +92,7 @@ public struct AccountModule: KilnModule {
             for (name, section) in hooks.exportSections { doc[name] = try await section(p.userID) }
             try await auth.audit(AuditEvent(action: "account.exported", actorUserID: p.userID, actorKeyID: p.apiKeyID, resourceType: "user",
                                             resourceID: p.userID, ip: req.remoteAddress))
-            var res = Response.json(raw: Array(JSONValue.object(doc).jsonText.utf8))
+            var res = Response.json(JSONValue.object(doc))
             res.headers["Content-Disposition"] = "attachment; filename=\"kiln-account-export.json\""
             res.headers["Cache-Control"] = "no-store"
             return res
@@ -126,7 +126,7 @@ public struct AccountModule: KilnModule {
             }
             body["api_key"] = .object(body)
             body["key"] = .string(token)
-            var res = Response.json(raw: Array(JSONValue.object(body).jsonText.utf8), status: .created)
+            var res = Response.json(JSONValue.object(body), status: .created)
             res.headers["Cache-Control"] = "no-store"
             return res
         }

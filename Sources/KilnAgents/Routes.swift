@@ -83,9 +83,9 @@ public struct AgentsModule: KilnModule {
             let runID = try await engine.start(project: project, userID: uid, provider: prov,
                                                input: RunInput(prompt: input.prompt, model: input.model ?? model, maxSteps: input.maxSteps ?? p.maxSteps ?? 20,
                                                                temperature: p.temperature, instructions: p.systemInstructions))
-            if wantsJSON(req) {
-                return .json(raw: Array(JSONValue.object(["run_id": .string(runID), "status": "running",
-                                                          "follow_url": .string("/api/agent/follow?run_id=\(runID)")]).jsonText.utf8), status: .accepted)
+            if req.prefersJSON {
+                return .json(JSONValue.object(["run_id": .string(runID), "status": "running",
+                                                          "follow_url": .string("/api/agent/follow?run_id=\(runID)")]), status: .accepted)
             }
             return try bus.sse(topic: AgentEngine.topic(runID), request: req, endTypes: AgentEngine.terminal)
         }
@@ -120,7 +120,7 @@ public struct AgentsModule: KilnModule {
                 throw HTTPError(.conflict, message: "The run is not running (status \(r.string("status") ?? "?"))", details: ["status": .string(r.string("status") ?? "")])
             }
             for _ in 0..<100 where engine.isLive(id) { try await Task.sleep(nanoseconds: 10_000_000) }
-            return .json(raw: Array(JSONValue.object(["run_id": .string(id), "status": "cancelled"]).jsonText.utf8))
+            return .json(JSONValue.object(["run_id": .string(id), "status": "cancelled"]))
         }
 
         routes.add(.POST, "/api/agent/rollback", permission: "agent:run",
@@ -142,7 +142,7 @@ public struct AgentsModule: KilnModule {
                                                    resourceType: "agent_run", resourceID: rid, ip: req.remoteAddress,
                                                    details: ["paths": .array(restored.map { .string($0) }), "force": .bool(input.force ?? false)]), at: now)
             }
-            return .json(raw: Array(JSONValue.object(["run_id": .string(rid), "restored": .array(restored.map { .string($0) })]).jsonText.utf8))
+            return .json(JSONValue.object(["run_id": .string(rid), "restored": .array(restored.map { .string($0) })]))
         }
 
         routes.add(.GET, "/api/agent/history", permission: "agent:read",
@@ -169,7 +169,7 @@ public struct AgentsModule: KilnModule {
             if more, let last = rows.prefix(page.limit).last {
                 next = .string(PageRequest.encodeCursor("\(last.int64("started_at") ?? 0)|\(last.string("id") ?? "")"))
             }
-            return .json(raw: Array(JSONValue.object(["items": .array(kept), "next_cursor": next]).jsonText.utf8))
+            return .json(JSONValue.object(["items": .array(kept), "next_cursor": next]))
         }
 
         routes.add(.GET, "/api/agent/runs/:run_id", permission: "agent:read", summary: "One run with its full transcript, tool calls (whole output) and changed files",
@@ -206,7 +206,7 @@ public struct AgentsModule: KilnModule {
                 .object(["path": .string(f.string("path") ?? ""), "line": .int(f.int("line") ?? 0), "claim": .string(f.string("claim") ?? ""),
                          "evidence": .string(f.string("evidence") ?? "")])
             })
-            return .json(raw: Array(JSONValue.object(o).jsonText.utf8))
+            return .json(JSONValue.object(o))
         }
 
         routes.add(.GET, "/api/agent/prefs", permission: "agent:prefs", summary: "Your agent preferences, the workspace default, and the effective values",
@@ -225,7 +225,7 @@ public struct AgentsModule: KilnModule {
                                         "max_steps": .int(eff.maxSteps ?? 20), "temperature": eff.temperature.map { .double($0) } ?? .null,
                                         "system_instructions": eff.systemInstructions.map { .string($0) } ?? .null,
                                         "configured": .bool(server != nil)]
-            return .json(raw: Array(JSONValue.object(["user": stored("user"), "workspace": stored("workspace"), "effective": effective]).jsonText.utf8))
+            return .json(JSONValue.object(["user": stored("user"), "workspace": stored("workspace"), "effective": effective]))
         }
 
         routes.add(.POST, "/api/agent/prefs", permission: "agent:prefs",
@@ -252,7 +252,7 @@ public struct AgentsModule: KilnModule {
                 try tx.run("INSERT INTO agent_prefs (scope, scope_id, prefs, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (scope, scope_id) DO UPDATE SET prefs = excluded.prefs, updated_at = excluded.updated_at",
                            scope, sid, text, now)
             }
-            return .json(raw: Array(JSONValue.object(["scope": .string(scope), "prefs": (try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))) ?? .null]).jsonText.utf8))
+            return .json(JSONValue.object(["scope": .string(scope), "prefs": (try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))) ?? .null]))
         }
 
         routes.add(.POST, "/api/shell/suggest", permission: "agent:run",
@@ -279,8 +279,8 @@ public struct AgentsModule: KilnModule {
             catch let e as ProviderError { throw HTTPError(HTTPStatus(502), code: "unavailable", message: e.description) }
             let (command, explanation) = parseSuggestion(turn.text)
             guard !command.isEmpty else { throw HTTPError(HTTPStatus(502), code: "unavailable", message: "The model did not suggest a command") }
-            return .json(raw: Array(JSONValue.object(["command": .string(command), "explanation": .string(explanation),
-                                                      "toolchain": .string(toolchain), "model": .string(model)]).jsonText.utf8))
+            return .json(JSONValue.object(["command": .string(command), "explanation": .string(explanation),
+                                                      "toolchain": .string(toolchain), "model": .string(model)]))
         }
     }
 }

@@ -29,7 +29,7 @@ struct CoreModule: KilnModule {
                    tags: ["probes"]) { _, ctx in
             let checks = await app.readinessChecks()
             let ok = checks.values.allSatisfy { if case .object(let o) = $0 { return o["ok"] == .bool(true) } else { return false } }
-            if ok { return .json(raw: Array(JSONValue.object(["status": "ready", "checks": .object(checks)]).jsonText.utf8)) }
+            if ok { return .json(JSONValue.object(["status": "ready", "checks": .object(checks)])) }
             let body = JSONValue.object([
                 "error": ["code": "unavailable", "message": "Not ready", "details": ["checks": .object(checks)]],
                 "request_id": .string(ctx.requestID), "status": "not_ready", "checks": .object(checks),
@@ -42,7 +42,7 @@ struct CoreModule: KilnModule {
         }
         routes.add(.GET, "/api/openapi.json", permission: Permission.publicAccess, summary: "This API as an OpenAPI 3.1 document",
                    tags: ["meta"]) { _, _ in
-            .json(raw: Array(app.openAPIDocument().jsonText.utf8))
+            .json(app.openAPIDocument())
         }
         routes.add(.GET, "/api/permissions", permission: Permission.publicAccess, summary: "Every permission with what it allows",
                    tags: ["meta"], responseBody: ["type": "object", "properties": ["items": ["type": "array"]]]) { _, _ in
@@ -51,7 +51,7 @@ struct CoreModule: KilnModule {
                          "scope": .string(p.workspaceScoped ? "workspace" : "user"),
                          "roles": .array(app.services.catalog.roles(granting: p.name).map { .string($0.rawValue) })])
             }
-            return .json(raw: Array(JSONValue.object(["items": .array(items), "next_cursor": .null]).jsonText.utf8))
+            return .json(JSONValue.object(["items": .array(items), "next_cursor": .null]))
         }
     }
 }

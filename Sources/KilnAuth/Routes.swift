@@ -118,7 +118,7 @@ public struct AuthModule: KilnModule {
                let out = try? await ProcessRunner.run(qrencode, ["-t", "SVG", "-o", "-", setup.otpauthUrl], timeout: 10), out.status == 0 {
                 body["qr_svg"] = .string(String(decoding: out.stdout, as: UTF8.self))
             }
-            var res = Response.json(raw: Array(JSONValue.object(body).jsonText.utf8))
+            var res = Response.json(JSONValue.object(body))
             res.headers["Cache-Control"] = "no-store"
             return res
         }
@@ -130,7 +130,7 @@ public struct AuthModule: KilnModule {
             let p = try ctx.requirePrincipal()
             let input = try await req.decode(CodeInput.self, limit: small)
             let outcome = try await auth.mfaVerify(principal: p, code: input.code, ip: req.remoteAddress)
-            return .json(raw: Array(JSONValue.object(["status": .string(outcome.rawValue), "mfa_required": false]).jsonText.utf8))
+            return .json(JSONValue.object(["status": .string(outcome.rawValue), "mfa_required": false]))
         }
 
         struct DisableInput: Decodable { let password: String; let code: String }
@@ -149,10 +149,10 @@ public struct AuthModule: KilnModule {
             guard let user = try await auth.user(id: p.userID) else { throw APIError.unauthenticated() }
             let userJSON = try JSONDecoder().decode(JSONValue.self, from: Data(try JSONCoding.encode(user)))
             func opt(_ s: String?) -> JSONValue { s.map { .string($0) } ?? .null }
-            var res = Response.json(raw: Array(JSONValue.object([
+            var res = Response.json(JSONValue.object([
                 "user": userJSON, "csrf_token": opt(p.csrfToken), "mfa_required": .bool(p.mfaPending),
                 "session_id": opt(p.sessionID), "api_key_id": opt(p.apiKeyID),
-            ]).jsonText.utf8))
+            ]))
             res.headers["Cache-Control"] = "no-store"
             return res
         }

@@ -99,7 +99,7 @@ public struct BudgetModule: KilnModule {
                 "priced": .bool(price != nil),
                 "price": price.map { ["input_per_mtok_usd_micros": .int($0.input), "output_per_mtok_usd_micros": .int($0.output)] } ?? .null,
             ]
-            return .json(raw: Array(body.jsonText.utf8))
+            return .json(body)
         }
 
         routes.add(.GET, "/api/budget/ledger", permission: "budget:read",
@@ -144,8 +144,8 @@ public struct BudgetModule: KilnModule {
                                "by_model": .array(byModel.keys.sorted().map { byModel[$0]!.json(["model": .string($0)]) }),
                                "by_user": .array(byUser.keys.sorted().map { byUser[$0]!.json(["user_id": .string($0)]) })])
             }
-            return .json(raw: Array(JSONValue.object(["ws_id": .string(ws), "since": .string(since), "until": .string(until),
-                                                      "days": .array(items), "totals": total.json()]).jsonText.utf8))
+            return .json(JSONValue.object(["ws_id": .string(ws), "since": .string(since), "until": .string(until),
+                                                      "days": .array(items), "totals": total.json()]))
         }
 
         @Sendable func limitsJSON(_ ws: String) async throws -> JSONValue {
@@ -158,7 +158,7 @@ public struct BudgetModule: KilnModule {
 
         routes.add(.GET, "/api/budget/limits", permission: "budget:read", summary: "The workspace's caps (null: none) and what was spent today and this month",
                    tags: ["budget"], query: [("ws_id", "the workspace", true)]) { _, ctx in
-            .json(raw: Array(try await limitsJSON(try ctx.requireWorkspace().wsID).jsonText.utf8))
+            .json(try await limitsJSON(try ctx.requireWorkspace().wsID))
         }
 
         routes.add(.PUT, "/api/budget/limits", permission: "budget:manage",
@@ -186,7 +186,7 @@ public struct BudgetModule: KilnModule {
                         per_run_usd_micros = excluded.per_run_usd_micros, updated_at = excluded.updated_at
                     """, ws, l.daily, l.monthly, l.perRun, now)
             }
-            return .json(raw: Array(try await limitsJSON(ws).jsonText.utf8))
+            return .json(try await limitsJSON(ws))
         }
     }
 }

@@ -45,10 +45,18 @@ public enum ProcessRunner {
         return (fds[0], fds[1])
     }
 
+    /// The environment programs Kiln starts get: the server's own minus its `KILN_*` settings (the
+    /// master key, the model provider's key…), plus `extra`.
+    public static func childEnvironment(_ extra: [String: String] = [:]) -> [String: String] {
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("KILN_") }
+        for (k, v) in extra { env[k] = v }
+        return env
+    }
+
     /// Starts `path` with the given fds as stdin/stdout/stderr (-1 keeps Kiln's own) in a new process group.
     public static func spawn(_ path: String, _ args: [String], stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1,
                              cwd: String? = nil, environment: [String: String]? = nil) throws -> pid_t {
-        let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
+        let env = (environment ?? childEnvironment()).map { "\($0.key)=\($0.value)" }
         let argv = ([path] + args).map { strdup($0) } + [nil]
         let envp = env.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) }; envp.forEach { free($0) } }

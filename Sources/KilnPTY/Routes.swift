@@ -75,20 +75,20 @@ public struct PTYModule: KilnModule {
                 o["ws_path"] = .string("/api/pty/\(t.id)/stream")
                 info = .object(o)
             }
-            return .json(raw: Array(info.jsonText.utf8), status: .created)
+            return .json(info, status: .created)
         }
 
         routes.add(.GET, "/api/pty", permission: "pty:open", summary: "Your terminals in the workspace", tags: ["pty"]) { _, ctx in
             let access = try ctx.requireWorkspace()
             let uid = try ctx.requirePrincipal().userID
             let items = terminals.list(userID: uid, wsID: access.wsID).map(\.info)
-            return .json(raw: Array(JSONValue.object(["items": .array(items), "next_cursor": .null]).jsonText.utf8))
+            return .json(JSONValue.object(["items": .array(items), "next_cursor": .null]))
         }
 
         routes.add(.DELETE, "/api/pty/:pty_id", permission: "pty:open", summary: "End one of your terminals", tags: ["pty"]) { _, ctx in
             let t = try own(ctx)
             terminals.end(t)
-            return .json(raw: Array(t.info.jsonText.utf8))
+            return .json(t.info)
         }
 
         routes.add(.GET, "/api/pty/:pty_id/stream", permission: "pty:open",
@@ -174,10 +174,7 @@ final class Terminals: Sendable {
     func spawn(userID: String, wsID: String, projectID: String?, shell: String, cwd: String, cols: Int, rows: Int) throws -> Terminal {
         let count = all.withLock { $0.values.filter { $0.userID == userID && !$0.exited }.count }
         guard count < maxPerUser else { throw HTTPError(.tooManyRequests, code: "rate_limited", message: "You have \(count) terminals open; end one first") }
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("KILN_") }
-        env["TERM"] = "xterm-256color"
-        env["COLORTERM"] = "truecolor"
-        env["SHELL"] = shell
+        let env = ProcessRunner.childEnvironment(["TERM": "xterm-256color", "COLORTERM": "truecolor", "SHELL": shell])
         let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
         let name = (shell as NSString).lastPathComponent
         let argv = [strdup(name), strdup("-i")] + [nil]

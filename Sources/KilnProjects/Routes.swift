@@ -71,7 +71,7 @@ public struct ProjectsModule: KilnModule {
                 if let s = f.startLine, let e = f.endLine, let t = f.totalLines {
                     body["start_line"] = .int(s); body["end_line"] = .int(e); body["total_lines"] = .int(t)
                 }
-                res = Response.json(raw: Array(JSONValue.object(body).jsonText.utf8))
+                res = Response.json(JSONValue.object(body))
             }
             res.headers["ETag"] = f.etag
             return res
@@ -92,8 +92,8 @@ public struct ProjectsModule: KilnModule {
             let uid = try ctx.requirePrincipal().userID
             let (project, root) = try await projects.resolve(input.projectId, access: access, userID: uid)
             let job = try await projects.startRescan(project, root: root, userID: uid, bus: bus, jobs: jobs)
-            return .json(raw: Array(JSONValue.object(["job_id": .string(job), "project_id": .string(project.id), "status": "running",
-                                                      "events_url": .string("/api/project/rescan/\(job)/events")]).jsonText.utf8), status: .accepted)
+            return .json(JSONValue.object(["job_id": .string(job), "project_id": .string(project.id), "status": "running",
+                                                      "events_url": .string("/api/project/rescan/\(job)/events")]), status: .accepted)
         }
 
         routes.add(.GET, "/api/project/rescan/:job_id/events", permission: "project:read",

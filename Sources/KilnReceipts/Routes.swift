@@ -45,16 +45,16 @@ public struct ReceiptsModule: KilnModule {
         routes.add(.GET, "/api/receipts/public-key", permission: Permission.publicAccess,
                    summary: "The server's Ed25519 receipt key: base64url of the raw 32-byte public key", tags: ["receipts"]) { _, _ in
             guard let key else { throw APIError.unavailable("The receipt key could not be loaded") }
-            return .json(raw: Array(JSONValue.object(["algorithm": "Ed25519", "public_key": .string(Base64URL.encode(key.publicKey)),
-                                                      "encoding": "base64url"]).jsonText.utf8))
+            return .json(JSONValue.object(["algorithm": "Ed25519", "public_key": .string(Base64URL.encode(key.publicKey)),
+                                                      "encoding": "base64url"]))
         }
 
         routes.add(.GET, "/api/receipts/chain-head", permission: "receipts:read", summary: "The newest receipt of the workspace's chain: {seq, hash, run_id}",
                    tags: ["receipts"], query: [("ws_id", "the workspace", true)]) { _, ctx in
             let ws = try ctx.requireWorkspace().wsID
             let r = try await db.read { tx in try tx.first("SELECT seq, hash, run_id FROM receipts WHERE ws_id = ? ORDER BY seq DESC LIMIT 1", ws) }
-            return .json(raw: Array(JSONValue.object(["ws_id": .string(ws), "seq": .int(r?.int("seq") ?? 0), "hash": .string(r?.string("hash") ?? ReceiptChain.genesis),
-                                                      "run_id": r?.string("run_id").map { .string($0) } ?? .null]).jsonText.utf8))
+            return .json(JSONValue.object(["ws_id": .string(ws), "seq": .int(r?.int("seq") ?? 0), "hash": .string(r?.string("hash") ?? ReceiptChain.genesis),
+                                                      "run_id": r?.string("run_id").map { .string($0) } ?? .null]))
         }
 
         routes.add(.GET, "/api/receipts", permission: "receipts:read", summary: "The workspace's receipts in chain order",
@@ -68,11 +68,11 @@ public struct ReceiptsModule: KilnModule {
             let rows = try await db.read { tx in try tx.query("SELECT * FROM receipts WHERE ws_id = ? AND seq > ? ORDER BY seq LIMIT ?", ws, after, page.limit + 1) }
             let kept = rows.prefix(page.limit)
             let next: JSONValue = rows.count > page.limit ? .string(PageRequest.encodeCursor(String(kept.last?.int("seq") ?? 0))) : .null
-            return .json(raw: Array(JSONValue.object(["items": .array(kept.map(ReceiptChain.served)), "next_cursor": next]).jsonText.utf8))
+            return .json(JSONValue.object(["items": .array(kept.map(ReceiptChain.served)), "next_cursor": next]))
         }
 
         routes.add(.GET, "/api/receipts/:run_id", permission: "receipts:read", summary: "A run's receipt (body, hash, signature)", tags: ["receipts"]) { _, ctx in
-            .json(raw: Array(ReceiptChain.served(try await receiptRow(ctx)).jsonText.utf8))
+            .json(ReceiptChain.served(try await receiptRow(ctx)))
         }
 
         routes.add(.POST, "/api/receipts/:run_id/verify", permission: "receipts:read",
@@ -82,7 +82,7 @@ public struct ReceiptsModule: KilnModule {
             let row = try await receiptRow(ctx)
             let ws = row.string("ws_id") ?? "", through = row.int("seq") ?? 0
             let rows = try await db.read { tx in try tx.query("SELECT * FROM receipts WHERE ws_id = ? AND seq <= ? ORDER BY seq", ws, through) }
-            return .json(raw: Array(ReceiptChain.verify(rows: rows, publicKey: key.publicKey, throughSeq: through).json.jsonText.utf8))
+            return .json(ReceiptChain.verify(rows: rows, publicKey: key.publicKey, throughSeq: through).json)
         }
 
         routes.add(.POST, "/api/receipts/:run_id/reground", permission: "receipts:read",
@@ -133,7 +133,7 @@ public struct ReceiptsModule: KilnModule {
                     files.append(.object(o))
                 }
             }
-            return .json(raw: Array(JSONValue.object(["run_id": .string(row.string("run_id") ?? ""), "findings": .array(findings), "files": .array(files)]).jsonText.utf8))
+            return .json(JSONValue.object(["run_id": .string(row.string("run_id") ?? ""), "findings": .array(findings), "files": .array(files)]))
         }
     }
 }

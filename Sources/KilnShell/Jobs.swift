@@ -148,11 +148,10 @@ public final class ShellJobs: Sendable {
         }
     }
 
-    /// The environment a job sees: the server's minus Kiln's own settings (keys, passwords), plus `extra`.
+    /// The environment a job sees: the server's minus Kiln's own settings, a plain TERM, plus `extra`.
     static func environment(_ extra: [String: String]) -> [String: String] {
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("KILN_") }
-        env["TERM"] = env["TERM"] ?? "dumb"
-        for (k, v) in extra { env[k] = v }
+        var env = ProcessRunner.childEnvironment(extra)
+        env["TERM"] = extra["TERM"] ?? ProcessInfo.processInfo.environment["TERM"] ?? "dumb"
         return env
     }
 

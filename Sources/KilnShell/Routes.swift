@@ -46,9 +46,9 @@ public struct ShellModule: KilnModule {
 
         /// The answer to a job start: its event stream, or `{job_id}` for JSON clients.
         @Sendable func started(_ req: Request, _ jobID: String) throws -> Response {
-            if wantsJSON(req) {
-                return .json(raw: Array(JSONValue.object(["job_id": .string(jobID), "status": "running",
-                                                          "events_url": .string("/api/shell/jobs/\(jobID)/events")]).jsonText.utf8), status: .accepted)
+            if req.prefersJSON {
+                return .json(JSONValue.object(["job_id": .string(jobID), "status": "running",
+                                                          "events_url": .string("/api/shell/jobs/\(jobID)/events")]), status: .accepted)
             }
             return try stream(jobID, req)
         }
@@ -131,9 +131,9 @@ public struct ShellModule: KilnModule {
             let pid = project.id
             let saved = try await db.read { tx in try tx.first("SELECT test_command FROM shell_settings WHERE project_id = ?", pid)?.string("test_command") }
             let detected = TestRunners.detect(root: project.root)
-            return .json(raw: Array(JSONValue.object(["project_id": .string(pid), "test_command": saved.map { .string($0) } ?? .null,
+            return .json(JSONValue.object(["project_id": .string(pid), "test_command": saved.map { .string($0) } ?? .null,
                                                       "detected_runner": detected.map { .string($0.runner) } ?? .null,
-                                                      "detected_command": detected.map { .string($0.command) } ?? .null]).jsonText.utf8))
+                                                      "detected_command": detected.map { .string($0.command) } ?? .null]))
         }
 
         routes.add(.PUT, "/api/shell/settings", permission: "shell:run", summary: "Save (or clear with null) the project's test command",
@@ -152,7 +152,7 @@ public struct ShellModule: KilnModule {
             _ = try await db.write { tx in
                 try tx.run("INSERT INTO shell_settings (project_id, test_command, updated_at) VALUES (?, ?, ?) ON CONFLICT (project_id) DO UPDATE SET test_command = excluded.test_command, updated_at = excluded.updated_at", pid, cmd, now)
             }
-            return .json(raw: Array(JSONValue.object(["project_id": .string(pid), "test_command": cmd.map { .string($0) } ?? .null]).jsonText.utf8))
+            return .json(JSONValue.object(["project_id": .string(pid), "test_command": cmd.map { .string($0) } ?? .null]))
         }
 
         routes.add(.GET, "/api/shell/jobs", permission: "shell:read", summary: "In-flight and recent jobs, newest first",
@@ -191,7 +191,7 @@ public struct ShellModule: KilnModule {
             obj["encoding"] = base64 ? "base64" : "utf-8"
             obj["stdout_truncated"] = .bool(job.stdoutBytes > out.count)
             obj["stderr_truncated"] = .bool(job.stderrBytes > err.count)
-            return .json(raw: Array(JSONValue.object(obj).jsonText.utf8))
+            return .json(JSONValue.object(obj))
         }
 
         routes.add(.GET, "/api/shell/jobs/:job_id/events", permission: "shell:read",
@@ -232,7 +232,7 @@ public struct ShellModule: KilnModule {
                 .object(["command": .string(r.string("command") ?? ""), "runs": .int(r.int("runs") ?? 0),
                          "last_run_at": .string(HTTPDate.iso8601(r.date("last_run_at") ?? Date()))])
             }
-            return .json(raw: Array(JSONValue.object(["items": .array(items), "next_cursor": .null]).jsonText.utf8))
+            return .json(JSONValue.object(["items": .array(items), "next_cursor": .null]))
         }
 
         // MARK: ssh
@@ -301,8 +301,8 @@ public struct ShellModule: KilnModule {
             guard rename(tmp, dest) == 0 else { throw APIError.conflict("Could not place the file at dest_path") }
             let bytes = FileManager.default.contents(atPath: dest) ?? Data()
             let shown = String(dest.dropFirst(project.root.count + 1))
-            return .json(raw: Array(JSONValue.object(["path": .string(shown), "size": .int(bytes.count), "host": .string(host.host),
-                                                      "sha256": .string(Crypto.hex(Crypto.sha256(Array(bytes))))]).jsonText.utf8), status: .created)
+            return .json(JSONValue.object(["path": .string(shown), "size": .int(bytes.count), "host": .string(host.host),
+                                                      "sha256": .string(Crypto.hex(Crypto.sha256(Array(bytes))))]), status: .created)
         }
     }
 }
@@ -324,11 +324,6 @@ public func startTests(jobs: ShellJobs, db: Database, project: ProjectRef, userI
         TestRunners.summarize(runner: runner, output: String(decoding: o.stdout, as: UTF8.self) + "\n" + String(decoding: o.stderr, as: UTF8.self))
     }
     return id
-}
-
-public func wantsJSON(_ req: Request) -> Bool {
-    let accept = req.headers["Accept"] ?? ""
-    return accept.contains("application/json") && !accept.contains("text/event-stream")
 }
 
 func encoding(_ req: Request) throws -> Bool {

@@ -41,6 +41,13 @@ public struct Request: Sendable {
         headers["Content-Type"].map { $0.split(separator: ";", maxSplits: 1)[0].trimmingCharacters(in: .whitespaces).lowercased() }
     }
 
+    /// True when the client asked for JSON rather than an event stream (`Accept: application/json`):
+    /// routes that can stream answer such clients at once with an id to follow later.
+    public var prefersJSON: Bool {
+        let accept = headers["Accept"] ?? ""
+        return accept.contains("application/json") && !accept.contains("text/event-stream")
+    }
+
     /// The whole body as bytes (collecting a streamed body up to `limit`).
     public func bodyBytes(limit: Int = 10 << 20) async throws -> [UInt8] {
         switch body {

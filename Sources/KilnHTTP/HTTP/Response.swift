@@ -19,6 +19,11 @@ public struct Response: Sendable {
                  body: .bytes(try JSONCoding.encode(value)))
     }
 
+    /// A JSON document built as a `JSONValue` (keys exactly as written).
+    public static func json(_ value: JSONValue, status: HTTPStatus = .ok) -> Response {
+        json(raw: Array(value.jsonText.utf8), status: status)
+    }
+
     public static func json(raw: [UInt8], status: HTTPStatus = .ok) -> Response {
         Response(status: status, headers: ["Content-Type": "application/json; charset=utf-8"], body: .bytes(raw))
     }
