@@ -154,11 +154,7 @@ public struct AgentsModule: KilnModule {
             var sql = "SELECT r.*, (SELECT COUNT(*) FROM agent_snapshots s WHERE s.run_id = r.id) AS files_changed FROM agent_runs r WHERE r.ws_id = ?"
             var args: [any SQLBindable] = [access.wsID]
             if let p = req.query["project_id"], !p.isEmpty { sql += " AND r.project_id = ?"; args.append(p) }
-            if let c = page.cursor {
-                let parts = c.split(separator: "|")
-                guard parts.count == 2, let ms = Int64(parts[0]) else { throw APIError.validation("cursor is not one this server issued", field: "cursor") }
-                sql += " AND (r.started_at < ? OR (r.started_at = ? AND r.id < ?))"; args += [ms, ms, String(parts[1])]
-            }
+            if let c = try page.timeCursor(timeColumn: "r.started_at", idColumn: "r.id") { sql += c.sql; args += c.args }
             sql += " ORDER BY r.started_at DESC, r.id DESC LIMIT ?"; args.append(page.limit + 1)
             let (q, a) = (sql, args)
             let rows = try await db.read { tx in try tx.query(q, arguments: a) }
@@ -167,7 +163,7 @@ public struct AgentsModule: KilnModule {
             let kept = Array(items.prefix(page.limit))
             var next: JSONValue = .null
             if more, let last = rows.prefix(page.limit).last {
-                next = .string(PageRequest.encodeCursor("\(last.int64("started_at") ?? 0)|\(last.string("id") ?? "")"))
+                next = .string(PageRequest.encodeCursor(PageRequest.timeCursorKey(last.date("started_at") ?? Date(), id: last.string("id") ?? "")))
             }
             return .json(JSONValue.object(["items": .array(kept), "next_cursor": next]))
         }

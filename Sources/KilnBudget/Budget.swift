@@ -3,6 +3,7 @@ import KilnAgents
 import KilnCore
 import KilnHTTP
 import KilnStore
+import Synchronization
 
 enum BudgetMigrations {
     static let all = [
@@ -53,6 +54,22 @@ public struct PriceTable: Sendable {
         "claude-haiku-4-5": Price(input: 1_000_000, output: 5_000_000),
         "claude-3-5-haiku": Price(input: 800_000, output: 4_000_000),
     ]
+
+    private static let loaded = Mutex<[String: PriceTable]>([:])
+
+    /// The server's table: built in, plus `--pricing` (read once; `kiln serve` refuses a file that
+    /// does not load, so a failure here falls back to the built-in prices with a log line).
+    public static func configured(_ config: Config) -> PriceTable {
+        let key = config.pricingFile ?? ""
+        if let t = loaded.withLock({ $0[key] }) { return t }
+        let table: PriceTable
+        do { table = try load(file: config.pricingFile) } catch {
+            ServerLog.error("pricing file ignored", ["error": .string(String(describing: error))])
+            table = PriceTable(prices: builtIn)
+        }
+        loaded.withLock { $0[key] = table }
+        return table
+    }
 
     /// `--pricing FILE`: `{"models": {"name": {"input_per_mtok_usd_micros": N, "output_per_mtok_usd_micros": N}}}`.
     public static func load(file: String?) throws -> PriceTable {

@@ -19,11 +19,7 @@ public struct BudgetModule: KilnModule {
     }
 
     public func register(_ routes: Routes, _ services: Services) {
-        let prices: PriceTable
-        do { prices = try PriceTable.load(file: services.config.pricingFile) } catch {
-            ServerLog.error("pricing file ignored", ["error": .string(String(describing: error))])
-            prices = PriceTable(prices: PriceTable.builtIn)
-        }
+        let prices = PriceTable.configured(services.config)
         let budget = BudgetService(db: services.db, clock: services.clock, prices: prices)
         let projects = ProjectDirectory(services: services)
         let db = services.db

@@ -1,4 +1,5 @@
 import Foundation
+import KilnStore
 import KilnCrypto
 import KilnHTTP
 import Synchronization
@@ -93,6 +94,20 @@ public struct PageRequest: Sendable {
     }
 
     public static func encodeCursor(_ s: String) -> String { Base64URL.encode(Array(s.utf8)) }
+
+    /// For newest-first lists ordered by (time, id): the position the cursor resumes after, and the
+    /// SQL condition (on `timeColumn` and `idColumn`) with its arguments.
+    public func timeCursor(timeColumn: String, idColumn: String) throws -> (sql: String, args: [any SQLBindable])? {
+        guard let c = cursor else { return nil }
+        let parts = c.split(separator: "|", maxSplits: 1)
+        guard parts.count == 2, let ms = Int64(parts[0]) else { throw HTTPError.validation("cursor is not one this server issued", field: "cursor") }
+        return (" AND (\(timeColumn) < ? OR (\(timeColumn) = ? AND \(idColumn) < ?))", [ms, ms, String(parts[1])])
+    }
+
+    /// The position of an item at (`time`, `id`) in such a list (`Page(fetched:)` encodes it).
+    public static func timeCursorKey(_ time: Date, id: String) -> String {
+        "\(Int64((time.timeIntervalSince1970 * 1000).rounded()))|\(id)"
+    }
 }
 
 public struct Page<Item: Encodable & Sendable>: Encodable, Sendable {

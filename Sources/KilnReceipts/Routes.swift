@@ -26,7 +26,7 @@ public struct ReceiptsModule: KilnModule {
             key = nil
         }
         let chain = ReceiptChain(db: services.db, key: key)
-        let prices = (try? PriceTable.load(file: services.config.pricingFile)) ?? PriceTable(prices: PriceTable.builtIn)
+        let prices = PriceTable.configured(services.config)
         let db = services.db
         let projects = ProjectDirectory(services: services)
         AgentHooks.shared(services).onEnd { r in

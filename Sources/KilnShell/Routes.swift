@@ -168,16 +168,12 @@ public struct ShellModule: KilnModule {
             var args: [any SQLBindable] = [access.wsID]
             if let p = req.query["project_id"], !p.isEmpty { sql += " AND project_id = ?"; args.append(p) }
             if let s = req.query["status"] { sql += " AND status = ?"; args.append(s) }
-            if let c = page.cursor {
-                let parts = c.split(separator: "|")
-                guard parts.count == 2, let ms = Int64(parts[0]) else { throw APIError.validation("cursor is not one this server issued", field: "cursor") }
-                sql += " AND (started_at < ? OR (started_at = ? AND id < ?))"; args += [ms, ms, String(parts[1])]
-            }
+            if let c = try page.timeCursor(timeColumn: "started_at", idColumn: "id") { sql += c.sql; args += c.args }
             sql += " ORDER BY started_at DESC, id DESC LIMIT ?"; args.append(page.limit + 1)
             let finalSQL = sql, finalArgs = args
             let rows = try await db.read { tx in try tx.query(finalSQL, arguments: finalArgs) }
             let items = rows.map(ShellJobs.job)
-            return try .json(Page(fetched: items, limit: page.limit) { j in "\(Int64((j.startedAt.timeIntervalSince1970 * 1000).rounded()))|\(j.id)" })
+            return try .json(Page(fetched: items, limit: page.limit) { PageRequest.timeCursorKey($0.startedAt, id: $0.id) })
         }
 
         routes.add(.GET, "/api/shell/jobs/:job_id", permission: "shell:read", summary: "One job with its kept output (the last 1 MiB of each stream)",

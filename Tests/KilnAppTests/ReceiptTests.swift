@@ -74,6 +74,9 @@ extension AgentFixture {
             cursor = page.json["next_cursor"] as? String ?? ""
         } while !cursor.isEmpty
         #expect(listed.map { $0["seq"] as? Int ?? 0 } == Array(1...50))
+        #expect(try await x.f.a.call("GET", "/api/receipts?ws_id=\(x.f.ws)&cursor=bm90LWEtbnVtYmVy").status == 400)
+        #expect(try await x.f.a.call("GET", "/api/receipts/run_0000000000000000000000").status == 404)
+        #expect(try await x.f.a.call("GET", "/api/agent/history?ws_id=\(x.f.ws)&cursor=bm9waXBl").status == 400)
         #expect(Set(listed.compactMap { $0["status"] as? String }) == ["completed", "failed", "cancelled"])
         #expect(listed.first?["prev_hash"] as? String == String(repeating: "0", count: 64))
         #expect(zip(listed.dropFirst(), listed).allSatisfy { $0["prev_hash"] as? String == $1["hash"] as? String })

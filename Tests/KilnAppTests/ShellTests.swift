@@ -289,6 +289,7 @@ func processGone(_ pid: Int32) -> Bool {
         #expect(saved.status == 200)
         let s2 = try await runTests(f)
         #expect(s2["passed"] as? Int == 4 && s2["runner"] as? String == "custom", "\(s2)")
+        #expect(try await f.a.call("PUT", "/api/shell/settings", json: ["project_id": f.pid, "test_command": "  "]).status == 400)
         let settings = try await f.a.call("GET", "/api/shell/settings?project_id=\(f.pid)")
         #expect(settings.json["detected_runner"] as? String == "make")
         try FileManager.default.removeItem(atPath: f.dir + "/Makefile")
