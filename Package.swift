@@ -28,7 +28,7 @@ let package = Package(
         // Domain modules.
         .target(name: "KilnAuth", dependencies: ["KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
         .target(name: "KilnAccount", dependencies: ["KilnAuth", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
-        .target(name: "KilnProjects", dependencies: ["KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
+        .target(name: "KilnProjects", dependencies: ["CShims", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
         .target(name: "KilnShell", dependencies: ["KilnProjects", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto", "CShims"], swiftSettings: strict),
         .target(name: "KilnPTY", dependencies: ["KilnProjects", "KilnCore", "KilnHTTP", "KilnStore", "CShims"], swiftSettings: strict),
         .target(name: "KilnAgents", dependencies: ["KilnShell", "KilnProjects", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),

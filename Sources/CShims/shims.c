@@ -210,3 +210,12 @@ int kiln_set_winsize(int fd, unsigned short cols, unsigned short rows) {
 }
 
 int kiln_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+/* glibc's memmem and memrchr are GNU extensions the Swift Glibc module does not export. */
+const void *kiln_memmem(const void *hay, size_t hay_len, const void *needle, size_t needle_len) {
+    return memmem(hay, hay_len, needle, needle_len);
+}
+
+const void *kiln_memrchr(const void *s, int c, size_t n) {
+    return memrchr(s, c, n);
+}

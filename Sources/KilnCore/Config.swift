@@ -23,6 +23,8 @@ public struct Config: Sendable {
     public var mailFrom = "Kiln <kiln@localhost>"
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled or times out.
     public var shellGraceSeconds: Double = 3
+    /// A project search (a pathological regular expression, say) stops with a 400 after this long.
+    public var searchTimeoutSeconds: Double = 10
     /// The ssh client config whose hosts `ssh-run` may reach (default ~/.ssh/config).
     public var sshConfig: String? = nil
     /// A terminal with no viewer for this long is ended.
@@ -90,6 +92,7 @@ public struct Config: Sendable {
         Option(flag: "--smtp-url", env: "KILN_SMTP_URL", help: "send mail via smtp://user:pass@host:587 (STARTTLS) or smtps://host:465; default: files in <data-dir>/outbox", takesValue: true) { c, v in c.smtpURL = v.isEmpty ? nil : v },
         Option(flag: "--mail-from", env: "KILN_MAIL_FROM", help: "sender of Kiln's mail (default Kiln <kiln@localhost>)", takesValue: true) { c, v in c.mailFrom = v },
         Option(flag: "--public-url", env: "KILN_PUBLIC_URL", help: "external base URL used in links (default http://HOST:PORT)", takesValue: true) { c, v in c.publicURL = v },
+        Option(flag: "--search-timeout", env: "KILN_SEARCH_TIMEOUT", help: "seconds a project search may take before it is stopped (default 10)", takesValue: true) { c, v in c.searchTimeoutSeconds = Double(try int("--search-timeout", v, 1...300)) },
         Option(flag: "--shell-grace", env: "KILN_SHELL_GRACE", help: "seconds between SIGTERM and SIGKILL for cancelled jobs (default 3)", takesValue: true) { c, v in c.shellGraceSeconds = Double(try int("--shell-grace", v, 0...600)) },
         Option(flag: "--ssh-config", env: "KILN_SSH_CONFIG", help: "ssh client config listing the hosts ssh-run may reach (default ~/.ssh/config)", takesValue: true) { c, v in c.sshConfig = v.isEmpty ? nil : v },
         Option(flag: "--pty-idle-minutes", env: "KILN_PTY_IDLE_MINUTES", help: "end a terminal nobody has viewed for this long (default 30)", takesValue: true) { c, v in c.ptyIdleMinutes = Double(try int("--pty-idle-minutes", v, 1...100_000)) },

@@ -12,6 +12,23 @@ public struct GitIgnore: Sendable {
         let anchored: Bool
         /// Directory of the .gitignore, relative to the root ("" for the root).
         let base: String
+        /// `base/` as bytes (empty for the root).
+        let basePrefix: [UInt8]
+        let shape: Shape
+    }
+
+    /// Most lines are a plain name or `*.ext`; those skip the general matcher.
+    enum Shape: Sendable {
+        case literal
+        case suffix([UInt8])
+        case general
+    }
+
+    static func shape(of p: [UInt8]) -> Shape {
+        func plain(_ s: ArraySlice<UInt8>) -> Bool { !s.contains { $0 == 42 || $0 == 63 || $0 == 91 || $0 == 92 } }
+        if plain(p[...]) { return .literal }
+        if p.count > 1, p[0] == 42, plain(p[1...]) { return .suffix(Array(p[1...])) }
+        return .general
     }
 
     var rules: [Rule] = []
@@ -35,7 +52,8 @@ public struct GitIgnore: Sendable {
             if line.isEmpty { continue }
             let anchored = line.contains(UInt8(ascii: "/"))
             if line.first == UInt8(ascii: "/") { line.removeFirst() }
-            rules.append(Rule(pattern: line, negated: negated, directoryOnly: directoryOnly, anchored: anchored, base: base))
+            rules.append(Rule(pattern: line, negated: negated, directoryOnly: directoryOnly, anchored: anchored, base: base,
+                              basePrefix: base.isEmpty ? [] : Array((base + "/").utf8), shape: GitIgnore.shape(of: line)))
         }
     }
 
@@ -54,15 +72,26 @@ public struct GitIgnore: Sendable {
 
     /// Whether the last matching rule ignores exactly this path (parents not considered); used as a path glob too.
     public func decide(_ path: String, isDirectory: Bool) -> Bool {
+        let bytes = Array(path.utf8)
+        let nameStart = (bytes.lastIndex(of: 47) ?? -1) + 1
         var ignored = false
         for r in rules {
             if r.directoryOnly && !isDirectory { continue }
-            let rel: Substring
-            if r.base.isEmpty { rel = Substring(path) }
-            else if path.hasPrefix(r.base + "/") { rel = path.dropFirst(r.base.count + 1) }
-            else { continue }
-            let subject: [UInt8] = r.anchored ? Array(rel.utf8) : Array((rel.split(separator: "/").last ?? rel).utf8)
-            if GitIgnore.wildmatch(r.pattern, subject) { ignored = !r.negated }
+            var start = 0
+            if !r.basePrefix.isEmpty {
+                guard bytes.count > r.basePrefix.count, bytes.starts(with: r.basePrefix) else { continue }
+                start = r.basePrefix.count
+            }
+            let subject = bytes[(r.anchored ? start : max(start, nameStart))...]
+            let hit: Bool
+            switch r.shape {
+            case .literal: hit = subject.elementsEqual(r.pattern)
+            case .suffix(let tail):
+                // `*` never crosses a slash.
+                hit = subject.count >= tail.count && subject.suffix(tail.count).elementsEqual(tail) && !subject.dropLast(tail.count).contains(47)
+            case .general: hit = GitIgnore.wildmatch(r.pattern, Array(subject))
+            }
+            if hit { ignored = !r.negated }
         }
         return ignored
     }

@@ -24,6 +24,14 @@ public enum Crypto {
     public static func sha256(_ s: String) -> [UInt8] { sha256(Array(s.utf8)) }
     public static func sha256Hex(_ data: [UInt8]) -> String { hex(sha256(data)) }
 
+    /// SHA-256 of bytes in place (no copy into an array first), as lower-case hex.
+    public static func sha256Hex(_ data: UnsafeRawBufferPointer) -> String {
+        var out = [UInt8](repeating: 0, count: 32)
+        var len: UInt32 = 0
+        _ = out.withUnsafeMutableBufferPointer { EVP_Digest(data.baseAddress, data.count, $0.baseAddress, &len, EVP_sha256(), nil) }
+        return hex(out)
+    }
+
     public static func hmacSHA256(key: [UInt8], data: [UInt8]) -> [UInt8] { hmac("SHA256", 32, key: key, data: data) }
     public static func hmacSHA1(key: [UInt8], data: [UInt8]) -> [UInt8] { hmac("SHA1", 20, key: key, data: data) }
 

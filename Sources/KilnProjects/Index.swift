@@ -4,6 +4,7 @@ import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnStore
+import Synchronization
 
 extension ProjectMigrations {
     static let index = Migration(module: "projects", version: 2, name: "file index, symbols, findings, rescan jobs", sql: """
@@ -17,7 +18,7 @@ extension ProjectMigrations {
             fts_rowid INTEGER,
             PRIMARY KEY (project_id, path)
         );
-        \(FullText.createSQL("project_fts", keys: ["project_id", "path"]))
+        CREATE VIRTUAL TABLE project_fts USING fts5(project_id UNINDEXED, path UNINDEXED, content, tokenize = 'trigram');
         CREATE TABLE project_symbols (
             project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
             path TEXT NOT NULL,
@@ -48,6 +49,18 @@ extension ProjectMigrations {
             stats TEXT
         );
         """)
+
+    /// Kiln's own trigram index (files under `<data-dir>/index/<project>`) replaces FTS5: every
+    /// project is re-indexed once after this migration.
+    static let ownIndex = Migration(module: "projects", version: 3, name: "own trigram index replaces FTS5; symbols by name", sql: """
+        DROP TABLE project_fts;
+        ALTER TABLE project_files DROP COLUMN fts_rowid;
+        DELETE FROM project_files;
+        DELETE FROM project_symbols;
+        DELETE FROM project_findings;
+        UPDATE projects SET index_status = 'not_indexed', indexed_at = NULL;
+        CREATE INDEX project_symbols_by_name ON project_symbols (project_id, name);
+        """)
 }
 
 /// What a rescan found: likely secrets (masked), conflict markers, to-do and fix-me notes, large files.
@@ -76,6 +89,29 @@ enum Findings {
     // Spelled in parts so that scanners for unfinished-work markers do not flag this rule itself.
     static let todo = try! NSRegularExpression(pattern: "\\b(TO" + "DO|FIX" + "ME)\\b")
 
+    /// Literal text every match of some rule contains. Only lines holding an anchor are checked with
+    /// the rules' expressions, and only in files whose trigrams include the anchor's.
+    struct Anchor {
+        let bytes: [UInt8]
+        let caseInsensitive: Bool
+        /// True for the secret-assignment rule's words, whose lines also need a quote and `=` or `:`.
+        let assignment: Bool
+        let keys: [UInt32]
+        init(_ s: String, caseInsensitive: Bool = false, assignment: Bool = false) {
+            bytes = Array((caseInsensitive ? s.lowercased() : s).utf8)
+            self.caseInsensitive = caseInsensitive
+            self.assignment = assignment
+            keys = TrigramIndex.keys(of: bytes, asciiOnly: true)
+        }
+    }
+    static let anchors: [Anchor] = [
+        Anchor("PRIVATE KEY"), Anchor("AKIA"), Anchor("ASIA"), Anchor("ghp_"), Anchor("gho_"), Anchor("ghu_"), Anchor("ghs_"), Anchor("ghr_"),
+        Anchor("xox"), Anchor("_live_"), Anchor("AIza"), Anchor("kf_"), Anchor("<<<<<<< "), Anchor("======="), Anchor(">>>>>>> "),
+        Anchor("TO" + "DO"), Anchor("FIX" + "ME"),
+        Anchor("secret", caseInsensitive: true, assignment: true), Anchor("token", caseInsensitive: true, assignment: true),
+        Anchor("passw", caseInsensitive: true, assignment: true),
+    ] + ["apikey", "api_key", "api-key", "accesskey", "access_key", "access-key"].map { Anchor($0, caseInsensitive: true, assignment: true) }
+
     /// Keeps the first 4 characters of a secret: enough to recognise it, never enough to use it.
     static func mask(_ s: String) -> String { String(s.prefix(4)) + String(repeating: "•", count: max(4, min(12, s.count - 4))) }
 
@@ -86,42 +122,66 @@ enum Findings {
         return counts.values.reduce(0) { $0 - Double($1) / n * log2(Double($1) / n) }
     }
 
-    static func scan(path: String, text: String?, size: Int) -> [Finding] {
+    /// Findings of one file. `contains` answers whether the file holds a trigram key (the index
+    /// builder knows), so most files are passed over without looking at their lines.
+    static func scan(path: String, size: Int, content: UnsafeRawBufferPointer?, contains: (UInt32) -> Bool) -> [Finding] {
         var out: [Finding] = []
         if size > largeFile {
             out.append(Finding(path: path, line: 0, rule: "large-file", severity: "info", message: "File is \(size) bytes", excerpt: ""))
         }
-        guard let text else { return out }
-        var n = 0
-        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            n += 1
-            var line = String(raw)
-            if line.count > 4000 { continue }
-            let ns = line as NSString
-            let range = NSRange(location: 0, length: ns.length)
-            var secrets: [String] = []
-            var rule: (String, String)? = nil
-            for (name, rx, msg) in secretRules {
-                for m in rx.matches(in: line, range: range) { secrets.append(ns.substring(with: m.range)); rule = rule ?? (name, msg) }
-            }
-            // Secret-looking assignments are masked on every line, whatever else the line matched.
-            for m in assignment.matches(in: line, range: range) {
-                let value = ns.substring(with: m.range(at: 2))
-                if entropy(value) >= 3.5 { secrets.append(value); rule = rule ?? ("high-entropy-assignment", "A secret-looking value is assigned in code") }
-            }
-            if let (name, msg) = rule {
-                for s in secrets where s.count > 4 { line = line.replacingOccurrences(of: s, with: mask(s)) }
-                out.append(Finding(path: path, line: n, rule: name, severity: "high", message: msg, excerpt: String(line.prefix(300))))
-                continue
-            }
-            if line.hasPrefix("<<<<<<< ") || line == "=======" || line.hasPrefix(">>>>>>> ") {
-                out.append(Finding(path: path, line: n, rule: "merge-conflict", severity: "high", message: "A merge-conflict marker", excerpt: String(line.prefix(300))))
-            } else if let m = todo.firstMatch(in: line, range: range) {
-                out.append(Finding(path: path, line: n, rule: ns.substring(with: m.range).lowercased(), severity: "low",
-                                   message: "\(ns.substring(with: m.range)) note", excerpt: String(line.trimmingCharacters(in: .whitespaces).prefix(300))))
+        guard let content, content.count > 0 else { return out }
+        // Line start → reached only through an assignment word.
+        var lines: [Int: Bool] = [:]
+        for a in anchors where a.keys.allSatisfy(contains) {
+            var from = 0
+            while let pos = Bytes.find(content, from: from, a.bytes, caseInsensitive: a.caseInsensitive) {
+                let (start, end) = Bytes.line(content, around: pos, notBefore: from)
+                lines[start] = (lines[start] ?? true) && a.assignment
+                from = end + 1
+                if from >= content.count { break }
             }
         }
+        guard !lines.isEmpty else { return out }
+        var lineNo = 1, counted = 0
+        for start in lines.keys.sorted() {
+            lineNo += Bytes.newlines(content, from: counted, to: start)
+            counted = start
+            let end = Bytes.lineEnd(content, from: start)
+            if end - start > 4000 { continue }
+            let bytes = UnsafeRawBufferPointer(rebasing: content[start..<end])
+            if lines[start] == true && !(( Bytes.contains(bytes, 34) || Bytes.contains(bytes, 39)) && (Bytes.contains(bytes, 61) || Bytes.contains(bytes, 58))) { continue }
+            if let f = check(path: path, line: String(decoding: bytes, as: UTF8.self), number: lineNo) { out.append(f) }
+        }
         return out
+    }
+
+    /// The rules on one line.
+    static func check(path: String, line original: String, number n: Int) -> Finding? {
+        var line = original
+        let ns = line as NSString
+        let range = NSRange(location: 0, length: ns.length)
+        var secrets: [String] = []
+        var rule: (String, String)? = nil
+        for (name, rx, msg) in secretRules {
+            for m in rx.matches(in: line, range: range) { secrets.append(ns.substring(with: m.range)); rule = rule ?? (name, msg) }
+        }
+        // Secret-looking assignments are masked on every line, whatever else the line matched.
+        for m in assignment.matches(in: line, range: range) {
+            let value = ns.substring(with: m.range(at: 2))
+            if entropy(value) >= 3.5 { secrets.append(value); rule = rule ?? ("high-entropy-assignment", "A secret-looking value is assigned in code") }
+        }
+        if let (name, msg) = rule {
+            for s in secrets where s.count > 4 { line = line.replacingOccurrences(of: s, with: mask(s)) }
+            return Finding(path: path, line: n, rule: name, severity: "high", message: msg, excerpt: String(line.prefix(300)))
+        }
+        if line.hasPrefix("<<<<<<< ") || line == "=======" || line.hasPrefix(">>>>>>> ") {
+            return Finding(path: path, line: n, rule: "merge-conflict", severity: "high", message: "A merge-conflict marker", excerpt: String(line.prefix(300)))
+        }
+        if let m = todo.firstMatch(in: line, range: range) {
+            return Finding(path: path, line: n, rule: ns.substring(with: m.range).lowercased(), severity: "low",
+                           message: "\(ns.substring(with: m.range)) note", excerpt: String(line.trimmingCharacters(in: .whitespaces).prefix(300)))
+        }
+        return nil
     }
 }
 
@@ -137,8 +197,162 @@ public struct RescanStats: Codable, Sendable {
     public var findings = 0
 }
 
+/// A file a rescan must read: new, or its size or mtime changed.
+struct RescanItem: Sendable {
+    let path: String
+    let full: String
+    let device: UInt64
+    let inode: UInt64
+    let oldHash: String?
+    let known: Bool
+}
+
+/// What reading one file produced.
+struct RescanResult: Sendable {
+    let path: String
+    let size: Int
+    let mtime: Int64
+    let hash: String?
+    let binary: Bool
+    let symbols: [Symbol]
+    let findings: [Finding]
+    /// False when the content hash matched the stored one (only size and mtime are updated).
+    let contentChanged: Bool
+    /// Whether the file was known before (its old rows need deleting).
+    let known: Bool
+}
+
+/// State the rescan threads share: the work list, the next item, counters, a stop flag.
+final class RescanShared: @unchecked Sendable {
+    let items: [RescanItem]
+    let index: TrigramIndex
+    let useCtags: Bool
+    private let cursor = Mutex(0)
+    let stats: Mutex<RescanStats>
+    let stopped = Mutex(false)
+
+    init(items: [RescanItem], index: TrigramIndex, useCtags: Bool, stats: RescanStats) {
+        self.items = items; self.index = index; self.useCtags = useCtags; self.stats = Mutex(stats)
+    }
+
+    func next() -> Int? {
+        if stopped.withLock({ $0 }) { return nil }
+        return cursor.withLock { c in
+            guard c < items.count else { return nil }
+            defer { c += 1 }
+            return c
+        }
+    }
+}
+
+/// One rescan thread: reads files into a reused buffer, hashes them, adds text to its own index
+/// segment (a new one every `segmentBytes`), and extracts findings and built-in symbols.
+final class RescanWorker: @unchecked Sendable {
+    let shared: RescanShared
+    var builder: TrigramIndex.Builder?
+    var built: [Int] = []
+    var results: [RescanResult] = []
+    var ctagsPaths: [String] = []
+    var error: (any Error)?
+    private var buffer: UnsafeMutableRawPointer
+    private var capacity = 1 << 20
+
+    init(_ shared: RescanShared) {
+        self.shared = shared
+        buffer = .allocate(byteCount: capacity, alignment: 16)
+    }
+
+    deinit { buffer.deallocate() }
+
+    func run() {
+        do {
+            while let i = shared.next() { try process(shared.items[i]) }
+            if let b = builder {
+                if b.documentCount > 0 { try b.finish(); built.append(b.segmentID) } else { b.discard() }
+                builder = nil
+            }
+        } catch {
+            self.error = error
+            shared.stopped.withLock { $0 = true }
+            builder?.discard()
+            builder = nil
+        }
+    }
+
+    private func process(_ item: RescanItem) throws {
+        let fd = open(item.full, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { shared.stats.withLock { $0.skipped += 1 }; return }
+        defer { close(fd) }
+        var st = stat()
+        // The file must still be the one the walk saw (no symlink swapped in since).
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, UInt64(st.st_dev) == item.device, UInt64(st.st_ino) == item.inode else {
+            shared.stats.withLock { $0.skipped += 1 }
+            return
+        }
+        let size = Int(st.st_size)
+        let mtime = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+        if size > ProjectService.maxIndexBytes {
+            let findings = Findings.scan(path: item.path, size: size, content: nil) { _ in false }
+            results.append(RescanResult(path: item.path, size: size, mtime: mtime, hash: nil, binary: false, symbols: [], findings: findings,
+                                        contentChanged: true, known: item.known))
+            shared.stats.withLock { $0.skipped += 1; $0.findings += findings.count }
+            return
+        }
+        if size > capacity {
+            buffer.deallocate()
+            capacity = max(size, capacity * 2)
+            buffer = .allocate(byteCount: capacity, alignment: 16)
+        }
+        var n = 0
+        while n < size {
+            let r = read(fd, buffer + n, size - n)
+            if r < 0 && errno == EINTR { continue }
+            if r <= 0 { break }
+            n += r
+        }
+        let bytes = UnsafeRawBufferPointer(start: buffer, count: n)
+        let hash = Crypto.sha256Hex(bytes)
+        if hash == item.oldHash {
+            results.append(RescanResult(path: item.path, size: n, mtime: mtime, hash: hash, binary: false, symbols: [], findings: [],
+                                        contentChanged: false, known: true))
+            shared.stats.withLock { $0.unchanged += 1 }
+            return
+        }
+        let text = !Bytes.contains(bytes, 0) && Bytes.isValidUTF8(bytes)
+        var symbols: [Symbol] = []
+        var findings: [Finding] = []
+        if text {
+            if let b = builder, b.contentBytes >= ProjectService.segmentBytes {
+                try b.finish()
+                built.append(b.segmentID)
+                builder = nil
+            }
+            let b = try builder ?? shared.index.makeBuilder()
+            builder = b
+            try b.add(path: item.path, content: bytes)
+            findings = Findings.scan(path: item.path, size: n, content: bytes, contains: b.lastDocumentContains)
+            if let lang = SymbolExtractor.language(of: item.path) {
+                if lang == "Swift" || !shared.useCtags { symbols = SymbolExtractor.extract(path: item.path, bytes: bytes) }
+                else { ctagsPaths.append(item.path) }
+            }
+        } else {
+            findings = Findings.scan(path: item.path, size: n, content: nil) { _ in false }
+        }
+        results.append(RescanResult(path: item.path, size: n, mtime: mtime, hash: hash, binary: !text, symbols: symbols, findings: findings,
+                                    contentChanged: true, known: item.known))
+        let found = (symbols.count, findings.count)
+        shared.stats.withLock { $0.indexed += 1; $0.bytes += n; $0.symbols += found.0; $0.findings += found.1 }
+    }
+}
+
 extension ProjectService {
     static let maxIndexBytes = 8 * 1024 * 1024
+    /// Content per index segment: bounds what one rescan thread holds in memory while building.
+    static let segmentBytes: UInt64 = 16 << 20
+
+    func index(_ projectID: String) throws -> TrigramIndex {
+        try TrigramIndex.shared(directory: indexRoot + "/" + projectID)
+    }
 
     /// The files of a project that are not ignored (git's view when it is a git repository).
     func listFiles(_ root: String, vcs: String) async throws -> [String] {
@@ -148,22 +362,39 @@ extension ProjectService {
                 return ls.stdout.split(separator: 0).compactMap { String(validating: Array($0), as: UTF8.self) }
             }
         }
+        return walk(root)
+    }
+
+    /// The built-in walk: readdir with the entry types the file system reports (no stat per entry),
+    /// `.gitignore` files applied as git would. Symlinked folders are not entered.
+    func walk(_ root: String) -> [String] {
         var out: [String] = []
         var stack: [(String, GitIgnore)] = [("", loadIgnores(root: root, rel: ""))]
         while let (rel, ignores) = stack.popLast() {
             let dir = rel.isEmpty ? root : root + "/" + rel
-            guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { continue }
-            for name in names where name != ".git" {
+            guard let d = opendir(dir) else { continue }
+            defer { closedir(d) }
+            while let e = readdir(d) {
+                let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
+                    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+                }
+                if name == "." || name == ".." || name == ".git" { continue }
                 let childRel = rel.isEmpty ? name : rel + "/" + name
-                var st = stat()
-                guard lstat(root + "/" + childRel, &st) == 0 else { continue }
-                let isDir = (st.st_mode & S_IFMT) == S_IFDIR
-                if ignores.isIgnored(childRel, isDirectory: isDir) { continue }
+                var type = Int32(e.pointee.d_type)
+                if type == Int32(DT_UNKNOWN) {
+                    var st = stat()
+                    guard lstat(root + "/" + childRel, &st) == 0 else { continue }
+                    let fmt = st.st_mode & S_IFMT
+                    type = fmt == S_IFDIR ? Int32(DT_DIR) : fmt == S_IFREG ? Int32(DT_REG) : fmt == S_IFLNK ? Int32(DT_LNK) : Int32(DT_UNKNOWN)
+                }
+                let isDir = type == Int32(DT_DIR)
+                // The folders above were checked before the walk entered them.
+                if ignores.decide(childRel, isDirectory: isDir) { continue }
                 if isDir {
                     var inner = ignores
                     if let text = try? String(contentsOfFile: root + "/" + childRel + "/.gitignore", encoding: .utf8) { inner.add(text, base: childRel) }
                     stack.append((childRel, inner))
-                } else {
+                } else if type == Int32(DT_REG) || type == Int32(DT_LNK) {
                     out.append(childRel)
                 }
             }
@@ -172,140 +403,156 @@ extension ProjectService {
     }
 
     /// Re-indexes a project: unchanged files (size + mtime, then hash) are not re-read or re-parsed.
+    /// One rescan per project at a time; a second waits for the first.
     func rescan(projectID: String, root: String, vcs: String, jobID: String, bus: EventBus) async throws -> RescanStats {
-        let topic = "rescan:\(jobID)"
-        var stats = RescanStats()
-        let stored: [String: (size: Int, mtime: Int64, hash: String?, rowid: Int64?)] = try await db.read { tx in
-            var m: [String: (size: Int, mtime: Int64, hash: String?, rowid: Int64?)] = [:]
-            for r in try tx.query("SELECT path, size, mtime_ns, hash, fts_rowid FROM project_files WHERE project_id = ?", projectID) {
-                m[r.string("path") ?? ""] = (r.int("size") ?? 0, r.int64("mtime_ns") ?? 0, r.string("hash"), r.int64("fts_rowid"))
+        let index = try index(projectID)
+        return try await index.exclusive {
+            try await rescanExclusive(index, projectID: projectID, root: root, vcs: vcs, topic: "rescan:\(jobID)", bus: bus)
+        }
+    }
+
+    private func rescanExclusive(_ index: TrigramIndex, projectID: String, root: String, vcs: String, topic: String, bus: EventBus) async throws -> RescanStats {
+        struct Stored: Sendable { let size: Int; let mtime: Int64; let hash: String?; let binary: Bool }
+        let stored: [String: Stored] = try await db.read { tx in
+            var m: [String: Stored] = [:]
+            for r in try tx.query("SELECT path, size, mtime_ns, hash, binary FROM project_files WHERE project_id = ?", projectID) {
+                m[r.string("path") ?? ""] = Stored(size: r.int("size") ?? 0, mtime: r.int64("mtime_ns") ?? 0, hash: r.string("hash"),
+                                                   binary: (r.int("binary") ?? 0) != 0)
             }
             return m
         }
+        let live = index.livePaths()
         let files = try await listFiles(root, vcs: vcs)
-        var seen = Set<String>()
-        struct Change: Sendable {
-            let path: String; let size: Int; let mtime: Int64; let hash: String?; let binary: Bool; let content: String?
-            let oldRowID: Int64?; var symbols: [Symbol]; let findings: [Finding]; let contentChanged: Bool
-        }
-        var batch: [Change] = []
-        var ctagsCandidates: [String] = []
-        let useCtags = ProcessRunner.which("ctags") != nil
-
-        func flush() async throws {
-            guard !batch.isEmpty else { return }
-            let items = batch
-            batch.removeAll()
-            try await db.write { tx in
-                for c in items {
-                    if !c.contentChanged {
-                        try tx.run("UPDATE project_files SET size = ?, mtime_ns = ? WHERE project_id = ? AND path = ?", c.size, c.mtime, projectID, c.path)
-                        continue
-                    }
-                    if let old = c.oldRowID { try tx.run("DELETE FROM project_fts WHERE rowid = ?", old) }
-                    var rowid: Int64? = nil
-                    if let content = c.content {
-                        try tx.run("INSERT INTO project_fts (project_id, path, content) VALUES (?, ?, ?)", projectID, c.path, content)
-                        rowid = tx.lastInsertRowID
-                    }
-                    try tx.run("""
-                        INSERT INTO project_files (project_id, path, size, mtime_ns, hash, binary, fts_rowid) VALUES (?, ?, ?, ?, ?, ?, ?)
-                        ON CONFLICT (project_id, path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, hash = excluded.hash,
-                            binary = excluded.binary, fts_rowid = excluded.fts_rowid
-                        """, projectID, c.path, c.size, c.mtime, c.hash, c.binary, rowid)
-                    try tx.run("DELETE FROM project_symbols WHERE project_id = ? AND path = ?", projectID, c.path)
-                    for s in c.symbols {
-                        try tx.run("INSERT INTO project_symbols (project_id, path, name, kind, line, scope, language) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                   projectID, s.path, s.name, s.kind, s.line, s.scope, s.language)
-                    }
-                    try tx.run("DELETE FROM project_findings WHERE project_id = ? AND path = ?", projectID, c.path)
-                    for f in c.findings {
-                        try tx.run("INSERT INTO project_findings (project_id, path, line, rule, severity, message, excerpt) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                   projectID, f.path, f.line, f.rule, f.severity, f.message, f.excerpt)
-                    }
-                }
-            }
-        }
-
+        var stats = RescanStats()
+        var seen = Set<String>(minimumCapacity: files.count)
+        var items: [RescanItem] = []
         for path in files {
             try Task.checkCancellation()
             stats.filesSeen += 1
             seen.insert(path)
-            var st = stat()
             let full = root + "/" + path
-            guard stat(full, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, let real = SafePath.real(full), SafePath.isInside(real, root: root) else {
-                stats.skipped += 1
-                continue
+            var st = stat()
+            guard lstat(full, &st) == 0 else { stats.skipped += 1; continue }
+            if (st.st_mode & S_IFMT) == S_IFLNK {
+                // A symlink is indexed as its target only when that stays inside the project.
+                guard let real = SafePath.real(full), SafePath.isInside(real, root: root), stat(full, &st) == 0 else { stats.skipped += 1; continue }
             }
+            guard (st.st_mode & S_IFMT) == S_IFREG else { stats.skipped += 1; continue }
             let size = Int(st.st_size)
             let mtime = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
             let old = stored[path]
-            if let old, old.size == size, old.mtime == mtime { stats.unchanged += 1; continue }
-            if size > ProjectService.maxIndexBytes {
-                stats.skipped += 1
-                let findings = Findings.scan(path: path, text: nil, size: size)
-                batch.append(Change(path: path, size: size, mtime: mtime, hash: nil, binary: false, content: nil, oldRowID: old?.rowid,
-                                    symbols: [], findings: findings, contentChanged: true))
-                stats.findings += findings.count
-            } else {
-                guard let data = FileManager.default.contents(atPath: real) else { stats.skipped += 1; continue }
-                let bytes = Array(data)
-                let hash = Crypto.sha256Hex(bytes)
-                if let old, old.hash == hash {
-                    stats.unchanged += 1
-                    batch.append(Change(path: path, size: size, mtime: mtime, hash: hash, binary: false, content: nil, oldRowID: nil,
-                                        symbols: [], findings: [], contentChanged: false))
-                } else {
-                    let text = bytes.contains(0) ? nil : String(validating: bytes, as: UTF8.self)
-                    let isSwift = path.hasSuffix(".swift")
-                    let symbols = text.map { (useCtags && !isSwift) ? [] : SymbolExtractor.extract(path: path, text: $0) } ?? []
-                    if text != nil && useCtags && !isSwift && SymbolExtractor.language(of: path) != nil { ctagsCandidates.append(path) }
-                    let findings = Findings.scan(path: path, text: text, size: size)
-                    stats.indexed += 1
-                    stats.bytes += size
-                    stats.symbols += symbols.count
-                    stats.findings += findings.count
-                    batch.append(Change(path: path, size: size, mtime: mtime, hash: hash, binary: text == nil, content: text, oldRowID: old?.rowid,
-                                        symbols: symbols, findings: findings, contentChanged: true))
+            // A text file the index no longer holds (a reset index) is read again even if unchanged.
+            let lost = old.map { !$0.binary && $0.hash != nil && !live.contains(path) } ?? false
+            if let old, old.size == size, old.mtime == mtime, !lost { stats.unchanged += 1; continue }
+            items.append(RescanItem(path: path, full: full, device: UInt64(st.st_dev), inode: UInt64(st.st_ino),
+                                    oldHash: lost ? nil : old?.hash, known: old != nil))
+        }
+        try await bus.publish(topic: topic, type: "progress", value: stats)
+
+        // Read, hash, index and extract on every core.
+        let useCtags = ProcessRunner.which("ctags") != nil
+        let shared = RescanShared(items: items, index: index, useCtags: useCtags, stats: stats)
+        let workers = (0..<max(1, min(4, ProcessInfo.processInfo.activeProcessorCount))).map { _ in RescanWorker(shared) }
+        let reporter = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(500))
+                if Task.isCancelled { break }
+                _ = try? await bus.publish(topic: topic, type: "progress", value: shared.stats.withLock { $0 })
+            }
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                Thread.detachNewThread {
+                    DispatchQueue.concurrentPerform(iterations: workers.count) { workers[$0].run() }
+                    done.resume()
                 }
             }
-            if batch.count >= 200 { try await flush() }
-            if stats.filesSeen % 1000 == 0 { try await bus.publish(topic: topic, type: "progress", value: stats) }
+        } onCancel: {
+            shared.stopped.withLock { $0 = true }
         }
-        try await flush()
+        reporter.cancel()
+        let built = workers.flatMap(\.built)
+        if let failure = workers.compactMap(\.error).first {
+            index.discard(built)
+            throw failure
+        }
+        if Task.isCancelled {
+            index.discard(built)
+            throw CancellationError()
+        }
+        stats = shared.stats.withLock { $0 }
+        let results = workers.flatMap(\.results)
 
-        // Symbols for the other languages from universal-ctags, in batches (the built-in extractor if it fails).
-        var start = 0
-        while start < ctagsCandidates.count {
-            let chunk = Array(ctagsCandidates[start..<min(start + 500, ctagsCandidates.count)])
-            start += 500
-            let found = await SymbolExtractor.ctags(root: root, files: chunk)
-            var symbols = found ?? []
-            if found == nil {
-                for p in chunk { if let t = try? String(contentsOfFile: root + "/" + p, encoding: .utf8) { symbols += SymbolExtractor.extract(path: p, text: t) } }
+        // Symbols for the other languages from universal-ctags, several processes at once (the
+        // built-in extractor for a batch ctags fails on).
+        let ctagsPaths = workers.flatMap(\.ctagsPaths).sorted()
+        let chunks = stride(from: 0, to: ctagsPaths.count, by: 400).map { Array(ctagsPaths[$0..<min($0 + 400, ctagsPaths.count)]) }
+        let ctagsSymbols: [Symbol] = await withTaskGroup(of: [Symbol].self) { group in
+            var all: [Symbol] = []
+            var next = 0
+            func add(_ g: inout TaskGroup<[Symbol]>) {
+                guard next < chunks.count else { return }
+                let chunk = chunks[next]
+                next += 1
+                g.addTask {
+                    if let found = await SymbolExtractor.ctags(root: root, files: chunk) { return found }
+                    var out: [Symbol] = []
+                    for p in chunk { if let t = try? String(contentsOfFile: root + "/" + p, encoding: .utf8) { out += SymbolExtractor.extract(path: p, text: t) } }
+                    return out
+                }
             }
-            stats.symbols += symbols.count
-            let all = symbols
-            try await db.write { tx in
-                for p in chunk { try tx.run("DELETE FROM project_symbols WHERE project_id = ? AND path = ?", projectID, p) }
-                for s in all {
+            for _ in 0..<workers.count { add(&group) }
+            while let found = await group.next() { all += found; add(&group) }
+            return all
+        }
+        stats.symbols += ctagsSymbols.count
+
+        // The index first: if the database write fails, the next rescan sees old hashes and redoes
+        // these files, and the index keeps one live copy per path.
+        let gone = stored.keys.filter { !seen.contains($0) }
+        stats.removed = gone.count
+        let dropped = results.filter { $0.contentChanged && ($0.binary || $0.hash == nil) }.map(\.path)
+        do {
+            try index.commit(adding: built, removing: gone + dropped)
+            try index.compactIfNeeded(segmentBytes: ProjectService.segmentBytes)
+        } catch {
+            index.discard(built)
+            throw error
+        }
+
+        // One transaction: one sync of the log, however many files changed.
+        try await db.write { tx in
+            for c in results {
+                if !c.contentChanged {
+                    try tx.run("UPDATE project_files SET size = ?, mtime_ns = ? WHERE project_id = ? AND path = ?", c.size, c.mtime, projectID, c.path)
+                    continue
+                }
+                try tx.run("""
+                    INSERT INTO project_files (project_id, path, size, mtime_ns, hash, binary) VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (project_id, path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, hash = excluded.hash,
+                        binary = excluded.binary
+                    """, projectID, c.path, c.size, c.mtime, c.hash, c.binary)
+                if c.known {
+                    try tx.run("DELETE FROM project_symbols WHERE project_id = ? AND path = ?", projectID, c.path)
+                    try tx.run("DELETE FROM project_findings WHERE project_id = ? AND path = ?", projectID, c.path)
+                }
+                for s in c.symbols {
                     try tx.run("INSERT INTO project_symbols (project_id, path, name, kind, line, scope, language) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                projectID, s.path, s.name, s.kind, s.line, s.scope, s.language)
                 }
-            }
-        }
-
-        // Files that are gone (or now ignored).
-        let gone = stored.filter { !seen.contains($0.key) }
-        stats.removed = gone.count
-        if !gone.isEmpty {
-            try await db.write { tx in
-                for (path, old) in gone {
-                    if let rowid = old.rowid { try tx.run("DELETE FROM project_fts WHERE rowid = ?", rowid) }
-                    try tx.run("DELETE FROM project_files WHERE project_id = ? AND path = ?", projectID, path)
-                    try tx.run("DELETE FROM project_symbols WHERE project_id = ? AND path = ?", projectID, path)
-                    try tx.run("DELETE FROM project_findings WHERE project_id = ? AND path = ?", projectID, path)
+                for f in c.findings {
+                    try tx.run("INSERT INTO project_findings (project_id, path, line, rule, severity, message, excerpt) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               projectID, f.path, f.line, f.rule, f.severity, f.message, f.excerpt)
                 }
+            }
+            for s in ctagsSymbols {
+                try tx.run("INSERT INTO project_symbols (project_id, path, name, kind, line, scope, language) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           projectID, s.path, s.name, s.kind, s.line, s.scope, s.language)
+            }
+            for path in gone {
+                try tx.run("DELETE FROM project_files WHERE project_id = ? AND path = ?", projectID, path)
+                try tx.run("DELETE FROM project_symbols WHERE project_id = ? AND path = ?", projectID, path)
+                try tx.run("DELETE FROM project_findings WHERE project_id = ? AND path = ?", projectID, path)
             }
         }
         return stats

@@ -6,7 +6,7 @@ import KilnHTTP
 import KilnStore
 
 enum ProjectMigrations {
-    static var all: [Migration] { base + [index] }
+    static var all: [Migration] { base + [index, ownIndex] }
     static let base = [
         Migration(module: "projects", version: 1, name: "projects and recent opens", sql: """
             CREATE TABLE projects (
@@ -65,12 +65,17 @@ public struct ProjectService: Sendable {
     let clock: any Clock
     /// Real paths of the folders projects may live in.
     let roots: [String]
+    /// Where the projects' trigram indexes live (`<data-dir>/index/<project>`).
+    let indexRoot: String
+    let searchTimeout: TimeInterval
 
     static let maxFileBytes = 5 * 1024 * 1024
 
     init(services s: Services) {
         db = s.db
         clock = s.clock
+        indexRoot = s.dataDir + "/index"
+        searchTimeout = s.config.searchTimeoutSeconds
         let configured = s.config.projectsRoots.isEmpty ? [s.dataDir + "/projects"] : s.config.projectsRoots
         roots = configured.compactMap { dir in
             try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

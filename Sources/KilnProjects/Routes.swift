@@ -119,19 +119,19 @@ public struct ProjectsModule: KilnModule {
                                           ("limit", "1 to 200 (default 50)", false), ("cursor", "next_cursor of the previous page", false)]) { req, ctx in
             let access = try ctx.requireWorkspace()
             let uid = try ctx.requirePrincipal().userID
-            let (project, root) = try await projects.resolve(req.query["project_id"], access: access, userID: uid)
+            let (project, root) = try await projects.resolve(req.query["project_id"], access: access, userID: uid, withGit: false)
             let page = try PageRequest(query: req.query)
             let offset = try page.cursor.map { c -> Int in
                 guard let n = Int(c), n >= 0 else { throw APIError.validation("cursor is not one this server issued", field: "cursor") }
                 return n
             } ?? 0
             try await ensureIndexed(project, root, uid)
-            let matches = try await projects.search(projectID: project.id, .init(q: req.query["q"] ?? "", regex: req.query["regex"] == "1",
-                                                                                 caseSensitive: req.query["case"] == "1", pathGlob: req.query["path"]))
-            let slice = Array(matches.dropFirst(offset).prefix(page.limit))
-            let next = offset + slice.count < matches.count ? PageRequest.encodeCursor(String(offset + slice.count)) : nil
+            let (slice, total) = try await projects.search(projectID: project.id, .init(q: req.query["q"] ?? "", regex: req.query["regex"] == "1",
+                                                                                       caseSensitive: req.query["case"] == "1", pathGlob: req.query["path"]),
+                                                           offset: offset, limit: page.limit)
+            let next = offset + slice.count < total ? PageRequest.encodeCursor(String(offset + slice.count)) : nil
             struct Body: Encodable { let items: [SearchMatch]; let nextCursor: String?; let total: Int }
-            return try .json(Body(items: slice, nextCursor: next, total: matches.count))
+            return try .json(Body(items: slice, nextCursor: next, total: total))
         }
 
         routes.add(.GET, "/api/project/symbols", permission: "project:read",
@@ -141,7 +141,7 @@ public struct ProjectsModule: KilnModule {
                                           ("limit", "1 to 200 (default 50)", false)]) { req, ctx in
             let access = try ctx.requireWorkspace()
             let uid = try ctx.requirePrincipal().userID
-            let (project, root) = try await projects.resolve(req.query["project_id"], access: access, userID: uid)
+            let (project, root) = try await projects.resolve(req.query["project_id"], access: access, userID: uid, withGit: false)
             let page = try PageRequest(query: req.query)
             try await ensureIndexed(project, root, uid)
             let found = try await projects.symbols(projectID: project.id, q: req.query["q"] ?? "", kind: req.query["kind"], limit: page.limit)
@@ -153,7 +153,7 @@ public struct ProjectsModule: KilnModule {
                    tags: ["projects"], query: projectQuery) { req, ctx in
             let access = try ctx.requireWorkspace()
             let uid = try ctx.requirePrincipal().userID
-            let (project, root) = try await projects.resolve(req.query["project_id"], access: access, userID: uid)
+            let (project, root) = try await projects.resolve(req.query["project_id"], access: access, userID: uid, withGit: false)
             try await ensureIndexed(project, root, uid)
             return try .json(Page(items: try await projects.findings(projectID: project.id), nextCursor: nil))
         }

@@ -27,68 +27,130 @@ extension ProjectService {
         let pathGlob: String?
     }
 
-    /// Every line of the project's indexed text files that matches, ranked. The trigram index narrows
-    /// literal queries to candidate files; every candidate is verified line by line, so the result is
-    /// exactly what scanning the files would find.
-    func search(projectID: String, _ query: SearchQuery) async throws -> [SearchMatch] {
+    /// One matching line before it is shown: where it is and how it ranks. Text and context are
+    /// read from the index only for the page that is returned.
+    struct Hit {
+        let path: String
+        let line: Int
+        let column: Int
+        let word: Bool
+        let definition: Bool
+        let segment: TrigramIndex.Segment
+        let doc: UInt32
+        let start: Int
+        let end: Int
+    }
+
+    /// Every line of the project's indexed text files that matches, ranked, and the requested page of
+    /// them. The trigram index narrows literals (and the literal part of a regular expression) to
+    /// candidate files; every candidate is verified against its content, so the result is exactly
+    /// what scanning the files would find.
+    func search(projectID: String, _ query: SearchQuery, offset: Int = 0, limit: Int = maxMatches) async throws -> (items: [SearchMatch], total: Int) {
         guard !query.q.isEmpty, query.q.utf8.count <= 1000 else { throw APIError.validation("q must have 1 to 1000 bytes", field: "q") }
         var regex: NSRegularExpression? = nil
         if query.regex {
             do { regex = try NSRegularExpression(pattern: query.q, options: query.caseSensitive ? [] : [.caseInsensitive]) }
             catch { throw APIError.validation("q is not a valid regular expression", field: "q") }
         }
-        let narrowing = query.regex ? nil : FullText.literalQuery(query.q)
+        let needle = Array((query.caseSensitive ? query.q : query.q.lowercased()).utf8)
+        let ascii = needle.allSatisfy { $0 < 0x80 }
+        // Literals go byte by byte; expressions, and case-insensitive literals beyond ASCII (Unicode
+        // case folding), line by line through Foundation.
+        let fast = regex == nil && (query.caseSensitive || ascii)
+        if regex == nil && needle.contains(10) { return ([], 0) }
+        let keys: [UInt32]
+        if let regex {
+            keys = RegexLiteral.required(regex.pattern).map { TrigramIndex.keys(of: $0, asciiOnly: !query.caseSensitive) } ?? []
+        } else {
+            keys = TrigramIndex.keys(of: Array(query.q.utf8), asciiOnly: !query.caseSensitive)
+        }
+        let q = query.q
         let definitions: Set<String> = try await db.read { tx in
-            Set(try tx.query("SELECT path, line FROM project_symbols WHERE project_id = ? AND name = ?", projectID, query.q)
+            Set(try tx.query("SELECT path, line FROM project_symbols WHERE project_id = ? AND name = ?", projectID, q)
                 .map { "\($0.string("path") ?? ""):\($0.int("line") ?? 0)" })
         }
         var glob: GitIgnore? = nil
         if let g = query.pathGlob, !g.isEmpty { var gi = GitIgnore(); gi.add(g, base: ""); glob = gi }
-        var out: [SearchMatch] = []
-        // Candidates in pages of 200 files (memory stays bounded however large the project).
-        var lastRowID: Int64 = 0
-        pages: while true {
-            let after = lastRowID
-            let rows: [Row] = try await db.read { tx in
-                if let m = narrowing {
-                    return try tx.query("SELECT rowid, path, content FROM project_fts WHERE project_fts MATCH ? AND project_id = ? AND rowid > ? ORDER BY rowid LIMIT 200",
-                                        m, projectID, after)
-                }
-                return try tx.query("SELECT rowid, path, content FROM project_fts WHERE project_id = ? AND rowid > ? ORDER BY rowid LIMIT 200", projectID, after)
+        let snapshot = try index(projectID).snapshot()
+        let deadline = Date().addingTimeInterval(searchTimeout)
+        var hits: [Hit] = []
+        var timedOut = false
+        var checked = 0
+        snapshot.forEachCandidate(keys) { seg, doc in
+            let path = seg.paths[Int(doc)]
+            if let glob, !glob.decide(path, isDirectory: false) && !glob.decide((path as NSString).lastPathComponent, isDirectory: false) { return true }
+            checked += 1
+            if checked % 256 == 0, Date() > deadline { timedOut = true; return false }
+            let content = seg.content(doc)
+            if fast {
+                ProjectService.literalHits(path: path, seg: seg, doc: doc, content: content, needle: needle, caseInsensitive: !query.caseSensitive,
+                                           definitions: definitions, into: &hits)
+            } else if !ProjectService.lineHits(path: path, seg: seg, doc: doc, content: content, query: query, regex: regex,
+                                               definitions: definitions, deadline: deadline, into: &hits) {
+                timedOut = true
+                return false
             }
-            if rows.isEmpty { break }
-            lastRowID = rows.last?.int64("rowid") ?? after
-            for r in rows {
-                guard let path = r.string("path"), let content = r.string("content") else { continue }
-                if let glob, !glob.decide(path, isDirectory: false) && !glob.decide((path as NSString).lastPathComponent, isDirectory: false) { continue }
-                try Task.checkCancellation()
-                ProjectService.matchLines(path: path, content: content, query: query, regex: regex, definitions: definitions, into: &out)
-                if out.count >= ProjectService.maxMatches { break pages }
-            }
-            if rows.count < 200 { break }
+            return hits.count < ProjectService.maxMatches
         }
-        out.sort { ($0.path, $0.line) < ($1.path, $1.line) }
+        if timedOut { throw APIError.validation("The search took longer than \(Int(searchTimeout)) s and was stopped; make q more specific", field: "q") }
+        if hits.count > ProjectService.maxMatches { hits.removeLast(hits.count - ProjectService.maxMatches) }
+        hits.sort { ($0.path, $0.line) < ($1.path, $1.line) }
         // Stable ranking: definitions, then whole-word hits, then the rest, each in path and line order.
-        return out.enumerated().sorted { a, b in
-            let ra = a.element.definition ? 0 : (a.element.exactWord ? 1 : 2), rb = b.element.definition ? 0 : (b.element.exactWord ? 1 : 2)
+        let ranked = hits.enumerated().sorted { a, b in
+            let ra = a.element.definition ? 0 : (a.element.word ? 1 : 2), rb = b.element.definition ? 0 : (b.element.word ? 1 : 2)
             return ra != rb ? ra < rb : a.offset < b.offset
         }.map(\.element)
+        let page = ranked.dropFirst(offset).prefix(limit).map(ProjectService.materialize)
+        return (Array(page), ranked.count)
     }
 
-    /// Appends the matching lines of one file.
-    static func matchLines(path: String, content: String, query: SearchQuery, regex: NSRegularExpression?, definitions: Set<String>,
-                           into out: inout [SearchMatch]) {
-        let lines = content.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? String($0.dropLast()) : String($0) }
-        let count = content.hasSuffix("\n") ? lines.count - 1 : lines.count
-        for i in 0..<max(count, 0) {
-            let line = lines[i]
+    /// Lines holding a literal, found with memmem (or an ASCII-folding scan) over the content.
+    static func literalHits(path: String, seg: TrigramIndex.Segment, doc: UInt32, content: UnsafeRawBufferPointer, needle: [UInt8],
+                            caseInsensitive: Bool, definitions: Set<String>, into hits: inout [Hit]) {
+        var from = 0, lineNo = 1, counted = 0
+        let n = content.count
+        while let pos = Bytes.find(content, from: from, needle, caseInsensitive: caseInsensitive) {
+            let (start, end) = Bytes.line(content, around: pos, notBefore: from)
+            lineNo += Bytes.newlines(content, from: counted, to: start)
+            counted = start
+            let before = pos > start ? content[pos - 1] : 32
+            let afterAt = pos + needle.count
+            let after = afterAt < end ? content[afterAt] : 32
+            hits.append(Hit(path: path, line: lineNo, column: Bytes.scalars(content, start, pos) + 1,
+                            word: !Bytes.isWordByte(before) && !Bytes.isWordByte(after),
+                            definition: definitions.contains("\(path):\(lineNo)"), segment: seg, doc: doc, start: start, end: end))
+            if hits.count >= maxMatches { return }
+            from = end + 1
+            if from >= n { return }
+        }
+    }
+
+    /// Lines matching a regular expression (or a literal under Unicode case folding), line by line.
+    /// False when the deadline passed.
+    static func lineHits(path: String, seg: TrigramIndex.Segment, doc: UInt32, content: UnsafeRawBufferPointer, query: SearchQuery,
+                         regex: NSRegularExpression?, definitions: Set<String>, deadline: Date, into hits: inout [Hit]) -> Bool {
+        var start = 0, lineNo = 0
+        let n = content.count
+        while start < n {
+            let end = Bytes.lineEnd(content, from: start)
+            defer { start = end + 1 }
+            lineNo += 1
+            if lineNo % 1024 == 0, Date() > deadline { return false }
+            let line = Bytes.text(content, start, end)
             var column: Int? = nil
             var word = false
             if let regex {
                 let ns = line as NSString
-                if let m = regex.firstMatch(in: line, range: NSRange(location: 0, length: ns.length)) {
-                    column = (ns.substring(to: m.range.location) as String).count + 1
-                    word = isWord(ns.substring(with: m.range), in: line, at: m.range.location)
+                var found: NSRange? = nil
+                var late = false
+                // Progress reports let a runaway match be stopped at the deadline.
+                regex.enumerateMatches(in: line, options: [.reportProgress], range: NSRange(location: 0, length: ns.length)) { m, _, stop in
+                    if let m { found = m.range; stop.pointee = true } else if Date() > deadline { late = true; stop.pointee = true }
+                }
+                if late { return false }
+                if let r = found {
+                    column = (ns.substring(to: r.location) as String).count + 1
+                    word = isWord(ns.substring(with: r), in: line, at: r.location)
                 }
             } else if let range = line.range(of: query.q, options: query.caseSensitive ? [] : [.caseInsensitive]) {
                 column = line.distance(from: line.startIndex, to: range.lowerBound) + 1
@@ -97,12 +159,33 @@ extension ProjectService {
                 word = !(before.map { $0.isLetter || $0.isNumber || $0 == "_" } ?? false) && !(after.map { $0.isLetter || $0.isNumber || $0 == "_" } ?? false)
             }
             guard let column else { continue }
-            out.append(SearchMatch(path: path, line: i + 1, column: column, text: String(line.prefix(1000)),
-                                   before: Array(lines[max(0, i - 2)..<i]).map { String($0.prefix(1000)) },
-                                   after: Array(lines[min(count, i + 1)..<min(count, i + 3)]).map { String($0.prefix(1000)) },
-                                   exactWord: word, definition: definitions.contains("\(path):\(i + 1)")))
-            if out.count >= maxMatches { return }
+            hits.append(Hit(path: path, line: lineNo, column: column, word: word, definition: definitions.contains("\(path):\(lineNo)"),
+                            segment: seg, doc: doc, start: start, end: end))
+            if hits.count >= maxMatches { return true }
         }
+        return true
+    }
+
+    /// A hit with its line and two lines of context each side.
+    static func materialize(_ h: Hit) -> SearchMatch {
+        let content = h.segment.content(h.doc)
+        let n = content.count
+        var before: [String] = []
+        var s = h.start
+        while before.count < 2 && s > 0 {
+            let (ps, pe) = Bytes.line(content, around: s - 1)
+            before.insert(String(Bytes.text(content, ps, pe).prefix(1000)), at: 0)
+            s = ps
+        }
+        var after: [String] = []
+        var e = h.end
+        while after.count < 2 && e + 1 < n {
+            let ne = Bytes.lineEnd(content, from: e + 1)
+            after.append(String(Bytes.text(content, e + 1, ne).prefix(1000)))
+            e = ne
+        }
+        return SearchMatch(path: h.path, line: h.line, column: h.column, text: String(Bytes.text(content, h.start, h.end).prefix(1000)),
+                           before: before, after: after, exactWord: h.word, definition: h.definition)
     }
 
     static func isWord(_ match: String, in line: String, at utf16Offset: Int) -> Bool {
@@ -164,5 +247,75 @@ extension ProjectService {
 
     func isIndexed(_ projectID: String) async throws -> Bool {
         try await db.read { tx in try tx.first("SELECT indexed_at FROM projects WHERE id = ?", projectID)?["indexed_at"] != .null }
+    }
+}
+
+/// The literal text a regular expression's every match must contain, read off simply: the longest
+/// run of plain characters outside groups, classes and optional parts. Nil (no narrowing) for
+/// alternation, inline flags, or no run of three bytes.
+enum RegexLiteral {
+    static func required(_ pattern: String) -> [UInt8]? {
+        let p = Array(pattern.utf8)
+        if p.contains(UInt8(ascii: "|")) || pattern.contains("(?") { return nil }
+        var best: [UInt8] = [], run: [UInt8] = []
+        var depth = 0, i = 0
+        func endRun() { if run.count > best.count { best = run }; run = [] }
+        func isAlnum(_ c: UInt8) -> Bool { (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) }
+        /// Skips a quantifier at `i`; true when there was one.
+        func skipQuantifier() -> Bool {
+            guard i < p.count else { return false }
+            switch p[i] {
+            case UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "?"):
+                i += 1
+            case UInt8(ascii: "{"):
+                while i < p.count && p[i] != UInt8(ascii: "}") { i += 1 }
+                i += 1
+            default:
+                return false
+            }
+            if i < p.count && (p[i] == UInt8(ascii: "?") || p[i] == UInt8(ascii: "+")) { i += 1 }
+            return true
+        }
+        while i < p.count {
+            let c = p[i]
+            var literal: UInt8
+            switch c {
+            case UInt8(ascii: "\\"):
+                guard i + 1 < p.count else { return nil }
+                let e = p[i + 1]
+                i += 2
+                if isAlnum(e) || e >= 0x80 { endRun(); _ = skipQuantifier(); continue }
+                literal = e
+            case UInt8(ascii: "["):
+                endRun()
+                i += 1
+                if i < p.count && p[i] == UInt8(ascii: "^") { i += 1 }
+                if i < p.count && p[i] == UInt8(ascii: "]") { i += 1 }
+                while i < p.count && p[i] != UInt8(ascii: "]") { i += p[i] == UInt8(ascii: "\\") ? 2 : 1 }
+                i += 1
+                _ = skipQuantifier()
+                continue
+            case UInt8(ascii: "("):
+                depth += 1; endRun(); i += 1; continue
+            case UInt8(ascii: ")"):
+                depth -= 1; endRun(); i += 1; _ = skipQuantifier(); continue
+            case UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "$"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "?"), UInt8(ascii: "{"):
+                endRun(); i += 1; continue
+            default:
+                if c >= 0x80 { endRun(); i += 1; continue }
+                literal = c
+                i += 1
+            }
+            let quantified = i < p.count ? p[i] : 0
+            if skipQuantifier() {
+                // `x+` still needs one x; `x*`, `x?` and `x{…}` may need none.
+                if quantified == UInt8(ascii: "+") && depth == 0 { run.append(literal) }
+                endRun()
+                continue
+            }
+            if depth == 0 { run.append(literal) } else { endRun() }
+        }
+        endRun()
+        return best.count >= 3 ? best : nil
     }
 }

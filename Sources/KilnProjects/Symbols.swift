@@ -36,13 +36,6 @@ enum SymbolExtractor {
     static func rx(_ p: String) -> NSRegularExpression { try! NSRegularExpression(pattern: p, options: []) }
 
     static let rules: [String: [Rule]] = [
-        "Swift": [
-            (rx(#"^\s*(?:@\w+(?:\([^)]*\))?\s+)*(?:(?:public|private|fileprivate|internal|open|final|static|class|override|mutating|nonisolated|indirect)\s+)*(class|struct|enum|actor|extension)\s+([A-Za-z_]\w*)"#), "type"),
-            (rx(#"^\s*(?:@\w+(?:\([^)]*\))?\s+)*(?:(?:public|private|fileprivate|internal|open)\s+)*protocol\s+([A-Za-z_]\w*)"#), "protocol"),
-            (rx(#"^\s*(?:@\w+(?:\([^)]*\))?\s+)*(?:(?:public|private|fileprivate|internal|open|final|static|class|override|mutating|nonisolated|convenience|required)\s+)*func\s+([A-Za-z_]\w*|[^\s(]+)"#), "function"),
-            (rx(#"^\s*(?:(?:public|private|fileprivate|internal|open|static)\s+)*let\s+([A-Z_][A-Za-z0-9_]*)\s*[:=]"#), "constant"),
-            (rx(#"^\s*(?:(?:public|private|fileprivate|internal|open)\s+)*typealias\s+([A-Za-z_]\w*)"#), "type"),
-        ],
         "Python": [
             (rx(#"^\s*class\s+([A-Za-z_]\w*)"#), "class"),
             (rx(#"^\s*(?:async\s+)?def\s+([A-Za-z_]\w*)"#), "function"),
@@ -90,21 +83,81 @@ enum SymbolExtractor {
 
     static let cKeywords: Set<String> = ["if", "for", "while", "switch", "return", "sizeof", "else", "do", "case"]
 
+    /// Words at least one rule of the language needs on a line: lines without any are passed over
+    /// without running the expressions. `(` stands for rules that only need a call shape.
+    static let keywords: [String: [[UInt8]]] = [
+        "Python": ["class", "def"],
+        "JavaScript": ["class", "function", "const", "("],
+        "Go": ["func", "type", "const"],
+        "Rust": ["fn", "struct", "enum", "union", "type", "trait", "const", "static", "impl"],
+        "C": ["struct", "union", "enum", "define", "("],
+        "C++": ["class", "struct", "union", "enum", "define", "namespace", "("],
+        "Java": ["class", "enum", "record", "interface", "static", "("],
+    ].mapValues { $0.map { Array($0.utf8) } }
+
+    /// Whether the line holds one of `words` as a whole word (or `(` when listed).
+    static func mentions(_ line: UnsafeRawBufferPointer, _ words: [[UInt8]]) -> Bool {
+        let n = line.count
+        var i = 0
+        while i < n {
+            let c = line[i]
+            if c == 40 { if words.contains([40]) { return true }; i += 1; continue }
+            guard c >= 97 && c <= 122 else { i += 1; continue }
+            var j = i + 1
+            while j < n && line[j] >= 97 && line[j] <= 122 { j += 1 }
+            let before = i > 0 ? line[i - 1] : 32
+            let after = j < n ? line[j] : 32
+            if !Bytes.isWordByte(before) || before == 35, !Bytes.isWordByte(after) {
+                for w in words where w.count == j - i && w[0] == c {
+                    var k = 1
+                    while k < w.count && w[k] == line[i + k] { k += 1 }
+                    if k == w.count { return true }
+                }
+            }
+            i = j
+        }
+        return false
+    }
+
     /// Symbols of one file's text.
     static func extract(path: String, text: String) -> [Symbol] {
+        var copy = text
+        return copy.withUTF8 { extract(path: path, bytes: UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Symbols of one file's bytes (UTF-8).
+    static func extract(path: String, bytes: UnsafeRawBufferPointer) -> [Symbol] {
         guard let lang = language(of: path) else { return [] }
         let rules = rules[lang == "TypeScript" ? "JavaScript" : lang] ?? []
+        let words = keywords[lang == "TypeScript" ? "JavaScript" : lang] ?? []
         var out: [Symbol] = []
         var scopes: [(indent: Int, name: String)] = []
         var lineNo = 0
-        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        var start = 0
+        let n = bytes.count
+        while start < n {
+            let end = Bytes.lineEnd(bytes, from: start)
+            defer { start = end + 1 }
             lineNo += 1
-            let line = String(raw)
+            if end - start > 8000 { continue }
+            var indent = 0
+            while start + indent < end && (bytes[start + indent] == 32 || bytes[start + indent] == 9) { indent += 1 }
+            if start + indent == end { continue }
+            let opensWithBrace = bytes[start + indent] == 125
+            while let last = scopes.last, indent <= last.indent, !opensWithBrace || indent < last.indent { scopes.removeLast() }
+            let raw = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
+            if lang == "Swift" {
+                guard let (kind, name) = SwiftDeclaration.parse(raw) else { continue }
+                out.append(Symbol(name: name, kind: kind == "function" && !scopes.isEmpty ? "method" : kind, path: path, line: lineNo,
+                                  scope: scopes.last?.name, language: lang))
+                if kind != "function" && kind != "constant" { scopes.append((indent, name)) }
+                continue
+            }
+            // Python constants are the one rule without a word: an upper-case first letter.
+            let constantShape = lang == "Python" && indent == 0 && bytes[start] >= 65 && bytes[start] <= 90
+            guard constantShape || mentions(raw, words) else { continue }
+            let line = String(decoding: raw, as: UTF8.self)
             if line.count > 2000 { continue }
-            let indent = line.prefix { $0 == " " || $0 == "\t" }.count
-            let trimmed = line.drop { $0 == " " || $0 == "\t" }
-            if trimmed.isEmpty { continue }
-            while let last = scopes.last, indent <= last.indent, !trimmed.hasPrefix("}") || indent < last.indent { scopes.removeLast() }
             let ns = line as NSString
             for rule in rules {
                 guard let m = rule.regex.firstMatch(in: line, range: NSRange(location: 0, length: ns.length)) else { continue }
@@ -152,5 +205,81 @@ enum SymbolExtractor {
                                   scope: obj["scope"] as? String, language: lang))
         }
         return symbols
+    }
+}
+
+/// Swift declarations read off a line by hand (the language's files are most of a Swift code base,
+/// and this is far faster than trying expressions on every line): attributes, modifiers, then
+/// `class`/`struct`/`enum`/`actor`/`extension`/`protocol`/`func`/`typealias` and a name, or `let` and
+/// an upper-case name followed by `:` or `=` (a constant). `class func f` is a function.
+enum SwiftDeclaration {
+    static let modifiers: Set<[UInt8]> = Set(["public", "private", "fileprivate", "internal", "open", "final", "static", "class", "override",
+                                              "mutating", "nonisolated", "indirect", "convenience", "required", "package"].map { Array($0.utf8) })
+    static let kinds: [[UInt8]: String] = [
+        Array("class".utf8): "class", Array("struct".utf8): "struct", Array("enum".utf8): "enum", Array("actor".utf8): "actor",
+        Array("extension".utf8): "extension", Array("protocol".utf8): "protocol", Array("func".utf8): "function",
+        Array("typealias".utf8): "type", Array("let".utf8): "constant",
+    ]
+
+    static func isSpace(_ c: UInt8) -> Bool { c == 32 || c == 9 || c == 13 || c == 11 || c == 12 }
+    static func isIdent(_ c: UInt8) -> Bool { (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 95 }
+
+    /// (kind, name) when the line declares something.
+    static func parse(_ line: UnsafeRawBufferPointer) -> (String, String)? {
+        let n = line.count
+        var i = 0
+        func skipSpace() -> Bool {
+            let from = i
+            while i < n && isSpace(line[i]) { i += 1 }
+            return i > from
+        }
+        func word() -> [UInt8] {
+            let from = i
+            while i < n && isIdent(line[i]) { i += 1 }
+            return Array(line[from..<i])
+        }
+        _ = skipSpace()
+        var sawAttribute = false
+        while i < n {
+            if line[i] == UInt8(ascii: "@") {
+                i += 1
+                guard !word().isEmpty else { return nil }
+                if i < n && line[i] == UInt8(ascii: "(") {
+                    while i < n && line[i] != UInt8(ascii: ")") { i += 1 }
+                    guard i < n else { return nil }
+                    i += 1
+                }
+                guard skipSpace() else { return nil }
+                sawAttribute = true
+                continue
+            }
+            let w = word()
+            guard !w.isEmpty, i < n, isSpace(line[i]) else { return nil }
+            _ = skipSpace()
+            // A modifier that is also a keyword (`class`) is a modifier when another keyword follows.
+            let next = i
+            let following = word()
+            i = next
+            let followingIsKeyword = kinds[following] != nil || modifiers.contains(following)
+            if modifiers.contains(w) && (kinds[w] == nil || followingIsKeyword) { continue }
+            guard let kind = kinds[w] else { return nil }
+            if kind == "constant" {
+                guard !sawAttribute, i < n, (line[i] >= 65 && line[i] <= 90) || line[i] == 95 else { return nil }
+                let name = word()
+                while i < n && isSpace(line[i]) { i += 1 }
+                guard i < n, line[i] == UInt8(ascii: ":") || line[i] == UInt8(ascii: "=") else { return nil }
+                return (kind, String(decoding: name, as: UTF8.self))
+            }
+            guard i < n else { return nil }
+            if kind == "function", !(isIdent(line[i]) && !(line[i] >= 48 && line[i] <= 57)) {
+                // An operator (`func ==(…)`) or a quoted name: everything up to space or `(`.
+                let from = i
+                while i < n && !isSpace(line[i]) && line[i] != UInt8(ascii: "(") { i += 1 }
+                return i > from ? (kind, String(decoding: line[from..<i], as: UTF8.self)) : nil
+            }
+            guard (line[i] >= 65 && line[i] <= 90) || (line[i] >= 97 && line[i] <= 122) || line[i] == 95 else { return nil }
+            return (kind, String(decoding: word(), as: UTF8.self))
+        }
+        return nil
     }
 }

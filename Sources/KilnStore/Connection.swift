@@ -26,6 +26,9 @@ final class Connection: @unchecked Sendable {
         if !readOnly {
             try execute("PRAGMA journal_mode = WAL")
             try execute("PRAGMA synchronous = FULL")
+            // The one writer gets a larger page cache (up to 32 MiB, used only as needed): big
+            // transactions (a project's symbols) otherwise spill and re-read index pages constantly.
+            try execute("PRAGMA cache_size = -32768")
         }
     }
 

@@ -148,6 +148,35 @@ func makeSourceTree(_ roots: String) throws -> String {
         #expect(try await a.call("GET", "/api/project/search?project_id=\(pid)&q=x&cursor=%21%21").status == 400)
     }
 
+    @Test func regexNarrowingAndARunawayExpression() async throws {
+        #expect(RegexLiteral.required("func [a-z]+\\(") == Array("func ".utf8))
+        #expect(RegexLiteral.required("try await [a-z]+\\.") == Array("try await ".utf8))
+        #expect(RegexLiteral.required("Web[Ss]ocket") == Array("ocket".utf8))
+        #expect(RegexLiteral.required("colou?r") == Array("colo".utf8))
+        #expect(RegexLiteral.required("abc+d") == Array("abc".utf8))
+        #expect(RegexLiteral.required("(GET|POST) ") == nil)
+        #expect(RegexLiteral.required("(?i)needle") == nil)
+        #expect(RegexLiteral.required("ab(cdef)?") == nil)
+        #expect(RegexLiteral.required("x{2}yz") == nil)
+
+        let roots = NSTemporaryDirectory() + "kiln-rx-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: roots + "/p", withIntermediateDirectories: true)
+        try (String(repeating: "a", count: 40) + "b\n").write(toFile: roots + "/p/runaway.txt", atomically: true, encoding: .utf8)
+        let t = try TestApp { $0.projectsRoots = [roots]; $0.searchTimeoutSeconds = 1 }
+        defer { Task { await t.stop() } }
+        _ = try await makeUser(t, "rx@example.com")
+        let a = Agent(t.base)
+        try await a.login("rx@example.com", "a long enough password")
+        let p = try await a.call("POST", "/api/project/load", json: ["ws_id": try await workspaceOf(a), "path": roots + "/p"])
+        let pid = try #require(p.json["id"] as? String)
+        let started = Date()
+        let r = try await a.call("GET", "/api/project/search?project_id=\(pid)&regex=1&q=%28a%2B%29%2Bc")
+        #expect(r.status == 400 && (r.json["error"] as? [String: Any])?["message"] as? String != nil)
+        #expect(Date().timeIntervalSince(started) < 30)
+        let ok = try await a.call("GET", "/api/project/search?project_id=\(pid)&regex=1&q=a%2Bb")
+        #expect(ok.status == 200 && ok.json["total"] as? Int == 1)
+    }
+
     @Test func symbolsAcrossLanguages() async throws {
         let (t, a, pid, _) = try await setUp()
         defer { Task { await t.stop() } }
@@ -207,3 +236,27 @@ func makeSourceTree(_ roots: String) throws -> String {
         }
     }
 }
+
+/// The hand-written Swift declaration reader.
+@Suite struct SwiftDeclarationTests {
+    func parse(_ line: String) -> [String]? {
+        var l = line
+        return l.withUTF8 { SwiftDeclaration.parse(UnsafeRawBufferPointer($0)).map { [$0.0, $0.1] } }
+    }
+
+    @Test func readsDeclarations() {
+        #expect(parse("public final class Server: Sendable {") == ["class", "Server"])
+        #expect(parse("    class func make() -> Self") == ["function", "make"])
+        #expect(parse("@MainActor @available(macOS 14, *) public struct View<T> {") == ["struct", "View"])
+        #expect(parse("  static func ==(lhs: A, rhs: A) -> Bool") == ["function", "=="])
+        #expect(parse("extension Array where Element: Equatable {") == ["extension", "Array"])
+        #expect(parse("public protocol Store {") == ["protocol", "Store"])
+        #expect(parse("static let MAX_SIZE: Int = 3") == ["constant", "MAX_SIZE"])
+        #expect(parse("typealias Handler = () -> Void") == ["type", "Handler"])
+        #expect(parse("let value = 3") == nil)
+        #expect(parse("return classify(x)") == nil)
+        #expect(parse("// func commented()") == nil)
+        #expect(parse("private enum") == nil)
+    }
+}
+

@@ -57,4 +57,8 @@ int kiln_forkpty(int *master_fd, const char *path, char *const argv[], char *con
 int kiln_set_winsize(int fd, unsigned short cols, unsigned short rows);
 /* pipe2 with O_CLOEXEC (Glibc hides pipe2 from Swift). */
 int kiln_pipe_cloexec(int fds[2]);
+/* memmem and memrchr (GNU extensions) for byte search over file content. */
+const void *kiln_memmem(const void *hay, size_t hay_len, const void *needle, size_t needle_len);
+const void *kiln_memrchr(const void *s, int c, size_t n);
+
 #endif

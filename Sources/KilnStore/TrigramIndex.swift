@@ -1,0 +1,532 @@
+import Foundation
+import Glibc
+import Synchronization
+
+/// Kiln's own substring index over many documents (the design of Russ Cox's codesearch and of
+/// zoekt): for every trigram, the sorted list of documents that contain it. A query's trigrams
+/// narrow the candidates; callers verify candidates against the content, which the index keeps
+/// beside the postings, so results are exactly what a scan would find.
+///
+/// Layout: immutable segments under `directory`, each a `<id>.idx` (documents, trigram table,
+/// postings, paths) and a `<id>.dat` (the documents' bytes), both memory-mapped. A rescan writes new
+/// segments for changed documents and marks their older copies dead; `manifest.json` (replaced
+/// atomically) is the commit point, so a crash leaves either the old or the new index. Segments
+/// that are mostly dead are rewritten by `compactIfNeeded`. The index is a cache: when it cannot be
+/// read it starts empty and `wasReset` tells the owner to rebuild it.
+///
+/// Trigram keys fold ASCII letters to lower case and every byte above 0x7F to one of 16 values, so
+/// a key has 21 bits; case-sensitive queries use the same keys (a superset) and verify exactly.
+public final class TrigramIndex: @unchecked Sendable {
+    public let directory: String
+    /// True when the stored index could not be read and was emptied.
+    public let wasReset: Bool
+
+    private struct Location { let segment: Int; let doc: UInt32 }
+    private struct State {
+        var segments: [Segment] = []
+        var dead: [Int: Set<UInt32>] = [:]
+        var live: [String: Location] = [:]
+        var nextID = 1
+    }
+    private let state = Mutex(State())
+    private let gate = AsyncGate()
+
+    static let keyBits = 21
+    static let keySpace = 1 << keyBits
+
+    /// One shared instance per directory, so every service in the process sees the same segments.
+    public static func shared(directory: String) throws -> TrigramIndex {
+        try registry.withLock { r in
+            if let i = r[directory] { return i }
+            let i = try TrigramIndex(directory: directory)
+            r[directory] = i
+            return i
+        }
+    }
+    private static let registry = Mutex<[String: TrigramIndex]>([:])
+
+    init(directory: String) throws {
+        self.directory = directory
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var s = State()
+        var reset = false
+        if let data = FileManager.default.contents(atPath: directory + "/manifest.json") {
+            do {
+                let m = try JSONDecoder().decode(Manifest.self, from: data)
+                s.nextID = m.next
+                for e in m.segments {
+                    let seg = try Segment(directory: directory, id: e.id)
+                    s.segments.append(seg)
+                    s.dead[e.id] = Set(e.dead)
+                }
+            } catch {
+                s = State()
+                reset = true
+            }
+        }
+        for seg in s.segments {
+            let dead = s.dead[seg.id] ?? []
+            for doc in 0..<UInt32(seg.documentCount) where !dead.contains(doc) { s.live[seg.paths[Int(doc)]] = Location(segment: seg.id, doc: doc) }
+        }
+        // Files no manifest names: an interrupted build, or a reset.
+        let keep = Set(s.segments.map(\.id))
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+            let stem = name.split(separator: ".").first.flatMap { Int($0) }
+            if let stem, !keep.contains(stem) { unlink(directory + "/" + name) }
+            if stem == nil, reset, name == "manifest.json" { unlink(directory + "/" + name) }
+            if let stem, stem >= s.nextID { s.nextID = stem + 1 }
+        }
+        wasReset = reset
+        state.withLock { $0 = s }
+    }
+
+    /// Runs `body` while no other writer of this index runs (rescans are serialised per index).
+    public func exclusive<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        await gate.acquire()
+        defer { gate.release() }
+        return try await body()
+    }
+
+    /// The paths of the live documents.
+    public func livePaths() -> Set<String> { state.withLock { Set($0.live.keys) } }
+
+    /// A consistent view for readers; segments stay mapped as long as a snapshot holds them.
+    public func snapshot() -> Snapshot { state.withLock { Snapshot(segments: $0.segments, dead: $0.dead) } }
+
+    /// A builder for a new segment (callers `finish` it and pass its id to `commit`).
+    public func makeBuilder() throws -> Builder {
+        let id = state.withLock { s -> Int in defer { s.nextID += 1 }; return s.nextID }
+        return try Builder(directory: directory, id: id)
+    }
+
+    /// Adds finished segments and retires documents: every path in `removing`, and every older copy of
+    /// a path the new segments hold.
+    public func commit(adding ids: [Int], removing: some Sequence<String>) throws {
+        let added = try ids.map { try Segment(directory: directory, id: $0) }
+        let dropped: [Int] = try state.withLock { s in
+            var next = s
+            func retire(_ path: String) {
+                if let loc = next.live.removeValue(forKey: path) { next.dead[loc.segment, default: []].insert(loc.doc) }
+            }
+            for p in removing { retire(p) }
+            for seg in added {
+                next.segments.append(seg)
+                next.dead[seg.id] = []
+                for doc in 0..<seg.documentCount {
+                    let p = seg.paths[doc]
+                    retire(p)
+                    next.live[p] = Location(segment: seg.id, doc: UInt32(doc))
+                }
+            }
+            let empty = next.segments.filter { (next.dead[$0.id]?.count ?? 0) >= $0.documentCount }.map(\.id)
+            next.segments.removeAll { empty.contains($0.id) }
+            for id in empty { next.dead[id] = nil }
+            try writeManifest(next)
+            s = next
+            return empty
+        }
+        for id in dropped { removeFiles(id) }
+    }
+
+    /// Deletes finished segments that will not be committed (a failed or cancelled build).
+    public func discard(_ ids: [Int]) { for id in ids { removeFiles(id) } }
+
+    /// Rewrites the live documents into fresh segments when too many are dead or segments are many.
+    public func compactIfNeeded(segmentBytes: UInt64) throws {
+        let (segments, dead) = state.withLock { ($0.segments, $0.dead) }
+        let total = segments.reduce(0) { $0 + $1.documentCount }
+        let deadCount = dead.values.reduce(0) { $0 + $1.count }
+        guard segments.count > 32 || (total > 0 && deadCount * 4 > total) else { return }
+        var built: [Int] = []
+        var builder = try makeBuilder()
+        for seg in segments {
+            let d = dead[seg.id] ?? []
+            for doc in 0..<UInt32(seg.documentCount) where !d.contains(doc) {
+                try builder.add(path: seg.paths[Int(doc)], content: seg.content(doc))
+                if builder.contentBytes >= segmentBytes { try builder.finish(); built.append(builder.segmentID); builder = try makeBuilder() }
+            }
+        }
+        if builder.documentCount > 0 { try builder.finish(); built.append(builder.segmentID) } else { builder.discard() }
+        let fresh = try built.map { try Segment(directory: directory, id: $0) }
+        let old: [Int] = try state.withLock { s in
+            var next = State()
+            next.nextID = s.nextID
+            next.segments = fresh
+            for seg in fresh {
+                next.dead[seg.id] = []
+                for doc in 0..<seg.documentCount { next.live[seg.paths[doc]] = Location(segment: seg.id, doc: UInt32(doc)) }
+            }
+            try writeManifest(next)
+            let old = s.segments.map(\.id)
+            s = next
+            return old
+        }
+        for id in old { removeFiles(id) }
+    }
+
+    private struct Manifest: Codable {
+        struct Entry: Codable { let id: Int; let dead: [UInt32] }
+        let version: Int
+        let next: Int
+        let segments: [Entry]
+    }
+
+    private func writeManifest(_ s: State) throws {
+        let m = Manifest(version: 1, next: s.nextID, segments: s.segments.map { .init(id: $0.id, dead: (s.dead[$0.id] ?? []).sorted()) })
+        let tmp = directory + "/manifest.json.tmp"
+        try JSONEncoder().encode(m).write(to: URL(fileURLWithPath: tmp))
+        guard rename(tmp, directory + "/manifest.json") == 0 else { throw IndexError.io("rename manifest: errno \(errno)") }
+    }
+
+    private func removeFiles(_ id: Int) {
+        unlink(directory + "/\(id).idx")
+        unlink(directory + "/\(id).dat")
+    }
+
+    // MARK: Keys
+
+    /// Byte → 7-bit key symbol: ASCII lower-cased; bytes above 0x7F share 16 values.
+    static let fold: [UInt8] = (0..<256).map { (i: Int) -> UInt8 in
+        let b = UInt8(i)
+        if b >= 0x80 { return 0x10 | (b & 0x0F) }
+        return b >= 65 && b <= 90 ? b + 32 : b
+    }
+
+    /// The distinct keys of `bytes`' trigrams. With `asciiOnly`, trigrams holding a non-ASCII byte are
+    /// left out (a case-insensitive query cannot know how such bytes are spelled in the text).
+    public static func keys(of bytes: [UInt8], asciiOnly: Bool) -> [UInt32] {
+        guard bytes.count >= 3 else { return [] }
+        var out = Set<UInt32>()
+        for i in 0...(bytes.count - 3) {
+            let a = bytes[i], b = bytes[i + 1], c = bytes[i + 2]
+            if asciiOnly && (a | b | c) >= 0x80 { continue }
+            out.insert(key(a, b, c))
+        }
+        return Array(out)
+    }
+
+    public static func key(_ a: UInt8, _ b: UInt8, _ c: UInt8) -> UInt32 {
+        UInt32(fold[Int(a)]) << 14 | UInt32(fold[Int(b)]) << 7 | UInt32(fold[Int(c)])
+    }
+
+    public enum IndexError: Error, CustomStringConvertible {
+        case io(String)
+        case corrupt(String)
+        public var description: String {
+            switch self { case .io(let m): "index I/O: \(m)"; case .corrupt(let m): "index corrupt: \(m)" }
+        }
+    }
+
+    // MARK: Reading
+
+    public struct Snapshot: Sendable {
+        public let segments: [Segment]
+        let dead: [Int: Set<UInt32>]
+
+        public var documentCount: Int { segments.reduce(0) { $0 + $1.documentCount - (dead[$1.id]?.count ?? 0) } }
+
+        /// Calls `body` for every live document holding all `keys` (every live document when `keys` is
+        /// empty), segment by segment; `body` returns false to stop.
+        public func forEachCandidate(_ keys: [UInt32], _ body: (Segment, UInt32) throws -> Bool) rethrows {
+            for seg in segments {
+                let d = dead[seg.id] ?? []
+                if keys.isEmpty {
+                    for doc in 0..<UInt32(seg.documentCount) where !d.contains(doc) { if try !body(seg, doc) { return } }
+                    continue
+                }
+                var lists: [UnsafeBufferPointer<UInt32>] = []
+                var missing = false
+                for k in keys {
+                    guard let l = seg.postings(for: k) else { missing = true; break }
+                    lists.append(l)
+                }
+                if missing { continue }
+                lists.sort { $0.count < $1.count }
+                var result = Array(lists[0])
+                for l in lists.dropFirst() {
+                    if result.isEmpty { break }
+                    result = Snapshot.intersect(result, l)
+                }
+                for doc in result where !d.contains(doc) { if try !body(seg, doc) { return } }
+            }
+        }
+
+        /// Sorted intersection; gallops through the longer list.
+        static func intersect(_ a: [UInt32], _ b: UnsafeBufferPointer<UInt32>) -> [UInt32] {
+            var out: [UInt32] = []
+            out.reserveCapacity(a.count)
+            var j = 0
+            let n = b.count
+            for x in a {
+                var step = 1
+                var hi = j
+                while hi < n && b[hi] < x { j = hi + 1; hi = j + step; step <<= 1 }
+                hi = min(hi, n)
+                var lo = j
+                while lo < hi { let mid = (lo + hi) / 2; if b[mid] < x { lo = mid + 1 } else { hi = mid } }
+                j = lo
+                if j == n { break }
+                if b[j] == x { out.append(x); j += 1 }
+            }
+            return out
+        }
+    }
+
+    /// One immutable, memory-mapped segment.
+    public final class Segment: @unchecked Sendable {
+        public let id: Int
+        public let documentCount: Int
+        /// Document paths, by document number.
+        public let paths: [String]
+        private let indexMap: UnsafeMutableRawPointer
+        private let indexSize: Int
+        private let contentMap: UnsafeMutableRawPointer?
+        private let contentSize: Int
+        private let docTable: UnsafePointer<UInt64>
+        private let keys: UnsafeBufferPointer<UInt32>
+        private let starts: UnsafePointer<UInt32>
+        private let postingsBase: UnsafePointer<UInt32>
+
+        static let magic: UInt32 = 0x3149_544B   // "KTI1"
+        static let headerSize = 32
+
+        init(directory: String, id: Int) throws {
+            self.id = id
+            let (im, isz) = try Segment.map(directory + "/\(id).idx")
+            guard let im, isz >= Segment.headerSize else { throw IndexError.corrupt("segment \(id) has no header") }
+            let (cm, csz) = try Segment.map(directory + "/\(id).dat")
+            indexMap = im; indexSize = isz; contentMap = cm; contentSize = csz
+            let h = UnsafeRawPointer(im)
+            let docs = Int(h.load(fromByteOffset: 8, as: UInt32.self))
+            let keyCount = Int(h.load(fromByteOffset: 12, as: UInt32.self))
+            let postingCount = Int(h.load(fromByteOffset: 16, as: UInt64.self))
+            let pathBytes = Int(h.load(fromByteOffset: 24, as: UInt64.self))
+            let docOff = Segment.headerSize
+            let keyOff = docOff + docs * 16
+            let startOff = keyOff + keyCount * 4
+            let postOff = startOff + (keyCount + 1) * 4
+            let pathOff = postOff + postingCount * 4
+            guard h.load(as: UInt32.self) == Segment.magic, pathOff + pathBytes == isz else {
+                munmap(im, isz); if let cm { munmap(cm, csz) }
+                throw IndexError.corrupt("segment \(id) has a bad size or magic")
+            }
+            documentCount = docs
+            docTable = (h + docOff).assumingMemoryBound(to: UInt64.self)
+            keys = UnsafeBufferPointer(start: (h + keyOff).assumingMemoryBound(to: UInt32.self), count: keyCount)
+            starts = (h + startOff).assumingMemoryBound(to: UInt32.self)
+            postingsBase = (h + postOff).assumingMemoryBound(to: UInt32.self)
+            var names: [String] = []
+            names.reserveCapacity(docs)
+            let pb = UnsafeBufferPointer(start: (h + pathOff).assumingMemoryBound(to: UInt8.self), count: pathBytes)
+            var start = 0
+            for i in 0..<pathBytes where pb[i] == 0 {
+                names.append(String(decoding: UnsafeBufferPointer(rebasing: pb[start..<i]), as: UTF8.self))
+                start = i + 1
+            }
+            paths = names
+            var ok = names.count == docs
+            for d in 0..<docs where ok { ok = docTable[d * 2] + docTable[d * 2 + 1] <= UInt64(csz) }
+            if ok, keyCount > 0 { ok = Int(starts[keyCount]) == postingCount }
+            guard ok else {
+                munmap(im, isz); if let cm { munmap(cm, csz) }
+                throw IndexError.corrupt("segment \(id) tables disagree")
+            }
+        }
+
+        deinit {
+            munmap(indexMap, indexSize)
+            if let contentMap { munmap(contentMap, contentSize) }
+        }
+
+        static func map(_ path: String) throws -> (UnsafeMutableRawPointer?, Int) {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw IndexError.io("open \(path): errno \(errno)") }
+            defer { close(fd) }
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { throw IndexError.io("stat \(path)") }
+            let size = Int(st.st_size)
+            if size == 0 { return (nil, 0) }
+            guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else { throw IndexError.io("mmap \(path): errno \(errno)") }
+            return (p, size)
+        }
+
+        /// The document's bytes (valid while the segment lives).
+        public func content(_ doc: UInt32) -> UnsafeRawBufferPointer {
+            let off = Int(docTable[Int(doc) * 2]), len = Int(docTable[Int(doc) * 2 + 1])
+            guard let contentMap, len > 0 else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+            return UnsafeRawBufferPointer(start: contentMap + off, count: len)
+        }
+
+        /// The sorted documents holding `key`, or nil when none does.
+        func postings(for key: UInt32) -> UnsafeBufferPointer<UInt32>? {
+            var lo = 0, hi = keys.count
+            while lo < hi { let mid = (lo + hi) / 2; if keys[mid] < key { lo = mid + 1 } else { hi = mid } }
+            guard lo < keys.count, keys[lo] == key else { return nil }
+            let s = Int(starts[lo]), e = Int(starts[lo + 1])
+            return UnsafeBufferPointer(start: postingsBase + s, count: e - s)
+        }
+    }
+
+    // MARK: Building
+
+    /// Writes one segment: documents are appended, then `finish` sorts the postings and writes the table.
+    public final class Builder {
+        public let segmentID: Int
+        let directory: String
+        private let fd: Int32
+        private var pending: [UInt8] = []
+        public private(set) var contentBytes: UInt64 = 0
+        public private(set) var documentCount = 0
+        private var docTable: [UInt64] = []
+        private var pathBytes: [UInt8] = []
+        /// (key << 32 | doc) for every distinct trigram of every document, in document order.
+        private var entries: [UInt64] = []
+        private let lastSeen: UnsafeMutablePointer<UInt32>
+        private var finished = false
+
+        init(directory: String, id: Int) throws {
+            self.directory = directory
+            segmentID = id
+            fd = open(directory + "/\(id).dat", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw IndexError.io("create segment \(id): errno \(errno)") }
+            lastSeen = .allocate(capacity: TrigramIndex.keySpace)
+            lastSeen.initialize(repeating: .max, count: TrigramIndex.keySpace)
+            pending.reserveCapacity(1 << 20)
+        }
+
+        deinit {
+            lastSeen.deallocate()
+            if !finished { close(fd) }
+        }
+
+        /// Adds one document.
+        public func add(path: String, content: UnsafeRawBufferPointer) throws {
+            let doc = UInt32(documentCount)
+            documentCount += 1
+            docTable.append(contentBytes)
+            docTable.append(UInt64(content.count))
+            pathBytes.append(contentsOf: path.utf8)
+            pathBytes.append(0)
+            contentBytes += UInt64(content.count)
+            if content.count >= 1 << 20 {
+                try flushPending()
+                try Builder.writeAll(fd, content.baseAddress!, content.count)
+            } else {
+                pending.append(contentsOf: content.bindMemory(to: UInt8.self))
+                if pending.count >= 1 << 20 { try flushPending() }
+            }
+            let n = content.count
+            guard n >= 3, let p = content.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
+            TrigramIndex.fold.withUnsafeBufferPointer { fold in
+                let seen = lastSeen
+                var k = UInt32(fold[Int(p[0])]) << 7 | UInt32(fold[Int(p[1])])
+                let docBits = UInt64(doc)
+                for i in 2..<n {
+                    k = ((k << 7) | UInt32(fold[Int(p[i])])) & 0x1F_FFFF
+                    if seen[Int(k)] != doc {
+                        seen[Int(k)] = doc
+                        entries.append(UInt64(k) << 32 | docBits)
+                    }
+                }
+            }
+        }
+
+        /// Whether the last added document holds the trigram `key`.
+        public func lastDocumentContains(_ key: UInt32) -> Bool { documentCount > 0 && lastSeen[Int(key)] == UInt32(documentCount - 1) }
+
+        private func flushPending() throws {
+            guard !pending.isEmpty else { return }
+            try pending.withUnsafeBytes { try Builder.writeAll(fd, $0.baseAddress!, $0.count) }
+            pending.removeAll(keepingCapacity: true)
+        }
+
+        static func writeAll(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) throws {
+            var done = 0
+            while done < n {
+                let w = write(fd, p + done, n - done)
+                if w < 0 { if errno == EINTR { continue }; throw IndexError.io("write: errno \(errno)") }
+                done += w
+            }
+        }
+
+        /// Sorts the postings by key (a counting sort: documents stay in order within a key) and writes the table.
+        public func finish() throws {
+            try flushPending()
+            close(fd)
+            finished = true
+            let counts = UnsafeMutablePointer<UInt32>.allocate(capacity: TrigramIndex.keySpace)
+            defer { counts.deallocate() }
+            counts.initialize(repeating: 0, count: TrigramIndex.keySpace)
+            for e in entries { counts[Int(e >> 32)] += 1 }
+            var keys: [UInt32] = []
+            var starts: [UInt32] = []
+            var running: UInt32 = 0
+            for k in 0..<TrigramIndex.keySpace where counts[k] > 0 {
+                keys.append(UInt32(k))
+                starts.append(running)
+                let c = counts[k]
+                counts[k] = running
+                running += c
+            }
+            starts.append(running)
+            var postings = [UInt32](repeating: 0, count: entries.count)
+            postings.withUnsafeMutableBufferPointer { out in
+                for e in entries {
+                    let k = Int(e >> 32)
+                    out[Int(counts[k])] = UInt32(truncatingIfNeeded: e)
+                    counts[k] += 1
+                }
+            }
+            entries = []
+            var header = [UInt8](repeating: 0, count: Segment.headerSize)
+            header.withUnsafeMutableBytes { h in
+                h.storeBytes(of: Segment.magic, toByteOffset: 0, as: UInt32.self)
+                h.storeBytes(of: UInt32(1), toByteOffset: 4, as: UInt32.self)
+                h.storeBytes(of: UInt32(documentCount), toByteOffset: 8, as: UInt32.self)
+                h.storeBytes(of: UInt32(keys.count), toByteOffset: 12, as: UInt32.self)
+                h.storeBytes(of: UInt64(postings.count), toByteOffset: 16, as: UInt64.self)
+                h.storeBytes(of: UInt64(pathBytes.count), toByteOffset: 24, as: UInt64.self)
+            }
+            let out = open(directory + "/\(segmentID).idx", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            guard out >= 0 else { throw IndexError.io("create segment table \(segmentID): errno \(errno)") }
+            defer { close(out) }
+            try header.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) }
+            if !docTable.isEmpty { try docTable.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
+            if !keys.isEmpty { try keys.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
+            try starts.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) }
+            if !postings.isEmpty { try postings.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
+            if !pathBytes.isEmpty { try pathBytes.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
+        }
+
+        /// Drops an unfinished (or unused) segment's files.
+        public func discard() {
+            if !finished { close(fd); finished = true }
+            unlink(directory + "/\(segmentID).dat")
+            unlink(directory + "/\(segmentID).idx")
+        }
+    }
+}
+
+/// A first-come first-served lock for async code (a writer holds it across suspension points).
+final class AsyncGate: Sendable {
+    private let state = Mutex<(busy: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func acquire() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if !s.busy { s.busy = true; return true }
+                s.waiters.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
+    func release() {
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if s.waiters.isEmpty { s.busy = false; return nil }
+            return s.waiters.removeFirst()
+        }
+        next?.resume()
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+@testable import KilnStore
+
+/// The trigram index on real files in a temporary folder: candidates against a brute-force scan,
+/// retiring documents, reopening from disk, a damaged manifest, compaction.
+@Suite struct TrigramIndexTests {
+    func tempDir() throws -> String {
+        let dir = NSTemporaryDirectory() + "kiln-tri-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    func build(_ index: TrigramIndex, _ docs: [(String, String)], segmentBytes: UInt64 = 1 << 30) throws -> [Int] {
+        var ids: [Int] = []
+        var b = try index.makeBuilder()
+        for (path, text) in docs {
+            var t = text
+            try t.withUTF8 { try b.add(path: path, content: UnsafeRawBufferPointer($0)) }
+            if b.contentBytes >= segmentBytes { try b.finish(); ids.append(b.segmentID); b = try index.makeBuilder() }
+        }
+        if b.documentCount > 0 { try b.finish(); ids.append(b.segmentID) } else { b.discard() }
+        return ids
+    }
+
+    func candidates(_ index: TrigramIndex, _ q: String, caseSensitive: Bool = true) -> Set<String> {
+        var out = Set<String>()
+        index.snapshot().forEachCandidate(TrigramIndex.keys(of: Array(q.utf8), asciiOnly: !caseSensitive)) { seg, doc in
+            let text = String(decoding: seg.content(doc), as: UTF8.self)
+            let hit = caseSensitive ? text.contains(q) : text.lowercased().contains(q.lowercased())
+            if hit { out.insert(seg.paths[Int(doc)]) }
+            return true
+        }
+        return out
+    }
+
+    /// Random documents over a small alphabet (so trigrams repeat across documents).
+    func corpus(_ n: Int) -> [(String, String)] {
+        var rng = SystemRandomNumberGenerator()
+        let alphabet = Array("abcdeABCDE _\nλé")
+        return (0..<n).map { i in
+            let len = Int(rng.next() % 400)
+            return ("dir\(i % 7)/file\(i).txt", String((0..<len).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] }))
+        }
+    }
+
+    @Test func candidatesEqualABruteForceScan() throws {
+        let index = try TrigramIndex(directory: try tempDir())
+        let docs = corpus(300)
+        try index.commit(adding: try build(index, docs, segmentBytes: 8_000), removing: [])
+        #expect(index.snapshot().segments.count > 3)
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<300 {
+            let source = Array(docs[Int(rng.next() % 300)].1)
+            guard source.count > 8 else { continue }
+            let start = Int(rng.next() % UInt64(source.count - 6)), len = 1 + Int(rng.next() % 6)
+            let q = String(source[start..<(start + len)])
+            let caseSensitive = rng.next() % 2 == 0
+            let expected = Set(docs.filter { caseSensitive ? $0.1.contains(q) : $0.1.lowercased().contains(q.lowercased()) }.map(\.0))
+            #expect(candidates(index, q, caseSensitive: caseSensitive) == expected, "\(q.debugDescription) case \(caseSensitive)")
+        }
+    }
+
+    @Test func retiredDocumentsDisappearAndTheIndexReopens() throws {
+        let dir = try tempDir()
+        let index = try TrigramIndex(directory: dir)
+        try index.commit(adding: try build(index, [("a.txt", "alpha needle one"), ("b.txt", "beta"), ("c.txt", "gamma needle")]), removing: [])
+        #expect(candidates(index, "needle") == ["a.txt", "c.txt"])
+        // a.txt changes (a new copy in a new segment), c.txt is deleted.
+        try index.commit(adding: try build(index, [("a.txt", "alpha haystack")]), removing: ["c.txt"])
+        #expect(candidates(index, "needle").isEmpty)
+        #expect(candidates(index, "haystack") == ["a.txt"])
+        #expect(index.livePaths() == ["a.txt", "b.txt"])
+        #expect(index.snapshot().documentCount == 2)
+
+        let reopened = try TrigramIndex(directory: dir)
+        #expect(!reopened.wasReset)
+        #expect(reopened.livePaths() == ["a.txt", "b.txt"])
+        #expect(candidates(reopened, "haystack") == ["a.txt"])
+
+        // Compaction keeps exactly the live documents, in fewer segments.
+        try reopened.compactIfNeeded(segmentBytes: 1 << 20)
+        #expect(reopened.snapshot().segments.count == 1)
+        #expect(candidates(reopened, "beta") == ["b.txt"] && candidates(reopened, "haystack") == ["a.txt"])
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".idx") }
+        #expect(files.count == 1)
+    }
+
+    @Test func aDamagedIndexStartsEmpty() throws {
+        let dir = try tempDir()
+        let index = try TrigramIndex(directory: dir)
+        let ids = try build(index, [("a.txt", "some text")])
+        try index.commit(adding: ids, removing: [])
+        // A truncated segment table: the manifest names it, the sizes disagree.
+        let idx = dir + "/\(ids[0]).idx"
+        let data = try Data(contentsOf: URL(fileURLWithPath: idx))
+        try data.prefix(data.count - 3).write(to: URL(fileURLWithPath: idx))
+        let reopened = try TrigramIndex(directory: dir)
+        #expect(reopened.wasReset && reopened.livePaths().isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+        try "{not json".write(toFile: dir + "/manifest.json", atomically: true, encoding: .utf8)
+        #expect(try TrigramIndex(directory: dir).wasReset)
+    }
+
+    @Test func keysFoldCaseAndSkipNonASCIIWhenAsked() {
+        #expect(TrigramIndex.keys(of: Array("ab".utf8), asciiOnly: false).isEmpty)
+        #expect(Set(TrigramIndex.keys(of: Array("ABC".utf8), asciiOnly: false)) == Set(TrigramIndex.keys(of: Array("abc".utf8), asciiOnly: false)))
+        #expect(TrigramIndex.keys(of: Array("aλb".utf8), asciiOnly: true).isEmpty)
+        #expect(TrigramIndex.keys(of: Array("aλb".utf8), asciiOnly: false).count == 2)
+    }
+}
