@@ -39,17 +39,102 @@ public final class EventBus: Sendable {
         init(id: Int, continuation: AsyncThrowingStream<BusEvent, any Error>.Continuation) { self.id = id; self.continuation = continuation }
     }
 
+    /// An SSE response in the live phase: `publish` queues the event's bytes straight onto the
+    /// client's connection (encoded once per event, no task per subscriber woken), in seq order.
+    final class Sink: Sendable {
+        enum Phase {
+            /// Replaying from the store; live events wait here.
+            case buffering([BusEvent])
+            case pushing(last: Int)
+            case ended(overflow: Bool)
+        }
+        let id: Int
+        let writer: SSEWriter
+        let endTypes: Set<String>
+        let bufferLimit: Int
+        let phase = Mutex<Phase>(.buffering([]))
+        let waiter = Mutex<CheckedContinuation<Void, Never>?>(nil)
+        /// Bytes a client may leave unread before it is cut off (it resumes with Last-Event-ID).
+        static let backlogLimit = 8 << 20
+
+        init(id: Int, writer: SSEWriter, endTypes: Set<String>, bufferLimit: Int) {
+            self.id = id; self.writer = writer; self.endTypes = endTypes; self.bufferLimit = bufferLimit
+        }
+
+        /// Called by `publish` with the event's bytes.
+        func deliver(_ e: BusEvent, _ wire: [UInt8]) {
+            let ended = phase.withLock { p -> Bool in
+                switch p {
+                case .buffering(var list):
+                    list.append(e)
+                    p = list.count > bufferLimit ? .ended(overflow: true) : .buffering(list)
+                case .pushing(let last):
+                    guard e.seq > last else { return false }
+                    p = push(e, wire)
+                case .ended:
+                    return false
+                }
+                if case .ended = p { return true }
+                return false
+            }
+            if ended { wake() }
+        }
+
+        /// Ends buffering: queues the buffered events newer than `last` (under the lock, so no live
+        /// event can overtake them), then pushes live. True when the stream is already over.
+        func startPushing(after last: Int) -> Bool {
+            let ended = phase.withLock { p -> Bool in
+                guard case .buffering(let list) = p else { return true }
+                p = .pushing(last: last)
+                for e in list where e.seq > last {
+                    p = push(e, SSEEvent(id: String(e.seq), event: e.type, data: e.data).encoded)
+                    if case .ended = p { return true }
+                }
+                return false
+            }
+            if ended { wake() }
+            return ended
+        }
+
+        private func push(_ e: BusEvent, _ wire: [UInt8]) -> Phase {
+            guard writer.push(encoded: wire, limit: Sink.backlogLimit) else { return .ended(overflow: true) }
+            return endTypes.contains(e.type) ? .ended(overflow: false) : .pushing(last: e.seq)
+        }
+
+        func end() {
+            phase.withLock { p in if case .ended = p { return }; p = .ended(overflow: false) }
+            wake()
+        }
+
+        private func wake() { waiter.withLock { w -> CheckedContinuation<Void, Never>? in defer { w = nil }; return w }?.resume() }
+
+        /// Waits until the stream is over; true when it ended because the client fell behind.
+        func wait() async -> Bool {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let over = phase.withLock { p -> Bool in
+                    if case .ended = p { return true }
+                    waiter.withLock { $0 = c }
+                    return false
+                }
+                if over { c.resume() }
+            }
+            return phase.withLock { if case .ended(let overflow) = $0 { return overflow }; return false }
+        }
+    }
+
     let db: Database
     let clock: any Clock
     let bufferLimit: Int
-    private let subscribers = Mutex<(next: Int, byTopic: [String: [Subscriber]])>((0, [:]))
+    private let subscribers = Mutex<(next: Int, byTopic: [String: [Subscriber]], sinks: [String: [Sink]])>((0, [:], [:]))
 
     public init(db: Database, clock: any Clock = SystemClock(), bufferLimit: Int = 1024) {
         self.db = db; self.clock = clock; self.bufferLimit = bufferLimit
     }
 
     /// Live subscriber count (for /metrics).
-    public var subscriberCount: Int { subscribers.withLock { $0.byTopic.values.reduce(0) { $0 + $1.count } } }
+    public var subscriberCount: Int {
+        subscribers.withLock { $0.byTopic.values.reduce(0) { $0 + $1.count } + $0.sinks.values.reduce(0) { $0 + $1.count } }
+    }
 
     /// Appends an event to `topic` (durably) and delivers it to live subscribers. Returns its seq.
     @discardableResult
@@ -70,12 +155,15 @@ public final class EventBus: Sendable {
     }
 
     private func deliver(_ e: BusEvent) {
-        let subs = subscribers.withLock { $0.byTopic[e.topic] ?? [] }
+        let (subs, sinks) = subscribers.withLock { ($0.byTopic[e.topic] ?? [], $0.sinks[e.topic] ?? []) }
         for s in subs {
             if case .dropped = s.continuation.yield(e) {
                 s.continuation.finish(throwing: SubscriberOverflow())
             }
         }
+        guard !sinks.isEmpty else { return }
+        let wire = SSEEvent(id: String(e.seq), event: e.type, data: e.data).encoded
+        for s in sinks { s.deliver(e, wire) }
     }
 
     /// Events of `topic` after `cursor` (0 = from the start): the stored ones, then live ones,
@@ -129,14 +217,42 @@ public final class EventBus: Sendable {
     }
 
     /// An SSE response streaming `topic` from the request's cursor (`Last-Event-ID` or `?cursor=`);
-    /// ends after an event whose type is in `endTypes` (a finished job, say).
+    /// ends after an event whose type is in `endTypes` (a finished job, say). Stored events are
+    /// replayed first; live ones are then pushed by `publish` itself (see `Sink`).
     public func sse(topic: String, request: Request, endTypes: Set<String> = []) throws -> Response {
         let cursor = try SSE.resumeCursor(request) ?? 0
         return Response.sse { sse in
-            for try await e in self.subscribe(topic: topic, after: cursor) {
-                try await sse.send(id: String(e.seq), event: e.type, data: e.data)
-                if endTypes.contains(e.type) { return }
+            let sink = self.subscribers.withLock { s -> Sink in
+                s.next += 1
+                let sink = Sink(id: s.next, writer: sse, endTypes: endTypes, bufferLimit: self.bufferLimit)
+                s.sinks[topic, default: []].append(sink)
+                return sink
             }
+            defer {
+                sink.end()
+                self.subscribers.withLock { s in
+                    s.sinks[topic]?.removeAll { $0.id == sink.id }
+                    if s.sinks[topic]?.isEmpty == true { s.sinks[topic] = nil }
+                }
+            }
+            var last = cursor
+            // Replay in pages, so a long history never sits in memory at once.
+            while true {
+                let after = last
+                let page = try await self.db.read { tx in
+                    try tx.query("SELECT seq, type, data FROM events WHERE topic = ? AND seq > ? ORDER BY seq LIMIT 500", topic, after)
+                }
+                for r in page {
+                    let type = r.string("type") ?? ""
+                    last = r.int("seq") ?? last
+                    try await sse.send(id: String(last), event: type, data: r.string("data") ?? "null")
+                    if endTypes.contains(type) { return }
+                }
+                if page.count < 500 { break }
+            }
+            _ = sink.startPushing(after: last)
+            let overflow = await withTaskCancellationHandler { await sink.wait() } onCancel: { sink.end() }
+            if overflow { throw SubscriberOverflow() }
         }
     }
 }

@@ -4,8 +4,8 @@
 # The scripted provider (scripts/e2e/fake_llm.py ticker) waits while the followers connect, then streams
 # TICKS text deltas carrying their send time; every subscriber records when each reached it. Prints
 # delivery latency p50/p99/max over live deliveries (deltas sent after every follower was connected),
-# how many subscribers got every event, and the server's RSS at peak. The Python client shares the
-# 2 cores with the server, so its own parsing time is part of the figures.
+# how many subscribers got every event, and the server's RSS at peak. The client (sse_fanout.c, plain
+# epoll) shares the cores with the server, so its own cost is part of the figures, but small.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/scripts/lib/kiln_server.sh"
@@ -27,4 +27,9 @@ for _ in $(seq 1 $(( SUBSCRIBERS / 500 + 1 ))); do
     -d '{"name":"bench","scopes":["agent:read","workspace:list"]}' "$B/api/account/api-keys" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')")
 done
 PRJ=$(curl -s -H "$AUTH" -H 'Content-Type: application/json' -d "{\"ws_id\":\"$WS\",\"path\":\"$PROJECTS/demo\"}" "$B/api/project/load" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-python3 "$ROOT/scripts/bench/sse_fanout.py" "$B" "$KEY" "$PRJ" "$KILN_PID" "$SUBSCRIBERS" "$TICKS" "${KEYS[@]}"
+mkdir -p "$ROOT/.build/bench"
+cc -O2 -o "$ROOT/.build/bench/sse_fanout" "$ROOT/scripts/bench/sse_fanout.c"
+# Start the run with JSON, so it waits for nobody; the provider holds its first delta back WAIT seconds.
+RUN=$(curl -s -H "$AUTH" -H 'Content-Type: application/json' -H 'Accept: application/json' \
+  -d "{\"project_id\":\"$PRJ\",\"prompt\":\"tick\"}" "$B/api/agent/run" | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
+"$ROOT/.build/bench/sse_fanout" "${B##*:}" "$KILN_PID" "$SUBSCRIBERS" "$TICKS" "$RUN" "${KEYS[@]}"

@@ -51,6 +51,9 @@ public enum ResponseBody: Sendable {
 /// producer writes (back-pressure) and throws once the client has gone.
 public protocol ResponseBodyWriter: Sendable {
     func write(_ bytes: [UInt8]) async throws
+    /// Queues bytes without waiting, from any thread (fan-out to many streams). False, with nothing
+    /// queued, when the client is gone or more than `limit` pushed bytes still wait to be sent.
+    func push(_ bytes: [UInt8], limit: Int) -> Bool
 }
 
 extension ResponseBodyWriter {

@@ -114,4 +114,20 @@ struct ConnectionBodyWriter: ResponseBodyWriter {
             }
         }
     }
+
+    func push(_ bytes: [UInt8], limit: Int) -> Bool {
+        if bytes.isEmpty { return true }
+        let conn = connection
+        let n = bytes.count
+        // The backlog counts pushed bytes until the connection takes them below its low-water mark.
+        let after = conn.pushBacklog.add(n, ordering: .relaxed).newValue
+        guard after <= limit, !conn.pushClosed.load(ordering: .relaxed) else {
+            conn.pushBacklog.subtract(n, ordering: .relaxed)
+            return false
+        }
+        conn.loop.execute {
+            conn.streamWrite(bytes) { _ in conn.pushBacklog.subtract(n, ordering: .relaxed) }
+        }
+        return true
+    }
 }

@@ -1,6 +1,7 @@
 import COpenSSL
 import CShims
 import Foundation
+import Synchronization
 
 /// One client connection. Lives on its event loop and is only touched there (other threads
 /// reach it through `loop.execute`). It parses requests, runs one handler at a time (pipelined
@@ -19,6 +20,10 @@ final class Connection: @unchecked Sendable {
     /// The socket may hold unread bytes (edge-triggered epoll: read until EAGAIN).
     var readable = false
     var closed = false
+    /// `closed` for threads outside the loop (bytes pushed to a stream are dropped once it is set).
+    let pushClosed = Atomic<Bool>(false)
+    /// Bytes pushed from other threads (fan-out) that the loop has not yet taken below its low-water mark.
+    let pushBacklog = Atomic<Int>(0)
     var peerClosed = false
     var lingering = false
     var lingerDeadline: UInt64 = 0
@@ -617,6 +622,7 @@ final class Connection: @unchecked Sendable {
     private func finalClose() {
         guard !closed else { return }
         closed = true
+        pushClosed.store(true, ordering: .relaxed)
         task?.cancel()
         task = nil
         bodyStream?.finish(error: ConnectionClosedError())

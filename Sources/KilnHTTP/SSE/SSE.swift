@@ -10,6 +10,15 @@ public struct SSEEvent: Sendable, Equatable {
 
     /// The wire form: `id:`, `event:`, one `data:` line per line of data, blank line.
     public var encoded: [UInt8] {
+        // The usual event (one-line JSON data, plain id and type) is built without splitting.
+        if retryMillis == nil, !SSEEvent.hasLineBreak(data), !SSEEvent.hasLineBreak(id ?? ""), !SSEEvent.hasLineBreak(event ?? "") {
+            var out: [UInt8] = []
+            out.reserveCapacity(data.utf8.count + (event?.utf8.count ?? 0) + 32)
+            if let id { out += "id: ".utf8; out += id.utf8; out.append(10) }
+            if let event { out += "event: ".utf8; out += event.utf8; out.append(10) }
+            out += "data: ".utf8; out += data.utf8; out.append(10); out.append(10)
+            return out
+        }
         var s = ""
         if let id { s += "id: \(SSEEvent.oneLine(id))\n" }
         if let event { s += "event: \(SSEEvent.oneLine(event))\n" }
@@ -22,12 +31,15 @@ public struct SSEEvent: Sendable, Equatable {
     }
 
     static func oneLine(_ s: String) -> String { s.filter { $0 != "\n" && $0 != "\r" } }
+    static func hasLineBreak(_ s: String) -> Bool { s.utf8.contains { $0 == 10 || $0 == 13 } }
 }
 
 /// Writes events to an SSE response; each `send` is flushed as one write.
 public struct SSEWriter: Sendable {
     let writer: any ResponseBodyWriter
     public func send(_ event: SSEEvent) async throws { try await writer.write(event.encoded) }
+    /// Queues an encoded event without waiting (see `ResponseBodyWriter.push`).
+    public func push(encoded bytes: [UInt8], limit: Int) -> Bool { writer.push(bytes, limit: limit) }
     public func send(id: String? = nil, event: String? = nil, data: String) async throws {
         try await send(SSEEvent(id: id, event: event, data: data))
     }
