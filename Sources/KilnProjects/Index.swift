@@ -200,6 +200,7 @@ public struct RescanStats: Codable, Sendable {
 /// A file a rescan must read: new, or its size or mtime changed.
 struct RescanItem: Sendable {
     let path: String
+    /// The file to read: the real path when `path` is a symlink (opened without following links).
     let full: String
     let device: UInt64
     let inode: UInt64
@@ -432,10 +433,12 @@ extension ProjectService {
             seen.insert(path)
             let full = root + "/" + path
             var st = stat()
+            var target = full
             guard lstat(full, &st) == 0 else { stats.skipped += 1; continue }
             if (st.st_mode & S_IFMT) == S_IFLNK {
                 // A symlink is indexed as its target only when that stays inside the project.
-                guard let real = SafePath.real(full), SafePath.isInside(real, root: root), stat(full, &st) == 0 else { stats.skipped += 1; continue }
+                guard let real = SafePath.real(full), SafePath.isInside(real, root: root), stat(real, &st) == 0 else { stats.skipped += 1; continue }
+                target = real
             }
             guard (st.st_mode & S_IFMT) == S_IFREG else { stats.skipped += 1; continue }
             let size = Int(st.st_size)
@@ -444,7 +447,7 @@ extension ProjectService {
             // A text file the index no longer holds (a reset index) is read again even if unchanged.
             let lost = old.map { !$0.binary && $0.hash != nil && !live.contains(path) } ?? false
             if let old, old.size == size, old.mtime == mtime, !lost { stats.unchanged += 1; continue }
-            items.append(RescanItem(path: path, full: full, device: UInt64(st.st_dev), inode: UInt64(st.st_ino),
+            items.append(RescanItem(path: path, full: target, device: UInt64(st.st_dev), inode: UInt64(st.st_ino),
                                     oldHash: lost ? nil : old?.hash, known: old != nil))
         }
         try await bus.publish(topic: topic, type: "progress", value: stats)

@@ -177,6 +177,27 @@ func makeSourceTree(_ roots: String) throws -> String {
         #expect(ok.status == 200 && ok.json["total"] as? Int == 1)
     }
 
+    @Test func symlinkedFilesAreIndexedOnlyInsideTheProject() async throws {
+        let roots = NSTemporaryDirectory() + "kiln-ln-\(UUID().uuidString)"
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: roots + "/p", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: roots + "/elsewhere", withIntermediateDirectories: true)
+        try "qqmarker-inside\n".write(toFile: roots + "/p/real.txt", atomically: true, encoding: .utf8)
+        try "qqmarker-outside\n".write(toFile: roots + "/elsewhere/secret.txt", atomically: true, encoding: .utf8)
+        try fm.createSymbolicLink(atPath: roots + "/p/alias.txt", withDestinationPath: roots + "/p/real.txt")
+        try fm.createSymbolicLink(atPath: roots + "/p/escape.txt", withDestinationPath: roots + "/elsewhere/secret.txt")
+        let t = try TestApp { $0.projectsRoots = [roots + "/p"] }
+        defer { Task { await t.stop() } }
+        _ = try await makeUser(t, "ln@example.com")
+        let a = Agent(t.base)
+        try await a.login("ln@example.com", "a long enough password")
+        let p = try await a.call("POST", "/api/project/load", json: ["ws_id": try await workspaceOf(a), "path": roots + "/p"])
+        let pid = try #require(p.json["id"] as? String)
+        let inside = try await a.call("GET", "/api/project/search?project_id=\(pid)&q=qqmarker")
+        let paths = Set((inside.json["items"] as? [[String: Any]] ?? []).compactMap { $0["path"] as? String })
+        #expect(paths == ["real.txt", "alias.txt"])
+    }
+
     @Test func symbolsAcrossLanguages() async throws {
         let (t, a, pid, _) = try await setUp()
         defer { Task { await t.stop() } }
