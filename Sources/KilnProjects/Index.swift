@@ -1,3 +1,4 @@
+import CShims
 import Foundation
 import Glibc
 import KilnCore
@@ -558,6 +559,8 @@ extension ProjectService {
                 try tx.run("DELETE FROM project_findings WHERE project_id = ? AND path = ?", projectID, path)
             }
         }
+        // A large rescan frees a few hundred MiB at once; hand it back instead of keeping it in malloc's arenas.
+        kiln_malloc_trim()
         return stats
     }
 

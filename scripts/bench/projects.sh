@@ -15,16 +15,25 @@ mkdir -p "$BENCH"
 command -v rg >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq ripgrep >/dev/null; }
 command -v rg >/dev/null || { echo "projects.sh: ripgrep is needed (apt-get install -y ripgrep)"; exit 1; }
 
-if [ ! -f "$TREE/.done" ]; then
+# The tree must reach 300 MB and 30,000 files: the latest tag of every mirror, then the tag before
+# it of mirrors in turn until there are enough files.
+if [ ! -f "$TREE/.done2" ]; then
   rm -rf "$TREE"; mkdir -p "$TREE"
-  for m in "$MIRRORS"/*/*.git; do
-    tag=$(git -C "$m" tag --sort=v:refname 2>/dev/null | tail -1)
-    [ -n "$tag" ] || continue
-    dest="$TREE/$(basename "$(dirname "$m")")-$(basename "$m" .git)"
-    mkdir -p "$dest"
-    git -C "$m" archive "$tag" | tar -x -C "$dest" 2>/dev/null || true
+  files=0
+  for pass in 1 2; do
+    for m in "$MIRRORS"/*/*.git; do
+      [ "$pass" = 2 ] && [ "$files" -ge 30000 ] && break
+      tag=$(git -C "$m" tag --sort=v:refname 2>/dev/null | tail -"$pass" | head -1)
+      [ -n "$tag" ] || continue
+      [ "$pass" = 2 ] && [ "$tag" = "$(git -C "$m" tag --sort=v:refname | tail -1)" ] && continue
+      dest="$TREE/$(basename "$(dirname "$m")")-$(basename "$m" .git)"
+      [ "$pass" = 2 ] && dest="$dest-$tag"
+      mkdir -p "$dest"
+      n=$(git -C "$m" archive "$tag" | tar -xv -C "$dest" 2>/dev/null | grep -vc '/$' || true)
+      files=$((files + n))
+    done
   done
-  touch "$TREE/.done"
+  touch "$TREE/.done2"
 fi
 echo "tree: $(du -sm "$TREE" | cut -f1) MiB, $(find "$TREE" -type f | wc -l) files"
 
