@@ -465,10 +465,15 @@ extension ProjectService {
             }
         }
         await withTaskCancellationHandler {
+            // Threads of their own: work on Dispatch's global queues would hold the threads the
+            // async request handlers run on for the whole rescan.
             await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-                Thread.detachNewThread {
-                    DispatchQueue.concurrentPerform(iterations: workers.count) { workers[$0].run() }
-                    done.resume()
+                let remaining = Mutex(workers.count)
+                for w in workers {
+                    Thread.detachNewThread {
+                        w.run()
+                        if remaining.withLock({ $0 -= 1; return $0 == 0 }) { done.resume() }
+                    }
                 }
             }
         } onCancel: {
