@@ -219,7 +219,3 @@ const void *kiln_memmem(const void *hay, size_t hay_len, const void *needle, siz
 const void *kiln_memrchr(const void *s, int c, size_t n) {
     return memrchr(s, c, n);
 }
-
-#include <malloc.h>
-/* Returns freed heap memory to the system (after a large, short-lived allocation burst). */
-void kiln_malloc_trim(void) { malloc_trim(0); }

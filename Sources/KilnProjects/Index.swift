@@ -1,4 +1,3 @@
-import CShims
 import Foundation
 import Glibc
 import KilnCore
@@ -564,8 +563,6 @@ extension ProjectService {
                 try tx.run("DELETE FROM project_findings WHERE project_id = ? AND path = ?", projectID, path)
             }
         }
-        // A large rescan frees a few hundred MiB at once; hand it back instead of keeping it in malloc's arenas.
-        kiln_malloc_trim()
         return stats
     }
 

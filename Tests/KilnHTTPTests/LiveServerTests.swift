@@ -33,7 +33,8 @@ import Testing
     @Test func keepAliveAndPipelining() async throws {
         let s = try LiveServer(Self.router())
         defer { Task { await s.stop() } }
-        let c = try RawClient(port: s.port)
+        // A generous read timeout: the parallel suite can keep the machine busy for seconds.
+        let c = try RawClient(port: s.port, timeout: 30)
         // Three pipelined requests, the first slow: answers come back in order.
         c.send("GET /slow/100 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
         let rs = await c.readResponses(3)

@@ -61,7 +61,4 @@ int kiln_pipe_cloexec(int fds[2]);
 const void *kiln_memmem(const void *hay, size_t hay_len, const void *needle, size_t needle_len);
 const void *kiln_memrchr(const void *s, int c, size_t n);
 
-/* malloc_trim(0): gives freed heap memory back to the system. */
-void kiln_malloc_trim(void);
-
 #endif
