@@ -11,6 +11,9 @@ public struct BusEvent: Sendable, Equatable {
     /// JSON text.
     public let data: String
     public let createdAt: Date
+
+    /// The event on an SSE stream (`id` is the seq).
+    var sseBytes: [UInt8] { SSEEvent(id: String(seq), event: type, data: data).encoded }
 }
 
 /// In-process pub/sub whose topics keep a persisted sequence: a subscriber resumes from any
@@ -81,19 +84,18 @@ public final class EventBus: Sendable {
         }
 
         /// Ends buffering: queues the buffered events newer than `last` (under the lock, so no live
-        /// event can overtake them), then pushes live. True when the stream is already over.
-        func startPushing(after last: Int) -> Bool {
+        /// event can overtake them), then pushes live.
+        func startPushing(after last: Int) {
             let ended = phase.withLock { p -> Bool in
                 guard case .buffering(let list) = p else { return true }
                 p = .pushing(last: last)
                 for e in list where e.seq > last {
-                    p = push(e, SSEEvent(id: String(e.seq), event: e.type, data: e.data).encoded)
+                    p = push(e, e.sseBytes)
                     if case .ended = p { return true }
                 }
                 return false
             }
             if ended { wake() }
-            return ended
         }
 
         private func push(_ e: BusEvent, _ wire: [UInt8]) -> Phase {
@@ -162,7 +164,7 @@ public final class EventBus: Sendable {
             }
         }
         guard !sinks.isEmpty else { return }
-        let wire = SSEEvent(id: String(e.seq), event: e.type, data: e.data).encoded
+        let wire = e.sseBytes
         for s in sinks { s.deliver(e, wire) }
     }
 
@@ -250,7 +252,7 @@ public final class EventBus: Sendable {
                 }
                 if page.count < 500 { break }
             }
-            _ = sink.startPushing(after: last)
+            sink.startPushing(after: last)
             let overflow = await withTaskCancellationHandler { await sink.wait() } onCancel: { sink.end() }
             if overflow { throw SubscriberOverflow() }
         }

@@ -83,6 +83,18 @@ enum Bytes {
         }
     }
 
+    /// Calls `body(lineStart, lineEnd, matchStart)` for every line holding `needle` (at its first
+    /// occurrence in the line), in order, until `body` returns false.
+    static func linesContaining(_ hay: UnsafeRawBufferPointer, _ needle: [UInt8], caseInsensitive: Bool,
+                                _ body: (_ start: Int, _ end: Int, _ at: Int) -> Bool) {
+        var from = 0
+        while from < hay.count, let pos = find(hay, from: from, needle, caseInsensitive: caseInsensitive) {
+            let (start, end) = line(hay, around: pos, notBefore: from)
+            if !body(start, end, pos) { return }
+            from = end + 1
+        }
+    }
+
     /// The line around `pos`: its first byte and the index of its newline (or the end).
     static func line(_ hay: UnsafeRawBufferPointer, around pos: Int, notBefore floor: Int = 0) -> (start: Int, end: Int) {
         let base = hay.baseAddress!

@@ -133,12 +133,9 @@ enum Findings {
         // Line start → reached only through an assignment word.
         var lines: [Int: Bool] = [:]
         for a in anchors where a.keys.allSatisfy(contains) {
-            var from = 0
-            while let pos = Bytes.find(content, from: from, a.bytes, caseInsensitive: a.caseInsensitive) {
-                let (start, end) = Bytes.line(content, around: pos, notBefore: from)
+            Bytes.linesContaining(content, a.bytes, caseInsensitive: a.caseInsensitive) { start, _, _ in
                 lines[start] = (lines[start] ?? true) && a.assignment
-                from = end + 1
-                if from >= content.count { break }
+                return true
             }
         }
         guard !lines.isEmpty else { return out }
@@ -196,6 +193,9 @@ public struct RescanStats: Codable, Sendable {
     public var symbols = 0
     public var findings = 0
 }
+
+/// A file's mtime in nanoseconds (what the index stores to notice changes).
+func modificationNanos(_ st: stat) -> Int64 { Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec) }
 
 /// A file a rescan must read: new, or its size or mtime changed.
 struct RescanItem: Sendable {
@@ -291,7 +291,7 @@ final class RescanWorker: @unchecked Sendable {
             return
         }
         let size = Int(st.st_size)
-        let mtime = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+        let mtime = modificationNanos(st)
         if size > ProjectService.maxIndexBytes {
             let findings = Findings.scan(path: item.path, size: size, content: nil) { _ in false }
             results.append(RescanResult(path: item.path, size: size, mtime: mtime, hash: nil, binary: false, symbols: [], findings: findings,
@@ -442,7 +442,7 @@ extension ProjectService {
             }
             guard (st.st_mode & S_IFMT) == S_IFREG else { stats.skipped += 1; continue }
             let size = Int(st.st_size)
-            let mtime = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+            let mtime = modificationNanos(st)
             let old = stored[path]
             // A text file the index no longer holds (a reset index) is read again even if unchanged.
             let lost = old.map { !$0.binary && $0.hash != nil && !live.contains(path) } ?? false

@@ -354,10 +354,10 @@ public struct ProjectService: Sendable {
 
     /// Valid UTF-8; when the probe was cut from a longer file, a character cut at its end is allowed.
     func isUTF8Prefix(_ b: [UInt8], truncated: Bool) -> Bool {
-        for cut in 0...(truncated ? 3 : 0) where b.count >= cut {
-            if String(validating: b.dropLast(cut), as: UTF8.self) != nil { return true }
+        // A probe cut short may end inside a character: allow up to three bytes of one.
+        b.withUnsafeBytes { all in
+            (0...(truncated ? 3 : 0)).contains { cut in b.count >= cut && Bytes.isValidUTF8(UnsafeRawBufferPointer(rebasing: all.dropLast(cut))) }
         }
-        return false
     }
 
     // MARK: Recent

@@ -53,7 +53,7 @@ extension ProjectService {
             catch { throw APIError.validation("q is not a valid regular expression", field: "q") }
         }
         let needle = Array((query.caseSensitive ? query.q : query.q.lowercased()).utf8)
-        let ascii = needle.allSatisfy { $0 < 0x80 }
+        let ascii = query.q.utf8.allSatisfy { $0 < 0x80 }
         // Literals go byte by byte; expressions, and case-insensitive literals beyond ASCII (Unicode
         // case folding), line by line through Foundation.
         let fast = regex == nil && (query.caseSensitive || ascii)
@@ -107,10 +107,8 @@ extension ProjectService {
     /// Lines holding a literal, found with memmem (or an ASCII-folding scan) over the content.
     static func literalHits(path: String, seg: TrigramIndex.Segment, doc: UInt32, content: UnsafeRawBufferPointer, needle: [UInt8],
                             caseInsensitive: Bool, definitions: Set<String>, into hits: inout [Hit]) {
-        var from = 0, lineNo = 1, counted = 0
-        let n = content.count
-        while let pos = Bytes.find(content, from: from, needle, caseInsensitive: caseInsensitive) {
-            let (start, end) = Bytes.line(content, around: pos, notBefore: from)
+        var lineNo = 1, counted = 0
+        Bytes.linesContaining(content, needle, caseInsensitive: caseInsensitive) { start, end, pos in
             lineNo += Bytes.newlines(content, from: counted, to: start)
             counted = start
             let before = pos > start ? content[pos - 1] : 32
@@ -119,9 +117,7 @@ extension ProjectService {
             hits.append(Hit(path: path, line: lineNo, column: Bytes.scalars(content, start, pos) + 1,
                             word: !Bytes.isWordByte(before) && !Bytes.isWordByte(after),
                             definition: definitions.contains("\(path):\(lineNo)"), segment: seg, doc: doc, start: start, end: end))
-            if hits.count >= maxMatches { return }
-            from = end + 1
-            if from >= n { return }
+            return hits.count < maxMatches
         }
     }
 
