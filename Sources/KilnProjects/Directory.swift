@@ -54,7 +54,7 @@ public struct ProjectDirectory: Sendable {
 
     public func search(_ p: ProjectRef, q: String, regex: Bool = false, caseSensitive: Bool = false, pathGlob: String? = nil) async throws -> [SearchMatch] {
         try await ensureIndexed(p)
-        return try await service.search(projectID: p.id, .init(q: q, regex: regex, caseSensitive: caseSensitive, pathGlob: pathGlob)).items
+        return try await service.search(projectID: p.id, root: p.root, .init(q: q, regex: regex, caseSensitive: caseSensitive, pathGlob: pathGlob)).items
     }
 
     public func symbols(_ p: ProjectRef, q: String, kind: String? = nil, limit: Int = 50) async throws -> [Symbol] {

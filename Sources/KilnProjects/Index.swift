@@ -76,41 +76,43 @@ public struct Finding: Codable, Sendable {
 
 enum Findings {
     static let largeFile = 1 << 20
-    static let secretRules: [(String, NSRegularExpression, String)] = [
-        ("private-key", try! NSRegularExpression(pattern: "-----BEGIN (?:RSA |EC |DSA |OPENSSH |PGP |ENCRYPTED )?PRIVATE KEY(?: BLOCK)?-----"), "A private key is committed"),
-        ("aws-access-key", try! NSRegularExpression(pattern: "\\b(?:AKIA|ASIA)[0-9A-Z]{16}\\b"), "An AWS access key id"),
-        ("github-token", try! NSRegularExpression(pattern: "\\bgh[pousr]_[A-Za-z0-9]{36,}\\b"), "A GitHub token"),
-        ("slack-token", try! NSRegularExpression(pattern: "\\bxox[baprs]-[A-Za-z0-9-]{10,}"), "A Slack token"),
-        ("stripe-key", try! NSRegularExpression(pattern: "\\b(?:sk|rk)_live_[A-Za-z0-9]{16,}"), "A Stripe live key"),
-        ("google-api-key", try! NSRegularExpression(pattern: "\\bAIza[0-9A-Za-z_-]{35}\\b"), "A Google API key"),
-        ("kiln-api-key", try! NSRegularExpression(pattern: "\\bkf_[A-Za-z0-9]{40}\\b"), "A Kiln API key"),
+    /// Each secret rule with the bit of the anchors its matches contain.
+    static let secretRules: [(String, NSRegularExpression, String, UInt16)] = [
+        ("private-key", try! NSRegularExpression(pattern: "-----BEGIN (?:RSA |EC |DSA |OPENSSH |PGP |ENCRYPTED )?PRIVATE KEY(?: BLOCK)?-----"), "A private key is committed", 1 << 0),
+        ("aws-access-key", try! NSRegularExpression(pattern: "\\b(?:AKIA|ASIA)[0-9A-Z]{16}\\b"), "An AWS access key id", 1 << 1),
+        ("github-token", try! NSRegularExpression(pattern: "\\bgh[pousr]_[A-Za-z0-9]{36,}\\b"), "A GitHub token", 1 << 2),
+        ("slack-token", try! NSRegularExpression(pattern: "\\bxox[baprs]-[A-Za-z0-9-]{10,}"), "A Slack token", 1 << 3),
+        ("stripe-key", try! NSRegularExpression(pattern: "\\b(?:sk|rk)_live_[A-Za-z0-9]{16,}"), "A Stripe live key", 1 << 4),
+        ("google-api-key", try! NSRegularExpression(pattern: "\\bAIza[0-9A-Za-z_-]{35}\\b"), "A Google API key", 1 << 5),
+        ("kiln-api-key", try! NSRegularExpression(pattern: "\\bkf_[A-Za-z0-9]{40}\\b"), "A Kiln API key", 1 << 6),
     ]
+    static let mergeBit: UInt16 = 1 << 7, todoBit: UInt16 = 1 << 8, assignmentBit: UInt16 = 1 << 9
     static let assignment = try! NSRegularExpression(pattern: #"(?i)\b([a-z0-9_]*(?:secret|token|passwd|password|api[_-]?key|access[_-]?key)[a-z0-9_]*)\s*[:=]\s*["']([^"'\s]{16,})["']"#)
     // Spelled in parts so that scanners for unfinished-work markers do not flag this rule itself.
     static let todo = try! NSRegularExpression(pattern: "\\b(TO" + "DO|FIX" + "ME)\\b")
 
-    /// Literal text every match of some rule contains. Only lines holding an anchor are checked with
-    /// the rules' expressions, and only in files whose trigrams include the anchor's.
+    /// Literal text every match of some rules contains. Only lines holding an anchor are checked, with
+    /// the rules whose anchor they hold, and only in files whose trigrams include the anchor's.
     struct Anchor {
         let bytes: [UInt8]
         let caseInsensitive: Bool
-        /// True for the secret-assignment rule's words, whose lines also need a quote and `=` or `:`.
-        let assignment: Bool
+        let rules: UInt16
         let keys: [UInt32]
-        init(_ s: String, caseInsensitive: Bool = false, assignment: Bool = false) {
+        init(_ s: String, _ rules: UInt16, caseInsensitive: Bool = false) {
             bytes = Array((caseInsensitive ? s.lowercased() : s).utf8)
             self.caseInsensitive = caseInsensitive
-            self.assignment = assignment
+            self.rules = rules
             keys = TrigramIndex.keys(of: bytes, asciiOnly: true)
         }
     }
     static let anchors: [Anchor] = [
-        Anchor("PRIVATE KEY"), Anchor("AKIA"), Anchor("ASIA"), Anchor("ghp_"), Anchor("gho_"), Anchor("ghu_"), Anchor("ghs_"), Anchor("ghr_"),
-        Anchor("xox"), Anchor("_live_"), Anchor("AIza"), Anchor("kf_"), Anchor("<<<<<<< "), Anchor("======="), Anchor(">>>>>>> "),
-        Anchor("TO" + "DO"), Anchor("FIX" + "ME"),
-        Anchor("secret", caseInsensitive: true, assignment: true), Anchor("token", caseInsensitive: true, assignment: true),
-        Anchor("passw", caseInsensitive: true, assignment: true),
-    ] + ["apikey", "api_key", "api-key", "accesskey", "access_key", "access-key"].map { Anchor($0, caseInsensitive: true, assignment: true) }
+        Anchor("PRIVATE KEY", 1 << 0), Anchor("AKIA", 1 << 1), Anchor("ASIA", 1 << 1), Anchor("ghp_", 1 << 2), Anchor("gho_", 1 << 2),
+        Anchor("ghu_", 1 << 2), Anchor("ghs_", 1 << 2), Anchor("ghr_", 1 << 2), Anchor("xox", 1 << 3), Anchor("_live_", 1 << 4),
+        Anchor("AIza", 1 << 5), Anchor("kf_", 1 << 6), Anchor("<<<<<<< ", mergeBit), Anchor("=======", mergeBit), Anchor(">>>>>>> ", mergeBit),
+        Anchor("TO" + "DO", todoBit), Anchor("FIX" + "ME", todoBit),
+    ] + ["secret", "token", "passw", "apikey", "api_key", "api-key", "accesskey", "access_key", "access-key"].map {
+        Anchor($0, assignmentBit, caseInsensitive: true)
+    }
 
     /// Keeps the first 4 characters of a secret: enough to recognise it, never enough to use it.
     static func mask(_ s: String) -> String { String(s.prefix(4)) + String(repeating: "•", count: max(4, min(12, s.count - 4))) }
@@ -130,11 +132,11 @@ enum Findings {
             out.append(Finding(path: path, line: 0, rule: "large-file", severity: "info", message: "File is \(size) bytes", excerpt: ""))
         }
         guard let content, content.count > 0 else { return out }
-        // Line start → reached only through an assignment word.
-        var lines: [Int: Bool] = [:]
+        // Line start → the rules whose anchors the line holds.
+        var lines: [Int: UInt16] = [:]
         for a in anchors where a.keys.allSatisfy(contains) {
             Bytes.linesContaining(content, a.bytes, caseInsensitive: a.caseInsensitive) { start, _, _ in
-                lines[start] = (lines[start] ?? true) && a.assignment
+                lines[start, default: 0] |= a.rules
                 return true
             }
         }
@@ -146,24 +148,30 @@ enum Findings {
             let end = Bytes.lineEnd(content, from: start)
             if end - start > 4000 { continue }
             let bytes = UnsafeRawBufferPointer(rebasing: content[start..<end])
-            if lines[start] == true && !(( Bytes.contains(bytes, 34) || Bytes.contains(bytes, 39)) && (Bytes.contains(bytes, 61) || Bytes.contains(bytes, 58))) { continue }
-            if let f = check(path: path, line: String(decoding: bytes, as: UTF8.self), number: lineNo) { out.append(f) }
+            var rules = lines[start] ?? 0
+            // An assignment needs a quote and `=` or `:`.
+            if rules & assignmentBit != 0 && !((Bytes.contains(bytes, 34) || Bytes.contains(bytes, 39)) && (Bytes.contains(bytes, 61) || Bytes.contains(bytes, 58))) {
+                rules &= ~assignmentBit
+            }
+            if rules == 0 { continue }
+            if let f = check(path: path, line: String(decoding: bytes, as: UTF8.self), number: lineNo, rules: rules) { out.append(f) }
         }
         return out
     }
 
-    /// The rules on one line.
-    static func check(path: String, line original: String, number n: Int) -> Finding? {
+    /// The rules on one line (those `rules` names; every rule when not given).
+    static func check(path: String, line original: String, number n: Int, rules: UInt16 = .max) -> Finding? {
         var line = original
         let ns = line as NSString
         let range = NSRange(location: 0, length: ns.length)
         var secrets: [String] = []
         var rule: (String, String)? = nil
-        for (name, rx, msg) in secretRules {
+        for (name, rx, msg, bit) in secretRules where rules & bit != 0 {
             for m in rx.matches(in: line, range: range) { secrets.append(ns.substring(with: m.range)); rule = rule ?? (name, msg) }
         }
-        // Secret-looking assignments are masked on every line, whatever else the line matched.
-        for m in assignment.matches(in: line, range: range) {
+        // Secret-looking assignments are masked on every line, whatever else the line matched (a line
+        // with one always holds an assignment anchor).
+        for m in rules & assignmentBit != 0 ? assignment.matches(in: line, range: range) : [] {
             let value = ns.substring(with: m.range(at: 2))
             if entropy(value) >= 3.5 { secrets.append(value); rule = rule ?? ("high-entropy-assignment", "A secret-looking value is assigned in code") }
         }
@@ -171,10 +179,10 @@ enum Findings {
             for s in secrets where s.count > 4 { line = line.replacingOccurrences(of: s, with: mask(s)) }
             return Finding(path: path, line: n, rule: name, severity: "high", message: msg, excerpt: String(line.prefix(300)))
         }
-        if line.hasPrefix("<<<<<<< ") || line == "=======" || line.hasPrefix(">>>>>>> ") {
+        if rules & mergeBit != 0, line.hasPrefix("<<<<<<< ") || line == "=======" || line.hasPrefix(">>>>>>> ") {
             return Finding(path: path, line: n, rule: "merge-conflict", severity: "high", message: "A merge-conflict marker", excerpt: String(line.prefix(300)))
         }
-        if let m = todo.firstMatch(in: line, range: range) {
+        if rules & todoBit != 0, let m = todo.firstMatch(in: line, range: range) {
             return Finding(path: path, line: n, rule: ns.substring(with: m.range).lowercased(), severity: "low",
                            message: "\(ns.substring(with: m.range)) note", excerpt: String(line.trimmingCharacters(in: .whitespaces).prefix(300)))
         }
@@ -215,7 +223,6 @@ struct RescanResult: Sendable {
     let mtime: Int64
     let hash: String?
     let binary: Bool
-    let symbols: [Symbol]
     let findings: [Finding]
     /// False when the content hash matched the stored one (only size and mtime are updated).
     let contentChanged: Bool
@@ -223,51 +230,108 @@ struct RescanResult: Sendable {
     let known: Bool
 }
 
+/// A file whose symbols the second pass extracts (it was indexed as text, in a language we read).
+struct SymbolItem: Sendable {
+    let path: String
+    let full: String
+    let device: UInt64
+    let inode: UInt64
+    let language: String
+}
+
 /// State the rescan threads share: the work list, the next item, counters, a stop flag.
-final class RescanShared: @unchecked Sendable {
-    let items: [RescanItem]
-    let index: TrigramIndex
-    let useCtags: Bool
+final class RescanShared<Item: Sendable>: @unchecked Sendable {
+    let items: [Item]
     private let cursor = Mutex(0)
     let stats: Mutex<RescanStats>
     let stopped = Mutex(false)
 
-    init(items: [RescanItem], index: TrigramIndex, useCtags: Bool, stats: RescanStats) {
-        self.items = items; self.index = index; self.useCtags = useCtags; self.stats = Mutex(stats)
+    init(items: [Item], stats: RescanStats) {
+        self.items = items; self.stats = Mutex(stats)
     }
 
-    func next() -> Int? {
+    func next() -> Item? {
         if stopped.withLock({ $0 }) { return nil }
         return cursor.withLock { c in
             guard c < items.count else { return nil }
             defer { c += 1 }
-            return c
+            return items[c]
         }
     }
 }
 
-/// One rescan thread: reads files into a reused buffer, hashes them, adds text to its own index
-/// segment (a new one every `segmentBytes`), and extracts findings and built-in symbols.
+/// Runs `work(i)` for i in 0..<count, each on a thread of its own, and waits for all. Not Dispatch's
+/// global queues: the async request handlers share those, and a long rescan would starve them.
+func onThreads(_ count: Int, stop: @escaping @Sendable () -> Void, _ work: @escaping @Sendable (Int) -> Void) async {
+    await withTaskCancellationHandler {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let remaining = Mutex(count)
+            for i in 0..<count {
+                Thread.detachNewThread {
+                    work(i)
+                    if remaining.withLock({ $0 -= 1; return $0 == 0 }) { done.resume() }
+                }
+            }
+        }
+    } onCancel: { stop() }
+}
+
+/// Reads a file the walk saw into a buffer: nil unless it still is that regular file (no symlink
+/// swapped in since). The bytes are valid until the next read.
+struct FileSlurper {
+    private(set) var buffer: UnsafeMutableRawPointer
+    private var capacity = 1 << 20
+
+    init() { buffer = .allocate(byteCount: capacity, alignment: 16) }
+    func free() { buffer.deallocate() }
+
+    /// (stat, bytes); bytes nil when the file is larger than `limit`.
+    mutating func read(_ full: String, device: UInt64, inode: UInt64, limit: Int) -> (stat, UnsafeRawBufferPointer?)? {
+        let fd = open(full, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, UInt64(st.st_dev) == device, UInt64(st.st_ino) == inode else { return nil }
+        let size = Int(st.st_size)
+        if size > limit { return (st, nil) }
+        if size > capacity {
+            buffer.deallocate()
+            capacity = max(size, capacity * 2)
+            buffer = .allocate(byteCount: capacity, alignment: 16)
+        }
+        var n = 0
+        while n < size {
+            let r = Glibc.read(fd, buffer + n, size - n)
+            if r < 0 && errno == EINTR { continue }
+            if r <= 0 { break }
+            n += r
+        }
+        return (st, UnsafeRawBufferPointer(start: buffer, count: n))
+    }
+}
+
+/// One indexing thread: reads files, hashes them, adds text to its own index segment (a new one
+/// every `segmentBytes`) and runs the findings rules. Symbols wait for the second pass.
 final class RescanWorker: @unchecked Sendable {
-    let shared: RescanShared
+    let shared: RescanShared<RescanItem>
+    let index: TrigramIndex
     var builder: TrigramIndex.Builder?
     var built: [Int] = []
     var results: [RescanResult] = []
-    var ctagsPaths: [String] = []
+    var symbolItems: [SymbolItem] = []
     var error: (any Error)?
-    private var buffer: UnsafeMutableRawPointer
-    private var capacity = 1 << 20
+    private var file = FileSlurper()
 
-    init(_ shared: RescanShared) {
+    init(_ shared: RescanShared<RescanItem>, index: TrigramIndex) {
         self.shared = shared
-        buffer = .allocate(byteCount: capacity, alignment: 16)
+        self.index = index
     }
 
-    deinit { buffer.deallocate() }
+    deinit { file.free() }
 
     func run() {
         do {
-            while let i = shared.next() { try process(shared.items[i]) }
+            while let item = shared.next() { try process(item) }
             if let b = builder {
                 if b.documentCount > 0 { try b.finish(); built.append(b.segmentID) } else { b.discard() }
                 builder = nil
@@ -281,46 +345,28 @@ final class RescanWorker: @unchecked Sendable {
     }
 
     private func process(_ item: RescanItem) throws {
-        let fd = open(item.full, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { shared.stats.withLock { $0.skipped += 1 }; return }
-        defer { close(fd) }
-        var st = stat()
-        // The file must still be the one the walk saw (no symlink swapped in since).
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, UInt64(st.st_dev) == item.device, UInt64(st.st_ino) == item.inode else {
+        guard let (st, content) = file.read(item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes) else {
             shared.stats.withLock { $0.skipped += 1 }
             return
         }
-        let size = Int(st.st_size)
         let mtime = modificationNanos(st)
-        if size > ProjectService.maxIndexBytes {
+        guard let bytes = content else {
+            let size = Int(st.st_size)
             let findings = Findings.scan(path: item.path, size: size, content: nil) { _ in false }
-            results.append(RescanResult(path: item.path, size: size, mtime: mtime, hash: nil, binary: false, symbols: [], findings: findings,
+            results.append(RescanResult(path: item.path, size: size, mtime: mtime, hash: nil, binary: false, findings: findings,
                                         contentChanged: true, known: item.known))
             shared.stats.withLock { $0.skipped += 1; $0.findings += findings.count }
             return
         }
-        if size > capacity {
-            buffer.deallocate()
-            capacity = max(size, capacity * 2)
-            buffer = .allocate(byteCount: capacity, alignment: 16)
-        }
-        var n = 0
-        while n < size {
-            let r = read(fd, buffer + n, size - n)
-            if r < 0 && errno == EINTR { continue }
-            if r <= 0 { break }
-            n += r
-        }
-        let bytes = UnsafeRawBufferPointer(start: buffer, count: n)
+        let n = bytes.count
         let hash = Crypto.sha256Hex(bytes)
         if hash == item.oldHash {
-            results.append(RescanResult(path: item.path, size: n, mtime: mtime, hash: hash, binary: false, symbols: [], findings: [],
+            results.append(RescanResult(path: item.path, size: n, mtime: mtime, hash: hash, binary: false, findings: [],
                                         contentChanged: false, known: true))
             shared.stats.withLock { $0.unchanged += 1 }
             return
         }
         let text = !Bytes.contains(bytes, 0) && Bytes.isValidUTF8(bytes)
-        var symbols: [Symbol] = []
         var findings: [Finding] = []
         if text {
             if let b = builder, b.contentBytes >= ProjectService.segmentBytes {
@@ -328,21 +374,40 @@ final class RescanWorker: @unchecked Sendable {
                 built.append(b.segmentID)
                 builder = nil
             }
-            let b = try builder ?? shared.index.makeBuilder()
+            let b = try builder ?? index.makeBuilder()
             builder = b
-            try b.add(path: item.path, content: bytes)
+            b.add(path: item.path, content: bytes, stamp: .init(length: UInt64(n), modified: mtime, device: item.device, inode: item.inode))
             findings = Findings.scan(path: item.path, size: n, content: bytes, contains: b.lastDocumentContains)
             if let lang = SymbolExtractor.language(of: item.path) {
-                if lang == "Swift" || !shared.useCtags { symbols = SymbolExtractor.extract(path: item.path, bytes: bytes) }
-                else { ctagsPaths.append(item.path) }
+                symbolItems.append(SymbolItem(path: item.path, full: item.full, device: item.device, inode: item.inode, language: lang))
             }
         } else {
             findings = Findings.scan(path: item.path, size: n, content: nil) { _ in false }
         }
-        results.append(RescanResult(path: item.path, size: n, mtime: mtime, hash: hash, binary: !text, symbols: symbols, findings: findings,
+        results.append(RescanResult(path: item.path, size: n, mtime: mtime, hash: hash, binary: !text, findings: findings,
                                     contentChanged: true, known: item.known))
-        let found = (symbols.count, findings.count)
-        shared.stats.withLock { $0.indexed += 1; $0.bytes += n; $0.symbols += found.0; $0.findings += found.1 }
+        let found = findings.count
+        shared.stats.withLock { $0.indexed += 1; $0.bytes += n; $0.findings += found }
+    }
+}
+
+/// One symbol thread of the second pass: the built-in extractor over the files it is given.
+final class SymbolWorker: @unchecked Sendable {
+    let shared: RescanShared<SymbolItem>
+    var symbols: [String: [Symbol]] = [:]
+    private var file = FileSlurper()
+
+    init(_ shared: RescanShared<SymbolItem>) { self.shared = shared }
+    deinit { file.free() }
+
+    func run() {
+        while let item = shared.next() {
+            guard let (_, content) = file.read(item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes),
+                  let bytes = content else { continue }
+            let found = SymbolExtractor.extract(path: item.path, bytes: bytes)
+            symbols[item.path] = found
+            shared.stats.withLock { $0.symbols += found.count }
+        }
     }
 }
 
@@ -422,6 +487,13 @@ extension ProjectService {
             }
             return m
         }
+        var phases: [String: JSONValue] = [:]
+        var mark = kilnMonotonicNanos()
+        func phase(_ name: String) {
+            let now = kilnMonotonicNanos()
+            phases[name + "_ms"] = .int(Int((now - mark) / 1_000_000))
+            mark = now
+        }
         let live = index.livePaths()
         let files = try await listFiles(root, vcs: vcs)
         var stats = RescanStats()
@@ -451,11 +523,13 @@ extension ProjectService {
                                     oldHash: lost ? nil : old?.hash, known: old != nil))
         }
         try await bus.publish(topic: topic, type: "progress", value: stats)
+        phase("walk")
 
-        // Read, hash, index and extract on every core.
-        let useCtags = ProcessRunner.which("ctags") != nil
-        let shared = RescanShared(items: items, index: index, useCtags: useCtags, stats: stats)
-        let workers = (0..<max(1, min(4, ProcessInfo.processInfo.activeProcessorCount))).map { _ in RescanWorker(shared) }
+        // First pass, on every core: read, hash, index, findings. Search sees the result as soon as
+        // it is committed.
+        let threads = max(1, min(4, ProcessInfo.processInfo.activeProcessorCount))
+        let shared = RescanShared(items: items, stats: stats)
+        let workers = (0..<threads).map { _ in RescanWorker(shared, index: index) }
         let reporter = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(500))
@@ -463,22 +537,8 @@ extension ProjectService {
                 _ = try? await bus.publish(topic: topic, type: "progress", value: shared.stats.withLock { $0 })
             }
         }
-        await withTaskCancellationHandler {
-            // Threads of their own: work on Dispatch's global queues would hold the threads the
-            // async request handlers run on for the whole rescan.
-            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-                let remaining = Mutex(workers.count)
-                for w in workers {
-                    Thread.detachNewThread {
-                        w.run()
-                        if remaining.withLock({ $0 -= 1; return $0 == 0 }) { done.resume() }
-                    }
-                }
-            }
-        } onCancel: {
-            shared.stopped.withLock { $0 = true }
-        }
-        reporter.cancel()
+        defer { reporter.cancel() }
+        await onThreads(threads, stop: { shared.stopped.withLock { $0 = true } }) { workers[$0].run() }
         let built = workers.flatMap(\.built)
         if let failure = workers.compactMap(\.error).first {
             index.discard(built)
@@ -488,37 +548,13 @@ extension ProjectService {
             index.discard(built)
             throw CancellationError()
         }
-        stats = shared.stats.withLock { $0 }
         let results = workers.flatMap(\.results)
-
-        // Symbols for the other languages from universal-ctags, several processes at once (the
-        // built-in extractor for a batch ctags fails on).
-        let ctagsPaths = workers.flatMap(\.ctagsPaths).sorted()
-        let chunks = stride(from: 0, to: ctagsPaths.count, by: 400).map { Array(ctagsPaths[$0..<min($0 + 400, ctagsPaths.count)]) }
-        let ctagsSymbols: [Symbol] = await withTaskGroup(of: [Symbol].self) { group in
-            var all: [Symbol] = []
-            var next = 0
-            func add(_ g: inout TaskGroup<[Symbol]>) {
-                guard next < chunks.count else { return }
-                let chunk = chunks[next]
-                next += 1
-                g.addTask {
-                    if let found = await SymbolExtractor.ctags(root: root, files: chunk) { return found }
-                    var out: [Symbol] = []
-                    for p in chunk { if let t = try? String(contentsOfFile: root + "/" + p, encoding: .utf8) { out += SymbolExtractor.extract(path: p, text: t) } }
-                    return out
-                }
-            }
-            for _ in 0..<workers.count { add(&group) }
-            while let found = await group.next() { all += found; add(&group) }
-            return all
-        }
-        stats.symbols += ctagsSymbols.count
+        phase("read")
 
         // The index first: if the database write fails, the next rescan sees old hashes and redoes
         // these files, and the index keeps one live copy per path.
         let gone = stored.keys.filter { !seen.contains($0) }
-        stats.removed = gone.count
+        shared.stats.withLock { $0.removed = gone.count }
         let dropped = results.filter { $0.contentChanged && ($0.binary || $0.hash == nil) }.map(\.path)
         do {
             try index.commit(adding: built, removing: gone + dropped)
@@ -527,6 +563,59 @@ extension ProjectService {
             index.discard(built)
             throw error
         }
+        try await bus.publish(topic: topic, type: "indexed", value: shared.stats.withLock { $0 })
+        phase("commit")
+
+        // Second pass: symbols. universal-ctags (several processes at once) for the languages it
+        // parses, the built-in extractor for Swift (ctags has no parser for it), for files ctags
+        // cannot be handed (a newline or tab in the name), for batches ctags fails on, and for
+        // everything when ctags is not installed.
+        let useCtags = ProcessRunner.which("ctags") != nil
+        let symbolItems = workers.flatMap(\.symbolItems)
+        var builtIn: [SymbolItem] = []
+        var ctagsItems: [SymbolItem] = []
+        for item in symbolItems {
+            if useCtags && item.language != "Swift" && !item.path.utf8.contains(where: { $0 == 10 || $0 == 9 || $0 == 13 }) { ctagsItems.append(item) }
+            else { builtIn.append(item) }
+        }
+        ctagsItems.sort { $0.path < $1.path }
+        let chunks = stride(from: 0, to: ctagsItems.count, by: 400).map { Array(ctagsItems[$0..<min($0 + 400, ctagsItems.count)]) }
+        let symbolShared = RescanShared(items: builtIn, stats: RescanStats())
+        let symbolWorkers = (0..<threads).map { _ in SymbolWorker(symbolShared) }
+        async let builtInDone: Void = onThreads(threads, stop: { symbolShared.stopped.withLock { $0 = true } }) { symbolWorkers[$0].run() }
+        let ctagsSymbols: [Symbol] = await withTaskGroup(of: [Symbol].self) { group in
+            var all: [Symbol] = []
+            var next = 0
+            func add(_ g: inout TaskGroup<[Symbol]>) {
+                guard next < chunks.count else { return }
+                let chunk = chunks[next]
+                next += 1
+                g.addTask {
+                    if let found = await SymbolExtractor.ctags(root: root, files: chunk.map(\.path)) { return found }
+                    var out: [Symbol] = []
+                    var file = FileSlurper()
+                    defer { file.free() }
+                    for item in chunk {
+                        if let (_, content) = file.read(item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes), let bytes = content {
+                            out += SymbolExtractor.extract(path: item.path, bytes: bytes)
+                        }
+                    }
+                    return out
+                }
+            }
+            for _ in 0..<threads { add(&group) }
+            while let found = await group.next() { all += found; add(&group) }
+            return all
+        }
+        await builtInDone
+        try Task.checkCancellation()
+        var symbolsByPath: [String: [Symbol]] = [:]
+        for w in symbolWorkers { symbolsByPath.merge(w.symbols) { a, _ in a } }
+        for s in ctagsSymbols { symbolsByPath[s.path, default: []].append(s) }
+        stats = shared.stats.withLock { $0 }
+        stats.symbols = symbolsByPath.values.reduce(0) { $0 + $1.count }
+        let symbols = symbolsByPath
+        phase("symbols")
 
         // One transaction: one sync of the log, however many files changed.
         try await db.write { tx in
@@ -544,7 +633,7 @@ extension ProjectService {
                     try tx.run("DELETE FROM project_symbols WHERE project_id = ? AND path = ?", projectID, c.path)
                     try tx.run("DELETE FROM project_findings WHERE project_id = ? AND path = ?", projectID, c.path)
                 }
-                for s in c.symbols {
+                for s in symbols[c.path] ?? [] {
                     try tx.run("INSERT INTO project_symbols (project_id, path, name, kind, line, scope, language) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                projectID, s.path, s.name, s.kind, s.line, s.scope, s.language)
                 }
@@ -553,16 +642,16 @@ extension ProjectService {
                                projectID, f.path, f.line, f.rule, f.severity, f.message, f.excerpt)
                 }
             }
-            for s in ctagsSymbols {
-                try tx.run("INSERT INTO project_symbols (project_id, path, name, kind, line, scope, language) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           projectID, s.path, s.name, s.kind, s.line, s.scope, s.language)
-            }
             for path in gone {
                 try tx.run("DELETE FROM project_files WHERE project_id = ? AND path = ?", projectID, path)
                 try tx.run("DELETE FROM project_symbols WHERE project_id = ? AND path = ?", projectID, path)
                 try tx.run("DELETE FROM project_findings WHERE project_id = ? AND path = ?", projectID, path)
             }
         }
+        phase("database")
+        phases["project_id"] = .string(projectID)
+        phases["files"] = .int(items.count)
+        ServerLog.info("rescan finished", phases)
         return stats
     }
 

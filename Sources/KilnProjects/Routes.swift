@@ -126,7 +126,7 @@ public struct ProjectsModule: KilnModule {
                 return n
             } ?? 0
             try await ensureIndexed(project, root, uid)
-            let (slice, total) = try await projects.search(projectID: project.id, .init(q: req.query["q"] ?? "", regex: req.query["regex"] == "1",
+            let (slice, total) = try await projects.search(projectID: project.id, root: root, .init(q: req.query["q"] ?? "", regex: req.query["regex"] == "1",
                                                                                        caseSensitive: req.query["case"] == "1", pathGlob: req.query["path"]),
                                                            offset: offset, limit: page.limit)
             let next = offset + slice.count < total ? PageRequest.encodeCursor(String(offset + slice.count)) : nil

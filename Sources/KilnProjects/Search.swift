@@ -28,24 +28,24 @@ extension ProjectService {
     }
 
     /// One matching line before it is shown: where it is and how it ranks. Text and context are
-    /// read from the index only for the page that is returned.
+    /// read only for the page that is returned.
     struct Hit {
         let path: String
         let line: Int
         let column: Int
         let word: Bool
         let definition: Bool
-        let segment: TrigramIndex.Segment
-        let doc: UInt32
         let start: Int
         let end: Int
+        let stamp: TrigramIndex.Stamp
     }
 
     /// Every line of the project's indexed text files that matches, ranked, and the requested page of
     /// them. The trigram index narrows literals (and the literal part of a regular expression) to
-    /// candidate files; every candidate is verified against its content, so the result is exactly
-    /// what scanning the files would find.
-    func search(projectID: String, _ query: SearchQuery, offset: Int = 0, limit: Int = maxMatches) async throws -> (items: [SearchMatch], total: Int) {
+    /// candidate files; every candidate is read and verified, so the result is exactly what scanning
+    /// the indexed files would find. (A file changed since the last rescan is matched on what it
+    /// holds now, but found only if its indexed trigrams admit the query.)
+    func search(projectID: String, root: String, _ query: SearchQuery, offset: Int = 0, limit: Int = maxMatches) async throws -> (items: [SearchMatch], total: Int) {
         guard !query.q.isEmpty, query.q.utf8.count <= 1000 else { throw APIError.validation("q must have 1 to 1000 bytes", field: "q") }
         var regex: NSRegularExpression? = nil
         if query.regex {
@@ -76,16 +76,18 @@ extension ProjectService {
         var hits: [Hit] = []
         var timedOut = false
         var checked = 0
+        let reader = IndexedFileReader(root: root)
         snapshot.forEachCandidate(keys) { seg, doc in
             let path = seg.paths[Int(doc)]
             if let glob, !glob.decide(path, isDirectory: false) && !glob.decide((path as NSString).lastPathComponent, isDirectory: false) { return true }
             checked += 1
             if checked % 256 == 0, Date() > deadline { timedOut = true; return false }
-            let content = seg.content(doc)
+            let stamp = seg.stamp(doc)
+            guard let content = reader.read(path, stamp) else { return true }
             if fast {
-                ProjectService.literalHits(path: path, seg: seg, doc: doc, content: content, needle: needle, caseInsensitive: !query.caseSensitive,
+                ProjectService.literalHits(path: path, stamp: stamp, content: content, needle: needle, caseInsensitive: !query.caseSensitive,
                                            definitions: definitions, into: &hits)
-            } else if !ProjectService.lineHits(path: path, seg: seg, doc: doc, content: content, query: query, regex: regex,
+            } else if !ProjectService.lineHits(path: path, stamp: stamp, content: content, query: query, regex: regex,
                                                definitions: definitions, deadline: deadline, into: &hits) {
                 timedOut = true
                 return false
@@ -100,12 +102,21 @@ extension ProjectService {
             let ra = a.element.definition ? 0 : (a.element.word ? 1 : 2), rb = b.element.definition ? 0 : (b.element.word ? 1 : 2)
             return ra != rb ? ra < rb : a.offset < b.offset
         }.map(\.element)
-        let page = ranked.dropFirst(offset).prefix(limit).map(ProjectService.materialize)
-        return (Array(page), ranked.count)
+        // The page's files are read once more for text and context.
+        var page: [SearchMatch] = []
+        var current: (path: String, bytes: [UInt8])? = nil
+        for h in ranked.dropFirst(offset).prefix(limit) {
+            if current?.path != h.path {
+                let bytes = reader.read(h.path, h.stamp).map { Array($0) } ?? []
+                current = (h.path, bytes)
+            }
+            current!.bytes.withUnsafeBytes { page.append(ProjectService.materialize(h, content: $0)) }
+        }
+        return (page, ranked.count)
     }
 
     /// Lines holding a literal, found with memmem (or an ASCII-folding scan) over the content.
-    static func literalHits(path: String, seg: TrigramIndex.Segment, doc: UInt32, content: UnsafeRawBufferPointer, needle: [UInt8],
+    static func literalHits(path: String, stamp: TrigramIndex.Stamp, content: UnsafeRawBufferPointer, needle: [UInt8],
                             caseInsensitive: Bool, definitions: Set<String>, into hits: inout [Hit]) {
         var lineNo = 1, counted = 0
         Bytes.linesContaining(content, needle, caseInsensitive: caseInsensitive) { start, end, pos in
@@ -116,14 +127,14 @@ extension ProjectService {
             let after = afterAt < end ? content[afterAt] : 32
             hits.append(Hit(path: path, line: lineNo, column: Bytes.scalars(content, start, pos) + 1,
                             word: !Bytes.isWordByte(before) && !Bytes.isWordByte(after),
-                            definition: definitions.contains("\(path):\(lineNo)"), segment: seg, doc: doc, start: start, end: end))
+                            definition: definitions.contains("\(path):\(lineNo)"), start: start, end: end, stamp: stamp))
             return hits.count < maxMatches
         }
     }
 
     /// Lines matching a regular expression (or a literal under Unicode case folding), line by line.
     /// False when the deadline passed.
-    static func lineHits(path: String, seg: TrigramIndex.Segment, doc: UInt32, content: UnsafeRawBufferPointer, query: SearchQuery,
+    static func lineHits(path: String, stamp: TrigramIndex.Stamp, content: UnsafeRawBufferPointer, query: SearchQuery,
                          regex: NSRegularExpression?, definitions: Set<String>, deadline: Date, into hits: inout [Hit]) -> Bool {
         var start = 0, lineNo = 0
         let n = content.count
@@ -156,16 +167,19 @@ extension ProjectService {
             }
             guard let column else { continue }
             hits.append(Hit(path: path, line: lineNo, column: column, word: word, definition: definitions.contains("\(path):\(lineNo)"),
-                            segment: seg, doc: doc, start: start, end: end))
+                            start: start, end: end, stamp: stamp))
             if hits.count >= maxMatches { return true }
         }
         return true
     }
 
-    /// A hit with its line and two lines of context each side.
-    static func materialize(_ h: Hit) -> SearchMatch {
-        let content = h.segment.content(h.doc)
+    /// A hit with its line and two lines of context each side. The file is read again, so a hit
+    /// past its end (the file shrank meanwhile) keeps what is left.
+    static func materialize(_ h: Hit, content: UnsafeRawBufferPointer) -> SearchMatch {
         let n = content.count
+        guard h.start <= h.end, h.end <= n else {
+            return SearchMatch(path: h.path, line: h.line, column: h.column, text: "", before: [], after: [], exactWord: h.word, definition: h.definition)
+        }
         var before: [String] = []
         var s = h.start
         while before.count < 2 && s > 0 {

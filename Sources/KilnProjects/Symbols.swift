@@ -180,31 +180,71 @@ enum SymbolExtractor {
         return out
     }
 
-    /// Symbols from universal-ctags (JSON output) for the given files; Swift is never sent (no parser).
+    /// Symbols from universal-ctags for the given files; Swift is never sent (no parser). Tab-separated
+    /// output without patterns and unsorted: JSON and sorting cost more than the parsing itself.
     static func ctags(root: String, files: [String]) async -> [Symbol]? {
         guard let ctags = ProcessRunner.which("ctags"), !files.isEmpty else { return nil }
         let list = files.joined(separator: "\n") + "\n"
-        guard let out = try? await ProcessRunner.run(ctags, ["--output-format=json", "--fields=+nKZl", "-f", "-", "-L", "-"],
+        guard let out = try? await ProcessRunner.run(ctags, ["--output-format=u-ctags", "--excmd=number", "--sort=no", "--fields=nKsl", "-f", "-", "-L", "-"],
                                                      stdin: Array(list.utf8), cwd: root, timeout: 300), out.status == 0 else { return nil }
+        let asked = Set(files)
         var symbols: [Symbol] = []
-        // ctags kind names differ per language; these are the definitions we keep, named the built-in way.
-        let normalise: [String: String] = ["func": "function", "const": "constant", "member": "method", "typedef": "type", "macro": "constant",
-                                           "implementation": "impl", "enumerator": "constant", "methodSpec": "method"]
-        let wanted: Set<String> = ["function", "method", "class", "struct", "interface", "enum", "type", "constant", "trait", "impl",
-                                   "namespace", "union", "record", "protocol", "module"]
-        for line in out.stdout.split(separator: 10) {
-            guard let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], obj["_type"] as? String == "tag",
-                  let name = obj["name"] as? String, let path = obj["path"] as? String, let lineNo = obj["line"] as? Int,
-                  let rawKind = obj["kind"] as? String else { continue }
-            var kind = normalise[rawKind] ?? rawKind
-            // An all-caps module-level variable is a constant by convention (Python, JavaScript).
-            if rawKind == "variable", name.count > 1, name.allSatisfy({ $0.isUppercase || $0.isNumber || $0 == "_" }) { kind = "constant" }
-            guard wanted.contains(kind) else { continue }
-            let lang = (obj["language"] as? String) ?? language(of: path) ?? "Unknown"
-            symbols.append(Symbol(name: name, kind: kind, path: path, line: lineNo,
-                                  scope: obj["scope"] as? String, language: lang))
+        out.stdout.withUnsafeBytes { all in
+            var start = 0
+            while start < all.count {
+                let end = Bytes.lineEnd(all, from: start)
+                defer { start = end + 1 }
+                if let s = parseCtagsLine(UnsafeRawBufferPointer(rebasing: all[start..<end])), asked.contains(s.path) { symbols.append(s) }
+            }
         }
         return symbols
+    }
+
+    // ctags kind names differ per language; these are the definitions we keep, named the built-in way.
+    static let ctagsKinds: [String: String] = ["func": "function", "const": "constant", "member": "method", "typedef": "type", "macro": "constant",
+                                               "implementation": "impl", "enumerator": "constant", "methodSpec": "method"]
+    static let wantedKinds: Set<String> = ["function", "method", "class", "struct", "interface", "enum", "type", "constant", "trait", "impl",
+                                           "namespace", "union", "record", "protocol", "module"]
+
+    /// One tag line: `name<TAB>path<TAB>N;"<TAB>kind<TAB>line:N<TAB>language:L[<TAB>scopekind:scope]`
+    /// (u-ctags escapes a tab or backslash in a name as `\t`, `\\`). Nil for pseudo-tags and kinds we drop.
+    static func parseCtagsLine(_ line: UnsafeRawBufferPointer) -> Symbol? {
+        guard line.count > 0, line[0] != 33 else { return nil }   // "!_TAG_…" pseudo-tags
+        let fields = line.split(separator: 9, omittingEmptySubsequences: false)
+        guard fields.count >= 5 else { return nil }
+        func text(_ f: Slice<UnsafeRawBufferPointer>) -> String { String(decoding: UnsafeRawBufferPointer(rebasing: f), as: UTF8.self) }
+        func unescape(_ s: String) -> String {
+            guard s.contains("\\") else { return s }
+            var out = "", escaped = false
+            for c in s {
+                if escaped { out.append(c == "t" ? "\t" : c == "n" ? "\n" : c); escaped = false } else if c == "\\" { escaped = true } else { out.append(c) }
+            }
+            return out
+        }
+        let name = unescape(text(fields[0])), path = unescape(text(fields[1]))
+        var rawKind: String? = nil, lineNo: Int? = nil, language: String? = nil, scope: String? = nil
+        for f in fields.dropFirst(3) {
+            let t = text(f)
+            if let colon = t.firstIndex(of: ":") {
+                let key = t[..<colon], value = String(t[t.index(after: colon)...])
+                switch key {
+                case "line": lineNo = Int(value)
+                case "language": language = value
+                case "kind": rawKind = value
+                default:
+                    // scope: `class:Name` (the scope's kind, then its name, which may hold "::").
+                    if scope == nil, !value.isEmpty { scope = unescape(value) }
+                }
+            } else if rawKind == nil {
+                rawKind = t
+            }
+        }
+        guard let rawKind, let lineNo, !name.isEmpty else { return nil }
+        var kind = ctagsKinds[rawKind] ?? rawKind
+        // An all-caps module-level variable is a constant by convention (Python, JavaScript).
+        if rawKind == "variable", name.count > 1, name.allSatisfy({ $0.isUppercase || $0.isNumber || $0 == "_" }) { kind = "constant" }
+        guard wantedKinds.contains(kind) else { return nil }
+        return Symbol(name: name, kind: kind, path: path, line: lineNo, scope: scope, language: language ?? SymbolExtractor.language(of: path) ?? "Unknown")
     }
 }
 

@@ -2,17 +2,19 @@ import Foundation
 import Glibc
 import Synchronization
 
-/// Kiln's own substring index over many documents (the design of Russ Cox's codesearch and of
-/// zoekt): for every trigram, the sorted list of documents that contain it. A query's trigrams
-/// narrow the candidates; callers verify candidates against the content, which the index keeps
-/// beside the postings, so results are exactly what a scan would find.
+/// Kiln's own substring index over many documents (the design of Russ Cox's codesearch): for every
+/// trigram, the sorted list of documents that contain it. A query's trigrams narrow the candidates;
+/// callers verify candidates against the documents themselves (the index keeps no copy of the
+/// content: writing one would cost more than building the postings). Each document carries a
+/// `Stamp` (length, mtime, device, inode for files) so the owner can tell whether it still is what
+/// was indexed.
 ///
-/// Layout: immutable segments under `directory`, each a `<id>.idx` (documents, trigram table,
-/// postings, paths) and a `<id>.dat` (the documents' bytes), both memory-mapped. A rescan writes new
-/// segments for changed documents and marks their older copies dead; `manifest.json` (replaced
-/// atomically) is the commit point, so a crash leaves either the old or the new index. Segments
-/// that are mostly dead are rewritten by `compactIfNeeded`. The index is a cache: when it cannot be
-/// read it starts empty and `wasReset` tells the owner to rebuild it.
+/// Layout: immutable segments under `directory`, each one memory-mapped `<id>.idx` (documents,
+/// trigram table, postings, paths). A rescan writes new segments for changed documents and marks
+/// their older copies dead; `manifest.json` (replaced atomically) is the commit point, so a crash
+/// leaves either the old or the new index. `compactIfNeeded` merges the postings of the live
+/// documents into fewer segments when many are dead or segments are many. The index is a cache:
+/// when it cannot be read it starts empty and `wasReset` tells the owner to rebuild it.
 ///
 /// Trigram keys fold ASCII letters to lower case and every byte above 0x7F to one of 16 values, so
 /// a key has 21 bits; case-sensitive queries use the same keys (a superset) and verify exactly.
@@ -53,6 +55,7 @@ public final class TrigramIndex: @unchecked Sendable {
         if let data = FileManager.default.contents(atPath: directory + "/manifest.json") {
             do {
                 let m = try JSONDecoder().decode(Manifest.self, from: data)
+                guard m.version == 2 else { throw IndexError.corrupt("manifest version \(m.version)") }
                 s.nextID = m.next
                 for e in m.segments {
                     let seg = try Segment(directory: directory, id: e.id)
@@ -131,22 +134,42 @@ public final class TrigramIndex: @unchecked Sendable {
     /// Deletes finished segments that will not be committed (a failed or cancelled build).
     public func discard(_ ids: [Int]) { for id in ids { removeFiles(id) } }
 
-    /// Rewrites the live documents into fresh segments when too many are dead or segments are many.
+    /// Merges the live documents' postings into fresh segments (no document is read again) when a
+    /// quarter of the documents are dead or there are more than twice the segments the live content needs.
     public func compactIfNeeded(segmentBytes: UInt64) throws {
         let (segments, dead) = state.withLock { ($0.segments, $0.dead) }
         let total = segments.reduce(0) { $0 + $1.documentCount }
         let deadCount = dead.values.reduce(0) { $0 + $1.count }
-        guard segments.count > 32 || (total > 0 && deadCount * 4 > total) else { return }
-        var built: [Int] = []
-        var builder = try makeBuilder()
+        var liveBytes: UInt64 = 0
         for seg in segments {
             let d = dead[seg.id] ?? []
-            for doc in 0..<UInt32(seg.documentCount) where !d.contains(doc) {
-                try builder.add(path: seg.paths[Int(doc)], content: seg.content(doc))
-                if builder.contentBytes >= segmentBytes { try builder.finish(); built.append(builder.segmentID); builder = try makeBuilder() }
-            }
+            for doc in 0..<UInt32(seg.documentCount) where !d.contains(doc) { liveBytes += seg.stamp(doc).length }
         }
-        if builder.documentCount > 0 { try builder.finish(); built.append(builder.segmentID) } else { builder.discard() }
+        let needed = Int(liveBytes / max(1, segmentBytes)) + 1
+        guard (segments.count > 32 && segments.count > 2 * needed) || (total > 0 && deadCount * 4 > total) else { return }
+        var built: [Int] = []
+        do {
+            var group: [Segment] = []
+            var groupBytes: UInt64 = 0
+            func flush() throws {
+                guard !group.isEmpty else { return }
+                let b = try makeBuilder()
+                for seg in group { b.merge(seg, dead: dead[seg.id] ?? []) }
+                if b.documentCount > 0 { try b.finish(); built.append(b.segmentID) } else { b.discard() }
+                group = []; groupBytes = 0
+            }
+            for seg in segments {
+                let d = dead[seg.id] ?? []
+                var bytes: UInt64 = 0
+                for doc in 0..<UInt32(seg.documentCount) where !d.contains(doc) { bytes += seg.stamp(doc).length }
+                if groupBytes > 0 && groupBytes + bytes > segmentBytes { try flush() }
+                group.append(seg); groupBytes += bytes
+            }
+            try flush()
+        } catch {
+            discard(built)
+            throw error
+        }
         let fresh = try built.map { try Segment(directory: directory, id: $0) }
         let old: [Int] = try state.withLock { s in
             var next = State()
@@ -172,16 +195,13 @@ public final class TrigramIndex: @unchecked Sendable {
     }
 
     private func writeManifest(_ s: State) throws {
-        let m = Manifest(version: 1, next: s.nextID, segments: s.segments.map { .init(id: $0.id, dead: (s.dead[$0.id] ?? []).sorted()) })
+        let m = Manifest(version: 2, next: s.nextID, segments: s.segments.map { .init(id: $0.id, dead: (s.dead[$0.id] ?? []).sorted()) })
         let tmp = directory + "/manifest.json.tmp"
         try JSONEncoder().encode(m).write(to: URL(fileURLWithPath: tmp))
         guard rename(tmp, directory + "/manifest.json") == 0 else { throw IndexError.io("rename manifest: errno \(errno)") }
     }
 
-    private func removeFiles(_ id: Int) {
-        unlink(directory + "/\(id).idx")
-        unlink(directory + "/\(id).dat")
-    }
+    private func removeFiles(_ id: Int) { unlink(directory + "/\(id).idx") }
 
     // MARK: Keys
 
@@ -247,7 +267,8 @@ public final class TrigramIndex: @unchecked Sendable {
                     if result.isEmpty { break }
                     result = Snapshot.intersect(result, l)
                 }
-                for doc in result where !d.contains(doc) { if try !body(seg, doc) { return } }
+                // A posting past the document table could only come from a damaged file: skipped.
+                for doc in result where Int(doc) < seg.documentCount && !d.contains(doc) { if try !body(seg, doc) { return } }
             }
         }
 
@@ -272,46 +293,56 @@ public final class TrigramIndex: @unchecked Sendable {
         }
     }
 
+    /// What the owner knows about a document when it was indexed; for a file: its length, mtime
+    /// (nanoseconds), device and inode.
+    public struct Stamp: Sendable, Equatable {
+        public var length: UInt64
+        public var modified: Int64
+        public var device: UInt64
+        public var inode: UInt64
+        public init(length: UInt64, modified: Int64 = 0, device: UInt64 = 0, inode: UInt64 = 0) {
+            self.length = length; self.modified = modified; self.device = device; self.inode = inode
+        }
+    }
+
     /// One immutable, memory-mapped segment.
     public final class Segment: @unchecked Sendable {
         public let id: Int
         public let documentCount: Int
         /// Document paths, by document number.
         public let paths: [String]
-        private let indexMap: UnsafeMutableRawPointer
-        private let indexSize: Int
-        private let contentMap: UnsafeMutableRawPointer?
-        private let contentSize: Int
-        private let docTable: UnsafePointer<UInt64>
-        private let keys: UnsafeBufferPointer<UInt32>
-        private let starts: UnsafePointer<UInt32>
-        private let postingsBase: UnsafePointer<UInt32>
+        private let map: UnsafeMutableRawPointer
+        private let mapSize: Int
+        private let docTable: UnsafeRawPointer
+        fileprivate let keys: UnsafeBufferPointer<UInt32>
+        fileprivate let starts: UnsafePointer<UInt32>
+        fileprivate let postingsBase: UnsafePointer<UInt32>
 
-        static let magic: UInt32 = 0x3149_544B   // "KTI1"
+        static let magic: UInt32 = 0x3249_544B   // "KTI2"
         static let headerSize = 32
+        static let docEntrySize = 32
 
         init(directory: String, id: Int) throws {
             self.id = id
-            let (im, isz) = try Segment.map(directory + "/\(id).idx")
-            guard let im, isz >= Segment.headerSize else { throw IndexError.corrupt("segment \(id) has no header") }
-            let (cm, csz) = try Segment.map(directory + "/\(id).dat")
-            indexMap = im; indexSize = isz; contentMap = cm; contentSize = csz
-            let h = UnsafeRawPointer(im)
+            let (m, size) = try Segment.map(directory + "/\(id).idx")
+            guard let m, size >= Segment.headerSize else { throw IndexError.corrupt("segment \(id) has no header") }
+            map = m; mapSize = size
+            let h = UnsafeRawPointer(m)
             let docs = Int(h.load(fromByteOffset: 8, as: UInt32.self))
             let keyCount = Int(h.load(fromByteOffset: 12, as: UInt32.self))
             let postingCount = Int(h.load(fromByteOffset: 16, as: UInt64.self))
             let pathBytes = Int(h.load(fromByteOffset: 24, as: UInt64.self))
             let docOff = Segment.headerSize
-            let keyOff = docOff + docs * 16
+            let keyOff = docOff + docs * Segment.docEntrySize
             let startOff = keyOff + keyCount * 4
             let postOff = startOff + (keyCount + 1) * 4
             let pathOff = postOff + postingCount * 4
-            guard h.load(as: UInt32.self) == Segment.magic, pathOff + pathBytes == isz else {
-                munmap(im, isz); if let cm { munmap(cm, csz) }
+            guard h.load(as: UInt32.self) == Segment.magic, postingCount < Int(UInt32.max), pathOff + pathBytes == size else {
+                munmap(m, size)
                 throw IndexError.corrupt("segment \(id) has a bad size or magic")
             }
             documentCount = docs
-            docTable = (h + docOff).assumingMemoryBound(to: UInt64.self)
+            docTable = h + docOff
             keys = UnsafeBufferPointer(start: (h + keyOff).assumingMemoryBound(to: UInt32.self), count: keyCount)
             starts = (h + startOff).assumingMemoryBound(to: UInt32.self)
             postingsBase = (h + postOff).assumingMemoryBound(to: UInt32.self)
@@ -324,19 +355,15 @@ public final class TrigramIndex: @unchecked Sendable {
                 start = i + 1
             }
             paths = names
-            var ok = names.count == docs
-            for d in 0..<docs where ok { ok = docTable[d * 2] + docTable[d * 2 + 1] <= UInt64(csz) }
-            if ok, keyCount > 0 { ok = Int(starts[keyCount]) == postingCount }
+            var ok = names.count == docs && Int(starts[0]) == 0 && Int(starts[keyCount]) == postingCount
+            for i in 0..<keyCount where ok { ok = starts[i] <= starts[i + 1] && (i == 0 || keys[i - 1] < keys[i]) }
             guard ok else {
-                munmap(im, isz); if let cm { munmap(cm, csz) }
+                munmap(m, size)
                 throw IndexError.corrupt("segment \(id) tables disagree")
             }
         }
 
-        deinit {
-            munmap(indexMap, indexSize)
-            if let contentMap { munmap(contentMap, contentSize) }
-        }
+        deinit { munmap(map, mapSize) }
 
         static func map(_ path: String) throws -> (UnsafeMutableRawPointer?, Int) {
             let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -350,11 +377,11 @@ public final class TrigramIndex: @unchecked Sendable {
             return (p, size)
         }
 
-        /// The document's bytes (valid while the segment lives).
-        public func content(_ doc: UInt32) -> UnsafeRawBufferPointer {
-            let off = Int(docTable[Int(doc) * 2]), len = Int(docTable[Int(doc) * 2 + 1])
-            guard let contentMap, len > 0 else { return UnsafeRawBufferPointer(start: nil, count: 0) }
-            return UnsafeRawBufferPointer(start: contentMap + off, count: len)
+        /// What the owner recorded about the document when it was indexed.
+        public func stamp(_ doc: UInt32) -> Stamp {
+            let e = docTable + Int(doc) * Segment.docEntrySize
+            return Stamp(length: e.loadUnaligned(as: UInt64.self), modified: e.loadUnaligned(fromByteOffset: 8, as: Int64.self),
+                         device: e.loadUnaligned(fromByteOffset: 16, as: UInt64.self), inode: e.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
         }
 
         /// The sorted documents holding `key`, or nil when none does.
@@ -369,76 +396,119 @@ public final class TrigramIndex: @unchecked Sendable {
 
     // MARK: Building
 
-    /// Writes one segment: documents are appended, then `finish` sorts the postings and writes the table.
+    /// Builds one segment: documents are added (their trigrams collected), then `finish` sorts the
+    /// postings and writes the segment.
     public final class Builder {
         public let segmentID: Int
         let directory: String
-        private let fd: Int32
-        private var pending: [UInt8] = []
+        /// The summed length of the documents added.
         public private(set) var contentBytes: UInt64 = 0
         public private(set) var documentCount = 0
-        private var docTable: [UInt64] = []
+        private var docTable: [Stamp] = []
         private var pathBytes: [UInt8] = []
         /// (key << 32 | doc) for every distinct trigram of every document, in document order.
-        private var entries: [UInt64] = []
-        private let lastSeen: UnsafeMutablePointer<UInt32>
+        private var entries: UnsafeMutablePointer<UInt64>
+        private var entryCount = 0
+        private var entryCapacity = 1 << 16
+        /// The trigrams of the last document added, one bit per key: 256 KiB, which stays in the
+        /// cache where a table of last-seen documents (8 MiB) would miss on nearly every byte.
+        private let seen: UnsafeMutablePointer<UInt64>
+        /// Where the last document's entries start (its bits are cleared from them).
+        private var lastStart = 0
         private var finished = false
 
         init(directory: String, id: Int) throws {
             self.directory = directory
             segmentID = id
-            fd = open(directory + "/\(id).dat", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw IndexError.io("create segment \(id): errno \(errno)") }
-            lastSeen = .allocate(capacity: TrigramIndex.keySpace)
-            lastSeen.initialize(repeating: .max, count: TrigramIndex.keySpace)
-            pending.reserveCapacity(1 << 20)
+            seen = .allocate(capacity: TrigramIndex.keySpace / 64)
+            seen.initialize(repeating: 0, count: TrigramIndex.keySpace / 64)
+            entries = .allocate(capacity: entryCapacity)
         }
 
         deinit {
-            lastSeen.deallocate()
-            if !finished { close(fd) }
+            seen.deallocate()
+            entries.deallocate()
         }
 
-        /// Adds one document.
-        public func add(path: String, content: UnsafeRawBufferPointer) throws {
+        private func append(path: String, stamp: Stamp) -> UInt32 {
             let doc = UInt32(documentCount)
             documentCount += 1
-            docTable.append(contentBytes)
-            docTable.append(UInt64(content.count))
+            docTable.append(stamp)
             pathBytes.append(contentsOf: path.utf8)
             pathBytes.append(0)
-            contentBytes += UInt64(content.count)
-            if content.count >= 1 << 20 {
-                try flushPending()
-                try Builder.writeAll(fd, content.baseAddress!, content.count)
-            } else {
-                pending.append(contentsOf: content.bindMemory(to: UInt8.self))
-                if pending.count >= 1 << 20 { try flushPending() }
-            }
+            contentBytes += stamp.length
+            return doc
+        }
+
+        private func reserve(_ extra: Int) {
+            guard entryCount + extra > entryCapacity else { return }
+            var cap = entryCapacity
+            while entryCount + extra > cap { cap *= 2 }
+            let grown = UnsafeMutablePointer<UInt64>.allocate(capacity: cap)
+            grown.moveInitialize(from: entries, count: entryCount)
+            entries.deallocate()
+            entries = grown
+            entryCapacity = cap
+        }
+
+        /// Forgets the previous document's trigrams.
+        private func clearSeen() {
+            for i in lastStart..<entryCount { seen[Int(entries[i] >> 38)] = 0 }
+            lastStart = entryCount
+        }
+
+        /// Adds one document; `stamp.length` is set from the content.
+        public func add(path: String, content: UnsafeRawBufferPointer, stamp: Stamp = Stamp(length: 0)) {
+            var st = stamp
+            st.length = UInt64(content.count)
+            clearSeen()
+            let doc = append(path: path, stamp: st)
             let n = content.count
             guard n >= 3, let p = content.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
+            // At most one new entry per byte and per key, so no capacity check inside the loop.
+            reserve(min(n, TrigramIndex.keySpace))
+            // One load of the fold table per byte, the last two bytes carried in the key.
             TrigramIndex.fold.withUnsafeBufferPointer { fold in
-                let seen = lastSeen
+                let seen = self.seen, out = entries
+                var count = entryCount
                 var k = UInt32(fold[Int(p[0])]) << 7 | UInt32(fold[Int(p[1])])
                 let docBits = UInt64(doc)
                 for i in 2..<n {
                     k = ((k << 7) | UInt32(fold[Int(p[i])])) & 0x1F_FFFF
-                    if seen[Int(k)] != doc {
-                        seen[Int(k)] = doc
-                        entries.append(UInt64(k) << 32 | docBits)
+                    let word = Int(k >> 6), bit = UInt64(1) << UInt64(k & 63)
+                    let w = seen[word]
+                    if w & bit == 0 {
+                        seen[word] = w | bit
+                        out[count] = UInt64(k) << 32 | docBits
+                        count += 1
                     }
                 }
+                entryCount = count
             }
         }
 
-        /// Whether the last added document holds the trigram `key`.
-        public func lastDocumentContains(_ key: UInt32) -> Bool { documentCount > 0 && lastSeen[Int(key)] == UInt32(documentCount - 1) }
-
-        private func flushPending() throws {
-            guard !pending.isEmpty else { return }
-            try pending.withUnsafeBytes { try Builder.writeAll(fd, $0.baseAddress!, $0.count) }
-            pending.removeAll(keepingCapacity: true)
+        /// Copies the live documents of `segment`, postings and all, in order (compaction).
+        func merge(_ segment: Segment, dead: Set<UInt32>) {
+            clearSeen()
+            var renumbered = [UInt32](repeating: .max, count: segment.documentCount)
+            for doc in 0..<UInt32(segment.documentCount) where !dead.contains(doc) {
+                renumbered[Int(doc)] = append(path: segment.paths[Int(doc)], stamp: segment.stamp(doc))
+            }
+            reserve(Int(segment.starts[segment.keys.count]))
+            for (i, key) in segment.keys.enumerated() {
+                let kb = UInt64(key) << 32
+                for j in Int(segment.starts[i])..<Int(segment.starts[i + 1]) {
+                    let old = Int(segment.postingsBase[j])
+                    guard old < renumbered.count else { continue }
+                    let d = renumbered[old]
+                    if d != .max { entries[entryCount] = kb | UInt64(d); entryCount += 1 }
+                }
+            }
+            lastStart = entryCount
         }
+
+        /// Whether the last added document holds the trigram `key`.
+        public func lastDocumentContains(_ key: UInt32) -> Bool { seen[Int(key >> 6)] & (UInt64(1) << UInt64(key & 63)) != 0 }
 
         static func writeAll(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) throws {
             var done = 0
@@ -449,14 +519,14 @@ public final class TrigramIndex: @unchecked Sendable {
             }
         }
 
-        /// Sorts the postings by key (a counting sort: documents stay in order within a key) and writes the table.
+        /// Sorts the postings by key (a counting sort: documents stay in order within a key) and
+        /// writes the segment.
         public func finish() throws {
-            try flushPending()
-            close(fd)
             finished = true
             let counts = UnsafeMutablePointer<UInt32>.allocate(capacity: TrigramIndex.keySpace)
             defer { counts.deallocate() }
             counts.initialize(repeating: 0, count: TrigramIndex.keySpace)
+            let entries = UnsafeBufferPointer(start: self.entries, count: entryCount)
             for e in entries { counts[Int(e >> 32)] += 1 }
             var keys: [UInt32] = []
             var starts: [UInt32] = []
@@ -477,31 +547,41 @@ public final class TrigramIndex: @unchecked Sendable {
                     counts[k] += 1
                 }
             }
-            entries = []
+            self.entries.deallocate()
+            self.entries = .allocate(capacity: 1)
+            entryCount = 0; entryCapacity = 1; lastStart = 0
             var header = [UInt8](repeating: 0, count: Segment.headerSize)
             header.withUnsafeMutableBytes { h in
                 h.storeBytes(of: Segment.magic, toByteOffset: 0, as: UInt32.self)
-                h.storeBytes(of: UInt32(1), toByteOffset: 4, as: UInt32.self)
+                h.storeBytes(of: UInt32(2), toByteOffset: 4, as: UInt32.self)
                 h.storeBytes(of: UInt32(documentCount), toByteOffset: 8, as: UInt32.self)
                 h.storeBytes(of: UInt32(keys.count), toByteOffset: 12, as: UInt32.self)
                 h.storeBytes(of: UInt64(postings.count), toByteOffset: 16, as: UInt64.self)
                 h.storeBytes(of: UInt64(pathBytes.count), toByteOffset: 24, as: UInt64.self)
             }
-            let out = open(directory + "/\(segmentID).idx", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-            guard out >= 0 else { throw IndexError.io("create segment table \(segmentID): errno \(errno)") }
+            var table = [UInt64]()
+            table.reserveCapacity(docTable.count * 4)
+            for d in docTable { table += [d.length, UInt64(bitPattern: d.modified), d.device, d.inode] }
+            let path = directory + "/\(segmentID).idx"
+            let out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            guard out >= 0 else { throw IndexError.io("create segment \(segmentID): errno \(errno)") }
             defer { close(out) }
-            try header.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) }
-            if !docTable.isEmpty { try docTable.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
-            if !keys.isEmpty { try keys.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
-            try starts.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) }
-            if !postings.isEmpty { try postings.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
-            if !pathBytes.isEmpty { try pathBytes.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
+            do {
+                try header.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) }
+                if !table.isEmpty { try table.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
+                if !keys.isEmpty { try keys.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
+                try starts.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) }
+                if !postings.isEmpty { try postings.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
+                if !pathBytes.isEmpty { try pathBytes.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
+            } catch {
+                unlink(path)
+                throw error
+            }
         }
 
-        /// Drops an unfinished (or unused) segment's files.
+        /// Drops a segment that will not be committed.
         public func discard() {
-            if !finished { close(fd); finished = true }
-            unlink(directory + "/\(segmentID).dat")
+            finished = true
             unlink(directory + "/\(segmentID).idx")
         }
     }

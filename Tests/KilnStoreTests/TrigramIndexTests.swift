@@ -11,12 +11,18 @@ import Testing
         return dir
     }
 
+    /// Every document's text by path, as the tests' stand-in for the files the index describes.
+    final class Texts: @unchecked Sendable { var byPath: [String: String] = [:] }
+    let texts = Texts()
+
     func build(_ index: TrigramIndex, _ docs: [(String, String)], segmentBytes: UInt64 = 1 << 30) throws -> [Int] {
         var ids: [Int] = []
         var b = try index.makeBuilder()
         for (path, text) in docs {
+            texts.byPath[path] = text
+            let stamp = TrigramIndex.Stamp(length: 0, modified: 7, device: 1, inode: UInt64(text.utf8.count))
             var t = text
-            try t.withUTF8 { try b.add(path: path, content: UnsafeRawBufferPointer($0)) }
+            t.withUTF8 { b.add(path: path, content: UnsafeRawBufferPointer($0), stamp: stamp) }
             if b.contentBytes >= segmentBytes { try b.finish(); ids.append(b.segmentID); b = try index.makeBuilder() }
         }
         if b.documentCount > 0 { try b.finish(); ids.append(b.segmentID) } else { b.discard() }
@@ -26,7 +32,10 @@ import Testing
     func candidates(_ index: TrigramIndex, _ q: String, caseSensitive: Bool = true) -> Set<String> {
         var out = Set<String>()
         index.snapshot().forEachCandidate(TrigramIndex.keys(of: Array(q.utf8), asciiOnly: !caseSensitive)) { seg, doc in
-            let text = String(decoding: seg.content(doc), as: UTF8.self)
+            let path = seg.paths[Int(doc)]
+            let text = texts.byPath[path] ?? ""
+            // The stamp comes back as stored, its length set from the content.
+            #expect(seg.stamp(doc) == .init(length: UInt64(text.utf8.count), modified: 7, device: 1, inode: UInt64(text.utf8.count)))
             let hit = caseSensitive ? text.contains(q) : text.lowercased().contains(q.lowercased())
             if hit { out.insert(seg.paths[Int(doc)]) }
             return true
@@ -78,12 +87,46 @@ import Testing
         #expect(reopened.livePaths() == ["a.txt", "b.txt"])
         #expect(candidates(reopened, "haystack") == ["a.txt"])
 
-        // Compaction keeps exactly the live documents, in fewer segments.
+        // Compaction (a third of the documents are dead) keeps exactly the live documents, in fewer segments.
         try reopened.compactIfNeeded(segmentBytes: 1 << 20)
         #expect(reopened.snapshot().segments.count == 1)
         #expect(candidates(reopened, "beta") == ["b.txt"] && candidates(reopened, "haystack") == ["a.txt"])
+        #expect(candidates(reopened, "alpha") == ["a.txt"] && candidates(reopened, "needle").isEmpty)
         let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".idx") }
         #expect(files.count == 1)
+    }
+
+    @Test func compactionMergesPostingsOfTheLiveDocumentsOnly() throws {
+        let dir = try tempDir()
+        let index = try TrigramIndex(directory: dir)
+        var docs = corpus(300)
+        try index.commit(adding: try build(index, docs, segmentBytes: 1_500), removing: [])
+        let before = index.snapshot().segments.count
+        #expect(before > 32)
+        // A third retired, a few replaced by new copies.
+        let removed = Set(docs.indices.filter { $0 % 3 == 0 }.map { docs[$0].0 })
+        let replaced = docs.indices.filter { $0 % 3 == 1 && $0 % 7 == 0 }.map { (docs[$0].0, "replacement text \($0) zebra") }
+        try index.commit(adding: try build(index, replaced), removing: removed)
+        docs = docs.filter { !removed.contains($0.0) }.map { d in replaced.first { $0.0 == d.0 } ?? d }
+        try index.compactIfNeeded(segmentBytes: 20_000)
+        #expect(index.snapshot().segments.count < before / 4)
+        #expect(index.snapshot().documentCount == docs.count)
+        let reopened = try TrigramIndex(directory: dir)
+        #expect(reopened.livePaths() == Set(docs.map(\.0)))
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<200 {
+            let source = Array(docs[Int(rng.next() % UInt64(docs.count))].1)
+            guard source.count > 8 else { continue }
+            let start = Int(rng.next() % UInt64(source.count - 6)), len = 3 + Int(rng.next() % 4)
+            let q = String(source[start..<(start + len)])
+            let expected = Set(docs.filter { $0.1.contains(q) }.map(\.0))
+            #expect(candidates(reopened, q) == expected, "\(q.debugDescription)")
+        }
+        #expect(candidates(reopened, "zebra") == Set(replaced.map(\.0)))
+        // Nothing to do the second time.
+        let ids = reopened.snapshot().segments.map(\.id)
+        try reopened.compactIfNeeded(segmentBytes: 20_000)
+        #expect(reopened.snapshot().segments.map(\.id) == ids)
     }
 
     @Test func aDamagedIndexStartsEmpty() throws {
