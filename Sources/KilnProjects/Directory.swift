@@ -40,11 +40,7 @@ public struct ProjectDirectory: Sendable {
 
     /// Indexes the project first when it never was.
     public func ensureIndexed(_ p: ProjectRef) async throws {
-        guard try await !service.isIndexed(p.id) else { return }
-        _ = try await service.rescan(projectID: p.id, root: p.root, vcs: p.vcs, jobID: IDs.make("job"), bus: bus)
-        let now = Date()
-        let pid = p.id
-        _ = try await service.db.write { tx in try tx.run("UPDATE projects SET index_status = 'indexed', indexed_at = ? WHERE id = ?", now, pid) }
+        try await service.ensureIndexed(p.id, root: p.root, vcs: p.vcs, bus: bus)
     }
 
     /// Re-indexes the project in the foreground (after an agent changed files, say).
@@ -59,7 +55,7 @@ public struct ProjectDirectory: Sendable {
 
     public func symbols(_ p: ProjectRef, q: String, kind: String? = nil, limit: Int = 50) async throws -> [Symbol] {
         try await ensureIndexed(p)
-        return try await service.symbols(projectID: p.id, q: q, kind: kind, limit: limit)
+        return try service.symbols(projectID: p.id, q: q, kind: kind, limit: limit)
     }
 
     /// One directory level, ignored entries hidden.

@@ -61,6 +61,13 @@ extension ProjectMigrations {
         UPDATE projects SET index_status = 'not_indexed', indexed_at = NULL;
         CREATE INDEX project_symbols_by_name ON project_symbols (project_id, name);
         """)
+
+    /// Symbols move to each project's own table file (`SymbolTable`); the next rescan of every
+    /// project extracts them again (its trigram index stays).
+    static let symbolTable = Migration(module: "projects", version: 4, name: "symbols move to the index folder", sql: """
+        DROP TABLE project_symbols;
+        UPDATE projects SET index_status = 'not_indexed', indexed_at = NULL;
+        """)
 }
 
 /// What a rescan found: likely secrets (masked), conflict markers, to-do and fix-me notes, large files.
@@ -372,7 +379,7 @@ final class RescanWorker: @unchecked Sendable {
             if let b = builder, b.contentBytes >= ProjectService.segmentBytes {
                 try b.finish()
                 built.append(b.segmentID)
-                builder = nil
+                builder = try index.makeBuilder(reusing: b)
             }
             let b = try builder ?? index.makeBuilder()
             builder = b
@@ -394,7 +401,7 @@ final class RescanWorker: @unchecked Sendable {
 /// One symbol thread of the second pass: the built-in extractor over the files it is given.
 final class SymbolWorker: @unchecked Sendable {
     let shared: RescanShared<SymbolItem>
-    var symbols: [String: [Symbol]] = [:]
+    var symbols = SymbolBatch()
     private var file = FileSlurper()
 
     init(_ shared: RescanShared<SymbolItem>) { self.shared = shared }
@@ -404,9 +411,7 @@ final class SymbolWorker: @unchecked Sendable {
         while let item = shared.next() {
             guard let (_, content) = file.read(item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes),
                   let bytes = content else { continue }
-            let found = SymbolExtractor.extract(path: item.path, bytes: bytes)
-            symbols[item.path] = found
-            shared.stats.withLock { $0.symbols += found.count }
+            symbols.add(contentsOf: SymbolExtractor.extract(path: item.path, bytes: bytes))
         }
     }
 }
@@ -418,6 +423,18 @@ extension ProjectService {
 
     func index(_ projectID: String) throws -> TrigramIndex {
         try TrigramIndex.shared(directory: indexRoot + "/" + projectID)
+    }
+
+    /// The project's symbols, stored beside its trigram index.
+    func symbolTable(_ projectID: String) -> SymbolTable { SymbolTable.shared(directory: indexRoot + "/" + projectID) }
+
+    /// Indexes the project first when it never was (or a migration asked for it again), or when its
+    /// symbol table was lost (the rescan extracts every file's symbols again).
+    func ensureIndexed(_ projectID: String, root: String, vcs: String, bus: EventBus) async throws {
+        guard try await !isIndexed(projectID) || !symbolTable(projectID).isComplete else { return }
+        _ = try await rescan(projectID: projectID, root: root, vcs: vcs, jobID: IDs.make("job"), bus: bus)
+        let now = clock.now()
+        _ = try await db.write { tx in try tx.run("UPDATE projects SET index_status = 'indexed', indexed_at = ? WHERE id = ?", now, projectID) }
     }
 
     /// The files of a project that are not ignored (git's view when it is a git repository).
@@ -495,6 +512,9 @@ extension ProjectService {
             mark = now
         }
         let live = index.livePaths()
+        let symbols = symbolTable(projectID)
+        let symbolsComplete = symbols.isComplete
+        var reextract: [SymbolItem] = []
         let files = try await listFiles(root, vcs: vcs)
         var stats = RescanStats()
         var seen = Set<String>(minimumCapacity: files.count)
@@ -518,7 +538,14 @@ extension ProjectService {
             let old = stored[path]
             // A text file the index no longer holds (a reset index) is read again even if unchanged.
             let lost = old.map { !$0.binary && $0.hash != nil && !live.contains(path) } ?? false
-            if let old, old.size == size, old.mtime == mtime, !lost { stats.unchanged += 1; continue }
+            if let old, old.size == size, old.mtime == mtime, !lost {
+                stats.unchanged += 1
+                // The symbol table was lost: unchanged text files have their symbols extracted again.
+                if !symbolsComplete, !old.binary, old.hash != nil, let language = SymbolExtractor.language(of: path) {
+                    reextract.append(SymbolItem(path: path, full: target, device: UInt64(st.st_dev), inode: UInt64(st.st_ino), language: language))
+                }
+                continue
+            }
             items.append(RescanItem(path: path, full: target, device: UInt64(st.st_dev), inode: UInt64(st.st_ino),
                                     oldHash: lost ? nil : old?.hash, known: old != nil))
         }
@@ -571,7 +598,7 @@ extension ProjectService {
         // cannot be handed (a newline or tab in the name), for batches ctags fails on, and for
         // everything when ctags is not installed.
         let useCtags = ProcessRunner.which("ctags") != nil
-        let symbolItems = workers.flatMap(\.symbolItems)
+        let symbolItems = workers.flatMap(\.symbolItems) + reextract
         var builtIn: [SymbolItem] = []
         var ctagsItems: [SymbolItem] = []
         for item in symbolItems {
@@ -583,39 +610,42 @@ extension ProjectService {
         let symbolShared = RescanShared(items: builtIn, stats: RescanStats())
         let symbolWorkers = (0..<threads).map { _ in SymbolWorker(symbolShared) }
         async let builtInDone: Void = onThreads(threads, stop: { symbolShared.stopped.withLock { $0 = true } }) { symbolWorkers[$0].run() }
-        let ctagsSymbols: [Symbol] = await withTaskGroup(of: [Symbol].self) { group in
-            var all: [Symbol] = []
+        let ctagsSymbols: [SymbolBatch] = await withTaskGroup(of: SymbolBatch.self) { group in
+            var all: [SymbolBatch] = []
             var next = 0
-            func add(_ g: inout TaskGroup<[Symbol]>) {
+            func add(_ g: inout TaskGroup<SymbolBatch>) {
                 guard next < chunks.count else { return }
                 let chunk = chunks[next]
                 next += 1
                 g.addTask {
                     if let found = await SymbolExtractor.ctags(root: root, files: chunk.map(\.path)) { return found }
-                    var out: [Symbol] = []
+                    var out = SymbolBatch()
                     var file = FileSlurper()
                     defer { file.free() }
                     for item in chunk {
                         if let (_, content) = file.read(item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes), let bytes = content {
-                            out += SymbolExtractor.extract(path: item.path, bytes: bytes)
+                            out.add(contentsOf: SymbolExtractor.extract(path: item.path, bytes: bytes))
                         }
                     }
                     return out
                 }
             }
             for _ in 0..<threads { add(&group) }
-            while let found = await group.next() { all += found; add(&group) }
+            while let found = await group.next() { all.append(found); add(&group) }
             return all
         }
         await builtInDone
         try Task.checkCancellation()
-        var symbolsByPath: [String: [Symbol]] = [:]
-        for w in symbolWorkers { symbolsByPath.merge(w.symbols) { a, _ in a } }
-        for s in ctagsSymbols { symbolsByPath[s.path, default: []].append(s) }
+        let found = symbolWorkers.map(\.symbols) + ctagsSymbols
         stats = shared.stats.withLock { $0 }
-        stats.symbols = symbolsByPath.values.reduce(0) { $0 + $1.count }
-        let symbols = symbolsByPath
+        stats.symbols = found.reduce(0) { $0 + $1.count }
         phase("symbols")
+        // Every file read again drops its old symbols, whatever it holds now.
+        let replaced = Set(results.filter(\.contentChanged).map(\.path)).union(gone)
+        if !symbolsComplete || !replaced.isEmpty {
+            try symbols.replace(removing: replaced, adding: found, fresh: !symbolsComplete)
+        }
+        phase("symbol_table")
 
         // One transaction: one sync of the log, however many files changed.
         try await db.write { tx in
@@ -630,12 +660,7 @@ extension ProjectService {
                         binary = excluded.binary
                     """, projectID, c.path, c.size, c.mtime, c.hash, c.binary)
                 if c.known {
-                    try tx.run("DELETE FROM project_symbols WHERE project_id = ? AND path = ?", projectID, c.path)
                     try tx.run("DELETE FROM project_findings WHERE project_id = ? AND path = ?", projectID, c.path)
-                }
-                for s in symbols[c.path] ?? [] {
-                    try tx.run("INSERT INTO project_symbols (project_id, path, name, kind, line, scope, language) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               projectID, s.path, s.name, s.kind, s.line, s.scope, s.language)
                 }
                 for f in c.findings {
                     try tx.run("INSERT INTO project_findings (project_id, path, line, rule, severity, message, excerpt) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -644,7 +669,6 @@ extension ProjectService {
             }
             for path in gone {
                 try tx.run("DELETE FROM project_files WHERE project_id = ? AND path = ?", projectID, path)
-                try tx.run("DELETE FROM project_symbols WHERE project_id = ? AND path = ?", projectID, path)
                 try tx.run("DELETE FROM project_findings WHERE project_id = ? AND path = ?", projectID, path)
             }
         }

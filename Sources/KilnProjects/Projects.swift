@@ -6,7 +6,7 @@ import KilnHTTP
 import KilnStore
 
 enum ProjectMigrations {
-    static var all: [Migration] { base + [index, ownIndex] }
+    static var all: [Migration] { base + [index, ownIndex, symbolTable] }
     static let base = [
         Migration(module: "projects", version: 1, name: "projects and recent opens", sql: """
             CREATE TABLE projects (

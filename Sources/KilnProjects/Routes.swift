@@ -103,14 +103,6 @@ public struct ProjectsModule: KilnModule {
             return try bus.sse(topic: "rescan:\(try ctx.parameter("job_id"))", request: req, endTypes: ["done", "failed"])
         }
 
-        @Sendable func ensureIndexed(_ project: Project, _ root: String, _ uid: String) async throws {
-            guard try await !projects.isIndexed(project.id) else { return }
-            _ = try await projects.rescan(projectID: project.id, root: root, vcs: project.vcs, jobID: IDs.make("job"), bus: bus)
-            let pid = project.id
-            let now = services.clock.now()
-            _ = try await services.db.write { tx in try tx.run("UPDATE projects SET index_status = 'indexed', indexed_at = ? WHERE id = ?", now, pid) }
-        }
-
         routes.add(.GET, "/api/project/search", permission: "project:read",
                    summary: "Full-text search: literal (or regex=1), case-insensitive unless case=1, path glob; ranked, paginated, with context",
                    tags: ["projects"],
@@ -125,7 +117,7 @@ public struct ProjectsModule: KilnModule {
                 guard let n = Int(c), n >= 0 else { throw APIError.validation("cursor is not one this server issued", field: "cursor") }
                 return n
             } ?? 0
-            try await ensureIndexed(project, root, uid)
+            try await projects.ensureIndexed(project.id, root: root, vcs: project.vcs, bus: bus)
             let (slice, total) = try await projects.search(projectID: project.id, root: root, .init(q: req.query["q"] ?? "", regex: req.query["regex"] == "1",
                                                                                        caseSensitive: req.query["case"] == "1", pathGlob: req.query["path"]),
                                                            offset: offset, limit: page.limit)
@@ -143,8 +135,8 @@ public struct ProjectsModule: KilnModule {
             let uid = try ctx.requirePrincipal().userID
             let (project, root) = try await projects.resolve(req.query["project_id"], access: access, userID: uid, withGit: false)
             let page = try PageRequest(query: req.query)
-            try await ensureIndexed(project, root, uid)
-            let found = try await projects.symbols(projectID: project.id, q: req.query["q"] ?? "", kind: req.query["kind"], limit: page.limit)
+            try await projects.ensureIndexed(project.id, root: root, vcs: project.vcs, bus: bus)
+            let found = try projects.symbols(projectID: project.id, q: req.query["q"] ?? "", kind: req.query["kind"], limit: page.limit)
             return try .json(Page(items: found, nextCursor: nil))
         }
 
@@ -154,7 +146,7 @@ public struct ProjectsModule: KilnModule {
             let access = try ctx.requireWorkspace()
             let uid = try ctx.requirePrincipal().userID
             let (project, root) = try await projects.resolve(req.query["project_id"], access: access, userID: uid, withGit: false)
-            try await ensureIndexed(project, root, uid)
+            try await projects.ensureIndexed(project.id, root: root, vcs: project.vcs, bus: bus)
             return try .json(Page(items: try await projects.findings(projectID: project.id), nextCursor: nil))
         }
 

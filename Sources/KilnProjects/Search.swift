@@ -64,11 +64,7 @@ extension ProjectService {
         } else {
             keys = TrigramIndex.keys(of: Array(query.q.utf8), asciiOnly: !query.caseSensitive)
         }
-        let q = query.q
-        let definitions: Set<String> = try await db.read { tx in
-            Set(try tx.query("SELECT path, line FROM project_symbols WHERE project_id = ? AND name = ?", projectID, q)
-                .map { "\($0.string("path") ?? ""):\($0.int("line") ?? 0)" })
-        }
+        let definitions = symbolTable(projectID).snapshot().definitions(named: query.q)
         var glob: GitIgnore? = nil
         if let g = query.pathGlob, !g.isEmpty { var gi = GitIgnore(); gi.add(g, base: ""); glob = gi }
         let snapshot = try index(projectID).snapshot()
@@ -208,42 +204,9 @@ extension ProjectService {
     }
 
     /// Symbols ranked: exact, then case-insensitive exact, prefix, substring, then fuzzy (subsequence).
-    func symbols(projectID: String, q: String, kind: String?, limit: Int) async throws -> [Symbol] {
+    func symbols(projectID: String, q: String, kind: String?, limit: Int) throws -> [Symbol] {
         guard q.utf8.count <= 200 else { throw APIError.validation("q must have at most 200 bytes", field: "q") }
-        let rows = try await db.read { tx in
-            if let kind {
-                return try tx.query("SELECT name, kind, path, line, scope, language FROM project_symbols WHERE project_id = ? AND kind = ?", projectID, kind)
-            }
-            return try tx.query("SELECT name, kind, path, line, scope, language FROM project_symbols WHERE project_id = ?", projectID)
-        }
-        let lq = q.lowercased()
-        func rank(_ name: String) -> Int? {
-            if q.isEmpty { return 0 }
-            if name == q { return 0 }
-            let ln = name.lowercased()
-            if ln == lq { return 1 }
-            if name.hasPrefix(q) { return 2 }
-            if ln.hasPrefix(lq) { return 3 }
-            if ln.contains(lq) { return 4 }
-            // Subsequence: every query character in order; tighter spans rank higher.
-            var it = ln.makeIterator()
-            var span = 0, started = false
-            for c in lq {
-                var found = false
-                while let n = it.next() { if started { span += 1 }; if n == c { found = true; started = true; break } }
-                if !found { return nil }
-            }
-            return 5 + min(span, 1000)
-        }
-        var scored: [(Int, Symbol)] = []
-        for r in rows {
-            let name = r.string("name") ?? ""
-            guard let score = rank(name) else { continue }
-            scored.append((score, Symbol(name: name, kind: r.string("kind") ?? "", path: r.string("path") ?? "", line: r.int("line") ?? 0,
-                                         scope: r.string("scope"), language: r.string("language") ?? "")))
-        }
-        scored.sort { ($0.0, $0.1.name.count, $0.1.path, $0.1.line) < ($1.0, $1.1.name.count, $1.1.path, $1.1.line) }
-        return scored.prefix(limit).map(\.1)
+        return symbolTable(projectID).snapshot().lookup(q, kind: kind, limit: limit)
     }
 
     func findings(projectID: String) async throws -> [Finding] {

@@ -17,7 +17,12 @@ public struct Symbol: Codable, Sendable, Equatable, NullEncoding {
 /// protocols/interfaces and constants. Scope is the enclosing type when indentation shows one.
 enum SymbolExtractor {
     static func language(of path: String) -> String? {
-        switch (path as NSString).pathExtension.lowercased() {
+        // The extension by bytes: this runs for every file of a rescan, where NSString's is costly.
+        let u = path.utf8
+        guard let dot = u.lastIndex(of: 46), !u[dot...].contains(47), dot != u.startIndex, u[u.index(before: dot)] != 47 else { return nil }
+        let ext = u[u.index(after: dot)...]
+        guard ext.count <= 5 else { return nil }
+        return switch String(decoding: ext.lazy.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }, as: UTF8.self) {
         case "swift": "Swift"
         case "py": "Python"
         case "js", "jsx", "mjs", "cjs": "JavaScript"
@@ -182,19 +187,19 @@ enum SymbolExtractor {
 
     /// Symbols from universal-ctags for the given files; Swift is never sent (no parser). Tab-separated
     /// output without patterns and unsorted: JSON and sorting cost more than the parsing itself.
-    static func ctags(root: String, files: [String]) async -> [Symbol]? {
+    static func ctags(root: String, files: [String]) async -> SymbolBatch? {
         guard let ctags = ProcessRunner.which("ctags"), !files.isEmpty else { return nil }
         let list = files.joined(separator: "\n") + "\n"
         guard let out = try? await ProcessRunner.run(ctags, ["--output-format=u-ctags", "--excmd=number", "--sort=no", "--fields=nKsl", "-f", "-", "-L", "-"],
                                                      stdin: Array(list.utf8), cwd: root, timeout: 300), out.status == 0 else { return nil }
         let asked = Set(files)
-        var symbols: [Symbol] = []
+        var symbols = SymbolBatch()
         out.stdout.withUnsafeBytes { all in
             var start = 0
             while start < all.count {
                 let end = Bytes.lineEnd(all, from: start)
                 defer { start = end + 1 }
-                if let s = parseCtagsLine(UnsafeRawBufferPointer(rebasing: all[start..<end])), asked.contains(s.path) { symbols.append(s) }
+                if let s = parseCtagsLine(UnsafeRawBufferPointer(rebasing: all[start..<end])), asked.contains(s.path) { symbols.add(s) }
             }
         }
         return symbols
@@ -210,39 +215,44 @@ enum SymbolExtractor {
     /// (u-ctags escapes a tab or backslash in a name as `\t`, `\\`). Nil for pseudo-tags and kinds we drop.
     static func parseCtagsLine(_ line: UnsafeRawBufferPointer) -> Symbol? {
         guard line.count > 0, line[0] != 33 else { return nil }   // "!_TAG_…" pseudo-tags
+        typealias Field = Slice<UnsafeRawBufferPointer>
         let fields = line.split(separator: 9, omittingEmptySubsequences: false)
         guard fields.count >= 5 else { return nil }
-        func text(_ f: Slice<UnsafeRawBufferPointer>) -> String { String(decoding: UnsafeRawBufferPointer(rebasing: f), as: UTF8.self) }
-        func unescape(_ s: String) -> String {
-            guard s.contains("\\") else { return s }
-            var out = "", escaped = false
-            for c in s {
-                if escaped { out.append(c == "t" ? "\t" : c == "n" ? "\n" : c); escaped = false } else if c == "\\" { escaped = true } else { out.append(c) }
+        func text(_ f: Field) -> String {
+            guard f.contains(92) else { return String(decoding: UnsafeRawBufferPointer(rebasing: f), as: UTF8.self) }
+            var out: [UInt8] = [], escaped = false
+            for c in f {
+                if escaped { out.append(c == 116 ? 9 : c == 110 ? 10 : c); escaped = false } else if c == 92 { escaped = true } else { out.append(c) }
             }
-            return out
+            return String(decoding: out, as: UTF8.self)
         }
-        let name = unescape(text(fields[0])), path = unescape(text(fields[1]))
+        func starts(_ f: Field, with key: StaticString) -> Bool {
+            let k = UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
+            return f.count >= k.count && f.prefix(k.count).elementsEqual(k)
+        }
         var rawKind: String? = nil, lineNo: Int? = nil, language: String? = nil, scope: String? = nil
         for f in fields.dropFirst(3) {
-            let t = text(f)
-            if let colon = t.firstIndex(of: ":") {
-                let key = t[..<colon], value = String(t[t.index(after: colon)...])
-                switch key {
-                case "line": lineNo = Int(value)
-                case "language": language = value
-                case "kind": rawKind = value
-                default:
+            if let colon = f.firstIndex(of: 58) {
+                let value = f[(colon + 1)...]
+                if starts(f, with: "line:") {
+                    lineNo = Int(String(decoding: UnsafeRawBufferPointer(rebasing: value), as: UTF8.self))
+                } else if starts(f, with: "language:") {
+                    language = text(value)
+                } else if starts(f, with: "kind:") {
+                    rawKind = text(value)
+                } else if scope == nil, !value.isEmpty {
                     // scope: `class:Name` (the scope's kind, then its name, which may hold "::").
-                    if scope == nil, !value.isEmpty { scope = unescape(value) }
+                    scope = text(value)
                 }
             } else if rawKind == nil {
-                rawKind = t
+                rawKind = text(f)
             }
         }
-        guard let rawKind, let lineNo, !name.isEmpty else { return nil }
+        guard let rawKind, let lineNo, !fields[0].isEmpty else { return nil }
         var kind = ctagsKinds[rawKind] ?? rawKind
+        let name = text(fields[0]), path = text(fields[1])
         // An all-caps module-level variable is a constant by convention (Python, JavaScript).
-        if rawKind == "variable", name.count > 1, name.allSatisfy({ $0.isUppercase || $0.isNumber || $0 == "_" }) { kind = "constant" }
+        if rawKind == "variable", name.utf8.count > 1, name.utf8.allSatisfy({ ($0 >= 65 && $0 <= 90) || ($0 >= 48 && $0 <= 57) || $0 == 95 }) { kind = "constant" }
         guard wantedKinds.contains(kind) else { return nil }
         return Symbol(name: name, kind: kind, path: path, line: lineNo, scope: scope, language: language ?? SymbolExtractor.language(of: path) ?? "Unknown")
     }
@@ -253,13 +263,26 @@ enum SymbolExtractor {
 /// `class`/`struct`/`enum`/`actor`/`extension`/`protocol`/`func`/`typealias` and a name, or `let` and
 /// an upper-case name followed by `:` or `=` (a constant). `class func f` is a function.
 enum SwiftDeclaration {
-    static let modifiers: Set<[UInt8]> = Set(["public", "private", "fileprivate", "internal", "open", "final", "static", "class", "override",
-                                              "mutating", "nonisolated", "indirect", "convenience", "required", "package"].map { Array($0.utf8) })
-    static let kinds: [[UInt8]: String] = [
-        Array("class".utf8): "class", Array("struct".utf8): "struct", Array("enum".utf8): "enum", Array("actor".utf8): "actor",
-        Array("extension".utf8): "extension", Array("protocol".utf8): "protocol", Array("func".utf8): "function",
-        Array("typealias".utf8): "type", Array("let".utf8): "constant",
-    ]
+    /// Modifiers and declaration keywords (`class` is both), matched on the line's bytes in place:
+    /// this runs on every line of every Swift file, so no word is copied or hashed.
+    static let keywords: [(bytes: [UInt8], modifier: Bool, kind: String?)] =
+        ["public", "private", "fileprivate", "internal", "open", "final", "static", "override", "mutating", "nonisolated", "indirect",
+         "convenience", "required", "package"].map { (Array($0.utf8), true, nil) }
+        + [("class", "class"), ("struct", "struct"), ("enum", "enum"), ("actor", "actor"), ("extension", "extension"), ("protocol", "protocol"),
+           ("func", "function"), ("typealias", "type"), ("let", "constant")].map { (Array($0.0.utf8), $0.0 == "class", $0.1) }
+
+    /// The keyword spelled by `line[word]`, if it is one.
+    static func keyword(_ line: UnsafeRawBufferPointer, _ word: Range<Int>) -> (modifier: Bool, kind: String?)? {
+        let len = word.count
+        guard len >= 3 && len <= 11 else { return nil }
+        let first = line[word.lowerBound]
+        for k in keywords where k.bytes.count == len && k.bytes[0] == first {
+            var j = 1
+            while j < len && k.bytes[j] == line[word.lowerBound + j] { j += 1 }
+            if j == len { return (k.modifier, k.kind) }
+        }
+        return nil
+    }
 
     static func isSpace(_ c: UInt8) -> Bool { c == 32 || c == 9 || c == 13 || c == 11 || c == 12 }
     static func isIdent(_ c: UInt8) -> Bool { (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 95 }
@@ -273,10 +296,10 @@ enum SwiftDeclaration {
             while i < n && isSpace(line[i]) { i += 1 }
             return i > from
         }
-        func word() -> [UInt8] {
+        func word() -> Range<Int> {
             let from = i
             while i < n && isIdent(line[i]) { i += 1 }
-            return Array(line[from..<i])
+            return from..<i
         }
         _ = skipSpace()
         var sawAttribute = false
@@ -294,21 +317,20 @@ enum SwiftDeclaration {
                 continue
             }
             let w = word()
-            guard !w.isEmpty, i < n, isSpace(line[i]) else { return nil }
+            guard !w.isEmpty, i < n, isSpace(line[i]), let wk = keyword(line, w) else { return nil }
             _ = skipSpace()
             // A modifier that is also a keyword (`class`) is a modifier when another keyword follows.
             let next = i
             let following = word()
             i = next
-            let followingIsKeyword = kinds[following] != nil || modifiers.contains(following)
-            if modifiers.contains(w) && (kinds[w] == nil || followingIsKeyword) { continue }
-            guard let kind = kinds[w] else { return nil }
+            if wk.modifier && (wk.kind == nil || keyword(line, following) != nil) { continue }
+            guard let kind = wk.kind else { return nil }
             if kind == "constant" {
                 guard !sawAttribute, i < n, (line[i] >= 65 && line[i] <= 90) || line[i] == 95 else { return nil }
                 let name = word()
                 while i < n && isSpace(line[i]) { i += 1 }
                 guard i < n, line[i] == UInt8(ascii: ":") || line[i] == UInt8(ascii: "=") else { return nil }
-                return (kind, String(decoding: name, as: UTF8.self))
+                return (kind, String(decoding: UnsafeRawBufferPointer(rebasing: line[name]), as: UTF8.self))
             }
             guard i < n else { return nil }
             if kind == "function", !(isIdent(line[i]) && !(line[i] >= 48 && line[i] <= 57)) {
@@ -318,7 +340,7 @@ enum SwiftDeclaration {
                 return i > from ? (kind, String(decoding: line[from..<i], as: UTF8.self)) : nil
             }
             guard (line[i] >= 65 && line[i] <= 90) || (line[i] >= 97 && line[i] <= 122) || line[i] == 95 else { return nil }
-            return (kind, String(decoding: word(), as: UTF8.self))
+            return (kind, String(decoding: UnsafeRawBufferPointer(rebasing: line[word()]), as: UTF8.self))
         }
         return nil
     }

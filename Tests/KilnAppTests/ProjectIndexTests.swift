@@ -281,3 +281,89 @@ func makeSourceTree(_ roots: String) throws -> String {
     }
 }
 
+
+/// The symbol table on its own: ranking, filters, storage and damage.
+@Suite struct SymbolTableTests {
+    func batch(_ symbols: [(String, String, String, Int)], scope: String? = nil) -> SymbolBatch {
+        var b = SymbolBatch()
+        for (name, kind, path, line) in symbols { b.add(Symbol(name: name, kind: kind, path: path, line: line, scope: scope, language: "Swift")) }
+        return b
+    }
+
+    let sample: [(String, String, String, Int)] = [
+        ("parseLine", "function", "b.swift", 3), ("ParseLine", "struct", "a.swift", 9), ("parselinefast", "function", "a.swift", 1),
+        ("parser", "class", "c.swift", 2), ("reparseLines", "method", "c.swift", 7), ("pxaxrxsxe", "function", "d.swift", 4),
+        ("parseLine", "function", "a.swift", 12), ("unrelated", "constant", "d.swift", 1), ("λParse", "function", "e.swift", 5),
+    ]
+
+    @Test func ranksExactPrefixSubstringAndFuzzy() throws {
+        let t = SymbolColumns(keeping: SymbolColumns(), without: [], adding: [batch(sample)])
+        #expect(t.count == sample.count)
+        let names = t.lookup("parseLine", kind: nil, limit: 50).map { "\($0.name)@\($0.path):\($0.line)" }
+        // Exact (two, by path), then case-insensitive exact, then prefix, then substring; no fuzzy-only hit spells "parseline".
+        #expect(names == ["parseLine@a.swift:12", "parseLine@b.swift:3", "ParseLine@a.swift:9", "parselinefast@a.swift:1", "reparseLines@c.swift:7"])
+        #expect(t.lookup("prse", kind: nil, limit: 50).map(\.name).contains("pxaxrxsxe"))
+        #expect(t.lookup("PARSER", kind: nil, limit: 50).first?.name == "parser")
+        #expect(t.lookup("parse", kind: "class", limit: 50).map(\.name) == ["parser"])
+        #expect(t.lookup("parse", kind: "no-such-kind", limit: 50).isEmpty)
+        #expect(t.lookup("parse", kind: nil, limit: 2).count == 2)
+        #expect(t.lookup("", kind: nil, limit: 3).map(\.name) == ["parser", "λParse", "ParseLine"])   // shortest names first, then path, line
+        #expect(t.lookup("λpa", kind: nil, limit: 5).first?.name == "λParse")
+        #expect(t.lookup("zzz", kind: nil, limit: 5).isEmpty)
+        #expect(t.definitions(named: "parseLine") == ["a.swift:12", "b.swift:3"])
+        #expect(t.definitions(named: "parseline").isEmpty)
+    }
+
+    @Test func replacingAFileKeepsTheOthers() throws {
+        let t = SymbolColumns(keeping: SymbolColumns(), without: [], adding: [batch(sample)])
+        let next = SymbolColumns(keeping: t, without: ["a.swift", "d.swift"], adding: [batch([("freshName", "function", "a.swift", 40)])])
+        #expect(Set(next.lookup("", kind: nil, limit: 100).map(\.path)) == ["a.swift", "b.swift", "c.swift", "e.swift"])
+        #expect(next.definitions(named: "parseLine") == ["b.swift:3"])
+        #expect(next.lookup("freshName", kind: nil, limit: 5).first?.line == 40)
+        #expect(next.count == sample.count - 5 + 1)
+    }
+
+    @Test func storedTableRoundTripsAndDamageIsRefused() throws {
+        let dir = NSTemporaryDirectory() + "kiln-symtab-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let file = dir + "/symbols.bin"
+        let fresh = SymbolTable(file: file)
+        #expect(!fresh.isComplete && fresh.snapshot().count == 0)
+        try fresh.replace(removing: [], adding: [batch(sample, scope: "Outer")], fresh: true)
+        #expect(fresh.isComplete)
+        let reopened = SymbolTable(file: file)
+        #expect(reopened.isComplete)
+        let a = fresh.snapshot().lookup("", kind: nil, limit: 100), b = reopened.snapshot().lookup("", kind: nil, limit: 100)
+        #expect(a == b && a.count == sample.count && a.allSatisfy { $0.scope == "Outer" && $0.language == "Swift" })
+        // Truncated, a flipped index, and garbage are each refused as a whole.
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: file)))
+        var flipped = bytes
+        flipped[flipped.count - 8] = 0xFF   // a record's kind index, far past the string table
+        for damaged in [Array(bytes.dropLast(3)), flipped, [UInt8](repeating: 7, count: 100), []] {
+            try Data(damaged).write(to: URL(fileURLWithPath: file))
+            let t = SymbolTable(file: file)
+            #expect(!t.isComplete && t.snapshot().count == 0)
+        }
+    }
+}
+
+extension ProjectIndexTests {
+    @Test func aLostSymbolTableIsRebuiltFromUnchangedFiles() async throws {
+        let (t, a, pid, _) = try await setUp()
+        defer { Task { await t.stop() } }
+        _ = try await rescan(a, t, pid)
+        func names(_ q: String) async throws -> [String] {
+            (try await a.call("GET", "/api/project/symbols?project_id=\(pid)&q=\(q)").json["items"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        }
+        #expect(try await names("formatInvoice").first == "formatInvoice")
+        let dir = t.dataDir + "/index/" + pid
+        try Data("damaged".utf8).write(to: URL(fileURLWithPath: dir + "/symbols.bin"))
+        SymbolTable.forgetShared(directory: dir)
+        // The next lookup notices and rebuilds: no file changed, yet every symbol is back.
+        #expect(try await names("formatInvoice").first == "formatInvoice")
+        #expect(try await names("open_conn").first == "open_conn")
+        #expect(SymbolTable.shared(directory: dir).isComplete)
+        let again = try await rescan(a, t, pid)
+        #expect(again["indexed"] as? Int == 0 && again["symbols"] as? Int == 0)
+    }
+}

@@ -90,6 +90,17 @@ final class RawClient: @unchecked Sendable {
 
     func readResponse() async -> ParsedResponse? { await readResponses(1).first }
     func readAll() async -> [UInt8] { await offPool { self.readAllSync() } }
+    /// Reads until the peer closes (true) or the client's own read timeout passes (false).
+    func waitForClose() async -> Bool {
+        await offPool {
+            var buf = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = buf.withUnsafeMutableBytes { recv(self.fd, $0.baseAddress, 65536, 0) }
+                if n > 0 { continue }
+                return n == 0 || errno == ECONNRESET
+            }
+        }
+    }
     func readResponses(_ count: Int) async -> [ParsedResponse] { await offPool { self.readResponsesSync(count) } }
     func read(until marker: String) async -> String { await offPool { self.readSync(until: marker) } }
     func read(exactly n: Int) async -> [UInt8] { await offPool { self.readSync(exactly: n) } }

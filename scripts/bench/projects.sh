@@ -11,6 +11,7 @@ TREE=$BENCH/tree
 MIRRORS=${MIRRORS:-/opt/swift-packages}
 RUNS=${RUNS:-7}
 SKIP_SEARCH=${SKIP_SEARCH:-0}   # 1: index and rescan figures only
+# PERF_OUT=FILE records a perf profile of the server during the initial index.
 mkdir -p "$BENCH"
 command -v rg >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq ripgrep >/dev/null; }
 command -v rg >/dev/null || { echo "projects.sh: ripgrep is needed (apt-get install -y ripgrep)"; exit 1; }
@@ -72,13 +73,17 @@ rescan() {
     awk -v a="$t0" -v i="$indexed" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f %.2f\n", i - a, b - a }'
   }
 }
+# PERF_OUT=file: a perf profile (with call graphs) of the server during the initial index.
+[ -n "${PERF_OUT:-}" ] && { perf record -F 499 -g -p "$PID" -o "$PERF_OUT" 2>/dev/null & PERFPID=$!; sleep 0.5; }
 read -r INDEXED INITIAL < <(rescan)
+[ -n "${PERFPID:-}" ] && { kill -INT "$PERFPID"; wait "$PERFPID" || true; }
 HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$PID/status")
 echo "kiln initial index: search index committed after ${INDEXED}s, whole job (symbols, database) ${INITIAL}s; peak RSS $((HWM / 1024)) MiB (goal < 300)"
 echo "  stats: $(cat "$BENCH/last-rescan.json")"
 echo "  phases: $(grep -m1 'rescan finished' "$BENCH/serve.log" || true)"
 read -r _ NOCHANGE < <(rescan)
 echo "kiln no-change rescan: ${NOCHANGE}s (goal < 2)"
+echo "kiln index on disk: $(du -sm "$DATA/index" | cut -f1) MiB ($(ls "$DATA"/index/*/ | grep -c '\.idx$') segments), database $(du -sm "$DATA/kiln.db" | cut -f1) MiB"
 T0=$(date +%s.%N); rg -c --no-messages -F "zzqqxxnotthere" "$TREE" >/dev/null || true; T1=$(date +%s.%N)
 RGSCAN=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.2f", b - a }')
 echo "rg full scan: ${RGSCAN}s; search index / rg scan = $(awk -v a="$INDEXED" -v b="$RGSCAN" 'BEGIN { printf "%.1f", a / b }'), whole job / rg scan = $(awk -v a="$INITIAL" -v b="$RGSCAN" 'BEGIN { printf "%.1f", a / b }') (goal <= 3)"
