@@ -156,14 +156,55 @@ enum Findings {
             if end - start > 4000 { continue }
             let bytes = UnsafeRawBufferPointer(rebasing: content[start..<end])
             var rules = lines[start] ?? 0
-            // An assignment needs a quote and `=` or `:`.
-            if rules & assignmentBit != 0 && !((Bytes.contains(bytes, 34) || Bytes.contains(bytes, 39)) && (Bytes.contains(bytes, 61) || Bytes.contains(bytes, 58))) {
-                rules &= ~assignmentBit
-            }
+            if rules & assignmentBit != 0 && !mayAssignSecret(bytes) { rules &= ~assignmentBit }
             if rules == 0 { continue }
-            if let f = check(path: path, line: String(decoding: bytes, as: UTF8.self), number: lineNo, rules: rules) { out.append(f) }
+            // The expressions (through Foundation, which copies the line to UTF-16) only for the
+            // rules that need them; a to-do note is recognised on the bytes.
+            var finding: Finding? = nil
+            if rules & ~todoBit != 0 { finding = check(path: path, line: String(decoding: bytes, as: UTF8.self), number: lineNo, rules: rules & ~todoBit) }
+            if finding == nil, rules & todoBit != 0, let word = todoWord(bytes) {
+                finding = Finding(path: path, line: lineNo, rule: word.lowercased(), severity: "low", message: "\(word) note",
+                                  excerpt: String(String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespaces).prefix(300)))
+            }
+            if let finding { out.append(finding) }
         }
         return out
+    }
+
+    /// Whether the line could match `assignment`: `=` or `:`, optional spaces, a quote, then 16 or more
+    /// bytes that are neither quote nor space and a closing quote (bytes, so never fewer than the
+    /// expression's characters: a line this refuses, the expression refuses too).
+    static func mayAssignSecret(_ line: UnsafeRawBufferPointer) -> Bool {
+        let n = line.count
+        var i = 0
+        func isSpace(_ c: UInt8) -> Bool { c == 32 || (c >= 9 && c <= 13) }
+        while i < n {
+            let c = line[i]
+            i += 1
+            guard c == 61 || c == 58 else { continue }
+            var j = i
+            while j < n && isSpace(line[j]) { j += 1 }
+            guard j < n, line[j] == 34 || line[j] == 39 else { continue }
+            j += 1
+            let from = j
+            while j < n && line[j] != 34 && line[j] != 39 && !isSpace(line[j]) { j += 1 }
+            if j - from >= 16 && j < n && (line[j] == 34 || line[j] == 39) { return true }
+        }
+        return false
+    }
+
+    /// `TODO` or `FIXME` as a whole word on the line (ASCII word characters), the first one.
+    static func todoWord(_ line: UnsafeRawBufferPointer) -> String? {
+        for word in ["TO" + "DO", "FIX" + "ME"] {
+            let w = Array(word.utf8)
+            var from = 0
+            while let at = Bytes.find(line, from: from, w, caseInsensitive: false) {
+                let before = at > 0 ? line[at - 1] : 32, after = at + w.count < line.count ? line[at + w.count] : 32
+                if !Bytes.isWordByte(before) && !Bytes.isWordByte(after) { return word }
+                from = at + 1
+            }
+        }
+        return nil
     }
 
     /// The rules on one line (those `rules` names; every rule when not given).
@@ -246,24 +287,127 @@ struct SymbolItem: Sendable {
     let language: String
 }
 
-/// State the rescan threads share: the work list, the next item, counters, a stop flag.
+/// State the rescan threads share: a work queue that may still be filling (the walk feeds it while
+/// the readers drain it), counters, a stop flag.
 final class RescanShared<Item: Sendable>: @unchecked Sendable {
-    let items: [Item]
-    private let cursor = Mutex(0)
+    private let condition = NSCondition()
+    private var items: [Item]
+    private var cursor = 0
+    private var closed: Bool
     let stats: Mutex<RescanStats>
-    let stopped = Mutex(false)
+    private let stopFlag = Mutex(false)
 
-    init(items: [Item], stats: RescanStats) {
-        self.items = items; self.stats = Mutex(stats)
+    /// A queue holding `items`; `open` ones take more with `push` until `close`.
+    init(items: [Item] = [], open: Bool = false, stats: RescanStats) {
+        self.items = items; closed = !open; self.stats = Mutex(stats)
     }
 
+    var isStopped: Bool { stopFlag.withLock { $0 } }
+
+    func push(_ batch: [Item]) {
+        guard !batch.isEmpty else { return }
+        condition.lock(); items += batch; condition.broadcast(); condition.unlock()
+    }
+
+    func close() { condition.lock(); closed = true; condition.broadcast(); condition.unlock() }
+
+    /// Ends the work early (cancelled, or a thread failed): every waiting thread returns.
+    func stop() { stopFlag.withLock { $0 = true }; close() }
+
+    /// The next item, waiting while the queue is open and empty; nil when it is done or stopped.
     func next() -> Item? {
-        if stopped.withLock({ $0 }) { return nil }
-        return cursor.withLock { c in
-            guard c < items.count else { return nil }
-            defer { c += 1 }
-            return items[c]
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if isStopped { return nil }
+            if cursor < items.count { defer { cursor += 1 }; return items[cursor] }
+            if closed { return nil }
+            condition.wait()
         }
+    }
+}
+
+/// What the database knows of a file from the last rescan.
+struct StoredFile: Sendable { let size: Int; let mtime: Int64; let hash: String?; let binary: Bool }
+
+/// The first stage of a rescan, on a thread of its own: lists the files (git's view, or the built-in
+/// walk as it goes), stats each one, and feeds those that must be read to the queue, so reading
+/// starts with the first directory rather than after the last. Unchanged files are only counted.
+final class RescanWalk: @unchecked Sendable {
+    let service: ProjectService
+    let root: String
+    let stored: [String: StoredFile]
+    /// Paths the trigram index holds.
+    let live: Set<String>
+    let symbolsComplete: Bool
+    let queue: RescanShared<RescanItem>
+    private(set) var seen = Set<String>()
+    /// Unchanged text files whose symbols must be extracted again (the symbol table was lost).
+    private(set) var reextract: [SymbolItem] = []
+    private(set) var duration: UInt64 = 0
+
+    init(service: ProjectService, root: String, stored: [String: StoredFile], live: Set<String>, symbolsComplete: Bool, queue: RescanShared<RescanItem>) {
+        self.service = service; self.root = root; self.stored = stored; self.live = live; self.symbolsComplete = symbolsComplete; self.queue = queue
+    }
+
+    /// Walks `listed` (git's list) or the tree itself, then closes the queue.
+    func run(_ listed: [String]?) {
+        let start = kilnMonotonicNanos()
+        var batch: [RescanItem] = []
+        var seenCount = 0, skipped = 0, unchanged = 0
+        func flush() {
+            queue.push(batch)
+            batch.removeAll(keepingCapacity: true)
+            let c = (seenCount, skipped, unchanged)
+            queue.stats.withLock { $0.filesSeen += c.0; $0.skipped += c.1; $0.unchanged += c.2 }
+            (seenCount, skipped, unchanged) = (0, 0, 0)
+        }
+        let visit = { [self] (path: String, st: UnsafePointer<stat>?) -> Bool in
+            seenCount += 1
+            if let item = consider(path, st, &skipped, &unchanged) { batch.append(item) }
+            if seenCount % 256 == 0 {
+                flush()
+                if queue.isStopped { return false }
+            }
+            return true
+        }
+        if let listed {
+            for path in listed where !visit(path, nil) { break }
+        } else {
+            service.walk(root, stat: true, visit: visit)
+        }
+        flush()
+        duration = kilnMonotonicNanos() - start
+        queue.close()
+    }
+
+    /// The item to read for one listed file, or nil when it is gone, not a regular file, or unchanged.
+    /// `known` is the file's lstat when the walk made one.
+    private func consider(_ path: String, _ known: UnsafePointer<stat>?, _ skipped: inout Int, _ unchanged: inout Int) -> RescanItem? {
+        seen.insert(path)
+        let full = root + "/" + path
+        var st = stat()
+        var target = full
+        if let known { st = known.pointee } else { guard lstat(full, &st) == 0 else { skipped += 1; return nil } }
+        if (st.st_mode & S_IFMT) == S_IFLNK {
+            // A symlink is indexed as its target only when that stays inside the project.
+            guard let real = SafePath.real(full), SafePath.isInside(real, root: root), stat(real, &st) == 0 else { skipped += 1; return nil }
+            target = real
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { skipped += 1; return nil }
+        let size = Int(st.st_size)
+        let mtime = modificationNanos(st)
+        let old = stored[path]
+        // A text file the index no longer holds (a reset index) is read again even if unchanged.
+        let lost = old.map { !$0.binary && $0.hash != nil && !live.contains(path) } ?? false
+        if let old, old.size == size, old.mtime == mtime, !lost {
+            unchanged += 1
+            if !symbolsComplete, !old.binary, old.hash != nil, let language = SymbolExtractor.language(of: path) {
+                reextract.append(SymbolItem(path: path, full: target, device: UInt64(st.st_dev), inode: UInt64(st.st_ino), language: language))
+            }
+            return nil
+        }
+        return RescanItem(path: path, full: target, device: UInt64(st.st_dev), inode: UInt64(st.st_ino), oldHash: lost ? nil : old?.hash, known: old != nil)
     }
 }
 
@@ -345,7 +489,7 @@ final class RescanWorker: @unchecked Sendable {
             }
         } catch {
             self.error = error
-            shared.stopped.withLock { $0 = true }
+            shared.stop()
             builder?.discard()
             builder = nil
         }
@@ -439,50 +583,82 @@ extension ProjectService {
 
     /// The files of a project that are not ignored (git's view when it is a git repository).
     func listFiles(_ root: String, vcs: String) async throws -> [String] {
-        if vcs == "git", ProcessRunner.which("git") != nil {
-            let ls = try await ProcessRunner.run("git", ["-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard"], timeout: 600)
-            if ls.status == 0 {
-                return ls.stdout.split(separator: 0).compactMap { String(validating: Array($0), as: UTF8.self) }
-            }
-        }
-        return walk(root)
+        if let listed = try await gitFiles(root, vcs: vcs) { return listed }
+        var out: [String] = []
+        walk(root) { path, _ in out.append(path); return true }
+        return out
     }
 
-    /// The built-in walk: readdir with the entry types the file system reports (no stat per entry),
-    /// `.gitignore` files applied as git would. Symlinked folders are not entered.
-    func walk(_ root: String) -> [String] {
-        var out: [String] = []
-        var stack: [(String, GitIgnore)] = [("", loadIgnores(root: root, rel: ""))]
-        while let (rel, ignores) = stack.popLast() {
+    /// git's list of a repository's tracked and untracked, not-ignored files; nil when the project
+    /// is not a git repository or git is missing or fails (the built-in walk stands in).
+    func gitFiles(_ root: String, vcs: String) async throws -> [String]? {
+        guard vcs == "git", ProcessRunner.which("git") != nil else { return nil }
+        let ls = try await ProcessRunner.run("git", ["-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard"], timeout: 600)
+        guard ls.status == 0 else { return nil }
+        return ls.stdout.split(separator: 0).compactMap { String(validating: Array($0), as: UTF8.self) }
+    }
+
+    /// The built-in walk: readdir with the entry types the file system reports, `.gitignore` files
+    /// applied as git would. Symlinked folders are not entered. `visit` gets each file's relative
+    /// path as it is found, with its lstat when `stat` is set (made relative to the open directory,
+    /// so the kernel does not look the whole path up again), and stops the walk by answering false.
+    func walk(_ root: String, stat wantStat: Bool = false, visit: (String, UnsafePointer<stat>?) -> Bool) {
+        var stack: [(String, GitIgnore)] = [("", GitIgnore())]
+        var entries: [(name: String, type: Int32)] = []
+        var st = stat()
+        while let (rel, parentIgnores) = stack.popLast() {
             let dir = rel.isEmpty ? root : root + "/" + rel
             guard let d = opendir(dir) else { continue }
             defer { closedir(d) }
+            let fd = dirfd(d)
+            entries.removeAll(keepingCapacity: true)
+            var hasIgnoreFile = false
             while let e = readdir(d) {
-                let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
-                    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-                }
+                let name = withUnsafeBytes(of: e.pointee.d_name) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) }
                 if name == "." || name == ".." || name == ".git" { continue }
-                let childRel = rel.isEmpty ? name : rel + "/" + name
                 var type = Int32(e.pointee.d_type)
                 if type == Int32(DT_UNKNOWN) {
-                    var st = stat()
-                    guard lstat(root + "/" + childRel, &st) == 0 else { continue }
+                    guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
                     let fmt = st.st_mode & S_IFMT
                     type = fmt == S_IFDIR ? Int32(DT_DIR) : fmt == S_IFREG ? Int32(DT_REG) : fmt == S_IFLNK ? Int32(DT_LNK) : Int32(DT_UNKNOWN)
                 }
+                if name == ".gitignore" { hasIgnoreFile = true }
+                entries.append((name, type))
+            }
+            // The folder's own rules apply to its entries; the folders above were checked before
+            // the walk entered this one.
+            var ignores = parentIgnores
+            if hasIgnoreFile, let text = Self.readText(at: fd, ".gitignore") { ignores.add(text, base: rel) }
+            for (name, type) in entries {
+                let childRel = rel.isEmpty ? name : rel + "/" + name
                 let isDir = type == Int32(DT_DIR)
-                // The folders above were checked before the walk entered them.
                 if ignores.decide(childRel, isDirectory: isDir) { continue }
                 if isDir {
-                    var inner = ignores
-                    if let text = try? String(contentsOfFile: root + "/" + childRel + "/.gitignore", encoding: .utf8) { inner.add(text, base: childRel) }
-                    stack.append((childRel, inner))
+                    stack.append((childRel, ignores))
                 } else if type == Int32(DT_REG) || type == Int32(DT_LNK) {
-                    out.append(childRel)
+                    if wantStat {
+                        guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+                        if !visit(childRel, &st) { return }
+                    } else if !visit(childRel, nil) { return }
                 }
             }
         }
-        return out
+    }
+
+    /// A small text file read relative to an open directory (a `.gitignore`), at most 1 MiB.
+    static func readText(at dirFD: Int32, _ name: String) -> String? {
+        let fd = openat(dirFD, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while out.count < 1 << 20 {
+            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 65536) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            out += buf[0..<n]
+        }
+        return String(validating: out, as: UTF8.self)
     }
 
     /// Re-indexes a project: unchanged files (size + mtime, then hash) are not re-read or re-parsed.
@@ -495,12 +671,11 @@ extension ProjectService {
     }
 
     private func rescanExclusive(_ index: TrigramIndex, projectID: String, root: String, vcs: String, topic: String, bus: EventBus) async throws -> RescanStats {
-        struct Stored: Sendable { let size: Int; let mtime: Int64; let hash: String?; let binary: Bool }
-        let stored: [String: Stored] = try await db.read { tx in
-            var m: [String: Stored] = [:]
+        let stored: [String: StoredFile] = try await db.read { tx in
+            var m: [String: StoredFile] = [:]
             for r in try tx.query("SELECT path, size, mtime_ns, hash, binary FROM project_files WHERE project_id = ?", projectID) {
-                m[r.string("path") ?? ""] = Stored(size: r.int("size") ?? 0, mtime: r.int64("mtime_ns") ?? 0, hash: r.string("hash"),
-                                                   binary: (r.int("binary") ?? 0) != 0)
+                m[r.string("path") ?? ""] = StoredFile(size: r.int("size") ?? 0, mtime: r.int64("mtime_ns") ?? 0, hash: r.string("hash"),
+                                                       binary: (r.int("binary") ?? 0) != 0)
             }
             return m
         }
@@ -511,51 +686,16 @@ extension ProjectService {
             phases[name + "_ms"] = .int(Int((now - mark) / 1_000_000))
             mark = now
         }
-        let live = index.livePaths()
         let symbols = symbolTable(projectID)
         let symbolsComplete = symbols.isComplete
-        var reextract: [SymbolItem] = []
-        let files = try await listFiles(root, vcs: vcs)
-        var stats = RescanStats()
-        var seen = Set<String>(minimumCapacity: files.count)
-        var items: [RescanItem] = []
-        for path in files {
-            try Task.checkCancellation()
-            stats.filesSeen += 1
-            seen.insert(path)
-            let full = root + "/" + path
-            var st = stat()
-            var target = full
-            guard lstat(full, &st) == 0 else { stats.skipped += 1; continue }
-            if (st.st_mode & S_IFMT) == S_IFLNK {
-                // A symlink is indexed as its target only when that stays inside the project.
-                guard let real = SafePath.real(full), SafePath.isInside(real, root: root), stat(real, &st) == 0 else { stats.skipped += 1; continue }
-                target = real
-            }
-            guard (st.st_mode & S_IFMT) == S_IFREG else { stats.skipped += 1; continue }
-            let size = Int(st.st_size)
-            let mtime = modificationNanos(st)
-            let old = stored[path]
-            // A text file the index no longer holds (a reset index) is read again even if unchanged.
-            let lost = old.map { !$0.binary && $0.hash != nil && !live.contains(path) } ?? false
-            if let old, old.size == size, old.mtime == mtime, !lost {
-                stats.unchanged += 1
-                // The symbol table was lost: unchanged text files have their symbols extracted again.
-                if !symbolsComplete, !old.binary, old.hash != nil, let language = SymbolExtractor.language(of: path) {
-                    reextract.append(SymbolItem(path: path, full: target, device: UInt64(st.st_dev), inode: UInt64(st.st_ino), language: language))
-                }
-                continue
-            }
-            items.append(RescanItem(path: path, full: target, device: UInt64(st.st_dev), inode: UInt64(st.st_ino),
-                                    oldHash: lost ? nil : old?.hash, known: old != nil))
-        }
-        try await bus.publish(topic: topic, type: "progress", value: stats)
-        phase("walk")
+        let listed = try await gitFiles(root, vcs: vcs)
+        phase("list")
 
-        // First pass, on every core: read, hash, index, findings. Search sees the result as soon as
-        // it is committed.
+        // First pass, on every core: the walk feeds the readers, which read, hash, index and run
+        // the findings rules. Search sees the result as soon as it is committed.
         let threads = max(1, min(4, ProcessInfo.processInfo.activeProcessorCount))
-        let shared = RescanShared(items: items, stats: stats)
+        let shared = RescanShared<RescanItem>(open: true, stats: RescanStats())
+        let walker = RescanWalk(service: self, root: root, stored: stored, live: index.livePaths(), symbolsComplete: symbolsComplete, queue: shared)
         let workers = (0..<threads).map { _ in RescanWorker(shared, index: index) }
         let reporter = Task {
             while !Task.isCancelled {
@@ -565,7 +705,11 @@ extension ProjectService {
             }
         }
         defer { reporter.cancel() }
-        await onThreads(threads, stop: { shared.stopped.withLock { $0 = true } }) { workers[$0].run() }
+        await onThreads(threads + 1, stop: { shared.stop() }) { i in
+            if i == threads { walker.run(listed) } else { workers[i].run() }
+        }
+        phases["walk_ms"] = .int(Int(walker.duration / 1_000_000))
+        let seen = walker.seen
         let built = workers.flatMap(\.built)
         if let failure = workers.compactMap(\.error).first {
             index.discard(built)
@@ -598,7 +742,7 @@ extension ProjectService {
         // cannot be handed (a newline or tab in the name), for batches ctags fails on, and for
         // everything when ctags is not installed.
         let useCtags = ProcessRunner.which("ctags") != nil
-        let symbolItems = workers.flatMap(\.symbolItems) + reextract
+        let symbolItems = workers.flatMap(\.symbolItems) + walker.reextract
         var builtIn: [SymbolItem] = []
         var ctagsItems: [SymbolItem] = []
         for item in symbolItems {
@@ -609,7 +753,7 @@ extension ProjectService {
         let chunks = stride(from: 0, to: ctagsItems.count, by: 400).map { Array(ctagsItems[$0..<min($0 + 400, ctagsItems.count)]) }
         let symbolShared = RescanShared(items: builtIn, stats: RescanStats())
         let symbolWorkers = (0..<threads).map { _ in SymbolWorker(symbolShared) }
-        async let builtInDone: Void = onThreads(threads, stop: { symbolShared.stopped.withLock { $0 = true } }) { symbolWorkers[$0].run() }
+        async let builtInDone: Void = onThreads(threads, stop: { symbolShared.stop() }) { symbolWorkers[$0].run() }
         let ctagsSymbols: [SymbolBatch] = await withTaskGroup(of: SymbolBatch.self) { group in
             var all: [SymbolBatch] = []
             var next = 0
@@ -637,7 +781,7 @@ extension ProjectService {
         await builtInDone
         try Task.checkCancellation()
         let found = symbolWorkers.map(\.symbols) + ctagsSymbols
-        stats = shared.stats.withLock { $0 }
+        var stats = shared.stats.withLock { $0 }
         stats.symbols = found.reduce(0) { $0 + $1.count }
         phase("symbols")
         // Every file read again drops its old symbols, whatever it holds now.
@@ -674,7 +818,7 @@ extension ProjectService {
         }
         phase("database")
         phases["project_id"] = .string(projectID)
-        phases["files"] = .int(items.count)
+        phases["files"] = .int(stats.filesSeen)
         ServerLog.info("rescan finished", phases)
         return stats
     }

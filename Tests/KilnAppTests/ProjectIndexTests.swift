@@ -367,3 +367,36 @@ extension ProjectIndexTests {
         #expect(again["indexed"] as? Int == 0 && again["symbols"] as? Int == 0)
     }
 }
+
+/// The byte-level filters in front of the findings expressions must never refuse a line an
+/// expression would match.
+@Suite struct FindingsFilterTests {
+    func randomLine(_ rng: inout SystemRandomNumberGenerator) -> String {
+        let pieces = ["api_key", " = ", ":", "\"", "'", "TO" + "DO", "FIX" + "ME", "x", "_", " ", "\t", "abcdefgh", "0123456789", "é", "token", "=", "NOTE"]
+        return (0..<Int(rng.next() % 14 + 1)).map { _ in pieces[Int(rng.next() % UInt64(pieces.count))] }.joined()
+    }
+
+    @Test func filtersAgreeWithTheExpressions() {
+        var rng = SystemRandomNumberGenerator()
+        var assignments = 0, todos = 0
+        for i in 0..<20_000 {
+            var line = randomLine(&rng)
+            if i % 10 == 0 { line = "password = \"\(String(repeating: "k9", count: 9))\"" }
+            let ns = line as NSString
+            let range = NSRange(location: 0, length: ns.length)
+            let assigns = Findings.assignment.firstMatch(in: line, range: range) != nil
+            let todo = Findings.todo.firstMatch(in: line, range: range).map { ns.substring(with: $0.range) }
+            var copy = line
+            copy.withUTF8 { u in
+                let bytes = UnsafeRawBufferPointer(u)
+                if assigns { assignments += 1; #expect(Findings.mayAssignSecret(bytes), "\(line.debugDescription)") }
+                // ASCII word boundaries: the expression's \b also treats é as a letter.
+                if !line.contains("é") {
+                    #expect(Findings.todoWord(bytes).map { _ in true } == todo.map { _ in true }, "\(line.debugDescription)")
+                    if todo != nil { todos += 1 }
+                }
+            }
+        }
+        #expect(assignments > 1000 && todos > 1000)
+    }
+}

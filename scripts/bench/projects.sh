@@ -2,8 +2,10 @@
 # Project index and search benchmark against ripgrep on the same tree, in one run.
 #   scripts/bench/projects.sh            # builds the tree once in .build/bench/projects/tree
 # The tree: the latest tag of every Swift package mirror on this machine (/opt/swift-packages),
-# unpacked with git archive. Prints: tree size, kiln initial index time and peak RSS, no-change
-# rescan time, one rg scan time, and search p50/p99 for a fixed query set, kiln beside rg.
+# unpacked with git archive. Prints: tree size; kiln's initial index (INDEX_RUNS times on fresh
+# servers, default 3: time and CPU until the search index is committed and until the whole job is
+# done, peak RSS) beside an rg scan of the tree in the same runs; the no-change rescan; and search
+# p50/p99 for a fixed query set, kiln beside rg.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH=$ROOT/.build/bench/projects
@@ -11,9 +13,11 @@ TREE=$BENCH/tree
 MIRRORS=${MIRRORS:-/opt/swift-packages}
 RUNS=${RUNS:-7}
 SKIP_SEARCH=${SKIP_SEARCH:-0}   # 1: index and rescan figures only
-# PERF_OUT=FILE records a perf profile of the server during the initial index.
+# PERF_OUT=FILE records a perf profile of the server during the initial index (PERF_PHASE=nochange:
+# during the no-change rescan).
 mkdir -p "$BENCH"
-command -v rg >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq ripgrep >/dev/null; }
+. "$ROOT/scripts/lib/deps.sh"
+command -v rg >/dev/null || ensure_packages ripgrep
 command -v rg >/dev/null || { echo "projects.sh: ripgrep is needed (apt-get install -y ripgrep)"; exit 1; }
 
 # The tree must reach 300 MB and 30,000 files: the latest tag of every mirror, then the tag before
@@ -39,54 +43,95 @@ fi
 echo "tree: $(du -sm "$TREE" | cut -f1) MiB, $(find "$TREE" -type f | wc -l) files"
 
 (cd "$ROOT" && swift build -c release --product kiln >/dev/null)
-DATA=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-B=http://127.0.0.1:$PORT
-"$ROOT/.build/release/kiln" serve --port "$PORT" --data-dir "$DATA" --projects-root "$BENCH" --log-level info > "$BENCH/serve.out" 2> "$BENCH/serve.log" &
-PID=$!
-trap 'kill $PID 2>/dev/null; rm -rf "$DATA"' EXIT
-for _ in $(seq 1 100); do curl -s -o /dev/null "$B/healthz" && break; sleep 0.1; done
 J='Content-Type: application/json'
-TOKEN=$(grep -oE 'kst_[A-Za-z0-9]{40}' "$BENCH/serve.out" | head -1)
-curl -s -o /dev/null -H "$J" -d "{\"token\":\"$TOKEN\",\"email\":\"bench@example.com\",\"password\":\"benchmark password\"}" "$B/auth/setup"
-CSRF=$(curl -s -c "$BENCH/jar" -H "$J" -d '{"email":"bench@example.com","password":"benchmark password"}' "$B/auth/login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["csrf_token"])')
-KEY=$(curl -s -b "$BENCH/jar" -H "X-CSRF-Token: $CSRF" -H "$J" -d '{"name":"bench","scopes":["project:read","project:write","workspace:list"]}' "$B/api/account/api-keys" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-AUTH="Authorization: Bearer $KEY"
-WS=$(curl -s -H "$AUTH" "$B/api/workspaces" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
-PRJ=$(curl -s -H "$AUTH" -H "$J" -d "{\"ws_id\":\"$WS\",\"path\":\"$TREE\"}" "$B/api/project/load" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+PID=""; DATA=""
+trap '[ -n "$PID" ] && kill $PID 2>/dev/null; [ -n "$DATA" ] && rm -rf "$DATA"' EXIT
+
+# A fresh server on a fresh data directory, with an API key and the tree loaded as a project.
+start_server() {
+  [ -n "$PID" ] && { kill "$PID"; wait "$PID" 2>/dev/null || true; }
+  [ -n "$DATA" ] && rm -rf "$DATA"
+  DATA=$(mktemp -d)
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  B=http://127.0.0.1:$PORT
+  "$ROOT/.build/release/kiln" serve --port "$PORT" --data-dir "$DATA" --projects-root "$BENCH" --log-level info > "$BENCH/serve.out" 2> "$BENCH/serve.log" &
+  PID=$!
+  for _ in $(seq 1 100); do curl -s -o /dev/null "$B/healthz" && break; sleep 0.1; done
+  local token csrf key ws
+  token=$(grep -oE 'kst_[A-Za-z0-9]{40}' "$BENCH/serve.out" | head -1)
+  curl -s -o /dev/null -H "$J" -d "{\"token\":\"$token\",\"email\":\"bench@example.com\",\"password\":\"benchmark password\"}" "$B/auth/setup"
+  csrf=$(curl -s -c "$BENCH/jar" -H "$J" -d '{"email":"bench@example.com","password":"benchmark password"}' "$B/auth/login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["csrf_token"])')
+  key=$(curl -s -b "$BENCH/jar" -H "X-CSRF-Token: $csrf" -H "$J" -d '{"name":"bench","scopes":["project:read","project:write","workspace:list"]}' "$B/api/account/api-keys" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+  AUTH="Authorization: Bearer $key"
+  ws=$(curl -s -H "$AUTH" "$B/api/workspaces" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
+  PRJ=$(curl -s -H "$AUTH" -H "$J" -d "{\"ws_id\":\"$ws\",\"path\":\"$TREE\"}" "$B/api/project/load" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+}
+
+# CPU seconds the server has used, its finished children (ctags) included: steadier than wall time
+# on a shared machine, and it shows where the work went.
+TICK=$(getconf CLK_TCK)
+cpu() { awk -v t="$TICK" '{ printf "%.2f", ($14 + $15 + $16 + $17) / t }' "/proc/$PID/stat"; }
 
 # One rescan: prints "<seconds until the search index was committed (event indexed)> <seconds until
-# the job was done (symbols and database too)>".
+# the job was done (symbols and database too)> <CPU seconds until indexed> <CPU seconds in all>".
 rescan() {
-  local t0 job
-  t0=$(date +%s.%N)
+  local t0 job c0
+  t0=$(date +%s.%N); c0=$(cpu)
   job=$(curl -s -H "$AUTH" -H "$J" -d "{\"project_id\":\"$PRJ\"}" "$B/api/project/rescan" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
   curl -s -N -H "$AUTH" "$B/api/project/rescan/$job/events" | {
-    indexed="" ; next=0
+    indexed="" ; next=0; cindexed=""
     while IFS= read -r line; do
       case "$line" in
-        "event: indexed") indexed=$(date +%s.%N) ;;
+        "event: indexed") indexed=$(date +%s.%N); cindexed=$(cpu) ;;
         "event: done") next=1 ;;
         data:*) if [ "$next" = 1 ]; then echo "${line#data: }" > "$BENCH/last-rescan.json"; break; fi ;;
       esac
     done
-    awk -v a="$t0" -v i="$indexed" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f %.2f\n", i - a, b - a }'
+    awk -v a="$t0" -v i="$indexed" -v b="$(date +%s.%N)" -v c0="$c0" -v ci="$cindexed" -v c1="$(cpu)" \
+      'BEGIN { printf "%.2f %.2f %.2f %.2f\n", i - a, b - a, ci - c0, c1 - c0 }'
   }
 }
-# PERF_OUT=file: a perf profile (with call graphs) of the server during the initial index.
-[ -n "${PERF_OUT:-}" ] && { perf record -F 499 -g -p "$PID" -o "$PERF_OUT" 2>/dev/null & PERFPID=$!; sleep 0.5; }
-read -r INDEXED INITIAL < <(rescan)
-[ -n "${PERFPID:-}" ] && { kill -INT "$PERFPID"; wait "$PERFPID" || true; }
-HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$PID/status")
-echo "kiln initial index: search index committed after ${INDEXED}s, whole job (symbols, database) ${INITIAL}s; peak RSS $((HWM / 1024)) MiB (goal < 300)"
+
+# One rg scan of the whole tree (a literal found nowhere): "<wall s> <CPU s>".
+rg_scan() {
+  TIMEFORMAT='%R %U %S'
+  { time rg -c --no-messages -F "zzqqxxnotthere" "$TREE" >/dev/null || true; } 2>&1 | awk '{ printf "%.2f %.2f\n", $1, $2 + $3 }'
+}
+
+# PERF_OUT=file: a perf profile (with call graphs) of the server during the first initial index, or
+# during the no-change rescan with PERF_PHASE=nochange.
+perf_start() { [ -n "${PERF_OUT:-}" ] && [ "${PERF_PHASE:-initial}" = "$1" ] && { perf record -F 499 -g -p "$PID" -o "$PERF_OUT" 2>/dev/null & PERFPID=$!; sleep 0.5; }; return 0; }
+perf_stop() { [ -n "${PERFPID:-}" ] && { kill -INT "$PERFPID"; wait "$PERFPID" || true; PERFPID=""; }; return 0; }
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+# The initial index INDEX_RUNS times (each on a fresh server and data directory), an rg scan beside
+# each, so both see the same state of a machine whose speed drifts; medians are reported.
+INDEX_RUNS=${INDEX_RUNS:-3}
+: > "$BENCH/index.runs"
+for run in $(seq 1 "$INDEX_RUNS"); do
+  start_server
+  [ "$run" = 1 ] && perf_start initial
+  read -r indexed whole cpu_indexed cpu_whole < <(rescan)
+  perf_stop
+  read -r rg_wall rg_cpu < <(rg_scan)
+  hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$PID/status")
+  echo "$indexed $whole $cpu_indexed $cpu_whole $rg_wall $rg_cpu $((hwm / 1024))" >> "$BENCH/index.runs"
+  echo "  run $run: search index ${indexed}s (${cpu_indexed} CPU s), whole job ${whole}s (${cpu_whole} CPU s), rg ${rg_wall}s (${rg_cpu} CPU s), peak RSS $((hwm / 1024)) MiB"
+done
+col() { awk -v c="$1" '{ print $c }' "$BENCH/index.runs" | median; }
+INDEXED=$(col 1); INITIAL=$(col 2); CPU_INDEXED=$(col 3); CPU_INITIAL=$(col 4); RGSCAN=$(col 5); RGCPU=$(col 6)
+PEAK=$(awk '{ print $7 }' "$BENCH/index.runs" | sort -n | tail -1)
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
+echo "kiln initial index (median of $INDEX_RUNS): search index committed after ${INDEXED}s (${CPU_INDEXED} CPU s), whole job (symbols, database) ${INITIAL}s (${CPU_INITIAL} CPU s); peak RSS ${PEAK} MiB (goal < 300)"
 echo "  stats: $(cat "$BENCH/last-rescan.json")"
 echo "  phases: $(grep -m1 'rescan finished' "$BENCH/serve.log" || true)"
-read -r _ NOCHANGE < <(rescan)
-echo "kiln no-change rescan: ${NOCHANGE}s (goal < 2)"
+echo "rg full scan (median): ${RGSCAN}s (${RGCPU} CPU s); search index / rg scan = $(ratio "$INDEXED" "$RGSCAN") ($(ratio "$CPU_INDEXED" "$RGCPU") in CPU), whole job / rg scan = $(ratio "$INITIAL" "$RGSCAN") ($(ratio "$CPU_INITIAL" "$RGCPU") in CPU) (goal <= 3)"
+perf_start nochange
+: > "$BENCH/nochange.runs"
+for _ in 1 2 3; do read -r _ t _ _ < <(rescan); echo "$t" >> "$BENCH/nochange.runs"; done
+perf_stop
+echo "kiln no-change rescan (median of 3): $(median < "$BENCH/nochange.runs")s (goal < 2)"
 echo "kiln index on disk: $(du -sm "$DATA/index" | cut -f1) MiB ($(ls "$DATA"/index/*/ | grep -c '\.idx$') segments), database $(du -sm "$DATA/kiln.db" | cut -f1) MiB"
-T0=$(date +%s.%N); rg -c --no-messages -F "zzqqxxnotthere" "$TREE" >/dev/null || true; T1=$(date +%s.%N)
-RGSCAN=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.2f", b - a }')
-echo "rg full scan: ${RGSCAN}s; search index / rg scan = $(awk -v a="$INDEXED" -v b="$RGSCAN" 'BEGIN { printf "%.1f", a / b }'), whole job / rg scan = $(awk -v a="$INITIAL" -v b="$RGSCAN" 'BEGIN { printf "%.1f", a / b }') (goal <= 3)"
 
 [ "$SKIP_SEARCH" = 1 ] && exit 0
 QUERIES="EventLoopFuture withCheckedThrowingContinuation ByteBuffer HTTPHeaders precondition sqlite3_step ChannelHandler readInbound deinit Sendable"
