@@ -82,6 +82,8 @@ struct SymbolBatch: Sendable {
     private(set) var nameEnds: [UInt32] = []
     private(set) var strings: [String] = []
     private var ids: [String: UInt32] = [:]
+    /// Symbols come file by file: the last path's id saves hashing it again.
+    private var lastPath: (String, UInt32)? = nil
     /// Path, scope (or `.max`), kind and language are indexes into `strings`.
     private(set) var rows: [SymbolColumns.Record] = []
 
@@ -99,7 +101,9 @@ struct SymbolBatch: Sendable {
         guard !s.name.isEmpty else { return }
         names.append(contentsOf: s.name.utf8)
         nameEnds.append(UInt32(names.count))
-        rows.append(.init(path: intern(s.path), line: UInt32(clamping: s.line), scope: s.scope.map { intern($0) } ?? .max,
+        let path: UInt32
+        if let last = lastPath, last.0 == s.path { path = last.1 } else { path = intern(s.path); lastPath = (s.path, path) }
+        rows.append(.init(path: path, line: UInt32(clamping: s.line), scope: s.scope.map { intern($0) } ?? .max,
                           kind: intern(s.kind), language: intern(s.language)))
     }
 
@@ -290,8 +294,16 @@ struct SymbolColumns: Sendable {
             }
         }
 
-        // The order, by comparing bytes in place.
-        var order = (0..<UInt32(records.count)).map { $0 }
+        // The order: by the first 8 bytes of the lower-cased name as one integer, which settles most
+        // comparisons, then by the bytes in place.
+        var order: [(key: UInt64, index: UInt32)] = lowered.withUnsafeBufferPointer { lw in
+            (0..<records.count).map { i in
+                let s = Int(loweredStarts[i]), e = Int(loweredStarts[i + 1])
+                var key: UInt64 = 0
+                for j in 0..<8 { key = key << 8 | UInt64(s + j < e ? lw[s + j] : 0) }
+                return (key, UInt32(i))
+            }
+        }
         names.withUnsafeBufferPointer { nm in lowered.withUnsafeBufferPointer { lw in
             nameStarts.withUnsafeBufferPointer { ns in loweredStarts.withUnsafeBufferPointer { ls in records.withUnsafeBufferPointer { rs in
                 func compare(_ base: UnsafeBufferPointer<UInt8>, _ starts: UnsafeBufferPointer<UInt32>, _ a: Int, _ b: Int) -> Int32 {
@@ -300,7 +312,8 @@ struct SymbolColumns: Sendable {
                     return c != 0 ? c : Int32(la - lb)
                 }
                 order.sort { x, y in
-                    let a = Int(x), b = Int(y)
+                    if x.key != y.key { return x.key < y.key }
+                    let a = Int(x.index), b = Int(y.index)
                     let l = compare(lw, ls, a, b)
                     if l != 0 { return l < 0 }
                     let n = compare(nm, ns, a, b)
@@ -317,7 +330,7 @@ struct SymbolColumns: Sendable {
         self.names.reserveCapacity(names.count)
         self.lowered.reserveCapacity(lowered.count)
         for o in order {
-            let i = Int(o)
+            let i = Int(o.index)
             self.names.append(contentsOf: names[Int(nameStarts[i])..<Int(nameStarts[i + 1])]); self.nameStarts.append(UInt32(self.names.count))
             self.lowered.append(contentsOf: lowered[Int(loweredStarts[i])..<Int(loweredStarts[i + 1])]); self.loweredStarts.append(UInt32(self.lowered.count))
             self.records.append(records[i])
