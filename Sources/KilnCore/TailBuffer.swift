@@ -7,18 +7,30 @@ public struct TailBuffer: Sendable {
     public init(capacity: Int) { self.capacity = capacity }
 
     public mutating func append(_ bytes: ArraySlice<UInt8>) {
-        if bytes.count >= capacity { storage = Array(bytes.suffix(capacity)); start = 0; return }
-        var rest = bytes
-        if storage.count < capacity {
-            let room = capacity - storage.count
-            storage += rest.prefix(room)
-            rest = rest.dropFirst(room)
+        bytes.withUnsafeBytes { append($0) }
+    }
+
+    /// Copies in place (a terminal appends every read it relays).
+    public mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        guard let src = bytes.baseAddress, bytes.count > 0 else { return }
+        if bytes.count >= capacity {
+            storage = Array(UnsafeRawBufferPointer(rebasing: bytes[(bytes.count - capacity)...]))
+            start = 0
+            return
         }
-        while !rest.isEmpty {
-            let n = min(rest.count, capacity - start)
-            storage.replaceSubrange(start..<(start + n), with: rest.prefix(n))
-            start = (start + n) % capacity
-            rest = rest.dropFirst(n)
+        var from = 0
+        if storage.count < capacity {
+            let n = min(capacity - storage.count, bytes.count)
+            storage.append(contentsOf: UnsafeRawBufferPointer(start: src, count: n))
+            from = n
+        }
+        storage.withUnsafeMutableBytes { dst in
+            while from < bytes.count {
+                let n = min(bytes.count - from, capacity - start)
+                (dst.baseAddress! + start).copyMemory(from: src + from, byteCount: n)
+                start = (start + n) % capacity
+                from += n
+            }
         }
     }
 

@@ -63,7 +63,7 @@ final class Terminal: Sendable {
     func pump(onExit: @escaping @Sendable () -> Void) {
         var buf = [UInt8](repeating: 0, count: 128 * 1024)
         while true {
-            let n = buf.withUnsafeMutableBytes { read(master, $0.baseAddress, $0.count) }
+            var n = buf.withUnsafeMutableBytes { read(master, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             if n < 0 && errno == EAGAIN {
                 // The master is non-blocking (so input writes never stall the write queue): wait here.
@@ -72,36 +72,52 @@ final class Terminal: Sendable {
                 continue
             }
             if n <= 0 { break }  // EIO: the slave side closed (the shell and its children are gone)
-            let chunk = buf[0..<n]
-            let viewers = state.withLock { s -> [Viewer] in
-                s.ring.append(chunk)
-                return Array(s.viewers.values)
+            // Whatever else is already waiting joins this chunk (the terminal hands out a few KiB per
+            // read): one frame instead of many when output is fast, and no wait when it is not.
+            while n < buf.count {
+                let more = buf.withUnsafeMutableBytes { read(master, $0.baseAddress! + n, $0.count - n) }
+                if more > 0 { n += more } else if more < 0 && errno == EINTR { continue } else { break }
             }
-            for v in viewers { v.push(.output(Array(chunk))) }
+            // Into the ring and onto every viewer's socket under the lock, so a viewer attaching now
+            // gets these bytes either in its replay or after it, never both and never before it.
+            let viewers = buf.withUnsafeBytes { raw in
+                state.withLock { s -> [Viewer] in
+                    let chunk = UnsafeRawBufferPointer(rebasing: raw[0..<n])
+                    s.ring.append(chunk)
+                    for v in s.viewers.values { v.output(chunk) }
+                    return Array(s.viewers.values)
+                }
+            }
             // Back-pressure: wait while a viewer is far behind, but never forever.
             var waited = 0.0
             while let slow = viewers.first(where: { $0.pendingBytes > Terminal.viewerHighWater && !$0.isClosed }) {
-                if waited > Terminal.viewerStallSeconds { slow.push(.drop); break }
+                if waited > Terminal.viewerStallSeconds { slow.drop(); break }
                 usleep(200); waited += 0.0002
             }
         }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let code = status & 0x7f == 0 ? Int((status >> 8) & 0xff) : 128 + Int(status & 0x7f)
-        let viewers = state.withLock { s -> [Viewer] in s.exitCode = code; return Array(s.viewers.values) }
-        for v in viewers { v.push(.exit(code)) }
+        state.withLock { s in
+            s.exitCode = code
+            for v in s.viewers.values { v.exit(code) }
+        }
         writes.sync { _ = close(master) }
         onExit()
     }
 
-    /// Adds a viewer and hands it the replay, atomically with respect to new output.
-    func attach() -> (Viewer, replay: [UInt8], exitCode: Int?) {
+    /// Adds a viewer on `socket` and sends it the replay (and the exit, if the shell has ended),
+    /// atomically with respect to new output.
+    func attach(_ socket: WebSocket) -> Viewer {
         state.withLock { s in
             s.nextViewer += 1
-            let v = Viewer(id: s.nextViewer)
+            let v = Viewer(id: s.nextViewer, socket: socket)
             s.viewers[v.id] = v
             s.lastSeen = Date()
-            return (v, s.ring.bytes, s.exitCode)
+            let replay = s.ring.bytes
+            if !replay.isEmpty { replay.withUnsafeBytes { v.output($0) } }
+            if let code = s.exitCode { v.exit(code) }
+            return v
         }
     }
 
@@ -144,64 +160,36 @@ final class Terminal: Sendable {
     }
 }
 
-/// What one attached connection still has to send.
+/// One attached connection. The reader thread pushes output straight onto its socket, a frame per
+/// read in order, without waking a task per chunk (that hop cost more than the bytes themselves).
 final class Viewer: Sendable {
-    enum Item: Sendable { case output([UInt8]), exit(Int), drop }
-    struct Queue {
-        var items: [Item] = []
-        var bytes = 0
-        var waiter: CheckedContinuation<Void, Never>?
-        var closed = false
-    }
     let id: Int
-    let queue = Mutex(Queue())
-    init(id: Int) { self.id = id }
+    let socket: WebSocket
+    /// Set once the exit was sent or the viewer was dropped: nothing more goes out.
+    private let finished = Mutex(false)
 
-    var pendingBytes: Int { queue.withLock { $0.bytes } }
-    var isClosed: Bool { queue.withLock { $0.closed } }
+    init(id: Int, socket: WebSocket) { self.id = id; self.socket = socket }
 
-    func push(_ item: Item) {
-        let w = queue.withLock { q -> CheckedContinuation<Void, Never>? in
-            guard !q.closed else { return nil }
-            if case .output(let b) = item { q.bytes += b.count }
-            q.items.append(item)
-            let w = q.waiter; q.waiter = nil; return w
-        }
-        w?.resume()
+    /// Bytes pushed and not yet written: how far behind this viewer is.
+    var pendingBytes: Int { socket.pushBacklog }
+    var isClosed: Bool { socket.isClosed || finished.withLock { $0 } }
+
+    func output(_ bytes: UnsafeRawBufferPointer) {
+        guard !finished.withLock({ $0 }) else { return }
+        // No limit here: the reader waits on `pendingBytes` after each read instead.
+        _ = socket.push(binary: bytes, limit: .max)
     }
 
-    func close() {
-        let w = queue.withLock { q -> CheckedContinuation<Void, Never>? in q.closed = true; let w = q.waiter; q.waiter = nil; return w }
-        w?.resume()
+    /// The exit message, then the close handshake.
+    func exit(_ code: Int) {
+        guard !finished.withLock({ let was = $0; $0 = true; return was }) else { return }
+        _ = socket.push(text: JSONValue.object(["type": "exit", "code": .int(code)]).jsonText, limit: .max)
+        socket.close(code: WebSocketCloseCode.normal, reason: "exited")
     }
 
-    /// The next things to send: consecutive output merged into one frame (up to 1 MiB).
-    func next() async -> [Item]? {
-        while true {
-            let got = queue.withLock { q -> [Item]? in
-                if q.items.isEmpty { return q.closed ? [] : nil }
-                var out: [Item] = []
-                var merged: [UInt8] = []
-                var taken = 0
-                for item in q.items {
-                    if case .output(let b) = item, merged.count + b.count <= 1 << 20 || merged.isEmpty {
-                        merged += b; taken += 1; continue
-                    }
-                    break
-                }
-                if taken > 0 { out.append(.output(merged)); q.bytes -= merged.count; q.items.removeFirst(taken) }
-                else { out.append(q.items.removeFirst()) }
-                return out
-            }
-            if let got { return got.isEmpty ? nil : got }
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let ready = queue.withLock { q -> Bool in
-                    if !q.items.isEmpty || q.closed { return true }
-                    q.waiter = c; return false
-                }
-                if ready { c.resume() }
-            }
-        }
+    /// Too slow for too long: closed, so it reattaches (and gets the replay) when it can keep up.
+    func drop() {
+        guard !finished.withLock({ let was = $0; $0 = true; return was }) else { return }
+        socket.close(code: WebSocketCloseCode.policyViolation, reason: "too slow; reattach to resume")
     }
 }
-

@@ -104,28 +104,7 @@ public struct PTYModule: KilnModule {
 
 /// Runs one viewer connection: replay, then output out and keystrokes in, until either side ends.
 func serve(_ t: Terminal, _ ws: WebSocket) async {
-    let (viewer, replay, exitCode) = t.attach()
-    if !replay.isEmpty { viewer.push(.output(replay)) }
-    if let exitCode { viewer.push(.exit(exitCode)) }
-    let sender = Task {
-        while let items = await viewer.next() {
-            for item in items {
-                switch item {
-                case .output(let b):
-                    do { try await ws.send(binary: b) } catch { viewer.close(); return }
-                case .exit(let code):
-                    try? await ws.send(text: JSONValue.object(["type": "exit", "code": .int(code)]).jsonText)
-                    ws.close(code: WebSocketCloseCode.normal, reason: "exited")
-                    viewer.close()
-                    return
-                case .drop:
-                    ws.close(code: WebSocketCloseCode.policyViolation, reason: "too slow; reattach to resume")
-                    viewer.close()
-                    return
-                }
-            }
-        }
-    }
+    let viewer = t.attach(ws)
     for await message in ws.messages {
         switch message {
         case .binary(let b): t.input(b)
@@ -150,9 +129,7 @@ func serve(_ t: Terminal, _ ws: WebSocket) async {
             }
         }
     }
-    viewer.close()
     t.detach(viewer)
-    await sender.value
 }
 
 /// Every live terminal of this server.

@@ -98,6 +98,37 @@ public final class WebSocket: Sendable {
         try await sendFrame(encodeWebSocketFrame(opcode: .ping, payload: Array(payload.prefix(125))))
     }
 
+    /// Queues a binary message without waiting, for producers that are not tasks (a terminal's reader
+    /// thread): no task is woken per message, and messages go out in the order pushed. False when the
+    /// connection has closed, or when more than `limit` bytes pushed earlier are still unsent; the
+    /// caller decides whether to wait (`pushBacklog`) or give up.
+    public func push(binary bytes: UnsafeRawBufferPointer, limit: Int) -> Bool {
+        pushFrame(encodeWebSocketFrame(opcode: .binary, payload: bytes), limit: limit)
+    }
+
+    /// A text message, queued like `push(binary:limit:)`.
+    public func push(text: String, limit: Int) -> Bool {
+        var s = text
+        return pushFrame(s.withUTF8 { encodeWebSocketFrame(opcode: .text, payload: UnsafeRawBufferPointer($0)) }, limit: limit)
+    }
+
+    /// Bytes pushed that the connection has not yet written down to its low-water mark.
+    public var pushBacklog: Int { connection.pushBacklog.load(ordering: .relaxed) }
+
+    /// True once the connection has closed (pushes are refused from then on).
+    public var isClosed: Bool { connection.pushClosed.load(ordering: .relaxed) }
+
+    private func pushFrame(_ frame: [UInt8], limit: Int) -> Bool {
+        let conn = connection, n = frame.count
+        let after = conn.pushBacklog.add(n, ordering: .relaxed).newValue
+        guard after <= limit, !conn.pushClosed.load(ordering: .relaxed) else {
+            conn.pushBacklog.subtract(n, ordering: .relaxed)
+            return false
+        }
+        conn.loop.execute { conn.wsWrite(frame) { _ in conn.pushBacklog.subtract(n, ordering: .relaxed) } }
+        return true
+    }
+
     /// Starts the close handshake; the connection closes when the peer answers (or after 5 s).
     public func close(code: UInt16 = WebSocketCloseCode.normal, reason: String = "") {
         let conn = connection
