@@ -260,6 +260,52 @@ import Testing
         #expect(Array(close.prefix(4)) == [0x88, close[1], 0x03, 0xEA])
     }
 
+    @Test func webSocketPushFromAThreadKeepsOrderAndStopsAfterClose() async throws {
+        let pushedAfterClose = Mutex<Bool?>(nil)
+        let r = Router()
+        r.get("/push") { req, _ in
+            try WebSocket.upgrade(req) { ws in
+                // A plain thread, as a terminal's reader is: no task per frame.
+                let done = Mutex(false)
+                Thread {
+                    for i in 0..<2000 {
+                        var frame = [UInt8](repeating: UInt8(i % 251), count: 1000)
+                        frame[0] = UInt8(i >> 8); frame[1] = UInt8(i & 0xFF)
+                        _ = frame.withUnsafeBytes { ws.push(binary: $0, limit: .max) }
+                    }
+                    _ = ws.push(text: "end", limit: .max)
+                    done.withLock { $0 = true }
+                }.start()
+                for await _ in ws.messages {}
+                while !done.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
+                // The peer is gone: pushes are refused.
+                var refused = false
+                for _ in 0..<200 {
+                    if ws.isClosed { refused = !ws.push(text: "late", limit: .max); break }
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                pushedAfterClose.withLock { $0 = refused }
+            }
+        }
+        let s = try LiveServer(r)
+        defer { Task { await s.stop() } }
+        let c = try RawClient(port: s.port, timeout: 30)
+        c.send("GET /push HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        #expect(await c.readResponse()?.status == 101)
+        // 2000 binary frames of 1000 bytes (header 4 bytes each), numbered, in order; then "end".
+        var inOrder = true
+        for i in 0..<2000 {
+            let f = await c.read(exactly: 1004)
+            guard f.count == 1004, f[0] == 0x82, f[1] == 126, f[2] == 0x03, f[3] == 0xE8 else { inOrder = false; break }
+            if Int(f[4]) << 8 | Int(f[5]) != i || f[6] != UInt8(i % 251) { inOrder = false; break }
+        }
+        #expect(inOrder)
+        #expect(await c.read(exactly: 5) == [0x81, 3] + Array("end".utf8))
+        c.closeNow()
+        for _ in 0..<300 where pushedAfterClose.withLock({ $0 }) == nil { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(pushedAfterClose.withLock { $0 } == true)
+    }
+
     @Test func gracefulShutdownFinishesInFlightRequests() async throws {
         let started = Mutex(false)
         let router = Self.router()
