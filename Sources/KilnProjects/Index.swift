@@ -427,40 +427,6 @@ func onThreads(_ count: Int, stop: @escaping @Sendable () -> Void, _ work: @esca
     } onCancel: { stop() }
 }
 
-/// Reads a file the walk saw into a buffer: nil unless it still is that regular file (no symlink
-/// swapped in since). The bytes are valid until the next read.
-struct FileSlurper {
-    private(set) var buffer: UnsafeMutableRawPointer
-    private var capacity = 1 << 20
-
-    init() { buffer = .allocate(byteCount: capacity, alignment: 16) }
-    func free() { buffer.deallocate() }
-
-    /// (stat, bytes); bytes nil when the file is larger than `limit`.
-    mutating func read(_ full: String, device: UInt64, inode: UInt64, limit: Int) -> (stat, UnsafeRawBufferPointer?)? {
-        let fd = open(full, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, UInt64(st.st_dev) == device, UInt64(st.st_ino) == inode else { return nil }
-        let size = Int(st.st_size)
-        if size > limit { return (st, nil) }
-        if size > capacity {
-            buffer.deallocate()
-            capacity = max(size, capacity * 2)
-            buffer = .allocate(byteCount: capacity, alignment: 16)
-        }
-        var n = 0
-        while n < size {
-            let r = Glibc.read(fd, buffer + n, size - n)
-            if r < 0 && errno == EINTR { continue }
-            if r <= 0 { break }
-            n += r
-        }
-        return (st, UnsafeRawBufferPointer(start: buffer, count: n))
-    }
-}
-
 /// One indexing thread: reads files, hashes them, adds text to its own index segment (a new one
 /// every `segmentBytes`) and runs the findings rules. Symbols wait for the second pass.
 final class RescanWorker: @unchecked Sendable {
@@ -471,14 +437,12 @@ final class RescanWorker: @unchecked Sendable {
     var results: [RescanResult] = []
     var symbolItems: [SymbolItem] = []
     var error: (any Error)?
-    private var file = FileSlurper()
+    private let file = FileSlurper()
 
     init(_ shared: RescanShared<RescanItem>, index: TrigramIndex) {
         self.shared = shared
         self.index = index
     }
-
-    deinit { file.free() }
 
     func run() {
         do {
@@ -546,10 +510,9 @@ final class RescanWorker: @unchecked Sendable {
 final class SymbolWorker: @unchecked Sendable {
     let shared: RescanShared<SymbolItem>
     var symbols = SymbolBatch()
-    private var file = FileSlurper()
+    private let file = FileSlurper()
 
     init(_ shared: RescanShared<SymbolItem>) { self.shared = shared }
-    deinit { file.free() }
 
     func run() {
         while let item = shared.next() {
@@ -764,8 +727,7 @@ extension ProjectService {
                 g.addTask {
                     if let found = await SymbolExtractor.ctags(root: root, files: chunk.map(\.path)) { return found }
                     var out = SymbolBatch()
-                    var file = FileSlurper()
-                    defer { file.free() }
+                    let file = FileSlurper()
                     for item in chunk {
                         if let (_, content) = file.read(item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes), let bytes = content {
                             out.add(contentsOf: SymbolExtractor.extract(path: item.path, bytes: bytes))
