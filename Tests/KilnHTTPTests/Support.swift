@@ -32,7 +32,7 @@ func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
 final class RawClient: @unchecked Sendable {
     private(set) var fd: Int32
 
-    init(port: Int, timeout: Double = 5) throws {
+    init(port: Int, timeout: Double = 30) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
