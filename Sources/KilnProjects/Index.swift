@@ -193,7 +193,7 @@ enum Findings {
         return false
     }
 
-    /// `TODO` or `FIXME` as a whole word on the line (ASCII word characters), the first one.
+    /// A to-do or fix-me marker (the words of `todo`) as a whole word on the line (ASCII word characters).
     static func todoWord(_ line: UnsafeRawBufferPointer) -> String? {
         for word in ["TO" + "DO", "FIX" + "ME"] {
             let w = Array(word.utf8)
