@@ -112,6 +112,7 @@ enum Findings {
             keys = TrigramIndex.keys(of: bytes, asciiOnly: true)
         }
     }
+    /// At most 32: `anchorMasks` gives each a bit.
     static let anchors: [Anchor] = [
         Anchor("PRIVATE KEY", 1 << 0), Anchor("AKIA", 1 << 1), Anchor("ASIA", 1 << 1), Anchor("ghp_", 1 << 2), Anchor("gho_", 1 << 2),
         Anchor("ghu_", 1 << 2), Anchor("ghs_", 1 << 2), Anchor("ghr_", 1 << 2), Anchor("xox", 1 << 3), Anchor("_live_", 1 << 4),
@@ -131,17 +132,27 @@ enum Findings {
         return counts.values.reduce(0) { $0 - Double($1) / n * log2(Double($1) / n) }
     }
 
-    /// Findings of one file. `contains` answers whether the file holds a trigram key (the index
-    /// builder knows), so most files are passed over without looking at their lines.
-    static func scan(path: String, size: Int, content: UnsafeRawBufferPointer?, contains: (UInt32) -> Bool) -> [Finding] {
+    static func largeFileFinding(path: String, size: Int) -> Finding? {
+        size > largeFile ? Finding(path: path, line: 0, rule: "large-file", severity: "info", message: "File is \(size) bytes", excerpt: "") : nil
+    }
+
+    /// The anchors (bit i for `anchors[i]`) all of whose trigrams a file holds (`contains` answers
+    /// for one trigram key; the index builder knows): a file without any has no findings but the
+    /// size rule, and is not read for them.
+    static func anchorMask(contains: (UInt32) -> Bool) -> UInt32 {
+        var mask: UInt32 = 0
+        for (i, a) in anchors.enumerated() where a.keys.allSatisfy(contains) { mask |= 1 << UInt32(i) }
+        return mask
+    }
+
+    /// Findings of one file's text. `anchorMask` names the anchors whose trigrams the file holds
+    /// (every anchor when not given): only those are looked for.
+    static func scan(path: String, content: UnsafeRawBufferPointer, anchorMask: UInt32 = .max) -> [Finding] {
         var out: [Finding] = []
-        if size > largeFile {
-            out.append(Finding(path: path, line: 0, rule: "large-file", severity: "info", message: "File is \(size) bytes", excerpt: ""))
-        }
-        guard let content, content.count > 0 else { return out }
+        guard content.count > 0 else { return out }
         // Line start → the rules whose anchors the line holds.
         var lines: [Int: UInt16] = [:]
-        for a in anchors where a.keys.allSatisfy(contains) {
+        for (i, a) in anchors.enumerated() where anchorMask & (1 << UInt32(i)) != 0 {
             Bytes.linesContaining(content, a.bytes, caseInsensitive: a.caseInsensitive) { start, _, _ in
                 lines[start, default: 0] |= a.rules
                 return true
@@ -262,20 +273,32 @@ struct RescanItem: Sendable {
     let inode: UInt64
     let oldHash: String?
     let known: Bool
+    var file: FileToRead { FileToRead(path: path, full: full, device: device, inode: inode) }
 }
 
 /// What reading one file produced.
 struct RescanResult: Sendable {
-    let path: String
+    let file: FileToRead
+    var path: String { file.path }
     let size: Int
     let mtime: Int64
     let hash: String?
     let binary: Bool
-    let findings: [Finding]
+    /// The findings anchors whose trigrams the text holds (`Findings.anchorMask`).
+    var anchors: UInt32 = 0
     /// False when the content hash matched the stored one (only size and mtime are updated).
     let contentChanged: Bool
     /// Whether the file was known before (its old rows need deleting).
     let known: Bool
+}
+
+/// A file as the walk found it: its path in the project, the path to open (a symlink's target) and
+/// the identity it had (a file replaced since is not read).
+struct FileToRead: Sendable {
+    let path: String
+    let full: String
+    let device: UInt64
+    let inode: UInt64
 }
 
 /// A file whose symbols the second pass extracts (it was indexed as text, in a language we read).
@@ -427,8 +450,8 @@ func onThreads(_ count: Int, stop: @escaping @Sendable () -> Void, _ work: @esca
     } onCancel: { stop() }
 }
 
-/// One indexing thread: reads files, hashes them, adds text to its own index segment (a new one
-/// every `segmentBytes`) and runs the findings rules. Symbols wait for the second pass.
+/// One indexing thread: reads files, hashes them and adds text to its own index segment (a new one
+/// every `segmentBytes`). Findings and symbols wait for the second pass.
 final class RescanWorker: @unchecked Sendable {
     let shared: RescanShared<RescanItem>
     let index: TrigramIndex
@@ -466,23 +489,23 @@ final class RescanWorker: @unchecked Sendable {
         }
         let mtime = modificationNanos(st)
         guard let bytes = content else {
-            let size = Int(st.st_size)
-            let findings = Findings.scan(path: item.path, size: size, content: nil) { _ in false }
-            results.append(RescanResult(path: item.path, size: size, mtime: mtime, hash: nil, binary: false, findings: findings,
+            results.append(RescanResult(file: item.file, size: Int(st.st_size), mtime: mtime, hash: nil, binary: false,
                                         contentChanged: true, known: item.known))
-            shared.stats.withLock { $0.skipped += 1; $0.findings += findings.count }
+            shared.stats.withLock { $0.skipped += 1 }
             return
         }
         let n = bytes.count
-        let hash = Crypto.sha256Hex(bytes)
+        // XXH64 keyed with the index's secret seed: ten times SHA-256's speed, and a collision
+        // (which would keep stale postings) cannot be aimed for without the seed.
+        let hash = "x64:" + XXH64.hex(bytes, seed: index.contentSeed)
         if hash == item.oldHash {
-            results.append(RescanResult(path: item.path, size: n, mtime: mtime, hash: hash, binary: false, findings: [],
+            results.append(RescanResult(file: item.file, size: n, mtime: mtime, hash: hash, binary: false,
                                         contentChanged: false, known: true))
             shared.stats.withLock { $0.unchanged += 1 }
             return
         }
         let text = !Bytes.contains(bytes, 0) && Bytes.isValidUTF8(bytes)
-        var findings: [Finding] = []
+        var anchors: UInt32 = 0
         if text {
             if let b = builder, b.contentBytes >= ProjectService.segmentBytes {
                 try b.finish()
@@ -492,17 +515,14 @@ final class RescanWorker: @unchecked Sendable {
             let b = try builder ?? index.makeBuilder()
             builder = b
             b.add(path: item.path, content: bytes, stamp: .init(length: UInt64(n), modified: mtime, device: item.device, inode: item.inode))
-            findings = Findings.scan(path: item.path, size: n, content: bytes, contains: b.lastDocumentContains)
+            anchors = Findings.anchorMask(contains: b.lastDocumentContains)
             if let lang = SymbolExtractor.language(of: item.path) {
                 symbolItems.append(SymbolItem(path: item.path, full: item.full, device: item.device, inode: item.inode, language: lang))
             }
-        } else {
-            findings = Findings.scan(path: item.path, size: n, content: nil) { _ in false }
         }
-        results.append(RescanResult(path: item.path, size: n, mtime: mtime, hash: hash, binary: !text, findings: findings,
+        results.append(RescanResult(file: item.file, size: n, mtime: mtime, hash: hash, binary: !text, anchors: anchors,
                                     contentChanged: true, known: item.known))
-        let found = findings.count
-        shared.stats.withLock { $0.indexed += 1; $0.bytes += n; $0.findings += found }
+        shared.stats.withLock { $0.indexed += 1; $0.bytes += n }
     }
 }
 
@@ -519,6 +539,24 @@ final class SymbolWorker: @unchecked Sendable {
             guard let (_, content) = file.read(item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes),
                   let bytes = content else { continue }
             symbols.add(contentsOf: SymbolExtractor.extract(path: item.path, bytes: bytes))
+        }
+    }
+}
+
+/// One findings thread of the second pass: reads the files that hold some anchor and runs the rules.
+final class FindingsWorker: @unchecked Sendable {
+    let shared: RescanShared<(FileToRead, UInt32)>
+    var findings: [String: [Finding]] = [:]
+    private let file = FileSlurper()
+
+    init(_ shared: RescanShared<(FileToRead, UInt32)>) { self.shared = shared }
+
+    func run() {
+        while let (item, mask) = shared.next() {
+            guard let (_, content) = file.read(item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes),
+                  let bytes = content else { continue }
+            let found = Findings.scan(path: item.path, content: bytes, anchorMask: mask)
+            if !found.isEmpty { findings[item.path, default: []] += found }
         }
     }
 }
@@ -704,6 +742,16 @@ extension ProjectService {
         // parses, the built-in extractor for Swift (ctags has no parser for it), for files ctags
         // cannot be handed (a newline or tab in the name), for batches ctags fails on, and for
         // everything when ctags is not installed.
+        // Findings: only the changed text files that hold all trigrams of some anchor are read again;
+        // the size rule needs no content.
+        var findings: [String: [Finding]] = [:]
+        for r in results where r.contentChanged {
+            if let f = Findings.largeFileFinding(path: r.path, size: r.size) { findings[r.path] = [f] }
+        }
+        let findingsShared = RescanShared(items: results.filter { $0.contentChanged && $0.anchors != 0 }.map { ($0.file, $0.anchors) }, stats: RescanStats())
+        let findingsWorker = FindingsWorker(findingsShared)
+        async let findingsDone: Void = onThreads(1, stop: { findingsShared.stop() }) { _ in findingsWorker.run() }
+
         let useCtags = ProcessRunner.which("ctags") != nil
         let symbolItems = workers.flatMap(\.symbolItems) + walker.reextract
         var builtIn: [SymbolItem] = []
@@ -741,10 +789,16 @@ extension ProjectService {
             return all
         }
         await builtInDone
+        await findingsDone
         try Task.checkCancellation()
+        findings.merge(findingsWorker.findings) { $0 + $1 }
+        let allFindings = findings
         let found = symbolWorkers.map(\.symbols) + ctagsSymbols
-        var stats = shared.stats.withLock { $0 }
-        stats.symbols = found.reduce(0) { $0 + $1.count }
+        let symbolCount = found.reduce(0) { $0 + $1.count }, findingCount = allFindings.values.reduce(0) { $0 + $1.count }
+        let stats = shared.stats.withLock { s in
+            s.symbols = symbolCount; s.findings = findingCount
+            return s
+        }
         phase("symbols")
         // Every file read again drops its old symbols, whatever it holds now.
         let replaced = Set(results.filter(\.contentChanged).map(\.path)).union(gone)
@@ -768,7 +822,7 @@ extension ProjectService {
                 if c.known {
                     try tx.run("DELETE FROM project_findings WHERE project_id = ? AND path = ?", projectID, c.path)
                 }
-                for f in c.findings {
+                for f in allFindings[c.path] ?? [] {
                     try tx.run("INSERT INTO project_findings (project_id, path, line, rule, severity, message, excerpt) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                projectID, f.path, f.line, f.rule, f.severity, f.message, f.excerpt)
                 }

@@ -22,6 +22,9 @@ public final class TrigramIndex: @unchecked Sendable {
     public let directory: String
     /// True when the stored index could not be read and was emptied.
     public let wasReset: Bool
+    /// A secret random number kept with the index (`content.seed`), for owners that key a fast
+    /// content hash with it: nobody who cannot read the index can aim for a collision.
+    public let contentSeed: UInt64
 
     private struct Location { let segment: Int; let doc: UInt32 }
     private struct State {
@@ -80,7 +83,25 @@ public final class TrigramIndex: @unchecked Sendable {
             if let stem, stem >= s.nextID { s.nextID = stem + 1 }
         }
         wasReset = reset
+        contentSeed = try TrigramIndex.loadSeed(directory + "/content.seed")
         state.withLock { $0 = s }
+    }
+
+    /// The seed file's 8 bytes, or a new random seed written with mode 0600 when the file is missing
+    /// or damaged (content hashes made with another seed then simply differ).
+    static func loadSeed(_ path: String) throws -> UInt64 {
+        if let d = FileManager.default.contents(atPath: path), d.count == 8 {
+            return d.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        }
+        var g = SystemRandomNumberGenerator()
+        let seed = g.next()
+        let fd = open(path + ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw IndexError.io("create \(path): errno \(errno)") }
+        var le = seed.littleEndian
+        let ok = withUnsafeBytes(of: &le) { write(fd, $0.baseAddress, 8) } == 8
+        close(fd)
+        guard ok, rename(path + ".tmp", path) == 0 else { unlink(path + ".tmp"); throw IndexError.io("write \(path): errno \(errno)") }
+        return seed
     }
 
     /// Runs `body` while no other writer of this index runs (rescans are serialised per index).

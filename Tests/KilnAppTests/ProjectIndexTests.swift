@@ -231,6 +231,33 @@ func makeSourceTree(_ roots: String) throws -> String {
         #expect(!r.text.contains("AKIAIOSFODNN7EXAMPLE") && !r.text.contains("9f8e7d6c5b4a39281706f5e4d3c2b1a0"))
         #expect(r.text.contains("AKIA•"))
     }
+
+    /// Findings run after the search index is committed, on the changed files only: they follow
+    /// edits, removals and size, and unchanged files keep theirs.
+    @Test func findingsFollowRescans() async throws {
+        let (t, a, pid, dir) = try await setUp()
+        defer { Task { await t.stop() } }
+        func findings() async throws -> [(String, String)] {
+            let items = try await a.call("GET", "/api/project/findings?project_id=\(pid)").json["items"] as? [[String: Any]] ?? []
+            return items.compactMap { i in (i["path"] as? String).flatMap { p in (i["rule"] as? String).map { (p, $0) } } }
+        }
+        let first = try await rescan(a, t, pid)
+        let before = try await findings()
+        #expect(first["findings"] as? Int == before.count)
+        #expect(before.contains { $0 == ("secrets/config.py", "aws-access-key") })
+        let token = "ghp_" + String(repeating: "a1B2", count: 9)
+        try "nothing secret here any more\n".write(toFile: dir + "/secrets/config.py", atomically: true, encoding: .utf8)
+        try "let t = \"\(token)\"\n".write(toFile: dir + "/poly/token.swift", atomically: true, encoding: .utf8)
+        try Data(repeating: 0x61, count: (1 << 20) + 1).write(to: URL(fileURLWithPath: dir + "/poly/big.txt"))
+        try FileManager.default.removeItem(atPath: dir + "/secrets/merge.txt")
+        let second = try await rescan(a, t, pid)
+        let after = try await findings()
+        #expect(second["findings"] as? Int == after.count - before.filter { $0.0.hasPrefix("secrets/id_rsa") }.count)
+        #expect(!after.contains { $0.0 == "secrets/config.py" || $0.0 == "secrets/merge.txt" })
+        #expect(after.contains { $0 == ("poly/token.swift", "github-token") })
+        #expect(after.contains { $0 == ("poly/big.txt", "large-file") })
+        #expect(after.contains { $0 == ("secrets/id_rsa", "private-key") })   // unchanged, kept
+    }
 }
 
 /// The built-in extractor on its own (what runs when universal-ctags is not installed, and always for Swift).

@@ -11,6 +11,22 @@ func h(_ s: String) -> [UInt8] { Crypto.fromHex(s)! }
             == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
     }
 
+    // Values from the reference implementation (python's xxhash 3.x), seeds 0 and 0x9E3779B97F4A7C15:
+    // empty, shorter than one word, a tail after the 32-byte stripes, and several stripes.
+    @Test func xxh64() {
+        let long = Array(repeating: Array(0...255) as [UInt8], count: 3).flatMap { $0 }
+        let mixed = Array(String(repeating: "0123456789abcdef", count: 4).utf8) + Array("xyz".utf8)
+        let cases: [([UInt8], UInt64, UInt64)] = [
+            ([], 0xef46db3751d8e999, 0xc4349fc93c010000), (Array("a".utf8), 0xd24ec4f1a98c6e5b, 0x9a7c6d2ea45568c9),
+            (Array("abc".utf8), 0x44bc2cf5ad770999, 0x2ed0f59d6b43ac8b), (mixed, 0x98ad8ff4ba176c8f, 0xb4ed7009cb4b6632),
+            (long, 0x8e03c838c596036f, 0x919e1c789d522e91),
+        ]
+        for (input, zero, seeded) in cases {
+            #expect(XXH64.hash(input) == zero, "length \(input.count)")
+            #expect(XXH64.hash(input, seed: 0x9E37_79B9_7F4A_7C15) == seeded, "length \(input.count)")
+        }
+    }
+
     // RFC 4231 test cases 1, 2 and 6.
     @Test func hmacSHA256() {
         #expect(Crypto.hex(Crypto.hmacSHA256(key: [UInt8](repeating: 0x0b, count: 20), data: Array("Hi There".utf8)))

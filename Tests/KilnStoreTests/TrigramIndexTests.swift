@@ -140,9 +140,26 @@ import Testing
         try data.prefix(data.count - 3).write(to: URL(fileURLWithPath: idx))
         let reopened = try TrigramIndex(directory: dir)
         #expect(reopened.wasReset && reopened.livePaths().isEmpty)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+        // Only the content seed is left, and it is kept.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["content.seed"])
+        #expect(reopened.contentSeed == index.contentSeed)
         try "{not json".write(toFile: dir + "/manifest.json", atomically: true, encoding: .utf8)
         #expect(try TrigramIndex(directory: dir).wasReset)
+    }
+
+    @Test func theContentSeedIsSecretRandomAndSurvivesReopening() throws {
+        let dir = try tempDir(), other = try tempDir()
+        let index = try TrigramIndex(directory: dir)
+        #expect(try TrigramIndex(directory: dir).contentSeed == index.contentSeed)
+        #expect(try TrigramIndex(directory: other).contentSeed != index.contentSeed)
+        let attrs = try FileManager.default.attributesOfItem(atPath: dir + "/content.seed")
+        #expect((attrs[.posixPermissions] as? Int) == 0o600)
+        #expect((attrs[.size] as? Int) == 8)
+        // A damaged seed file is replaced by a new seed.
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: dir + "/content.seed"))
+        let renewed = try TrigramIndex(directory: dir)
+        #expect(renewed.contentSeed != index.contentSeed)
+        #expect(try TrigramIndex(directory: dir).contentSeed == renewed.contentSeed)
     }
 
     @Test func keysFoldCaseAndSkipNonASCIIWhenAsked() {
