@@ -23,7 +23,7 @@ let package = Package(
         // The engine and the shared layers.
         .target(name: "KilnHTTP", dependencies: ["CShims", "COpenSSL"], swiftSettings: strict),
         .target(name: "KilnCrypto", dependencies: ["COpenSSL"], swiftSettings: strict),
-        .target(name: "KilnStore", dependencies: ["CSQLite"], swiftSettings: strict),
+        .target(name: "KilnStore", dependencies: ["CSQLite", "CShims"], swiftSettings: strict),
         .target(name: "KilnCore", dependencies: ["KilnHTTP", "KilnStore", "KilnCrypto", "COpenSSL"], swiftSettings: strict),
         // Domain modules.
         .target(name: "KilnAuth", dependencies: ["KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),

@@ -219,3 +219,29 @@ const void *kiln_memmem(const void *hay, size_t hay_len, const void *needle, siz
 const void *kiln_memrchr(const void *s, int c, size_t n) {
     return memrchr(s, c, n);
 }
+
+#define KILN_AHEAD 16
+
+void kiln_postings_count(const uint64_t *entries, size_t n, uint32_t *counts) {
+    size_t i = 0;
+    for (; i + KILN_AHEAD < n; i++) {
+        __builtin_prefetch(&counts[entries[i + KILN_AHEAD] >> 32], 1);
+        counts[entries[i] >> 32]++;
+    }
+    for (; i < n; i++) counts[entries[i] >> 32]++;
+}
+
+void kiln_postings_scatter(const uint64_t *entries, size_t n, uint32_t *counts, uint32_t *out) {
+    size_t i = 0;
+    for (; i + KILN_AHEAD < n; i++) {
+        __builtin_prefetch(&counts[entries[i + KILN_AHEAD] >> 32], 1);
+        /* The counter for the entry half as far ahead is in the cache by now: its slot next. */
+        __builtin_prefetch(&out[counts[entries[i + KILN_AHEAD / 2] >> 32]], 1);
+        uint32_t at = counts[entries[i] >> 32]++;
+        out[at] = (uint32_t)entries[i];
+    }
+    for (; i < n; i++) {
+        uint32_t at = counts[entries[i] >> 32]++;
+        out[at] = (uint32_t)entries[i];
+    }
+}

@@ -61,4 +61,10 @@ int kiln_pipe_cloexec(int fds[2]);
 const void *kiln_memmem(const void *hay, size_t hay_len, const void *needle, size_t needle_len);
 const void *kiln_memrchr(const void *s, int c, size_t n);
 
+/* The trigram index's counting sort of (key << 32 | doc) entries: counts[key] += 1 per entry, then
+ * each doc written at out[counts[key]++] (counts holding each key's start by then). In C for the
+ * prefetch of the counter and slot a few entries ahead: both are random over megabytes. */
+void kiln_postings_count(const uint64_t *entries, size_t n, uint32_t *counts);
+void kiln_postings_scatter(const uint64_t *entries, size_t n, uint32_t *counts, uint32_t *out);
+
 #endif
