@@ -23,7 +23,9 @@ import Testing
             let stamp = TrigramIndex.Stamp(length: 0, modified: 7, device: 1, inode: UInt64(text.utf8.count))
             var t = text
             t.withUTF8 { b.add(path: path, content: UnsafeRawBufferPointer($0), stamp: stamp) }
-            if b.contentBytes >= segmentBytes { try b.finish(); ids.append(b.segmentID); b = try index.makeBuilder() }
+            // The next segment reuses the finished builder's buffers, as a rescan does: its counting
+            // table must be all zero again, or postings would land under the wrong keys.
+            if b.contentBytes >= segmentBytes { try b.finish(); ids.append(b.segmentID); b = try index.makeBuilder(reusing: b) }
         }
         if b.documentCount > 0 { try b.finish(); ids.append(b.segmentID) } else { b.discard() }
         return ids
