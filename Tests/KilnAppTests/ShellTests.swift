@@ -200,13 +200,16 @@ func processGone(_ pid: Int32) -> Bool {
     @Test func resumeByCursorAfterADisconnect() async throws {
         let f = try await ShellFixture.make()
         defer { Task { await f.t.stop() } }
-        let job = try await f.start("for i in $(seq 1 30); do echo line$i; sleep 0.25; done")
-        // An outside client reads the live stream briefly and drops the connection; the job runs on.
+        // The job holds its output until the file `go` appears, so the client below cannot see its end
+        // however slowly a loaded machine runs either of them.
+        let job = try await f.start("while [ ! -e go ]; do sleep 0.05; done; for i in $(seq 1 30); do echo line$i; sleep 0.05; done")
+        // An outside client reads the live stream for a while and drops the connection; the job runs on.
         if let curl = which("curl") {
-            let (_, partial, _) = await runProgram(curl, ["-sN", "--max-time", "4", "-b", "kiln_session=\(f.a.session!)",
+            let (_, partial, _) = await runProgram(curl, ["-sN", "--max-time", "8", "-b", "kiln_session=\(f.a.session!)",
                                                           f.t.base + "/api/shell/jobs/\(job)/events"])
             #expect(partial.contains("event: started") && !partial.contains("event: exit"))
         }
+        #expect(FileManager.default.createFile(atPath: f.dir + "/go", contents: nil))
         let all = try await f.events(job)
         #expect(all.last?.event == "exit" && output(all, "stdout") == (1...30).map { "line\($0)\n" }.joined())
         for cursor in [0, 2, all.count - 1] {
