@@ -253,6 +253,8 @@ enum Findings {
 public struct RescanStats: Codable, Sendable {
     public var filesSeen = 0
     public var indexed = 0
+    /// Of the files indexed, those whose content another file of this rescan already has (kept as copies).
+    public var copies = 0
     public var skipped = 0
     public var unchanged = 0
     public var removed = 0
@@ -450,11 +452,25 @@ func onThreads(_ count: Int, stop: @escaping @Sendable () -> Void, _ work: @esca
     } onCancel: { stop() }
 }
 
+/// The contents indexed so far in one rescan, by keyed hash and length, shared by its threads: a file
+/// whose content is already there (a vendored copy, a second version of a package) becomes a copy
+/// of that document instead of being indexed again.
+final class RescanContents: Sendable {
+    struct Key: Hashable { let hash: UInt64; let length: Int }
+    struct Entry { let document: TrigramIndex.DocumentRef; let anchors: UInt32 }
+    private let entries = Mutex<[Key: Entry]>([:])
+
+    func find(_ key: Key) -> Entry? { entries.withLock { $0[key] } }
+    func add(_ key: Key, _ entry: Entry) { entries.withLock { if $0[key] == nil { $0[key] = entry } } }
+}
+
 /// One indexing thread: reads files, hashes them and adds text to its own index segment (a new one
-/// every `segmentBytes`). Findings and symbols wait for the second pass.
+/// every `segmentBytes`), content seen before in this rescan as a copy. Findings and symbols wait
+/// for the second pass.
 final class RescanWorker: @unchecked Sendable {
     let shared: RescanShared<RescanItem>
     let index: TrigramIndex
+    let contents: RescanContents
     var builder: TrigramIndex.Builder?
     var built: [Int] = []
     var results: [RescanResult] = []
@@ -462,9 +478,10 @@ final class RescanWorker: @unchecked Sendable {
     var error: (any Error)?
     private let file = FileSlurper()
 
-    init(_ shared: RescanShared<RescanItem>, index: TrigramIndex) {
+    init(_ shared: RescanShared<RescanItem>, index: TrigramIndex, contents: RescanContents) {
         self.shared = shared
         self.index = index
+        self.contents = contents
     }
 
     func run() {
@@ -497,7 +514,8 @@ final class RescanWorker: @unchecked Sendable {
         let n = bytes.count
         // XXH64 keyed with the index's secret seed: ten times SHA-256's speed, and a collision
         // (which would keep stale postings) cannot be aimed for without the seed.
-        let hash = "x64:" + XXH64.hex(bytes, seed: index.contentSeed)
+        let h64 = XXH64.hash(bytes, seed: index.contentSeed)
+        let hash = "x64:" + XXH64.hex(h64)
         if hash == item.oldHash {
             results.append(RescanResult(file: item.file, size: n, mtime: mtime, hash: hash, binary: false,
                                         contentChanged: false, known: true))
@@ -514,8 +532,18 @@ final class RescanWorker: @unchecked Sendable {
             }
             let b = try builder ?? index.makeBuilder()
             builder = b
-            b.add(path: item.path, content: bytes, stamp: .init(length: UInt64(n), modified: mtime, device: item.device, inode: item.inode))
-            anchors = Findings.anchorMask(contains: b.lastDocumentContains)
+            let stamp = TrigramIndex.Stamp(length: UInt64(n), modified: mtime, device: item.device, inode: item.inode)
+            // The same hash (keyed with a secret seed) and length: the same content.
+            let key = RescanContents.Key(hash: h64, length: n)
+            if let known = contents.find(key) {
+                b.addCopy(path: item.path, stamp: stamp, of: known.document)
+                anchors = known.anchors
+                shared.stats.withLock { $0.copies += 1 }
+            } else {
+                let document = b.add(path: item.path, content: bytes, stamp: stamp)
+                anchors = Findings.anchorMask(contains: b.lastDocumentContains)
+                contents.add(key, .init(document: document, anchors: anchors))
+            }
             if let lang = SymbolExtractor.language(of: item.path) {
                 symbolItems.append(SymbolItem(path: item.path, full: item.full, device: item.device, inode: item.inode, language: lang))
             }
@@ -697,7 +725,8 @@ extension ProjectService {
         let threads = max(1, min(4, ProcessInfo.processInfo.activeProcessorCount))
         let shared = RescanShared<RescanItem>(open: true, stats: RescanStats())
         let walker = RescanWalk(service: self, root: root, stored: stored, live: index.livePaths(), symbolsComplete: symbolsComplete, queue: shared)
-        let workers = (0..<threads).map { _ in RescanWorker(shared, index: index) }
+        let contents = RescanContents()
+        let workers = (0..<threads).map { _ in RescanWorker(shared, index: index, contents: contents) }
         let reporter = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(500))

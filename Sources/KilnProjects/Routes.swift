@@ -97,7 +97,7 @@ public struct ProjectsModule: KilnModule {
         }
 
         routes.add(.GET, "/api/project/rescan/:job_id/events", permission: "project:read",
-                   summary: "Rescan progress over SSE: progress {files_seen, indexed, skipped, unchanged, removed, bytes, symbols, findings}, indexed (search sees the new content), then done (resumable by cursor)",
+                   summary: "Rescan progress over SSE: progress {files_seen, indexed, copies, skipped, unchanged, removed, bytes, symbols, findings}, indexed (search sees the new content), then done (resumable by cursor)",
                    tags: ["projects"], responseContentType: "text/event-stream") { req, ctx in
             _ = try ctx.requireWorkspace()
             return try bus.sse(topic: "rescan:\(try ctx.parameter("job_id"))", request: req, endTypes: ["done", "failed"])

@@ -17,6 +17,12 @@ import Synchronization
 /// documents into fewer segments when many are dead or segments are many. The index is a cache:
 /// when it cannot be read it starts empty and `wasReset` tells the owner to rebuild it.
 ///
+/// Documents with the same content (vendored copies, two versions of a package side by side) can be
+/// added once: the later ones are *copies* that point at the first and have no postings of their
+/// own. A candidate content brings its live copies with it, and the content's postings stay as
+/// long as a live copy needs them, even after its own path is retired; compaction moves copies next
+/// to their content.
+///
 /// Trigram keys fold ASCII letters to lower case and every byte above 0x7F to one of 16 values, so
 /// a key has 21 bits; case-sensitive queries use the same keys (a superset) and verify exactly.
 public final class TrigramIndex: @unchecked Sendable {
@@ -27,12 +33,46 @@ public final class TrigramIndex: @unchecked Sendable {
     /// content hash with it: nobody who cannot read the index can aim for a collision.
     public let contentSeed: UInt64
 
-    private struct Location { let segment: Int; let doc: UInt32 }
+    /// One document: its segment's id and its number there.
+    public struct DocumentRef: Hashable, Sendable {
+        public let segment: Int
+        public let doc: UInt32
+        public init(segment: Int, doc: UInt32) { self.segment = segment; self.doc = doc }
+    }
     private struct State {
         var segments: [Segment] = []
         var dead: [Int: Set<UInt32>] = [:]
-        var live: [String: Location] = [:]
+        var live: [String: DocumentRef] = [:]
+        /// The live copies of each content that has any.
+        var copies: [DocumentRef: [DocumentRef]] = [:]
         var nextID = 1
+
+        func isLive(_ r: DocumentRef) -> Bool { !(dead[r.segment]?.contains(r.doc) ?? false) }
+
+        /// Finds every live copy again, and checks that each points at a content document of the
+        /// same length in a segment that is still there.
+        mutating func linkCopies() throws {
+            var byID: [Int: Segment] = [:]
+            for seg in segments { byID[seg.id] = seg }
+            var found: [DocumentRef: [DocumentRef]] = [:]
+            for seg in segments where seg.hasCopies {
+                for doc in 0..<UInt32(seg.documentCount) {
+                    guard let target = seg.contentOf(doc), isLive(DocumentRef(segment: seg.id, doc: doc)) else { continue }
+                    guard let t = byID[target.segment], Int(target.doc) < t.documentCount, t.contentOf(target.doc) == nil,
+                          t.stamp(target.doc).length == seg.stamp(doc).length else {
+                        throw IndexError.corrupt("segment \(seg.id) document \(doc) is a copy of a document that is not there")
+                    }
+                    found[target, default: []].append(DocumentRef(segment: seg.id, doc: doc))
+                }
+            }
+            copies = found
+        }
+
+        /// Segments none of whose documents is live or needed by a live copy.
+        func unused() -> [Int] {
+            let needed = Set(copies.keys.map(\.segment))
+            return segments.filter { !needed.contains($0.id) && (dead[$0.id]?.count ?? 0) >= $0.documentCount }.map(\.id)
+        }
     }
     private let state = Mutex(State())
     private let gate = AsyncGate()
@@ -73,7 +113,11 @@ public final class TrigramIndex: @unchecked Sendable {
         }
         for seg in s.segments {
             let dead = s.dead[seg.id] ?? []
-            for doc in 0..<UInt32(seg.documentCount) where !dead.contains(doc) { s.live[seg.paths[Int(doc)]] = Location(segment: seg.id, doc: doc) }
+            for doc in 0..<UInt32(seg.documentCount) where !dead.contains(doc) { s.live[seg.paths[Int(doc)]] = DocumentRef(segment: seg.id, doc: doc) }
+        }
+        do { try s.linkCopies() } catch {
+            s = State()
+            reset = true
         }
         // Files no manifest names: an interrupted build, or a reset.
         let keep = Set(s.segments.map(\.id))
@@ -116,7 +160,7 @@ public final class TrigramIndex: @unchecked Sendable {
     public func livePaths() -> Set<String> { state.withLock { Set($0.live.keys) } }
 
     /// A consistent view for readers; segments stay mapped as long as a snapshot holds them.
-    public func snapshot() -> Snapshot { state.withLock { Snapshot(segments: $0.segments, dead: $0.dead) } }
+    public func snapshot() -> Snapshot { state.withLock { Snapshot(segments: $0.segments, dead: $0.dead, copies: $0.copies) } }
 
     /// A builder for a new segment (callers `finish` it and pass its id to `commit`). A finished
     /// builder passed as `reusing` is started again with its buffers, which saves mapping and
@@ -137,7 +181,7 @@ public final class TrigramIndex: @unchecked Sendable {
         let dropped: [Int] = try state.withLock { s in
             var next = s
             func retire(_ path: String) {
-                if let loc = next.live.removeValue(forKey: path) { next.dead[loc.segment, default: []].insert(loc.doc) }
+                if let r = next.live.removeValue(forKey: path) { next.dead[r.segment, default: []].insert(r.doc) }
             }
             for p in removing { retire(p) }
             for seg in added {
@@ -146,10 +190,11 @@ public final class TrigramIndex: @unchecked Sendable {
                 for doc in 0..<seg.documentCount {
                     let p = seg.paths[doc]
                     retire(p)
-                    next.live[p] = Location(segment: seg.id, doc: UInt32(doc))
+                    next.live[p] = DocumentRef(segment: seg.id, doc: UInt32(doc))
                 }
             }
-            let empty = next.segments.filter { (next.dead[$0.id]?.count ?? 0) >= $0.documentCount }.map(\.id)
+            try next.linkCopies()
+            let empty = next.unused()
             next.segments.removeAll { empty.contains($0.id) }
             for id in empty { next.dead[id] = nil }
             try writeManifest(next)
@@ -163,18 +208,31 @@ public final class TrigramIndex: @unchecked Sendable {
     public func discard(_ ids: [Int]) { for id in ids { removeFiles(id) } }
 
     /// Merges the live documents' postings into fresh segments (no document is read again) when a
-    /// quarter of the documents are dead or there are more than twice the segments the live content needs.
+    /// quarter of the documents are dead or there are more than twice the segments the live content
+    /// needs. Each content moves with its live copies; a content whose own path is dead but that
+    /// has live copies continues under the first copy's path.
     public func compactIfNeeded(segmentBytes: UInt64) throws {
-        let (segments, dead) = state.withLock { ($0.segments, $0.dead) }
-        let total = segments.reduce(0) { $0 + $1.documentCount }
-        let deadCount = dead.values.reduce(0) { $0 + $1.count }
-        var liveBytes: UInt64 = 0
-        for seg in segments {
-            let d = dead[seg.id] ?? []
-            for doc in 0..<UInt32(seg.documentCount) where !d.contains(doc) { liveBytes += seg.stamp(doc).length }
+        let s = state.withLock { $0 }
+        let total = s.segments.reduce(0) { $0 + $1.documentCount }
+        let deadCount = s.dead.values.reduce(0) { $0 + $1.count }
+        var byID: [Int: Segment] = [:]
+        for seg in s.segments { byID[seg.id] = seg }
+        /// The live entries (path and stamp) that share one content document, its own first.
+        func entries(_ seg: Segment, _ doc: UInt32) -> [(String, Stamp)] {
+            guard seg.contentOf(doc) == nil else { return [] }   // copies travel with their content
+            let r = DocumentRef(segment: seg.id, doc: doc)
+            var out: [(String, Stamp)] = s.isLive(r) ? [(seg.paths[Int(doc)], seg.stamp(doc))] : []
+            for c in s.copies[r] ?? [] { if let cs = byID[c.segment] { out.append((cs.paths[Int(c.doc)], cs.stamp(c.doc))) } }
+            return out
         }
-        let needed = Int(liveBytes / max(1, segmentBytes)) + 1
-        guard (segments.count > 32 && segments.count > 2 * needed) || (total > 0 && deadCount * 4 > total) else { return }
+        func neededBytes(_ seg: Segment) -> UInt64 {
+            var bytes: UInt64 = 0
+            for doc in 0..<UInt32(seg.documentCount) where !entries(seg, doc).isEmpty { bytes += seg.stamp(doc).length }
+            return bytes
+        }
+        let sizes = s.segments.map(neededBytes)
+        let needed = Int(sizes.reduce(0, +) / max(1, segmentBytes)) + 1
+        guard (s.segments.count > 32 && s.segments.count > 2 * needed) || (total > 0 && deadCount * 4 > total) else { return }
         var built: [Int] = []
         do {
             var group: [Segment] = []
@@ -182,14 +240,11 @@ public final class TrigramIndex: @unchecked Sendable {
             func flush() throws {
                 guard !group.isEmpty else { return }
                 let b = try makeBuilder()
-                for seg in group { b.merge(seg, dead: dead[seg.id] ?? []) }
+                for seg in group { b.merge(seg, liveEntries: { entries(seg, $0) }) }
                 if b.documentCount > 0 { try b.finish(); built.append(b.segmentID) } else { b.discard() }
                 group = []; groupBytes = 0
             }
-            for seg in segments {
-                let d = dead[seg.id] ?? []
-                var bytes: UInt64 = 0
-                for doc in 0..<UInt32(seg.documentCount) where !d.contains(doc) { bytes += seg.stamp(doc).length }
+            for (seg, bytes) in zip(s.segments, sizes) {
                 if groupBytes > 0 && groupBytes + bytes > segmentBytes { try flush() }
                 group.append(seg); groupBytes += bytes
             }
@@ -205,8 +260,9 @@ public final class TrigramIndex: @unchecked Sendable {
             next.segments = fresh
             for seg in fresh {
                 next.dead[seg.id] = []
-                for doc in 0..<seg.documentCount { next.live[seg.paths[doc]] = Location(segment: seg.id, doc: UInt32(doc)) }
+                for doc in 0..<seg.documentCount { next.live[seg.paths[doc]] = DocumentRef(segment: seg.id, doc: UInt32(doc)) }
             }
+            try next.linkCopies()
             try writeManifest(next)
             let old = s.segments.map(\.id)
             s = next
@@ -270,11 +326,20 @@ public final class TrigramIndex: @unchecked Sendable {
     public struct Snapshot: Sendable {
         public let segments: [Segment]
         let dead: [Int: Set<UInt32>]
+        let copies: [DocumentRef: [DocumentRef]]
+        let byID: [Int: Segment]
+
+        init(segments: [Segment], dead: [Int: Set<UInt32>], copies: [DocumentRef: [DocumentRef]]) {
+            self.segments = segments; self.dead = dead; self.copies = copies
+            var m: [Int: Segment] = [:]
+            for seg in segments { m[seg.id] = seg }
+            byID = m
+        }
 
         public var documentCount: Int { segments.reduce(0) { $0 + $1.documentCount - (dead[$1.id]?.count ?? 0) } }
 
         /// Calls `body` for every live document holding all `keys` (every live document when `keys` is
-        /// empty), segment by segment; `body` returns false to stop.
+        /// empty), segment by segment, a content's live copies right after it; `body` returns false to stop.
         public func forEachCandidate(_ keys: [UInt32], _ body: (Segment, UInt32) throws -> Bool) rethrows {
             for seg in segments {
                 let d = dead[seg.id] ?? []
@@ -296,7 +361,12 @@ public final class TrigramIndex: @unchecked Sendable {
                     result = Snapshot.intersect(result, l)
                 }
                 // A posting past the document table could only come from a damaged file: skipped.
-                for doc in result where Int(doc) < seg.documentCount && !d.contains(doc) { if try !body(seg, doc) { return } }
+                for doc in result where Int(doc) < seg.documentCount {
+                    if !d.contains(doc), try !body(seg, doc) { return }
+                    for c in copies[DocumentRef(segment: seg.id, doc: doc)] ?? [] {
+                        if let cs = byID[c.segment], try !body(cs, c.doc) { return }
+                    }
+                }
             }
         }
 
@@ -342,11 +412,16 @@ public final class TrigramIndex: @unchecked Sendable {
         private let map: UnsafeMutableRawPointer
         private let mapSize: Int
         private let docTable: UnsafeRawPointer
+        /// Per document, the content it is a copy of (segment id, document; 0, 0 for its own), or nil
+        /// when no document is a copy (and in version 2 segments, which had no table).
+        private let copyTable: UnsafePointer<UInt32>?
         fileprivate let keys: UnsafeBufferPointer<UInt32>
         fileprivate let starts: UnsafePointer<UInt32>
         fileprivate let postingsBase: UnsafePointer<UInt32>
 
         static let magic: UInt32 = 0x3249_544B   // "KTI2"
+        /// 3: a copy table follows the document table.
+        static let version: UInt32 = 3
         static let headerSize = 32
         static let docEntrySize = 32
 
@@ -356,21 +431,25 @@ public final class TrigramIndex: @unchecked Sendable {
             guard let m, size >= Segment.headerSize else { throw IndexError.corrupt("segment \(id) has no header") }
             map = m; mapSize = size
             let h = UnsafeRawPointer(m)
+            let version = h.load(fromByteOffset: 4, as: UInt32.self)
             let docs = Int(h.load(fromByteOffset: 8, as: UInt32.self))
             let keyCount = Int(h.load(fromByteOffset: 12, as: UInt32.self))
             let postingCount = Int(h.load(fromByteOffset: 16, as: UInt64.self))
             let pathBytes = Int(h.load(fromByteOffset: 24, as: UInt64.self))
             let docOff = Segment.headerSize
-            let keyOff = docOff + docs * Segment.docEntrySize
+            let copyOff = docOff + docs * Segment.docEntrySize
+            let keyOff = copyOff + (version >= 3 ? docs * 8 : 0)
             let startOff = keyOff + keyCount * 4
             let postOff = startOff + (keyCount + 1) * 4
             let pathOff = postOff + postingCount * 4
-            guard h.load(as: UInt32.self) == Segment.magic, postingCount < Int(UInt32.max), pathOff + pathBytes == size else {
+            guard h.load(as: UInt32.self) == Segment.magic, version == 2 || version == 3, postingCount < Int(UInt32.max), pathOff + pathBytes == size else {
                 munmap(m, size)
                 throw IndexError.corrupt("segment \(id) has a bad size or magic")
             }
             documentCount = docs
             docTable = h + docOff
+            let copies = (h + copyOff).assumingMemoryBound(to: UInt32.self)
+            copyTable = version >= 3 && (0..<docs).contains { copies[2 * $0] != 0 } ? copies : nil
             keys = UnsafeBufferPointer(start: (h + keyOff).assumingMemoryBound(to: UInt32.self), count: keyCount)
             starts = (h + startOff).assumingMemoryBound(to: UInt32.self)
             postingsBase = (h + postOff).assumingMemoryBound(to: UInt32.self)
@@ -412,6 +491,14 @@ public final class TrigramIndex: @unchecked Sendable {
                          device: e.loadUnaligned(fromByteOffset: 16, as: UInt64.self), inode: e.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
         }
 
+        var hasCopies: Bool { copyTable != nil }
+
+        /// The content document `doc` is a copy of, or nil when it has its own postings.
+        public func contentOf(_ doc: UInt32) -> DocumentRef? {
+            guard let t = copyTable, Int(doc) < documentCount, t[2 * Int(doc)] != 0 else { return nil }
+            return DocumentRef(segment: Int(t[2 * Int(doc)]), doc: t[2 * Int(doc) + 1])
+        }
+
         /// The sorted documents holding `key`, or nil when none does.
         func postings(for key: UInt32) -> UnsafeBufferPointer<UInt32>? {
             var lo = 0, hi = keys.count
@@ -429,10 +516,14 @@ public final class TrigramIndex: @unchecked Sendable {
     public final class Builder {
         public private(set) var segmentID: Int
         let directory: String
-        /// The summed length of the documents added.
+        /// The summed length of the documents added with content (copies add nothing).
         public private(set) var contentBytes: UInt64 = 0
+        /// Documents added, copies included.
         public private(set) var documentCount = 0
         private var docTable: [Stamp] = []
+        /// Two words per document: the segment and document it is a copy of, or 0, 0.
+        private var copyTable: [UInt32] = []
+        private var copyCount = 0
         private var pathBytes: [UInt8] = []
         /// (key << 32 | doc) for every distinct trigram of every document, in document order.
         private var entries: UnsafeMutablePointer<UInt64>
@@ -472,20 +563,38 @@ public final class TrigramIndex: @unchecked Sendable {
             documentCount = 0
             contentBytes = 0
             docTable.removeAll(keepingCapacity: true)
+            copyTable.removeAll(keepingCapacity: true)
+            copyCount = 0
             pathBytes.removeAll(keepingCapacity: true)
             entryCount = 0
             lastStart = 0
             finished = false
         }
 
-        private func append(path: String, stamp: Stamp) -> UInt32 {
+        private func append(path: String, stamp: Stamp, copyOf target: DocumentRef? = nil) -> UInt32 {
             let doc = UInt32(documentCount)
             documentCount += 1
             docTable.append(stamp)
             pathBytes.append(contentsOf: path.utf8)
             pathBytes.append(0)
-            contentBytes += stamp.length
+            if let target {
+                copyTable.append(UInt32(target.segment)); copyTable.append(target.doc)
+                copyCount += 1
+            } else {
+                copyTable.append(0); copyTable.append(0)
+                contentBytes += stamp.length
+            }
             return doc
+        }
+
+        /// Adds a document whose content is exactly that of `target`, a content document (not a copy)
+        /// of this builder or of another segment committed with it or already live. It gets no
+        /// postings: searches find it through `target`'s. `stamp.length` must be the content's length.
+        @discardableResult
+        public func addCopy(path: String, stamp: Stamp, of target: DocumentRef) -> DocumentRef {
+            precondition(target.segment > 0 && target.segment <= Int(UInt32.max))
+            clearSeen()
+            return DocumentRef(segment: segmentID, doc: append(path: path, stamp: stamp, copyOf: target))
         }
 
         private func reserve(_ extra: Int) {
@@ -506,13 +615,15 @@ public final class TrigramIndex: @unchecked Sendable {
         }
 
         /// Adds one document; `stamp.length` is set from the content.
-        public func add(path: String, content: UnsafeRawBufferPointer, stamp: Stamp = Stamp(length: 0)) {
+        @discardableResult
+        public func add(path: String, content: UnsafeRawBufferPointer, stamp: Stamp = Stamp(length: 0)) -> DocumentRef {
             var st = stamp
             st.length = UInt64(content.count)
             clearSeen()
             let doc = append(path: path, stamp: st)
+            let ref = DocumentRef(segment: segmentID, doc: doc)
             let n = content.count
-            guard n >= 3, let p = content.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
+            guard n >= 3, let p = content.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return ref }
             // At most one new entry per byte and per key, so no capacity check inside the loop.
             reserve(min(n, TrigramIndex.keySpace))
             // The two halves of the document at once: two independent chains of keys (each carries
@@ -545,14 +656,20 @@ public final class TrigramIndex: @unchecked Sendable {
                 while j < n { step(&k2, p[j]); j += 1 }
                 entryCount = count
             }
+            return ref
         }
 
-        /// Copies the live documents of `segment`, postings and all, in order (compaction).
-        func merge(_ segment: Segment, dead: Set<UInt32>) {
+        /// Copies the content documents of `segment` that `liveEntries` names live paths for, postings
+        /// and all, in order (compaction): the first entry becomes the content, the rest its copies.
+        func merge(_ segment: Segment, liveEntries: (UInt32) -> [(String, Stamp)]) {
             clearSeen()
             var renumbered = [UInt32](repeating: .max, count: segment.documentCount)
-            for doc in 0..<UInt32(segment.documentCount) where !dead.contains(doc) {
-                renumbered[Int(doc)] = append(path: segment.paths[Int(doc)], stamp: segment.stamp(doc))
+            for doc in 0..<UInt32(segment.documentCount) {
+                let live = liveEntries(doc)
+                guard let first = live.first else { continue }
+                let d = append(path: first.0, stamp: first.1)
+                renumbered[Int(doc)] = d
+                for c in live.dropFirst() { _ = append(path: c.0, stamp: c.1, copyOf: DocumentRef(segment: segmentID, doc: d)) }
             }
             reserve(Int(segment.starts[segment.keys.count]))
             for (i, key) in segment.keys.enumerated() {
@@ -624,7 +741,7 @@ public final class TrigramIndex: @unchecked Sendable {
             var header = [UInt8](repeating: 0, count: Segment.headerSize)
             header.withUnsafeMutableBytes { h in
                 h.storeBytes(of: Segment.magic, toByteOffset: 0, as: UInt32.self)
-                h.storeBytes(of: UInt32(2), toByteOffset: 4, as: UInt32.self)
+                h.storeBytes(of: Segment.version, toByteOffset: 4, as: UInt32.self)
                 h.storeBytes(of: UInt32(documentCount), toByteOffset: 8, as: UInt32.self)
                 h.storeBytes(of: UInt32(keys.count), toByteOffset: 12, as: UInt32.self)
                 h.storeBytes(of: UInt64(n), toByteOffset: 16, as: UInt64.self)
@@ -642,6 +759,7 @@ public final class TrigramIndex: @unchecked Sendable {
             do {
                 try header.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) }
                 if !table.isEmpty { try table.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
+                if !copyTable.isEmpty { try copyTable.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
                 if !keys.isEmpty { try keys.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
                 try starts.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) }
                 if n > 0 { try Builder.writeAll(out, postings, n * 4) }

@@ -4,12 +4,15 @@ import Testing
 @testable import KilnProjects
 import KilnCore
 
-/// A project (not a git repository) holding a copy of this package's sources plus test files.
+/// A project (not a git repository) holding a copy of this package's sources, a vendored second copy
+/// of one module (files of identical content), plus test files.
 func makeSourceTree(_ roots: String) throws -> String {
     let dir = roots + "/tree"
     let fm = FileManager.default
     try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
     try fm.copyItem(atPath: TestApp.packageRoot + "/Sources", toPath: dir + "/Sources")
+    try fm.createDirectory(atPath: dir + "/vendor", withIntermediateDirectories: true)
+    try fm.copyItem(atPath: TestApp.packageRoot + "/Sources/KilnHTTP", toPath: dir + "/vendor/KilnHTTP")
     let files: [String: String] = [
         "poly/app.py": "MAX_RETRIES = 3\n\nclass Parser:\n    def parse_line(self, line):\n        return line\n\ndef main():\n    pass\n",
         "poly/main.go": "package main\n\nconst Version = \"1\"\n\ntype Server struct{}\n\ntype Handler interface {\n\tServe()\n}\n\nfunc (s *Server) Start() {}\n\nfunc main() {}\n",
@@ -129,6 +132,41 @@ func makeSourceTree(_ roots: String) throws -> String {
         }
         #expect(queries.count == 200)
         #expect(mismatches.isEmpty, "\(mismatches.count) of 200 differ: \(mismatches.prefix(5))")
+    }
+
+    /// Files of the same content are indexed once, the others as copies: each is found under its own
+    /// path, each keeps being found when another changes or goes, and each gets its findings.
+    @Test func identicalFilesAreEachFound() async throws {
+        let (t, a, pid, dir) = try await setUp()
+        defer { Task { await t.stop() } }
+        let token = "ghp_" + String(repeating: "Zq9x", count: 9)
+        let text = "let marker = \"kiln-twin-marker\"\nlet t = \"\(token)\"\n"
+        for name in ["one", "two", "three"] { try text.write(toFile: dir + "/poly/twin-\(name).swift", atomically: true, encoding: .utf8) }
+        func found(_ q: String) async throws -> [String] {
+            let r = try await a.call("GET", "/api/project/search?project_id=\(pid)&q=\(q)&case=1")
+            return ((r.json["items"] as? [[String: Any]]) ?? []).compactMap { $0["path"] as? String }.sorted()
+        }
+        let first = try await rescan(a, t, pid)
+        #expect(try await found("kiln-twin-marker") == ["poly/twin-one.swift", "poly/twin-three.swift", "poly/twin-two.swift"])
+        let vendored = try await found("func readLoop")
+        #expect(vendored.contains { $0.hasPrefix("Sources/KilnHTTP/") } && vendored.contains { $0.hasPrefix("vendor/KilnHTTP/") }, "\(vendored)")
+        let findings = try await a.call("GET", "/api/project/findings?project_id=\(pid)").json["items"] as? [[String: Any]] ?? []
+        let twins = Set(findings.filter { $0["rule"] as? String == "github-token" }.compactMap { $0["path"] as? String })
+        #expect(twins == ["poly/twin-one.swift", "poly/twin-two.swift", "poly/twin-three.swift"])
+        // The twins after the first, and every vendored file (a few may be empty or binary).
+        let vendorFiles = FileManager.default.enumerator(atPath: dir + "/vendor")!.allObjects.count
+        #expect((first["copies"] as? Int ?? 0) >= 2 + vendorFiles / 2, "\(first)")
+
+        // Whichever of them held the content, the others outlive its change and its removal.
+        try "let marker = \"kiln-changed-twin\"\n".write(toFile: dir + "/poly/twin-one.swift", atomically: true, encoding: .utf8)
+        try FileManager.default.removeItem(atPath: dir + "/poly/twin-two.swift")
+        _ = try await rescan(a, t, pid)
+        #expect(try await found("kiln-twin-marker") == ["poly/twin-three.swift"])
+        #expect(try await found("kiln-changed-twin") == ["poly/twin-one.swift"])
+        // A rescan with nothing to read keeps it so.
+        let again = try await rescan(a, t, pid)
+        #expect(again["indexed"] as? Int == 0)
+        #expect(try await found("kiln-twin-marker") == ["poly/twin-three.swift"])
     }
 
     @Test func searchDetailsRankingAndBadInput() async throws {

@@ -18,11 +18,18 @@ import Testing
     func build(_ index: TrigramIndex, _ docs: [(String, String)], segmentBytes: UInt64 = 1 << 30) throws -> [Int] {
         var ids: [Int] = []
         var b = try index.makeBuilder()
+        // A text seen before in this build is added as a copy, as a rescan does.
+        var first: [String: TrigramIndex.DocumentRef] = [:]
         for (path, text) in docs {
             texts.byPath[path] = text
-            let stamp = TrigramIndex.Stamp(length: 0, modified: 7, device: 1, inode: UInt64(text.utf8.count))
+            let n = UInt64(text.utf8.count)
+            if let target = first[text] {
+                b.addCopy(path: path, stamp: .init(length: n, modified: 7, device: 1, inode: n), of: target)
+                continue
+            }
+            let stamp = TrigramIndex.Stamp(length: 0, modified: 7, device: 1, inode: n)
             var t = text
-            t.withUTF8 { b.add(path: path, content: UnsafeRawBufferPointer($0), stamp: stamp) }
+            first[text] = t.withUTF8 { b.add(path: path, content: UnsafeRawBufferPointer($0), stamp: stamp) }
             // The next segment reuses the finished builder's buffers, as a rescan does: its counting
             // table must be all zero again, or postings would land under the wrong keys.
             if b.contentBytes >= segmentBytes { try b.finish(); ids.append(b.segmentID); b = try index.makeBuilder(reusing: b) }
@@ -45,14 +52,19 @@ import Testing
         return out
     }
 
-    /// Random documents over a small alphabet (so trigrams repeat across documents).
+    /// Random documents over a small alphabet (so trigrams repeat across documents), some of them
+    /// the same text as another.
     func corpus(_ n: Int) -> [(String, String)] {
         var rng = SystemRandomNumberGenerator()
         let alphabet = Array("abcdeABCDE _\nλé")
-        return (0..<n).map { i in
+        var docs: [(String, String)] = []
+        for i in 0..<n {
             let len = Int(rng.next() % 400)
-            return ("dir\(i % 7)/file\(i).txt", String((0..<len).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] }))
+            // Every tenth document repeats an earlier one's text (a copy).
+            let text = i % 10 == 9 ? docs[i - 5].1 : String((0..<len).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] })
+            docs.append(("dir\(i % 7)/file\(i).txt", text))
         }
+        return docs
     }
 
     @Test func candidatesEqualABruteForceScan() throws {
@@ -147,6 +159,95 @@ import Testing
         #expect(reopened.contentSeed == index.contentSeed)
         try "{not json".write(toFile: dir + "/manifest.json", atomically: true, encoding: .utf8)
         #expect(try TrigramIndex(directory: dir).wasReset)
+    }
+
+    /// Adds `path` as a copy of `target`, with the stamp `build` would give it.
+    func copy(_ b: TrigramIndex.Builder, _ path: String, of target: TrigramIndex.DocumentRef, text: String) {
+        texts.byPath[path] = text
+        let n = UInt64(text.utf8.count)
+        b.addCopy(path: path, stamp: .init(length: n, modified: 7, device: 1, inode: n), of: target)
+    }
+
+    func allLive(_ index: TrigramIndex) -> [String] {
+        var out: [String] = []
+        index.snapshot().forEachCandidate([]) { seg, doc in out.append(seg.paths[Int(doc)]); return true }
+        return out.sorted()
+    }
+
+    @Test func copiesAreFoundThroughTheirContentAndOutliveItsPath() throws {
+        let dir = try tempDir()
+        let index = try TrigramIndex(directory: dir)
+        let text = "alpha needle one"
+        // a.txt has the content; c.txt (same segment) and d.txt (another segment) are copies of it.
+        let b1 = try index.makeBuilder()
+        var t = text
+        let a = t.withUTF8 { b1.add(path: "a.txt", content: UnsafeRawBufferPointer($0), stamp: .init(length: 0, modified: 7, device: 1, inode: 16)) }
+        texts.byPath["a.txt"] = text
+        copy(b1, "c.txt", of: a, text: text)
+        #expect(b1.documentCount == 2 && b1.contentBytes == 16)
+        for (path, other) in [("e.txt", "echo"), ("f.txt", "foxtrot")] {
+            var o = other
+            texts.byPath[path] = other
+            let n = UInt64(other.utf8.count)
+            _ = o.withUTF8 { b1.add(path: path, content: UnsafeRawBufferPointer($0), stamp: .init(length: 0, modified: 7, device: 1, inode: n)) }
+        }
+        try b1.finish()
+        let b2 = try index.makeBuilder()
+        copy(b2, "d.txt", of: a, text: text)
+        try b2.finish()
+        let other = try build(index, [("b.txt", "beta needle")])
+        try index.commit(adding: [b1.segmentID, b2.segmentID] + other, removing: [])
+        #expect(candidates(index, "needle") == ["a.txt", "b.txt", "c.txt", "d.txt"])
+        #expect(candidates(index, "alpha") == ["a.txt", "c.txt", "d.txt"])
+        #expect(candidates(index, "beta") == ["b.txt"])
+        #expect(allLive(index) == ["a.txt", "b.txt", "c.txt", "d.txt", "e.txt", "f.txt"])
+        #expect(index.snapshot().documentCount == 6)
+
+        // a.txt changes: its old content stays for its copies.
+        try index.commit(adding: try build(index, [("a.txt", "haystack")]), removing: [])
+        #expect(candidates(index, "alpha") == ["c.txt", "d.txt"])
+        #expect(candidates(index, "haystack") == ["a.txt"])
+        #expect(index.snapshot().segments.contains { $0.id == b1.segmentID })
+        let reopened = try TrigramIndex(directory: dir)
+        #expect(!reopened.wasReset)
+        #expect(candidates(reopened, "alpha") == ["c.txt", "d.txt"])
+        #expect(reopened.livePaths() == ["a.txt", "b.txt", "c.txt", "d.txt", "e.txt", "f.txt"])
+
+        // Compaction (b, e and f go too, so half the documents kept are dead): c.txt now holds the
+        // content, d.txt is its copy.
+        try reopened.commit(adding: [], removing: ["b.txt", "e.txt", "f.txt"])
+        try reopened.compactIfNeeded(segmentBytes: 1 << 20)
+        #expect(reopened.snapshot().segments.count == 1)
+        #expect(candidates(reopened, "alpha") == ["c.txt", "d.txt"])
+        #expect(candidates(reopened, "needle") == ["c.txt", "d.txt"])
+        #expect(allLive(reopened) == ["a.txt", "c.txt", "d.txt"])
+        let seg = reopened.snapshot().segments[0]
+        #expect((0..<UInt32(seg.documentCount)).filter { seg.contentOf($0) != nil }.map { seg.paths[Int($0)] } == ["d.txt"])
+
+        // Once no copy is left either, the old content's segment goes.
+        let again = try TrigramIndex(directory: dir)
+        try again.commit(adding: [], removing: ["c.txt", "d.txt"])
+        #expect(candidates(again, "alpha").isEmpty)
+        #expect(allLive(again) == ["a.txt"])
+        #expect(again.snapshot().segments.count == 1)
+    }
+
+    @Test func aCopyOfADocumentThatIsNotThereIsRefused() throws {
+        let dir = try tempDir()
+        let index = try TrigramIndex(directory: dir)
+        let kept = try build(index, [("a.txt", "alpha")])
+        try index.commit(adding: kept, removing: [])
+        let b = try index.makeBuilder()
+        copy(b, "x.txt", of: .init(segment: 999, doc: 0), text: "alpha")
+        try b.finish()
+        #expect(throws: TrigramIndex.IndexError.self) { try index.commit(adding: [b.segmentID], removing: []) }
+        #expect(index.livePaths() == ["a.txt"])
+        // A copy whose length differs from its content's is refused too.
+        let b2 = try index.makeBuilder()
+        copy(b2, "y.txt", of: .init(segment: kept[0], doc: 0), text: "alphabet")
+        try b2.finish()
+        #expect(throws: TrigramIndex.IndexError.self) { try index.commit(adding: [b2.segmentID], removing: []) }
+        #expect(try TrigramIndex(directory: dir).livePaths() == ["a.txt"])
     }
 
     @Test func theContentSeedIsSecretRandomAndSurvivesReopening() throws {
