@@ -523,7 +523,6 @@ public final class TrigramIndex: @unchecked Sendable {
         private var docTable: [Stamp] = []
         /// Two words per document: the segment and document it is a copy of, or 0, 0.
         private var copyTable: [UInt32] = []
-        private var copyCount = 0
         private var pathBytes: [UInt8] = []
         /// (key << 32 | doc) for every distinct trigram of every document, in document order.
         private var entries: UnsafeMutablePointer<UInt64>
@@ -564,7 +563,6 @@ public final class TrigramIndex: @unchecked Sendable {
             contentBytes = 0
             docTable.removeAll(keepingCapacity: true)
             copyTable.removeAll(keepingCapacity: true)
-            copyCount = 0
             pathBytes.removeAll(keepingCapacity: true)
             entryCount = 0
             lastStart = 0
@@ -579,7 +577,6 @@ public final class TrigramIndex: @unchecked Sendable {
             pathBytes.append(0)
             if let target {
                 copyTable.append(UInt32(target.segment)); copyTable.append(target.doc)
-                copyCount += 1
             } else {
                 copyTable.append(0); copyTable.append(0)
                 contentBytes += stamp.length
