@@ -292,6 +292,20 @@ struct RescanResult: Sendable {
     let contentChanged: Bool
     /// Whether the file was known before (its old rows need deleting).
     let known: Bool
+    /// Indexed as a copy of another file's content: its findings are that file's.
+    var copy = false
+}
+
+/// A file of the same content as one read before it in the same rescan (`content`): the second pass
+/// gives it that file's findings, and its symbols too when `symbolsReused` (both are read the same
+/// way, in the same language), instead of reading it again.
+struct RescanCopy: Sendable {
+    let file: FileToRead
+    let length: Int
+    let anchors: UInt32
+    let language: String?
+    let symbolsReused: Bool
+    let content: RescanContents.Entry
 }
 
 /// A file as the walk found it: its path in the project, the path to open (a symlink's target) and
@@ -457,7 +471,23 @@ func onThreads(_ count: Int, stop: @escaping @Sendable () -> Void, _ work: @esca
 /// of that document instead of being indexed again.
 final class RescanContents: Sendable {
     struct Key: Hashable { let hash: UInt64; let length: Int }
-    struct Entry { let document: TrigramIndex.DocumentRef; let anchors: UInt32 }
+    /// The first file read with this content: its document, anchors, symbol language and the
+    /// modification time it had (a copy's symbols and findings are its, while it stays so).
+    struct Entry: Sendable {
+        let document: TrigramIndex.DocumentRef
+        let anchors: UInt32
+        let file: FileToRead
+        let mtime: Int64
+        let language: String?
+
+        /// Whether the file is still the one read (same identity and modification time), checked after
+        /// the second pass has read it again.
+        func unchanged(length: Int) -> Bool {
+            var st = stat()
+            return lstat(file.full, &st) == 0 && UInt64(st.st_dev) == file.device && UInt64(st.st_ino) == file.inode
+                && Int(st.st_size) == length && modificationNanos(st) == mtime
+        }
+    }
     private let entries = Mutex<[Key: Entry]>([:])
 
     func find(_ key: Key) -> Entry? { entries.withLock { $0[key] } }
@@ -475,6 +505,7 @@ final class RescanWorker: @unchecked Sendable {
     var built: [Int] = []
     var results: [RescanResult] = []
     var symbolItems: [SymbolItem] = []
+    var copies: [RescanCopy] = []
     var error: (any Error)?
     private let file = FileSlurper()
 
@@ -522,7 +553,10 @@ final class RescanWorker: @unchecked Sendable {
             shared.stats.withLock { $0.unchanged += 1 }
             return
         }
-        let text = !Bytes.contains(bytes, 0) && Bytes.isValidUTF8(bytes)
+        // The same hash (keyed with a secret seed) and length: the same content, text like the first.
+        let key = RescanContents.Key(hash: h64, length: n)
+        let known = contents.find(key)
+        let text = known != nil || (!Bytes.contains(bytes, 0) && Bytes.isValidUTF8(bytes))
         var anchors: UInt32 = 0
         if text {
             if let b = builder, b.contentBytes >= ProjectService.segmentBytes {
@@ -533,23 +567,27 @@ final class RescanWorker: @unchecked Sendable {
             let b = try builder ?? index.makeBuilder()
             builder = b
             let stamp = TrigramIndex.Stamp(length: UInt64(n), modified: mtime, device: item.device, inode: item.inode)
-            // The same hash (keyed with a secret seed) and length: the same content.
-            let key = RescanContents.Key(hash: h64, length: n)
-            if let known = contents.find(key) {
+            let language = SymbolExtractor.language(of: item.path)
+            var extract = language != nil
+            if let known {
                 b.addCopy(path: item.path, stamp: stamp, of: known.document)
                 anchors = known.anchors
+                let reuse = language != nil && language == known.language
+                    && ProjectService.ctagsCanTake(item.path) == ProjectService.ctagsCanTake(known.file.path)
+                copies.append(RescanCopy(file: item.file, length: n, anchors: anchors, language: language, symbolsReused: reuse, content: known))
+                extract = !reuse
                 shared.stats.withLock { $0.copies += 1 }
             } else {
                 let document = b.add(path: item.path, content: bytes, stamp: stamp)
                 anchors = Findings.anchorMask(contains: b.lastDocumentContains)
-                contents.add(key, .init(document: document, anchors: anchors))
+                contents.add(key, .init(document: document, anchors: anchors, file: item.file, mtime: mtime, language: language))
             }
-            if let lang = SymbolExtractor.language(of: item.path) {
-                symbolItems.append(SymbolItem(path: item.path, full: item.full, device: item.device, inode: item.inode, language: lang))
+            if extract, let language {
+                symbolItems.append(SymbolItem(path: item.path, full: item.full, device: item.device, inode: item.inode, language: language))
             }
         }
         results.append(RescanResult(file: item.file, size: n, mtime: mtime, hash: hash, binary: !text, anchors: anchors,
-                                    contentChanged: true, known: item.known))
+                                    contentChanged: true, known: item.known, copy: known != nil))
         shared.stats.withLock { $0.indexed += 1; $0.bytes += n }
     }
 }
@@ -767,62 +805,49 @@ extension ProjectService {
         try await bus.publish(topic: topic, type: "indexed", value: shared.stats.withLock { $0 })
         phase("commit")
 
-        // Second pass: symbols. universal-ctags (several processes at once) for the languages it
-        // parses, the built-in extractor for Swift (ctags has no parser for it), for files ctags
-        // cannot be handed (a newline or tab in the name), for batches ctags fails on, and for
-        // everything when ctags is not installed.
+        // Second pass: findings and symbols of the files read. A copy takes those of its content's
+        // file, relabelled, unless that file changed or went before the pass was over; then the copy
+        // is read itself.
         // Findings: only the changed text files that hold all trigrams of some anchor are read again;
         // the size rule needs no content.
         var findings: [String: [Finding]] = [:]
         for r in results where r.contentChanged {
             if let f = Findings.largeFileFinding(path: r.path, size: r.size) { findings[r.path] = [f] }
         }
-        let findingsShared = RescanShared(items: results.filter { $0.contentChanged && $0.anchors != 0 }.map { ($0.file, $0.anchors) }, stats: RescanStats())
-        let findingsWorker = FindingsWorker(findingsShared)
-        async let findingsDone: Void = onThreads(1, stop: { findingsShared.stop() }) { _ in findingsWorker.run() }
-
-        let useCtags = ProcessRunner.which("ctags") != nil
+        let findingItems = results.filter { $0.contentChanged && $0.anchors != 0 && !$0.copy }.map { ($0.file, $0.anchors) }
+        async let scannedFirst = scanFindings(findingItems)
         let symbolItems = workers.flatMap(\.symbolItems) + walker.reextract
-        var builtIn: [SymbolItem] = []
-        var ctagsItems: [SymbolItem] = []
-        for item in symbolItems {
-            if useCtags && item.language != "Swift" && !item.path.utf8.contains(where: { $0 == 10 || $0 == 9 || $0 == 13 }) { ctagsItems.append(item) }
-            else { builtIn.append(item) }
-        }
-        ctagsItems.sort { $0.path < $1.path }
-        let chunks = stride(from: 0, to: ctagsItems.count, by: 400).map { Array(ctagsItems[$0..<min($0 + 400, ctagsItems.count)]) }
-        let symbolShared = RescanShared(items: builtIn, stats: RescanStats())
-        let symbolWorkers = (0..<threads).map { _ in SymbolWorker(symbolShared) }
-        async let builtInDone: Void = onThreads(threads, stop: { symbolShared.stop() }) { symbolWorkers[$0].run() }
-        let ctagsSymbols: [SymbolBatch] = await withTaskGroup(of: SymbolBatch.self) { group in
-            var all: [SymbolBatch] = []
-            var next = 0
-            func add(_ g: inout TaskGroup<SymbolBatch>) {
-                guard next < chunks.count else { return }
-                let chunk = chunks[next]
-                next += 1
-                g.addTask {
-                    if let found = await SymbolExtractor.ctags(root: root, files: chunk.map(\.path)) { return found }
-                    var out = SymbolBatch()
-                    let file = FileSlurper()
-                    for item in chunk {
-                        if let (_, content) = file.read(item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes), let bytes = content {
-                            out.add(contentsOf: SymbolExtractor.extract(path: item.path, bytes: bytes))
-                        }
-                    }
-                    return out
-                }
-            }
-            for _ in 0..<threads { add(&group) }
-            while let found = await group.next() { all.append(found); add(&group) }
-            return all
-        }
-        await builtInDone
-        await findingsDone
+        var found = await extractSymbols(symbolItems, root: root, threads: threads)
+        var scanned = await scannedFirst
         try Task.checkCancellation()
-        findings.merge(findingsWorker.findings) { $0 + $1 }
+
+        let copies = workers.flatMap(\.copies)
+        var findingLabels: [String: [String]] = [:], symbolLabels: [String: [String]] = [:]
+        var rereadFindings: [(FileToRead, UInt32)] = [], rereadSymbols: [SymbolItem] = []
+        for c in copies {
+            if c.content.unchanged(length: c.length) {
+                if c.anchors != 0 { findingLabels[c.content.file.path, default: []].append(c.file.path) }
+                if c.symbolsReused { symbolLabels[c.content.file.path, default: []].append(c.file.path) }
+                continue
+            }
+            if c.anchors != 0 { rereadFindings.append((c.file, c.anchors)) }
+            if c.symbolsReused, let language = c.language {
+                rereadSymbols.append(SymbolItem(path: c.file.path, full: c.file.full, device: c.file.device, inode: c.file.inode, language: language))
+            }
+        }
+        if !rereadFindings.isEmpty { scanned.merge(await scanFindings(rereadFindings)) { $0 + $1 } }
+        if !rereadSymbols.isEmpty { found += await extractSymbols(rereadSymbols, root: root, threads: threads) }
+        for (content, labels) in findingLabels {
+            guard let those = scanned[content] else { continue }
+            for label in labels {
+                scanned[label, default: []] += those.map { Finding(path: label, line: $0.line, rule: $0.rule, severity: $0.severity, message: $0.message, excerpt: $0.excerpt) }
+            }
+        }
+        if !symbolLabels.isEmpty { found += found.map { $0.copies(symbolLabels) } }
+        phases["symbol_files"] = .int(symbolItems.count + rereadSymbols.count)
+        phases["symbol_copies"] = .int(symbolLabels.values.reduce(0) { $0 + $1.count })
+        findings.merge(scanned) { $0 + $1 }
         let allFindings = findings
-        let found = symbolWorkers.map(\.symbols) + ctagsSymbols
         let symbolCount = found.reduce(0) { $0 + $1.count }, findingCount = allFindings.values.reduce(0) { $0 + $1.count }
         let stats = shared.stats.withLock { s in
             s.symbols = symbolCount; s.findings = findingCount
@@ -866,6 +891,62 @@ extension ProjectService {
         phases["files"] = .int(stats.filesSeen)
         ServerLog.info("rescan finished", phases)
         return stats
+    }
+
+    /// Whether universal-ctags can be handed the path in its file list (no tab or line break).
+    static func ctagsCanTake(_ path: String) -> Bool {
+        !path.utf8.contains(where: { $0 == 10 || $0 == 9 || $0 == 13 })
+    }
+
+    /// The symbols of `items`: universal-ctags (several processes at once) where it is installed and
+    /// parses the language, the built-in extractor for Swift, for paths ctags cannot be handed, for
+    /// batches ctags fails on, and for everything when ctags is not installed.
+    func extractSymbols(_ items: [SymbolItem], root: String, threads: Int) async -> [SymbolBatch] {
+        let useCtags = ProcessRunner.which("ctags") != nil
+        var builtIn: [SymbolItem] = []
+        var ctagsItems: [SymbolItem] = []
+        for item in items {
+            if useCtags && item.language != "Swift" && Self.ctagsCanTake(item.path) { ctagsItems.append(item) } else { builtIn.append(item) }
+        }
+        ctagsItems.sort { $0.path < $1.path }
+        let chunks = stride(from: 0, to: ctagsItems.count, by: 400).map { Array(ctagsItems[$0..<min($0 + 400, ctagsItems.count)]) }
+        let symbolShared = RescanShared(items: builtIn, stats: RescanStats())
+        let symbolWorkers = (0..<threads).map { _ in SymbolWorker(symbolShared) }
+        async let builtInDone: Void = onThreads(threads, stop: { symbolShared.stop() }) { symbolWorkers[$0].run() }
+        let ctagsSymbols: [SymbolBatch] = await withTaskGroup(of: SymbolBatch.self) { group in
+            var all: [SymbolBatch] = []
+            var next = 0
+            func add(_ g: inout TaskGroup<SymbolBatch>) {
+                guard next < chunks.count else { return }
+                let chunk = chunks[next]
+                next += 1
+                g.addTask {
+                    if let found = await SymbolExtractor.ctags(root: root, files: chunk.map(\.path)) { return found }
+                    var out = SymbolBatch()
+                    let file = FileSlurper()
+                    for item in chunk {
+                        if let (_, content) = file.read(item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes), let bytes = content {
+                            out.add(contentsOf: SymbolExtractor.extract(path: item.path, bytes: bytes))
+                        }
+                    }
+                    return out
+                }
+            }
+            for _ in 0..<threads { add(&group) }
+            while let found = await group.next() { all.append(found); add(&group) }
+            return all
+        }
+        await builtInDone
+        return symbolWorkers.map(\.symbols) + ctagsSymbols
+    }
+
+    /// The findings of the text files `items` (each with its anchor mask), read on a thread of their own.
+    func scanFindings(_ items: [(FileToRead, UInt32)]) async -> [String: [Finding]] {
+        guard !items.isEmpty else { return [:] }
+        let shared = RescanShared(items: items, stats: RescanStats())
+        let worker = FindingsWorker(shared)
+        await onThreads(1, stop: { shared.stop() }) { _ in worker.run() }
+        return worker.findings
     }
 
     /// Starts a rescan job in the background; progress goes to the `rescan:<job>` topic.

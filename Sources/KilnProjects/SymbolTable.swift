@@ -108,6 +108,36 @@ struct SymbolBatch: Sendable {
     }
 
     mutating func add(contentsOf symbols: [Symbol]) { for s in symbols { add(s) } }
+
+    /// The symbols of the paths in `copies`, each under every copy of it (files of the same content):
+    /// a batch of their own, so this one's arrays are not grown again.
+    func copies(_ copies: [String: [String]]) -> SymbolBatch {
+        var out = SymbolBatch()
+        var labels: [UInt32: [UInt32]] = [:]
+        for (content, copyPaths) in copies {
+            if let id = ids[content] { labels[id] = copyPaths.map { out.intern($0) } }
+        }
+        guard !labels.isEmpty else { return out }
+        var mapped: [UInt32: UInt32] = [:]
+        func map(_ id: UInt32) -> UInt32 {
+            if id == .max { return id }
+            if let m = mapped[id] { return m }
+            let m = out.intern(strings[Int(id)])
+            mapped[id] = m
+            return m
+        }
+        for (i, row) in rows.enumerated() {
+            guard let copyIDs = labels[row.path] else { continue }
+            let name = names[(i == 0 ? 0 : Int(nameEnds[i - 1]))..<Int(nameEnds[i])]
+            let scope = map(row.scope), kind = map(row.kind), language = map(row.language)
+            for id in copyIDs {
+                out.names.append(contentsOf: name)
+                out.nameEnds.append(UInt32(out.names.count))
+                out.rows.append(.init(path: id, line: row.line, scope: scope, kind: kind, language: language))
+            }
+        }
+        return out
+    }
 }
 
 /// The symbol table's columns. Entry `i`'s name is `names[nameStarts[i]..<nameStarts[i + 1]]`

@@ -140,14 +140,26 @@ func makeSourceTree(_ roots: String) throws -> String {
         let (t, a, pid, dir) = try await setUp()
         defer { Task { await t.stop() } }
         let token = "ghp_" + String(repeating: "Zq9x", count: 9)
-        let text = "let marker = \"kiln-twin-marker\"\nlet t = \"\(token)\"\n"
+        let text = "let marker = \"kiln-twin-marker\"\nlet t = \"\(token)\"\nfunc twinFunction() {}\n"
         for name in ["one", "two", "three"] { try text.write(toFile: dir + "/poly/twin-\(name).swift", atomically: true, encoding: .utf8) }
+        // C twins go to ctags where it is installed; the C++ one is of another language, so its
+        // symbols are its own.
+        let c = "int twin_c_function(void) { return 1; }\n"
+        for name in ["twin-a.c", "twin-b.c", "twin-c.hpp"] { try c.write(toFile: dir + "/poly/" + name, atomically: true, encoding: .utf8) }
         func found(_ q: String) async throws -> [String] {
             let r = try await a.call("GET", "/api/project/search?project_id=\(pid)&q=\(q)&case=1")
             return ((r.json["items"] as? [[String: Any]]) ?? []).compactMap { $0["path"] as? String }.sorted()
         }
+        func symbols(_ q: String) async throws -> [String] {
+            let r = try await a.call("GET", "/api/project/symbols?project_id=\(pid)&q=\(q)")
+            return ((r.json["items"] as? [[String: Any]]) ?? []).filter { $0["name"] as? String == q }.map { "\($0["path"] ?? "") \($0["language"] ?? "") \($0["line"] ?? "")" }.sorted()
+        }
         let first = try await rescan(a, t, pid)
         #expect(try await found("kiln-twin-marker") == ["poly/twin-one.swift", "poly/twin-three.swift", "poly/twin-two.swift"])
+        #expect(try await symbols("twinFunction") == ["poly/twin-one.swift Swift 3", "poly/twin-three.swift Swift 3", "poly/twin-two.swift Swift 3"])
+        #expect(try await symbols("twin_c_function") == ["poly/twin-a.c C 1", "poly/twin-b.c C 1", "poly/twin-c.hpp C++ 1"])
+        let vendoredSymbols = try await symbols("readLoop")
+        #expect(vendoredSymbols.contains { $0.hasPrefix("Sources/KilnHTTP/") } && vendoredSymbols.contains { $0.hasPrefix("vendor/KilnHTTP/") }, "\(vendoredSymbols)")
         let vendored = try await found("func readLoop")
         #expect(vendored.contains { $0.hasPrefix("Sources/KilnHTTP/") } && vendored.contains { $0.hasPrefix("vendor/KilnHTTP/") }, "\(vendored)")
         let findings = try await a.call("GET", "/api/project/findings?project_id=\(pid)").json["items"] as? [[String: Any]] ?? []
@@ -163,6 +175,7 @@ func makeSourceTree(_ roots: String) throws -> String {
         _ = try await rescan(a, t, pid)
         #expect(try await found("kiln-twin-marker") == ["poly/twin-three.swift"])
         #expect(try await found("kiln-changed-twin") == ["poly/twin-one.swift"])
+        #expect(try await symbols("twinFunction") == ["poly/twin-three.swift Swift 3"])
         // A rescan with nothing to read keeps it so.
         let again = try await rescan(a, t, pid)
         #expect(again["indexed"] as? Int == 0)
@@ -386,6 +399,43 @@ func makeSourceTree(_ roots: String) throws -> String {
         #expect(next.definitions(named: "parseLine") == ["b.swift:3"])
         #expect(next.lookup("freshName", kind: nil, limit: 5).first?.line == 40)
         #expect(next.count == sample.count - 5 + 1)
+    }
+
+    @Test func copiesTakeTheirContentsSymbols() throws {
+        let b = batch(sample, scope: "Outer")
+        let copies = b.copies(["a.swift": ["x/a.swift", "y/a.swift"], "nowhere.swift": ["z.swift"]])
+        #expect(copies.count == 2 * 3)
+        let t = SymbolColumns(keeping: SymbolColumns(), without: [], adding: [b, copies])
+        #expect(t.definitions(named: "parseLine") == ["a.swift:12", "b.swift:3", "x/a.swift:12", "y/a.swift:12"])
+        let copied = t.lookup("parselinefast", kind: nil, limit: 10)
+        #expect(copied.map(\.path) == ["a.swift", "x/a.swift", "y/a.swift"])
+        #expect(copied.allSatisfy { $0.kind == "function" && $0.scope == "Outer" && $0.language == "Swift" && $0.line == 1 })
+        #expect(t.lookup("", kind: nil, limit: 100).allSatisfy { $0.path != "z.swift" })
+    }
+
+    /// A copy reuses its content's findings and symbols only while the content's file is the one read.
+    @Test func aContentFileIsCheckedAgainBeforeItsCopiesReuseIt() throws {
+        let dir = NSTemporaryDirectory() + "kiln-content-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/a.swift"
+        try "let a = 1\n".write(toFile: path, atomically: false, encoding: .utf8)
+        func entry() -> RescanContents.Entry {
+            var st = stat()
+            _ = lstat(path, &st)
+            return .init(document: .init(segment: 0, doc: 0), anchors: 0,
+                         file: FileToRead(path: "a.swift", full: path, device: UInt64(st.st_dev), inode: UInt64(st.st_ino)),
+                         mtime: modificationNanos(st), language: "Swift")
+        }
+        let e = entry()
+        #expect(e.unchanged(length: 10))
+        #expect(!e.unchanged(length: 11))
+        var times = [timespec(tv_sec: 1_000_000, tv_nsec: 0), timespec(tv_sec: 1_000_000, tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, path, &times, 0) == 0)
+        #expect(!e.unchanged(length: 10))
+        let touched = entry()
+        try FileManager.default.removeItem(atPath: path)
+        #expect(!touched.unchanged(length: 10))
     }
 
     @Test func storedTableRoundTripsAndDamageIsRefused() throws {
