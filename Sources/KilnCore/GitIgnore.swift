@@ -72,28 +72,41 @@ public struct GitIgnore: Sendable {
 
     /// Whether the last matching rule ignores exactly this path (parents not considered); used as a path glob too.
     public func decide(_ path: String, isDirectory: Bool) -> Bool {
-        let bytes = Array(path.utf8)
+        guard !rules.isEmpty else { return false }
+        var path = path
+        return path.withUTF8 { decide($0, isDirectory: isDirectory) }
+    }
+
+    /// `decide` on the path's bytes. The last matching rule wins, so the rules are tried from the
+    /// last; this runs for every entry of a walk, so nothing is copied unless a pattern needs the
+    /// general matcher.
+    func decide(_ bytes: UnsafeBufferPointer<UInt8>, isDirectory: Bool) -> Bool {
         let nameStart = (bytes.lastIndex(of: 47) ?? -1) + 1
-        var ignored = false
-        for r in rules {
-            if r.directoryOnly && !isDirectory { continue }
+        func equal(_ a: [UInt8], _ b: UnsafeBufferPointer<UInt8>, at offset: Int) -> Bool {
+            a.withUnsafeBufferPointer { memcmp($0.baseAddress!, b.baseAddress! + offset, $0.count) == 0 }
+        }
+        for i in rules.indices.reversed() {
+            if rules[i].directoryOnly && !isDirectory { continue }
             var start = 0
-            if !r.basePrefix.isEmpty {
-                guard bytes.count > r.basePrefix.count, bytes.starts(with: r.basePrefix) else { continue }
-                start = r.basePrefix.count
+            let prefixCount = rules[i].basePrefix.count
+            if prefixCount > 0 {
+                guard bytes.count > prefixCount, equal(rules[i].basePrefix, bytes, at: 0) else { continue }
+                start = prefixCount
             }
-            let subject = bytes[(r.anchored ? start : max(start, nameStart))...]
+            let from = rules[i].anchored ? start : max(start, nameStart)
+            let count = bytes.count - from
             let hit: Bool
-            switch r.shape {
-            case .literal: hit = subject.elementsEqual(r.pattern)
+            switch rules[i].shape {
+            case .literal: hit = count == rules[i].pattern.count && (count == 0 || equal(rules[i].pattern, bytes, at: from))
             case .suffix(let tail):
                 // `*` never crosses a slash.
-                hit = subject.count >= tail.count && subject.suffix(tail.count).elementsEqual(tail) && !subject.dropLast(tail.count).contains(47)
-            case .general: hit = GitIgnore.wildmatch(r.pattern, Array(subject))
+                hit = count >= tail.count && (tail.isEmpty || equal(tail, bytes, at: bytes.count - tail.count))
+                    && !bytes[from..<(bytes.count - tail.count)].contains(47)
+            case .general: hit = GitIgnore.wildmatch(rules[i].pattern, Array(bytes[from...]))
             }
-            if hit { ignored = !r.negated }
+            if hit { return !rules[i].negated }
         }
-        return ignored
+        return false
     }
 
     /// git's wildmatch with WM_PATHNAME: `*` and `?` stop at `/`, `**` crosses directories.

@@ -12,6 +12,15 @@ enum Bytes {
         var i = 0
         func cont(_ j: Int) -> Bool { j < n && p[j] & 0xC0 == 0x80 }
         while i < n {
+            // ASCII runs (most of source code) 32 bytes at a time, then 8.
+            if i + 32 <= n {
+                let q = base + i
+                if (q.loadUnaligned(as: UInt64.self) | q.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+                    | q.loadUnaligned(fromByteOffset: 16, as: UInt64.self) | q.loadUnaligned(fromByteOffset: 24, as: UInt64.self)) & 0x8080_8080_8080_8080 == 0 {
+                    i += 32
+                    continue
+                }
+            }
             if i + 8 <= n, (base + i).loadUnaligned(as: UInt64.self) & 0x8080_8080_8080_8080 == 0 { i += 8; continue }
             let c = p[i]
             if c < 0x80 { i += 1; continue }

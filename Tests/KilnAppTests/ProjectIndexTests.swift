@@ -515,3 +515,23 @@ extension ProjectIndexTests {
         #expect(assignments > 1000 && todos > 1000)
     }
 }
+
+@Suite struct BytesTests {
+    /// The UTF-8 check against the standard library's validation: ASCII runs long enough for the
+    /// 32- and 8-byte strides, with one bad or multi-byte sequence at every offset.
+    @Test func utf8CheckAgreesWithTheStandardLibrary() {
+        let pieces: [[UInt8]] = [[0xC3, 0xA9], [0xE2, 0x82, 0xAC], [0xF0, 0x9F, 0x98, 0x80], [0x80], [0xC3], [0xE2, 0x82], [0xED, 0xA0, 0x80],
+                                 [0xF4, 0x90, 0x80, 0x80], [0xC0, 0xAF], [0xFF], [0xE0, 0x80, 0xAF], [0xF0, 0x9F, 0x98]]
+        var rng = SystemRandomNumberGenerator()
+        for length in [0, 1, 7, 8, 31, 32, 33, 64, 100] {
+            for offset in 0...length {
+                for piece in pieces {
+                    var bytes = (0..<length).map { _ in UInt8.random(in: 32...126, using: &rng) }
+                    bytes.insert(contentsOf: piece, at: offset)
+                    let want = String(validating: bytes, as: UTF8.self) != nil
+                    #expect(bytes.withUnsafeBytes { Bytes.isValidUTF8($0) } == want, "\(bytes)")
+                }
+            }
+        }
+    }
+}
