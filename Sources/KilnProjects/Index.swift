@@ -333,6 +333,9 @@ final class RescanShared<Item: Sendable>: @unchecked Sendable {
     private var items: [Item]
     private var cursor = 0
     private var closed: Bool
+    /// Time the takers spent waiting for items (the walk was behind), for the rescan log.
+    private var waited: UInt64 = 0
+    var waitedNanos: UInt64 { condition.lock(); defer { condition.unlock() }; return waited }
     let stats: Mutex<RescanStats>
     private let stopFlag = Mutex(false)
 
@@ -361,7 +364,9 @@ final class RescanShared<Item: Sendable>: @unchecked Sendable {
             if isStopped { return nil }
             if cursor < items.count { defer { cursor += 1 }; return items[cursor] }
             if closed { return nil }
+            let t0 = kilnMonotonicNanos()
             condition.wait()
+            waited += kilnMonotonicNanos() - t0
         }
     }
 }
@@ -777,6 +782,7 @@ extension ProjectService {
             if i == threads { walker.run(listed) } else { workers[i].run() }
         }
         phases["walk_ms"] = .int(Int(walker.duration / 1_000_000))
+        phases["readers_waited_ms"] = .int(Int(shared.waitedNanos / 1_000_000))
         let seen = walker.seen
         let built = workers.flatMap(\.built)
         if let failure = workers.compactMap(\.error).first {
