@@ -37,9 +37,6 @@ public enum XXH64 {
 
     public static func hash(_ bytes: [UInt8], seed: UInt64 = 0) -> UInt64 { bytes.withUnsafeBytes { hash($0, seed: seed) } }
 
-    /// The hash as 16 lowercase hex digits.
-    public static func hex(_ data: UnsafeRawBufferPointer, seed: UInt64 = 0) -> String { hex(hash(data, seed: seed)) }
-
     /// A hash as 16 lower-case hex digits.
     public static func hex(_ value: UInt64) -> String {
         let digits = String(value, radix: 16)
