@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/wait.h>
@@ -245,3 +246,5 @@ void kiln_postings_scatter(const uint64_t *entries, size_t n, uint32_t *counts, 
         out[at] = (uint32_t)entries[i];
     }
 }
+
+int kiln_malloc_trim(void) { return malloc_trim(0); }

@@ -1,3 +1,4 @@
+import CShims
 import Foundation
 import Glibc
 import KilnCore
@@ -794,6 +795,9 @@ extension ProjectService {
             throw CancellationError()
         }
         let results = workers.flatMap(\.results)
+        // The reader threads' segment buffers are freed by now; their heaps go back to the system
+        // rather than stay beside what the second pass allocates on other threads.
+        _ = kiln_malloc_trim()
         phase("read")
 
         // The index first: if the database write fails, the next rescan sees old hashes and redoes
@@ -860,15 +864,12 @@ extension ProjectService {
             return s
         }
         phase("symbols")
-        // Every file read again drops its old symbols, whatever it holds now.
-        let replaced = Set(results.filter(\.contentChanged).map(\.path)).union(gone)
-        if !symbolsComplete || !replaced.isEmpty {
-            try symbols.replace(removing: replaced, adding: found, fresh: !symbolsComplete)
-        }
-        phase("symbol_table")
 
+        // The symbol table and the database at once (the database on its own writer thread). If the
+        // database write fails, the next rescan sees old hashes and reads these files again; if the
+        // table's does, it is dropped as incomplete and the next rescan extracts every file again.
         // One transaction: one sync of the log, however many files changed.
-        try await db.write { tx in
+        async let databaseWritten: Void = db.write { tx in
             for c in results {
                 if !c.contentChanged {
                     try tx.run("UPDATE project_files SET size = ?, mtime_ns = ? WHERE project_id = ? AND path = ?", c.size, c.mtime, projectID, c.path)
@@ -892,6 +893,16 @@ extension ProjectService {
                 try tx.run("DELETE FROM project_findings WHERE project_id = ? AND path = ?", projectID, path)
             }
         }
+        // Every file read again drops its old symbols, whatever it holds now.
+        let replaced = Set(results.filter(\.contentChanged).map(\.path)).union(gone)
+        var symbolTableFailure: (any Error)?
+        if !symbolsComplete || !replaced.isEmpty {
+            do { try symbols.replace(removing: replaced, adding: consume found, fresh: !symbolsComplete) } catch { symbolTableFailure = error }
+        }
+        phase("symbol_table")
+        try await databaseWritten
+        if let symbolTableFailure { throw symbolTableFailure }
+        _ = kiln_malloc_trim()
         phase("database")
         phases["project_id"] = .string(projectID)
         phases["files"] = .int(stats.filesSeen)

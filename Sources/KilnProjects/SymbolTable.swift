@@ -46,27 +46,36 @@ final class SymbolTable: @unchecked Sendable {
     func snapshot() -> SymbolColumns { state.withLock { $0.columns } }
 
     /// Drops the symbols of `removing` (of every file when `fresh`), adds `adding`, and stores the
-    /// result. Callers serialise writers (rescans hold the index's exclusive gate).
-    func replace(removing: Set<String>, adding: [SymbolBatch], fresh: Bool) throws {
+    /// result. Callers serialise writers (rescans hold the index's exclusive gate). When the store
+    /// fails, the table serves the new symbols but is no longer complete.
+    func replace(removing: Set<String>, adding: consuming [SymbolBatch], fresh: Bool) throws {
         let old = fresh ? SymbolColumns() : snapshot()
+        // The batches are handed on, so they are freed before the table is encoded: a large
+        // tree's are tens of megabytes.
         let next = SymbolColumns(keeping: old, without: removing, adding: adding)
         let bytes = next.encoded()
         let tmp = file + ".tmp"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SymbolTableError.io("create \(tmp): errno \(errno)") }
-        var done = 0
-        let failed: Bool = bytes.withUnsafeBytes { b in
-            while done < b.count {
-                let w = write(fd, b.baseAddress! + done, b.count - done)
-                if w < 0 { if errno == EINTR { continue }; return true }
-                done += w
+        var failure: Int32? = fd < 0 ? errno : nil
+        if fd >= 0 {
+            var done = 0
+            bytes.withUnsafeBytes { b in
+                while done < b.count {
+                    let w = write(fd, b.baseAddress! + done, b.count - done)
+                    if w < 0 { if errno == EINTR { continue }; failure = errno; return }
+                    done += w
+                }
             }
-            return false
+            close(fd)
+            if failure == nil, rename(tmp, file) != 0 { failure = errno }
         }
-        close(fd)
-        guard !failed, rename(tmp, file) == 0 else {
+        if let failure {
             unlink(tmp)
-            throw SymbolTableError.io("write \(file): errno \(errno)")
+            // The stored table no longer matches the files the database calls unchanged (it is
+            // written at the same time): it goes, and the next rescan extracts every file again.
+            unlink(file)
+            state.withLock { $0 = State(columns: next, complete: false) }
+            throw SymbolTableError.io("store \(file): errno \(failure)")
         }
         state.withLock { $0 = State(columns: next, complete: true) }
     }

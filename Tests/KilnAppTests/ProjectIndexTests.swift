@@ -438,6 +438,27 @@ func makeSourceTree(_ roots: String) throws -> String {
         #expect(!touched.unchanged(length: 10))
     }
 
+    /// The table is stored while the database records the files as read: a table that cannot be
+    /// stored goes, so the next rescan extracts every file again rather than trusting stale symbols.
+    @Test func aTableThatCannotBeStoredIsDroppedAsIncomplete() throws {
+        let dir = NSTemporaryDirectory() + "kiln-symtab-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let file = dir + "/symbols.bin"
+        let table = SymbolTable(file: file)
+        try table.replace(removing: [], adding: [batch(sample)], fresh: true)
+        #expect(table.isComplete)
+        // A folder where the new table is written makes the write fail.
+        try FileManager.default.createDirectory(atPath: file + ".tmp", withIntermediateDirectories: false)
+        #expect(throws: SymbolTableError.self) {
+            try table.replace(removing: ["a.swift"], adding: [batch([("freshName", "function", "a.swift", 40)])], fresh: false)
+        }
+        #expect(!table.isComplete)
+        #expect(table.snapshot().lookup("freshName", kind: nil, limit: 5).first?.path == "a.swift")
+        #expect(!FileManager.default.fileExists(atPath: file))
+        #expect(!SymbolTable(file: file).isComplete)
+    }
+
     @Test func storedTableRoundTripsAndDamageIsRefused() throws {
         let dir = NSTemporaryDirectory() + "kiln-symtab-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

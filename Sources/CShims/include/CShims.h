@@ -61,6 +61,10 @@ int kiln_pipe_cloexec(int fds[2]);
 const void *kiln_memmem(const void *hay, size_t hay_len, const void *needle, size_t needle_len);
 const void *kiln_memrchr(const void *s, int c, size_t n);
 
+/* Returns the free memory at the top of every malloc heap (one per thread that allocated) to the
+ * system: after a rescan's threads are done, their heaps would otherwise stay resident. */
+int kiln_malloc_trim(void);
+
 /* The trigram index's counting sort of (key << 32 | doc) entries: counts[key] += 1 per entry, then
  * each doc written at out[counts[key]++] (counts holding each key's start by then). In C for the
  * prefetch of the counter and slot a few entries ahead: both are random over megabytes. */
