@@ -386,6 +386,8 @@ final class RescanWalk: @unchecked Sendable {
     let live: Set<String>
     let symbolsComplete: Bool
     let queue: RescanShared<RescanItem>
+    /// The stored files the walk found (the others are gone); only those, so the first index of a
+    /// tree hashes no path here.
     private(set) var seen = Set<String>()
     /// Unchanged text files whose symbols must be extracted again (the symbol table was lost).
     private(set) var reextract: [SymbolItem] = []
@@ -393,6 +395,7 @@ final class RescanWalk: @unchecked Sendable {
 
     init(service: ProjectService, root: String, stored: [String: StoredFile], live: Set<String>, symbolsComplete: Bool, queue: RescanShared<RescanItem>) {
         self.service = service; self.root = root; self.stored = stored; self.live = live; self.symbolsComplete = symbolsComplete; self.queue = queue
+        seen.reserveCapacity(stored.count)
     }
 
     /// Walks `listed` (git's list) or the tree itself, then closes the queue.
@@ -429,7 +432,8 @@ final class RescanWalk: @unchecked Sendable {
     /// The item to read for one listed file, or nil when it is gone, not a regular file, or unchanged.
     /// `known` is the file's lstat when the walk made one.
     private func consider(_ path: String, _ known: UnsafePointer<stat>?, _ skipped: inout Int, _ unchanged: inout Int) -> RescanItem? {
-        seen.insert(path)
+        let old = stored[path]
+        if old != nil { seen.insert(path) }
         let full = root + "/" + path
         var st = stat()
         var target = full
@@ -442,7 +446,6 @@ final class RescanWalk: @unchecked Sendable {
         guard (st.st_mode & S_IFMT) == S_IFREG else { skipped += 1; return nil }
         let size = Int(st.st_size)
         let mtime = modificationNanos(st)
-        let old = stored[path]
         // A text file the index no longer holds (a reset index) is read again even if unchanged.
         let lost = old.map { !$0.binary && $0.hash != nil && !live.contains(path) } ?? false
         if let old, old.size == size, old.mtime == mtime, !lost {

@@ -527,7 +527,9 @@ public final class TrigramIndex: @unchecked Sendable {
         /// (key << 32 | doc) for every distinct trigram of every document, in document order.
         private var entries: UnsafeMutablePointer<UInt64>
         private var entryCount = 0
-        private var entryCapacity = 1 << 16
+        /// Room for a whole segment's entries and the next document's (4M, 32 MiB of address space
+        /// that is touched only as it fills): growing it copies and faults in every page again.
+        private var entryCapacity = 1 << 22
         /// The trigrams of the last document added, one bit per key: 256 KiB, which stays in the
         /// cache where a table of last-seen documents (8 MiB) would miss on nearly every byte.
         private let seen: UnsafeMutablePointer<UInt64>
