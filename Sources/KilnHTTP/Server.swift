@@ -73,6 +73,9 @@ public final class HTTPServer: @unchecked Sendable {
 
     /// Graceful stop: no new connections; in-flight requests get `shutdownGrace` seconds; streams
     /// end and WebSockets close with 1001; then the loops stop.
+    /// Whether `shutdown` has begun: handlers of long requests can end early.
+    public var isShuttingDown: Bool { state.withLock { $0.stopped } }
+
     public func shutdown() async {
         let already = state.withLock { s -> Bool in let a = s.stopped; s.stopped = true; return a }
         if already || loops.isEmpty { return }

@@ -145,7 +145,10 @@ func makeSourceTree(_ roots: String) throws -> String {
         // C twins go to ctags where it is installed; the C++ one is of another language, so its
         // symbols are its own.
         let c = "int twin_c_function(void) { return 1; }\n"
-        for name in ["twin-a.c", "twin-b.c", "twin-c.hpp"] { try c.write(toFile: dir + "/poly/" + name, atomically: true, encoding: .utf8) }
+        // ctags parses a `.h` as C++ (the built-in extractor as C): a header twin of a `.c` file is
+        // extracted itself, not given the `.c` file's symbols.
+        for name in ["twin-a.c", "twin-b.c", "twin-c.hpp", "twin-d.h"] { try c.write(toFile: dir + "/poly/" + name, atomically: true, encoding: .utf8) }
+        let header = ProcessRunner.which("ctags") != nil ? "C++" : "C"
         func found(_ q: String) async throws -> [String] {
             let r = try await a.call("GET", "/api/project/search?project_id=\(pid)&q=\(q)&case=1")
             return ((r.json["items"] as? [[String: Any]]) ?? []).compactMap { $0["path"] as? String }.sorted()
@@ -157,7 +160,7 @@ func makeSourceTree(_ roots: String) throws -> String {
         let first = try await rescan(a, t, pid)
         #expect(try await found("kiln-twin-marker") == ["poly/twin-one.swift", "poly/twin-three.swift", "poly/twin-two.swift"])
         #expect(try await symbols("twinFunction") == ["poly/twin-one.swift Swift 3", "poly/twin-three.swift Swift 3", "poly/twin-two.swift Swift 3"])
-        #expect(try await symbols("twin_c_function") == ["poly/twin-a.c C 1", "poly/twin-b.c C 1", "poly/twin-c.hpp C++ 1"])
+        #expect(try await symbols("twin_c_function") == ["poly/twin-a.c C 1", "poly/twin-b.c C 1", "poly/twin-c.hpp C++ 1", "poly/twin-d.h \(header) 1"])
         let vendoredSymbols = try await symbols("readLoop")
         #expect(vendoredSymbols.contains { $0.hasPrefix("Sources/KilnHTTP/") } && vendoredSymbols.contains { $0.hasPrefix("vendor/KilnHTTP/") }, "\(vendoredSymbols)")
         let vendored = try await found("func readLoop")

@@ -309,12 +309,17 @@ import Testing
     @Test func gracefulShutdownFinishesInFlightRequests() async throws {
         let started = Mutex(false)
         let router = Self.router()
+        let server = Mutex<HTTPServer?>(nil)
         router.get("/inflight") { _, _ in
             started.withLock { $0 = true }
-            try await Task.sleep(for: .milliseconds(500))
+            // Finishes only once the stop has begun (a fixed sleep lost the race on a loaded machine),
+            // then gives the loops a moment to start draining.
+            for _ in 0..<3000 where server.withLock({ $0?.isShuttingDown }) != true { try await Task.sleep(for: .milliseconds(10)) }
+            try await Task.sleep(for: .milliseconds(200))
             return .text("finished")
         }
         let s = try LiveServer(router)
+        server.withLock { $0 = s.server }
         let c = try RawClient(port: s.port, timeout: 30)
         c.send("GET /inflight HTTP/1.1\r\nHost: x\r\n\r\n")
         // The stop must begin while the request is in flight (an idle connection is simply closed).
