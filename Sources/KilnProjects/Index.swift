@@ -583,7 +583,7 @@ final class RescanWorker: @unchecked Sendable {
                 anchors = known.anchors
                 // The same extension, not only the same language: ctags parses `.h` as C++, `.c` as C.
                 let reuse = language != nil && language == known.language
-                    && Self.fileExtension(item.path) == Self.fileExtension(known.file.path)
+                    && SymbolExtractor.fileExtension(of: item.path) == SymbolExtractor.fileExtension(of: known.file.path)
                     && ProjectService.ctagsCanTake(item.path) == ProjectService.ctagsCanTake(known.file.path)
                 copies.append(RescanCopy(file: item.file, length: n, anchors: anchors, language: language, symbolsReused: reuse, content: known))
                 extract = !reuse
@@ -600,15 +600,6 @@ final class RescanWorker: @unchecked Sendable {
         results.append(RescanResult(file: item.file, size: n, mtime: mtime, hash: hash, binary: !text, anchors: anchors,
                                     contentChanged: true, known: item.known, copy: known != nil))
         shared.stats.withLock { $0.indexed += 1; $0.bytes += n }
-    }
-}
-
-extension RescanWorker {
-    /// What follows the last dot of the file name, lower-cased ("" for none).
-    static func fileExtension(_ path: String) -> Substring {
-        let name = path.split(separator: "/").last ?? ""
-        guard let dot = name.lastIndex(of: ".") else { return "" }
-        return Substring(name[name.index(after: dot)...].lowercased())
     }
 }
 

@@ -16,13 +16,20 @@ public struct Symbol: Codable, Sendable, Equatable, NullEncoding {
 /// The built-in extractor: line-oriented patterns per language for functions, methods, types,
 /// protocols/interfaces and constants. Scope is the enclosing type when indentation shows one.
 enum SymbolExtractor {
-    static func language(of path: String) -> String? {
-        // The extension by bytes: this runs for every file of a rescan, where NSString's is costly.
+    /// The file name's extension, lower-cased, when it is short enough to name a language (nil for
+    /// none, a dot file, or more than five characters). By bytes: this runs for every file of a
+    /// rescan, where NSString's is costly.
+    static func fileExtension(of path: String) -> String? {
         let u = path.utf8
         guard let dot = u.lastIndex(of: 46), !u[dot...].contains(47), dot != u.startIndex, u[u.index(before: dot)] != 47 else { return nil }
         let ext = u[u.index(after: dot)...]
         guard ext.count <= 5 else { return nil }
-        return switch String(decoding: ext.lazy.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }, as: UTF8.self) {
+        return String(decoding: ext.lazy.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }, as: UTF8.self)
+    }
+
+    static func language(of path: String) -> String? {
+        guard let ext = fileExtension(of: path) else { return nil }
+        return switch ext {
         case "swift": "Swift"
         case "py": "Python"
         case "js", "jsx", "mjs", "cjs": "JavaScript"
