@@ -221,6 +221,37 @@ const void *kiln_memrchr(const void *s, int c, size_t n) {
     return memrchr(s, c, n);
 }
 
+/* Two halves of the document at once: two independent chains of keys (each carries its last two
+ * bytes) keep the core busy where one chain would wait on itself; both mark the same seen set, so a
+ * trigram in both halves is counted once. Without a branch: every step stores its key's seen word
+ * and an entry, and the entry counts only when its bit was new. Whether a trigram is new is a coin
+ * toss for the branch predictor (about one byte in ten), and each miss waited on the seen word's
+ * load from L2; the extra stores cost less (measured: 2.4 against 3.2 ns per byte). In C, not Swift:
+ * Swift's version of this loop spilled its pointers to the stack. */
+#define KILN_TRIGRAM_STEP(k, byte) do { \
+        k = ((k << 7) | fold[(byte)]) & 0x1FFFFFu; \
+        uint64_t w = seen[k >> 6], marked = w | (1ull << (k & 63)); \
+        seen[k >> 6] = marked; \
+        out[count] = ((uint64_t)k << 32) | doc64; \
+        count += (size_t)((marked ^ w) >> (k & 63)); \
+    } while (0)
+
+size_t kiln_trigram_entries(const uint8_t *p, size_t n, const uint8_t *fold, uint64_t *seen,
+                            uint64_t *out, size_t count, uint32_t doc) {
+    if (n < 3) return count;
+    const uint64_t doc64 = doc;
+    /* Trigrams end at 2..<n: the first chain takes [2, mid), the second [mid, n). */
+    size_t mid = 2 + (n - 2) / 2, j = mid;
+    uint32_t k1 = (uint32_t)fold[p[0]] << 7 | fold[p[1]];
+    uint32_t k2 = (uint32_t)fold[p[mid - 2]] << 7 | fold[p[mid - 1]];
+    for (size_t i = 2; i < mid; i++, j++) {
+        KILN_TRIGRAM_STEP(k1, p[i]);
+        KILN_TRIGRAM_STEP(k2, p[j]);
+    }
+    for (; j < n; j++) KILN_TRIGRAM_STEP(k2, p[j]);
+    return count;
+}
+
 #define KILN_AHEAD 16
 
 void kiln_postings_count(const uint64_t *entries, size_t n, uint32_t *counts) {

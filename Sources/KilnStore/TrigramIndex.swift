@@ -499,6 +499,9 @@ public final class TrigramIndex: @unchecked Sendable {
             return DocumentRef(segment: Int(t[2 * Int(doc)]), doc: t[2 * Int(doc) + 1])
         }
 
+        /// All the segment's postings: one per distinct trigram of each content document.
+        var postingCount: Int { Int(starts[keys.count]) }
+
         /// The sorted documents holding `key`, or nil when none does.
         func postings(for key: UInt32) -> UnsafeBufferPointer<UInt32>? {
             var lo = 0, hi = keys.count
@@ -623,37 +626,11 @@ public final class TrigramIndex: @unchecked Sendable {
             let ref = DocumentRef(segment: segmentID, doc: doc)
             let n = content.count
             guard n >= 3, let p = content.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return ref }
-            // At most one new entry per byte and per key, so no capacity check inside the loop.
-            reserve(min(n, TrigramIndex.keySpace))
-            // The two halves of the document at once: two independent chains of keys (each carries
-            // its last two bytes) keep the core busy where one chain waits on itself; both mark the
-            // same seen set, so a trigram in both halves is still counted once. About 20% faster.
-            TrigramIndex.fold.withUnsafeBufferPointer { foldTable in
-                let seen = self.seen, out = entries, fold = foldTable.baseAddress!
-                var count = entryCount
-                let docBits = UInt64(doc)
-                @inline(__always) func step(_ k: inout UInt32, _ byte: UInt8) {
-                    k = ((k << 7) | UInt32(fold[Int(byte)])) & 0x1F_FFFF
-                    let word = Int(k >> 6), bit = UInt64(1) << UInt64(k & 63)
-                    let w = seen[word]
-                    if w & bit == 0 {
-                        seen[word] = w | bit
-                        out[count] = UInt64(k) << 32 | docBits
-                        count += 1
-                    }
-                }
-                // Trigrams end at 2..<n: the first chain takes [2, mid), the second [mid, n).
-                let mid = 2 + (n - 2) / 2
-                var k1 = UInt32(fold[Int(p[0])]) << 7 | UInt32(fold[Int(p[1])])
-                var k2 = UInt32(fold[Int(p[mid - 2])]) << 7 | UInt32(fold[Int(p[mid - 1])])
-                var j = mid
-                for i in 2..<mid {
-                    step(&k1, p[i])
-                    step(&k2, p[j])
-                    j += 1
-                }
-                while j < n { step(&k2, p[j]); j += 1 }
-                entryCount = count
+            // At most one new entry per byte and per key, and one more for the store every step makes
+            // (the next new key overwrites it).
+            reserve(min(n, TrigramIndex.keySpace) + 1)
+            entryCount = TrigramIndex.fold.withUnsafeBufferPointer { fold in
+                kiln_trigram_entries(p, n, fold.baseAddress!, seen, entries, entryCount, doc)
             }
             return ref
         }

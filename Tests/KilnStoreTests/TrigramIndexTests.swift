@@ -84,6 +84,42 @@ import Testing
         }
     }
 
+    /// The postings are exactly each document's distinct trigrams, each document once per key and in
+    /// order: the branch-free builder stores an entry on every byte and must count only new keys.
+    @Test func postingsHoldEachDocumentsDistinctTrigramsOnce() throws {
+        let index = try TrigramIndex(directory: try tempDir())
+        var rng = SystemRandomNumberGenerator()
+        // Runs (one key over and over), both cases, non-ASCII bytes, the shortest documents, and
+        // random text in which a key first met in the second half also occurs in the first.
+        var docs: [(String, String)] = [("a", ""), ("b", "x"), ("c", "xy"), ("d", "xyz"), ("e", "aaaaaaaaaaaa"),
+                                        ("f", "        indented\n        again"), ("g", "AbCabc ABC"), ("h", "é€😀λλλ"),
+                                        ("i", "ab" + String(repeating: "ba", count: 50))]
+        let alphabet = Array("abcAB  \n\tλ{}")
+        for i in 0..<120 {
+            let len = Int(rng.next() % 3000)
+            docs.append(("r\(i)", String((0..<len).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] })))
+        }
+        try index.commit(adding: try build(index, docs, segmentBytes: 20_000), removing: [])
+        let segments = index.snapshot().segments
+        #expect(segments.count > 3)
+        // What each key's postings must be: the documents holding it, by segment.
+        var expected: [Int: [UInt32: [UInt32]]] = [:]
+        for seg in segments {
+            for doc in 0..<UInt32(seg.documentCount) where seg.contentOf(doc) == nil {
+                let text = texts.byPath[seg.paths[Int(doc)]] ?? ""
+                for key in TrigramIndex.keys(of: Array(text.utf8), asciiOnly: false) { expected[seg.id, default: [:]][key, default: []].append(doc) }
+            }
+        }
+        var mismatches = 0
+        for seg in segments {
+            let want = expected[seg.id] ?? [:]
+            // No entry beyond the expected ones (a repeated or stray key would add one).
+            #expect(seg.postingCount == want.values.reduce(0) { $0 + $1.count }, "segment \(seg.id)")
+            for (key, docs) in want where Array(seg.postings(for: key) ?? .init(start: nil, count: 0)) != docs.sorted() { mismatches += 1 }
+        }
+        #expect(mismatches == 0)
+    }
+
     @Test func retiredDocumentsDisappearAndTheIndexReopens() throws {
         let dir = try tempDir()
         let index = try TrigramIndex(directory: dir)

@@ -68,6 +68,11 @@ int kiln_malloc_trim(void);
 /* The trigram index's counting sort of (key << 32 | doc) entries: counts[key] += 1 per entry, then
  * each doc written at out[counts[key]++] (counts holding each key's start by then). In C for the
  * prefetch of the counter and slot a few entries ahead: both are random over megabytes. */
+/* Appends (key << 32 | doc) to out[count...] for each trigram key of p[0..<n] (n >= 3) whose bit in
+ * `seen` (2^21 bits) is not set yet, setting it; keys are three 7-bit `fold`ed bytes. out must have
+ * room for one entry more than it receives. Returns the new count. */
+size_t kiln_trigram_entries(const uint8_t *p, size_t n, const uint8_t *fold, uint64_t *seen,
+                            uint64_t *out, size_t count, uint32_t doc);
 void kiln_postings_count(const uint64_t *entries, size_t n, uint32_t *counts);
 void kiln_postings_scatter(const uint64_t *entries, size_t n, uint32_t *counts, uint32_t *out);
 
