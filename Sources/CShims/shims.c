@@ -20,6 +20,8 @@
 #include <unistd.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <sys/syscall.h>
+#include <linux/openat2.h>
 
 const uint32_t KILN_EPOLLIN = EPOLLIN;
 const uint32_t KILN_EPOLLOUT = EPOLLOUT;
@@ -279,3 +281,13 @@ void kiln_postings_scatter(const uint64_t *entries, size_t n, uint32_t *counts, 
 }
 
 int kiln_malloc_trim(void) { return malloc_trim(0); }
+
+int kiln_open_beneath(int dirfd, const char *path, int flags) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (uint64_t)(flags | O_CLOEXEC);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    long fd;
+    do { fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how); } while (fd < 0 && errno == EINTR);
+    return (int)fd;
+}

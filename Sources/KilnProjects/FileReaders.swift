@@ -1,3 +1,4 @@
+import CShims
 import Foundation
 import Glibc
 import KilnCore
@@ -40,8 +41,21 @@ struct FileSlurper {
         let fd = open(full, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
+        return contents(fd, limit: limit) { UInt64($0.st_dev) == device && UInt64($0.st_ino) == inode }
+    }
+
+    /// The same for a file the walk did not stat: `path` relative to the open folder `dirFD`, opened
+    /// beneath it through no symlink; nil unless it is a regular file.
+    func read(beneath dirFD: Int32, _ path: String, limit: Int) -> (stat, UnsafeRawBufferPointer?)? {
+        let fd = kiln_open_beneath(dirFD, path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        return contents(fd, limit: limit) { _ in true }
+    }
+
+    private func contents(_ fd: Int32, limit: Int, _ isExpected: (stat) -> Bool) -> (stat, UnsafeRawBufferPointer?)? {
         var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, UInt64(st.st_dev) == device, UInt64(st.st_ino) == inode else { return nil }
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, isExpected(st) else { return nil }
         let size = Int(st.st_size)
         if size > limit { return (st, nil) }
         return (st, buffer.read(fd, size: size))

@@ -267,6 +267,17 @@ public struct RescanStats: Codable, Sendable {
 /// A file's mtime in nanoseconds (what the index stores to notice changes).
 func modificationNanos(_ st: stat) -> Int64 { Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec) }
 
+/// A file the walk found, valid while it is visited: its folder (open) and name, and whether the
+/// folder listed it as a regular file (else a symlink).
+struct WalkedFile {
+    let directory: Int32
+    let name: String
+    let isRegular: Bool
+
+    /// The file's lstat, relative to its folder (the kernel does not look the whole path up again).
+    func lstat(_ st: inout stat) -> Bool { fstatat(directory, name, &st, AT_SYMLINK_NOFOLLOW) == 0 }
+}
+
 /// A file a rescan must read: new, or its size or mtime changed.
 struct RescanItem: Sendable {
     let path: String
@@ -276,7 +287,15 @@ struct RescanItem: Sendable {
     let inode: UInt64
     let oldHash: String?
     let known: Bool
+    /// A new regular file the walk did not stat: the reader opens it beneath the project's folder
+    /// (through no symlink) and takes its device and inode from the open file.
+    var beneath = false
     var file: FileToRead { FileToRead(path: path, full: full, device: device, inode: inode) }
+
+    /// The item with the identity of the file the reader opened.
+    func identified(_ st: stat) -> RescanItem {
+        RescanItem(path: path, full: full, device: UInt64(st.st_dev), inode: UInt64(st.st_ino), oldHash: oldHash, known: known)
+    }
 }
 
 /// What reading one file produced.
@@ -379,12 +398,13 @@ struct StoredFile: Sendable { let size: Int; let mtime: Int64; let hash: String?
 /// walk as it goes), stats each one, and feeds those that must be read to the queue, so reading
 /// starts with the first directory rather than after the last. Unchanged files are only counted.
 final class RescanWalk: @unchecked Sendable {
-    let service: ProjectService
     let root: String
     let stored: [String: StoredFile]
     /// Paths the trigram index holds.
     let live: Set<String>
     let symbolsComplete: Bool
+    /// Whether the readers open new files beneath the root (so the walk need not stat them).
+    let beneath: Bool
     let queue: RescanShared<RescanItem>
     /// The stored files the walk found (the others are gone); only those, so the first index of a
     /// tree hashes no path here.
@@ -393,8 +413,10 @@ final class RescanWalk: @unchecked Sendable {
     private(set) var reextract: [SymbolItem] = []
     private(set) var duration: UInt64 = 0
 
-    init(service: ProjectService, root: String, stored: [String: StoredFile], live: Set<String>, symbolsComplete: Bool, queue: RescanShared<RescanItem>) {
-        self.service = service; self.root = root; self.stored = stored; self.live = live; self.symbolsComplete = symbolsComplete; self.queue = queue
+    init(root: String, stored: [String: StoredFile], live: Set<String>, symbolsComplete: Bool, beneath: Bool,
+         queue: RescanShared<RescanItem>) {
+        self.root = root; self.stored = stored; self.live = live; self.symbolsComplete = symbolsComplete
+        self.beneath = beneath; self.queue = queue
         seen.reserveCapacity(stored.count)
     }
 
@@ -410,9 +432,9 @@ final class RescanWalk: @unchecked Sendable {
             queue.stats.withLock { $0.filesSeen += c.0; $0.skipped += c.1; $0.unchanged += c.2 }
             (seenCount, skipped, unchanged) = (0, 0, 0)
         }
-        let visit = { [self] (path: String, st: UnsafePointer<stat>?) -> Bool in
+        let visit = { [self] (path: String, walked: WalkedFile?) -> Bool in
             seenCount += 1
-            if let item = consider(path, st, &skipped, &unchanged) { batch.append(item) }
+            if let item = consider(path, walked, &skipped, &unchanged) { batch.append(item) }
             if seenCount % 256 == 0 {
                 flush()
                 if queue.isStopped { return false }
@@ -422,7 +444,7 @@ final class RescanWalk: @unchecked Sendable {
         if let listed {
             for path in listed where !visit(path, nil) { break }
         } else {
-            service.walk(root, stat: true, visit: visit)
+            ProjectService.walk(root) { visit($0, $1) }
         }
         flush()
         duration = kilnMonotonicNanos() - start
@@ -430,14 +452,19 @@ final class RescanWalk: @unchecked Sendable {
     }
 
     /// The item to read for one listed file, or nil when it is gone, not a regular file, or unchanged.
-    /// `known` is the file's lstat when the walk made one.
-    private func consider(_ path: String, _ known: UnsafePointer<stat>?, _ skipped: inout Int, _ unchanged: inout Int) -> RescanItem? {
+    /// `walked` is the file as the walk found it (git's list gives none).
+    private func consider(_ path: String, _ walked: WalkedFile?, _ skipped: inout Int, _ unchanged: inout Int) -> RescanItem? {
         let old = stored[path]
         if old != nil { seen.insert(path) }
         let full = root + "/" + path
+        // A new file the walk found regular needs no stat (nothing to compare it with): the reader
+        // opens it beneath the root. What git lists may be anything, so it is looked at first.
+        if old == nil, beneath, let walked, walked.isRegular {
+            return RescanItem(path: path, full: full, device: 0, inode: 0, oldHash: nil, known: false, beneath: true)
+        }
         var st = stat()
         var target = full
-        if let known { st = known.pointee } else { guard lstat(full, &st) == 0 else { skipped += 1; return nil } }
+        if let walked { guard walked.lstat(&st) else { skipped += 1; return nil } } else { guard lstat(full, &st) == 0 else { skipped += 1; return nil } }
         if (st.st_mode & S_IFMT) == S_IFLNK {
             // A symlink is indexed as its target only when that stays inside the project.
             guard let real = SafePath.real(full), SafePath.isInside(real, root: root), stat(real, &st) == 0 else { skipped += 1; return nil }
@@ -517,11 +544,14 @@ final class RescanWorker: @unchecked Sendable {
     var copies: [RescanCopy] = []
     var error: (any Error)?
     private let file = FileSlurper()
+    /// The project's folder, open: where `beneath` items are opened from.
+    let rootFD: Int32
 
-    init(_ shared: RescanShared<RescanItem>, index: TrigramIndex, contents: RescanContents) {
+    init(_ shared: RescanShared<RescanItem>, index: TrigramIndex, contents: RescanContents, rootFD: Int32) {
         self.shared = shared
         self.index = index
         self.contents = contents
+        self.rootFD = rootFD
     }
 
     func run() {
@@ -539,11 +569,14 @@ final class RescanWorker: @unchecked Sendable {
         }
     }
 
-    private func process(_ item: RescanItem) throws {
-        guard let (st, content) = file.read(item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes) else {
+    private func process(_ walked: RescanItem) throws {
+        let opened = walked.beneath ? file.read(beneath: rootFD, walked.path, limit: ProjectService.maxIndexBytes)
+            : file.read(walked.full, device: walked.device, inode: walked.inode, limit: ProjectService.maxIndexBytes)
+        guard let (st, content) = opened else {
             shared.stats.withLock { $0.skipped += 1 }
             return
         }
+        let item = walked.beneath ? walked.identified(st) : walked
         let mtime = modificationNanos(st)
         guard let bytes = content else {
             results.append(RescanResult(file: item.file, size: Int(st.st_size), mtime: mtime, hash: nil, binary: false,
@@ -663,7 +696,7 @@ extension ProjectService {
     func listFiles(_ root: String, vcs: String) async throws -> [String] {
         if let listed = try await gitFiles(root, vcs: vcs) { return listed }
         var out: [String] = []
-        walk(root) { path, _ in out.append(path); return true }
+        Self.walk(root) { path, _ in out.append(path); return true }
         return out
     }
 
@@ -676,17 +709,38 @@ extension ProjectService {
         return ls.stdout.split(separator: 0).compactMap { String(validating: Array($0), as: UTF8.self) }
     }
 
+    /// Whether this kernel has openat2 (Linux 5.6) and no seccomp filter refuses it; without it the
+    /// walk stats every file and opens folders by path.
+    static let canOpenBeneath: Bool = {
+        let root = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard root >= 0 else { return false }
+        defer { close(root) }
+        let fd = kiln_open_beneath(root, ".", O_RDONLY | O_DIRECTORY)
+        if fd >= 0 { close(fd) }
+        return fd >= 0
+    }()
+
     /// The built-in walk: readdir with the entry types the file system reports, `.gitignore` files
-    /// applied as git would. Symlinked folders are not entered. `visit` gets each file's relative
-    /// path as it is found, with its lstat when `stat` is set (made relative to the open directory,
-    /// so the kernel does not look the whole path up again), and stops the walk by answering false.
-    func walk(_ root: String, stat wantStat: Bool = false, visit: (String, UnsafePointer<stat>?) -> Bool) {
+    /// applied as git would. Symlinked folders are not entered: each folder is opened beneath the
+    /// root through no symlink (where openat2 exists), so one swapped for a link after its parent was
+    /// read does not lead out either. `visit` gets each file's relative path and the file as found
+    /// (valid during the call), and stops the walk by answering false.
+    static func walk(_ root: String, visit: (String, WalkedFile) -> Bool) {
         var stack: [(String, GitIgnore)] = [("", GitIgnore())]
         var entries: [(name: String, type: Int32)] = []
         var st = stat()
+        let rootFD = Self.canOpenBeneath ? open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1
+        defer { if rootFD >= 0 { close(rootFD) } }
         while let (rel, parentIgnores) = stack.popLast() {
-            let dir = rel.isEmpty ? root : root + "/" + rel
-            guard let d = opendir(dir) else { continue }
+            let d: OpaquePointer?
+            if rootFD >= 0 {
+                let fd = rel.isEmpty ? kiln_open_beneath(rootFD, ".", O_RDONLY | O_DIRECTORY) : kiln_open_beneath(rootFD, rel, O_RDONLY | O_DIRECTORY)
+                d = fd >= 0 ? fdopendir(fd) : nil
+                if fd >= 0 && d == nil { close(fd) }
+            } else {
+                d = opendir(rel.isEmpty ? root : root + "/" + rel)
+            }
+            guard let d else { continue }
             defer { closedir(d) }
             let fd = dirfd(d)
             entries.removeAll(keepingCapacity: true)
@@ -714,10 +768,7 @@ extension ProjectService {
                 if isDir {
                     stack.append((childRel, ignores))
                 } else if type == Int32(DT_REG) || type == Int32(DT_LNK) {
-                    if wantStat {
-                        guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
-                        if !visit(childRel, &st) { return }
-                    } else if !visit(childRel, nil) { return }
+                    if !visit(childRel, WalkedFile(directory: fd, name: name, isRegular: type == Int32(DT_REG))) { return }
                 }
             }
         }
@@ -773,9 +824,13 @@ extension ProjectService {
         // the findings rules. Search sees the result as soon as it is committed.
         let threads = max(1, min(4, ProcessInfo.processInfo.activeProcessorCount))
         let shared = RescanShared<RescanItem>(open: true, stats: RescanStats())
-        let walker = RescanWalk(service: self, root: root, stored: stored, live: index.livePaths(), symbolsComplete: symbolsComplete, queue: shared)
+        // Where new files are opened from (beneath it, through no symlink).
+        let rootFD = ProjectService.canOpenBeneath ? open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1
+        defer { if rootFD >= 0 { close(rootFD) } }
+        let walker = RescanWalk(root: root, stored: stored, live: index.livePaths(), symbolsComplete: symbolsComplete,
+                                beneath: rootFD >= 0, queue: shared)
         let contents = RescanContents()
-        let workers = (0..<threads).map { _ in RescanWorker(shared, index: index, contents: contents) }
+        let workers = (0..<threads).map { _ in RescanWorker(shared, index: index, contents: contents, rootFD: rootFD) }
         let reporter = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(500))

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Testing
 @testable import KilnApp
 @testable import KilnProjects
@@ -557,5 +558,57 @@ extension ProjectIndexTests {
                 }
             }
         }
+    }
+}
+
+/// The rescan's walk and readers against a tree that changes under them.
+@Suite struct ReadingBeneathTheRootTests {
+    /// New files are opened beneath the project's folder through no symlink, and so are the folders
+    /// the walk enters: a folder swapped for a link to the outside after its parent was listed is not
+    /// entered, a file is not read through it.
+    @Test(.enabled(if: ProjectService.canOpenBeneath, "openat2 (Linux 5.6)"))
+    func filesAndFoldersAreOpenedBeneathTheRootThroughNoSymlink() throws {
+        let base = NSTemporaryDirectory() + "kiln-beneath-\(UUID().uuidString)"
+        let root = base + "/root", outside = base + "/outside"
+        let fm = FileManager.default
+        for d in [root + "/sub", root + "/z", outside] { try fm.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        defer { try? fm.removeItem(atPath: base) }
+        try "inside\n".write(toFile: root + "/sub/a.txt", atomically: false, encoding: .utf8)
+        try "first\n".write(toFile: root + "/a.txt", atomically: false, encoding: .utf8)
+        try "in z\n".write(toFile: root + "/z/kept.txt", atomically: false, encoding: .utf8)
+        try "secret\n".write(toFile: outside + "/secret.txt", atomically: false, encoding: .utf8)
+        try fm.createSymbolicLink(atPath: root + "/link", withDestinationPath: outside)
+        try fm.createSymbolicLink(atPath: root + "/sub/l.txt", withDestinationPath: "a.txt")
+
+        let rootFD = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        #expect(rootFD >= 0)
+        defer { close(rootFD) }
+        let file = FileSlurper()
+        func text(_ path: String) -> String? {
+            guard let (_, bytes) = file.read(beneath: rootFD, path, limit: 1 << 20), let bytes else { return nil }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        #expect(text("sub/a.txt") == "inside\n")
+        #expect(text("link/secret.txt") == nil)
+        #expect(text("sub/l.txt") == nil)
+        #expect(text("../outside/secret.txt") == nil)
+        #expect(text(outside + "/secret.txt") == nil)
+        #expect(text("sub") == nil)
+
+        // While the walk visits the root's files, `z` (listed, not yet entered) becomes a link out.
+        var found: [String] = []
+        var swapped = false
+        ProjectService.walk(root) { path, _ in
+            found.append(path)
+            if !swapped {
+                swapped = true
+                #expect(rename(root + "/z", root + "/z.moved") == 0)
+                #expect(symlink(outside, root + "/z") == 0)
+            }
+            return true
+        }
+        #expect(swapped)
+        #expect(!found.contains("z/secret.txt"), "\(found)")
+        #expect(found.contains("sub/a.txt") && found.contains("a.txt"))
     }
 }

@@ -65,6 +65,12 @@ const void *kiln_memrchr(const void *s, int c, size_t n);
  * system: after a rescan's threads are done, their heaps would otherwise stay resident. */
 int kiln_malloc_trim(void);
 
+/* Opens `path` relative to the directory `dirfd` with openat2: never above it and through no symlink
+ * at all (any component, the last included), so a folder swapped for a link after a walk saw it
+ * cannot lead out. -1 with errno: ELOOP or EXDEV for a link on the way, ENOSYS or EPERM where the
+ * kernel (before 5.6) or a seccomp filter has no openat2. */
+int kiln_open_beneath(int dirfd, const char *path, int flags);
+
 /* The trigram index's counting sort of (key << 32 | doc) entries: counts[key] += 1 per entry, then
  * each doc written at out[counts[key]++] (counts holding each key's start by then). In C for the
  * prefetch of the counter and slot a few entries ahead: both are random over megabytes. */
