@@ -1,3 +1,4 @@
+import CShims
 import Foundation
 import Glibc
 import KilnCore
@@ -327,29 +328,104 @@ public struct ProjectService: Sendable {
         let real = try SafePath.resolve(root: root, relative: path)
         var st = stat()
         guard stat(real, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { throw APIError.validation("path is not a file", field: "path") }
+        let fd = try Self.openResolved(real, root: root, path: path, expecting: st)
+        defer { close(fd) }
         let size = Int(st.st_size)
         let etag = "\"\(String(size, radix: 16))-\(String(Int(st.st_mtim.tv_sec), radix: 16))\(String(Int(st.st_mtim.tv_nsec), radix: 16))\""
         let ranged = startLine != nil || endLine != nil
-        if size > ProjectService.maxFileBytes && !ranged && !raw {
+        if (size > ProjectService.maxFileBytes && !ranged && !raw) || (raw && size > ProjectService.maxReadBytes) {
+            let limit = raw ? ProjectService.maxReadBytes : ProjectService.maxFileBytes
             throw APIError(.payloadTooLarge, message: "The file is \(size) bytes; ask for a range with start_line/end_line",
-                           details: ["size": .int(size), "limit": .int(ProjectService.maxFileBytes)])
+                           details: ["size": .int(size), "limit": .int(limit)])
         }
-        guard let data = FileManager.default.contents(atPath: real) else { throw APIError.notFound("Cannot read \(path)") }
-        let bytes = Array(data)
-        let probe = bytes.prefix(8192)
+        let probe = Self.readUpTo(fd, 8192)
         // Binary: a NUL byte, or bytes that are not UTF-8, in the first 8 KiB.
-        let binary = probe.contains(0) || !isUTF8Prefix(Array(probe), truncated: bytes.count > probe.count)
-        if raw { return FileContent(path: path, size: size, etag: etag, binary: binary, bytes: bytes, startLine: nil, endLine: nil, totalLines: nil) }
-        if binary { return FileContent(path: path, size: size, etag: etag, binary: true, bytes: nil, startLine: nil, endLine: nil, totalLines: nil) }
-        guard ranged else { return FileContent(path: path, size: size, etag: etag, binary: false, bytes: bytes, startLine: nil, endLine: nil, totalLines: nil) }
-        let lines = bytes.split(separator: 10, omittingEmptySubsequences: false)
-        let total = bytes.last == 10 ? lines.count - 1 : lines.count
-        let s = max(1, startLine ?? 1)
+        let binary = probe.contains(0) || !isUTF8Prefix(probe, truncated: probe.count == 8192 && size > 8192)
+        if binary && !raw { return FileContent(path: path, size: size, etag: etag, binary: true, bytes: nil, startLine: nil, endLine: nil, totalLines: nil) }
+        guard ranged && !raw else {
+            // The whole file, as large as it was when the request came (it may have grown since).
+            let bytes = probe + (probe.count < 8192 ? [] : Self.readUpTo(fd, max(0, size - probe.count)))
+            return FileContent(path: path, size: size, etag: etag, binary: binary, bytes: bytes, startLine: nil, endLine: nil, totalLines: nil)
+        }
+        return try Self.lines(fd, first: probe, path: path, size: size, etag: etag, startLine: startLine, endLine: endLine)
+    }
+
+    /// Files read whole (raw) or sliced are held in memory up to this size.
+    static let maxReadBytes = 64 * 1024 * 1024
+
+    /// Lines `startLine...endLine` (1-based, clamped to the file) of the file open at `fd`, read in
+    /// pieces from where `first` (its first bytes, read already) ends: only the slice is kept.
+    static func lines(_ fd: Int32, first: [UInt8], path: String, size: Int, etag: String, startLine: Int?, endLine: Int?) throws -> FileContent {
+        let s = max(1, startLine ?? 1), wantEnd = endLine ?? Int.max
+        var line = 1, newlines = 0, last: UInt8? = nil
+        var slice: [UInt8] = []
+        var chunk = first
+        while !chunk.isEmpty {
+            chunk.withUnsafeBytes { buf in
+                var at = 0
+                while at < buf.count {
+                    let rest = buf.count - at
+                    let found = memchr(buf.baseAddress! + at, 10, rest).map { buf.baseAddress!.distance(to: UnsafeRawPointer($0)) }
+                    let end = found ?? buf.count
+                    if line >= s && line <= wantEnd {
+                        slice.append(contentsOf: UnsafeRawBufferPointer(rebasing: buf[at..<end]))
+                        if found != nil { slice.append(10) }
+                    }
+                    if found != nil { line += 1; newlines += 1 }
+                    at = end + 1
+                }
+            }
+            guard slice.count <= maxReadBytes else {
+                throw APIError(.payloadTooLarge, message: "The lines asked for are more than \(maxReadBytes) bytes; ask for fewer",
+                               details: ["limit": .int(maxReadBytes)])
+            }
+            last = chunk.last ?? last
+            chunk = readUpTo(fd, 1 << 20)
+        }
+        // Lines end in a newline; a last line without one counts too (an empty file is one empty line).
+        let total = last == 10 ? newlines : newlines + 1
+        if last != 10 && total >= s && total <= wantEnd { slice.append(10) }
         let e = min(total, endLine ?? total)
         guard s <= max(e, 1) else { throw APIError.validation("start_line must not be after end_line", field: "start_line") }
-        var slice: [UInt8] = []
-        if s <= e { for i in (s - 1)..<e { slice += lines[i]; slice.append(10) } }
-        return FileContent(path: path, size: size, etag: etag, binary: false, bytes: slice, startLine: s, endLine: e, totalLines: total)
+        return FileContent(path: path, size: size, etag: etag, binary: false, bytes: s <= e ? slice : [], startLine: s, endLine: e, totalLines: total)
+    }
+
+    /// Opens `real` (a real path inside `root`, as `SafePath.resolve` gave it, and `expected` its stat)
+    /// for reading: beneath the root through no symlink where openat2 exists, so a folder swapped for
+    /// a link since the path was resolved cannot lead out, and only while it is still that file.
+    static func openResolved(_ real: String, root: String, path: String, expecting expected: stat) throws -> Int32 {
+        var fd: Int32 = -1
+        if canOpenBeneath && real.count > root.count + 1 {
+            let rootFD = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if rootFD >= 0 {
+                fd = kiln_open_beneath(rootFD, String(real.dropFirst(root.count + 1)), O_RDONLY | O_NONBLOCK | O_NOCTTY)
+                close(rootFD)
+                if fd < 0 && (errno == ELOOP || errno == EXDEV) { throw APIError.forbidden("\(path) leads outside the project (symlink)") }
+            }
+        } else {
+            fd = open(real, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
+        }
+        guard fd >= 0 else { throw APIError.notFound("Cannot read \(path)") }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_dev == expected.st_dev, st.st_ino == expected.st_ino else {
+            close(fd)
+            throw APIError.conflict("\(path) changed while it was read; try again")
+        }
+        return fd
+    }
+
+    /// Up to `count` bytes from `fd` (fewer at its end).
+    static func readUpTo(_ fd: Int32, _ count: Int) -> [UInt8] {
+        guard count > 0 else { return [] }
+        return [UInt8](unsafeUninitializedCapacity: count) { buf, n in
+            n = 0
+            while n < count {
+                let r = Glibc.read(fd, buf.baseAddress! + n, count - n)
+                if r < 0 && errno == EINTR { continue }
+                if r <= 0 { break }
+                n += r
+            }
+        }
     }
 
     /// Valid UTF-8; when the probe was cut from a longer file, a character cut at its end is allowed.

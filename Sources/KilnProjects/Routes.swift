@@ -45,7 +45,7 @@ public struct ProjectsModule: KilnModule {
         }
 
         routes.add(.GET, "/api/project/file", permission: "project:read",
-                   summary: "A file's content with an ETag; start_line/end_line for a slice; binary files as metadata unless raw=1; 413 above 5 MiB unless ranged",
+                   summary: "A file's content with an ETag; start_line/end_line for a slice; binary files as metadata unless raw=1; 413 above 5 MiB unless ranged, and above 64 MiB raw or for a slice; 409 when the file changed while it was opened",
                    tags: ["projects"],
                    query: projectQuery + [("path", "file relative to the project", true), ("start_line", "first line (1-based)", false),
                                           ("end_line", "last line", false), ("raw", "1 for the exact bytes", false)]) { req, ctx in

@@ -561,8 +561,9 @@ extension ProjectIndexTests {
     }
 }
 
-/// The rescan's walk and readers against a tree that changes under them.
-@Suite struct ReadingBeneathTheRootTests {
+/// Reading a project's files: the rescan's walk and readers and the file route against a tree that
+/// changes under them, and line slices read in pieces.
+@Suite struct ProjectFileReadingTests {
     /// New files are opened beneath the project's folder through no symlink, and so are the folders
     /// the walk enters: a folder swapped for a link to the outside after its parent was listed is not
     /// entered, a file is not read through it.
@@ -610,5 +611,88 @@ extension ProjectIndexTests {
         #expect(swapped)
         #expect(!found.contains("z/secret.txt"), "\(found)")
         #expect(found.contains("sub/a.txt") && found.contains("a.txt"))
+    }
+
+    /// What a slice must be: the file split at newlines whole, as the route did before it read files
+    /// in pieces.
+    func referenceSlice(_ bytes: [UInt8], _ start: Int?, _ end: Int?) -> (slice: [UInt8], s: Int, e: Int, total: Int)? {
+        let lines = bytes.split(separator: 10, omittingEmptySubsequences: false)
+        let total = bytes.last == 10 ? lines.count - 1 : lines.count
+        let s = max(1, start ?? 1), e = min(total, end ?? total)
+        guard s <= max(e, 1) else { return nil }
+        var slice: [UInt8] = []
+        if s <= e { for i in (s - 1)..<e { slice += lines[i]; slice.append(10) } }
+        return (slice, s, e, total)
+    }
+
+    @Test func lineSlicesReadInPiecesEqualTheWholeFileSplit() throws {
+        let dir = NSTemporaryDirectory() + "kiln-lines-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = SystemRandomNumberGenerator()
+        // Lines long and short around the 8 KiB first read and the 1 MiB pieces after it, with and
+        // without a last newline, CRLF, empty lines, and the empty file.
+        var long: [UInt8] = []
+        for i in 0..<3000 { long += Array(String(repeating: "x", count: Int(rng.next() % 900)).utf8) + (i % 7 == 0 ? [13, 10] : [10]) }
+        let files: [[UInt8]] = [[], [10], [10, 10], Array("one".utf8), Array("one\ntwo".utf8), Array("one\ntwo\n".utf8),
+                                Array(repeating: 65, count: 8191) + [10] + Array("next\n".utf8), Array(repeating: 66, count: 8192) + [10, 67],
+                                long, long.dropLast()]
+        var checked = 0
+        for (n, bytes) in files.enumerated() {
+            let path = dir + "/f\(n)"
+            #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+            let total = max(1, bytes.split(separator: 10, omittingEmptySubsequences: false).count)
+            var ranges: [(Int?, Int?)] = [(1, nil), (nil, 1), (1, 1), (2, 3), (total, nil), (total, total + 5), (total + 1, nil), (3, 2)]
+            for _ in 0..<20 { let a = 1 + Int(rng.next() % UInt64(total + 2)); ranges.append((a, a + Int(rng.next() % 50))) }
+            for (start, end) in ranges {
+                let fd = open(path, O_RDONLY)
+                defer { close(fd) }
+                let first = ProjectService.readUpTo(fd, 8192)
+                let want = referenceSlice(bytes, start, end)
+                let got = try? ProjectService.lines(fd, first: first, path: "f", size: bytes.count, etag: "", startLine: start, endLine: end)
+                #expect((got == nil) == (want == nil), "file \(n) range \(String(describing: start))-\(String(describing: end))")
+                if let got, let want {
+                    let same = got.bytes == want.slice && got.startLine == want.s && got.endLine == want.e && got.totalLines == want.total
+                    #expect(same, "file \(n) range \(String(describing: start))-\(String(describing: end)): \(got.totalLines ?? -1) lines, want \(want.total)")
+                }
+                checked += 1
+            }
+        }
+        #expect(checked > 200)
+    }
+
+    /// The file route opens what it resolved only while that is still it: a folder on the way that
+    /// became a link is refused, a file replaced since conflicts.
+    @Test(.enabled(if: ProjectService.canOpenBeneath, "openat2 (Linux 5.6)"))
+    func theFileRouteOpensOnlyWhatItResolved() throws {
+        let base = NSTemporaryDirectory() + "kiln-resolved-\(UUID().uuidString)"
+        let root = base + "/root", outside = base + "/outside"
+        let fm = FileManager.default
+        for d in [root + "/sub", outside] { try fm.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        defer { try? fm.removeItem(atPath: base) }
+        try "inside\n".write(toFile: root + "/sub/a.txt", atomically: false, encoding: .utf8)
+        try "secret\n".write(toFile: outside + "/a.txt", atomically: false, encoding: .utf8)
+        var st = stat()
+        #expect(stat(root + "/sub/a.txt", &st) == 0)
+        let fd = try ProjectService.openResolved(root + "/sub/a.txt", root: root, path: "sub/a.txt", expecting: st)
+        #expect(ProjectService.readUpTo(fd, 100) == Array("inside\n".utf8))
+        close(fd)
+        // Resolved, then `sub` becomes a link out (same name, and the outside file's stat).
+        #expect(rename(root + "/sub", root + "/sub.moved") == 0 && symlink(outside, root + "/sub") == 0)
+        var outsideStat = stat()
+        #expect(stat(outside + "/a.txt", &outsideStat) == 0)
+        do {
+            let leaked = try ProjectService.openResolved(root + "/sub/a.txt", root: root, path: "sub/a.txt", expecting: outsideStat)
+            close(leaked)
+            Issue.record("opened a file through a link out")
+        } catch let e as APIError {
+            #expect(e.status == .forbidden)
+        }
+        // A file replaced since it was resolved.
+        #expect(unlink(root + "/sub") == 0 && rename(root + "/sub.moved", root + "/sub") == 0)
+        try "replaced\n".write(toFile: root + "/sub/a.txt", atomically: true, encoding: .utf8)
+        do { _ = try ProjectService.openResolved(root + "/sub/a.txt", root: root, path: "sub/a.txt", expecting: st); Issue.record("no conflict") } catch let e as APIError {
+            #expect(e.status == .conflict)
+        }
     }
 }

@@ -129,6 +129,20 @@ func makeRepo(_ root: String) async throws -> String {
         #expect(big.status == 413 && errorCode(big) == "payload_too_large")
         let bigSlice = try await a.call("GET", "/api/project/file?project_id=\(pid)&path=big.txt&start_line=1&end_line=1")
         #expect(bigSlice.status == 200 && (bigSlice.json["content"] as? String)?.count == (20 << 20) + 1)
+        let rawBig = try await a.call("GET", "/api/project/file?project_id=\(pid)&path=big.txt&raw=1")
+        #expect(rawBig.status == 200 && rawBig.body.count == 20 << 20)
+        // Raw or sliced, a file is held in memory up to 64 MiB: a larger one (sparse here) is refused raw,
+        // and its lines are read in pieces, only the slice kept.
+        let huge = repo + "/huge.txt"
+        let hugeFD = open(huge, O_CREAT | O_WRONLY, 0o644)
+        let head = Array(("first\nsecond\n" + String(repeating: "x", count: 16_000) + "\n").utf8)
+        #expect(ftruncate(hugeFD, 65 << 20) == 0 && pwrite(hugeFD, head, head.count, 0) == head.count)
+        close(hugeFD)
+        defer { unlink(huge) }
+        let hugeRaw = try await a.call("GET", "/api/project/file?project_id=\(pid)&path=huge.txt&raw=1")
+        #expect(hugeRaw.status == 413 && errorCode(hugeRaw) == "payload_too_large")
+        let hugeHead = try await a.call("GET", "/api/project/file?project_id=\(pid)&path=huge.txt&start_line=2&end_line=2")
+        #expect(hugeHead.status == 200 && hugeHead.json["content"] as? String == "second\n", "\(hugeHead.status)")
         #expect(try await a.call("GET", "/api/project/file?project_id=\(pid)&path=inside-link/main.swift").json["content"] as? String != nil)
 
         // Recent: newest first.
