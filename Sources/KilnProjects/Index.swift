@@ -395,8 +395,9 @@ final class RescanShared<Item: Sendable>: @unchecked Sendable {
 struct StoredFile: Sendable { let size: Int; let mtime: Int64; let hash: String?; let binary: Bool }
 
 /// The first stage of a rescan, on a thread of its own: lists the files (git's view, or the built-in
-/// walk as it goes), stats each one, and feeds those that must be read to the queue, so reading
-/// starts with the first directory rather than after the last. Unchanged files are only counted.
+/// walk as it goes), stats those it knows (and symlinks, and whatever git lists), and feeds those
+/// that must be read to the queue, so reading starts with the first directory rather than after the
+/// last. Unchanged files are only counted.
 final class RescanWalk: @unchecked Sendable {
     let root: String
     let stored: [String: StoredFile]
