@@ -24,7 +24,7 @@ let package = Package(
         .target(name: "KilnHTTP", dependencies: ["CShims", "COpenSSL"], swiftSettings: strict),
         .target(name: "KilnCrypto", dependencies: ["COpenSSL"], swiftSettings: strict),
         .target(name: "KilnStore", dependencies: ["CSQLite", "CShims"], swiftSettings: strict),
-        .target(name: "KilnCore", dependencies: ["KilnHTTP", "KilnStore", "KilnCrypto", "COpenSSL"], swiftSettings: strict),
+        .target(name: "KilnCore", dependencies: ["CShims", "KilnHTTP", "KilnStore", "KilnCrypto", "COpenSSL"], swiftSettings: strict),
         // Domain modules.
         .target(name: "KilnAuth", dependencies: ["KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
         .target(name: "KilnAccount", dependencies: ["KilnAuth", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),

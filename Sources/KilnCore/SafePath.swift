@@ -1,3 +1,4 @@
+import CShims
 import Foundation
 import Glibc
 import KilnHTTP
@@ -54,5 +55,28 @@ public enum SafePath {
             return r
         }
         return target
+    }
+
+    /// Whether openat2 (Linux 5.6) works here. Without it (an older kernel, a seccomp filter that
+    /// refuses it) `openRoot` gives -1 and callers use paths, checked as before.
+    public static let canOpenBeneath: Bool = {
+        let root = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard root >= 0 else { return false }
+        defer { close(root) }
+        let fd = kiln_open_beneath(root, ".", O_RDONLY | O_DIRECTORY)
+        if fd >= 0 { close(fd) }
+        return fd >= 0
+    }()
+
+    /// The folder `root` opened for `openBeneath`, or -1 where openat2 is missing (or it cannot be opened).
+    public static func openRoot(_ root: String) -> Int32 {
+        canOpenBeneath ? open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1
+    }
+
+    /// Opens `relative` ("" for the folder itself; no "..") beneath the open folder `rootFD`, through
+    /// no symlink at all, the last component included: a folder swapped for a link after a path was
+    /// checked cannot lead out. -1 with errno, ELOOP or EXDEV for a link on the way.
+    public static func openBeneath(_ rootFD: Int32, _ relative: String, flags: Int32) -> Int32 {
+        kiln_open_beneath(rootFD, relative.isEmpty ? "." : relative, flags)
     }
 }

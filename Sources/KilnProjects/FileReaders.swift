@@ -1,4 +1,3 @@
-import CShims
 import Foundation
 import Glibc
 import KilnCore
@@ -47,7 +46,7 @@ struct FileSlurper {
     /// The same for a file the walk did not stat: `path` relative to the open folder `dirFD`, opened
     /// beneath it through no symlink; nil unless it is a regular file.
     func read(beneath dirFD: Int32, _ path: String, limit: Int) -> (stat, UnsafeRawBufferPointer?)? {
-        let fd = kiln_open_beneath(dirFD, path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
+        let fd = SafePath.openBeneath(dirFD, path, flags: O_RDONLY | O_NONBLOCK | O_NOCTTY)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         return contents(fd, limit: limit) { _ in true }

@@ -710,17 +710,6 @@ extension ProjectService {
         return ls.stdout.split(separator: 0).compactMap { String(validating: Array($0), as: UTF8.self) }
     }
 
-    /// Whether this kernel has openat2 (Linux 5.6) and no seccomp filter refuses it; without it the
-    /// walk stats every file and opens folders by path.
-    static let canOpenBeneath: Bool = {
-        let root = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard root >= 0 else { return false }
-        defer { close(root) }
-        let fd = kiln_open_beneath(root, ".", O_RDONLY | O_DIRECTORY)
-        if fd >= 0 { close(fd) }
-        return fd >= 0
-    }()
-
     /// The built-in walk: readdir with the entry types the file system reports, `.gitignore` files
     /// applied as git would. Symlinked folders are not entered: each folder is opened beneath the
     /// root through no symlink (where openat2 exists), so one swapped for a link after its parent was
@@ -730,12 +719,12 @@ extension ProjectService {
         var stack: [(String, GitIgnore)] = [("", GitIgnore())]
         var entries: [(name: String, type: Int32)] = []
         var st = stat()
-        let rootFD = Self.canOpenBeneath ? open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1
+        let rootFD = SafePath.openRoot(root)
         defer { if rootFD >= 0 { close(rootFD) } }
         while let (rel, parentIgnores) = stack.popLast() {
             let d: OpaquePointer?
             if rootFD >= 0 {
-                let fd = rel.isEmpty ? kiln_open_beneath(rootFD, ".", O_RDONLY | O_DIRECTORY) : kiln_open_beneath(rootFD, rel, O_RDONLY | O_DIRECTORY)
+                let fd = SafePath.openBeneath(rootFD, rel, flags: O_RDONLY | O_DIRECTORY)
                 d = fd >= 0 ? fdopendir(fd) : nil
                 if fd >= 0 && d == nil { close(fd) }
             } else {
@@ -826,7 +815,7 @@ extension ProjectService {
         let threads = max(1, min(4, ProcessInfo.processInfo.activeProcessorCount))
         let shared = RescanShared<RescanItem>(open: true, stats: RescanStats())
         // Where new files are opened from (beneath it, through no symlink).
-        let rootFD = ProjectService.canOpenBeneath ? open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1
+        let rootFD = SafePath.openRoot(root)
         defer { if rootFD >= 0 { close(rootFD) } }
         let walker = RescanWalk(root: root, stored: stored, live: index.livePaths(), symbolsComplete: symbolsComplete,
                                 beneath: rootFD >= 0, queue: shared)

@@ -1,4 +1,3 @@
-import CShims
 import Foundation
 import Glibc
 import KilnCore
@@ -242,12 +241,9 @@ public struct ProjectService: Sendable {
     /// installed, the built-in matcher otherwise; `all` shows ignored entries too.
     func tree(_ root: String, project: Project, path: String, all: Bool) async throws -> [TreeEntry] {
         let dir = try SafePath.resolve(root: root, relative: path)
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
-            throw APIError.validation("path is not a directory", field: "path")
-        }
         let rel = dir == root ? "" : String(dir.dropFirst(root.count + 1))
-        let names = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0 != ".git" }
+        let listing = try Self.listDirectory(dir, root: root, rel: rel, path: path)
+        let names = listing.keys
         let useGit = project.vcs == "git" && ProcessRunner.which("git") != nil
         var visible: Set<String>? = nil
         var status: [String: String] = [:]
@@ -275,9 +271,7 @@ public struct ProjectService: Sendable {
         }
         var out: [TreeEntry] = []
         for name in names.sorted() {
-            let full = dir + "/" + name
-            var st = stat()
-            guard lstat(full, &st) == 0 else { continue }
+            guard let st = listing[name] else { continue }
             let kind: String
             switch st.st_mode & S_IFMT {
             case S_IFDIR: kind = "dir"
@@ -295,6 +289,36 @@ public struct ProjectService: Sendable {
                                  gitStatus: useGit ? status[name] : nil, ignored: ignored))
         }
         return out.sorted { ($0.type == "dir" ? 0 : 1, $0.name) < ($1.type == "dir" ? 0 : 1, $1.name) }
+    }
+
+    /// The entries of the folder `dir` (`rel` in the project, resolved from the client's `path`) with
+    /// their lstat, `.git` left out. Opened beneath the root through no symlink where openat2 exists,
+    /// so a folder swapped for a link since it was resolved is refused. Names that are not UTF-8 are
+    /// left out, as the walk leaves them out of the index: no path could name them back.
+    static func listDirectory(_ dir: String, root: String, rel: String, path: String) throws -> [String: stat] {
+        let rootFD = SafePath.openRoot(root)
+        let fd = rootFD >= 0 ? SafePath.openBeneath(rootFD, rel, flags: O_RDONLY | O_DIRECTORY)
+            : open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        let failure = errno
+        if rootFD >= 0 { close(rootFD) }
+        guard fd >= 0 else {
+            switch failure {
+            case ENOTDIR: throw APIError.validation("path is not a directory", field: "path")
+            case ELOOP, EXDEV: throw APIError.forbidden("\(path) leads outside the project (symlink)")
+            default: throw APIError.notFound("No such directory: \(path)")
+            }
+        }
+        guard let d = fdopendir(fd) else { close(fd); throw APIError.notFound("No such directory: \(path)") }
+        defer { closedir(d) }
+        var out: [String: stat] = [:]
+        var st = stat()
+        while let e = readdir(d) {
+            let raw = withUnsafeBytes(of: e.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
+            guard let name = String(validating: raw, as: UTF8.self), name != ".", name != "..", name != ".git" else { continue }
+            guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+            out[name] = st
+        }
+        return out
     }
 
     /// The .gitignore files from the root down to `rel`.
@@ -395,13 +419,12 @@ public struct ProjectService: Sendable {
     /// a link since the path was resolved cannot lead out, and only while it is still that file.
     static func openResolved(_ real: String, root: String, path: String, expecting expected: stat) throws -> Int32 {
         var fd: Int32 = -1
-        if canOpenBeneath && real.count > root.count + 1 {
-            let rootFD = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if rootFD >= 0 {
-                fd = kiln_open_beneath(rootFD, String(real.dropFirst(root.count + 1)), O_RDONLY | O_NONBLOCK | O_NOCTTY)
-                close(rootFD)
-                if fd < 0 && (errno == ELOOP || errno == EXDEV) { throw APIError.forbidden("\(path) leads outside the project (symlink)") }
-            }
+        let rootFD = real.count > root.count + 1 ? SafePath.openRoot(root) : -1
+        if rootFD >= 0 {
+            fd = SafePath.openBeneath(rootFD, String(real.dropFirst(root.count + 1)), flags: O_RDONLY | O_NONBLOCK | O_NOCTTY)
+            let failure = errno
+            close(rootFD)
+            if fd < 0 && (failure == ELOOP || failure == EXDEV) { throw APIError.forbidden("\(path) leads outside the project (symlink)") }
         } else {
             fd = open(real, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
         }

@@ -4,6 +4,7 @@ import Testing
 @testable import KilnApp
 @testable import KilnProjects
 import KilnCore
+import KilnHTTP
 
 /// A project (not a git repository) holding a copy of this package's sources, a vendored second copy
 /// of one module (files of identical content), plus test files.
@@ -567,7 +568,7 @@ extension ProjectIndexTests {
     /// New files are opened beneath the project's folder through no symlink, and so are the folders
     /// the walk enters: a folder swapped for a link to the outside after its parent was listed is not
     /// entered, a file is not read through it.
-    @Test(.enabled(if: ProjectService.canOpenBeneath, "openat2 (Linux 5.6)"))
+    @Test(.enabled(if: SafePath.canOpenBeneath, "openat2 (Linux 5.6)"))
     func filesAndFoldersAreOpenedBeneathTheRootThroughNoSymlink() throws {
         let base = NSTemporaryDirectory() + "kiln-beneath-\(UUID().uuidString)"
         let root = base + "/root", outside = base + "/outside"
@@ -663,7 +664,7 @@ extension ProjectIndexTests {
 
     /// The file route opens what it resolved only while that is still it: a folder on the way that
     /// became a link is refused, a file replaced since conflicts.
-    @Test(.enabled(if: ProjectService.canOpenBeneath, "openat2 (Linux 5.6)"))
+    @Test(.enabled(if: SafePath.canOpenBeneath, "openat2 (Linux 5.6)"))
     func theFileRouteOpensOnlyWhatItResolved() throws {
         let base = NSTemporaryDirectory() + "kiln-resolved-\(UUID().uuidString)"
         let root = base + "/root", outside = base + "/outside"
@@ -694,5 +695,31 @@ extension ProjectIndexTests {
         do { _ = try ProjectService.openResolved(root + "/sub/a.txt", root: root, path: "sub/a.txt", expecting: st); Issue.record("no conflict") } catch let e as APIError {
             #expect(e.status == .conflict)
         }
+    }
+
+    /// The tree route lists the folder it resolved only while no link is on the way to it.
+    @Test(.enabled(if: SafePath.canOpenBeneath, "openat2 (Linux 5.6)"))
+    func theTreeListsOnlyWhatItResolved() throws {
+        let base = NSTemporaryDirectory() + "kiln-list-\(UUID().uuidString)"
+        let root = base + "/root", outside = base + "/outside"
+        let fm = FileManager.default
+        for d in [root + "/sub/.git", outside] { try fm.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        defer { try? fm.removeItem(atPath: base) }
+        try "a".write(toFile: root + "/sub/a.txt", atomically: false, encoding: .utf8)
+        try "s".write(toFile: outside + "/secret.txt", atomically: false, encoding: .utf8)
+        var bad: [CChar] = Array((root + "/sub/bad-").utf8CString.dropLast()) + [CChar(bitPattern: 0xFF), 0]
+        close(open(&bad, O_CREAT | O_WRONLY, 0o644))
+        let listed = try ProjectService.listDirectory(root + "/sub", root: root, rel: "sub", path: "sub")
+        #expect(listed.keys.sorted() == ["a.txt"] && listed["a.txt"]?.st_size == 1)
+        func status(_ body: () throws -> Any) -> HTTPStatus? {
+            do { _ = try body(); return nil } catch let e as APIError { return e.status } catch { return nil }
+        }
+        #expect(status { try ProjectService.listDirectory(root + "/sub/a.txt", root: root, rel: "sub/a.txt", path: "sub/a.txt") } == .badRequest)
+        // `sub/inner` resolved, then `sub` becomes a link out, where an `inner` folder waits.
+        try fm.createDirectory(atPath: root + "/sub/inner", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: outside + "/inner", withIntermediateDirectories: true)
+        #expect(rename(root + "/sub", root + "/sub.moved") == 0 && symlink(outside, root + "/sub") == 0)
+        #expect(status { try ProjectService.listDirectory(root + "/sub/inner", root: root, rel: "sub/inner", path: "sub/inner") } == .forbidden)
+        #expect(status { try ProjectService.listDirectory(root + "/sub", root: root, rel: "sub", path: "sub") } == .forbidden)
     }
 }
