@@ -565,20 +565,24 @@ extension ProjectIndexTests {
 /// Reading a project's files: the rescan's walk and readers and the file route against a tree that
 /// changes under them, and line slices read in pieces.
 @Suite struct ProjectFileReadingTests {
+    /// A project folder `root` and a folder beside it, `outside`, in a fresh temporary folder (`base`,
+    /// for the caller to remove), with `folders` and `files` (paths from `base`, text by path).
+    func rootAndOutside(_ name: String, folders: [String], files: [String: String]) throws -> (base: String, root: String, outside: String) {
+        let base = NSTemporaryDirectory() + "kiln-\(name)-\(UUID().uuidString)"
+        for d in ["root", "outside"] + folders { try FileManager.default.createDirectory(atPath: base + "/" + d, withIntermediateDirectories: true) }
+        for (path, text) in files { try text.write(toFile: base + "/" + path, atomically: false, encoding: .utf8) }
+        return (base, base + "/root", base + "/outside")
+    }
+
     /// New files are opened beneath the project's folder through no symlink, and so are the folders
     /// the walk enters: a folder swapped for a link to the outside after its parent was listed is not
     /// entered, a file is not read through it.
     @Test(.enabled(if: SafePath.canOpenBeneath, "openat2 (Linux 5.6)"))
     func filesAndFoldersAreOpenedBeneathTheRootThroughNoSymlink() throws {
-        let base = NSTemporaryDirectory() + "kiln-beneath-\(UUID().uuidString)"
-        let root = base + "/root", outside = base + "/outside"
         let fm = FileManager.default
-        for d in [root + "/sub", root + "/z", outside] { try fm.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        let (base, root, outside) = try rootAndOutside("beneath", folders: ["root/sub", "root/z"], files: [
+            "root/sub/a.txt": "inside\n", "root/a.txt": "first\n", "root/z/kept.txt": "in z\n", "outside/secret.txt": "secret\n"])
         defer { try? fm.removeItem(atPath: base) }
-        try "inside\n".write(toFile: root + "/sub/a.txt", atomically: false, encoding: .utf8)
-        try "first\n".write(toFile: root + "/a.txt", atomically: false, encoding: .utf8)
-        try "in z\n".write(toFile: root + "/z/kept.txt", atomically: false, encoding: .utf8)
-        try "secret\n".write(toFile: outside + "/secret.txt", atomically: false, encoding: .utf8)
         try fm.createSymbolicLink(atPath: root + "/link", withDestinationPath: outside)
         try fm.createSymbolicLink(atPath: root + "/sub/l.txt", withDestinationPath: "a.txt")
 
@@ -667,13 +671,8 @@ extension ProjectIndexTests {
     /// became a link is refused, a file replaced since conflicts.
     @Test(.enabled(if: SafePath.canOpenBeneath, "openat2 (Linux 5.6)"))
     func theFileRouteOpensOnlyWhatItResolved() throws {
-        let base = NSTemporaryDirectory() + "kiln-resolved-\(UUID().uuidString)"
-        let root = base + "/root", outside = base + "/outside"
-        let fm = FileManager.default
-        for d in [root + "/sub", outside] { try fm.createDirectory(atPath: d, withIntermediateDirectories: true) }
-        defer { try? fm.removeItem(atPath: base) }
-        try "inside\n".write(toFile: root + "/sub/a.txt", atomically: false, encoding: .utf8)
-        try "secret\n".write(toFile: outside + "/a.txt", atomically: false, encoding: .utf8)
+        let (base, root, outside) = try rootAndOutside("resolved", folders: ["root/sub"], files: ["root/sub/a.txt": "inside\n", "outside/a.txt": "secret\n"])
+        defer { try? FileManager.default.removeItem(atPath: base) }
         var st = stat()
         #expect(stat(root + "/sub/a.txt", &st) == 0)
         let fd = try ProjectService.openResolved(root + "/sub/a.txt", root: root, path: "sub/a.txt", expecting: st)
@@ -701,13 +700,9 @@ extension ProjectIndexTests {
     /// The tree route lists the folder it resolved only while no link is on the way to it.
     @Test(.enabled(if: SafePath.canOpenBeneath, "openat2 (Linux 5.6)"))
     func theTreeListsOnlyWhatItResolved() throws {
-        let base = NSTemporaryDirectory() + "kiln-list-\(UUID().uuidString)"
-        let root = base + "/root", outside = base + "/outside"
         let fm = FileManager.default
-        for d in [root + "/sub/.git", outside] { try fm.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        let (base, root, outside) = try rootAndOutside("list", folders: ["root/sub/.git"], files: ["root/sub/a.txt": "a", "outside/secret.txt": "s"])
         defer { try? fm.removeItem(atPath: base) }
-        try "a".write(toFile: root + "/sub/a.txt", atomically: false, encoding: .utf8)
-        try "s".write(toFile: outside + "/secret.txt", atomically: false, encoding: .utf8)
         var bad: [CChar] = Array((root + "/sub/bad-").utf8CString.dropLast()) + [CChar(bitPattern: 0xFF), 0]
         close(open(&bad, O_CREAT | O_WRONLY, 0o644))
         let listed = try ProjectService.listDirectory(root + "/sub", root: root, rel: "sub", path: "sub")
