@@ -7,6 +7,12 @@ let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
 
+/// What every domain module may import.
+let layers: [Target.Dependency] = ["CShims", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"]
+let domains: [Target.Dependency] = [
+    "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects", "KilnShell", "KilnPTY", "KilnAgents", "KilnBudget", "KilnReceipts",
+]
+
 let package = Package(
     name: "kiln",
     platforms: [.macOS(.v15)],
@@ -25,29 +31,41 @@ let package = Package(
         .target(name: "KilnCrypto", dependencies: ["COpenSSL"], swiftSettings: strict),
         .target(name: "KilnStore", dependencies: ["CSQLite", "CShims"], swiftSettings: strict),
         .target(name: "KilnCore", dependencies: ["CShims", "KilnHTTP", "KilnStore", "KilnCrypto", "COpenSSL"], swiftSettings: strict),
-        // Domain modules.
-        .target(name: "KilnAuth", dependencies: ["KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
-        .target(name: "KilnAccount", dependencies: ["KilnAuth", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
-        .target(name: "KilnProjects", dependencies: ["CShims", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
-        .target(name: "KilnShell", dependencies: ["KilnProjects", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto", "CShims"], swiftSettings: strict),
-        .target(name: "KilnPTY", dependencies: ["KilnProjects", "KilnCore", "KilnHTTP", "KilnStore", "CShims"], swiftSettings: strict),
-        .target(name: "KilnAgents", dependencies: ["KilnShell", "KilnProjects", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
-        .target(name: "KilnBudget", dependencies: ["KilnAgents", "KilnProjects", "KilnCore", "KilnHTTP", "KilnStore"], swiftSettings: strict),
-        .target(name: "KilnReceipts", dependencies: ["KilnBudget", "KilnAgents", "KilnProjects", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"], swiftSettings: strict),
-        .target(name: "KilnWorkspaces", dependencies: ["KilnAuth", "KilnCore", "KilnHTTP", "KilnStore"], swiftSettings: strict),
+        // Domain modules: one floor. Each depends on KilnCore and the layers beneath it, never on
+        // another domain; what one needs of another is a protocol in KilnCore (scripts/check-architecture.sh).
+        .target(name: "KilnAuth", dependencies: layers, swiftSettings: strict),
+        .target(name: "KilnAccount", dependencies: layers, swiftSettings: strict),
+        .target(name: "KilnWorkspaces", dependencies: layers, swiftSettings: strict),
+        .target(name: "KilnProjects", dependencies: layers, swiftSettings: strict),
+        .target(name: "KilnShell", dependencies: layers, swiftSettings: strict),
+        .target(name: "KilnPTY", dependencies: layers, swiftSettings: strict),
+        .target(name: "KilnAgents", dependencies: layers, swiftSettings: strict),
+        .target(name: "KilnBudget", dependencies: layers, swiftSettings: strict),
+        .target(name: "KilnReceipts", dependencies: layers, swiftSettings: strict),
 
-        .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "COpenSSL", "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects", "KilnShell", "KilnPTY", "KilnAgents", "KilnBudget", "KilnReceipts"], swiftSettings: strict),
+        .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "COpenSSL"] + domains, swiftSettings: strict),
 
         // Executables.
-        .executableTarget(name: "kiln", dependencies: ["KilnApp", "KilnHTTP", "KilnCore", "KilnBudget", "KilnReceipts"], swiftSettings: strict),
+        .executableTarget(name: "kiln", dependencies: ["KilnApp", "KilnHTTP", "KilnCore", "KilnStore"], swiftSettings: strict),
         .executableTarget(name: "kiln-bench", dependencies: ["KilnHTTP"], path: "Sources/kiln-bench", swiftSettings: strict),
 
-        // Tests.
+        // Tests: the engine and layers on their own; a target per domain (its service and route tests);
+        // KilnAppTests for what crosses domains (the route table, access, probes, durability). The
+        // shared test support (the in-process and socket test apps, clients, fixtures) is a target too.
         .testTarget(name: "KilnHTTPTests", dependencies: ["KilnHTTP", "CShims", "KilnCore"], swiftSettings: strict),
         .testTarget(name: "KilnCryptoTests", dependencies: ["KilnCrypto"], swiftSettings: strict),
         .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore", "KilnHTTP"], swiftSettings: strict),
         .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore"], swiftSettings: strict),
-        .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects", "KilnShell", "KilnPTY", "KilnAgents", "KilnBudget", "KilnReceipts"], swiftSettings: strict),
+        .target(name: "KilnTestSupport", dependencies: ["KilnApp"] + layers + domains, path: "Tests/KilnTestSupport", swiftSettings: strict),
+        .testTarget(name: "KilnAuthTests", dependencies: ["KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
+        .testTarget(name: "KilnAccountTests", dependencies: ["KilnAccount", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
+        .testTarget(name: "KilnWorkspacesTests", dependencies: ["KilnWorkspaces", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
+        .testTarget(name: "KilnProjectsTests", dependencies: ["KilnProjects", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
+        .testTarget(name: "KilnShellTests", dependencies: ["KilnShell", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
+        .testTarget(name: "KilnAgentsTests", dependencies: ["KilnAgents", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
+        .testTarget(name: "KilnBudgetTests", dependencies: ["KilnBudget", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
+        .testTarget(name: "KilnReceiptsTests", dependencies: ["KilnReceipts", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
+        .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnTestSupport"] + layers + domains, swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,149 +1,104 @@
 import Foundation
-import KilnAuth
 import KilnCore
 import KilnHTTP
-import KilnStore
 
-/// Your own account: sessions, password, profile, deletion, data export, audit trail and API keys.
-public struct AccountModule: KilnModule {
-    public let name = "account"
-    public init() {}
-    public var migrations: [Migration] { AccountMigrations.all }
+/// `/api/account/*`: the signed-in user's own sessions, password, profile, deletion, export, audit
+/// trail and API keys.
+struct AccountRoutes: Sendable {
+    let account: AccountService
+    let clock: any Clock
 
-    static let str: JSONValue = ["type": "string"]
-    static func obj(_ props: [String: JSONValue], required: [String] = []) -> JSONValue {
-        ["type": "object", "required": .array(required.map { .string($0) }), "properties": .object(props)]
+    static let small = 16 * 1024
+
+    func register(_ routes: Routes) {
+        let r = routes.tagged("account")
+        let read = Permission.accountRead, write = Permission.accountWrite
+        r.add(.GET, "/api/account/sessions", read, "Your active sessions (the current one marked)", reply: .page(of: SessionInfo.self), sessions)
+        r.add(.POST, "/api/account/sessions/:sid/revoke", write, "End one of your sessions", revokeSession)
+        r.add(.POST, "/api/account/change-password", write, "Change your password (the old one is needed); ends your other sessions",
+              limit: Self.small, changePassword)
+        r.add(.POST, "/api/account/update-profile", write,
+              "Change your name, avatar URL or email (a new email is confirmed by mail before it applies)", limit: Self.small, updateProfile)
+        r.add(.POST, "/api/account/request-delete", write, "Delete your account and its data in 30 days unless cancelled", requestDelete)
+        r.add(.POST, "/api/account/cancel-delete", write, "Keep your account: cancel a requested deletion", cancelDelete)
+        r.add(.GET, "/api/account/export-data", read,
+              "Everything Kiln holds about you as one JSON document (no passwords, tokens or secret values)", exportData)
+        r.add(.GET, "/api/account/audit-list", read, "Your own audit events, newest first", query: QueryParam.paging, auditList)
+        r.add(.GET, "/api/account/api-keys", read, "Your API keys (never their values)", query: QueryParam.paging,
+              reply: .page(of: APIKey.self), listKeys)
+        r.add(.POST, "/api/account/api-keys", write,
+              "Create an API key (kf_…, shown once) with scopes and an optional expiry; needs a fresh second factor when MFA is on",
+              limit: Self.small, reply: .json(status: .created), createKey)
+        r.add(.DELETE, "/api/account/api-keys/:id", write, "Revoke an API key", reply: .noContent, revokeKey)
     }
 
-    public func register(_ routes: Routes, _ services: Services) {
-        let auth = AuthService(services: services)
-        let keys = APIKeyService(db: services.db, clock: services.clock, catalog: services.catalog, hooks: services.hooks)
-        let clock = services.clock
-        let db = services.db
-        let hooks = services.hooks
-        hooks.provideAPIKeys { token, ip in try await keys.resolve(token: token, ip: ip) }
-        hooks.onUserPurged { tx, uid in try keys.deleteAll(tx, userID: uid) }
-        let small = 16 * 1024
-        let paging: [(name: String, description: String, required: Bool)] = [("limit", "1 to 200 (default 50)", false), ("cursor", "next_cursor of the previous page", false)]
+    static let ok = Response.json(JSONValue.object(["status": "ok"]))
 
-        routes.add(.GET, "/api/account/sessions", permission: "account:read", summary: "Your active sessions (the current one marked)", tags: ["account"]) { _, ctx in
-            let p = try ctx.requirePrincipal()
-            let list = try await auth.sessions(userID: p.userID, current: p.sessionID)
-            return try .json(Page(items: list, nextCursor: nil))
-        }
-
-        routes.add(.POST, "/api/account/sessions/:sid/revoke", permission: "account:write", summary: "End one of your sessions", tags: ["account"]) { req, ctx in
-            let p = try ctx.requirePrincipal()
-            let sid = try ctx.parameter("sid")
-            guard IDs.isValid(sid, prefix: "ses") else { throw APIError.notFound("No such session") }
-            try await auth.revokeSession(userID: p.userID, sessionID: sid, actorIP: req.remoteAddress)
-            return .json(raw: Array(#"{"status":"ok"}"#.utf8))
-        }
-
-        struct PasswordInput: Decodable { let oldPassword: String; let newPassword: String }
-        routes.add(.POST, "/api/account/change-password", permission: "account:write",
-                   summary: "Change your password (the old one is needed); ends your other sessions", tags: ["account"],
-                   requestBody: Self.obj(["old_password": Self.str, "new_password": Self.str], required: ["old_password", "new_password"]),
-                   bodyLimit: small) { req, ctx in
-            let p = try ctx.requirePrincipal()
-            let input = try await req.decode(PasswordInput.self, limit: small)
-            try await auth.changePassword(userID: p.userID, currentSession: p.sessionID, old: input.oldPassword, new: input.newPassword, ip: req.remoteAddress)
-            return .json(raw: Array(#"{"status":"ok"}"#.utf8))
-        }
-
-        routes.add(.POST, "/api/account/update-profile", permission: "account:write",
-                   summary: "Change your name, avatar URL or email (a new email is confirmed by mail before it applies)", tags: ["account"],
-                   requestBody: Self.obj(["name": Self.str, "email": Self.str, "avatar_url": Self.str]), bodyLimit: small) { req, ctx in
-            let p = try ctx.requirePrincipal()
-            let input = try await req.decode(AuthService.ProfileInput.self, limit: small)
-            let (user, pending) = try await auth.updateProfile(userID: p.userID, input, ip: req.remoteAddress)
-            struct Body: Encodable { let user: User; let emailVerificationSent: Bool }
-            return try .json(Body(user: user, emailVerificationSent: pending))
-        }
-
-        routes.add(.POST, "/api/account/request-delete", permission: "account:write",
-                   summary: "Delete your account and its data in 30 days unless cancelled", tags: ["account"]) { req, ctx in
-            let p = try ctx.requirePrincipal()
-            let when = try await auth.requestDelete(userID: p.userID, ip: req.remoteAddress)
-            return .json(JSONValue.object(["status": "scheduled", "delete_after": .string(HTTPDate.iso8601(when))]))
-        }
-
-        routes.add(.POST, "/api/account/cancel-delete", permission: "account:write", summary: "Keep your account: cancel a requested deletion", tags: ["account"]) { req, ctx in
-            let p = try ctx.requirePrincipal()
-            try await auth.cancelDelete(userID: p.userID, ip: req.remoteAddress)
-            return .json(raw: Array(#"{"status":"ok","delete_after":null}"#.utf8))
-        }
-
-        routes.add(.GET, "/api/account/export-data", permission: "account:read",
-                   summary: "Everything Kiln holds about you as one JSON document (no passwords, tokens or secret values)", tags: ["account"]) { req, ctx in
-            let p = try ctx.requirePrincipal()
-            var doc: [String: JSONValue] = ["exported_at": .string(HTTPDate.iso8601(clock.now())), "format": "kiln-account-export/1"]
-            doc["account"] = try await auth.exportSection(userID: p.userID)
-            let keyPage = try await keys.list(userID: p.userID, page: PageRequest(limit: 200))
-            doc["api_keys"] = try JSONDecoder().decode(JSONValue.self, from: Data(try JSONCoding.encode(keyPage.items)))
-            var events: [AuditEntry] = []
-            var cursor: String? = nil
-            repeat {
-                let page = try await AuditLog.list(db, AuditLog.Filter(actor: p.userID), page: PageRequest(limit: 200, cursor: cursor))
-                events += page.items
-                cursor = page.nextCursor.flatMap { Base64URLCursor.decode($0) }
-            } while cursor != nil && events.count < 100_000
-            doc["audit_events"] = try JSONDecoder().decode(JSONValue.self, from: Data(try JSONCoding.encode(events)))
-            for (name, section) in hooks.exportSections { doc[name] = try await section(p.userID) }
-            try await auth.audit(AuditEvent(action: "account.exported", actorUserID: p.userID, actorKeyID: p.apiKeyID, resourceType: "user",
-                                            resourceID: p.userID, ip: req.remoteAddress))
-            var res = Response.json(JSONValue.object(doc))
-            res.headers["Content-Disposition"] = "attachment; filename=\"kiln-account-export.json\""
-            res.headers["Cache-Control"] = "no-store"
-            return res
-        }
-
-        routes.add(.GET, "/api/account/audit-list", permission: "account:read", summary: "Your own audit events, newest first", tags: ["account"],
-                   query: paging) { req, ctx in
-            let p = try ctx.requirePrincipal()
-            return try .json(try await AuditLog.list(db, AuditLog.Filter(actor: p.userID), page: try PageRequest(query: req.query)))
-        }
-
-        routes.add(.GET, "/api/account/api-keys", permission: "account:read", summary: "Your API keys (never their values)", tags: ["account"],
-                   query: paging) { req, ctx in
-            let p = try ctx.requirePrincipal()
-            return try .json(try await keys.list(userID: p.userID, page: try PageRequest(query: req.query)))
-        }
-
-        routes.add(.POST, "/api/account/api-keys", permission: "account:write",
-                   summary: "Create an API key (kf_…, shown once) with scopes and an optional expiry; needs a fresh second factor when MFA is on",
-                   tags: ["account"],
-                   requestBody: Self.obj(["name": Self.str, "scopes": ["type": "array", "items": Self.str], "expires_in_days": ["type": "integer"]],
-                                         required: ["name", "scopes"]),
-                   successStatus: 201, bodyLimit: small) { req, ctx in
-            let p = try ctx.requirePrincipal()
-            try p.requireStepUp(now: clock.now())
-            let input = try await req.decode(APIKeyService.CreateInput.self, limit: small)
-            let (key, token) = try await keys.create(userID: p.userID, input, ip: req.remoteAddress)
-            // The key's fields at the top level plus the one-time `key`; `api_key` repeats them for clients that nest.
-            guard case .object(var body) = try JSONDecoder().decode(JSONValue.self, from: Data(try JSONCoding.encode(key))) else {
-                throw APIError(.internalServerError)
-            }
-            body["api_key"] = .object(body)
-            body["key"] = .string(token)
-            var res = Response.json(JSONValue.object(body), status: .created)
-            res.headers["Cache-Control"] = "no-store"
-            return res
-        }
-
-        routes.add(.DELETE, "/api/account/api-keys/:id", permission: "account:write", summary: "Revoke an API key", tags: ["account"]) { req, ctx in
-            let p = try ctx.requirePrincipal()
-            let id = try ctx.parameter("id")
-            guard IDs.isValid(id, prefix: "key") else { throw APIError.notFound("No such API key") }
-            try await keys.revoke(userID: p.userID, id: id, ip: req.remoteAddress)
-            return .noContent()
-        }
+    @Sendable func sessions(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        let p = try ctx.requirePrincipal()
+        return try .json(Page(all: try await account.accounts.sessions(userID: p.userID, current: p.sessionID)))
     }
-}
 
-/// Decodes the opaque cursors PageRequest issues (for internal paging loops).
-enum Base64URLCursor {
-    static func decode(_ c: String) -> String? {
-        (try? PageRequest(query: QueryParameters([("cursor", c)])))?.cursor
+    @Sendable func revokeSession(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        let p = try ctx.requirePrincipal()
+        let sid = try ctx.parameter("sid")
+        try Validate.id(sid, prefix: "ses", notFound: "No such session")
+        try await account.accounts.revokeSession(userID: p.userID, sessionID: sid, actorIP: req.remoteAddress)
+        return Self.ok
+    }
+
+    @Sendable func changePassword(_ req: Request, _ ctx: RequestContext, _ input: PasswordInput) async throws -> Response {
+        let p = try ctx.requirePrincipal()
+        try await account.accounts.changePassword(userID: p.userID, currentSession: p.sessionID, old: input.oldPassword,
+                                                  new: input.newPassword, ip: req.remoteAddress)
+        return Self.ok
+    }
+
+    @Sendable func updateProfile(_ req: Request, _ ctx: RequestContext, _ input: ProfileChange) async throws -> Response {
+        let (user, pending) = try await account.accounts.updateProfile(userID: try ctx.requirePrincipal().userID, input, ip: req.remoteAddress)
+        return try .json(ProfileBody(user: user, emailVerificationSent: pending))
+    }
+
+    @Sendable func requestDelete(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        let when = try await account.accounts.requestDelete(userID: try ctx.requirePrincipal().userID, ip: req.remoteAddress)
+        return .json(JSONValue.object(["status": "scheduled", "delete_after": .string(HTTPDate.iso8601(when))]))
+    }
+
+    @Sendable func cancelDelete(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        try await account.accounts.cancelDelete(userID: try ctx.requirePrincipal().userID, ip: req.remoteAddress)
+        return .json(JSONValue.object(["status": "ok", "delete_after": .null]))
+    }
+
+    @Sendable func exportData(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        var res = Response.json(try await account.export(try ctx.requirePrincipal(), ip: req.remoteAddress))
+        res.headers["Content-Disposition"] = "attachment; filename=\"kiln-account-export.json\""
+        res.headers["Cache-Control"] = "no-store"
+        return res
+    }
+
+    @Sendable func auditList(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        try .json(try await account.auditEvents(userID: try ctx.requirePrincipal().userID, page: try PageRequest(query: req.query)))
+    }
+
+    @Sendable func listKeys(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        try .json(try await account.keys(userID: try ctx.requirePrincipal().userID, page: try PageRequest(query: req.query)))
+    }
+
+    @Sendable func createKey(_ req: Request, _ ctx: RequestContext, _ input: APIKeyInput) async throws -> Response {
+        let p = try ctx.requirePrincipal()
+        try p.requireStepUp(now: clock.now())
+        let (key, token) = try await account.createKey(userID: p.userID, input, ip: req.remoteAddress)
+        // The key's fields at the top level plus the one-time `key`; `api_key` repeats them for clients that nest.
+        guard case .object(var body) = try JSONValue(encoding: key) else { throw APIError(.internalServerError) }
+        body["api_key"] = .object(body)
+        body["key"] = .string(token)
+        var res = Response.json(JSONValue.object(body), status: .created)
+        res.headers["Cache-Control"] = "no-store"
+        return res
+    }
+
+    @Sendable func revokeKey(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        try await account.revokeKey(userID: try ctx.requirePrincipal().userID, id: try ctx.parameter("id"), ip: req.remoteAddress)
+        return .noContent()
     }
 }

@@ -27,12 +27,6 @@ public struct ToolCall: Sendable, Codable, Equatable {
     public var arguments: String
 }
 
-public struct ToolSpec: Sendable {
-    public let name: String
-    public let description: String
-    public let schema: JSONValue
-}
-
 /// What one model turn produced.
 public struct ModelTurn: Sendable {
     public var text = ""
@@ -46,7 +40,7 @@ public struct ModelRequest: Sendable {
     public var model: String
     public var system: String
     public var messages: [ChatMessage]
-    public var tools: [ToolSpec]
+    public var tools: [ToolDescriptor]
     public var temperature: Double?
     public var maxTokens: Int
 }
@@ -72,12 +66,26 @@ public struct ProviderSettings: Sendable {
     public var model: String
     public var timeout: Double
 
+    static let baseURLFlag = "--llm-base-url", apiKeyFlag = "--llm-api-key", modelFlag = "--llm-model"
+    static let providerFlag = "--llm-provider", timeoutFlag = "--llm-timeout"
+
+    /// The model provider's options under `kiln serve`.
+    static let options: [Config.Option] = [
+        .text(baseURLFlag, env: "KILN_LLM_BASE_URL",
+              help: "model provider base URL, e.g. http://127.0.0.1:8000/v1 (OpenAI-compatible) or https://api.anthropic.com"),
+        .text(apiKeyFlag, env: "KILN_LLM_API_KEY", help: "the provider's API key (prefer the environment variable)"),
+        .text(modelFlag, env: "KILN_LLM_MODEL", help: "the default model name"),
+        .choice(providerFlag, env: "KILN_LLM_PROVIDER", help: "openai or anthropic (default: guessed from the URL)", ["openai", "anthropic"]),
+        .int(timeoutFlag, env: "KILN_LLM_TIMEOUT", help: "seconds to wait for provider output (default 120)", range: 1...3600),
+    ]
+
     /// From the server config; nil when no provider is configured.
     public static func from(_ c: Config) -> ProviderSettings? {
-        guard let base = c.llmBaseURL, !base.isEmpty else { return nil }
-        let kind = c.llmProvider ?? (base.contains("anthropic") ? "anthropic" : "openai")
-        let model = c.llmModel ?? (kind == "anthropic" ? "claude-sonnet-4-5" : "gpt-4o-mini")
-        return ProviderSettings(kind: kind, baseURL: base.hasSuffix("/") ? String(base.dropLast()) : base, apiKey: c.llmAPIKey, model: model, timeout: c.llmTimeoutSeconds)
+        guard let base = c.string(baseURLFlag), !base.isEmpty else { return nil }
+        let kind = c.string(providerFlag) ?? (base.contains("anthropic") ? "anthropic" : "openai")
+        let model = c.string(modelFlag) ?? (kind == "anthropic" ? "claude-sonnet-4-5" : "gpt-4o-mini")
+        return ProviderSettings(kind: kind, baseURL: base.hasSuffix("/") ? String(base.dropLast()) : base, apiKey: c.string(apiKeyFlag),
+                                model: model, timeout: c.double(timeoutFlag) ?? 120)
     }
 
     public func provider() -> any ModelProvider {
@@ -376,6 +384,3 @@ struct AnthropicProvider: ModelProvider {
         }
     }
 }
-
-/// About four characters per token: the usual rough rule, used when a provider reports no usage.
-public func estimateTokens(_ text: String) -> Int { max(1, (text.utf8.count + 3) / 4) }

@@ -18,30 +18,58 @@ public enum KilnVersion {
     public static let version = "0.1.0"
 }
 
-/// The assembled server: config, store, services, every module's routes on one router with the
-/// cross-cutting middleware, and the HTTP engine.
-public final class Application: @unchecked Sendable {
+/// The assembled server: config, store, services, every module built with the other domains'
+/// protocols it needs, their routes on one router with the cross-cutting middleware, and the HTTP
+/// engine. It starts the modules after their routes are registered and shuts them down in reverse.
+public final class Application: ModuleHost, @unchecked Sendable {
     public let services: Services
     public let routes: Routes
     let router: Router
     let metrics = HTTPMetrics()
     let startedAt = Date()
     public private(set) var server: HTTPServer?
-    public private(set) var modules: [any KilnModule] = []
-    public private(set) var allMigrations: [Migration] = []
+    public let modules: [any KilnModule]
+    public let allMigrations: [Migration]
     public var permissions: [Permission] { services.catalog.all }
     public private(set) var appliedOnStart: [Migration] = []
+    private let lifecycle = NSLock()
+    private var started = false
+    private var stopped = false
 
-    /// The domain modules, in registration order. Adding a domain: one line here.
-    static func domainModules() -> [any KilnModule] {
-        [AuthModule(), AccountModule(), WorkspacesModule(), ProjectsModule(), ShellModule(), PTYModule(), AgentsModule(), BudgetModule(), ReceiptsModule()]
+    /// Every domain module type, in the order they are built: their options and commands are known
+    /// before any is built. Adding a domain: a line here and one in `buildModules`.
+    static let moduleTypes: [any KilnModule.Type] = [
+        AuthModule.self, AccountModule.self, WorkspacesModule.self, ProjectsModule.self, ShellModule.self, PTYModule.self,
+        AgentsModule.self, BudgetModule.self, ReceiptsModule.self,
+    ]
+
+    /// What `kiln serve` understands: the server's own options and every module's.
+    public static var configOptions: [Config.Option] { Config.coreOptions + moduleTypes.flatMap { $0.configOptions } }
+
+    /// The modules' `kiln <command>` subcommands.
+    public static var commands: [Command] { moduleTypes.flatMap { $0.commands } }
+
+    /// Builds each domain with what it needs of the others (protocols from KilnCore, implemented by
+    /// their owners), in dependency order; the result is in registration order.
+    static func buildModules(_ s: Services) -> [any KilnModule] {
+        let auth = AuthModule(services: s)
+        let account = AccountModule(services: s, accounts: auth.service)
+        let workspaces = WorkspacesModule(services: s, users: auth.service)
+        let projects = ProjectsModule(services: s)
+        let shell = ShellModule(services: s, projects: projects.service)
+        let pty = PTYModule(services: s, projects: projects.service)
+        let budget = BudgetModule(services: s, projects: projects.service, tools: AgentToolCatalog())
+        let receipts = ReceiptsModule(services: s, projects: projects.service, pricing: budget.service.pricing)
+        let agents = AgentsModule(services: s, projects: projects.service, jobs: shell.service, observers: [budget.service, receipts.service])
+        return [auth, account, workspaces, projects, shell, pty, agents, budget, receipts]
     }
 
     /// Opens (or creates) the data dir and database, applies migrations, registers every route.
-    /// `ephemeral` uses an in-memory database (for `kiln routes`).
+    /// `ephemeral` uses an in-memory database (for `kiln routes` and in-process tests). Refuses to
+    /// build when a route names a permission no module registered.
     public init(config: Config, clock: any Clock = SystemClock(), ephemeral: Bool = false, extraModules: [any KilnModule] = []) throws {
-        let dataDir = ephemeral ? NSTemporaryDirectory() : config.dataDir
-        if !ephemeral { try Application.prepareDataDir(dataDir) }
+        let dataDir = ephemeral ? NSTemporaryDirectory() + "kiln-ephemeral-\(UUID().uuidString)" : config.dataDir
+        try Application.prepareDataDir(dataDir)
         let db: Database
         if ephemeral {
             db = try Database(path: "file:kiln-ephemeral-\(UUID().uuidString)?mode=memory&cache=shared", readers: 1)
@@ -49,30 +77,37 @@ public final class Application: @unchecked Sendable {
             db = try Database(path: dataDir + "/kiln.db")
         }
         let masterKey = ephemeral ? Crypto.randomBytes(32) : try Application.loadMasterKey(dataDir: dataDir)
-        let hooks = Hooks()
         let catalog = PermissionCatalog()
         let templatesDir = FileManager.default.fileExists(atPath: "Templates") ? FileManager.default.currentDirectoryPath + "/Templates" : nil
         services = Services(config: config, db: db, clock: clock, bus: EventBus(db: db, clock: clock), jobs: JobRunner(),
-                            dataDir: dataDir, masterKey: masterKey, hooks: hooks, catalog: catalog,
+                            dataDir: dataDir, masterKey: masterKey, hooks: Hooks(), catalog: catalog,
                             mailer: try config.smtpURL.map { try SMTPMailer(url: $0, from: config.mailFrom) as any Mailer }
                                 ?? OutboxMailer(directory: dataDir + "/outbox", from: config.mailFrom),
                             templates: MailTemplates(directory: templatesDir),
                             baseURL: BaseURL(config.baseURL()))
         router = Router()
-        routes = Routes(router: router)
+        routes = Routes(router: router, catalog: catalog)
         router.add(middleware: RequestIDMiddleware())
         router.add(middleware: AccessLogMiddleware(metrics: metrics))
+        router.add(middleware: ErrorMiddleware())
         var trusted = Set<String>()
         if let u = config.publicURL { trusted.insert(u.hasSuffix("/") ? String(u.dropLast()) : u) }
-        router.add(middleware: AccessMiddleware(hooks: hooks, catalog: catalog, buckets: TokenBuckets(capacity: 600, refillPerSecond: 10),
+        router.add(middleware: AccessMiddleware(hooks: services.hooks, catalog: catalog, buckets: TokenBuckets(capacity: 600, refillPerSecond: 10),
                                                 clock: clock, trustedOrigins: trusted))
-        modules = [CoreModule(app: self)] + Application.domainModules() + extraModules
-        allMigrations = modules.flatMap(\.migrations)
-        for m in modules { for g in m.permissions { catalog.register(g.permission, minimumRole: g.minimumRole) } }
+        modules = Application.buildModules(services) + extraModules
+        allMigrations = CoreModule.migrations + modules.flatMap(\.migrations)
+        for m in modules { for p in m.permissions { catalog.register(p) } }
         appliedOnStart = try db.migrate(allMigrations)
-        for m in modules { m.register(routes, services) }
+        CoreModule(app: self).register(routes)
+        for m in modules { m.register(routes) }
+        if !routes.problems.isEmpty {
+            throw Config.ConfigError("refusing to start: " + routes.problems.joined(separator: "; "))
+        }
         if let files = Application.publicFiles(config) { router.fallback = files.handler }
     }
+
+    /// The module of this type (commands and tests reach a domain's service through it).
+    public func module<M: KilnModule>(_ type: M.Type) -> M? { modules.lazy.compactMap { $0 as? M }.first }
 
     static func publicFiles(_ config: Config) -> StaticFiles? {
         if let dir = config.publicDir { return StaticFiles(root: dir) }
@@ -120,15 +155,17 @@ public final class Application: @unchecked Sendable {
 
     /// Lines `serve` prints after it starts: the one-time owner setup URL while there is no account.
     public func startupNotices(baseURL: String) -> [String] {
-        let auth = AuthService(services: services)
-        guard (try? auth.userCount()) == 0, let token = try? auth.makeOwnerSetupToken() else { return [] }
+        guard let auth = module(AuthModule.self)?.service, (try? auth.userCount()) == 0, let token = try? auth.makeOwnerSetupToken() else {
+            return []
+        }
         return ["No accounts yet. Create the owner account (one-time link, valid 24 hours):", "  \(baseURL)/setup?token=\(token)"]
     }
 
-    /// `kiln admin create-user`: the account and a one-time link to set its password.
-    public func adminCreateUser(email: String, name: String, baseURL: String? = nil) async throws -> String {
-        let (_, token) = try await AuthService(services: services).createUser(email: email, name: name)
-        return "\(baseURL ?? services.config.baseURL())/setup?token=\(token)"
+    /// Starts each module's background work (once).
+    public func startModules() throws {
+        let first = lifecycle.withLock { () -> Bool in defer { started = true }; return !started }
+        guard first else { return }
+        for m in modules { try m.start(services.jobs) }
     }
 
     /// Binds and starts serving; returns the bound port.
@@ -142,6 +179,7 @@ public final class Application: @unchecked Sendable {
         if c.eventLoops > 0 { sc.eventLoops = c.eventLoops }
         sc.tlsCertificatePath = c.tlsCert
         sc.tlsKeyPath = c.tlsKey
+        try startModules()
         let s = try HTTPServer(configuration: sc, responder: router.responder())
         try s.start()
         server = s
@@ -158,8 +196,16 @@ public final class Application: @unchecked Sendable {
         await shutdown()
     }
 
+    /// Ends everything in order and waits: the server stops taking connections and ends its streams
+    /// while the modules end their jobs, terminals and runs (in reverse order of building); then the
+    /// background tasks stop. Safe to call more than once.
     public func shutdown() async {
-        await server?.shutdown()
+        let first = lifecycle.withLock { () -> Bool in defer { stopped = true }; return !stopped }
+        guard first else { return }
+        let server = self.server
+        async let serverStopped: Void = { await server?.shutdown() }()
+        for m in modules.reversed() { await m.shutdown() }
+        await serverStopped
         await services.jobs.shutdown()
     }
 }

@@ -5,12 +5,12 @@ import KilnCrypto
 import KilnHTTP
 import KilnStore
 
-/// Probes, metrics, the OpenAPI document and the permission list.
-struct CoreModule: KilnModule {
-    let name = "core"
+/// The server's own routes: probes, metrics, the OpenAPI document and the permission list.
+struct CoreModule: Sendable {
     let app: Application
 
-    var migrations: [Migration] {
+    /// The core tables: the event store, the audit log and the readiness probe's row.
+    static var migrations: [Migration] {
         EventBus.migrations + AuditLog.migrations + [
             Migration(module: "core", version: 1, name: "readiness probe row", sql: """
                 CREATE TABLE core_probe (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at INTEGER NOT NULL);
@@ -18,41 +18,45 @@ struct CoreModule: KilnModule {
         ]
     }
 
-    func register(_ routes: Routes, _ services: Services) {
-        let app = self.app
-        routes.add(.GET, "/healthz", permission: Permission.publicAccess, summary: "Liveness: the process answers",
-                   tags: ["probes"], responseBody: ["type": "object", "properties": ["status": ["type": "string"]]]) { _, _ in
-            .json(raw: Array(#"{"status":"ok"}"#.utf8))
-        }
-        routes.add(.GET, "/readyz", permission: Permission.publicAccess,
-                   summary: "Readiness: database reachable and writable, migrations current, data dir writable, free disk above the floor",
-                   tags: ["probes"]) { _, ctx in
-            let checks = await app.readinessChecks()
-            let ok = checks.values.allSatisfy { if case .object(let o) = $0 { return o["ok"] == .bool(true) } else { return false } }
-            if ok { return .json(JSONValue.object(["status": "ready", "checks": .object(checks)])) }
-            let body = JSONValue.object([
-                "error": ["code": "unavailable", "message": "Not ready", "details": ["checks": .object(checks)]],
-                "request_id": .string(ctx.requestID), "status": "not_ready", "checks": .object(checks),
-            ]).jsonText
-            return .json(raw: Array(body.utf8), status: .serviceUnavailable)
-        }
-        routes.add(.GET, "/metrics", permission: Permission.publicAccess, summary: "Prometheus metrics (text exposition format 0.0.4)",
-                   tags: ["probes"], responseContentType: "text/plain") { _, _ in
-            .text(app.renderMetrics(), contentType: "text/plain; version=0.0.4; charset=utf-8")
-        }
-        routes.add(.GET, "/api/openapi.json", permission: Permission.publicAccess, summary: "This API as an OpenAPI 3.1 document",
-                   tags: ["meta"]) { _, _ in
-            .json(app.openAPIDocument())
-        }
-        routes.add(.GET, "/api/permissions", permission: Permission.publicAccess, summary: "Every permission with what it allows",
-                   tags: ["meta"], responseBody: ["type": "object", "properties": ["items": ["type": "array"]]]) { _, _ in
-            let items: [JSONValue] = app.permissions.map { p in
-                .object(["name": .string(p.name), "description": .string(p.description),
-                         "scope": .string(p.workspaceScoped ? "workspace" : "user"),
-                         "roles": .array(app.services.catalog.roles(granting: p.name).map { .string($0.rawValue) })])
-            }
-            return .json(JSONValue.object(["items": .array(items), "next_cursor": .null]))
-        }
+    func register(_ routes: Routes) {
+        let r = routes.tagged("probes")
+        r.add(.GET, "/healthz", .publicAccess, "Liveness: the process answers", reply: .json(Schema.object(["status": Schema.string])), healthz)
+        r.add(.GET, "/readyz", .publicAccess,
+              "Readiness: database reachable and writable, migrations current, data dir writable, free disk above the floor", readyz)
+        r.add(.GET, "/metrics", .publicAccess, "Prometheus metrics (text exposition format 0.0.4)", reply: .text, metrics)
+        let meta = routes.tagged("meta")
+        meta.add(.GET, "/api/openapi.json", .publicAccess, "This API as an OpenAPI 3.1 document", openapi)
+        meta.add(.GET, "/api/permissions", .publicAccess, "Every permission with what it allows",
+                 reply: .json(Schema.object(["items": Schema.array(Schema.any)])), permissions)
+    }
+
+    @Sendable func healthz(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        .json(JSONValue.object(["status": "ok"]))
+    }
+
+    @Sendable func readyz(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        let checks = await app.readinessChecks()
+        let ok = checks.values.allSatisfy { if case .object(let o) = $0 { return o["ok"] == .bool(true) } else { return false } }
+        if ok { return .json(JSONValue.object(["status": "ready", "checks": .object(checks)])) }
+        let body = JSONValue.object([
+            "error": ["code": "unavailable", "message": "Not ready", "details": ["checks": .object(checks)]],
+            "request_id": .string(ctx.requestID), "status": "not_ready", "checks": .object(checks),
+        ]).jsonText
+        return .json(raw: Array(body.utf8), status: .serviceUnavailable)
+    }
+
+    @Sendable func metrics(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        .text(app.renderMetrics(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+    }
+
+    @Sendable func openapi(_ req: Request, _ ctx: RequestContext) async throws -> Response { .json(app.openAPIDocument()) }
+
+    @Sendable func permissions(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        let catalog = app.services.catalog
+        return try .json(Page(all: app.permissions.map { p -> JSONValue in
+            .object(["name": .string(p.name), "description": .string(p.description), "scope": .string(p.workspaceScoped ? "workspace" : "user"),
+                     "roles": .array(catalog.roles(granting: p.name).map { .string($0.rawValue) })])
+        }))
     }
 }
 

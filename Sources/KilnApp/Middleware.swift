@@ -7,24 +7,24 @@ struct RequestIDMiddleware: Middleware {
     func handle(_ request: Request, context: RequestContext, next: Handler) async throws -> Response {
         var ctx = context
         if let incoming = request.headers["X-Request-Id"], RequestID.isWellFormed(incoming) { ctx.requestID = incoming }
-        do {
-            var res = try await next(request, ctx)
-            res.headers["X-Request-Id"] = ctx.requestID
-            return res
-        } catch {
-            var res = Self.map(error, ctx)
-            res.headers["X-Request-Id"] = ctx.requestID
-            return res
-        }
+        var res = try await next(request, ctx)
+        res.headers["X-Request-Id"] = ctx.requestID
+        return res
     }
+}
 
-    /// Any error becomes the shared error JSON; unknown ones are logged with detail, server-side only.
-    static func map(_ error: any Error, _ ctx: RequestContext) -> Response {
-        if !(error is any HTTPResponseError) && !(error is DecodingError) {
-            ServerLog.error("internal error", ["request_id": .string(ctx.requestID), "route": .string(ctx.route?.pattern ?? ""),
-                                               "error": .string(String(reflecting: error))])
+/// The one place errors become responses: the shared error JSON for every error a handler or the
+/// access check throws; unknown ones are logged with detail, server-side only, and answered 500.
+struct ErrorMiddleware: Middleware {
+    func handle(_ request: Request, context: RequestContext, next: Handler) async throws -> Response {
+        do { return try await next(request, context) } catch {
+            let inner = ErrorWithHeaders.unwrap(error)
+            if !(inner is any HTTPResponseError) && !(inner is DecodingError) {
+                ServerLog.error("internal error", ["request_id": .string(context.requestID), "route": .string(context.route?.pattern ?? ""),
+                                                   "error": .string(String(reflecting: inner))])
+            }
+            return Response.error(error, requestID: context.requestID)
         }
-        return Response.error(error, requestID: ctx.requestID)
     }
 }
 
@@ -33,8 +33,7 @@ struct AccessLogMiddleware: Middleware {
     let metrics: HTTPMetrics
 
     func handle(_ request: Request, context: RequestContext, next: Handler) async throws -> Response {
-        let res: Response
-        do { res = try await next(request, context) } catch { res = RequestIDMiddleware.map(error, context) }
+        let res = try await next(request, context)
         let seconds = Double(kilnMonotonicNanos() &- context.startNanos) / 1e9
         let route = context.route?.pattern.isEmpty == false ? context.route!.pattern : "unmatched"
         metrics.record(method: request.method.rawValue, route: route, status: res.status.code, seconds: seconds)

@@ -10,7 +10,7 @@ extension Application {
             var parameters: [JSONValue] = params.map {
                 ["name": .string($0), "in": "path", "required": true, "schema": ["type": "string", "minLength": 1]]
             }
-            for q in doc.query {
+            for q in doc.query where !params.contains(q.name) {
                 parameters.append(["name": .string(q.name), "in": "query", "required": .bool(q.required),
                                    "description": .string(q.description), "schema": ["type": "string"]])
             }
@@ -21,9 +21,9 @@ extension Application {
                 "x-kiln-permission": .string(doc.permission),
             ]
             if !parameters.isEmpty { op["parameters"] = .array(parameters) }
-            if doc.permission != Permission.publicAccess { op["security"] = [["session": []], ["apiKey": []]] }
+            if doc.permission != Permission.publicAccess.name { op["security"] = [["session": []], ["apiKey": []]] }
             if let body = doc.requestBody {
-                op["requestBody"] = ["required": true, "content": ["application/json": ["schema": body]]]
+                op["requestBody"] = ["required": .bool(doc.bodyRequired), "content": ["application/json": ["schema": body]]]
             }
             var success: [String: JSONValue] = ["description": .string(doc.summary.isEmpty ? "Success" : doc.summary)]
             if doc.successStatus != 204 {

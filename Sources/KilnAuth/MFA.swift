@@ -4,12 +4,6 @@ import KilnCrypto
 import KilnHTTP
 import KilnStore
 
-public struct MFASetup: Codable, Sendable {
-    public let secret: String
-    public let otpauthUrl: String
-    public let recoveryCodes: [String]
-}
-
 extension AuthService {
     static let recoveryCodeCount = 10
 
@@ -32,10 +26,9 @@ extension AuthService {
             return String(raw.prefix(4)) + "-" + String(raw.dropFirst(4).prefix(4)) + "-" + String(raw.dropFirst(8).prefix(4))
         }
         let now = clock.now()
-        try await db.write { tx in
-            try tx.run("UPDATE users SET mfa_pending_secret = ?, updated_at = ? WHERE id = ?", sealed, now, userID)
-            try tx.run("DELETE FROM recovery_codes WHERE user_id = ?", userID)
-            for c in codes { try tx.run("INSERT INTO recovery_codes (user_id, code_hash) VALUES (?, ?)", userID, Crypto.sha256Hex(Array(c.utf8))) }
+        let store = self.store
+        try await store.write { tx in
+            try store.startEnrolment(tx, userID: userID, sealedSecret: sealed, codeHashes: codes.map { Crypto.sha256Hex(Array($0.utf8)) }, at: now)
             try AuditLog.append(tx, AuditEvent(action: "mfa.enrolment_started", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip), at: now)
         }
         let b32 = Base32.encode(secret)
@@ -46,8 +39,6 @@ extension AuthService {
         return MFASetup(secret: b32, otpauthUrl: url, recoveryCodes: codes)
     }
 
-    public enum MFAOutcome: String, Sendable, Codable { case loginCompleted = "login_completed", enabled, stepUp = "step_up" }
-
     /// Checks a TOTP code (±1 step, each step once) or a single-use recovery code and, by state:
     /// completes a half-open login, turns MFA on after enrolment, or records a fresh step-up.
     public func mfaVerify(principal p: Principal, code raw: String, ip: String) async throws -> MFAOutcome {
@@ -56,9 +47,7 @@ extension AuthService {
         guard !code.isEmpty, code.utf8.count <= 32 else { throw APIError.validation("code is required", field: "code") }
         try limit("mfa", account: p.userID, ip: ip)
         let now = clock.now()
-        guard let r = try await db.read({ tx in
-            try tx.first("SELECT mfa_enabled, mfa_secret, mfa_pending_secret, mfa_last_step FROM users WHERE id = ?", p.userID)
-        }) else { throw APIError.notFound("No such account") }
+        guard let r = try await store.mfaState(userID: p.userID) else { throw APIError.notFound("No such account") }
         let enabled = r.bool("mfa_enabled") ?? false
         let enrolling = !enabled && r.blob("mfa_pending_secret") != nil
         guard enabled || enrolling else { throw APIError.conflict("Two-factor authentication is not set up (POST /api/auth/mfa-setup)") }
@@ -75,24 +64,22 @@ extension AuthService {
         let matched = matchedStep
         let userID = p.userID
         let outcome: MFAOutcome = enrolling ? .enabled : (p.mfaPending ? .loginCompleted : .stepUp)
-        let ok = try await db.write { tx -> Bool in
+        let store = self.store
+        let ok = try await store.write { tx -> Bool in
             if let step = matched {
-                // Conditional on the stored step, so two racing requests cannot both use one step.
-                let n = try tx.run("UPDATE users SET mfa_last_step = ? WHERE id = ? AND mfa_last_step < ?", step, userID, step)
-                guard n == 1 else { return false }
+                guard try store.useStep(tx, userID: userID, step: step) else { return false }
             } else {
                 // Recovery codes work once, and only for an enabled factor.
-                guard enabled else { return false }
-                let n = try tx.run("UPDATE recovery_codes SET used_at = ? WHERE user_id = ? AND code_hash = ? AND used_at IS NULL",
-                                   now, userID, Crypto.sha256Hex(Array(code.utf8)))
-                guard n == 1 else { return false }
+                guard enabled, try store.useRecoveryCode(tx, userID: userID, hash: Crypto.sha256Hex(Array(code.utf8)), at: now) else {
+                    return false
+                }
                 try AuditLog.append(tx, AuditEvent(action: "mfa.recovery_code_used", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip), at: now)
             }
             if enrolling {
-                try tx.run("UPDATE users SET mfa_enabled = 1, mfa_secret = mfa_pending_secret, mfa_pending_secret = NULL, updated_at = ? WHERE id = ?", now, userID)
+                try store.enableMFA(tx, userID: userID, at: now)
                 try AuditLog.append(tx, AuditEvent(action: "mfa.enabled", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip), at: now)
             }
-            try tx.run("UPDATE sessions SET mfa_pending = 0, mfa_verified_at = ? WHERE id = ?", now, sid)
+            try store.markSecondFactor(tx, sessionID: sid, at: now)
             if outcome == .loginCompleted {
                 try AuditLog.append(tx, AuditEvent(action: "login.ok", actorUserID: userID, resourceType: "session", resourceID: sid, ip: ip,
                                                    details: ["second_factor": true]), at: now)
@@ -117,9 +104,9 @@ extension AuthService {
                                 code: code, ip: ip)
         let now = clock.now()
         let userID = p.userID
-        try await db.write { tx in
-            try tx.run("UPDATE users SET mfa_enabled = 0, mfa_secret = NULL, mfa_pending_secret = NULL, updated_at = ? WHERE id = ?", now, userID)
-            try tx.run("DELETE FROM recovery_codes WHERE user_id = ?", userID)
+        let store = self.store
+        try await store.write { tx in
+            try store.disableMFA(tx, userID: userID, at: now)
             try AuditLog.append(tx, AuditEvent(action: "mfa.disabled", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip), at: now)
         }
     }

@@ -4,36 +4,10 @@ import KilnCrypto
 import KilnHTTP
 import KilnStore
 
-/// An account as the API shows it.
-public struct User: Codable, Sendable, Equatable, NullEncoding {
-    public let id: String
-    public let email: String
-    public let name: String
-    public let emailVerified: Bool
-    public let isOwner: Bool
-    public let mfaEnabled: Bool
-    public let avatarUrl: String?
-    /// When a requested deletion happens (nil: none pending).
-    public let deleteAfter: Date?
-    public let createdAt: Date
-
-    init(row r: Row) {
-        id = r.string("id") ?? ""
-        email = r.string("email") ?? ""
-        name = r.string("name") ?? ""
-        emailVerified = r.bool("email_verified") ?? false
-        isOwner = r.bool("is_owner") ?? false
-        mfaEnabled = r.bool("mfa_enabled") ?? false
-        avatarUrl = r.string("avatar_url")
-        deleteAfter = r.date("delete_after")
-        createdAt = r.date("created_at") ?? Date(timeIntervalSince1970: 0)
-    }
-}
-
 /// Accounts: setup links, registration, verification, login and sessions, password reset, TOTP
 /// MFA, profile and deletion. Other modules use this public API, never the tables.
-public final class AuthService: Sendable {
-    let db: Database
+public final class AuthService: AccountOperations {
+    let store: AuthStore
     let clock: any Clock
     let hooks: Hooks
     let mailer: any Mailer
@@ -54,13 +28,16 @@ public final class AuthService: Sendable {
     let perAccount = WindowLimiter(limit: 10, window: 15 * 60)
     let perIP = WindowLimiter(limit: 10, window: 15 * 60)
 
-    public static let userColumns = "id, email, name, email_verified, is_owner, mfa_enabled, avatar_url, delete_after, created_at"
-
     public init(db: Database, clock: any Clock, hooks: Hooks = Hooks(), mailer: any Mailer = OutboxMailer(directory: NSTemporaryDirectory() + "kiln-outbox"),
                 templates: MailTemplates = MailTemplates(directory: nil), baseURL: BaseURL = BaseURL("http://127.0.0.1:8080"),
                 masterKey: [UInt8] = Crypto.randomBytes(32)) {
-        self.db = db; self.clock = clock; self.hooks = hooks; self.mailer = mailer; self.templates = templates
-        self.baseURL = baseURL; self.masterKey = masterKey
+        self.store = AuthStore(db: db)
+        self.clock = clock
+        self.hooks = hooks
+        self.mailer = mailer
+        self.templates = templates
+        self.baseURL = baseURL
+        self.masterKey = masterKey
     }
 
     public convenience init(services s: Services) {
@@ -69,17 +46,9 @@ public final class AuthService: Sendable {
 
     // MARK: Lookups (public API for other modules)
 
-    public func userCount() throws -> Int {
-        try db.readSync { try $0.first("SELECT COUNT(*) AS n FROM users")?.int("n") ?? 0 }
-    }
-
-    public func user(id: String) async throws -> User? {
-        try await db.read { tx in try tx.first("SELECT \(AuthService.userColumns) FROM users WHERE id = ?", id).map(User.init(row:)) }
-    }
-
-    public func user(email: String) async throws -> User? {
-        try await db.read { tx in try tx.first("SELECT \(AuthService.userColumns) FROM users WHERE email = ?", email).map(User.init(row:)) }
-    }
+    public func userCount() throws -> Int { try store.userCount() }
+    public func user(id: String) async throws -> User? { try await store.user(id: id) }
+    public func user(email: String) async throws -> User? { try await store.user(email: email) }
 
     // MARK: Setup links
 
@@ -87,11 +56,11 @@ public final class AuthService: Sendable {
     public func makeOwnerSetupToken() throws -> String? {
         let token = "kst_" + IDs.randomBase62(40)
         let now = clock.now()
-        let made = try db.writeSync { tx -> Bool in
-            guard (try tx.first("SELECT COUNT(*) AS n FROM users")?.int("n") ?? 0) == 0 else { return false }
-            try tx.run("DELETE FROM setup_tokens WHERE purpose = 'owner' AND used_at IS NULL")
-            try tx.run("INSERT INTO setup_tokens (token_hash, purpose, user_id, created_at, expires_at) VALUES (?, 'owner', NULL, ?, ?)",
-                       Crypto.sha256Hex(Array(token.utf8)), now, now.addingTimeInterval(AuthService.setupTokenLifetime))
+        let store = self.store
+        let made = try store.writeSync { tx -> Bool in
+            guard try store.userCount(tx) == 0 else { return false }
+            try store.replaceOwnerSetupToken(tx, hash: Crypto.sha256Hex(Array(token.utf8)), at: now,
+                                             expires: now.addingTimeInterval(AuthService.setupTokenLifetime))
             return true
         }
         return made ? token : nil
@@ -104,13 +73,12 @@ public final class AuthService: Sendable {
         let token = "kst_" + IDs.randomBase62(40)
         let now = clock.now()
         let id = IDs.make("usr")
-        let hooks = self.hooks
+        let (hooks, store) = (self.hooks, self.store)
         do {
-            try await db.write { tx in
-                try tx.run("INSERT INTO users (id, email, name, email_verified, is_owner, created_at, updated_at) VALUES (?, ?, ?, 1, 0, ?, ?)",
-                           id, email, name, now, now)
-                try tx.run("INSERT INTO setup_tokens (token_hash, purpose, user_id, created_at, expires_at) VALUES (?, 'user', ?, ?, ?)",
-                           Crypto.sha256Hex(Array(token.utf8)), id, now, now.addingTimeInterval(AuthService.setupTokenLifetime))
+            try await store.write { tx in
+                try store.insertUser(tx, id: id, email: email, name: name, passwordHash: nil, verified: true, owner: false, at: now)
+                try store.insertUserSetupToken(tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: id, at: now,
+                                               expires: now.addingTimeInterval(AuthService.setupTokenLifetime))
                 try hooks.userCreated(tx, userID: id, name: name, at: now)
                 try AuditLog.append(tx, AuditEvent(action: "account.created", actorUserID: id, resourceType: "user", resourceID: id,
                                                    details: ["via": "admin"]), at: now)
@@ -119,13 +87,6 @@ public final class AuthService: Sendable {
             throw APIError.conflict("An account with this email already exists")
         }
         return (try await user(id: id)!, token)
-    }
-
-    public struct SetupInput: Decodable, Sendable {
-        public let token: String
-        public let email: String?
-        public let name: String?
-        public let password: String
     }
 
     /// Redeems a setup token: creates the owner, or sets the password of an operator-created account.
@@ -139,28 +100,24 @@ public final class AuthService: Sendable {
         let now = clock.now()
         let ownerEmail = try input.email.map(AuthService.validEmail)
         let ownerName = try input.name.map(AuthService.validName)
-        let hooks = self.hooks
-        let id = try await db.write { tx -> String in
-            guard let t = try tx.first("SELECT purpose, user_id, expires_at, used_at FROM setup_tokens WHERE token_hash = ?", tokenHash),
-                  t["used_at"] == .null, let expires = t.date("expires_at"), expires > now
+        let (hooks, store) = (self.hooks, self.store)
+        let id = try await store.write { tx -> String in
+            guard let t = try store.setupToken(tx, hash: tokenHash), t["used_at"] == .null, let expires = t.date("expires_at"), expires > now
             else { throw APIError.validation("This setup link is not valid, was used already, or expired", field: "token") }
-            try tx.run("UPDATE setup_tokens SET used_at = ? WHERE token_hash = ?", now, tokenHash)
+            try store.useSetupToken(tx, hash: tokenHash, at: now)
             if t.string("purpose") == "owner" {
-                guard (try tx.first("SELECT COUNT(*) AS n FROM users")?.int("n") ?? 0) == 0 else {
-                    throw APIError.conflict("The owner account exists already")
-                }
+                guard try store.userCount(tx) == 0 else { throw APIError.conflict("The owner account exists already") }
                 guard let email = ownerEmail else { throw APIError.validation("email is required", field: "email") }
                 let name = ownerName ?? String(email.split(separator: "@")[0])
                 let id = IDs.make("usr")
-                try tx.run("INSERT INTO users (id, email, name, password_hash, email_verified, is_owner, created_at, updated_at) VALUES (?, ?, ?, ?, 1, 1, ?, ?)",
-                           id, email, name, hash, now, now)
+                try store.insertUser(tx, id: id, email: email, name: name, passwordHash: hash, verified: true, owner: true, at: now)
                 try hooks.userCreated(tx, userID: id, name: name, at: now)
                 try AuditLog.append(tx, AuditEvent(action: "account.created", actorUserID: id, resourceType: "user", resourceID: id,
                                                    details: ["via": "owner_setup"]), at: now)
                 return id
             }
             guard let uid = t.string("user_id") else { throw APIError.validation("This setup link is not valid", field: "token") }
-            try tx.run("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?", hash, now, uid)
+            try store.setPassword(tx, userID: uid, hash: hash, at: now)
             try AuditLog.append(tx, AuditEvent(action: "password.set", actorUserID: uid, resourceType: "user", resourceID: uid), at: now)
             return uid
         }
@@ -168,8 +125,6 @@ public final class AuthService: Sendable {
     }
 
     // MARK: Registration and verification
-
-    public struct RegisterInput: Decodable, Sendable { public let email: String; public let password: String; public let name: String }
 
     /// Creates an unverified account (and its workspace) and mails a verification link.
     public func register(_ input: RegisterInput, ip: String) async throws -> User {
@@ -181,13 +136,12 @@ public final class AuthService: Sendable {
         let now = clock.now()
         let id = IDs.make("usr")
         let token = "kvt_" + IDs.randomBase62(43)
-        let hooks = self.hooks
+        let (hooks, store) = (self.hooks, self.store)
         do {
-            try await db.write { tx in
-                try tx.run("INSERT INTO users (id, email, name, password_hash, email_verified, is_owner, created_at, updated_at) VALUES (?, ?, ?, ?, 0, 0, ?, ?)",
-                           id, email, name, hash, now, now)
-                try tx.run("INSERT INTO email_tokens (token_hash, user_id, purpose, email, created_at, expires_at) VALUES (?, ?, 'verify', ?, ?, ?)",
-                           Crypto.sha256Hex(Array(token.utf8)), id, email, now, now.addingTimeInterval(AuthService.verifyTokenLifetime))
+            try await store.write { tx in
+                try store.insertUser(tx, id: id, email: email, name: name, passwordHash: hash, verified: false, owner: false, at: now)
+                try store.insertEmailToken(tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: id, purpose: "verify", email: email,
+                                           at: now, expires: now.addingTimeInterval(AuthService.verifyTokenLifetime))
                 try hooks.userCreated(tx, userID: id, name: name, at: now)
                 try AuditLog.append(tx, AuditEvent(action: "account.registered", actorUserID: id, resourceType: "user", resourceID: id, ip: ip), at: now)
             }
@@ -216,14 +170,14 @@ public final class AuthService: Sendable {
     public func verifyEmail(token: String) async throws -> User {
         let tokenHash = Crypto.sha256Hex(Array(token.utf8))
         let now = clock.now()
-        let id = try await db.write { tx -> String in
-            guard token.hasPrefix("kvt_"), token.utf8.count <= 64,
-                  let t = try tx.first("SELECT user_id, email, expires_at, used_at FROM email_tokens WHERE token_hash = ? AND purpose = 'verify'", tokenHash),
+        let store = self.store
+        let id = try await store.write { tx -> String in
+            guard token.hasPrefix("kvt_"), token.utf8.count <= 64, let t = try store.emailToken(tx, hash: tokenHash, purpose: "verify"),
                   t["used_at"] == .null, let exp = t.date("expires_at"), exp > now, let uid = t.string("user_id"), let email = t.string("email")
             else { throw APIError.validation("This verification link is not valid, was used already, or expired", field: "token") }
-            try tx.run("UPDATE email_tokens SET used_at = ? WHERE token_hash = ?", now, tokenHash)
+            try store.useEmailToken(tx, hash: tokenHash, at: now)
             do {
-                try tx.run("UPDATE users SET email = ?, email_verified = 1, pending_email = NULL, updated_at = ? WHERE id = ?", email, now, uid)
+                try store.confirmEmail(tx, userID: uid, email: email, at: now)
             } catch let e as StoreError where e.isUniqueViolation {
                 throw APIError.conflict("Another account uses this email address now")
             }

@@ -4,26 +4,6 @@ import KilnCrypto
 import KilnHTTP
 import KilnStore
 
-/// A session as its owner sees it (no token).
-public struct SessionInfo: Codable, Sendable, Equatable {
-    public let id: String
-    public let createdAt: Date
-    public let lastSeenAt: Date
-    public let expiresAt: Date
-    public let ip: String
-    public let userAgent: String
-    public let current: Bool
-}
-
-public struct LoginResult: Sendable {
-    public let user: User
-    public let sessionToken: String
-    public let sessionID: String
-    public let csrfToken: String
-    public let mfaRequired: Bool
-    public let expiresAt: Date
-}
-
 extension AuthService {
     /// A hash that takes as long to check as a real one, for addresses without an account.
     static let dummyHash: String = (try? Passwords.hash("kiln-timing-equaliser")) ?? ""
@@ -38,9 +18,8 @@ extension AuthService {
         }
         try limit("login", account: email, ip: ip)
         let now = clock.now()
-        let row = try await db.read { tx in
-            try tx.first("SELECT id, password_hash, email_verified, locked_until, mfa_enabled FROM users WHERE email = ?", email)
-        }
+        let store = self.store
+        let row = try await store.loginRow(email: email)
         let stored = row?.string("password_hash") ?? AuthService.dummyHash
         let passwordOK = Passwords.verify(password, against: stored) && row?.string("password_hash") != nil
         let wrong = APIError.unauthenticated("Wrong email or password")
@@ -50,13 +29,10 @@ extension AuthService {
             throw wrong
         }
         guard passwordOK else {
-            try await db.write { tx in
-                let failures = (try tx.first("SELECT failed_logins FROM users WHERE id = ?", uid)?.int("failed_logins") ?? 0) + 1
-                if failures >= AuthService.lockAfterFailures {
-                    try tx.run("UPDATE users SET failed_logins = 0, locked_until = ? WHERE id = ?", now.addingTimeInterval(AuthService.lockDuration), uid)
+            try await store.write { tx in
+                if try store.recordFailedLogin(tx, userID: uid, lockAfter: AuthService.lockAfterFailures,
+                                               lockUntil: now.addingTimeInterval(AuthService.lockDuration)) {
                     try AuditLog.append(tx, AuditEvent(action: "account.locked", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip), at: now)
-                } else {
-                    try tx.run("UPDATE users SET failed_logins = ? WHERE id = ?", failures, uid)
                 }
                 try AuditLog.append(tx, AuditEvent(action: "login.failed", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip,
                                                    details: ["reason": "password"]), at: now)
@@ -72,13 +48,11 @@ extension AuthService {
         let csrf = IDs.randomBase62(32)
         let expires = now.addingTimeInterval(AuthService.sessionLifetime)
         let previousHash = previousToken.map { Crypto.sha256Hex(Array($0.utf8)) }
-        try await db.write { tx in
-            if let previousHash { try tx.run("UPDATE sessions SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL", now, previousHash) }
-            try tx.run("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", uid)
-            try tx.run("""
-                INSERT INTO sessions (id, token_hash, user_id, csrf_token, created_at, last_seen_at, expires_at, ip, user_agent, mfa_pending)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, sid, Crypto.sha256Hex(Array(token.utf8)), uid, csrf, now, now, expires, ip, String(userAgent.prefix(512)), mfa)
+        try await store.write { tx in
+            if let previousHash { try store.revokeSessionByToken(tx, hash: previousHash, at: now) }
+            try store.clearFailedLogins(tx, userID: uid)
+            try store.insertSession(tx, id: sid, tokenHash: Crypto.sha256Hex(Array(token.utf8)), userID: uid, csrf: csrf, at: now,
+                                    expires: expires, ip: ip, userAgent: String(userAgent.prefix(512)), mfaPending: mfa)
             try AuditLog.append(tx, AuditEvent(action: mfa ? "login.password_ok" : "login.ok", actorUserID: uid, resourceType: "session",
                                                resourceID: sid, ip: ip), at: now)
         }
@@ -91,17 +65,12 @@ extension AuthService {
         guard token.hasPrefix("kss_"), token.utf8.count <= 64 else { return nil }
         let hash = Crypto.sha256Hex(Array(token.utf8))
         let now = clock.now()
-        guard let r = try await db.read({ tx in
-            try tx.first("""
-                SELECT s.id, s.user_id, s.csrf_token, s.last_seen_at, s.expires_at, s.mfa_pending, s.mfa_verified_at, s.revoked_at, u.mfa_enabled
-                FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?
-                """, hash)
-        }) else { return nil }
+        guard let r = try await store.sessionByToken(hash: hash) else { return nil }
         guard r["revoked_at"] == .null, let exp = r.date("expires_at"), exp > now, let seen = r.date("last_seen_at"),
               now.timeIntervalSince(seen) < AuthService.sessionIdle, let sid = r.string("id"), let uid = r.string("user_id")
         else { return nil }
         if now.timeIntervalSince(seen) > 60 {
-            _ = try? await db.write { tx in try tx.run("UPDATE sessions SET last_seen_at = ?, ip = ?, user_agent = ? WHERE id = ?", now, ip, String(userAgent.prefix(512)), sid) }
+            try? await store.touchSession(id: sid, at: now, ip: ip, userAgent: String(userAgent.prefix(512)))
         }
         return Principal(userID: uid, kind: .session(id: sid), scopes: nil, mfaEnabled: r.bool("mfa_enabled") ?? false,
                          mfaVerifiedAt: r.date("mfa_verified_at"), mfaPending: r.bool("mfa_pending") ?? false, csrfToken: r.string("csrf_token"))
@@ -109,20 +78,16 @@ extension AuthService {
 
     public func logout(sessionID: String, userID: String, ip: String) async throws {
         let now = clock.now()
-        try await db.write { tx in
-            try tx.run("UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", now, sessionID)
+        let store = self.store
+        try await store.write { tx in
+            try store.revokeSession(tx, id: sessionID, at: now)
             try AuditLog.append(tx, AuditEvent(action: "logout", actorUserID: userID, resourceType: "session", resourceID: sessionID, ip: ip), at: now)
         }
     }
 
     public func sessions(userID: String, current: String?) async throws -> [SessionInfo] {
         let now = clock.now()
-        return try await db.read { tx in
-            try tx.query("""
-                SELECT id, created_at, last_seen_at, expires_at, ip, user_agent FROM sessions
-                WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ? ORDER BY last_seen_at DESC LIMIT 200
-                """, userID, now)
-        }.filter { now.timeIntervalSince($0.date("last_seen_at") ?? now) < AuthService.sessionIdle }.map { r in
+        return try await store.activeSessions(userID: userID, at: now).filter { now.timeIntervalSince($0.date("last_seen_at") ?? now) < AuthService.sessionIdle }.map { r in
             SessionInfo(id: r.string("id") ?? "", createdAt: r.date("created_at") ?? now, lastSeenAt: r.date("last_seen_at") ?? now,
                         expiresAt: r.date("expires_at") ?? now, ip: r.string("ip") ?? "", userAgent: r.string("user_agent") ?? "",
                         current: r.string("id") == current)
@@ -132,9 +97,9 @@ extension AuthService {
     /// Revokes one of the user's own sessions (404 for anything else).
     public func revokeSession(userID: String, sessionID: String, actorIP: String) async throws {
         let now = clock.now()
-        try await db.write { tx in
-            let n = try tx.run("UPDATE sessions SET revoked_at = ? WHERE id = ? AND user_id = ? AND revoked_at IS NULL", now, sessionID, userID)
-            guard n == 1 else { throw APIError.notFound("No such session") }
+        let store = self.store
+        try await store.write { tx in
+            guard try store.revokeOwnSession(tx, id: sessionID, userID: userID, at: now) else { throw APIError.notFound("No such session") }
             try AuditLog.append(tx, AuditEvent(action: "session.revoked", actorUserID: userID, resourceType: "session", resourceID: sessionID, ip: actorIP), at: now)
         }
     }
@@ -149,9 +114,10 @@ extension AuthService {
         guard let u = try await user(email: email) else { return }
         let token = "krt_" + IDs.randomBase62(43)
         let now = clock.now()
-        try await db.write { tx in
-            try tx.run("INSERT INTO email_tokens (token_hash, user_id, purpose, email, created_at, expires_at) VALUES (?, ?, 'reset', ?, ?, ?)",
-                       Crypto.sha256Hex(Array(token.utf8)), u.id, u.email, now, now.addingTimeInterval(AuthService.resetTokenLifetime))
+        let store = self.store
+        try await store.write { tx in
+            try store.insertEmailToken(tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: u.id, purpose: "reset", email: u.email,
+                                       at: now, expires: now.addingTimeInterval(AuthService.resetTokenLifetime))
             try AuditLog.append(tx, AuditEvent(action: "password.reset_requested", actorUserID: u.id, resourceType: "user", resourceID: u.id, ip: ip), at: now)
         }
         let link = "\(baseURL.string)/reset.html?token=\(token)"
@@ -167,14 +133,14 @@ extension AuthService {
         let hash = try Passwords.hash(password)
         let tokenHash = Crypto.sha256Hex(Array(token.utf8))
         let now = clock.now()
-        try await db.write { tx in
-            guard token.hasPrefix("krt_"), token.utf8.count <= 64,
-                  let t = try tx.first("SELECT user_id, expires_at, used_at FROM email_tokens WHERE token_hash = ? AND purpose = 'reset'", tokenHash),
+        let store = self.store
+        try await store.write { tx in
+            guard token.hasPrefix("krt_"), token.utf8.count <= 64, let t = try store.emailToken(tx, hash: tokenHash, purpose: "reset"),
                   t["used_at"] == .null, let exp = t.date("expires_at"), exp > now, let uid = t.string("user_id")
             else { throw APIError.validation("This reset link is not valid, was used already, or expired", field: "token") }
-            try tx.run("UPDATE email_tokens SET used_at = ? WHERE token_hash = ?", now, tokenHash)
-            try tx.run("UPDATE users SET password_hash = ?, failed_logins = 0, locked_until = NULL, updated_at = ? WHERE id = ?", hash, now, uid)
-            try tx.run("UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL", now, uid)
+            try store.useEmailToken(tx, hash: tokenHash, at: now)
+            try store.setPassword(tx, userID: uid, hash: hash, at: now, clearLockout: true)
+            try store.revokeSessions(tx, userID: uid, at: now)
             try AuditLog.append(tx, AuditEvent(action: "password.reset", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip), at: now)
         }
     }
@@ -182,30 +148,28 @@ extension AuthService {
     /// Changes the password (the old one must match) and ends every other session.
     public func changePassword(userID: String, currentSession: String?, old: String, new: String, ip: String) async throws {
         if let problem = Passwords.problem(new) { throw APIError.validation(problem, field: "new_password") }
-        let stored = try await db.read { tx in try tx.first("SELECT password_hash FROM users WHERE id = ?", userID)?.string("password_hash") }
-        guard let stored, Passwords.verify(old, against: stored) else {
+        guard let stored = try await store.passwordHash(userID: userID), Passwords.verify(old, against: stored) else {
             throw APIError.validation("The current password is wrong", field: "old_password")
         }
         let hash = try Passwords.hash(new)
         let now = clock.now()
-        try await db.write { tx in
-            try tx.run("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?", hash, now, userID)
-            try tx.run("UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL AND id IS NOT ?", now, userID, currentSession)
+        let store = self.store
+        try await store.write { tx in
+            try store.setPassword(tx, userID: userID, hash: hash, at: now)
+            try store.revokeSessions(tx, userID: userID, except: currentSession, at: now)
             try AuditLog.append(tx, AuditEvent(action: "password.changed", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip), at: now)
         }
     }
 
     public func checkPassword(userID: String, password: String) async throws -> Bool {
-        let stored = try await db.read { tx in try tx.first("SELECT password_hash FROM users WHERE id = ?", userID)?.string("password_hash") }
+        let stored = try await store.passwordHash(userID: userID)
         return stored.map { Passwords.verify(password, against: $0) } ?? false
     }
 
     // MARK: Profile and deletion
 
-    public struct ProfileInput: Decodable, Sendable { public let name: String?; public let email: String?; public let avatarUrl: String? }
-
     /// Name and avatar change at once; a new email is re-verified before it replaces the old one.
-    public func updateProfile(userID: String, _ input: ProfileInput, ip: String) async throws -> (User, emailPending: Bool) {
+    public func updateProfile(userID: String, _ input: ProfileChange, ip: String) async throws -> (User, emailPending: Bool) {
         let name = try input.name.map(AuthService.validName)
         let email = try input.email.map(AuthService.validEmail)
         if let a = input.avatarUrl, !a.isEmpty {
@@ -218,13 +182,14 @@ extension AuthService {
         let newEmail = email.flatMap { $0.lowercased() == current.email.lowercased() ? nil : $0 }
         if let newEmail, try await user(email: newEmail) != nil { throw APIError.conflict("Another account uses this email address") }
         let token = "kvt_" + IDs.randomBase62(43)
-        try await db.write { tx in
-            if let name { try tx.run("UPDATE users SET name = ?, updated_at = ? WHERE id = ?", name, now, userID) }
-            if let a = input.avatarUrl { try tx.run("UPDATE users SET avatar_url = ?, updated_at = ? WHERE id = ?", a.isEmpty ? nil : a, now, userID) }
+        let store = self.store
+        try await store.write { tx in
+            if let name { try store.setName(tx, userID: userID, name: name, at: now) }
+            if let a = input.avatarUrl { try store.setAvatar(tx, userID: userID, url: a.isEmpty ? nil : a, at: now) }
             if let newEmail {
-                try tx.run("UPDATE users SET pending_email = ?, updated_at = ? WHERE id = ?", newEmail, now, userID)
-                try tx.run("INSERT INTO email_tokens (token_hash, user_id, purpose, email, created_at, expires_at) VALUES (?, ?, 'verify', ?, ?, ?)",
-                           Crypto.sha256Hex(Array(token.utf8)), userID, newEmail, now, now.addingTimeInterval(AuthService.verifyTokenLifetime))
+                try store.setPendingEmail(tx, userID: userID, email: newEmail, at: now)
+                try store.insertEmailToken(tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: userID, purpose: "verify", email: newEmail,
+                                           at: now, expires: now.addingTimeInterval(AuthService.verifyTokenLifetime))
             }
             try AuditLog.append(tx, AuditEvent(action: "profile.updated", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip,
                                                details: ["email_change_requested": .bool(newEmail != nil)]), at: now)
@@ -236,8 +201,9 @@ extension AuthService {
     public func requestDelete(userID: String, ip: String) async throws -> Date {
         let now = clock.now()
         let when = now.addingTimeInterval(AuthService.deletionDelay)
-        try await db.write { tx in
-            try tx.run("UPDATE users SET delete_after = ?, updated_at = ? WHERE id = ?", when, now, userID)
+        let store = self.store
+        try await store.write { tx in
+            try store.setDeleteAfter(tx, userID: userID, when, at: now)
             try AuditLog.append(tx, AuditEvent(action: "account.delete_requested", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip,
                                                details: ["delete_after": .string(HTTPDate.iso8601(when))]), at: now)
         }
@@ -246,8 +212,9 @@ extension AuthService {
 
     public func cancelDelete(userID: String, ip: String) async throws {
         let now = clock.now()
-        try await db.write { tx in
-            try tx.run("UPDATE users SET delete_after = NULL, updated_at = ? WHERE id = ?", now, userID)
+        let store = self.store
+        try await store.write { tx in
+            try store.setDeleteAfter(tx, userID: userID, nil, at: now)
             try AuditLog.append(tx, AuditEvent(action: "account.delete_cancelled", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip), at: now)
         }
     }
@@ -256,12 +223,12 @@ extension AuthService {
     @discardableResult
     public func purgeDueAccounts() async throws -> Int {
         let now = clock.now()
-        let due = try await db.read { tx in try tx.query("SELECT id FROM users WHERE delete_after IS NOT NULL AND delete_after <= ?", now).compactMap { $0.string("id") } }
-        let hooks = self.hooks
+        let due = try await store.accountsDue(at: now)
+        let (hooks, store) = (self.hooks, self.store)
         for uid in due {
-            try await db.write { tx in
+            try await store.write { tx in
                 try hooks.userPurged(tx, userID: uid)
-                try tx.run("DELETE FROM users WHERE id = ?", uid)
+                try store.deleteUser(tx, userID: uid)
                 try AuditLog.append(tx, AuditEvent(action: "account.purged", resourceType: "user", resourceID: uid), at: now)
             }
         }
@@ -270,7 +237,7 @@ extension AuthService {
 
     public func audit(_ e: AuditEvent) async throws {
         let now = clock.now()
-        try await db.write { tx in _ = try AuditLog.append(tx, e, at: now) }
+        try await store.write { tx in _ = try AuditLog.append(tx, e, at: now) }
     }
 
     /// What the account export holds from this module (no password hash, no MFA secret, no tokens).

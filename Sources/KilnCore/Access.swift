@@ -26,7 +26,7 @@ public struct AccessMiddleware: Middleware {
             return try await next(request, context)
         }
         let principal = try await authenticate(request)
-        if permission == Permission.publicAccess {
+        if permission == Permission.publicAccess.name {
             var ctx = context
             ctx[PrincipalKey.self] = principal
             return try await next(request, ctx)
@@ -48,10 +48,8 @@ public struct AccessMiddleware: Middleware {
             if let access = try await authorize(request, context, principal, permission) { ctx[WorkspaceRoleKey.self] = access }
             response = try await next(request, ctx)
         } catch {
-            response = Response.error(error, requestID: context.requestID)
-            if !(error is any HTTPResponseError) && !(error is DecodingError) {
-                ServerLog.error("internal error", ["request_id": .string(context.requestID), "error": .string(String(reflecting: error))])
-            }
+            // The error middleware renders it; the rate-limit headers travel with it.
+            throw ErrorWithHeaders(error: error, headers: rateHeaders)
         }
         for f in rateHeaders.fields { response.headers.replace(f.name, f.value) }
         return response
@@ -78,7 +76,7 @@ public struct AccessMiddleware: Middleware {
 
     /// Checks everything that depends on the route's permission; returns the workspace access when scoped.
     func authorize(_ request: Request, _ context: RequestContext, _ p: Principal, _ permission: String) async throws -> WorkspaceAccess? {
-        if p.mfaPending && permission != Permission.session {
+        if p.mfaPending && permission != Permission.session.name {
             throw HTTPError(.unauthorized, code: "mfa_required", message: "Enter the code from your authenticator app (POST /api/auth/mfa-verify)")
         }
         if p.sessionID != nil && !["GET", "HEAD", "OPTIONS"].contains(request.method.rawValue) {
@@ -91,7 +89,7 @@ public struct AccessMiddleware: Middleware {
             throw HTTPError(.forbidden, message: "This API key's scopes do not include '\(permission)'",
                             details: ["permission": .string(permission)])
         }
-        guard permission != Permission.session && permission != Permission.authenticated,
+        guard permission != Permission.session.name && permission != Permission.authenticated.name,
               let perm = catalog.permission(permission), perm.workspaceScoped else { return nil }
         guard let wsID = try await workspaceID(request, context, p) else {
             throw HTTPError.validation("ws_id is required", field: "ws_id")

@@ -95,6 +95,18 @@ public struct PageRequest: Sendable {
 
     public static func encodeCursor(_ s: String) -> String { Base64URL.encode(Array(s.utf8)) }
 
+    /// What `encodeCursor` encoded (for loops that walk every page of a list themselves).
+    public static func decodeCursor(_ c: String) -> String? {
+        Base64URL.decode(c).flatMap { String(validating: $0, as: UTF8.self) }
+    }
+
+    /// A numeric cursor (an offset or a sequence number), 400 for anything this server did not issue.
+    public func numericCursor() throws -> Int {
+        guard let c = cursor else { return 0 }
+        guard let n = Int(c), n >= 0 else { throw HTTPError.validation("cursor is not one this server issued", field: "cursor") }
+        return n
+    }
+
     /// For newest-first lists ordered by (time, id): the position the cursor resumes after, and the
     /// SQL condition (on `timeColumn` and `idColumn`) with its arguments.
     public func timeCursor(timeColumn: String, idColumn: String) throws -> (sql: String, args: [any SQLBindable])? {
@@ -110,10 +122,21 @@ public struct PageRequest: Sendable {
     }
 }
 
+extension JSONValue {
+    /// An `Encodable` value as the API writes it (snake_case keys, ISO 8601 dates), as a JSON value.
+    public init<T: Encodable>(encoding value: T) throws {
+        // A plain decoder: the API's own would rewrite snake_case keys back.
+        self = try JSONDecoder().decode(JSONValue.self, from: Data(try JSONCoding.encode(value)))
+    }
+}
+
 public struct Page<Item: Encodable & Sendable>: Encodable, Sendable {
     public let items: [Item]
     public let nextCursor: String?
     public init(items: [Item], nextCursor: String?) { self.items = items; self.nextCursor = nextCursor }
+
+    /// A list that is never paged (every item at once).
+    public init(all items: [Item]) { self.init(items: items, nextCursor: nil) }
 
     /// From `limit + 1` fetched rows: keeps `limit`, and makes a cursor from the last kept one.
     public init(fetched: [Item], limit: Int, cursorOf: (Item) -> String) {

@@ -16,31 +16,12 @@ public struct Config: Sendable {
     public var minFreeDiskMB = 100
     /// The externally visible base URL (for setup links); derived from host and port when empty.
     public var publicURL: String? = nil
-    /// Folders projects may be opened from (default `<data-dir>/projects`).
-    public var projectsRoots: [String] = []
     /// SMTP relay for mail; without it mail goes to `<data-dir>/outbox/`.
     public var smtpURL: String? = nil
     public var mailFrom = "Kiln <kiln@localhost>"
-    /// Seconds between SIGTERM and SIGKILL when a job is cancelled or times out.
-    public var shellGraceSeconds: Double = 3
-    /// A project search (a pathological regular expression, say) stops with a 400 after this long.
-    public var searchTimeoutSeconds: Double = 10
-    /// The ssh client config whose hosts `ssh-run` may reach (default ~/.ssh/config).
-    public var sshConfig: String? = nil
-    /// A terminal with no viewer for this long is ended.
-    public var ptyIdleMinutes: Double = 30
-    /// The most terminals one user may hold open.
-    public var ptyMaxPerUser = 250
-    /// The model provider: an OpenAI-compatible or Anthropic base URL, its key and default model.
-    public var llmBaseURL: String? = nil
-    public var llmAPIKey: String? = nil
-    public var llmModel: String? = nil
-    /// `openai` (chat completions) or `anthropic` (messages); guessed from the URL when unset.
-    public var llmProvider: String? = nil
-    /// Seconds to wait for a provider's answer to start and between its stream chunks.
-    public var llmTimeoutSeconds: Double = 120
-    /// A JSON price table overriding the built-in one.
-    public var pricingFile: String? = nil
+    /// The modules' own options, by flag, as given (a repeatable option keeps every value). Each module
+    /// declares its options and reads its section through `string`, `int`, `double` and `strings`.
+    public var moduleValues: [String: [String]] = [:]
 
     public init() {}
 
@@ -49,8 +30,50 @@ public struct Config: Sendable {
         public let env: String
         public let help: String
         public let takesValue: Bool
+        /// Given several times (or colon-separated in the environment), every value counts.
+        public let repeatable: Bool
         let apply: @Sendable (inout Config, String) throws -> Void
+
+        public init(flag: String, env: String, help: String, takesValue: Bool = true, repeatable: Bool = false,
+                    apply: @escaping @Sendable (inout Config, String) throws -> Void) {
+            self.flag = flag; self.env = env; self.help = help; self.takesValue = takesValue; self.repeatable = repeatable
+            self.apply = apply
+        }
+
+        /// A module option kept as text (empty: unset).
+        public static func text(_ flag: String, env: String, help: String) -> Option {
+            Option(flag: flag, env: env, help: help) { c, v in c.set(flag, v.isEmpty ? nil : v) }
+        }
+
+        /// A module option that must be an integer in `range`.
+        public static func int(_ flag: String, env: String, help: String, range: ClosedRange<Int>) -> Option {
+            Option(flag: flag, env: env, help: help) { c, v in c.set(flag, String(try Config.int(flag, v, range))) }
+        }
+
+        /// A module option with a fixed set of values (empty: unset).
+        public static func choice(_ flag: String, env: String, help: String, _ values: [String]) -> Option {
+            Option(flag: flag, env: env, help: help) { c, v in
+                guard v.isEmpty || values.contains(v) else { throw ConfigError("\(flag) must be \(values.joined(separator: " or "))") }
+                c.set(flag, v.isEmpty ? nil : v)
+            }
+        }
+
+        /// A repeatable module option (colon-separated in the environment).
+        public static func list(_ flag: String, env: String, help: String) -> Option {
+            Option(flag: flag, env: env, help: help, repeatable: true) { c, v in
+                c.moduleValues[flag, default: []] += v.split(separator: ":").map(String.init).filter { !$0.isEmpty }
+            }
+        }
     }
+
+    /// A module option's value (the last one given), nil when unset.
+    public func string(_ flag: String) -> String? { moduleValues[flag]?.last }
+    /// Every value of a repeatable module option.
+    public func strings(_ flag: String) -> [String] { moduleValues[flag] ?? [] }
+    public func int(_ flag: String) -> Int? { string(flag).flatMap { Int($0) } }
+    public func double(_ flag: String) -> Double? { string(flag).flatMap { Double($0) } }
+    /// Sets (or with nil clears) a module option, as a flag would.
+    public mutating func set(_ flag: String, _ value: String?) { moduleValues[flag] = value.map { [$0] } }
 
     public struct ConfigError: Error, CustomStringConvertible {
         public let description: String
@@ -70,69 +93,75 @@ public struct Config: Sendable {
         }
     }
 
-    /// Every option `serve` understands.
-    public static let options: [Option] = [
-        Option(flag: "--host", env: "KILN_HOST", help: "address to listen on (default 127.0.0.1; :: for all IPv6+IPv4)", takesValue: true) { c, v in c.host = v },
-        Option(flag: "--port", env: "KILN_PORT", help: "port to listen on (default 8080; 0 picks a free one)", takesValue: true) { c, v in c.port = try int("--port", v, 0...65535) },
-        Option(flag: "--data-dir", env: "KILN_DATA_DIR", help: "where kiln.db, master.key and logs live (default ./.kiln)", takesValue: true) { c, v in c.dataDir = v },
-        Option(flag: "--public-dir", env: "KILN_PUBLIC_DIR", help: "the web UI folder (default ./Public)", takesValue: true) { c, v in c.publicDir = v },
-        Option(flag: "--tls-cert", env: "KILN_TLS_CERT", help: "PEM certificate chain; serves HTTPS with --tls-key", takesValue: true) { c, v in c.tlsCert = v },
-        Option(flag: "--tls-key", env: "KILN_TLS_KEY", help: "PEM private key", takesValue: true) { c, v in c.tlsKey = v },
-        Option(flag: "--log-level", env: "KILN_LOG_LEVEL", help: "debug, info, warn or error (default info)", takesValue: true) { c, v in
+    /// The options of the server itself (modules add theirs: `KilnModule.configOptions`).
+    public static let coreOptions: [Option] = [
+        Option(flag: "--host", env: "KILN_HOST", help: "address to listen on (default 127.0.0.1; :: for all IPv6+IPv4)") { c, v in
+            c.host = v
+        },
+        Option(flag: "--port", env: "KILN_PORT", help: "port to listen on (default 8080; 0 picks a free one)") { c, v in
+            c.port = try int("--port", v, 0...65535)
+        },
+        Option(flag: "--data-dir", env: "KILN_DATA_DIR", help: "where kiln.db, master.key and logs live (default ./.kiln)") { c, v in
+            c.dataDir = v
+        },
+        Option(flag: "--public-dir", env: "KILN_PUBLIC_DIR", help: "the web UI folder (default ./Public)") { c, v in c.publicDir = v },
+        Option(flag: "--tls-cert", env: "KILN_TLS_CERT", help: "PEM certificate chain; serves HTTPS with --tls-key") { c, v in
+            c.tlsCert = v
+        },
+        Option(flag: "--tls-key", env: "KILN_TLS_KEY", help: "PEM private key") { c, v in c.tlsKey = v },
+        Option(flag: "--log-level", env: "KILN_LOG_LEVEL", help: "debug, info, warn or error (default info)") { c, v in
             guard ["debug", "info", "warn", "error"].contains(v) else { throw ConfigError("--log-level must be debug, info, warn or error") }
             c.logLevel = v
         },
-        Option(flag: "--secure-cookies", env: "KILN_SECURE_COOKIES", help: "mark cookies Secure (behind a TLS proxy)", takesValue: false) { c, v in c.secureCookies = try bool("--secure-cookies", v) },
-        Option(flag: "--max-body", env: "KILN_MAX_BODY", help: "default request body limit in bytes (default 10485760)", takesValue: true) { c, v in c.maxBodyBytes = try int("--max-body", v, 1024...(1 << 34)) },
-        Option(flag: "--event-loops", env: "KILN_EVENT_LOOPS", help: "I/O threads (default: one per core)", takesValue: true) { c, v in c.eventLoops = try int("--event-loops", v, 0...256) },
-        Option(flag: "--min-free-disk-mb", env: "KILN_MIN_FREE_DISK_MB", help: "readiness fails below this free space (default 100)", takesValue: true) { c, v in c.minFreeDiskMB = try int("--min-free-disk-mb", v, 0...(1 << 30)) },
-        Option(flag: "--projects-root", env: "KILN_PROJECTS_ROOT", help: "a folder projects may be opened from; repeatable (env: colon-separated; default <data-dir>/projects)", takesValue: true) { c, v in
-            c.projectsRoots += v.split(separator: ":").map(String.init).filter { !$0.isEmpty }
+        Option(flag: "--secure-cookies", env: "KILN_SECURE_COOKIES", help: "mark cookies Secure (behind a TLS proxy)",
+               takesValue: false) { c, v in c.secureCookies = try bool("--secure-cookies", v) },
+        Option(flag: "--max-body", env: "KILN_MAX_BODY", help: "default request body limit in bytes (default 10485760)") { c, v in
+            c.maxBodyBytes = try int("--max-body", v, 1024...(1 << 34))
         },
-        Option(flag: "--smtp-url", env: "KILN_SMTP_URL", help: "send mail via smtp://user:pass@host:587 (STARTTLS) or smtps://host:465; default: files in <data-dir>/outbox", takesValue: true) { c, v in c.smtpURL = v.isEmpty ? nil : v },
-        Option(flag: "--mail-from", env: "KILN_MAIL_FROM", help: "sender of Kiln's mail (default Kiln <kiln@localhost>)", takesValue: true) { c, v in c.mailFrom = v },
-        Option(flag: "--public-url", env: "KILN_PUBLIC_URL", help: "external base URL used in links (default http://HOST:PORT)", takesValue: true) { c, v in c.publicURL = v },
-        Option(flag: "--search-timeout", env: "KILN_SEARCH_TIMEOUT", help: "seconds a project search may take before it is stopped (default 10)", takesValue: true) { c, v in c.searchTimeoutSeconds = Double(try int("--search-timeout", v, 1...300)) },
-        Option(flag: "--shell-grace", env: "KILN_SHELL_GRACE", help: "seconds between SIGTERM and SIGKILL for cancelled jobs (default 3)", takesValue: true) { c, v in c.shellGraceSeconds = Double(try int("--shell-grace", v, 0...600)) },
-        Option(flag: "--ssh-config", env: "KILN_SSH_CONFIG", help: "ssh client config listing the hosts ssh-run may reach (default ~/.ssh/config)", takesValue: true) { c, v in c.sshConfig = v.isEmpty ? nil : v },
-        Option(flag: "--pty-idle-minutes", env: "KILN_PTY_IDLE_MINUTES", help: "end a terminal nobody has viewed for this long (default 30)", takesValue: true) { c, v in c.ptyIdleMinutes = Double(try int("--pty-idle-minutes", v, 1...100_000)) },
-        Option(flag: "--llm-base-url", env: "KILN_LLM_BASE_URL", help: "model provider base URL, e.g. http://127.0.0.1:8000/v1 (OpenAI-compatible) or https://api.anthropic.com", takesValue: true) { c, v in c.llmBaseURL = v.isEmpty ? nil : v },
-        Option(flag: "--llm-api-key", env: "KILN_LLM_API_KEY", help: "the provider's API key (prefer the environment variable)", takesValue: true) { c, v in c.llmAPIKey = v.isEmpty ? nil : v },
-        Option(flag: "--llm-model", env: "KILN_LLM_MODEL", help: "the default model name", takesValue: true) { c, v in c.llmModel = v.isEmpty ? nil : v },
-        Option(flag: "--llm-provider", env: "KILN_LLM_PROVIDER", help: "openai or anthropic (default: guessed from the URL)", takesValue: true) { c, v in
-            guard ["openai", "anthropic", ""].contains(v) else { throw ConfigError("--llm-provider must be openai or anthropic") }
-            c.llmProvider = v.isEmpty ? nil : v
+        Option(flag: "--event-loops", env: "KILN_EVENT_LOOPS", help: "I/O threads (default: one per core)") { c, v in
+            c.eventLoops = try int("--event-loops", v, 0...256)
         },
-        Option(flag: "--llm-timeout", env: "KILN_LLM_TIMEOUT", help: "seconds to wait for provider output (default 120)", takesValue: true) { c, v in c.llmTimeoutSeconds = Double(try int("--llm-timeout", v, 1...3600)) },
-        Option(flag: "--pricing", env: "KILN_PRICING", help: "JSON file of model prices (per million tokens) overriding the built-in table", takesValue: true) { c, v in c.pricingFile = v.isEmpty ? nil : v },
+        Option(flag: "--min-free-disk-mb", env: "KILN_MIN_FREE_DISK_MB", help: "readiness fails below this free space (default 100)") { c, v in
+            c.minFreeDiskMB = try int("--min-free-disk-mb", v, 0...(1 << 30))
+        },
+        Option(flag: "--smtp-url", env: "KILN_SMTP_URL",
+               help: "send mail via smtp://user:pass@host:587 (STARTTLS) or smtps://host:465; default: files in <data-dir>/outbox") { c, v in
+            c.smtpURL = v.isEmpty ? nil : v
+        },
+        Option(flag: "--mail-from", env: "KILN_MAIL_FROM", help: "sender of Kiln's mail (default Kiln <kiln@localhost>)") { c, v in
+            c.mailFrom = v
+        },
+        Option(flag: "--public-url", env: "KILN_PUBLIC_URL", help: "external base URL used in links (default http://HOST:PORT)") { c, v in
+            c.publicURL = v
+        },
     ]
 
-    /// Builds the config from the environment, then flags on top. Unknown flags are errors.
-    /// Returns the arguments that were not options (positional).
-    public static func load(arguments: [String], environment: [String: String]) throws -> (Config, [String]) {
+    /// Builds the config from the environment, then flags on top, for `options` (the core's and the
+    /// modules'). Unknown flags are errors. Returns the arguments that were not options (positional).
+    public static func load(arguments: [String], environment: [String: String], options: [Option]) throws -> (Config, [String]) {
         var c = Config()
         for o in options { if let v = environment[o.env] { try o.apply(&c, v) } }
-        var positional: [String] = []
         // Repeatable flags replace what the environment gave, rather than adding to it.
-        if arguments.contains(where: { $0 == "--projects-root" || $0.hasPrefix("--projects-root=") }) { c.projectsRoots = [] }
+        for o in options where o.repeatable && arguments.contains(where: { $0 == o.flag || $0.hasPrefix(o.flag + "=") }) {
+            c.moduleValues[o.flag] = nil
+        }
+        var positional: [String] = []
         var i = 0
         while i < arguments.count {
             let a = arguments[i]
-            if a.hasPrefix("--") {
-                let parts = a.split(separator: "=", maxSplits: 1).map(String.init)
-                guard let o = options.first(where: { $0.flag == parts[0] }) else { throw ConfigError("unknown option \(parts[0]) (see --help)") }
-                if o.takesValue {
-                    let value: String
-                    if parts.count == 2 { value = parts[1] }
-                    else { i += 1; guard i < arguments.count else { throw ConfigError("\(o.flag) needs a value") }; value = arguments[i] }
-                    try o.apply(&c, value)
-                } else {
-                    try o.apply(&c, parts.count == 2 ? parts[1] : "true")
-                }
-            } else {
-                positional.append(a)
-            }
             i += 1
+            guard a.hasPrefix("--") else { positional.append(a); continue }
+            let parts = a.split(separator: "=", maxSplits: 1).map(String.init)
+            guard let o = options.first(where: { $0.flag == parts[0] }) else { throw ConfigError("unknown option \(parts[0]) (see --help)") }
+            if !o.takesValue {
+                try o.apply(&c, parts.count == 2 ? parts[1] : "true")
+            } else if parts.count == 2 {
+                try o.apply(&c, parts[1])
+            } else {
+                guard i < arguments.count else { throw ConfigError("\(o.flag) needs a value") }
+                try o.apply(&c, arguments[i])
+                i += 1
+            }
         }
         if (c.tlsCert == nil) != (c.tlsKey == nil) { throw ConfigError("--tls-cert and --tls-key go together") }
         return (c, positional)
@@ -147,7 +176,7 @@ public struct Config: Sendable {
         return "\(isTLS ? "https" : "http")://\(h):\(boundPort ?? port)"
     }
 
-    public static var helpText: String {
+    public static func helpText(_ options: [Option]) -> String {
         options.map { o in
             let flag = o.takesValue ? "\(o.flag) VALUE" : o.flag
             return "  " + flag.padding(toLength: 26, withPad: " ", startingAt: 0) + o.help + "  [\(o.env)]"

@@ -3,28 +3,69 @@ import KilnHTTP
 import KilnStore
 import Synchronization
 
-/// A domain module: its tables, its permissions and its routes. Adding a domain is a folder,
-/// a target line in Package.swift, and one entry in the app's module list.
+/// A domain module: its tables, permissions, routes, configuration section, CLI commands and
+/// lifecycle. The application builds each module with the services and the other domains'
+/// protocols it needs, registers its routes, starts it, and shuts it down in reverse order.
 public protocol KilnModule: Sendable {
     var name: String { get }
     var migrations: [Migration] { get }
-    /// The permissions this module's routes use, with the lowest role that holds each.
-    var permissions: [PermissionGrant] { get }
-    func register(_ routes: Routes, _ services: Services)
+    /// The permissions this module's routes use (each module declares its own as constants).
+    var permissions: [Permission] { get }
+    /// Its options under `kiln serve` (read by `Config.load` before any module is built).
+    static var configOptions: [Config.Option] { get }
+    /// Its `kiln <command>` subcommands.
+    static var commands: [Command] { get }
+    func register(_ routes: Routes)
+    /// Background work and recovery after a restart; called once the routes are registered.
+    func start(_ jobs: JobRunner) throws
+    /// Ends what the module runs (jobs, terminals, runs) and waits for it.
+    func shutdown() async
 }
 
 extension KilnModule {
     public var migrations: [Migration] { [] }
-    public var permissions: [PermissionGrant] { [] }
+    public var permissions: [Permission] { [] }
+    public static var configOptions: [Config.Option] { [] }
+    public static var commands: [Command] { [] }
+    public func start(_ jobs: JobRunner) throws {}
+    public func shutdown() async {}
 }
 
-public struct PermissionGrant: Sendable {
-    public let permission: Permission
-    public let minimumRole: Role
-    public init(_ name: String, _ description: String, minimumRole: Role = .viewer, workspaceScoped: Bool = true) {
-        permission = Permission(name, description, workspaceScoped: workspaceScoped)
-        self.minimumRole = minimumRole
+/// A `kiln <name> …` subcommand a module contributes.
+public struct Command: Sendable {
+    public let name: String
+    /// One line for `kiln help` (`name args  what it does`).
+    public let usage: String
+    public let help: String
+    /// Runs with the arguments after the command name; returns the exit status.
+    public let run: @Sendable (_ arguments: [String], _ io: CommandIO) async -> Int32
+
+    public init(name: String, usage: String, help: String, run: @escaping @Sendable ([String], CommandIO) async -> Int32) {
+        self.name = name; self.usage = usage; self.help = help; self.run = run
     }
+}
+
+/// What a command needs of the executable: output, configuration, and the assembled application.
+public struct CommandIO: Sendable {
+    public let out: @Sendable (String) -> Void
+    public let err: @Sendable (String) -> Void
+    /// Parses `kiln serve`'s options out of `arguments`; returns the config and the positional rest.
+    public let loadConfig: @Sendable (_ arguments: [String]) throws -> (Config, [String])
+    /// Opens the data dir and database (migrated) with every module built, without serving.
+    public let open: @Sendable (Config) throws -> any ModuleHost
+
+    public init(out: @escaping @Sendable (String) -> Void, err: @escaping @Sendable (String) -> Void,
+                loadConfig: @escaping @Sendable ([String]) throws -> (Config, [String]),
+                open: @escaping @Sendable (Config) throws -> any ModuleHost) {
+        self.out = out; self.err = err; self.loadConfig = loadConfig; self.open = open
+    }
+}
+
+/// The assembled application as commands see it.
+public protocol ModuleHost: Sendable {
+    var services: Services { get }
+    /// The module of this type the application built.
+    func module<M: KilnModule>(_ type: M.Type) -> M?
 }
 
 /// What every module may use.
@@ -33,6 +74,7 @@ public struct Services: Sendable {
     public let db: Database
     public let clock: any Clock
     public let bus: EventBus
+    /// Background tasks, cancelled and awaited on shutdown.
     public let jobs: JobRunner
     public let dataDir: String
     /// 32 bytes that wrap per-secret data keys (never logged).
@@ -46,9 +88,18 @@ public struct Services: Sendable {
 
     public init(config: Config, db: Database, clock: any Clock, bus: EventBus, jobs: JobRunner, dataDir: String, masterKey: [UInt8],
                 hooks: Hooks, catalog: PermissionCatalog, mailer: any Mailer, templates: MailTemplates, baseURL: BaseURL) {
-        self.config = config; self.db = db; self.clock = clock; self.bus = bus; self.jobs = jobs
-        self.dataDir = dataDir; self.masterKey = masterKey; self.hooks = hooks; self.catalog = catalog
-        self.mailer = mailer; self.templates = templates; self.baseURL = baseURL
+        self.config = config
+        self.db = db
+        self.clock = clock
+        self.bus = bus
+        self.jobs = jobs
+        self.dataDir = dataDir
+        self.masterKey = masterKey
+        self.hooks = hooks
+        self.catalog = catalog
+        self.mailer = mailer
+        self.templates = templates
+        self.baseURL = baseURL
     }
 }
 
@@ -58,48 +109,4 @@ public final class BaseURL: Sendable {
     public init(_ v: String) { value = Mutex(v) }
     public var string: String { value.withLock { $0 } }
     public func set(_ v: String) { value.withLock { $0 = v } }
-}
-
-/// OpenAPI facts a route declares besides its permission.
-public struct RouteDoc: Sendable {
-    public var method: String
-    public var path: String
-    public var permission: String
-    public var summary: String
-    public var tags: [String]
-    /// Query parameters: name → (description, required).
-    public var query: [(name: String, description: String, required: Bool)]
-    /// JSON schema of the request body (nil: no body).
-    public var requestBody: JSONValue?
-    /// Success status and JSON schema of its body (nil schema: described only).
-    public var successStatus: Int
-    public var responseBody: JSONValue?
-    public var responseContentType: String
-
-    public init(method: String, path: String, permission: String, summary: String, tags: [String] = [],
-                query: [(name: String, description: String, required: Bool)] = [], requestBody: JSONValue? = nil,
-                successStatus: Int = 200, responseBody: JSONValue? = nil, responseContentType: String = "application/json") {
-        self.method = method; self.path = path; self.permission = permission; self.summary = summary; self.tags = tags
-        self.query = query; self.requestBody = requestBody; self.successStatus = successStatus
-        self.responseBody = responseBody; self.responseContentType = responseContentType
-    }
-}
-
-/// The registration surface modules see: every route states its permission and is documented.
-public final class Routes: @unchecked Sendable {
-    public let router: Router
-    public private(set) var docs: [RouteDoc] = []
-
-    public init(router: Router) { self.router = router }
-
-    public func add(_ method: HTTPMethod, _ path: String, permission: String, summary: String, tags: [String] = [],
-                    query: [(name: String, description: String, required: Bool)] = [], requestBody: JSONValue? = nil,
-                    successStatus: Int = 200, responseBody: JSONValue? = nil, responseContentType: String = "application/json",
-                    bodyLimit: Int? = nil, streamBody: Bool = false, _ handler: @escaping Handler) {
-        router.on(method, path, RouteMetadata(permission: permission, bodyLimit: bodyLimit, streamBody: streamBody,
-                                              summary: summary, tags: tags), handler)
-        docs.append(RouteDoc(method: method.rawValue, path: path, permission: permission, summary: summary, tags: tags,
-                             query: query, requestBody: requestBody, successStatus: successStatus, responseBody: responseBody,
-                             responseContentType: responseContentType))
-    }
 }

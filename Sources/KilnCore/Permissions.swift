@@ -3,26 +3,46 @@ import KilnHTTP
 import KilnStore
 import Synchronization
 
-/// A permission string `area:verb` with what it allows, and whether it is checked in a workspace.
-public struct Permission: Sendable, Hashable, Codable {
+/// A permission `area:verb`: what it allows, where it is checked, and the lowest workspace role that
+/// holds it. Each module declares its own as constants and lists them in `permissions`; a route
+/// names one of these values, never a string.
+public struct Permission: Sendable, Hashable {
+    public enum Scope: String, Sendable { case workspace, user, special }
     public let name: String
     public let description: String
-    /// Checked against the caller's role in the request's workspace (`ws_id`), else user-level.
-    public let workspaceScoped: Bool
-    public init(_ name: String, _ description: String, workspaceScoped: Bool = true) {
-        self.name = name; self.description = description; self.workspaceScoped = workspaceScoped
+    public let scope: Scope
+    /// For workspace permissions: granted to this role and every role above it.
+    public let minimumRole: Role
+
+    /// A permission checked against the caller's role in the request's workspace.
+    public init(_ name: String, _ description: String, minimumRole: Role = .viewer) {
+        self.init(name, description, scope: .workspace, minimumRole: minimumRole)
     }
 
+    init(_ name: String, _ description: String, scope: Scope, minimumRole: Role = .viewer) {
+        self.name = name; self.description = description; self.scope = scope; self.minimumRole = minimumRole
+    }
+
+    /// A permission about the caller's own account, not checked in a workspace.
+    public static func user(_ name: String, _ description: String) -> Permission {
+        Permission(name, description, scope: .user)
+    }
+
+    /// Checked against the caller's role in the request's workspace (`ws_id`), else user-level.
+    public var workspaceScoped: Bool { scope == .workspace }
+    /// One of the three access levels below, which no module registers.
+    public var isSpecial: Bool { scope == .special }
+
     /// Routes anyone may call.
-    public static let publicAccess = "public"
+    public static let publicAccess = Permission("public", "Anyone", scope: .special)
     /// Routes any signed-in principal may call, including a session still waiting for its second factor.
-    public static let session = "session"
+    public static let session = Permission("session", "Any session, even one that still owes its second factor", scope: .special)
     /// Routes any fully signed-in principal may call.
-    public static let authenticated = "authenticated"
+    public static let authenticated = Permission("authenticated", "Any signed-in caller", scope: .special)
 }
 
 /// Workspace roles and what each grants.
-public enum Role: String, Sendable, Codable, CaseIterable, Comparable {
+public enum Role: String, Sendable, Codable, CaseIterable, Comparable, SchemaEnum {
     case viewer, member, admin, owner
     var rank: Int { switch self { case .viewer: 0; case .member: 1; case .admin: 2; case .owner: 3 } }
     public static func < (a: Role, b: Role) -> Bool { a.rank < b.rank }
@@ -36,10 +56,10 @@ public final class PermissionCatalog: Sendable {
     public init() {}
 
     /// Registers `permission`, granted to `minimumRole` and every role above it.
-    public func register(_ permission: Permission, minimumRole: Role) {
+    public func register(_ permission: Permission) {
         state.withLock { s in
             s.permissions[permission.name] = permission
-            for r in Role.allCases where r >= minimumRole { s.grants[r, default: []].insert(permission.name) }
+            for r in Role.allCases where r >= permission.minimumRole { s.grants[r, default: []].insert(permission.name) }
         }
     }
 
@@ -82,7 +102,7 @@ public struct Principal: Sendable, Equatable {
     /// Whether API-key scopes allow `permission` (sessions are not narrowed).
     public func scopeAllows(_ permission: String) -> Bool {
         guard let scopes else { return true }
-        return permission == Permission.publicAccess || permission == Permission.session || permission == Permission.authenticated
+        return [Permission.publicAccess.name, Permission.session.name, Permission.authenticated.name].contains(permission)
             || scopes.contains(permission)
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import KilnHTTP
 import Glibc
 import KilnCore
 import KilnStore

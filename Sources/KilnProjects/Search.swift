@@ -4,19 +4,6 @@ import KilnHTTP
 import KilnStore
 
 /// One matching line.
-public struct SearchMatch: Codable, Sendable {
-    public let path: String
-    public let line: Int
-    /// 1-based, in characters.
-    public let column: Int
-    public let text: String
-    public let before: [String]
-    public let after: [String]
-    /// Ranked first: the match is a whole word, or the line defines a symbol of that name.
-    public let exactWord: Bool
-    public let definition: Bool
-}
-
 extension ProjectService {
     static let maxMatches = 10_000
 
@@ -209,18 +196,7 @@ extension ProjectService {
         return symbolTable(projectID).snapshot().lookup(q, kind: kind, limit: limit)
     }
 
-    func findings(projectID: String) async throws -> [Finding] {
-        try await db.read { tx in
-            try tx.query("SELECT path, line, rule, severity, message, excerpt FROM project_findings WHERE project_id = ? ORDER BY path, line LIMIT 10000", projectID)
-        }.map { r in
-            Finding(path: r.string("path") ?? "", line: r.int("line") ?? 0, rule: r.string("rule") ?? "", severity: r.string("severity") ?? "",
-                    message: r.string("message") ?? "", excerpt: r.string("excerpt") ?? "")
-        }
-    }
-
-    func isIndexed(_ projectID: String) async throws -> Bool {
-        try await db.read { tx in try tx.first("SELECT indexed_at FROM projects WHERE id = ?", projectID)?["indexed_at"] != .null }
-    }
+    func findings(projectID: String) async throws -> [Finding] { try await store.findings(projectID) }
 }
 
 /// The literal text a regular expression's every match must contain, read off simply: the longest

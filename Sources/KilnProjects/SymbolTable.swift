@@ -1,4 +1,7 @@
 import Foundation
+import KilnCore
+import KilnHTTP
+import KilnStore
 import CShims
 import Glibc
 import Synchronization
@@ -17,20 +20,6 @@ final class SymbolTable: @unchecked Sendable {
         var complete: Bool
     }
     private let state: Mutex<State>
-
-    /// One shared table per directory, like the trigram index beside it.
-    static func shared(directory: String) -> SymbolTable {
-        registry.withLock { r in
-            if let t = r[directory] { return t }
-            let t = SymbolTable(file: directory + "/symbols.bin")
-            r[directory] = t
-            return t
-        }
-    }
-    private static let registry = Mutex<[String: SymbolTable]>([:])
-
-    /// Drops the shared table, so the next use reads the file again (for tests that damage it).
-    static func forgetShared(directory: String) { _ = registry.withLock { $0.removeValue(forKey: directory) } }
 
     init(file: String) {
         self.file = file

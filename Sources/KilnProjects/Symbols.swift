@@ -1,17 +1,7 @@
 import Foundation
 import KilnCore
 import KilnHTTP
-
-/// A symbol definition found in a file.
-public struct Symbol: Codable, Sendable, Equatable, NullEncoding {
-    public let name: String
-    public let kind: String
-    public let path: String
-    public let line: Int
-    public let scope: String?
-    public let language: String
-
-}
+import KilnStore
 
 /// The built-in extractor: line-oriented patterns per language for functions, methods, types,
 /// protocols/interfaces and constants. Scope is the enclosing type when indentation shows one.

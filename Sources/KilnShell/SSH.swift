@@ -1,5 +1,8 @@
 import Foundation
 import Glibc
+import KilnCore
+import KilnCrypto
+import KilnHTTP
 
 /// One concrete host of an ssh client config.
 public struct SSHHost: Codable, Sendable, Equatable {
@@ -114,5 +117,57 @@ public enum SSHConfig {
         defer { globfree(&g) }
         guard Glibc.glob(pattern, 0, nil, &g) == 0 else { return [] }
         return (0..<Int(g.gl_pathc)).compactMap { g.gl_pathv[$0].map { String(cString: $0) } }.sorted()
+    }
+}
+
+/// `ssh-run` and `ssh-pull`: Kiln's own ssh client to the hosts of the server's ssh config.
+extension ShellService {
+    var sshOptions: [String] { ["-F", sshConfigPath, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=15"] }
+
+    func sshHosts() -> [SSHHost] { SSHConfig.hosts(path: sshConfigPath) }
+
+    func sshHost(_ name: String) throws -> SSHHost {
+        guard let h = sshHosts().first(where: { $0.host == name }) else {
+            throw HTTPError(.badRequest, code: "validation_failed",
+                            message: "'\(name.prefix(100))' is not a host of the server's ssh config (GET /api/shell/ssh-hosts)",
+                            details: ["field": "host"])
+        }
+        return h
+    }
+
+    func sshRun(_ input: SSHRunInput, access: WorkspaceAccess, userID: String) async throws -> String {
+        try Validate.command(input.command)
+        let host = try sshHost(input.host)
+        guard ProcessRunner.which("ssh") != nil else { throw APIError.programMissing("ssh", install: "apt-get install openssh-client") }
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? "/"
+        return try await start(JobSpec(wsID: access.wsID, projectID: nil, userID: userID, kind: "ssh", command: input.command,
+                                       argv: ["ssh"] + sshOptions + ["--", host.host, input.command], cwd: home, displayCwd: "~",
+                                       timeout: try Self.timeout(input.timeoutS), host: host.host))
+    }
+
+    /// Copies a remote file into the project (to a temporary name first, then renamed into place).
+    func sshPull(_ input: SSHPullInput, access: WorkspaceAccess, userID: String) async throws -> JSONValue {
+        let remote = input.remotePath
+        guard !remote.isEmpty, remote.utf8.count <= 4096, !remote.hasPrefix("-"),
+              !remote.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else {
+            throw APIError.validation("remote_path must be 1 to 4096 printable bytes and not start with '-'", field: "remote_path")
+        }
+        let host = try sshHost(input.host)
+        let project = try await projects.resolve(input.projectId, access: access, userID: userID)
+        let dest = try SafePath.resolveForCreate(root: project.root, relative: input.destPath, field: "dest_path")
+        var st = stat()
+        if stat(dest, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR { throw APIError.validation("dest_path is a directory", field: "dest_path") }
+        guard ProcessRunner.which("scp") != nil else { throw APIError.programMissing("scp", install: "apt-get install openssh-client") }
+        let tmp = (dest as NSString).deletingLastPathComponent + "/.kiln-pull-" + IDs.randomBase62(12)
+        defer { unlink(tmp) }
+        let r = try await ProcessRunner.run("scp", ["-q"] + sshOptions + ["--", "\(host.host):\(remote)", tmp], timeout: 600)
+        guard r.status == 0 else {
+            throw HTTPError(HTTPStatus(502), code: "unavailable",
+                            message: "scp failed: \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines).prefix(500))")
+        }
+        guard rename(tmp, dest) == 0 else { throw APIError.conflict("Could not place the file at dest_path") }
+        let bytes = FileManager.default.contents(atPath: dest) ?? Data()
+        return .object(["path": .string(String(dest.dropFirst(project.root.count + 1))), "size": .int(bytes.count), "host": .string(host.host),
+                        "sha256": .string(Crypto.hex(Crypto.sha256(Array(bytes))))])
     }
 }

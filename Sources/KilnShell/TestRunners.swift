@@ -1,4 +1,5 @@
 import Foundation
+import KilnCore
 import KilnHTTP
 
 /// Finds a project's test command from its files, and reads pass/fail counts out of the output of

@@ -80,18 +80,9 @@ public final class TrigramIndex: @unchecked Sendable {
     static let keyBits = 21
     static let keySpace = 1 << keyBits
 
-    /// One shared instance per directory, so every service in the process sees the same segments.
-    public static func shared(directory: String) throws -> TrigramIndex {
-        try registry.withLock { r in
-            if let i = r[directory] { return i }
-            let i = try TrigramIndex(directory: directory)
-            r[directory] = i
-            return i
-        }
-    }
-    private static let registry = Mutex<[String: TrigramIndex]>([:])
-
-    init(directory: String) throws {
+    /// Opens (or creates) the index in `directory`. One instance per directory and process: its owner
+    /// keeps it, so every reader and writer sees the same segments.
+    public init(directory: String) throws {
         self.directory = directory
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var s = State()

@@ -1,58 +1,64 @@
 import Foundation
+import Glibc
+import Synchronization
 import Testing
 @testable import KilnApp
-@testable import KilnAuth
 import KilnCore
+import KilnCrypto
 import KilnHTTP
 import KilnStore
+@testable import KilnTestSupport
 
 @Suite struct ProbeTests {
     @Test func healthzAndReadyz() async throws {
         let t = try TestApp()
-        defer { Task { await t.stop() } }
-        let h = try await http("GET", t.base + "/healthz")
-        #expect(h.status == 200 && h.text == #"{"status":"ok"}"#)
-        #expect(h.headers["x-request-id"]?.hasPrefix("req_") == true)
-        let r = try await http("GET", t.base + "/readyz")
-        #expect(r.status == 200)
-        let checks = r.json["checks"] as? [String: [String: Any]]
-        #expect(Set(checks?.keys.map { $0 } ?? []) == ["database", "migrations", "data_dir", "disk"])
-        #expect(checks?.values.allSatisfy { $0["ok"] as? Bool == true } == true)
+        try await using(t) { t in
+            let h = try await http("GET", t.base + "/healthz")
+            #expect(h.status == 200 && h.text == #"{"status":"ok"}"#)
+            #expect(h.headers["x-request-id"]?.hasPrefix("req_") == true)
+            let r = try await http("GET", t.base + "/readyz")
+            #expect(r.status == 200)
+            let checks = r.json["checks"] as? [String: [String: Any]]
+            #expect(Set(checks?.keys.map { $0 } ?? []) == ["database", "migrations", "data_dir", "disk"])
+            #expect(checks?.values.allSatisfy { $0["ok"] as? Bool == true } == true)
+        }
     }
 
     @Test func readyzIs503WithTheFailingCheck() async throws {
         let t = try TestApp { $0.minFreeDiskMB = 1 << 30 }
-        defer { Task { await t.stop() } }
-        let r = try await http("GET", t.base + "/readyz")
-        #expect(r.status == 503)
-        let checks = r.json["checks"] as? [String: [String: Any]]
-        #expect(checks?["disk"]?["ok"] as? Bool == false)
-        #expect(checks?["database"]?["ok"] as? Bool == true)
-        let err = r.json["error"] as? [String: Any]
-        #expect(err?["code"] as? String == "unavailable")
-        #expect((r.json["request_id"] as? String)?.hasPrefix("req_") == true)
+        try await using(t) { t in
+            let r = try await http("GET", t.base + "/readyz")
+            #expect(r.status == 503)
+            let checks = r.json["checks"] as? [String: [String: Any]]
+            #expect(checks?["disk"]?["ok"] as? Bool == false)
+            #expect(checks?["database"]?["ok"] as? Bool == true)
+            let err = r.json["error"] as? [String: Any]
+            #expect(err?["code"] as? String == "unavailable")
+            #expect((r.json["request_id"] as? String)?.hasPrefix("req_") == true)
+        }
     }
 
     @Test func metricsExposeTheRequiredFamilies() async throws {
         let t = try TestApp()
-        defer { Task { await t.stop() } }
-        _ = try await http("GET", t.base + "/healthz")
-        _ = try await http("GET", t.base + "/api/nope")
-        let m = try await http("GET", t.base + "/metrics")
-        #expect(m.status == 200)
-        #expect(m.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
-        for family in ["kiln_http_requests_total", "kiln_http_request_duration_seconds_bucket", "kiln_http_requests_in_flight",
-                       "kiln_http_open_connections", "kiln_sse_subscribers", "kiln_websocket_connections", "kiln_db_pool_readers",
-                       "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds", "process_start_time_seconds"] {
-            #expect(m.text.contains("\n" + family) || m.text.hasPrefix(family), "\(family)")
-        }
-        #expect(m.text.contains(#"kiln_http_requests_total{method="GET",route="/healthz",status="200"} 1"#))
-        #expect(m.text.contains(#"route="unmatched",status="404""#))
-        if let promtool = which("promtool") {
-            let file = t.dataDir + "/metrics.txt"
-            try m.body.write(to: URL(fileURLWithPath: file))
-            let (code, out, err) = await runProgram("/bin/sh", ["-c", "\(promtool) check metrics < \(file)"])
-            #expect(code == 0, "\(out) \(err)")
+        try await using(t) { t in
+            _ = try await http("GET", t.base + "/healthz")
+            _ = try await http("GET", t.base + "/api/nope")
+            let m = try await http("GET", t.base + "/metrics")
+            #expect(m.status == 200)
+            #expect(m.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
+            for family in ["kiln_http_requests_total", "kiln_http_request_duration_seconds_bucket", "kiln_http_requests_in_flight",
+                           "kiln_http_open_connections", "kiln_sse_subscribers", "kiln_websocket_connections", "kiln_db_pool_readers",
+                           "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds", "process_start_time_seconds"] {
+                #expect(m.text.contains("\n" + family) || m.text.hasPrefix(family), "\(family)")
+            }
+            #expect(m.text.contains(#"kiln_http_requests_total{method="GET",route="/healthz",status="200"} 1"#))
+            #expect(m.text.contains(#"route="unmatched",status="404""#))
+            if let promtool = which("promtool") {
+                let file = t.dataDir + "/metrics.txt"
+                try m.body.write(to: URL(fileURLWithPath: file))
+                let (code, out, err) = await runProgram("/bin/sh", ["-c", "\(promtool) check metrics < \(file)"])
+                #expect(code == 0, "\(out) \(err)")
+            }
         }
     }
 }
@@ -60,21 +66,22 @@ import KilnStore
 @Suite struct ConventionTests {
     @Test func everyRouteDeclaresAPermissionAndIsDocumented() async throws {
         let t = try TestApp()
-        defer { Task { await t.stop() } }
-        let known = Set(t.app.permissions.map(\.name))
-        for route in t.app.responder.routes {
-            let p = try #require(route.metadata.permission, "\(route.method) \(route.pattern) has no permission")
-            #expect([Permission.publicAccess, Permission.session, Permission.authenticated].contains(p) || known.contains(p), "\(route.pattern): unknown permission \(p)")
+        try await using(t) { t in
+            let known = Set(t.app.permissions.map(\.name))
+            for route in t.app.responder.routes {
+                let p = try #require(route.metadata.permission, "\(route.method) \(route.pattern) has no permission")
+                #expect([Permission.publicAccess.name, Permission.session.name, Permission.authenticated.name].contains(p) || known.contains(p), "\(route.pattern): unknown permission \(p)")
+            }
+            // OpenAPI documents exactly the registered routes.
+            let doc = try await http("GET", t.base + "/api/openapi.json")
+            #expect(doc.status == 200)
+            #expect(doc.json["openapi"] as? String == "3.1.0")
+            let paths = try #require(doc.json["paths"] as? [String: [String: Any]])
+            var documented = Set<String>()
+            for (path, ops) in paths { for m in ops.keys { documented.insert("\(m.uppercased()) \(path)") } }
+            let registered = Set(t.app.responder.routes.map { "\($0.method.rawValue) \(Application.openAPIPath($0.pattern).0)" })
+            #expect(documented == registered)
         }
-        // OpenAPI documents exactly the registered routes.
-        let doc = try await http("GET", t.base + "/api/openapi.json")
-        #expect(doc.status == 200)
-        #expect(doc.json["openapi"] as? String == "3.1.0")
-        let paths = try #require(doc.json["paths"] as? [String: [String: Any]])
-        var documented = Set<String>()
-        for (path, ops) in paths { for m in ops.keys { documented.insert("\(m.uppercased()) \(path)") } }
-        let registered = Set(t.app.responder.routes.map { "\($0.method.rawValue) \(Application.openAPIPath($0.pattern).0)" })
-        #expect(documented == registered)
     }
 
     @Test func routesCommandCountEqualsOpenAPIOperations() async throws {
@@ -84,63 +91,67 @@ import KilnStore
         let count = Int(lines.last!.split(separator: " ")[0])!
         #expect(count == lines.count - 1)
         let t = try TestApp()
-        defer { Task { await t.stop() } }
-        let doc = try await http("GET", t.base + "/api/openapi.json")
-        let paths = try #require(doc.json["paths"] as? [String: [String: Any]])
-        #expect(paths.values.reduce(0) { $0 + $1.count } == count)
+        try await using(t) { t in
+            let doc = try await http("GET", t.base + "/api/openapi.json")
+            let paths = try #require(doc.json["paths"] as? [String: [String: Any]])
+            #expect(paths.values.reduce(0) { $0 + $1.count } == count)
+        }
     }
 
     @Test func errorsUseTheSharedShape() async throws {
         let t = try TestApp()
-        defer { Task { await t.stop() } }
-        let nf = try await http("GET", t.base + "/api/does-not-exist")
-        #expect(nf.status == 404)
-        let e = try #require(nf.json["error"] as? [String: Any])
-        #expect(e["code"] as? String == "not_found")
-        #expect(e["message"] is String && e["details"] is [String: Any])
-        #expect(nf.json["request_id"] as? String == nf.headers["x-request-id"])
-        let na = try await http("DELETE", t.base + "/healthz")
-        #expect(na.status == 405)
-        #expect(na.headers["allow"] == "GET, HEAD, OPTIONS")
-        #expect((na.json["error"] as? [String: Any])?["code"] as? String == "method_not_allowed")
-        let media = try await http("POST", t.base + "/auth/setup", headers: ["Content-Type": "text/plain"], body: Data("x".utf8))
-        #expect(media.status == 415)
-        let bad = try await http("POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"], body: Data("{".utf8))
-        #expect(bad.status == 400)
-        #expect((bad.json["error"] as? [String: Any])?["code"] as? String == "validation_failed")
+        try await using(t) { t in
+            let nf = try await http("GET", t.base + "/api/does-not-exist")
+            #expect(nf.status == 404)
+            let e = try #require(nf.json["error"] as? [String: Any])
+            #expect(e["code"] as? String == "not_found")
+            #expect(e["message"] is String && e["details"] is [String: Any])
+            #expect(nf.json["request_id"] as? String == nf.headers["x-request-id"])
+            let na = try await http("DELETE", t.base + "/healthz")
+            #expect(na.status == 405)
+            #expect(na.headers["allow"] == "GET, HEAD, OPTIONS")
+            #expect((na.json["error"] as? [String: Any])?["code"] as? String == "method_not_allowed")
+            let media = try await http("POST", t.base + "/auth/setup", headers: ["Content-Type": "text/plain"], body: Data("x".utf8))
+            #expect(media.status == 415)
+            let bad = try await http("POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"], body: Data("{".utf8))
+            #expect(bad.status == 400)
+            #expect((bad.json["error"] as? [String: Any])?["code"] as? String == "validation_failed")
+        }
     }
 
     @Test func requestIDsAreAcceptedWhenWellFormed() async throws {
         let t = try TestApp()
-        defer { Task { await t.stop() } }
-        let good = try await http("GET", t.base + "/healthz", headers: ["X-Request-Id": "trace-1234-abcd"])
-        #expect(good.headers["x-request-id"] == "trace-1234-abcd")
-        let bad = try await http("GET", t.base + "/healthz", headers: ["X-Request-Id": "no spaces allowed <script>"])
-        #expect(bad.headers["x-request-id"]?.hasPrefix("req_") == true)
+        try await using(t) { t in
+            let good = try await http("GET", t.base + "/healthz", headers: ["X-Request-Id": "trace-1234-abcd"])
+            #expect(good.headers["x-request-id"] == "trace-1234-abcd")
+            let bad = try await http("GET", t.base + "/healthz", headers: ["X-Request-Id": "no spaces allowed <script>"])
+            #expect(bad.headers["x-request-id"]?.hasPrefix("req_") == true)
+        }
     }
 
     @Test func webUIAndSPAFallback() async throws {
         let t = try TestApp()
-        defer { Task { await t.stop() } }
-        let index = try await http("GET", t.base + "/")
-        #expect(index.status == 200 && index.text.contains("<title>Kiln</title>"))
-        let setup = try await http("GET", t.base + "/setup?token=abc")
-        #expect(setup.status == 200 && setup.text.contains("setup-form"))
-        let js = try await http("GET", t.base + "/app.js")
-        #expect(js.headers["content-type"] == "text/javascript; charset=utf-8")
+        try await using(t) { t in
+            let index = try await http("GET", t.base + "/")
+            #expect(index.status == 200 && index.text.contains("<title>Kiln</title>"))
+            let setup = try await http("GET", t.base + "/setup?token=abc")
+            #expect(setup.status == 200 && setup.text.contains("setup-form"))
+            let js = try await http("GET", t.base + "/app.js")
+            #expect(js.headers["content-type"] == "text/javascript; charset=utf-8")
+        }
     }
 
     @Test func configPrecedenceFlagsOverEnvironmentOverDefaults() throws {
-        let (d, _) = try Config.load(arguments: [], environment: [:])
+        let (d, _) = try Config.load(arguments: [], environment: [:], options: Application.configOptions)
         #expect(d.port == 8080 && d.host == "127.0.0.1" && d.dataDir == "./.kiln")
-        let (e, _) = try Config.load(arguments: [], environment: ["KILN_PORT": "9000", "KILN_DATA_DIR": "/tmp/x"])
+        let (e, _) = try Config.load(arguments: [], environment: ["KILN_PORT": "9000", "KILN_DATA_DIR": "/tmp/x"], options: Application.configOptions)
         #expect(e.port == 9000 && e.dataDir == "/tmp/x")
-        let (f, rest) = try Config.load(arguments: ["--port", "9100", "--data-dir=/tmp/y", "file.db"], environment: ["KILN_PORT": "9000"])
+        let (f, rest) = try Config.load(arguments: ["--port", "9100", "--data-dir=/tmp/y", "file.db"], environment: ["KILN_PORT": "9000"], options: Application.configOptions)
         #expect(f.port == 9100 && f.dataDir == "/tmp/y" && rest == ["file.db"])
-        #expect(throws: Config.ConfigError.self) { try Config.load(arguments: ["--port", "x"], environment: [:]) }
-        #expect(throws: Config.ConfigError.self) { try Config.load(arguments: ["--bogus"], environment: [:]) }
-        #expect(throws: Config.ConfigError.self) { try Config.load(arguments: ["--tls-cert", "a.pem"], environment: [:]) }
-        #expect(throws: Config.ConfigError.self) { try Config.load(arguments: [], environment: ["KILN_LOG_LEVEL": "loud"]) }
+        #expect(throws: Config.ConfigError.self) { try Config.load(arguments: ["--port", "x"], environment: [:], options: Application.configOptions) }
+        #expect(throws: Config.ConfigError.self) { try Config.load(arguments: ["--bogus"], environment: [:], options: Application.configOptions) }
+        #expect(throws: Config.ConfigError.self) { try Config.load(arguments: ["--tls-cert", "a.pem"], environment: [:], options: Application.configOptions) }
+        #expect(throws: Config.ConfigError.self) { try Config.load(arguments: [], environment: ["KILN_LOG_LEVEL": "loud"], options: Application.configOptions) }
     }
 
     @Test func masterKeyIsMadeOnceWithMode0600() throws {
@@ -152,47 +163,5 @@ import KilnStore
         let again = try Application.loadMasterKey(dataDir: t.dataDir)
         #expect(first.trimmingCharacters(in: .whitespacesAndNewlines).count == 64)
         #expect(again == t.app.services.masterKey)
-    }
-}
-
-@Suite struct SetupTests {
-    @Test func ownerSetupLinkCreatesTheOwnerOnce() async throws {
-        let t = try TestApp()
-        defer { Task { await t.stop() } }
-        let notices = t.app.startupNotices(baseURL: t.base)
-        let link = try #require(notices.last?.trimmingCharacters(in: .whitespaces))
-        #expect(link.hasPrefix(t.base + "/setup?token=kst_"))
-        let token = String(link.split(separator: "=").last!)
-        let weak = try await http("POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
-                                  body: json(["token": token, "email": "o@example.com", "password": "short"]))
-        #expect(weak.status == 400)
-        #expect(((weak.json["error"] as? [String: Any])?["details"] as? [String: Any])?["field"] as? String == "password")
-        let ok = try await http("POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
-                                body: json(["token": token, "email": "o@example.com", "password": "a long enough password"]))
-        #expect(ok.status == 201)
-        #expect((ok.json["user"] as? [String: Any])?["is_owner"] as? Bool == true)
-        let again = try await http("POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
-                                   body: json(["token": token, "email": "x@example.com", "password": "a long enough password"]))
-        #expect(again.status == 400)
-        // With an owner, no more setup notices.
-        #expect(t.app.startupNotices(baseURL: t.base).isEmpty)
-        let stored = try t.app.services.db.readSync { try $0.first("SELECT password_hash FROM users WHERE email = ?", "o@example.com") }
-        let hash = try #require(stored?.string("password_hash"))
-        #expect(hash.hasPrefix("scrypt$") && !hash.contains("a long enough password"))
-        #expect(Passwords.verify("a long enough password", against: hash))
-        #expect(!Passwords.verify("a long enough passwore", against: hash))
-    }
-
-    @Test func adminCreatedUserSetsPasswordThroughTheLink() async throws {
-        let t = try TestApp()
-        defer { Task { await t.stop() } }
-        let link = try await t.app.adminCreateUser(email: "dev@example.com", name: "Dev", baseURL: t.base)
-        let token = String(link.split(separator: "=").last!)
-        let r = try await http("POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
-                               body: json(["token": token, "password": "another long password"]))
-        #expect(r.status == 201)
-        #expect((r.json["user"] as? [String: Any])?["email"] as? String == "dev@example.com")
-        await #expect(throws: HTTPError.self) { _ = try await t.app.adminCreateUser(email: "DEV@example.com", name: "Dup") }
-        await #expect(throws: HTTPError.self) { _ = try await t.app.adminCreateUser(email: "not-an-email", name: "X") }
     }
 }

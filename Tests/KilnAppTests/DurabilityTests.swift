@@ -2,9 +2,13 @@ import Foundation
 import Glibc
 import Synchronization
 import Testing
-@testable import KilnAuth
+@testable import KilnApp
 import KilnCore
+import KilnCrypto
+import KilnHTTP
 import KilnStore
+@testable import KilnTestSupport
+@testable import KilnAuth
 
 final class Acks: Sendable { let list = Mutex<[String]>([]) }
 

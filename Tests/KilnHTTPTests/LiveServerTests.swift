@@ -8,10 +8,10 @@ import Testing
     static func router() -> Router {
         let r = Router()
         r.get("/hello") { _, _ in .text("Hello, world!") }
-        r.post("/echo") { req, _ in
-            Response(headers: ["Content-Type": req.headers["Content-Type"] ?? "application/octet-stream"], body: .bytes(try await req.bodyBytes()))
+        r.post("/echo") { req, ctx in
+            Response(headers: ["Content-Type": req.headers["Content-Type"] ?? "application/octet-stream"], body: .bytes(try await req.bodyBytes(context: ctx)))
         }
-        r.post("/small", RouteMetadata(bodyLimit: 16)) { req, _ in .text("\(try await req.bodyBytes().count)") }
+        r.post("/small", RouteMetadata(bodyLimit: 16)) { req, ctx in .text("\(try await req.bodyBytes(context: ctx).count)") }
         r.post("/count", RouteMetadata(streamBody: true)) { req, _ in
             guard case .stream(let s) = req.body else { return .text("not streamed") }
             var total = 0
@@ -32,76 +32,81 @@ import Testing
 
     @Test func keepAliveAndPipelining() async throws {
         let s = try LiveServer(Self.router())
-        defer { Task { await s.stop() } }
-        // A generous read timeout: the parallel suite can keep the machine busy for seconds.
-        let c = try RawClient(port: s.port, timeout: 30)
-        // Three pipelined requests, the first slow: answers come back in order.
-        c.send("GET /slow/100 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
-        let rs = await c.readResponses(3)
-        try #require(rs.count == 3)
-        #expect(rs.map(\.status) == [200, 200, 200])
-        #expect(rs.map(\.bodyText) == ["slept 100", "Hello, world!", "abc"])
-        #expect(rs[0].header("Date") != nil)
-        #expect(rs[0].header("Server") == "kiln")
-        // Still open for a fourth.
-        c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-        #expect(await c.readResponse()?.bodyText == "Hello, world!")
+        try await using(s) { s in
+            // A generous read timeout: the parallel suite can keep the machine busy for seconds.
+            let c = try RawClient(port: s.port, timeout: 30)
+            // Three pipelined requests, the first slow: answers come back in order.
+            c.send("GET /slow/100 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+            let rs = await c.readResponses(3)
+            try #require(rs.count == 3)
+            #expect(rs.map(\.status) == [200, 200, 200])
+            #expect(rs.map(\.bodyText) == ["slept 100", "Hello, world!", "abc"])
+            #expect(rs[0].header("Date") != nil)
+            #expect(rs[0].header("Server") == "kiln")
+            // Still open for a fourth.
+            c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(await c.readResponse()?.bodyText == "Hello, world!")
+        }
     }
 
     @Test func connectionCloseAndHTTP10() async throws {
         let s = try LiveServer(Self.router())
-        defer { Task { await s.stop() } }
-        let c = try RawClient(port: s.port)
-        c.send("GET /hello HTTP/1.0\r\n\r\n")
-        let all = String(decoding: await c.readAll(), as: UTF8.self)
-        #expect(all.hasPrefix("HTTP/1.1 200 OK\r\n"))
-        #expect(all.contains("Connection: close"))
-        #expect(all.hasSuffix("Hello, world!"))
-        let k = try RawClient(port: s.port)
-        k.send("GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        #expect(await k.readResponse()?.header("Connection") == "keep-alive")
-        k.send("GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
-        #expect(String(decoding: await k.readAll(), as: UTF8.self).contains("Connection: close"))
+        try await using(s) { s in
+            let c = try RawClient(port: s.port)
+            c.send("GET /hello HTTP/1.0\r\n\r\n")
+            let all = String(decoding: await c.readAll(), as: UTF8.self)
+            #expect(all.hasPrefix("HTTP/1.1 200 OK\r\n"))
+            #expect(all.contains("Connection: close"))
+            #expect(all.hasSuffix("Hello, world!"))
+            let k = try RawClient(port: s.port)
+            k.send("GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            #expect(await k.readResponse()?.header("Connection") == "keep-alive")
+            k.send("GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
+            #expect(String(decoding: await k.readAll(), as: UTF8.self).contains("Connection: close"))
+        }
     }
 
     @Test func chunkedUploadWithTrailers() async throws {
         let s = try LiveServer(Self.router())
-        defer { Task { await s.stop() } }
-        let c = try RawClient(port: s.port)
-        c.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-        try await Task.sleep(for: .milliseconds(50))
-        c.send("6\r\n world\r\n0\r\nX-Checksum: 1\r\n\r\n")
-        #expect(await c.readResponse()?.bodyText == "hello world")
+        try await using(s) { s in
+            let c = try RawClient(port: s.port)
+            c.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            try await Task.sleep(for: .milliseconds(50))
+            c.send("6\r\n world\r\n0\r\nX-Checksum: 1\r\n\r\n")
+            #expect(await c.readResponse()?.bodyText == "hello world")
+        }
     }
 
     @Test func expectContinue() async throws {
         let s = try LiveServer(Self.router())
-        defer { Task { await s.stop() } }
-        let c = try RawClient(port: s.port)
-        c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
-        let interim = String(decoding: await c.read(exactly: 25), as: UTF8.self)
-        #expect(interim == "HTTP/1.1 100 Continue\r\n\r\n")
-        c.send("data")
-        #expect(await c.readResponse()?.bodyText == "data")
-        // Too large: refused at once with 413, no 100.
-        let d = try RawClient(port: s.port)
-        d.send("POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n")
-        let r = await d.readResponse()
-        #expect(r?.status == 413)
-        #expect(r?.bodyText.contains("payload_too_large") == true)
+        try await using(s) { s in
+            let c = try RawClient(port: s.port)
+            c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+            let interim = String(decoding: await c.read(exactly: 25), as: UTF8.self)
+            #expect(interim == "HTTP/1.1 100 Continue\r\n\r\n")
+            c.send("data")
+            #expect(await c.readResponse()?.bodyText == "data")
+            // Too large: refused at once with 413, no 100.
+            let d = try RawClient(port: s.port)
+            d.send("POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n")
+            let r = await d.readResponse()
+            #expect(r?.status == 413)
+            #expect(r?.bodyText.contains("payload_too_large") == true)
+        }
     }
 
     @Test func headSendsHeadersOnly() async throws {
         let s = try LiveServer(Self.router())
-        defer { Task { await s.stop() } }
-        let c = try RawClient(port: s.port)
-        c.send("HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-        // The HEAD answer has Content-Length 13 but no body, so the next bytes are the GET's status line.
-        let raw = await c.read(until: "Hello, world!")
-        let parts = raw.components(separatedBy: "HTTP/1.1 200 OK")
-        #expect(parts.count == 3)
-        #expect(parts[1].contains("Content-Length: 13") && !parts[1].contains("Hello"))
-        #expect(parts[2].hasSuffix("Hello, world!"))
+        try await using(s) { s in
+            let c = try RawClient(port: s.port)
+            c.send("HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            // The HEAD answer has Content-Length 13 but no body, so the next bytes are the GET's status line.
+            let raw = await c.read(until: "Hello, world!")
+            let parts = raw.components(separatedBy: "HTTP/1.1 200 OK")
+            #expect(parts.count == 3)
+            #expect(parts[1].contains("Content-Length: 13") && !parts[1].contains("Hello"))
+            #expect(parts[2].hasSuffix("Hello, world!"))
+        }
     }
 
     @Test(arguments: [
@@ -121,83 +126,89 @@ import Testing
     ])
     func protocolErrorsAnswerThenClose(_ raw: String, _ status: Int) async throws {
         let s = try LiveServer(Self.router())
-        defer { Task { await s.stop() } }
-        let c = try RawClient(port: s.port)
-        c.send(raw)
-        // Smuggled bytes after the bad request must never be answered as a second request.
-        c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-        let all = await c.readAll()
-        let rs = ParsedResponse.parseAll(all)
-        #expect(rs.count == 1)
-        #expect(rs.first?.status == status)
-        #expect(rs.first?.header("Connection") == "close")
-        #expect(rs.first?.bodyText.contains("\"request_id\":\"req_") == true)
-        #expect(rs.first?.header("X-Request-Id") != nil)
+        try await using(s) { s in
+            let c = try RawClient(port: s.port)
+            c.send(raw)
+            // Smuggled bytes after the bad request must never be answered as a second request.
+            c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            let all = await c.readAll()
+            let rs = ParsedResponse.parseAll(all)
+            #expect(rs.count == 1)
+            #expect(rs.first?.status == status)
+            #expect(rs.first?.header("Connection") == "close")
+            #expect(rs.first?.bodyText.contains("\"request_id\":\"req_") == true)
+            #expect(rs.first?.header("X-Request-Id") != nil)
+        }
     }
 
     @Test func serverSurvivesGarbage() async throws {
         let s = try LiveServer(Self.router())
-        defer { Task { await s.stop() } }
-        var rng = SystemRandomNumberGenerator()
-        for i in 0..<50 {
-            let c = try RawClient(port: s.port, timeout: 2)
-            var junk = (0..<(Int(rng.next() % 2000) + 1)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-            if i % 2 == 0 { junk = Array("GET /hello HTTP/1.1\r\n".utf8) + junk }
-            c.send(junk)
-            c.shutdownWrite()
-            _ = await c.readAll()
+        try await using(s) { s in
+            var rng = SystemRandomNumberGenerator()
+            for i in 0..<50 {
+                let c = try RawClient(port: s.port, timeout: 2)
+                var junk = (0..<(Int(rng.next() % 2000) + 1)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                if i % 2 == 0 { junk = Array("GET /hello HTTP/1.1\r\n".utf8) + junk }
+                c.send(junk)
+                c.shutdownWrite()
+                _ = await c.readAll()
+            }
+            let c = try RawClient(port: s.port)
+            c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(await c.readResponse()?.bodyText == "Hello, world!")
         }
-        let c = try RawClient(port: s.port)
-        c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-        #expect(await c.readResponse()?.bodyText == "Hello, world!")
     }
 
     @Test func streamedRequestBody() async throws {
         let s = try LiveServer(Self.router())
-        defer { Task { await s.stop() } }
-        let c = try RawClient(port: s.port, timeout: 60)
-        let size = 3 << 20
-        c.send("POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: \(size)\r\n\r\n")
-        // A large blocking send must not occupy a cooperative-pool thread the server's handler needs.
-        await offPool { c.send([UInt8](repeating: 7, count: size)) }
-        #expect(await c.readResponse()?.bodyText == "\(size)")
+        try await using(s) { s in
+            let c = try RawClient(port: s.port, timeout: 60)
+            let size = 3 << 20
+            c.send("POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: \(size)\r\n\r\n")
+            // A large blocking send must not occupy a cooperative-pool thread the server's handler needs.
+            await offPool { c.send([UInt8](repeating: 7, count: size)) }
+            #expect(await c.readResponse()?.bodyText == "\(size)")
+        }
     }
 
     @Test func streamedAndLargeResponses() async throws {
         let s = try LiveServer(Self.router())
-        defer { Task { await s.stop() } }
-        let c = try RawClient(port: s.port)
-        c.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-        let rs = await c.readResponses(2)
-        #expect(rs.first?.header("Transfer-Encoding") == "chunked")
-        #expect(rs.first?.bodyText == "part0;part1;part2;")
-        #expect(rs.last?.body.count == 4 << 20)
+        try await using(s) { s in
+            let c = try RawClient(port: s.port)
+            c.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            let rs = await c.readResponses(2)
+            #expect(rs.first?.header("Transfer-Encoding") == "chunked")
+            #expect(rs.first?.bodyText == "part0;part1;part2;")
+            #expect(rs.last?.body.count == 4 << 20)
+        }
     }
 
     @Test func responseSplittingIsRefused() async throws {
         let s = try LiveServer(Self.router())
-        defer { Task { await s.stop() } }
-        let c = try RawClient(port: s.port)
-        c.send("GET /badheader HTTP/1.1\r\nHost: x\r\n\r\n")
-        let r = await c.readResponse()
-        #expect(r?.status == 500)
-        #expect(r?.header("Injected") == nil)
+        try await using(s) { s in
+            let c = try RawClient(port: s.port)
+            c.send("GET /badheader HTTP/1.1\r\nHost: x\r\n\r\n")
+            let r = await c.readResponse()
+            #expect(r?.status == 500)
+            #expect(r?.header("Injected") == nil)
+        }
     }
 
     @Test func headerTimeoutAnswers408AndIdleClientsDoNotBlockOthers() async throws {
         let s = try LiveServer(Self.router()) { $0.headerTimeout = 1; $0.idleTimeout = 2 }
-        defer { Task { await s.stop() } }
-        // Many slow clients holding half-sent heads.
-        var slow: [RawClient] = []
-        for _ in 0..<1000 { let c = try RawClient(port: s.port); c.send("GET /hello HTTP/1.1\r\nHost"); slow.append(c) }
-        // The client waits far longer than the idle timeout, so only the server can end the read.
-        let normal = try RawClient(port: s.port, timeout: 60)
-        normal.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-        #expect(await normal.readResponse()?.status == 200)
-        let r = ParsedResponse.parseAll(await slow[0].readAll())
-        #expect(r.first?.status == 408)
-        // An idle keep-alive connection is closed by the server after idleTimeout.
-        #expect(await normal.waitForClose())
+        try await using(s) { s in
+            // Many slow clients holding half-sent heads.
+            var slow: [RawClient] = []
+            for _ in 0..<1000 { let c = try RawClient(port: s.port); c.send("GET /hello HTTP/1.1\r\nHost"); slow.append(c) }
+            // The client waits far longer than the idle timeout, so only the server can end the read.
+            let normal = try RawClient(port: s.port, timeout: 60)
+            normal.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(await normal.readResponse()?.status == 200)
+            let r = ParsedResponse.parseAll(await slow[0].readAll())
+            #expect(r.first?.status == 408)
+            // An idle keep-alive connection is closed by the server after idleTimeout.
+            #expect(await normal.waitForClose())
+        }
     }
 
     @Test func sseEventsHeartbeatAndCancellationOnDisconnect() async throws {
@@ -216,18 +227,19 @@ import Testing
             }
         }
         let s = try LiveServer(r)
-        defer { Task { await s.stop() } }
-        let c = try RawClient(port: s.port, timeout: 10)
-        c.send("GET /events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 5\r\n\r\n")
-        let text = await c.read(until: ": heartbeat\n\n")
-        #expect(text.contains("Content-Type: text/event-stream"))
-        #expect(text.contains("id: 6\nevent: tick\ndata: {\"n\":6}\n\n"))
-        #expect(text.contains("id: 7\nevent: tick\ndata: {\"n\":7}\n\n"))
-        #expect(text.contains(": heartbeat\n\n"))
-        c.closeNow()
-        for _ in 0..<100 where !cancelled.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(cancelled.withLock { $0 })
-        #expect(s.server.stats.streamingResponses.load(ordering: .relaxed) == 0)
+        try await using(s) { s in
+            let c = try RawClient(port: s.port, timeout: 10)
+            c.send("GET /events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 5\r\n\r\n")
+            let text = await c.read(until: ": heartbeat\n\n")
+            #expect(text.contains("Content-Type: text/event-stream"))
+            #expect(text.contains("id: 6\nevent: tick\ndata: {\"n\":6}\n\n"))
+            #expect(text.contains("id: 7\nevent: tick\ndata: {\"n\":7}\n\n"))
+            #expect(text.contains(": heartbeat\n\n"))
+            c.closeNow()
+            for _ in 0..<100 where !cancelled.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(cancelled.withLock { $0 })
+            #expect(s.server.stats.streamingResponses.load(ordering: .relaxed) == 0)
+        }
     }
 
     @Test func webSocketOverRawSocket() async throws {
@@ -240,24 +252,25 @@ import Testing
             }
         }
         let s = try LiveServer(r)
-        defer { Task { await s.stop() } }
-        let c = try RawClient(port: s.port)
-        c.send("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\n\r\n")
-        let head = await c.readResponse()
-        #expect(head?.status == 101)
-        #expect(head?.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-        let hello = await c.read(exactly: 2 + 25)
-        #expect(String(decoding: hello.dropFirst(2), as: UTF8.self) == "origin=http://example.com")
-        let key: [UInt8] = [9, 8, 7, 6]
-        func masked(_ op: UInt8, _ p: [UInt8]) -> [UInt8] { [0x80 | op, 0x80 | UInt8(p.count)] + key + p.enumerated().map { $0.element ^ key[$0.offset % 4] } }
-        c.send(masked(0x1, Array("echo me".utf8)))
-        #expect(await c.read(exactly: 9) == [0x81, 7] + Array("echo me".utf8))
-        c.send(masked(0x9, [1, 2]))
-        #expect(await c.read(exactly: 4) == [0x8A, 2, 1, 2])
-        // Unmasked frame: protocol error 1002, then the server closes.
-        c.send([0x81, 0x01, 0x41])
-        let close = await c.readAll()
-        #expect(Array(close.prefix(4)) == [0x88, close[1], 0x03, 0xEA])
+        try await using(s) { s in
+            let c = try RawClient(port: s.port)
+            c.send("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\n\r\n")
+            let head = await c.readResponse()
+            #expect(head?.status == 101)
+            #expect(head?.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+            let hello = await c.read(exactly: 2 + 25)
+            #expect(String(decoding: hello.dropFirst(2), as: UTF8.self) == "origin=http://example.com")
+            let key: [UInt8] = [9, 8, 7, 6]
+            func masked(_ op: UInt8, _ p: [UInt8]) -> [UInt8] { [0x80 | op, 0x80 | UInt8(p.count)] + key + p.enumerated().map { $0.element ^ key[$0.offset % 4] } }
+            c.send(masked(0x1, Array("echo me".utf8)))
+            #expect(await c.read(exactly: 9) == [0x81, 7] + Array("echo me".utf8))
+            c.send(masked(0x9, [1, 2]))
+            #expect(await c.read(exactly: 4) == [0x8A, 2, 1, 2])
+            // Unmasked frame: protocol error 1002, then the server closes.
+            c.send([0x81, 0x01, 0x41])
+            let close = await c.readAll()
+            #expect(Array(close.prefix(4)) == [0x88, close[1], 0x03, 0xEA])
+        }
     }
 
     @Test func webSocketPushFromAThreadKeepsOrderAndStopsAfterClose() async throws {
@@ -288,22 +301,23 @@ import Testing
             }
         }
         let s = try LiveServer(r)
-        defer { Task { await s.stop() } }
-        let c = try RawClient(port: s.port, timeout: 30)
-        c.send("GET /push HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-        #expect(await c.readResponse()?.status == 101)
-        // 2000 binary frames of 1000 bytes (header 4 bytes each), numbered, in order; then "end".
-        var inOrder = true
-        for i in 0..<2000 {
-            let f = await c.read(exactly: 1004)
-            guard f.count == 1004, f[0] == 0x82, f[1] == 126, f[2] == 0x03, f[3] == 0xE8 else { inOrder = false; break }
-            if Int(f[4]) << 8 | Int(f[5]) != i || f[6] != UInt8(i % 251) { inOrder = false; break }
+        try await using(s) { s in
+            let c = try RawClient(port: s.port, timeout: 30)
+            c.send("GET /push HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            #expect(await c.readResponse()?.status == 101)
+            // 2000 binary frames of 1000 bytes (header 4 bytes each), numbered, in order; then "end".
+            var inOrder = true
+            for i in 0..<2000 {
+                let f = await c.read(exactly: 1004)
+                guard f.count == 1004, f[0] == 0x82, f[1] == 126, f[2] == 0x03, f[3] == 0xE8 else { inOrder = false; break }
+                if Int(f[4]) << 8 | Int(f[5]) != i || f[6] != UInt8(i % 251) { inOrder = false; break }
+            }
+            #expect(inOrder)
+            #expect(await c.read(exactly: 5) == [0x81, 3] + Array("end".utf8))
+            c.closeNow()
+            for _ in 0..<9000 where pushedAfterClose.withLock({ $0 }) == nil { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(pushedAfterClose.withLock { $0 } == true)
         }
-        #expect(inOrder)
-        #expect(await c.read(exactly: 5) == [0x81, 3] + Array("end".utf8))
-        c.closeNow()
-        for _ in 0..<9000 where pushedAfterClose.withLock({ $0 }) == nil { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(pushedAfterClose.withLock { $0 } == true)
     }
 
     @Test func gracefulShutdownFinishesInFlightRequests() async throws {
@@ -336,10 +350,11 @@ import Testing
     @Test func ipv6Loopback() async throws {
         guard (try? await run("sh", ["-c", "test -f /proc/net/if_inet6"]))?.0 == 0 else { return }
         let s = try LiveServer(Self.router()) { $0.host = "::1" }
-        defer { Task { await s.stop() } }
-        #expect(s.port > 0)
-        let (code, out, _) = try await run("curl", ["-s", "-g", "http://[::1]:\(s.port)/hello"])
-        #expect(code == 0 && out == "Hello, world!")
+        try await using(s) { s in
+            #expect(s.port > 0)
+            let (code, out, _) = try await run("curl", ["-s", "-g", "http://[::1]:\(s.port)/hello"])
+            #expect(code == 0 && out == "Hello, world!")
+        }
     }
 
     @Test func shutdownClosesWebSocketsWith1001AndEndsSSE() async throws {
@@ -371,28 +386,30 @@ import Testing
 
     @Test func connectionLimitAnswers503() async throws {
         let s = try LiveServer(Self.router()) { $0.maxConnections = 3; $0.eventLoops = 1 }
-        defer { Task { await s.stop() } }
-        var held: [RawClient] = []
-        for _ in 0..<3 {
-            let c = try RawClient(port: s.port)
-            c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-            #expect(await c.readResponse()?.status == 200)
-            held.append(c)
+        try await using(s) { s in
+            var held: [RawClient] = []
+            for _ in 0..<3 {
+                let c = try RawClient(port: s.port)
+                c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+                #expect(await c.readResponse()?.status == 200)
+                held.append(c)
+            }
+            let extra = try RawClient(port: s.port)
+            extra.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(await extra.readResponse()?.status == 503)
+            #expect(s.server.stats.rejectedConnections.load(ordering: .relaxed) == 1)
+            held.removeAll()
         }
-        let extra = try RawClient(port: s.port)
-        extra.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-        #expect(await extra.readResponse()?.status == 503)
-        #expect(s.server.stats.rejectedConnections.load(ordering: .relaxed) == 1)
-        held.removeAll()
     }
 
     @Test func optionsAsteriskAndUnknownMethods() async throws {
         let s = try LiveServer(Self.router())
-        defer { Task { await s.stop() } }
-        let c = try RawClient(port: s.port)
-        c.send("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nBREW /hello HTTP/1.1\r\nHost: x\r\n\r\nGET * HTTP/1.1\r\nHost: x\r\n\r\n")
-        let rs = await c.readResponses(3)
-        #expect(rs.map(\.status) == [204, 405, 400])
-        #expect(rs.first?.header("Allow")?.contains("GET") == true)
+        try await using(s) { s in
+            let c = try RawClient(port: s.port)
+            c.send("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nBREW /hello HTTP/1.1\r\nHost: x\r\n\r\nGET * HTTP/1.1\r\nHost: x\r\n\r\n")
+            let rs = await c.readResponses(3)
+            #expect(rs.map(\.status) == [204, 405, 400])
+            #expect(rs.first?.header("Allow")?.contains("GET") == true)
+        }
     }
 }

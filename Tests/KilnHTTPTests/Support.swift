@@ -4,7 +4,22 @@ import KilnCore
 @testable import KilnHTTP
 
 /// A live server on 127.0.0.1 with a free port, for tests that need a real socket.
-final class LiveServer: @unchecked Sendable {
+/// Something a test starts and must stop (and wait for) before it ends.
+protocol Stoppable: Sendable { func stop() async }
+
+/// Runs `body` with `resource`, then stops it and waits, whether the body threw or not.
+func using<R: Stoppable, T>(_ resource: R, _ body: (R) async throws -> T) async throws -> T {
+    do {
+        let out = try await body(resource)
+        await resource.stop()
+        return out
+    } catch {
+        await resource.stop()
+        throw error
+    }
+}
+
+final class LiveServer: Stoppable, @unchecked Sendable {
     let server: HTTPServer
     var port: Int { server.port }
     var base: String { "\(server.isTLS ? "https" : "http")://127.0.0.1:\(port)" }

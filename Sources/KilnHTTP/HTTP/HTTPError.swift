@@ -77,9 +77,28 @@ public func errorBody(code: String, message: String, details: [String: JSONValue
     return Array(out.utf8)
 }
 
+/// An error that a middleware passes on with headers its answer must carry (rate-limit counters…).
+public struct ErrorWithHeaders: Error {
+    public let error: any Error
+    public let headers: HTTPHeaders
+    public init(error: any Error, headers: HTTPHeaders) { self.error = error; self.headers = headers }
+
+    /// The error underneath any wrapping.
+    public static func unwrap(_ error: any Error) -> any Error {
+        var e = error
+        while let w = e as? ErrorWithHeaders { e = w.error }
+        return e
+    }
+}
+
 extension Response {
     /// The shared error response for `error` (unknown errors become 500 `internal`, no detail leaked).
     public static func error(_ error: any Error, requestID: String) -> Response {
+        if let wrapped = error as? ErrorWithHeaders {
+            var res = Response.error(wrapped.error, requestID: requestID)
+            for f in wrapped.headers.fields { res.headers.replace(f.name, f.value) }
+            return res
+        }
         let e: any HTTPResponseError
         if let he = error as? any HTTPResponseError { e = he }
         else if error is DecodingError { e = decodingFailure(error as! DecodingError) }

@@ -48,20 +48,23 @@ public struct Request: Sendable {
         return accept.contains("application/json") && !accept.contains("text/event-stream")
     }
 
-    /// The whole body as bytes (collecting a streamed body up to `limit`).
-    public func bodyBytes(limit: Int = 10 << 20) async throws -> [UInt8] {
+    /// The whole body as bytes, within the route's body limit (a streamed body is collected up to it).
+    public func bodyBytes(context: RequestContext) async throws -> [UInt8] {
         switch body {
         case .buffer(let b): return b
-        case .stream(let s): return try await s.collect(upTo: limit)
+        case .stream(let s): return try await s.collect(upTo: context.route?.metadata.bodyLimit ?? 10 << 20)
         }
     }
 
-    /// Decodes a JSON body; 415 when the Content-Type is not JSON, 400 with the field when it does not decode.
-    public func decode<T: Decodable>(_ type: T.Type, limit: Int = 10 << 20) async throws -> T {
+    /// Decodes the JSON body (read within the route's body limit): 415 when the Content-Type is not
+    /// JSON, 400 naming the field when it does not decode. With `emptyAllowed`, no body at all
+    /// decodes as `{}` (for routes whose every field is optional).
+    public func decode<T: Decodable>(_ type: T.Type, context: RequestContext, emptyAllowed: Bool = false) async throws -> T {
+        let bytes = try await bodyBytes(context: context)
+        if bytes.isEmpty && emptyAllowed { return try JSONCoding.decode(type, from: Array("{}".utf8)) }
         guard let mt = mediaType, mt == "application/json" || mt.hasSuffix("+json") else {
             throw HTTPError(.unsupportedMediaType, message: "Content-Type must be application/json")
         }
-        let bytes = try await bodyBytes(limit: limit)
         if bytes.isEmpty { throw HTTPError.badRequest("Request body is empty; a JSON object is required") }
         return try JSONCoding.decode(type, from: bytes)
     }

@@ -4,7 +4,7 @@ import Synchronization
 
 /// Request ids: `req_` + a per-process random prefix + a counter (unique, cheap, not secret).
 public enum RequestID {
-    private static let counter = Atomic<UInt64>(0)
+    private static let counter = Atomic<UInt64>(0)  // architecture: process-wide (ids are unique per process)
     private static let prefix: String = {
         let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz")
         var rng = SystemRandomNumberGenerator()
@@ -32,8 +32,9 @@ public enum ServerLog {
         public var name: String { ["debug", "info", "warn", "error"][rawValue] }
     }
 
+    // architecture: process-wide (one log per process: its level and where it goes)
     private static let threshold = Atomic<Int>(Level.info.rawValue)
-    private static let sink = Mutex<(@Sendable (String) -> Void)?>(nil)
+    private static let sink = Mutex<(@Sendable (String) -> Void)?>(nil)  // architecture: process-wide
 
     public static func setLevel(_ l: Level) { threshold.store(l.rawValue, ordering: .relaxed) }
     /// Routes log lines elsewhere (tests capture them); nil restores stderr.

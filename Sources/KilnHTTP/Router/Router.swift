@@ -167,7 +167,8 @@ public struct RouterResponder: Sendable {
     public func respond(_ request: Request, context: RequestContext) async -> Response {
         do { return try await chain(request, context) }
         catch {
-            if !(error is any HTTPResponseError) && !(error is DecodingError) && !(error is CancellationError) {
+            let inner = ErrorWithHeaders.unwrap(error)
+            if !(inner is any HTTPResponseError) && !(inner is DecodingError) && !(inner is CancellationError) {
                 ServerLog.error("unhandled error", ["request_id": .string(context.requestID), "error": .string(String(describing: error))])
             }
             return Response.error(error, requestID: context.requestID)

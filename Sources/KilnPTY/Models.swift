@@ -1,0 +1,21 @@
+import Foundation
+import KilnHTTP
+import KilnCore
+
+/// `POST /api/pty/spawn` (every field optional).
+struct SpawnInput: Decodable, Sendable {
+    let wsId: String?
+    let projectId: String?
+    let cols: Int?
+    let rows: Int?
+    let shell: String?
+    let cwd: String?
+}
+
+/// A terminal as `POST /api/pty/spawn` answers it.
+struct SpawnedTerminal: Decodable {
+    let id: String
+    let wsUrl: String
+    let wsPath: String
+    let status: String
+}

@@ -1,0 +1,32 @@
+import Foundation
+import KilnHTTP
+import KilnCore
+
+public enum PTYPermission {
+    public static let open = Permission("pty:open", "Open, list, attach to and end your own terminals (a shell on the server)", minimumRole: .member)
+}
+
+/// Terminals: real pseudo-terminals attached over WebSocket.
+public struct PTYModule: KilnModule {
+    public let name = "pty"
+    let terminals: TerminalService
+
+    public init(services: Services, projects: any ProjectDirectory) {
+        terminals = TerminalService(idleSeconds: Double(services.config.int(PTYSettings.idleMinutes) ?? 30) * 60, projects: projects)
+        let t = terminals
+        services.hooks.workspaceOf(param: "pty_id") { id in t.get(id)?.wsID }
+    }
+
+    public var permissions: [Permission] { [PTYPermission.open] }
+    public static var configOptions: [Config.Option] { PTYSettings.options }
+
+    public func register(_ routes: Routes) { PTYRoutes(terminals: terminals).register(routes) }
+
+    public func start(_ jobs: JobRunner) throws {
+        let t = terminals
+        jobs.every(30, name: "pty-reaper") { t.reap() }
+    }
+
+    /// Every terminal is hung up, and its shell has ended, before this returns.
+    public func shutdown() async { await terminals.shutdown() }
+}

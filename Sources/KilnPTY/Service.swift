@@ -1,0 +1,172 @@
+import CShims
+import Foundation
+import Glibc
+import KilnCore
+import KilnHTTP
+import Synchronization
+
+/// The terminals domain's options under `kiln serve`.
+struct PTYSettings: Sendable {
+    static let idleMinutes = "--pty-idle-minutes"
+    static let options: [Config.Option] = [
+        .int(idleMinutes, env: "KILN_PTY_IDLE_MINUTES", help: "end a terminal nobody has viewed for this long (default 30)", range: 1...100_000),
+    ]
+}
+
+/// Every live terminal of this application: started in a project (or the server's home), attached
+/// over WebSocket, ended when deleted, idle, or at shutdown.
+final class TerminalService: Sendable {
+    let all = Mutex<[String: Terminal]>([:])
+    let idleSeconds: Double
+    let maxPerUser: Int
+    let projects: any ProjectDirectory
+    /// Exited terminals stay listed (for their exit code and replay) this long after the last viewer left.
+    static let keepExitedSeconds = 600.0
+
+    init(idleSeconds: Double, maxPerUser: Int = 250, projects: any ProjectDirectory) {
+        self.idleSeconds = idleSeconds
+        self.maxPerUser = maxPerUser
+        self.projects = projects
+    }
+
+    func get(_ id: String) -> Terminal? { IDs.isValid(id, prefix: "pty") ? all.withLock { $0[id] } : nil }
+
+    /// The caller's own terminal in the admitted workspace (404 otherwise: others' terminals are not revealed).
+    func own(_ id: String, access: WorkspaceAccess, userID: String) throws -> Terminal {
+        guard let t = get(id), t.wsID == access.wsID, t.userID == userID else { throw APIError.notFound("No such terminal") }
+        return t
+    }
+
+    func list(userID: String, wsID: String) -> [Terminal] {
+        all.withLock { Array($0.values) }.filter { $0.userID == userID && $0.wsID == wsID }.sorted { $0.createdAt < $1.createdAt }
+    }
+
+    /// Checks a spawn request: size, shell, and the working directory (in the project when it names one).
+    func spawn(_ input: SpawnInput, access: WorkspaceAccess, userID: String) async throws -> Terminal {
+        let cols = input.cols ?? 80, rows = input.rows ?? 24
+        guard (1...1000).contains(cols) else { throw APIError.validation("cols must be from 1 to 1000", field: "cols") }
+        guard (1...1000).contains(rows) else { throw APIError.validation("rows must be from 1 to 1000", field: "rows") }
+        let env = ProcessInfo.processInfo.environment
+        let shell = input.shell ?? env["SHELL"].flatMap { FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil } ?? "/bin/bash"
+        guard shell.hasPrefix("/"), !shell.contains("\0"), FileManager.default.isExecutableFile(atPath: shell) else {
+            throw APIError.validation("shell must be the absolute path of an executable on the server", field: "shell")
+        }
+        var cwd: String
+        var projectID: String? = nil
+        if input.projectId != nil || (input.cwd.map { !$0.hasPrefix("/") } ?? false) {
+            let project = try await projects.resolve(input.projectId, access: access, userID: userID)
+            projectID = project.id
+            cwd = try SafePath.resolve(root: project.root, relative: input.cwd ?? "", field: "cwd")
+        } else if let c = input.cwd {
+            guard !c.contains("\0"), let real = SafePath.real(c) else { throw APIError.validation("cwd does not exist", field: "cwd") }
+            cwd = real
+        } else {
+            cwd = env["HOME"] ?? "/"
+        }
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: cwd, isDirectory: &isDir), isDir.boolValue else {
+            throw APIError.validation("cwd is not a directory", field: "cwd")
+        }
+        return try spawn(userID: userID, wsID: access.wsID, projectID: projectID, shell: shell, cwd: cwd, cols: cols, rows: rows)
+    }
+
+    func spawn(userID: String, wsID: String, projectID: String?, shell: String, cwd: String, cols: Int, rows: Int) throws -> Terminal {
+        let count = all.withLock { $0.values.filter { $0.userID == userID && !$0.exited }.count }
+        guard count < maxPerUser else {
+            throw HTTPError(.tooManyRequests, code: "rate_limited", message: "You have \(count) terminals open; end one first")
+        }
+        let env = ProcessRunner.childEnvironment(["TERM": "xterm-256color", "COLORTERM": "truecolor", "SHELL": shell])
+        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        let name = (shell as NSString).lastPathComponent
+        let argv = [strdup(name), strdup("-i")] + [nil]
+        defer {
+            envp.forEach { free($0) }
+            argv.forEach { free($0) }
+        }
+        var master: Int32 = -1
+        let pid = argv.withUnsafeBufferPointer { a in
+            envp.withUnsafeBufferPointer { e in kiln_forkpty(&master, shell, a.baseAddress, e.baseAddress, cwd, UInt16(cols), UInt16(rows)) }
+        }
+        guard pid > 0 else { throw APIError.unavailable("Could not start a terminal: \(String(cString: strerror(-pid)))") }
+        let t = Terminal(id: IDs.make("pty"), userID: userID, wsID: wsID, projectID: projectID, shell: shell, cwd: cwd, pid: pid,
+                         master: master, cols: cols, rows: rows)
+        all.withLock { $0[t.id] = t }
+        Thread { t.pump(onExit: {}) }.start()
+        return t
+    }
+
+    func end(_ t: Terminal) {
+        t.terminate()
+        if t.exited {
+            all.withLock { $0[t.id] = nil }
+        } else {
+            // Forget it once the reader saw the exit.
+            Task {
+                await t.waitForExit()
+                _ = self.all.withLock { $0.removeValue(forKey: t.id) }
+            }
+        }
+    }
+
+    /// Ends terminals nobody has viewed for the idle limit and forgets long-exited ones.
+    func reap(now: Date = Date()) {
+        for t in all.withLock({ Array($0.values) }) {
+            let (viewers, lastSeen) = t.state.withLock { ($0.viewers.count, $0.lastSeen) }
+            guard viewers == 0 else { continue }
+            let idle = now.timeIntervalSince(lastSeen)
+            if t.exited {
+                if idle > Self.keepExitedSeconds { _ = all.withLock { $0.removeValue(forKey: t.id) } }
+            } else if idle > idleSeconds {
+                end(t)
+            }
+        }
+    }
+
+    /// Hangs up every terminal and waits until each shell has ended (shutdown).
+    func shutdown() async {
+        let terminals = all.withLock { Array($0.values) }
+        for t in terminals { t.terminate() }
+        for t in terminals { await t.waitForExit() }
+    }
+
+    /// Runs one viewer connection: replay, then output out and keystrokes in, until either side ends.
+    static func serve(_ t: Terminal, _ ws: WebSocket) async {
+        let viewer = t.attach(ws)
+        for await message in ws.messages {
+            switch message {
+            case .binary(let b): t.input(b)
+            case .text(let s): await control(t, ws, s)
+            }
+        }
+        t.detach(viewer)
+    }
+
+    /// A JSON control message from the viewer: resize, input, ping.
+    static func control(_ t: Terminal, _ ws: WebSocket, _ text: String) async {
+        guard case .object(let c)? = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)), case .string(let type)? = c["type"] else {
+            try? await ws.send(text: #"{"type":"error","message":"control messages are JSON objects with a type"}"#)
+            return
+        }
+        func int(_ key: String) -> Int? {
+            switch c[key] {
+            case .int(let n)?: n
+            case .double(let d)? where d == d.rounded() && abs(d) < 1e9: Int(d)
+            default: nil
+            }
+        }
+        switch type {
+        case "resize":
+            guard let cols = int("cols"), let rows = int("rows"), (1...1000).contains(cols), (1...1000).contains(rows) else {
+                try? await ws.send(text: #"{"type":"error","message":"resize needs cols and rows from 1 to 1000"}"#)
+                return
+            }
+            t.resize(cols: cols, rows: rows)
+        case "input":
+            if case .string(let d)? = c["data"] { t.input(Array(d.utf8)) }
+        case "ping":
+            try? await ws.send(text: #"{"type":"pong"}"#)
+        default:
+            try? await ws.send(text: JSONValue.object(["type": "error", "message": .string("unknown control message type")]).jsonText)
+        }
+    }
+}

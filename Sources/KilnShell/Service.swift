@@ -1,0 +1,320 @@
+import CShims
+import Foundation
+import Glibc
+import KilnCore
+import KilnHTTP
+import KilnStore
+import Synchronization
+
+/// The shell domain's options under `kiln serve`.
+struct ShellSettings: Sendable {
+    static let grace = "--shell-grace"
+    static let sshConfig = "--ssh-config"
+    static let options: [Config.Option] = [
+        .int(grace, env: "KILN_SHELL_GRACE", help: "seconds between SIGTERM and SIGKILL for cancelled jobs (default 3)", range: 0...600),
+        .text(sshConfig, env: "KILN_SSH_CONFIG", help: "ssh client config listing the hosts ssh-run may reach (default ~/.ssh/config)"),
+    ]
+}
+
+/// Runs shell jobs: each in its own process group, output streamed as persisted events on the
+/// topic `job:<id>` (`started`, `stdout`, `stderr`, `exit`) and its tail kept with the job. The
+/// application builds one and hands it to every domain that starts jobs (agents) as a `JobLauncher`.
+public final class ShellService: JobLauncher {
+    public static let tailBytes = 1 << 20
+    /// Output beyond this many bytes per stream is counted but no longer sent as events.
+    public static let eventCapBytes = 16 << 20
+    public static let maxTimeout: Double = 24 * 3600
+    public static let defaultTimeout: Double = 600
+    /// SIGTERM first, SIGKILL after this many seconds.
+    let graceSeconds: Double
+    let store: ShellStore
+    let bus: EventBus
+    let clock: any Clock
+    let projects: any ProjectDirectory
+    let sshConfigPath: String
+    let live = Mutex<[String: RunningJob]>([:])
+
+    public init(services s: Services, projects: any ProjectDirectory) {
+        store = ShellStore(db: s.db)
+        bus = s.bus
+        clock = s.clock
+        self.projects = projects
+        graceSeconds = s.config.double(ShellSettings.grace) ?? 3
+        sshConfigPath = s.config.string(ShellSettings.sshConfig) ?? SSHConfig.defaultPath()
+    }
+
+    public static func topic(_ jobID: String) -> String { "job:\(jobID)" }
+
+    /// Jobs left `running` by a previous process end as `lost`, so their streams end too.
+    func recoverAfterRestart() async throws {
+        for id in try await store.runningJobIDs() where live.withLock({ $0[id] == nil }) {
+            try await store.markLost(id, at: clock.now())
+            try await bus.publish(topic: Self.topic(id), type: "exit",
+                                  data: JSONValue.object(["code": .null, "signal": .null, "duration_ms": .null, "status": "lost",
+                                                          "error": "the server restarted while the job ran"]).jsonText)
+        }
+    }
+
+    /// The environment a job sees: the server's minus Kiln's own settings, a plain TERM, plus `extra`.
+    static func environment(_ extra: [String: String]) -> [String: String] {
+        var env = ProcessRunner.childEnvironment(extra)
+        env["TERM"] = extra["TERM"] ?? ProcessInfo.processInfo.environment["TERM"] ?? "dumb"
+        return env
+    }
+
+    /// Checks user-given environment variables.
+    static func validateEnv(_ env: [String: String]?) throws -> [String: String] {
+        guard let env else { return [:] }
+        guard env.count <= 64 else { throw APIError.validation("env may have at most 64 variables", field: "env") }
+        for (k, v) in env {
+            let u = k.utf8
+            guard let first = u.first, u.count <= 128, !(first >= 48 && first <= 57),
+                  u.allSatisfy({ ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 95 }) else {
+                throw APIError.validation("env names must match [A-Za-z_][A-Za-z0-9_]*", field: "env")
+            }
+            guard v.utf8.count <= 32 * 1024, !v.utf8.contains(0) else {
+                throw APIError.validation("env values must be under 32 KiB without NUL", field: "env")
+            }
+        }
+        return env
+    }
+
+    static func timeout(_ t: Double?) throws -> Double {
+        guard let t else { return defaultTimeout }
+        guard t > 0, t <= maxTimeout else { throw APIError.validation("timeout_s must be from 1 to 86400", field: "timeout_s") }
+        return t
+    }
+
+    // MARK: Running (JobLauncher)
+
+    public func start(_ spec: JobSpec) async throws -> String {
+        let id = IDs.make("job")
+        let now = clock.now()
+        try await store.insertJob(id: id, spec, at: now)
+        let argv = spec.argv ?? ["/bin/sh", "-c", spec.command]
+        guard let program = ProcessRunner.which(argv[0]) else {
+            try await finishWithoutProcess(id, error: "\(argv[0]) is not installed (not found on PATH)")
+            throw APIError.programMissing(argv[0], install: "install it on the server")
+        }
+        let (outR, outW) = try ProcessRunner.pipePair()
+        let (errR, errW) = try ProcessRunner.pipePair()
+        let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        let pid: pid_t
+        do {
+            pid = try ProcessRunner.spawn(program, Array(argv.dropFirst()), stdin: devnull, stdout: outW, stderr: errW, cwd: spec.cwd,
+                                          environment: Self.environment(spec.env))
+        } catch {
+            [outR, outW, errR, errW, devnull].forEach { close($0) }
+            try await finishWithoutProcess(id, error: String(describing: error))
+            throw APIError.unavailable("The command could not be started")
+        }
+        close(outW)
+        close(errW)
+        close(devnull)
+        let job = RunningJob(id: id, pid: pid, started: now, timeout: spec.timeout)
+        live.withLock { $0[id] = job }
+        try await store.setPID(id, Int(pid))
+        try await bus.publish(topic: Self.topic(id), type: "started",
+                              data: JSONValue.object(["job_id": .string(id), "pid": .int(Int(pid)), "command": .string(spec.command),
+                                                      "cwd": .string(spec.displayCwd)]).jsonText)
+        let publisher = Task { await self.publishLoop(job) }
+        let grace = graceSeconds
+        Thread { job.pump(outR: outR, errR: errR, grace: grace); _ = publisher }.start()
+        return id
+    }
+
+    func finishWithoutProcess(_ id: String, error: String) async throws {
+        try await store.failWithoutProcess(id, at: clock.now())
+        try await bus.publish(topic: Self.topic(id), type: "exit",
+                              data: JSONValue.object(["code": .null, "signal": .null, "duration_ms": 0, "status": "failed",
+                                                      "error": .string(error)]).jsonText)
+    }
+
+    /// Moves the pump's output to the event store in order, merging what piled up meanwhile.
+    func publishLoop(_ job: RunningJob) async {
+        let topic = Self.topic(job.id)
+        while true {
+            let (chunks, outcome) = await job.nextBatch()
+            for c in chunks {
+                var obj: [String: JSONValue] = [:]
+                if let text = String(validatingUTF8Bytes: c.bytes) {
+                    obj["data"] = .string(text)
+                } else {
+                    obj["data"] = .string(String(decoding: c.bytes, as: UTF8.self))
+                    obj["b64"] = .string(Data(c.bytes).base64EncodedString())
+                }
+                _ = try? await bus.publish(topic: topic, type: c.stream == 1 ? "stdout" : "stderr", data: JSONValue.object(obj).jsonText)
+            }
+            if let o = outcome {
+                await finish(job, o)
+                return
+            }
+        }
+    }
+
+    func finish(_ job: RunningJob, _ o: JobOutcome) async {
+        let (outBytes, errBytes) = job.totals
+        let summary = job.summarizer.flatMap { $0(o) }
+        try? await store.finish(job.id, o, summary: summary?.jsonText, totals: (outBytes, errBytes), at: clock.now())
+        var exit: [String: JSONValue] = ["code": o.exitCode.map { .int($0) } ?? .null, "signal": o.signal.map { .int($0) } ?? .null,
+                                         "signal_name": o.signal.map { .string(signalName($0)) } ?? .null,
+                                         "duration_ms": .int(o.durationMs), "status": .string(o.status)]
+        if outBytes > Self.eventCapBytes || errBytes > Self.eventCapBytes {
+            exit["truncated"] = true
+            exit["stdout_bytes"] = .int(outBytes)
+            exit["stderr_bytes"] = .int(errBytes)
+        }
+        if let summary { exit["summary"] = summary }
+        _ = try? await bus.publish(topic: Self.topic(job.id), type: "exit", data: JSONValue.object(exit).jsonText)
+        live.withLock { $0[job.id] = nil }
+        job.resolve(o)
+    }
+
+    /// Sets a function that adds a summary to the exit event (test runs).
+    func setSummarizer(_ jobID: String, _ f: @escaping @Sendable (JobOutcome) -> JSONValue?) {
+        live.withLock { $0[jobID] }?.setSummarizer(f)
+    }
+
+    public func wait(_ jobID: String) async -> JobOutcome? {
+        guard let job = live.withLock({ $0[jobID] }) else { return nil }
+        return await job.outcome()
+    }
+
+    @discardableResult
+    public func cancel(_ jobID: String, grace: Double? = nil) -> Bool {
+        guard let job = live.withLock({ $0[jobID] }) else { return false }
+        job.stop(reason: "cancelled", grace: grace ?? graceSeconds)
+        return true
+    }
+
+    public func isRunning(_ jobID: String) -> Bool { live.withLock { $0[jobID] != nil } }
+
+    /// Ends every job at once and waits until each has ended and published its exit (shutdown).
+    func stopAll() async {
+        let jobs = live.withLock { Array($0.values) }
+        for job in jobs { job.stop(reason: "cancelled", grace: 0) }
+        for job in jobs { _ = await job.outcome() }
+    }
+
+    public func detectTests(root: String) -> TestCommand? {
+        TestRunners.detect(root: root).map { TestCommand(runner: $0.runner, command: $0.command) }
+    }
+
+    public func startTests(project: ProjectRef, userID: String, timeout: Double) async throws -> String {
+        let saved = try await store.testCommand(project.id)
+        let detected = TestRunners.detect(root: project.root)
+        guard let command = saved ?? detected?.command else {
+            throw HTTPError(HTTPStatus(422), code: "validation_failed",
+                            message: "No test command found: save one with PUT /api/shell/settings, or add Package.swift, pytest config, "
+                                + "package.json test script, Cargo.toml, go.mod or a Makefile test target",
+                            details: ["field": "project_id"])
+        }
+        let runner = saved != nil ? (detected?.command == saved ? detected!.runner : "custom") : detected!.runner
+        let id = try await start(JobSpec(wsID: project.wsID, projectID: project.id, userID: userID, kind: "test", command: command,
+                                         cwd: project.root, displayCwd: ".", timeout: timeout))
+        setSummarizer(id) { o in
+            TestRunners.summarize(runner: runner, output: String(decoding: o.stdout, as: UTF8.self) + "\n" + String(decoding: o.stderr, as: UTF8.self))
+        }
+        return id
+    }
+
+    // MARK: Starting from requests
+
+    /// A command in a project folder (`cwd` relative to it, path-checked).
+    func run(_ input: RunInput, access: WorkspaceAccess, userID: String) async throws -> String {
+        try Validate.command(input.command)
+        let project = try await projects.resolve(input.projectId, access: access, userID: userID)
+        let (cwd, shown) = try Self.cwd(in: project.root, input.cwd)
+        return try await start(JobSpec(wsID: access.wsID, projectID: project.id, userID: userID, kind: "run", command: input.command,
+                                       cwd: cwd, displayCwd: shown, env: try Self.validateEnv(input.env), timeout: try Self.timeout(input.timeoutS)))
+    }
+
+    func runTests(_ input: TestInput, access: WorkspaceAccess, userID: String) async throws -> String {
+        let project = try await projects.resolve(input.projectId, access: access, userID: userID)
+        return try await startTests(project: project, userID: userID, timeout: try Self.timeout(input.timeoutS))
+    }
+
+    static func cwd(in root: String, _ cwd: String?) throws -> (String, String) {
+        let dir = try SafePath.resolve(root: root, relative: cwd ?? "", field: "cwd")
+        var st = stat()
+        guard stat(dir, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { throw APIError.validation("cwd is not a directory", field: "cwd") }
+        return (dir, dir == root ? "." : String(dir.dropFirst(root.count + 1)))
+    }
+
+    // MARK: Reading
+
+    static func job(_ r: Row) -> ShellJob {
+        let id = r.string("id") ?? ""
+        let summary = r.string("summary").flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
+        return ShellJob(id: id, jobId: id, wsId: r.string("ws_id") ?? "", projectId: r.string("project_id"), userId: r.string("user_id") ?? "",
+                        kind: r.string("kind") ?? "run", command: r.string("command") ?? "", cwd: r.string("cwd") ?? "",
+                        host: r.string("host"), status: r.string("status") ?? "", pid: r.int("pid"), exitCode: r.int("exit_code"),
+                        signal: r.int("signal"), startedAt: r.date("started_at") ?? Date(timeIntervalSince1970: 0),
+                        endedAt: r.date("ended_at"), durationMs: r.int("duration_ms"), summary: summary,
+                        stdoutBytes: r.int("stdout_bytes") ?? 0, stderrBytes: r.int("stderr_bytes") ?? 0)
+    }
+
+    /// A job with its kept output (live tails while it runs).
+    public func get(_ jobID: String) async throws -> (ShellJob, stdout: [UInt8], stderr: [UInt8])? {
+        guard IDs.isValid(jobID, prefix: "job"), let r = try await store.job(jobID) else { return nil }
+        let job = Self.job(r)
+        if let running = live.withLock({ $0[jobID] }) {
+            let (o, e) = running.tails
+            let (ob, eb) = running.totals
+            let now = ShellJob(id: job.id, jobId: job.id, wsId: job.wsId, projectId: job.projectId, userId: job.userId, kind: job.kind,
+                               command: job.command, cwd: job.cwd, host: job.host, status: job.status, pid: job.pid, exitCode: nil, signal: nil,
+                               startedAt: job.startedAt, endedAt: nil, durationMs: nil, summary: nil, stdoutBytes: ob, stderrBytes: eb)
+            return (now, o, e)
+        }
+        return (job, r.blob("stdout_tail") ?? [], r.blob("stderr_tail") ?? [])
+    }
+
+    /// The job when it belongs to the workspace (404 otherwise).
+    func job(_ jobID: String, in wsID: String) async throws -> (ShellJob, stdout: [UInt8], stderr: [UInt8]) {
+        guard let found = try await get(jobID), found.0.wsId == wsID else { throw APIError.notFound("No such job") }
+        return found
+    }
+
+    public func workspaceOf(_ jobID: String) async throws -> String? {
+        guard IDs.isValid(jobID, prefix: "job") else { return nil }
+        return try await store.workspaceOf(jobID)
+    }
+
+    static let statuses = ["running", "succeeded", "failed", "cancelled", "timed_out", "lost"]
+
+    func jobs(wsID: String, projectID: String?, status: String?, page: PageRequest) async throws -> Page<ShellJob> {
+        if let status, !Self.statuses.contains(status) {
+            throw APIError.validation("status must be one of \(Self.statuses.joined(separator: ", "))", field: "status")
+        }
+        let rows = try await store.jobs(wsID: wsID, projectID: projectID, status: status, cursor: page, limit: page.limit + 1)
+        return Page(fetched: rows.map(Self.job), limit: page.limit) { PageRequest.timeCursorKey($0.startedAt, id: $0.id) }
+    }
+
+    func recentCommands(userID: String, wsID: String, projectID: String?, limit: Int) async throws -> Page<JSONValue> {
+        let rows = try await store.recentCommands(userID: userID, wsID: wsID, projectID: projectID, limit: limit)
+        return Page(all: rows.map { c, runs, last in
+            .object(["command": .string(c), "runs": .int(runs), "last_run_at": .string(HTTPDate.iso8601(last))])
+        })
+    }
+
+    /// The project's saved test command and the one its files suggest.
+    func settings(_ projectID: String?, access: WorkspaceAccess, userID: String) async throws -> JSONValue {
+        let project = try await projects.resolve(projectID, access: access, userID: userID)
+        let saved = try await store.testCommand(project.id)
+        let detected = TestRunners.detect(root: project.root)
+        return .object(["project_id": .string(project.id), "test_command": saved.map { .string($0) } ?? .null,
+                        "detected_runner": detected.map { .string($0.runner) } ?? .null,
+                        "detected_command": detected.map { .string($0.command) } ?? .null])
+    }
+
+    func saveSettings(_ input: SettingsInput, access: WorkspaceAccess, userID: String) async throws -> JSONValue {
+        if let c = input.testCommand {
+            guard !c.trimmingCharacters(in: .whitespaces).isEmpty, c.utf8.count <= 4096, !c.utf8.contains(0) else {
+                throw APIError.validation("test_command must be 1 to 4096 bytes without NUL", field: "test_command")
+            }
+        }
+        let project = try await projects.resolve(input.projectId, access: access, userID: userID)
+        try await store.setTestCommand(project.id, input.testCommand, at: clock.now())
+        return .object(["project_id": .string(project.id), "test_command": input.testCommand.map { .string($0) } ?? .null])
+    }
+}

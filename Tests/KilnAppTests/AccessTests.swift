@@ -1,0 +1,88 @@
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+@testable import KilnApp
+import KilnCore
+import KilnCrypto
+import KilnHTTP
+import KilnStore
+@testable import KilnTestSupport
+@testable import KilnAuth
+
+@Suite struct RoutePermissionMatrixTests {
+    /// Every registered route refuses: no credentials (401), a key without the scope (403), a viewer
+    /// where the role is too low (403), and a member of another workspace (404).
+    @Test func everyRouteRefusesTheWrongCaller() async throws {
+        let t = try TestApp()
+        try await using(t) { t in
+            _ = try await makeUser(t, "owner@example.com")
+            _ = try await makeUser(t, "viewer@example.com")
+            _ = try await makeUser(t, "outsider@example.com")
+            let owner = Agent(t), viewer = Agent(t), outsider = Agent(t)
+            try await owner.login("owner@example.com", "a long enough password")
+            try await viewer.login("viewer@example.com", "a long enough password")
+            try await outsider.login("outsider@example.com", "a long enough password")
+            let ws = try await workspaceOf(owner)
+            let added = try await owner.call("POST", "/api/workspaces/\(ws)/members", json: ["email": "viewer@example.com", "role": "viewer"])
+            try #require(added.status == 201, "\(added.text)")
+            // A key of the owner whose only scope is one nothing below needs.
+            let narrow = try await owner.call("POST", "/api/account/api-keys", json: ["name": "narrow", "scopes": ["workspace:list"]])
+            try #require(narrow.status == 201)
+            let keyAgent = Agent(t)
+            keyAgent.bearer = narrow.json["key"] as? String
+
+            let catalog = t.app.services.catalog
+            var checked = 0
+            for route in t.app.responder.routes {
+                guard let perm = route.metadata.permission, perm != Permission.publicAccess.name else { continue }
+                let path = route.pattern.split(separator: "/").map { seg -> String in
+                    if seg == ":ws_id" { return ws }
+                    if seg.hasPrefix(":") || seg.hasPrefix("*") { return "ses_0000000000000000000000" }
+                    return String(seg)
+                }.joined(separator: "/")
+                let target = "/" + path + "?ws_id=\(ws)"
+                let method = route.method.rawValue
+                let body: [String: Any]? = ["POST", "PUT", "PATCH"].contains(method) ? ["ws_id": ws] : nil
+                let label = "\(method) \(route.pattern)"
+
+                let anonymous = try await Agent(t).call(method, target, json: body)
+                #expect(anonymous.status == 401, "\(label) without credentials: \(anonymous.status)")
+
+                if perm != Permission.session.name && perm != Permission.authenticated.name && perm != "workspace:list" {
+                    let r = try await keyAgent.call(method, target, json: body)
+                    #expect(r.status == 403, "\(label) with a key lacking \(perm): \(r.status) \(r.text)")
+                }
+                if let p = catalog.permission(perm), p.workspaceScoped {
+                    let o = try await outsider.call(method, target, json: body)
+                    #expect(o.status == 404, "\(label) by a member of another workspace: \(o.status)")
+                    if !catalog.grants(.viewer).contains(perm) {
+                        let v = try await viewer.call(method, target, json: body)
+                        #expect(v.status == 403, "\(label) by a viewer: \(v.status) \(v.text)")
+                    }
+                }
+                checked += 1
+            }
+            #expect(checked >= 20)
+        }
+    }
+}
+
+@Suite struct AuditChainTests {
+    @Test func tamperingIsReportedByDoctor() async throws {
+        let t = try TestApp()
+        _ = try await makeUser(t, "a1@example.com")
+        _ = try await makeUser(t, "a2@example.com")
+        let a = Agent(t)
+        try await a.login("a1@example.com", "a long enough password")
+        await t.stop()
+        let (ok, out, _) = await runProgram(TestApp.kilnBinary, ["doctor", "--verify-audit", "--data-dir", t.dataDir])
+        #expect(ok == 0 && out.contains("audit chain verified"), "\(out)")
+        let v = try AuditLog.verify(t.app.services.db)
+        #expect(v.brokenAt == nil && v.rows >= 5)
+        _ = try t.app.services.db.writeSync { try $0.run("UPDATE audit_log SET action = 'login.failed' WHERE seq = 3") }
+        let (code, out2, _) = await runProgram(TestApp.kilnBinary, ["doctor", "--verify-audit", "--data-dir", t.dataDir])
+        #expect(code != 0)
+        #expect(out2.contains("audit chain broken at row 3"), "\(out2)")
+    }
+}
