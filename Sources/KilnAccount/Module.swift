@@ -1,6 +1,6 @@
 import Foundation
-import KilnHTTP
 import KilnCore
+import KilnHTTP
 import KilnStore
 
 /// Your own account: sessions, password, profile, deletion, data export, audit trail and API keys.

@@ -12,23 +12,38 @@ struct AccountRoutes: Sendable {
 
     func register(_ routes: Routes) {
         let r = routes.tagged("account")
-        let read = Permission.accountRead, write = Permission.accountWrite
-        r.add(.GET, "/api/account/sessions", read, "Your active sessions (the current one marked)", reply: .page(of: SessionInfo.self), sessions)
+        let read = Permission.accountRead
+        let write = Permission.accountWrite
+        r.add(
+            .GET, "/api/account/sessions", read, "Your active sessions (the current one marked)",
+            reply: .page(of: SessionInfo.self), sessions)
         r.add(.POST, "/api/account/sessions/:sid/revoke", write, "End one of your sessions", revokeSession)
-        r.add(.POST, "/api/account/change-password", write, "Change your password (the old one is needed); ends your other sessions",
-              limit: Self.small, changePassword)
-        r.add(.POST, "/api/account/update-profile", write,
-              "Change your name, avatar URL or email (a new email is confirmed by mail before it applies)", limit: Self.small, updateProfile)
-        r.add(.POST, "/api/account/request-delete", write, "Delete your account and its data in 30 days unless cancelled", requestDelete)
-        r.add(.POST, "/api/account/cancel-delete", write, "Keep your account: cancel a requested deletion", cancelDelete)
-        r.add(.GET, "/api/account/export-data", read,
-              "Everything Kiln holds about you as one JSON document (no passwords, tokens or secret values)", exportData)
-        r.add(.GET, "/api/account/audit-list", read, "Your own audit events, newest first", query: QueryParam.paging, auditList)
-        r.add(.GET, "/api/account/api-keys", read, "Your API keys (never their values)", query: QueryParam.paging,
-              reply: .page(of: APIKey.self), listKeys)
-        r.add(.POST, "/api/account/api-keys", write,
-              "Create an API key (kf_…, shown once) with scopes and an optional expiry; needs a fresh second factor when MFA is on",
-              limit: Self.small, reply: .json(status: .created), createKey)
+        r.add(
+            .POST, "/api/account/change-password", write,
+            "Change your password (the old one is needed); ends your other sessions",
+            limit: Self.small, changePassword)
+        r.add(
+            .POST, "/api/account/update-profile", write,
+            "Change your name, avatar URL or email (a new email is confirmed by mail before it applies)",
+            limit: Self.small, updateProfile)
+        r.add(
+            .POST, "/api/account/request-delete", write, "Delete your account and its data in 30 days unless cancelled",
+            requestDelete)
+        r.add(
+            .POST, "/api/account/cancel-delete", write, "Keep your account: cancel a requested deletion", cancelDelete)
+        r.add(
+            .GET, "/api/account/export-data", read,
+            "Everything Kiln holds about you as one JSON document (no passwords, tokens or secret values)", exportData)
+        r.add(
+            .GET, "/api/account/audit-list", read, "Your own audit events, newest first", query: QueryParam.paging,
+            auditList)
+        r.add(
+            .GET, "/api/account/api-keys", read, "Your API keys (never their values)", query: QueryParam.paging,
+            reply: .page(of: APIKey.self), listKeys)
+        r.add(
+            .POST, "/api/account/api-keys", write,
+            "Create an API key (kf_…, shown once) with scopes and an optional expiry; needs a fresh second factor when MFA is on",
+            limit: Self.small, reply: .json(status: .created), createKey)
         r.add(.DELETE, "/api/account/api-keys/:id", write, "Revoke an API key", reply: .noContent, revokeKey)
     }
 
@@ -47,20 +62,26 @@ struct AccountRoutes: Sendable {
         return Self.ok
     }
 
-    @Sendable func changePassword(_ req: Request, _ ctx: RequestContext, _ input: PasswordInput) async throws -> Response {
+    @Sendable func changePassword(
+        _ req: Request, _ ctx: RequestContext, _ input: PasswordInput
+    ) async throws -> Response {
         let p = try ctx.requirePrincipal()
-        try await account.accounts.changePassword(userID: p.userID, currentSession: p.sessionID, old: input.oldPassword,
-                                                  new: input.newPassword, ip: req.remoteAddress)
+        try await account.accounts.changePassword(
+            userID: p.userID, currentSession: p.sessionID, old: input.oldPassword,
+            new: input.newPassword, ip: req.remoteAddress)
         return Self.ok
     }
 
-    @Sendable func updateProfile(_ req: Request, _ ctx: RequestContext, _ input: ProfileChange) async throws -> Response {
-        let (user, pending) = try await account.accounts.updateProfile(userID: try ctx.requirePrincipal().userID, input, ip: req.remoteAddress)
+    @Sendable func updateProfile(_ req: Request, _ ctx: RequestContext, _ input: ProfileChange) async throws -> Response
+    {
+        let (user, pending) = try await account.accounts.updateProfile(
+            userID: try ctx.requirePrincipal().userID, input, ip: req.remoteAddress)
         return try .json(ProfileBody(user: user, emailVerificationSent: pending))
     }
 
     @Sendable func requestDelete(_ req: Request, _ ctx: RequestContext) async throws -> Response {
-        let when = try await account.accounts.requestDelete(userID: try ctx.requirePrincipal().userID, ip: req.remoteAddress)
+        let when = try await account.accounts.requestDelete(
+            userID: try ctx.requirePrincipal().userID, ip: req.remoteAddress)
         return .json(JSONValue.object(["status": "scheduled", "delete_after": .string(HTTPDate.iso8601(when))]))
     }
 
@@ -77,11 +98,14 @@ struct AccountRoutes: Sendable {
     }
 
     @Sendable func auditList(_ req: Request, _ ctx: RequestContext) async throws -> Response {
-        try .json(try await account.auditEvents(userID: try ctx.requirePrincipal().userID, page: try PageRequest(query: req.query)))
+        try .json(
+            try await account.auditEvents(
+                userID: try ctx.requirePrincipal().userID, page: try PageRequest(query: req.query)))
     }
 
     @Sendable func listKeys(_ req: Request, _ ctx: RequestContext) async throws -> Response {
-        try .json(try await account.keys(userID: try ctx.requirePrincipal().userID, page: try PageRequest(query: req.query)))
+        try .json(
+            try await account.keys(userID: try ctx.requirePrincipal().userID, page: try PageRequest(query: req.query)))
     }
 
     @Sendable func createKey(_ req: Request, _ ctx: RequestContext, _ input: APIKeyInput) async throws -> Response {
@@ -98,7 +122,8 @@ struct AccountRoutes: Sendable {
     }
 
     @Sendable func revokeKey(_ req: Request, _ ctx: RequestContext) async throws -> Response {
-        try await account.revokeKey(userID: try ctx.requirePrincipal().userID, id: try ctx.parameter("id"), ip: req.remoteAddress)
+        try await account.revokeKey(
+            userID: try ctx.requirePrincipal().userID, id: try ctx.parameter("id"), ip: req.remoteAddress)
         return .noContent()
     }
 }

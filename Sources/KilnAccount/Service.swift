@@ -29,17 +29,21 @@ public struct AccountService: Sendable {
     /// Makes a key `kf_` + 40 base62 characters; only its SHA-256 is stored.
     public func createKey(userID: String, _ input: APIKeyInput, ip: String) async throws -> (APIKey, String) {
         let name = input.name.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !name.isEmpty, name.count <= 100 else { throw APIError.validation("name must have 1 to 100 characters", field: "name") }
+        guard !name.isEmpty, name.count <= 100 else {
+            throw APIError.validation("name must have 1 to 100 characters", field: "name")
+        }
         guard !input.scopes.isEmpty, input.scopes.count <= 100 else {
             throw APIError.validation("scopes must list 1 to 100 permissions", field: "scopes")
         }
         for s in input.scopes where catalog.permission(s) == nil {
-            throw APIError.validation("unknown permission '\(s.prefix(80))' (GET /api/permissions lists them)", field: "scopes")
+            throw APIError.validation(
+                "unknown permission '\(s.prefix(80))' (GET /api/permissions lists them)", field: "scopes")
         }
         // A key can never hold more than its owner: user-level permissions plus the owner's highest role.
         let held = catalog.permissions(forHighestRole: try await hooks.roles?.highestRole(userID: userID))
         for s in input.scopes where !held.contains(s) {
-            throw APIError.validation("you do not hold '\(s)' in any workspace, so a key cannot have it", field: "scopes")
+            throw APIError.validation(
+                "you do not hold '\(s)' in any workspace, so a key cannot have it", field: "scopes")
         }
         if let d = input.expiresInDays, !(1...3650).contains(d) {
             throw APIError.validation("expires_in_days must be from 1 to 3650", field: "expires_in_days")
@@ -52,10 +56,14 @@ public struct AccountService: Sendable {
         let scopesJSON = String(decoding: try JSONEncoder().encode(scopes), as: UTF8.self)
         let store = self.store
         try await store.write { tx in
-            try store.insertKey(tx, id: id, userID: userID, name: name, tokenHash: Crypto.sha256Hex(Array(token.utf8)),
-                                prefix: String(token.prefix(7)), scopes: scopesJSON, at: now, expires: expires)
-            try AuditLog.append(tx, AuditEvent(action: "api_key.created", actorUserID: userID, resourceType: "api_key", resourceID: id, ip: ip,
-                                               details: ["name": .string(name), "scopes": .array(scopes.map { .string($0) })]), at: now)
+            try store.insertKey(
+                tx, id: id, userID: userID, name: name, tokenHash: Crypto.sha256Hex(Array(token.utf8)),
+                prefix: String(token.prefix(7)), scopes: scopesJSON, at: now, expires: expires)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "api_key.created", actorUserID: userID, resourceType: "api_key", resourceID: id, ip: ip,
+                    details: ["name": .string(name), "scopes": .array(scopes.map { .string($0) })]), at: now)
         }
         guard let key = try await store.key(id: id) else { throw APIError(.internalServerError) }
         return (key, token)
@@ -71,20 +79,28 @@ public struct AccountService: Sendable {
         let now = clock.now()
         let store = self.store
         try await store.write { tx in
-            guard try store.revoke(tx, id: id, userID: userID, at: now) else { throw APIError.notFound("No such API key") }
-            try AuditLog.append(tx, AuditEvent(action: "api_key.revoked", actorUserID: userID, resourceType: "api_key", resourceID: id, ip: ip),
-                                at: now)
+            guard try store.revoke(tx, id: id, userID: userID, at: now) else {
+                throw APIError.notFound("No such API key")
+            }
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "api_key.revoked", actorUserID: userID, resourceType: "api_key", resourceID: id, ip: ip),
+                at: now)
         }
     }
 
     /// The principal for a key (nil: malformed, unknown, revoked or expired). Records last use at most once a minute.
     public func resolve(token: String, ip: String) async throws -> Principal? {
-        guard token.hasPrefix("kf_"), token.utf8.count == 43, token.utf8.dropFirst(3).allSatisfy(Self.isBase62) else { return nil }
+        guard token.hasPrefix("kf_"), token.utf8.count == 43, token.utf8.dropFirst(3).allSatisfy(Self.isBase62) else {
+            return nil
+        }
         let hash = Crypto.sha256Hex(Array(token.utf8))
         let now = clock.now()
         guard let r = try await store.keyByHash(hash), let stored = r.string("token_hash"),
-              Crypto.constantTimeEqual(Array(stored.utf8), Array(hash.utf8)),
-              r["revoked_at"] == .null, let id = r.string("id"), let uid = r.string("user_id") else { return nil }
+            Crypto.constantTimeEqual(Array(stored.utf8), Array(hash.utf8)),
+            r["revoked_at"] == .null, let id = r.string("id"), let uid = r.string("user_id")
+        else { return nil }
         if let exp = r.date("expires_at"), exp <= now { return nil }
         // Last use is recorded when the IP changes or a minute has passed (not a write per request).
         if r.string("last_used_ip") != ip || now.timeIntervalSince(r.date("last_used_at") ?? .distantPast) > 60 {
@@ -106,13 +122,16 @@ public struct AccountService: Sendable {
 
     /// Everything Kiln holds about the user as one document; the export itself is audited.
     public func export(_ p: Principal, ip: String) async throws -> JSONValue {
-        var doc: [String: JSONValue] = ["exported_at": .string(HTTPDate.iso8601(clock.now())), "format": "kiln-account-export/1"]
+        var doc: [String: JSONValue] = [
+            "exported_at": .string(HTTPDate.iso8601(clock.now())), "format": "kiln-account-export/1",
+        ]
         doc["account"] = try await accounts.exportSection(userID: p.userID)
         doc["api_keys"] = try JSONValue(encoding: try await keys(userID: p.userID, page: PageRequest(limit: 200)).items)
         var events: [AuditEntry] = []
         var cursor: String? = nil
         repeat {
-            let page = try await AuditLog.list(db, AuditLog.Filter(actor: p.userID), page: PageRequest(limit: 200, cursor: cursor))
+            let page = try await AuditLog.list(
+                db, AuditLog.Filter(actor: p.userID), page: PageRequest(limit: 200, cursor: cursor))
             events += page.items
             cursor = page.nextCursor.flatMap(PageRequest.decodeCursor)
         } while cursor != nil && events.count < 100_000
@@ -120,8 +139,11 @@ public struct AccountService: Sendable {
         for (name, section) in hooks.exportSections { doc[name] = try await section(p.userID) }
         let now = clock.now()
         try await store.write { tx in
-            try AuditLog.append(tx, AuditEvent(action: "account.exported", actorUserID: p.userID, actorKeyID: p.apiKeyID, resourceType: "user",
-                                               resourceID: p.userID, ip: ip), at: now)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "account.exported", actorUserID: p.userID, actorKeyID: p.apiKeyID, resourceType: "user",
+                    resourceID: p.userID, ip: ip), at: now)
         }
         return .object(doc)
     }

@@ -7,11 +7,18 @@ import Synchronization
 
 /// Runs in flight in this process.
 final class LiveRun: Sendable {
-    struct State { var cancelled = false; var job: String?; var task: Task<Void, Never>? }
+    struct State {
+        var cancelled = false
+        var job: String?
+        var task: Task<Void, Never>?
+    }
     let id: String
     let userID: String
     let state = Mutex(State())
-    init(id: String, userID: String) { self.id = id; self.userID = userID }
+    init(id: String, userID: String) {
+        self.id = id
+        self.userID = userID
+    }
 }
 
 /// The agent loop: model turn, tool calls, results, repeat; every step an event on `run:<id>`.
@@ -28,7 +35,10 @@ final class AgentEngine: Sendable {
     let observers: [any RunObserver]
     let live = Mutex<[String: LiveRun]>([:])
 
-    init(services: Services, store: AgentStore, projects: any ProjectDirectory, jobs: any JobLauncher, observers: [any RunObserver]) {
+    init(
+        services: Services, store: AgentStore, projects: any ProjectDirectory, jobs: any JobLauncher,
+        observers: [any RunObserver]
+    ) {
         self.store = store
         bus = services.bus
         clock = services.clock
@@ -45,16 +55,22 @@ final class AgentEngine: Sendable {
     }
 
     /// Starts a run; returns once `run.started` is stored.
-    func start(project: ProjectRef, userID: String, provider: any ModelProvider, input: RunInput) async throws -> String {
+    func start(project: ProjectRef, userID: String, provider: any ModelProvider, input: RunInput) async throws -> String
+    {
         for o in observers { try await o.runWillStart(wsID: project.wsID, userID: userID, model: input.model) }
         let id = IDs.make("run")
         let now = clock.now()
-        try await store.insertRun(id: id, project: project, userID: userID, prompt: input.prompt, model: input.model, provider: provider.kind,
-                                  maxSteps: input.maxSteps, at: now)
+        try await store.insertRun(
+            id: id, project: project, userID: userID, prompt: input.prompt, model: input.model, provider: provider.kind,
+            maxSteps: input.maxSteps, at: now)
         let run = LiveRun(id: id, userID: userID)
         live.withLock { $0[id] = run }
-        await emit(id, "run.started", ["run_id": .string(id), "project_id": .string(project.id), "model": .string(input.model),
-                                       "max_steps": .int(input.maxSteps)])
+        await emit(
+            id, "run.started",
+            [
+                "run_id": .string(id), "project_id": .string(project.id), "model": .string(input.model),
+                "max_steps": .int(input.maxSteps),
+            ])
         let task = Task { await self.loop(run, project: project, provider: provider, input: input, started: now) }
         run.state.withLock { $0.task = task }
         return id
@@ -63,7 +79,10 @@ final class AgentEngine: Sendable {
     /// Stops a run: its model call and tool are interrupted and its shell job killed.
     func cancel(_ runID: String) -> Bool {
         guard let run = live.withLock({ $0[runID] }) else { return false }
-        let (task, job) = run.state.withLock { s -> (Task<Void, Never>?, String?) in s.cancelled = true; return (s.task, s.job) }
+        let (task, job) = run.state.withLock { s -> (Task<Void, Never>?, String?) in
+            s.cancelled = true
+            return (s.task, s.job)
+        }
         if let job { jobs.cancel(job, grace: 0) }
         task?.cancel()
         return true
@@ -95,21 +114,34 @@ final class AgentEngine: Sendable {
     func loop(_ run: LiveRun, project: ProjectRef, provider: any ModelProvider, input: RunInput, started: Date) async {
         let id = run.id
         var messages = [ChatMessage(role: "user", content: input.prompt)]
-        var inTokens = 0, outTokens = 0, steps = 0
-        var msgSeq = 1, callSeq = 0
+        var inTokens = 0
+        var outTokens = 0
+        var steps = 0
+        var msgSeq = 1
+        var callSeq = 0
         let findingCounter = Mutex(0)
         var outcome: (type: String, data: JSONValue, status: String, summary: String?, error: String?, reason: String?)
-        let ctx = ToolContext(project: project, runID: id, userID: run.userID, directory: directory, jobs: jobs, snapshots: snapshots,
-                              onJob: { job in run.state.withLock { $0.job = job } },
-                              onFileChanged: { [self] path, diff in await self.emit(id, "file.changed", ["path": .string(path), "diff": .string(diff)]) },
-                              onFinding: { [store] (path: String, line: Int, claim: String, evidence: String) in
-                                  let seq = findingCounter.withLock { $0 += 1; return $0 }
-                                  try await store.insertFinding(runID: id, seq: seq, path: path, line: line, claim: claim, evidence: evidence)
-                              })
+        let ctx = ToolContext(
+            project: project, runID: id, userID: run.userID, directory: directory, jobs: jobs, snapshots: snapshots,
+            onJob: { job in run.state.withLock { $0.job = job } },
+            onFileChanged: { [self] path, diff in
+                await self.emit(id, "file.changed", ["path": .string(path), "diff": .string(diff)])
+            },
+            onFinding: { [store] (path: String, line: Int, claim: String, evidence: String) in
+                let seq = findingCounter.withLock {
+                    $0 += 1
+                    return $0
+                }
+                try await store.insertFinding(
+                    runID: id, seq: seq, path: path, line: line, claim: claim, evidence: evidence)
+            })
         func record(_ m: ChatMessage) async {
             msgSeq += 1
-            let seq = msgSeq, now = clock.now()
-            let calls = m.toolCalls.isEmpty ? nil : String(decoding: (try? JSONEncoder().encode(m.toolCalls)) ?? Data(), as: UTF8.self)
+            let seq = msgSeq
+            let now = clock.now()
+            let calls =
+                m.toolCalls.isEmpty
+                ? nil : String(decoding: (try? JSONEncoder().encode(m.toolCalls)) ?? Data(), as: UTF8.self)
             try? await store.insertMessage(runID: id, seq: seq, m, toolCalls: calls, at: now)
         }
         do {
@@ -117,15 +149,22 @@ final class AgentEngine: Sendable {
             while steps < input.maxSteps {
                 try Task.checkCancellation()
                 steps += 1
-                let request = ModelRequest(model: input.model, system: AgentEngine.systemPrompt(project, input.instructions), messages: messages,
-                                           tools: ToolRegistry.all.map(\.descriptor), temperature: input.temperature, maxTokens: 4096)
-                let turn = try await provider.turn(request) { [self] text in await self.emit(id, "message.delta", ["text": .string(text)]) }
+                let request = ModelRequest(
+                    model: input.model, system: AgentEngine.systemPrompt(project, input.instructions),
+                    messages: messages,
+                    tools: ToolRegistry.all.map(\.descriptor), temperature: input.temperature, maxTokens: 4096)
+                let turn = try await provider.turn(request) { [self] text in
+                    await self.emit(id, "message.delta", ["text": .string(text)])
+                }
                 try Task.checkCancellation()
-                inTokens += turn.inputTokens; outTokens += turn.outputTokens
+                inTokens += turn.inputTokens
+                outTokens += turn.outputTokens
                 let (i, o, s) = (inTokens, outTokens, steps)
                 try? await store.setUsage(id, input: i, output: o, steps: s)
                 await emit(id, "usage", ["input_tokens": .int(inTokens), "output_tokens": .int(outTokens)])
-                let usage = RunUsage(runID: id, wsID: project.wsID, userID: run.userID, model: input.model, inputTokens: inTokens, outputTokens: outTokens, steps: steps)
+                let usage = RunUsage(
+                    runID: id, wsID: project.wsID, userID: run.userID, model: input.model, inputTokens: inTokens,
+                    outputTokens: outTokens, steps: steps)
                 for observer in observers {
                     if let reason = try await observer.runUsage(usage) { throw RunStop(reason: reason) }
                 }
@@ -137,66 +176,101 @@ final class AgentEngine: Sendable {
                     msg["tool_calls"] = .array(turn.toolCalls.map { ["id": .string($0.id), "name": .string($0.name)] })
                 }
                 await emit(id, "message", .object(msg))
-                if turn.toolCalls.isEmpty { final = turn.text; break }
+                if turn.toolCalls.isEmpty {
+                    final = turn.text
+                    break
+                }
                 for call in turn.toolCalls {
                     try Task.checkCancellation()
                     let parsed = try? JSONDecoder().decode(JSONValue.self, from: Data(call.arguments.utf8))
-                    await emit(id, "tool.call", ["call_id": .string(call.id), "tool": .string(call.name), "args": parsed ?? .string(call.arguments)])
+                    await emit(
+                        id, "tool.call",
+                        [
+                            "call_id": .string(call.id), "tool": .string(call.name),
+                            "args": parsed ?? .string(call.arguments),
+                        ])
                     var ok = true
                     var output: String
                     if let tool = ToolRegistry.named(call.name) {
                         do {
-                            guard let parsed else { throw ToolFailure("arguments are not valid JSON; send a JSON object matching the tool's schema") }
+                            guard let parsed else {
+                                throw ToolFailure(
+                                    "arguments are not valid JSON; send a JSON object matching the tool's schema")
+                            }
                             output = try await tool.run(ctx, try ToolRegistry.validate(parsed, tool.schema))
                         } catch let e as ToolFailure {
-                            ok = false; output = "error: " + e.description
+                            ok = false
+                            output = "error: " + e.description
                         } catch is CancellationError {
                             throw CancellationError()
                         } catch {
-                            ok = false; output = "error: " + String(describing: error).prefix(500)
+                            ok = false
+                            output = "error: " + String(describing: error).prefix(500)
                         }
                     } else {
-                        ok = false; output = "error: no tool named '\(call.name.prefix(100))'; the tools are " + ToolRegistry.all.map(\.name).joined(separator: ", ")
+                        ok = false
+                        output =
+                            "error: no tool named '\(call.name.prefix(100))'; the tools are "
+                            + ToolRegistry.all.map(\.name).joined(separator: ", ")
                     }
                     if run.state.withLock({ $0.cancelled }) { throw CancellationError() }
                     callSeq += 1
                     let (seq, okFlag, out) = (callSeq, ok, output)
-                    try? await store.insertToolCall(runID: id, callID: call.id, seq: seq, tool: call.name, args: call.arguments, ok: okFlag,
-                                                    output: out)
-                    let shown = output.utf8.count > AgentEngine.eventOutputLimit ? String(output.utf8.prefix(AgentEngine.eventOutputLimit)).map { $0 + "… (truncated)" } ?? "" : output
-                    await emit(id, "tool.result", ["call_id": .string(call.id), "ok": .bool(ok), "output": .string(shown)])
+                    try? await store.insertToolCall(
+                        runID: id, callID: call.id, seq: seq, tool: call.name, args: call.arguments, ok: okFlag,
+                        output: out)
+                    let shown =
+                        output.utf8.count > AgentEngine.eventOutputLimit
+                        ? String(output.utf8.prefix(AgentEngine.eventOutputLimit)).map { $0 + "… (truncated)" } ?? ""
+                        : output
+                    await emit(
+                        id, "tool.result", ["call_id": .string(call.id), "ok": .bool(ok), "output": .string(shown)])
                     let result = ChatMessage(role: "tool", content: output, toolCallId: call.id, toolName: call.name)
                     messages.append(result)
                     await record(result)
                 }
             }
             if let final {
-                outcome = ("run.completed", ["summary": .string(final), "steps": .int(steps)], "completed", final, nil, nil)
+                outcome = (
+                    "run.completed", ["summary": .string(final), "steps": .int(steps)], "completed", final, nil, nil
+                )
             } else {
                 let s = "Stopped after max_steps (\(input.maxSteps)) model turns."
-                outcome = ("run.completed", ["summary": .string(s), "steps": .int(steps), "stop_reason": "max_steps"], "completed", s, nil, "max_steps")
+                outcome = (
+                    "run.completed", ["summary": .string(s), "steps": .int(steps), "stop_reason": "max_steps"],
+                    "completed", s, nil, "max_steps"
+                )
             }
         } catch is CancellationError {
             outcome = ("run.cancelled", ["run_id": .string(id)], "cancelled", nil, nil, nil)
         } catch let stop as RunStop {
             let msg = stop.reason == "budget_exceeded" ? "The workspace's budget cap was reached" : stop.reason
-            outcome = ("run.failed", ["error": .string(msg), "reason": .string(stop.reason)], "failed", nil, msg, stop.reason)
+            outcome = (
+                "run.failed", ["error": .string(msg), "reason": .string(stop.reason)], "failed", nil, msg, stop.reason
+            )
         } catch {
             let msg = (error as? ProviderError)?.description ?? String(describing: error).prefix(500).description
-            outcome = ("run.failed", ["error": .string(msg), "reason": "provider_error"], "failed", nil, msg, "provider_error")
+            outcome = (
+                "run.failed", ["error": .string(msg), "reason": "provider_error"], "failed", nil, msg, "provider_error"
+            )
         }
         if run.state.withLock({ $0.cancelled }) && outcome.type != "run.cancelled" {
             outcome = ("run.cancelled", ["run_id": .string(id)], "cancelled", nil, nil, nil)
         }
-        await finish(run, project: project, input: input, started: started, outcome: (outcome.status, outcome.summary, outcome.error, outcome.reason),
-                     tokens: (inTokens, outTokens, steps))
+        await finish(
+            run, project: project, input: input, started: started,
+            outcome: (outcome.status, outcome.summary, outcome.error, outcome.reason),
+            tokens: (inTokens, outTokens, steps))
         await emit(id, outcome.type, outcome.data)
         live.withLock { $0[id] = nil }
     }
 
     struct RunStop: Error { let reason: String }
 
-    func finish(_ run: LiveRun, project: ProjectRef, input: RunInput, started: Date, outcome: (String, String?, String?, String?), tokens: (Int, Int, Int)) async {
+    func finish(
+        _ run: LiveRun, project: ProjectRef, input: RunInput, started: Date,
+        outcome: (String, String?, String?, String?), tokens: (Int, Int, Int)
+    ) async {
         let id = run.id
         let now = clock.now()
         // Record each changed file's content hash after the run (rollback's conflict check, receipts).
@@ -204,23 +278,32 @@ final class AgentEngine: Sendable {
         var files: [RunRecord.FileChange] = []
         for r in snaps {
             let path = r.string("path") ?? ""
-            let after = FileManager.default.contents(atPath: project.root + "/" + path).map { Crypto.hex(Crypto.sha256(Array($0))) }
+            let after = FileManager.default.contents(atPath: project.root + "/" + path).map {
+                Crypto.hex(Crypto.sha256(Array($0)))
+            }
             files.append(.init(path: path, before: r.string("sha_before"), after: after))
             try? await store.setSnapshotAfter(runID: id, path: path, sha: after)
         }
         let (status, summary, error, reason) = outcome
-        try? await store.finishRun(id, status: status, summary: summary, error: error, reason: reason, tokens: (tokens.0, tokens.1), at: now)
+        try? await store.finishRun(
+            id, status: status, summary: summary, error: error, reason: reason, tokens: (tokens.0, tokens.1), at: now)
         if !files.isEmpty { try? await directory.reindex(project) }
         let calls = ((try? await store.toolCalls(id)) ?? []).map { r in
-            RunRecord.Call(callID: r.string("call_id") ?? "", tool: r.string("tool") ?? "", argsSHA256: Crypto.hex(Crypto.sha256(Array((r.string("args") ?? "").utf8))), ok: r.bool("ok") ?? false)
+            RunRecord.Call(
+                callID: r.string("call_id") ?? "", tool: r.string("tool") ?? "",
+                argsSHA256: Crypto.hex(Crypto.sha256(Array((r.string("args") ?? "").utf8))), ok: r.bool("ok") ?? false)
         }
         let findings = ((try? await store.findings(id)) ?? []).map { r in
-            RunRecord.Finding(path: r.string("path") ?? "", line: r.int("line") ?? 0, claim: r.string("claim") ?? "",
-                              evidenceSHA256: Crypto.hex(Crypto.sha256(Array((r.string("evidence") ?? "").utf8))), evidence: r.string("evidence") ?? "")
+            RunRecord.Finding(
+                path: r.string("path") ?? "", line: r.int("line") ?? 0, claim: r.string("claim") ?? "",
+                evidenceSHA256: Crypto.hex(Crypto.sha256(Array((r.string("evidence") ?? "").utf8))),
+                evidence: r.string("evidence") ?? "")
         }
-        let record = RunRecord(runID: id, wsID: project.wsID, projectID: project.id, userID: run.userID, model: input.model, prompt: input.prompt,
-                               status: status, startedAt: started, endedAt: now, inputTokens: tokens.0, outputTokens: tokens.1,
-                               steps: tokens.2, calls: calls, files: files.sorted { $0.path < $1.path }, findings: findings)
+        let record = RunRecord(
+            runID: id, wsID: project.wsID, projectID: project.id, userID: run.userID, model: input.model,
+            prompt: input.prompt,
+            status: status, startedAt: started, endedAt: now, inputTokens: tokens.0, outputTokens: tokens.1,
+            steps: tokens.2, calls: calls, files: files.sorted { $0.path < $1.path }, findings: findings)
         for o in observers { await o.runEnded(record) }
     }
 
@@ -231,22 +314,29 @@ final class AgentEngine: Sendable {
         var conflicts: [String] = []
         for r in snaps {
             let path = r.string("path") ?? ""
-            let current = FileManager.default.contents(atPath: project.root + "/" + path).map { Crypto.hex(Crypto.sha256(Array($0))) }
+            let current = FileManager.default.contents(atPath: project.root + "/" + path).map {
+                Crypto.hex(Crypto.sha256(Array($0)))
+            }
             if current != r.string("sha_after") { conflicts.append(path) }
         }
         if !conflicts.isEmpty && !force {
-            throw HTTPError(.conflict, message: "\(conflicts.count) file(s) changed after the run; send force: true to overwrite them",
-                            details: ["paths": .array(conflicts.map { .string($0) })])
+            throw HTTPError(
+                .conflict,
+                message: "\(conflicts.count) file(s) changed after the run; send force: true to overwrite them",
+                details: ["paths": .array(conflicts.map { .string($0) })])
         }
         var restored: [String] = []
         for r in snaps {
             let path = r.string("path") ?? ""
             let abs: String
             do { abs = try SafePath.resolveForCreate(root: project.root, relative: path) } catch { continue }
-            if r.bool("existed") == true, let file = r.string("file"), let bytes = snapshots.read(runID: runID, file: file) {
+            if r.bool("existed") == true, let file = r.string("file"),
+                let bytes = snapshots.read(runID: runID, file: file)
+            {
                 let tmp = abs + ".kiln-tmp-" + IDs.randomBase62(8)
                 guard FileManager.default.createFile(atPath: tmp, contents: Data(bytes)), rename(tmp, abs) == 0 else {
-                    unlink(tmp); throw APIError.conflict("Could not restore \(path)")
+                    unlink(tmp)
+                    throw APIError.conflict("Could not restore \(path)")
                 }
             } else {
                 unlink(abs)

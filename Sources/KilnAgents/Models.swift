@@ -58,22 +58,28 @@ struct AgentPrefs: Codable, Sendable {
     var systemInstructions: String?
 
     func overlaid(by o: AgentPrefs) -> AgentPrefs {
-        AgentPrefs(provider: o.provider ?? provider, model: o.model ?? model, maxSteps: o.maxSteps ?? maxSteps,
-                   temperature: o.temperature ?? temperature, systemInstructions: o.systemInstructions ?? systemInstructions)
+        AgentPrefs(
+            provider: o.provider ?? provider, model: o.model ?? model, maxSteps: o.maxSteps ?? maxSteps,
+            temperature: o.temperature ?? temperature, systemInstructions: o.systemInstructions ?? systemInstructions)
     }
 }
 
 func runJSON(_ r: Row) -> JSONValue {
     func opt(_ s: String?) -> JSONValue { s.map { .string($0) } ?? .null }
     return .object([
-        "id": .string(r.string("id") ?? ""), "run_id": .string(r.string("id") ?? ""), "ws_id": .string(r.string("ws_id") ?? ""),
+        "id": .string(r.string("id") ?? ""), "run_id": .string(r.string("id") ?? ""),
+        "ws_id": .string(r.string("ws_id") ?? ""),
         "project_id": .string(r.string("project_id") ?? ""), "user_id": .string(r.string("user_id") ?? ""),
-        "prompt": .string(r.string("prompt") ?? ""), "model": .string(r.string("model") ?? ""), "provider": .string(r.string("provider") ?? ""),
-        "status": .string(r.string("status") ?? ""), "steps": .int(r.int("steps") ?? 0), "max_steps": .int(r.int("max_steps") ?? 0),
+        "prompt": .string(r.string("prompt") ?? ""), "model": .string(r.string("model") ?? ""),
+        "provider": .string(r.string("provider") ?? ""),
+        "status": .string(r.string("status") ?? ""), "steps": .int(r.int("steps") ?? 0),
+        "max_steps": .int(r.int("max_steps") ?? 0),
         "input_tokens": .int(r.int("input_tokens") ?? 0), "output_tokens": .int(r.int("output_tokens") ?? 0),
-        "files_changed": .int(r.int("files_changed") ?? 0), "summary": opt(r.string("summary")), "error": opt(r.string("error")),
+        "files_changed": .int(r.int("files_changed") ?? 0), "summary": opt(r.string("summary")),
+        "error": opt(r.string("error")),
         "reason": opt(r.string("reason")),
-        "started_at": .string(HTTPDate.iso8601(r.date("started_at") ?? Date())), "ended_at": opt(r.date("ended_at").map(HTTPDate.iso8601)),
+        "started_at": .string(HTTPDate.iso8601(r.date("started_at") ?? Date())),
+        "ended_at": opt(r.date("ended_at").map(HTTPDate.iso8601)),
         "rolled_back_at": opt(r.date("rolled_back_at").map(HTTPDate.iso8601)),
     ])
 }
@@ -83,12 +89,15 @@ func parseSuggestion(_ text: String) -> (String, String) {
     var t = text.trimmingCharacters(in: .whitespacesAndNewlines)
     if let start = t.firstIndex(of: "{"), let end = t.lastIndex(of: "}") {
         let json = String(t[start...end])
-        if let o = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any], let c = o["command"] as? String {
+        if let o = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any],
+            let c = o["command"] as? String
+        {
             return (c.trimmingCharacters(in: .whitespacesAndNewlines), (o["explanation"] as? String) ?? "")
         }
     }
-    if t.hasPrefix("```") { t = t.split(separator: "\n").dropFirst().prefix { !$0.hasPrefix("```") }.joined(separator: "\n") }
+    if t.hasPrefix("```") {
+        t = t.split(separator: "\n").dropFirst().prefix { !$0.hasPrefix("```") }.joined(separator: "\n")
+    }
     let first = t.split(separator: "\n").first.map(String.init) ?? ""
     return (first.trimmingCharacters(in: CharacterSet(charactersIn: "`$ ")), "")
 }
-

@@ -1,12 +1,15 @@
 import Foundation
-import KilnHTTP
 import KilnCore
+import KilnHTTP
 import KilnStore
 
 public enum AgentPermission {
-    public static let run = Permission("agent:run", "Start, cancel and roll back agent runs; ask for shell command suggestions", minimumRole: .member)
-    public static let read = Permission("agent:read", "Follow agent runs and read their history and transcripts", minimumRole: .viewer)
-    public static let prefs = Permission("agent:prefs", "Read and set your agent preferences (admins: the workspace default)", minimumRole: .viewer)
+    public static let run = Permission(
+        "agent:run", "Start, cancel and roll back agent runs; ask for shell command suggestions", minimumRole: .member)
+    public static let read = Permission(
+        "agent:read", "Follow agent runs and read their history and transcripts", minimumRole: .viewer)
+    public static let prefs = Permission(
+        "agent:prefs", "Read and set your agent preferences (admins: the workspace default)", minimumRole: .viewer)
 }
 
 /// Agent runs: a tool-using model loop over a project, streamed, followable, cancellable, reversible.
@@ -15,7 +18,8 @@ public struct AgentsModule: KilnModule {
     public let service: AgentService
 
     /// `observers` are told of every run's start, usage and end (budgets, receipts).
-    public init(services: Services, projects: any ProjectDirectory, jobs: any JobLauncher, observers: [any RunObserver]) {
+    public init(services: Services, projects: any ProjectDirectory, jobs: any JobLauncher, observers: [any RunObserver])
+    {
         service = AgentService(services: services, projects: projects, jobs: jobs, observers: observers)
         let agents = service
         services.hooks.workspaceOf(param: "run_id") { id in try await agents.workspaceOf(id) }

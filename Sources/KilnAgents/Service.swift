@@ -15,11 +15,13 @@ public struct AgentService: Sendable {
     /// The server's model provider (nil: none configured).
     let server: ProviderSettings?
 
-    static let unavailable = "No model provider is configured. Start kiln with --llm-base-url (an OpenAI-compatible /v1 URL or "
+    static let unavailable =
+        "No model provider is configured. Start kiln with --llm-base-url (an OpenAI-compatible /v1 URL or "
         + "https://api.anthropic.com), --llm-model and KILN_LLM_API_KEY; scripts/local-model.sh serves a small local model"
 
     /// `observers` follow every run (budgets, receipts), in order.
-    public init(services: Services, projects: any ProjectDirectory, jobs: any JobLauncher, observers: [any RunObserver]) {
+    public init(services: Services, projects: any ProjectDirectory, jobs: any JobLauncher, observers: [any RunObserver])
+    {
         store = AgentStore(db: services.db)
         engine = AgentEngine(services: services, store: store, projects: projects, jobs: jobs, observers: observers)
         self.projects = projects
@@ -33,8 +35,9 @@ public struct AgentService: Sendable {
     func recoverAfterRestart() async throws {
         for id in try await store.runningRunIDs() where !engine.isLive(id) {
             try await store.failAfterRestart(id, at: clock.now())
-            try await bus.publish(topic: AgentEngine.topic(id), type: "run.failed",
-                                  data: #"{"error":"the server restarted during the run","reason":"server_restart"}"#)
+            try await bus.publish(
+                topic: AgentEngine.topic(id), type: "run.failed",
+                data: #"{"error":"the server restarted during the run","reason":"server_restart"}"#)
         }
     }
 
@@ -45,7 +48,8 @@ public struct AgentService: Sendable {
 
     /// The run's row when it belongs to the workspace (404 otherwise).
     func run(_ runID: String, in wsID: String) async throws -> Row {
-        guard IDs.isValid(runID, prefix: "run"), let r = try await store.runHead(runID), r.string("ws_id") == wsID else {
+        guard IDs.isValid(runID, prefix: "run"), let r = try await store.runHead(runID), r.string("ws_id") == wsID
+        else {
             throw APIError.notFound("No such run")
         }
         return r
@@ -58,7 +62,9 @@ public struct AgentService: Sendable {
         let stored = try await store.prefs(userID: userID, wsID: wsID)
         var p = AgentPrefs()
         for scope in ["workspace", "user"] {
-            if let text = stored[scope], let s = try? JSONCoding.makeDecoder().decode(AgentPrefs.self, from: Data(text.utf8)) {
+            if let text = stored[scope],
+                let s = try? JSONCoding.makeDecoder().decode(AgentPrefs.self, from: Data(text.utf8))
+            {
                 p = p.overlaid(by: s)
             }
         }
@@ -81,14 +87,17 @@ public struct AgentService: Sendable {
         let effective: JSONValue = [
             "provider": .string(eff.provider ?? server?.kind ?? ""), "model": .string(eff.model ?? server?.model ?? ""),
             "max_steps": .int(eff.maxSteps ?? 20), "temperature": eff.temperature.map { .double($0) } ?? .null,
-            "system_instructions": eff.systemInstructions.map { .string($0) } ?? .null, "configured": .bool(server != nil),
+            "system_instructions": eff.systemInstructions.map { .string($0) } ?? .null,
+            "configured": .bool(server != nil),
         ]
         return .object(["user": stored("user"), "workspace": stored("workspace"), "effective": effective])
     }
 
     func setPrefs(_ input: PrefsInput, access: WorkspaceAccess, userID: String) async throws -> JSONValue {
         let scope = input.scope ?? "user"
-        guard ["user", "workspace"].contains(scope) else { throw APIError.validation("scope must be user or workspace", field: "scope") }
+        guard ["user", "workspace"].contains(scope) else {
+            throw APIError.validation("scope must be user or workspace", field: "scope")
+        }
         if scope == "workspace" && ![.owner, .admin].contains(access.role) {
             throw APIError.forbidden("Only workspace owners and admins set the workspace default")
         }
@@ -97,15 +106,21 @@ public struct AgentService: Sendable {
         }
         try Validate.model(input.model)
         try Validate.maxSteps(input.maxSteps)
-        if let t = input.temperature, !(0...2).contains(t) { throw APIError.validation("temperature must be from 0 to 2", field: "temperature") }
+        if let t = input.temperature, !(0...2).contains(t) {
+            throw APIError.validation("temperature must be from 0 to 2", field: "temperature")
+        }
         if let s = input.systemInstructions, s.utf8.count > 8192 {
             throw APIError.validation("system_instructions must be at most 8 KiB", field: "system_instructions")
         }
-        let value = AgentPrefs(provider: input.provider, model: input.model, maxSteps: input.maxSteps, temperature: input.temperature,
-                               systemInstructions: input.systemInstructions)
+        let value = AgentPrefs(
+            provider: input.provider, model: input.model, maxSteps: input.maxSteps, temperature: input.temperature,
+            systemInstructions: input.systemInstructions)
         let text = String(decoding: try JSONCoding.encode(value), as: UTF8.self)
         try await store.setPrefs(scope: scope, scopeID: scope == "user" ? userID : access.wsID, text, at: clock.now())
-        return .object(["scope": .string(scope), "prefs": (try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))) ?? .null])
+        return .object([
+            "scope": .string(scope),
+            "prefs": (try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))) ?? .null,
+        ])
     }
 
     // MARK: Runs
@@ -117,16 +132,20 @@ public struct AgentService: Sendable {
         let project = try await projects.resolve(input.projectId, access: access, userID: userID)
         let p = try await prefs(userID: userID, wsID: access.wsID)
         let (prov, model) = try provider(p)
-        return try await engine.start(project: project, userID: userID, provider: prov,
-                                      input: RunInput(prompt: input.prompt, model: input.model ?? model, maxSteps: input.maxSteps ?? p.maxSteps ?? 20,
-                                                      temperature: p.temperature, instructions: p.systemInstructions))
+        return try await engine.start(
+            project: project, userID: userID, provider: prov,
+            input: RunInput(
+                prompt: input.prompt, model: input.model ?? model, maxSteps: input.maxSteps ?? p.maxSteps ?? 20,
+                temperature: p.temperature, instructions: p.systemInstructions))
     }
 
     /// The run to follow: the one named, else the caller's latest in flight.
     func runToFollow(_ runID: String?, access: WorkspaceAccess, userID: String) async throws -> String {
         var id = runID ?? ""
         if id.isEmpty {
-            guard let latest = engine.latestLive(userID: userID) else { throw APIError.notFound("You have no run in flight; pass run_id") }
+            guard let latest = engine.latestLive(userID: userID) else {
+                throw APIError.notFound("You have no run in flight; pass run_id")
+            }
             id = latest
         }
         _ = try await run(id, in: access.wsID)
@@ -138,20 +157,26 @@ public struct AgentService: Sendable {
         let r = try await run(runID, in: access.wsID)
         guard engine.cancel(runID) else {
             let status = r.string("status") ?? ""
-            throw HTTPError(.conflict, message: "The run is not running (status \(status.isEmpty ? "?" : status))",
-                            details: ["status": .string(status)])
+            throw HTTPError(
+                .conflict, message: "The run is not running (status \(status.isEmpty ? "?" : status))",
+                details: ["status": .string(status)])
         }
         for _ in 0..<100 where engine.isLive(runID) { try await Task.sleep(nanoseconds: 10_000_000) }
     }
 
-    func rollback(_ input: RollbackInput, access: WorkspaceAccess, by p: Principal, ip: String) async throws -> [String] {
+    func rollback(_ input: RollbackInput, access: WorkspaceAccess, by p: Principal, ip: String) async throws -> [String]
+    {
         let r = try await run(input.runId, in: access.wsID)
-        guard let project = try await projects.lookup(r.string("project_id") ?? "") else { throw APIError.notFound("The run's project is gone") }
+        guard let project = try await projects.lookup(r.string("project_id") ?? "") else {
+            throw APIError.notFound("The run's project is gone")
+        }
         let force = input.force ?? false
         let restored = try await engine.rollback(runID: input.runId, project: project, force: force)
-        try await store.audit(AuditEvent(action: "agent.rollback", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: access.wsID,
-                                         resourceType: "agent_run", resourceID: input.runId, ip: ip,
-                                         details: ["paths": .array(restored.map { .string($0) }), "force": .bool(force)]), at: clock.now())
+        try await store.audit(
+            AuditEvent(
+                action: "agent.rollback", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: access.wsID,
+                resourceType: "agent_run", resourceID: input.runId, ip: ip,
+                details: ["paths": .array(restored.map { .string($0) }), "force": .bool(force)]), at: clock.now())
         return restored
     }
 
@@ -160,38 +185,58 @@ public struct AgentService: Sendable {
         let kept = Array(rows.prefix(page.limit))
         var next: String? = nil
         if rows.count > page.limit, let last = kept.last {
-            next = PageRequest.encodeCursor(PageRequest.timeCursorKey(last.date("started_at") ?? Date(), id: last.string("id") ?? ""))
+            next = PageRequest.encodeCursor(
+                PageRequest.timeCursorKey(last.date("started_at") ?? Date(), id: last.string("id") ?? ""))
         }
         return Page(items: kept.map(runJSON), nextCursor: next)
     }
 
     /// One run with its whole transcript, tool calls, changed files and findings.
     func detail(_ runID: String, in wsID: String) async throws -> JSONValue {
-        guard let d = try await store.runDetail(runID), d.run.string("ws_id") == wsID, case .object(var o) = runJSON(d.run) else {
+        guard let d = try await store.runDetail(runID), d.run.string("ws_id") == wsID,
+            case .object(var o) = runJSON(d.run)
+        else {
             throw APIError.notFound("No such run")
         }
-        o["transcript"] = .array(d.messages.map { m in
-            var e: [String: JSONValue] = ["role": .string(m.string("role") ?? ""), "content": .string(m.string("content") ?? ""),
-                                          "created_at": .string(HTTPDate.iso8601(m.date("created_at") ?? Date()))]
-            if let tc = m.string("tool_calls"), let v = try? JSONDecoder().decode(JSONValue.self, from: Data(tc.utf8)) { e["tool_calls"] = v }
-            if let c = m.string("tool_call_id") { e["tool_call_id"] = .string(c) }
-            return .object(e)
-        })
-        o["tool_calls"] = .array(d.calls.map { c in
-            let args = c.string("args") ?? ""
-            return .object(["call_id": .string(c.string("call_id") ?? ""), "tool": .string(c.string("tool") ?? ""),
-                            "args": (try? JSONDecoder().decode(JSONValue.self, from: Data(args.utf8))) ?? .string(args),
-                            "ok": .bool(c.bool("ok") ?? false), "output": .string(c.string("output") ?? "")])
-        })
-        o["files"] = .array(d.files.map { f in
-            .object(["path": .string(f.string("path") ?? ""), "created": .bool(f.bool("existed") == false),
-                     "sha256_before": f.string("sha_before").map { .string($0) } ?? .null,
-                     "sha256_after": f.string("sha_after").map { .string($0) } ?? .null])
-        })
-        o["findings"] = .array(d.findings.map { f in
-            .object(["path": .string(f.string("path") ?? ""), "line": .int(f.int("line") ?? 0), "claim": .string(f.string("claim") ?? ""),
-                     "evidence": .string(f.string("evidence") ?? "")])
-        })
+        o["transcript"] = .array(
+            d.messages.map { m in
+                var e: [String: JSONValue] = [
+                    "role": .string(m.string("role") ?? ""), "content": .string(m.string("content") ?? ""),
+                    "created_at": .string(HTTPDate.iso8601(m.date("created_at") ?? Date())),
+                ]
+                if let tc = m.string("tool_calls"),
+                    let v = try? JSONDecoder().decode(JSONValue.self, from: Data(tc.utf8))
+                {
+                    e["tool_calls"] = v
+                }
+                if let c = m.string("tool_call_id") { e["tool_call_id"] = .string(c) }
+                return .object(e)
+            })
+        o["tool_calls"] = .array(
+            d.calls.map { c in
+                let args = c.string("args") ?? ""
+                return .object([
+                    "call_id": .string(c.string("call_id") ?? ""), "tool": .string(c.string("tool") ?? ""),
+                    "args": (try? JSONDecoder().decode(JSONValue.self, from: Data(args.utf8))) ?? .string(args),
+                    "ok": .bool(c.bool("ok") ?? false), "output": .string(c.string("output") ?? ""),
+                ])
+            })
+        o["files"] = .array(
+            d.files.map { f in
+                .object([
+                    "path": .string(f.string("path") ?? ""), "created": .bool(f.bool("existed") == false),
+                    "sha256_before": f.string("sha_before").map { .string($0) } ?? .null,
+                    "sha256_after": f.string("sha_after").map { .string($0) } ?? .null,
+                ])
+            })
+        o["findings"] = .array(
+            d.findings.map { f in
+                .object([
+                    "path": .string(f.string("path") ?? ""), "line": .int(f.int("line") ?? 0),
+                    "claim": .string(f.string("claim") ?? ""),
+                    "evidence": .string(f.string("evidence") ?? ""),
+                ])
+            })
         return .object(o)
     }
 
@@ -209,13 +254,21 @@ public struct AgentService: Sendable {
             """
         let turn: ModelTurn
         do {
-            turn = try await prov.turn(ModelRequest(model: model, system: system, messages: [ChatMessage(role: "user", content: input.prompt)],
-                                                    tools: [], temperature: 0, maxTokens: 512)) { _ in }
+            turn = try await prov.turn(
+                ModelRequest(
+                    model: model, system: system, messages: [ChatMessage(role: "user", content: input.prompt)],
+                    tools: [], temperature: 0, maxTokens: 512)
+            ) { _ in }
         } catch let e as ProviderError {
             throw HTTPError(HTTPStatus(502), code: "unavailable", message: e.description)
         }
         let (command, explanation) = parseSuggestion(turn.text)
-        guard !command.isEmpty else { throw HTTPError(HTTPStatus(502), code: "unavailable", message: "The model did not suggest a command") }
-        return .object(["command": .string(command), "explanation": .string(explanation), "toolchain": .string(toolchain), "model": .string(model)])
+        guard !command.isEmpty else {
+            throw HTTPError(HTTPStatus(502), code: "unavailable", message: "The model did not suggest a command")
+        }
+        return .object([
+            "command": .string(command), "explanation": .string(explanation), "toolchain": .string(toolchain),
+            "model": .string(model),
+        ])
     }
 }

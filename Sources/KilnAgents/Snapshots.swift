@@ -1,7 +1,7 @@
 import Foundation
-import KilnHTTP
 import KilnCore
 import KilnCrypto
+import KilnHTTP
 
 /// Prior contents of files a run changed, under `<data-dir>/snapshots/<run_id>/`.
 struct Snapshots: Sendable {
@@ -14,9 +14,13 @@ struct Snapshots: Sendable {
         var file: String? = nil
         if let prior {
             let runDir = dir + "/" + runID
-            try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                atPath: runDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             let name = IDs.randomBase62(16)
-            guard FileManager.default.createFile(atPath: runDir + "/" + name, contents: Data(prior), attributes: [.posixPermissions: 0o600]) else {
+            guard
+                FileManager.default.createFile(
+                    atPath: runDir + "/" + name, contents: Data(prior), attributes: [.posixPermissions: 0o600])
+            else {
                 throw ToolFailure("cannot write the snapshot of \(path)")
             }
             file = name
@@ -25,5 +29,7 @@ struct Snapshots: Sendable {
         try await store.insertSnapshot(runID: runID, path: path, existed: prior != nil, file: file, shaBefore: sha)
     }
 
-    func read(runID: String, file: String) -> [UInt8]? { FileManager.default.contents(atPath: dir + "/" + runID + "/" + file).map(Array.init) }
+    func read(runID: String, file: String) -> [UInt8]? {
+        FileManager.default.contents(atPath: dir + "/" + runID + "/" + file).map(Array.init)
+    }
 }

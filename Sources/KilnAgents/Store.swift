@@ -1,6 +1,6 @@
 import Foundation
-import KilnHTTP
 import KilnCore
+import KilnHTTP
 import KilnStore
 
 /// The agents domain's SQL: runs, their transcripts, tool calls, file snapshots, findings, and
@@ -10,14 +10,19 @@ struct AgentStore: Sendable {
 
     // MARK: Runs
 
-    func insertRun(id: String, project: ProjectRef, userID: String, prompt: String, model: String, provider: String, maxSteps: Int,
-                   at now: Date) async throws {
+    func insertRun(
+        id: String, project: ProjectRef, userID: String, prompt: String, model: String, provider: String, maxSteps: Int,
+        at now: Date
+    ) async throws {
         _ = try await db.write { tx in
-            try tx.run("""
+            try tx.run(
+                """
                 INSERT INTO agent_runs (id, ws_id, project_id, user_id, prompt, model, provider, status, max_steps, started_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)
                 """, id, project.wsID, project.id, userID, prompt, model, provider, maxSteps, now)
-            try tx.run("INSERT INTO agent_messages (run_id, seq, role, content, created_at) VALUES (?, 1, 'user', ?, ?)", id, prompt, now)
+            try tx.run(
+                "INSERT INTO agent_messages (run_id, seq, role, content, created_at) VALUES (?, 1, 'user', ?, ?)", id,
+                prompt, now)
         }
     }
 
@@ -27,12 +32,15 @@ struct AgentStore: Sendable {
     }
 
     func runningRunIDs() async throws -> [String] {
-        try await db.read { tx in try tx.query("SELECT id FROM agent_runs WHERE status = 'running'") }.compactMap { $0.string("id") }
+        try await db.read { tx in try tx.query("SELECT id FROM agent_runs WHERE status = 'running'") }.compactMap {
+            $0.string("id")
+        }
     }
 
     func failAfterRestart(_ id: String, at now: Date) async throws {
         _ = try await db.write { tx in
-            try tx.run("""
+            try tx.run(
+                """
                 UPDATE agent_runs SET status = 'failed', error = 'the server restarted', reason = 'server_restart', ended_at = ? WHERE id = ?
                 """, now, id)
         }
@@ -40,14 +48,19 @@ struct AgentStore: Sendable {
 
     func setUsage(_ id: String, input: Int, output: Int, steps: Int) async throws {
         _ = try await db.write { tx in
-            try tx.run("UPDATE agent_runs SET input_tokens = ?, output_tokens = ?, steps = ? WHERE id = ?", input, output, steps, id)
+            try tx.run(
+                "UPDATE agent_runs SET input_tokens = ?, output_tokens = ?, steps = ? WHERE id = ?", input, output,
+                steps, id)
         }
     }
 
-    func finishRun(_ id: String, status: String, summary: String?, error: String?, reason: String?, tokens: (Int, Int),
-                   at now: Date) async throws {
+    func finishRun(
+        _ id: String, status: String, summary: String?, error: String?, reason: String?, tokens: (Int, Int),
+        at now: Date
+    ) async throws {
         _ = try await db.write { tx in
-            try tx.run("""
+            try tx.run(
+                """
                 UPDATE agent_runs SET status = ?, summary = ?, error = ?, reason = ?, ended_at = ?, input_tokens = ?, output_tokens = ?
                 WHERE id = ?
                 """, status, summary, error, reason, now, tokens.0, tokens.1, id)
@@ -58,14 +71,21 @@ struct AgentStore: Sendable {
         _ = try await db.write { tx in try tx.run("UPDATE agent_runs SET rolled_back_at = ? WHERE id = ?", now, id) }
     }
 
-    static let runWithFileCount = "SELECT r.*, (SELECT COUNT(*) FROM agent_snapshots s WHERE s.run_id = r.id) AS files_changed FROM agent_runs r"
+    static let runWithFileCount =
+        "SELECT r.*, (SELECT COUNT(*) FROM agent_snapshots s WHERE s.run_id = r.id) AS files_changed FROM agent_runs r"
 
     /// A workspace's runs, newest first, after the page's cursor (started_at and id).
     func runs(wsID: String, projectID: String?, page: PageRequest, limit: Int) async throws -> [Row] {
         var sql = Self.runWithFileCount + " WHERE r.ws_id = ?"
         var args: [any SQLBindable] = [wsID]
-        if let projectID { sql += " AND r.project_id = ?"; args.append(projectID) }
-        if let c = try page.timeCursor(timeColumn: "r.started_at", idColumn: "r.id") { sql += c.sql; args += c.args }
+        if let projectID {
+            sql += " AND r.project_id = ?"
+            args.append(projectID)
+        }
+        if let c = try page.timeCursor(timeColumn: "r.started_at", idColumn: "r.id") {
+            sql += c.sql
+            args += c.args
+        }
         sql += " ORDER BY r.started_at DESC, r.id DESC LIMIT ?"
         args.append(limit)
         let (q, a) = (sql, args)
@@ -73,13 +93,19 @@ struct AgentStore: Sendable {
     }
 
     /// One run with its transcript, tool calls, changed files and findings.
-    func runDetail(_ id: String) async throws -> (run: Row, messages: [Row], calls: [Row], files: [Row], findings: [Row])? {
+    func runDetail(
+        _ id: String
+    ) async throws -> (run: Row, messages: [Row], calls: [Row], files: [Row], findings: [Row])? {
         try await db.read { tx in
             guard let r = try tx.first(Self.runWithFileCount + " WHERE r.id = ?", id) else { return nil }
-            return (r, try tx.query("SELECT * FROM agent_messages WHERE run_id = ? ORDER BY seq", id),
-                    try tx.query("SELECT * FROM agent_tool_calls WHERE run_id = ? ORDER BY seq", id),
-                    try tx.query("SELECT path, existed, sha_before, sha_after FROM agent_snapshots WHERE run_id = ? ORDER BY path", id),
-                    try tx.query("SELECT path, line, claim, evidence FROM agent_findings WHERE run_id = ? ORDER BY seq", id))
+            return (
+                r, try tx.query("SELECT * FROM agent_messages WHERE run_id = ? ORDER BY seq", id),
+                try tx.query("SELECT * FROM agent_tool_calls WHERE run_id = ? ORDER BY seq", id),
+                try tx.query(
+                    "SELECT path, existed, sha_before, sha_after FROM agent_snapshots WHERE run_id = ? ORDER BY path",
+                    id),
+                try tx.query("SELECT path, line, claim, evidence FROM agent_findings WHERE run_id = ? ORDER BY seq", id)
+            )
         }
     }
 
@@ -87,55 +113,71 @@ struct AgentStore: Sendable {
 
     func insertMessage(runID: String, seq: Int, _ m: ChatMessage, toolCalls: String?, at now: Date) async throws {
         _ = try await db.write { tx in
-            try tx.run("""
+            try tx.run(
+                """
                 INSERT INTO agent_messages (run_id, seq, role, content, tool_calls, tool_call_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
                 """, runID, seq, m.role, m.content, toolCalls, m.toolCallId, now)
         }
     }
 
-    func insertToolCall(runID: String, callID: String, seq: Int, tool: String, args: String, ok: Bool, output: String) async throws {
+    func insertToolCall(
+        runID: String, callID: String, seq: Int, tool: String, args: String, ok: Bool, output: String
+    ) async throws {
         _ = try await db.write { tx in
-            try tx.run("INSERT INTO agent_tool_calls (run_id, call_id, seq, tool, args, ok, output) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       runID, callID, seq, tool, args, ok, output)
+            try tx.run(
+                "INSERT INTO agent_tool_calls (run_id, call_id, seq, tool, args, ok, output) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                runID, callID, seq, tool, args, ok, output)
         }
     }
 
     func toolCalls(_ runID: String) async throws -> [Row] {
-        try await db.read { tx in try tx.query("SELECT call_id, tool, args, ok FROM agent_tool_calls WHERE run_id = ? ORDER BY seq", runID) }
+        try await db.read { tx in
+            try tx.query("SELECT call_id, tool, args, ok FROM agent_tool_calls WHERE run_id = ? ORDER BY seq", runID)
+        }
     }
 
     func insertFinding(runID: String, seq: Int, path: String, line: Int, claim: String, evidence: String) async throws {
         _ = try await db.write { tx in
-            try tx.run("INSERT INTO agent_findings (run_id, seq, path, line, claim, evidence) VALUES (?, ?, ?, ?, ?, ?)",
-                       runID, seq, path, line, claim, evidence)
+            try tx.run(
+                "INSERT INTO agent_findings (run_id, seq, path, line, claim, evidence) VALUES (?, ?, ?, ?, ?, ?)",
+                runID, seq, path, line, claim, evidence)
         }
     }
 
     func findings(_ runID: String) async throws -> [Row] {
-        try await db.read { tx in try tx.query("SELECT path, line, claim, evidence FROM agent_findings WHERE run_id = ? ORDER BY seq", runID) }
+        try await db.read { tx in
+            try tx.query("SELECT path, line, claim, evidence FROM agent_findings WHERE run_id = ? ORDER BY seq", runID)
+        }
     }
 
     // MARK: Snapshots
 
     func hasSnapshot(runID: String, path: String) async throws -> Bool {
-        try await db.read { tx in try tx.first("SELECT 1 AS x FROM agent_snapshots WHERE run_id = ? AND path = ?", runID, path) != nil }
+        try await db.read { tx in
+            try tx.first("SELECT 1 AS x FROM agent_snapshots WHERE run_id = ? AND path = ?", runID, path) != nil
+        }
     }
 
     func insertSnapshot(runID: String, path: String, existed: Bool, file: String?, shaBefore: String?) async throws {
         _ = try await db.write { tx in
-            try tx.run("INSERT OR IGNORE INTO agent_snapshots (run_id, path, existed, file, sha_before) VALUES (?, ?, ?, ?, ?)",
-                       runID, path, existed, file, shaBefore)
+            try tx.run(
+                "INSERT OR IGNORE INTO agent_snapshots (run_id, path, existed, file, sha_before) VALUES (?, ?, ?, ?, ?)",
+                runID, path, existed, file, shaBefore)
         }
     }
 
     func snapshots(_ runID: String) async throws -> [Row] {
         try await db.read { tx in
-            try tx.query("SELECT path, existed, file, sha_before, sha_after FROM agent_snapshots WHERE run_id = ? ORDER BY path", runID)
+            try tx.query(
+                "SELECT path, existed, file, sha_before, sha_after FROM agent_snapshots WHERE run_id = ? ORDER BY path",
+                runID)
         }
     }
 
     func setSnapshotAfter(runID: String, path: String, sha: String?) async throws {
-        _ = try await db.write { tx in try tx.run("UPDATE agent_snapshots SET sha_after = ? WHERE run_id = ? AND path = ?", sha, runID, path) }
+        _ = try await db.write { tx in
+            try tx.run("UPDATE agent_snapshots SET sha_after = ? WHERE run_id = ? AND path = ?", sha, runID, path)
+        }
     }
 
     // MARK: Preferences
@@ -143,7 +185,8 @@ struct AgentStore: Sendable {
     /// The stored preference documents of the workspace and the user, by scope.
     func prefs(userID: String, wsID: String) async throws -> [String: String] {
         let rows = try await db.read { tx in
-            try tx.query("""
+            try tx.query(
+                """
                 SELECT scope, prefs FROM agent_prefs WHERE (scope = 'workspace' AND scope_id = ?) OR (scope = 'user' AND scope_id = ?)
                 """, wsID, userID)
         }
@@ -154,7 +197,8 @@ struct AgentStore: Sendable {
 
     func setPrefs(scope: String, scopeID: String, _ text: String, at now: Date) async throws {
         _ = try await db.write { tx in
-            try tx.run("""
+            try tx.run(
+                """
                 INSERT INTO agent_prefs (scope, scope_id, prefs, updated_at) VALUES (?, ?, ?, ?)
                 ON CONFLICT (scope, scope_id) DO UPDATE SET prefs = excluded.prefs, updated_at = excluded.updated_at
                 """, scope, scopeID, text, now)

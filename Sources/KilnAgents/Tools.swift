@@ -42,11 +42,16 @@ public struct AgentToolCatalog: ToolCatalog {
 
 /// The one registry of built-in tools.
 public enum ToolRegistry {
-    public static let all: [AgentTool] = [listFiles, readFile, search, findSymbol, editFile, writeFile, runCommand, runTests, recordFinding]
+    public static let all: [AgentTool] = [
+        listFiles, readFile, search, findSymbol, editFile, writeFile, runCommand, runTests, recordFinding,
+    ]
     public static func named(_ n: String) -> AgentTool? { all.first { $0.name == n } }
 
     static func obj(_ props: [String: JSONValue], required: [String]) -> JSONValue {
-        .object(["type": "object", "properties": .object(props), "required": .array(required.map { .string($0) }), "additionalProperties": false])
+        .object([
+            "type": "object", "properties": .object(props), "required": .array(required.map { .string($0) }),
+            "additionalProperties": false,
+        ])
     }
     static let str: JSONValue = ["type": "string"]
     static let int: JSONValue = ["type": "integer"]
@@ -57,7 +62,9 @@ public enum ToolRegistry {
         guard case .object(let a) = args else { throw ToolFailure("arguments must be a JSON object") }
         guard case .object(let s) = schema, case .object(let props)? = s["properties"] else { return a }
         if case .array(let req)? = s["required"] {
-            for case .string(let r) in req where a[r] == nil || a[r] == .null { throw ToolFailure("missing required argument '\(r)'") }
+            for case .string(let r) in req where a[r] == nil || a[r] == .null {
+                throw ToolFailure("missing required argument '\(r)'")
+            }
         }
         for (k, v) in a {
             guard case .object(let p)? = props[k] else { throw ToolFailure("unknown argument '\(k)'") }
@@ -75,16 +82,26 @@ public enum ToolRegistry {
         return a
     }
 
-    static func string(_ a: [String: JSONValue], _ k: String) -> String? { if case .string(let s)? = a[k] { s } else { nil } }
-    static func integer(_ a: [String: JSONValue], _ k: String) -> Int? {
-        switch a[k] { case .int(let n)?: n; case .double(let d)?: Int(d); default: nil }
+    static func string(_ a: [String: JSONValue], _ k: String) -> String? {
+        if case .string(let s)? = a[k] { s } else { nil }
     }
-    static func flag(_ a: [String: JSONValue], _ k: String) -> Bool { if case .bool(true)? = a[k] { true } else { false } }
+    static func integer(_ a: [String: JSONValue], _ k: String) -> Int? {
+        switch a[k] {
+        case .int(let n)?: n
+        case .double(let d)?: Int(d)
+        default: nil
+        }
+    }
+    static func flag(_ a: [String: JSONValue], _ k: String) -> Bool {
+        if case .bool(true)? = a[k] { true } else { false }
+    }
 
     /// A path inside the project (traversal, absolute paths and symlink escapes refused).
     static func inside(_ ctx: ToolContext, _ rel: String, create: Bool = false) throws -> String {
         do {
-            return create ? try SafePath.resolveForCreate(root: ctx.project.root, relative: rel) : try SafePath.resolve(root: ctx.project.root, relative: rel)
+            return create
+                ? try SafePath.resolveForCreate(root: ctx.project.root, relative: rel)
+                : try SafePath.resolve(root: ctx.project.root, relative: rel)
         } catch let e as HTTPError { throw ToolFailure(e.message) }
     }
 
@@ -94,84 +111,133 @@ public enum ToolRegistry {
 
     static let maxRead = 256 * 1024
 
-    static let listFiles = AgentTool(name: "list_files", description: "List one directory of the project (ignored files hidden).",
-                                     schema: obj(["path": str], required: [])) { ctx, a in
+    static let listFiles = AgentTool(
+        name: "list_files", description: "List one directory of the project (ignored files hidden).",
+        schema: obj(["path": str], required: [])
+    ) { ctx, a in
         let rel = string(a, "path") ?? ""
         _ = try inside(ctx, rel)
         let entries: [TreeEntry]
-        do { entries = try await ctx.directory.list(ctx.project, path: rel) } catch let e as HTTPError { throw ToolFailure(e.message) }
-        return entries.map { $0.type == "dir" ? $0.path + "/" : "\($0.path) (\($0.size) bytes)" }.joined(separator: "\n")
+        do { entries = try await ctx.directory.list(ctx.project, path: rel) } catch let e as HTTPError {
+            throw ToolFailure(e.message)
+        }
+        return entries.map { $0.type == "dir" ? $0.path + "/" : "\($0.path) (\($0.size) bytes)" }.joined(
+            separator: "\n")
     }
 
-    static let readFile = AgentTool(name: "read_file", description: "Read a text file of the project, optionally lines start_line..end_line (1-based).",
-                                    schema: obj(["path": str, "start_line": int, "end_line": int], required: ["path"])) { ctx, a in
+    static let readFile = AgentTool(
+        name: "read_file",
+        description: "Read a text file of the project, optionally lines start_line..end_line (1-based).",
+        schema: obj(["path": str, "start_line": int, "end_line": int], required: ["path"])
+    ) { ctx, a in
         let p = try inside(ctx, string(a, "path")!)
-        guard let data = FileManager.default.contents(atPath: p) else { throw ToolFailure("cannot read \(string(a, "path")!) (a directory?)") }
+        guard let data = FileManager.default.contents(atPath: p) else {
+            throw ToolFailure("cannot read \(string(a, "path")!) (a directory?)")
+        }
         guard !data.prefix(8000).contains(0) else { throw ToolFailure("\(string(a, "path")!) is a binary file") }
         let lines = String(decoding: data, as: UTF8.self).components(separatedBy: "\n")
-        let start = max(1, integer(a, "start_line") ?? 1), end = min(lines.count, integer(a, "end_line") ?? lines.count)
+        let start = max(1, integer(a, "start_line") ?? 1)
+        let end = min(lines.count, integer(a, "end_line") ?? lines.count)
         guard start <= max(end, 1) else { throw ToolFailure("start_line is after end_line") }
         var out = ""
         for i in (start - 1)..<max(end, start - 1) {
             out += "\(i + 1)\t\(lines[i])\n"
-            if out.utf8.count > maxRead { out += "… (truncated; read a smaller range)\n"; break }
+            if out.utf8.count > maxRead {
+                out += "… (truncated; read a smaller range)\n"
+                break
+            }
         }
         return out
     }
 
-    static let search = AgentTool(name: "search", description: "Full-text search in the project (literal, or a regular expression with regex=true); path is a glob filter.",
-                                  schema: obj(["query": str, "regex": bool, "path": str], required: ["query"])) { ctx, a in
+    static let search = AgentTool(
+        name: "search",
+        description:
+            "Full-text search in the project (literal, or a regular expression with regex=true); path is a glob filter.",
+        schema: obj(["query": str, "regex": bool, "path": str], required: ["query"])
+    ) { ctx, a in
         let matches: [SearchMatch]
         do {
-            matches = try await ctx.directory.search(ctx.project, q: string(a, "query")!, regex: flag(a, "regex"), caseSensitive: false,
-                                                     pathGlob: string(a, "path"))
-        }
-        catch let e as HTTPError { throw ToolFailure(e.message) }
+            matches = try await ctx.directory.search(
+                ctx.project, q: string(a, "query")!, regex: flag(a, "regex"), caseSensitive: false,
+                pathGlob: string(a, "path"))
+        } catch let e as HTTPError { throw ToolFailure(e.message) }
         if matches.isEmpty { return "no matches" }
-        return matches.prefix(50).map { "\($0.path):\($0.line): \($0.text)" }.joined(separator: "\n") + (matches.count > 50 ? "\n… \(matches.count - 50) more" : "")
+        return matches.prefix(50).map { "\($0.path):\($0.line): \($0.text)" }.joined(separator: "\n")
+            + (matches.count > 50 ? "\n… \(matches.count - 50) more" : "")
     }
 
-    static let findSymbol = AgentTool(name: "find_symbol", description: "Find where a function, type, method or constant is defined.",
-                                      schema: obj(["name": str, "kind": str], required: ["name"])) { ctx, a in
+    static let findSymbol = AgentTool(
+        name: "find_symbol", description: "Find where a function, type, method or constant is defined.",
+        schema: obj(["name": str, "kind": str], required: ["name"])
+    ) { ctx, a in
         let found: [Symbol]
-        do { found = try await ctx.directory.symbols(ctx.project, q: string(a, "name")!, kind: string(a, "kind"), limit: 30) }
-        catch let e as HTTPError { throw ToolFailure(e.message) }
+        do {
+            found = try await ctx.directory.symbols(
+                ctx.project, q: string(a, "name")!, kind: string(a, "kind"), limit: 30)
+        } catch let e as HTTPError { throw ToolFailure(e.message) }
         if found.isEmpty { return "no symbols found" }
-        return found.map { "\($0.kind) \($0.name) — \($0.path):\($0.line)" + ($0.scope.map { " in \($0)" } ?? "") }.joined(separator: "\n")
+        return found.map { "\($0.kind) \($0.name) — \($0.path):\($0.line)" + ($0.scope.map { " in \($0)" } ?? "") }
+            .joined(separator: "\n")
     }
 
     static func change(_ ctx: ToolContext, _ abs: String, _ newText: [UInt8]) async throws {
         let old = FileManager.default.contents(atPath: abs).map { Array($0) }
         try await ctx.snapshots.save(runID: ctx.runID, path: relative(ctx, abs), prior: old)
         let tmp = abs + ".kiln-tmp-" + IDs.randomBase62(8)
-        guard FileManager.default.createFile(atPath: tmp, contents: Data(newText)) else { throw ToolFailure("cannot write \(relative(ctx, abs))") }
+        guard FileManager.default.createFile(atPath: tmp, contents: Data(newText)) else {
+            throw ToolFailure("cannot write \(relative(ctx, abs))")
+        }
         // A replaced file keeps its permissions.
-        if old != nil, let attrs = try? FileManager.default.attributesOfItem(atPath: abs), let mode = attrs[.posixPermissions] {
+        if old != nil, let attrs = try? FileManager.default.attributesOfItem(atPath: abs),
+            let mode = attrs[.posixPermissions]
+        {
             try? FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: tmp)
         }
-        guard rename(tmp, abs) == 0 else { unlink(tmp); throw ToolFailure("cannot replace \(relative(ctx, abs))") }
+        guard rename(tmp, abs) == 0 else {
+            unlink(tmp)
+            throw ToolFailure("cannot replace \(relative(ctx, abs))")
+        }
         let rel = relative(ctx, abs)
-        await ctx.onFileChanged(rel, UnifiedDiff.make(old: old.map { String(decoding: $0, as: UTF8.self) }, new: String(decoding: newText, as: UTF8.self), path: rel))
+        await ctx.onFileChanged(
+            rel,
+            UnifiedDiff.make(
+                old: old.map { String(decoding: $0, as: UTF8.self) }, new: String(decoding: newText, as: UTF8.self),
+                path: rel))
     }
 
-    static let editFile = AgentTool(name: "edit_file", description: "Replace exactly one occurrence of old_string with new_string in a file (refused when old_string is missing or ambiguous).",
-                                    schema: obj(["path": str, "old_string": str, "new_string": str], required: ["path", "old_string", "new_string"])) { ctx, a in
+    static let editFile = AgentTool(
+        name: "edit_file",
+        description:
+            "Replace exactly one occurrence of old_string with new_string in a file (refused when old_string is missing or ambiguous).",
+        schema: obj(
+            ["path": str, "old_string": str, "new_string": str], required: ["path", "old_string", "new_string"])
+    ) { ctx, a in
         let p = try inside(ctx, string(a, "path")!)
-        guard let data = FileManager.default.contents(atPath: p) else { throw ToolFailure("cannot read \(string(a, "path")!)") }
+        guard let data = FileManager.default.contents(atPath: p) else {
+            throw ToolFailure("cannot read \(string(a, "path")!)")
+        }
         let text = String(decoding: data, as: UTF8.self)
-        let old = string(a, "old_string")!, new = string(a, "new_string")!
+        let old = string(a, "old_string")!
+        let new = string(a, "new_string")!
         guard !old.isEmpty else { throw ToolFailure("old_string must not be empty") }
         let count = text.components(separatedBy: old).count - 1
         guard count == 1 else {
-            throw ToolFailure(count == 0 ? "old_string was not found in \(string(a, "path")!)" : "old_string occurs \(count) times in \(string(a, "path")!); include more context to make it unique")
+            throw ToolFailure(
+                count == 0
+                    ? "old_string was not found in \(string(a, "path")!)"
+                    : "old_string occurs \(count) times in \(string(a, "path")!); include more context to make it unique"
+            )
         }
         let r = text.range(of: old)!
         try await change(ctx, p, Array(text.replacingCharacters(in: r, with: new).utf8))
         return "edited \(relative(ctx, p))"
     }
 
-    static let writeFile = AgentTool(name: "write_file", description: "Create or overwrite a file with content (folders are created as needed).",
-                                     schema: obj(["path": str, "content": str], required: ["path", "content"])) { ctx, a in
+    static let writeFile = AgentTool(
+        name: "write_file", description: "Create or overwrite a file with content (folders are created as needed).",
+        schema: obj(["path": str, "content": str], required: ["path", "content"])
+    ) { ctx, a in
         let rel = string(a, "path")!
         let content = string(a, "content")!
         guard content.utf8.count <= 4 << 20 else { throw ToolFailure("content is larger than 4 MiB") }
@@ -185,58 +251,79 @@ public enum ToolRegistry {
             if !FileManager.default.fileExists(atPath: next) {
                 guard mkdir(next, 0o755) == 0 || errno == EEXIST else { throw ToolFailure("cannot create folder \(s)") }
             }
-            guard let real = SafePath.real(next), SafePath.isInside(real, root: ctx.project.root) else { throw ToolFailure("\(rel) leads outside the project (symlink)") }
+            guard let real = SafePath.real(next), SafePath.isInside(real, root: ctx.project.root) else {
+                throw ToolFailure("\(rel) leads outside the project (symlink)")
+            }
             dir = real
         }
         let p = try inside(ctx, rel, create: true)
         var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: p, isDirectory: &isDir), isDir.boolValue { throw ToolFailure("\(rel) is a folder") }
+        if FileManager.default.fileExists(atPath: p, isDirectory: &isDir), isDir.boolValue {
+            throw ToolFailure("\(rel) is a folder")
+        }
         try await change(ctx, p, Array(content.utf8))
         return "wrote \(relative(ctx, p)) (\(content.utf8.count) bytes)"
     }
 
     static func tailText(_ o: JobOutcome) -> String {
-        let out = String(decoding: o.stdout.suffix(12_000), as: UTF8.self), err = String(decoding: o.stderr.suffix(4_000), as: UTF8.self)
+        let out = String(decoding: o.stdout.suffix(12_000), as: UTF8.self)
+        let err = String(decoding: o.stderr.suffix(4_000), as: UTF8.self)
         var s = "exit: \(o.exitCode.map(String.init) ?? "signal \(o.signal ?? 0)") (\(o.status), \(o.durationMs) ms)\n"
         if !out.isEmpty { s += "stdout:\n" + out + (out.hasSuffix("\n") ? "" : "\n") }
         if !err.isEmpty { s += "stderr:\n" + err }
         return s
     }
 
-    static let runCommand = AgentTool(name: "run_command", description: "Run a shell command (/bin/sh -c) in the project; returns its exit status and output tail.",
-                                      schema: obj(["command": str, "timeout_s": int], required: ["command"])) { ctx, a in
+    static let runCommand = AgentTool(
+        name: "run_command",
+        description: "Run a shell command (/bin/sh -c) in the project; returns its exit status and output tail.",
+        schema: obj(["command": str, "timeout_s": int], required: ["command"])
+    ) { ctx, a in
         let cmd = string(a, "command")!
         guard !cmd.isEmpty, cmd.utf8.count <= 32 * 1024 else { throw ToolFailure("command must be 1 byte to 32 KiB") }
         let timeout = Double(min(max(integer(a, "timeout_s") ?? 120, 1), 1800))
-        let id = try await ctx.jobs.start(JobSpec(wsID: ctx.project.wsID, projectID: ctx.project.id, userID: ctx.userID, kind: "agent",
-                                                  command: cmd, cwd: ctx.project.root, displayCwd: ".", timeout: timeout))
+        let id = try await ctx.jobs.start(
+            JobSpec(
+                wsID: ctx.project.wsID, projectID: ctx.project.id, userID: ctx.userID, kind: "agent",
+                command: cmd, cwd: ctx.project.root, displayCwd: ".", timeout: timeout))
         ctx.onJob(id)
         defer { ctx.onJob(nil) }
         guard let o = await ctx.jobs.wait(id) else { throw ToolFailure("the command's job was lost") }
         return tailText(o)
     }
 
-    static let runTests = AgentTool(name: "run_tests", description: "Run the project's tests (its saved or detected test command); returns counts and the output tail.",
-                                    schema: obj(["timeout_s": int], required: [])) { ctx, a in
+    static let runTests = AgentTool(
+        name: "run_tests",
+        description:
+            "Run the project's tests (its saved or detected test command); returns counts and the output tail.",
+        schema: obj(["timeout_s": int], required: [])
+    ) { ctx, a in
         let timeout = Double(min(max(integer(a, "timeout_s") ?? 900, 1), 3600))
         let id: String
-        do { id = try await ctx.jobs.startTests(project: ctx.project, userID: ctx.userID, timeout: timeout) }
-        catch let e as HTTPError { throw ToolFailure(e.message) }
+        do { id = try await ctx.jobs.startTests(project: ctx.project, userID: ctx.userID, timeout: timeout) } catch let
+            e as HTTPError
+        { throw ToolFailure(e.message) }
         ctx.onJob(id)
         defer { ctx.onJob(nil) }
         guard let o = await ctx.jobs.wait(id) else { throw ToolFailure("the test job was lost") }
         return tailText(o)
     }
 
-    static let recordFinding = AgentTool(name: "record_finding", description: "Record a claim about the code (kept in the run's receipt and re-checkable later).",
-                                         schema: obj(["path": str, "line": int, "claim": str, "evidence": str], required: ["path", "line", "claim", "evidence"])) { ctx, a in
+    static let recordFinding = AgentTool(
+        name: "record_finding",
+        description: "Record a claim about the code (kept in the run's receipt and re-checkable later).",
+        schema: obj(
+            ["path": str, "line": int, "claim": str, "evidence": str], required: ["path", "line", "claim", "evidence"])
+    ) { ctx, a in
         let p = try inside(ctx, string(a, "path")!)
         let line = integer(a, "line")!
         guard line >= 1 else { throw ToolFailure("line must be 1 or more") }
-        let claim = string(a, "claim")!, evidence = string(a, "evidence")!
-        guard claim.utf8.count <= 4096, evidence.utf8.count <= 16 * 1024 else { throw ToolFailure("claim (4 KiB) or evidence (16 KiB) too long") }
+        let claim = string(a, "claim")!
+        let evidence = string(a, "evidence")!
+        guard claim.utf8.count <= 4096, evidence.utf8.count <= 16 * 1024 else {
+            throw ToolFailure("claim (4 KiB) or evidence (16 KiB) too long")
+        }
         try await ctx.onFinding(relative(ctx, p), line, claim, evidence)
         return "recorded"
     }
 }
-

@@ -7,8 +7,8 @@ import KilnBudget
 import KilnCore
 import KilnCrypto
 import KilnHTTP
-import KilnProjects
 import KilnPTY
+import KilnProjects
 import KilnReceipts
 import KilnShell
 import KilnStore
@@ -39,7 +39,8 @@ public final class Application: ModuleHost, @unchecked Sendable {
     /// Every domain module type, in the order they are built: their options and commands are known
     /// before any is built. Adding a domain: a line here and one in `buildModules`.
     static let moduleTypes: [any KilnModule.Type] = [
-        AuthModule.self, AccountModule.self, WorkspacesModule.self, ProjectsModule.self, ShellModule.self, PTYModule.self,
+        AuthModule.self, AccountModule.self, WorkspacesModule.self, ProjectsModule.self, ShellModule.self,
+        PTYModule.self,
         AgentsModule.self, BudgetModule.self, ReceiptsModule.self,
     ]
 
@@ -60,14 +61,17 @@ public final class Application: ModuleHost, @unchecked Sendable {
         let pty = PTYModule(services: s, projects: projects.service)
         let budget = BudgetModule(services: s, projects: projects.service, tools: AgentToolCatalog())
         let receipts = ReceiptsModule(services: s, projects: projects.service, pricing: budget.service.pricing)
-        let agents = AgentsModule(services: s, projects: projects.service, jobs: shell.service, observers: [budget.service, receipts.service])
+        let agents = AgentsModule(
+            services: s, projects: projects.service, jobs: shell.service, observers: [budget.service, receipts.service])
         return [auth, account, workspaces, projects, shell, pty, agents, budget, receipts]
     }
 
     /// Opens (or creates) the data dir and database, applies migrations, registers every route.
     /// `ephemeral` uses an in-memory database (for `kiln routes` and in-process tests). Refuses to
     /// build when a route names a permission no module registered.
-    public init(config: Config, clock: any Clock = SystemClock(), ephemeral: Bool = false, extraModules: [any KilnModule] = []) throws {
+    public init(
+        config: Config, clock: any Clock = SystemClock(), ephemeral: Bool = false, extraModules: [any KilnModule] = []
+    ) throws {
         let dataDir = ephemeral ? NSTemporaryDirectory() + "kiln-ephemeral-\(UUID().uuidString)" : config.dataDir
         try Application.prepareDataDir(dataDir)
         let db: Database
@@ -78,13 +82,16 @@ public final class Application: ModuleHost, @unchecked Sendable {
         }
         let masterKey = ephemeral ? Crypto.randomBytes(32) : try Application.loadMasterKey(dataDir: dataDir)
         let catalog = PermissionCatalog()
-        let templatesDir = FileManager.default.fileExists(atPath: "Templates") ? FileManager.default.currentDirectoryPath + "/Templates" : nil
-        services = Services(config: config, db: db, clock: clock, bus: EventBus(db: db, clock: clock), jobs: JobRunner(),
-                            dataDir: dataDir, masterKey: masterKey, hooks: Hooks(), catalog: catalog,
-                            mailer: try config.smtpURL.map { try SMTPMailer(url: $0, from: config.mailFrom) as any Mailer }
-                                ?? OutboxMailer(directory: dataDir + "/outbox", from: config.mailFrom),
-                            templates: MailTemplates(directory: templatesDir),
-                            baseURL: BaseURL(config.baseURL()))
+        let templatesDir =
+            FileManager.default.fileExists(atPath: "Templates")
+            ? FileManager.default.currentDirectoryPath + "/Templates" : nil
+        services = Services(
+            config: config, db: db, clock: clock, bus: EventBus(db: db, clock: clock), jobs: JobRunner(),
+            dataDir: dataDir, masterKey: masterKey, hooks: Hooks(), catalog: catalog,
+            mailer: try config.smtpURL.map { try SMTPMailer(url: $0, from: config.mailFrom) as any Mailer }
+                ?? OutboxMailer(directory: dataDir + "/outbox", from: config.mailFrom),
+            templates: MailTemplates(directory: templatesDir),
+            baseURL: BaseURL(config.baseURL()))
         router = Router()
         routes = Routes(router: router, catalog: catalog)
         router.add(middleware: RequestIDMiddleware())
@@ -92,8 +99,10 @@ public final class Application: ModuleHost, @unchecked Sendable {
         router.add(middleware: ErrorMiddleware())
         var trusted = Set<String>()
         if let u = config.publicURL { trusted.insert(u.hasSuffix("/") ? String(u.dropLast()) : u) }
-        router.add(middleware: AccessMiddleware(hooks: services.hooks, catalog: catalog, buckets: TokenBuckets(capacity: 600, refillPerSecond: 10),
-                                                clock: clock, trustedOrigins: trusted))
+        router.add(
+            middleware: AccessMiddleware(
+                hooks: services.hooks, catalog: catalog, buckets: TokenBuckets(capacity: 600, refillPerSecond: 10),
+                clock: clock, trustedOrigins: trusted))
         modules = Application.buildModules(services) + extraModules
         allMigrations = CoreModule.migrations + modules.flatMap(\.migrations)
         for m in modules { for p in m.permissions { catalog.register(p) } }
@@ -120,7 +129,8 @@ public final class Application: ModuleHost, @unchecked Sendable {
         if FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) {
             guard isDir.boolValue else { throw Config.ConfigError("data dir \(dir) exists and is not a directory") }
         } else {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
         guard access(dir, W_OK) == 0 else { throw Config.ConfigError("data dir \(dir) is not writable") }
     }
@@ -155,15 +165,23 @@ public final class Application: ModuleHost, @unchecked Sendable {
 
     /// Lines `serve` prints after it starts: the one-time owner setup URL while there is no account.
     public func startupNotices(baseURL: String) -> [String] {
-        guard let auth = module(AuthModule.self)?.service, (try? auth.userCount()) == 0, let token = try? auth.makeOwnerSetupToken() else {
+        guard let auth = module(AuthModule.self)?.service, (try? auth.userCount()) == 0,
+            let token = try? auth.makeOwnerSetupToken()
+        else {
             return []
         }
-        return ["No accounts yet. Create the owner account (one-time link, valid 24 hours):", "  \(baseURL)/setup?token=\(token)"]
+        return [
+            "No accounts yet. Create the owner account (one-time link, valid 24 hours):",
+            "  \(baseURL)/setup?token=\(token)",
+        ]
     }
 
     /// Starts each module's background work (once).
     public func startModules() throws {
-        let first = lifecycle.withLock { () -> Bool in defer { started = true }; return !started }
+        let first = lifecycle.withLock { () -> Bool in
+            defer { started = true }
+            return !started
+        }
         guard first else { return }
         for m in modules { try m.start(services.jobs) }
     }
@@ -200,7 +218,10 @@ public final class Application: ModuleHost, @unchecked Sendable {
     /// while the modules end their jobs, terminals and runs (in reverse order of building); then the
     /// background tasks stop. Safe to call more than once.
     public func shutdown() async {
-        let first = lifecycle.withLock { () -> Bool in defer { stopped = true }; return !stopped }
+        let first = lifecycle.withLock { () -> Bool in
+            defer { stopped = true }
+            return !stopped
+        }
         guard first else { return }
         let server = self.server
         async let serverStopped: Void = { await server?.shutdown() }()

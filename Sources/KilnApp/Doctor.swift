@@ -5,7 +5,10 @@ import KilnStore
 
 /// `kiln doctor`: what this machine has and what each optional program enables.
 public enum Doctor {
-    public struct Report { public var lines: [String]; public var ok: Bool }
+    public struct Report {
+        public var lines: [String]
+        public var ok: Bool
+    }
 
     public static let optionalPrograms: [(name: String, enables: String, install: String)] = [
         ("git", "cloning repositories, git status in the tree, git-aware ignores", "apt-get install -y git"),
@@ -19,12 +22,17 @@ public enum Doctor {
     /// Recomputes the audit chain of the database in the data dir.
     public static func verifyAudit(config: Config) -> Report {
         let path = config.dataDir + "/kiln.db"
-        guard FileManager.default.fileExists(atPath: path) else { return Report(lines: ["FAIL no database at \(path)"], ok: false) }
+        guard FileManager.default.fileExists(atPath: path) else {
+            return Report(lines: ["FAIL no database at \(path)"], ok: false)
+        }
         do {
             let db = try Database(path: path, readers: 1)
             let v = try AuditLog.verify(db)
             if let broken = v.brokenAt {
-                return Report(lines: ["FAIL audit chain broken at row \(broken): \(v.reason ?? "hash mismatch") (\(v.rows) rows read)"], ok: false)
+                return Report(
+                    lines: [
+                        "FAIL audit chain broken at row \(broken): \(v.reason ?? "hash mismatch") (\(v.rows) rows read)"
+                    ], ok: false)
             }
             return Report(lines: ["ok   audit chain verified: \(v.rows) rows, every hash matches"], ok: true)
         } catch {
@@ -43,14 +51,18 @@ public enum Doctor {
             if isDir.boolValue && FileManager.default.isWritableFile(atPath: config.dataDir) {
                 lines.append("ok   data dir \(config.dataDir) is writable")
             } else {
-                lines.append("FAIL data dir \(config.dataDir) is not a writable directory"); ok = false
+                lines.append("FAIL data dir \(config.dataDir) is not a writable directory")
+                ok = false
             }
         } else {
             lines.append("ok   data dir \(config.dataDir) will be created on first start")
         }
         for p in optionalPrograms {
-            if let path = ProcessRunner.which(p.name) { lines.append("ok   \(p.name) (\(path)): \(p.enables)") }
-            else { lines.append("--   \(p.name) not found: \(p.enables) unavailable (\(p.install))") }
+            if let path = ProcessRunner.which(p.name) {
+                lines.append("ok   \(p.name) (\(path)): \(p.enables)")
+            } else {
+                lines.append("--   \(p.name) not found: \(p.enables) unavailable (\(p.install))")
+            }
         }
         return Report(lines: lines, ok: ok)
     }

@@ -5,9 +5,13 @@ import Synchronization
 public final class HTTPMetrics: Sendable {
     public static let buckets: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
-    struct Histogram { var counts = [Int](repeating: 0, count: HTTPMetrics.buckets.count); var sum = 0.0; var count = 0 }
+    struct Histogram {
+        var counts = [Int](repeating: 0, count: HTTPMetrics.buckets.count)
+        var sum = 0.0
+        var count = 0
+    }
     struct State {
-        var requests: [String: Int] = [:]   // "method\u{0}route\u{0}status"
+        var requests: [String: Int] = [:]  // "method\u{0}route\u{0}status"
         var durations: [String: Histogram] = [:]
     }
 
@@ -32,7 +36,8 @@ public final class HTTPMetrics: Sendable {
         out += "# TYPE kiln_http_requests_total counter\n"
         for (k, v) in s.requests.sorted(by: { $0.key < $1.key }) {
             let p = k.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)
-            out += "kiln_http_requests_total{method=\"\(label(p[0]))\",route=\"\(label(p[1]))\",status=\"\(p[2])\"} \(v)\n"
+            out +=
+                "kiln_http_requests_total{method=\"\(label(p[0]))\",route=\"\(label(p[1]))\",status=\"\(p[2])\"} \(v)\n"
         }
         out += "# HELP kiln_http_request_duration_seconds Time from request head to response, by route pattern.\n"
         out += "# TYPE kiln_http_request_duration_seconds histogram\n"
@@ -48,7 +53,8 @@ public final class HTTPMetrics: Sendable {
     }
 
     func label(_ s: String) -> String {
-        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
     }
 }
 

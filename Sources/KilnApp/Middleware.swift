@@ -20,8 +20,12 @@ struct ErrorMiddleware: Middleware {
         do { return try await next(request, context) } catch {
             let inner = ErrorWithHeaders.unwrap(error)
             if !(inner is any HTTPResponseError) && !(inner is DecodingError) {
-                ServerLog.error("internal error", ["request_id": .string(context.requestID), "route": .string(context.route?.pattern ?? ""),
-                                                   "error": .string(String(reflecting: inner))])
+                ServerLog.error(
+                    "internal error",
+                    [
+                        "request_id": .string(context.requestID), "route": .string(context.route?.pattern ?? ""),
+                        "error": .string(String(reflecting: inner)),
+                    ])
             }
             return Response.error(error, requestID: context.requestID)
         }
@@ -40,12 +44,16 @@ struct AccessLogMiddleware: Middleware {
         if ServerLog.isEnabled(.info) {
             var bytes: JSONValue = .null
             if case .bytes(let b) = res.body { bytes = .int(b.count) }
-            ServerLog.info("request", [
-                "method": .string(request.method.rawValue), "route": .string(route), "status": .int(res.status.code),
-                "bytes": bytes, "duration_ms": .double((seconds * 1e5).rounded() / 100), "request_id": .string(context.requestID),
-                "principal": context[PrincipalKey.self].map { .string($0.logLabel) } ?? .null,
-                "remote": .string(request.remoteAddress),
-            ])
+            ServerLog.info(
+                "request",
+                [
+                    "method": .string(request.method.rawValue), "route": .string(route),
+                    "status": .int(res.status.code),
+                    "bytes": bytes, "duration_ms": .double((seconds * 1e5).rounded() / 100),
+                    "request_id": .string(context.requestID),
+                    "principal": context[PrincipalKey.self].map { .string($0.logLabel) } ?? .null,
+                    "remote": .string(request.remoteAddress),
+                ])
         }
         return res
     }

@@ -2,7 +2,9 @@ import KilnStore
 
 enum AuthMigrations {
     static var all: [Migration] { [v1, v2] }
-    static let v1 = Migration(module: "auth", version: 1, name: "users and setup tokens", sql: """
+    static let v1 = Migration(
+        module: "auth", version: 1, name: "users and setup tokens",
+        sql: """
             CREATE TABLE users (
                 id TEXT PRIMARY KEY,
                 email TEXT NOT NULL UNIQUE COLLATE NOCASE,
@@ -25,45 +27,47 @@ enum AuthMigrations {
 }
 
 extension AuthMigrations {
-    static let v2 = Migration(module: "auth", version: 2, name: "sessions, email tokens, MFA, lockout, deletion", sql: """
-        ALTER TABLE users ADD COLUMN avatar_url TEXT;
-        ALTER TABLE users ADD COLUMN pending_email TEXT;
-        ALTER TABLE users ADD COLUMN mfa_enabled INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE users ADD COLUMN mfa_secret BLOB;
-        ALTER TABLE users ADD COLUMN mfa_pending_secret BLOB;
-        ALTER TABLE users ADD COLUMN mfa_last_step INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE users ADD COLUMN failed_logins INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE users ADD COLUMN locked_until INTEGER;
-        ALTER TABLE users ADD COLUMN delete_after INTEGER;
-        CREATE TABLE sessions (
-            id TEXT PRIMARY KEY,
-            token_hash TEXT NOT NULL UNIQUE,
-            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-            csrf_token TEXT NOT NULL,
-            created_at INTEGER NOT NULL,
-            last_seen_at INTEGER NOT NULL,
-            expires_at INTEGER NOT NULL,
-            ip TEXT NOT NULL,
-            user_agent TEXT NOT NULL,
-            mfa_pending INTEGER NOT NULL,
-            mfa_verified_at INTEGER,
-            revoked_at INTEGER
-        );
-        CREATE INDEX sessions_by_user ON sessions (user_id);
-        CREATE TABLE email_tokens (
-            token_hash TEXT PRIMARY KEY,
-            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-            purpose TEXT NOT NULL CHECK (purpose IN ('verify', 'reset')),
-            email TEXT NOT NULL,
-            created_at INTEGER NOT NULL,
-            expires_at INTEGER NOT NULL,
-            used_at INTEGER
-        );
-        CREATE TABLE recovery_codes (
-            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-            code_hash TEXT NOT NULL,
-            used_at INTEGER,
-            PRIMARY KEY (user_id, code_hash)
-        );
-        """)
+    static let v2 = Migration(
+        module: "auth", version: 2, name: "sessions, email tokens, MFA, lockout, deletion",
+        sql: """
+            ALTER TABLE users ADD COLUMN avatar_url TEXT;
+            ALTER TABLE users ADD COLUMN pending_email TEXT;
+            ALTER TABLE users ADD COLUMN mfa_enabled INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE users ADD COLUMN mfa_secret BLOB;
+            ALTER TABLE users ADD COLUMN mfa_pending_secret BLOB;
+            ALTER TABLE users ADD COLUMN mfa_last_step INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE users ADD COLUMN failed_logins INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE users ADD COLUMN locked_until INTEGER;
+            ALTER TABLE users ADD COLUMN delete_after INTEGER;
+            CREATE TABLE sessions (
+                id TEXT PRIMARY KEY,
+                token_hash TEXT NOT NULL UNIQUE,
+                user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                csrf_token TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                last_seen_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                ip TEXT NOT NULL,
+                user_agent TEXT NOT NULL,
+                mfa_pending INTEGER NOT NULL,
+                mfa_verified_at INTEGER,
+                revoked_at INTEGER
+            );
+            CREATE INDEX sessions_by_user ON sessions (user_id);
+            CREATE TABLE email_tokens (
+                token_hash TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                purpose TEXT NOT NULL CHECK (purpose IN ('verify', 'reset')),
+                email TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                used_at INTEGER
+            );
+            CREATE TABLE recovery_codes (
+                user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                code_hash TEXT NOT NULL,
+                used_at INTEGER,
+                PRIMARY KEY (user_id, code_hash)
+            );
+            """)
 }

@@ -1,6 +1,6 @@
 import Foundation
-import KilnHTTP
 import KilnCore
+import KilnHTTP
 
 /// The answer to MFA enrolment: the secret, its otpauth URL and the recovery codes (shown once).
 public struct MFASetup: Codable, Sendable {
@@ -10,7 +10,9 @@ public struct MFASetup: Codable, Sendable {
 }
 
 /// What a good second factor did.
-public enum MFAOutcome: String, Sendable, Codable { case loginCompleted = "login_completed", enabled, stepUp = "step_up" }
+public enum MFAOutcome: String, Sendable, Codable {
+    case loginCompleted = "login_completed", enabled, stepUp = "step_up"
+}
 
 /// A new session.
 public struct LoginResult: Sendable {

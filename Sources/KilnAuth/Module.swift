@@ -1,6 +1,6 @@
 import Foundation
-import KilnHTTP
 import KilnCore
+import KilnHTTP
 import KilnStore
 
 /// Identity: first-run setup, registration and verification, login and sessions, password reset, MFA.
@@ -14,7 +14,9 @@ public struct AuthModule: KilnModule {
         service = AuthService(services: services)
         secureCookies = services.config.secureCookies
         let auth = service
-        services.hooks.provideSessions { token, ip, ua in try await auth.resolveSession(token: token, ip: ip, userAgent: ua) }
+        services.hooks.provideSessions { token, ip, ua in
+            try await auth.resolveSession(token: token, ip: ip, userAgent: ua)
+        }
     }
 
     public var migrations: [Migration] { AuthMigrations.all }
@@ -30,8 +32,11 @@ public struct AuthModule: KilnModule {
     }
 
     public static var commands: [Command] {
-        [Command(name: "admin", usage: "admin create-user --email E [--name N]",
-                 help: "create an account and print a one-time setup link", run: adminCommand)]
+        [
+            Command(
+                name: "admin", usage: "admin create-user --email E [--name N]",
+                help: "create an account and print a one-time setup link", run: adminCommand)
+        ]
     }
 
     /// `kiln admin create-user`: the account and a one-time link to set its password.
@@ -46,23 +51,35 @@ public struct AuthModule: KilnModule {
             io.out(usage + "\n\nCreates an account and prints a one-time link to set its password.")
             return 0
         }
-        var email: String?, name: String?
+        var email: String?
+        var name: String?
         var pass: [String] = []
         var i = 0
         while i < rest.count {
             switch rest[i] {
-            case "--email": i += 1; email = i < rest.count ? rest[i] : nil
-            case "--name": i += 1; name = i < rest.count ? rest[i] : nil
+            case "--email":
+                i += 1
+                email = i < rest.count ? rest[i] : nil
+            case "--name":
+                i += 1
+                name = i < rest.count ? rest[i] : nil
             default: pass.append(rest[i])
             }
             i += 1
         }
-        guard let email else { io.err("kiln admin create-user: --email is required"); return 2 }
+        guard let email else {
+            io.err("kiln admin create-user: --email is required")
+            return 2
+        }
         do {
             let (config, _) = try io.loadConfig(pass)
             let host = try io.open(config)
-            guard let auth = host.module(AuthModule.self)?.service else { io.err("kiln admin create-user: no auth module"); return 1 }
-            let (_, token) = try await auth.createUser(email: email, name: name ?? email.split(separator: "@").first.map(String.init) ?? email)
+            guard let auth = host.module(AuthModule.self)?.service else {
+                io.err("kiln admin create-user: no auth module")
+                return 1
+            }
+            let (_, token) = try await auth.createUser(
+                email: email, name: name ?? email.split(separator: "@").first.map(String.init) ?? email)
             io.out("created \(email)")
             io.out("one-time setup link (valid 24 hours): \(config.baseURL())/setup?token=\(token)")
             return 0

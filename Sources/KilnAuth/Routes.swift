@@ -11,68 +11,93 @@ struct AuthRoutes: Sendable {
 
     func register(_ routes: Routes) {
         let r = routes.tagged("auth")
-        r.add(.POST, "/auth/setup", .publicAccess,
-              "Redeem a one-time setup link: create the owner account, or set the password of a new account",
-              limit: Self.small, reply: .json(Schema.object(["user": Schema.of(User.self)]), status: .created), setup)
-        r.add(.POST, "/auth/register", .publicAccess, "Create an account (unverified until the emailed link is opened)",
-              limit: Self.small, reply: .json(Schema.object(["user": Schema.of(User.self)]), status: .created), registerAccount)
-        r.add(.GET, "/auth/verify", .publicAccess,
-              "Confirm an email address from the mailed link (HTML for browsers, JSON for API clients)",
-              query: [QueryParam("token", "the token from the link", required: true)], verify)
-        r.add(.POST, "/auth/login", .publicAccess,
-              "Sign in with email and password; sets the kiln_session cookie (half-open until the TOTP code when MFA is on)",
-              limit: Self.small, login)
-        r.add(.POST, "/auth/forgot", .publicAccess,
-              "Mail a password reset link (the same answer whether or not the address has an account)", limit: Self.small, forgot)
-        r.add(.POST, "/auth/reset", .publicAccess, "Choose a new password from a reset link (single use, one hour); ends every session",
-              limit: Self.small, reset)
+        r.add(
+            .POST, "/auth/setup", .publicAccess,
+            "Redeem a one-time setup link: create the owner account, or set the password of a new account",
+            limit: Self.small, reply: .json(Schema.object(["user": Schema.of(User.self)]), status: .created), setup)
+        r.add(
+            .POST, "/auth/register", .publicAccess, "Create an account (unverified until the emailed link is opened)",
+            limit: Self.small, reply: .json(Schema.object(["user": Schema.of(User.self)]), status: .created),
+            registerAccount)
+        r.add(
+            .GET, "/auth/verify", .publicAccess,
+            "Confirm an email address from the mailed link (HTML for browsers, JSON for API clients)",
+            query: [QueryParam("token", "the token from the link", required: true)], verify)
+        r.add(
+            .POST, "/auth/login", .publicAccess,
+            "Sign in with email and password; sets the kiln_session cookie (half-open until the TOTP code when MFA is on)",
+            limit: Self.small, login)
+        r.add(
+            .POST, "/auth/forgot", .publicAccess,
+            "Mail a password reset link (the same answer whether or not the address has an account)", limit: Self.small,
+            forgot)
+        r.add(
+            .POST, "/auth/reset", .publicAccess,
+            "Choose a new password from a reset link (single use, one hour); ends every session",
+            limit: Self.small, reset)
         r.add(.POST, "/auth/logout", .session, "End this session", logout)
-        r.add(.POST, "/api/auth/mfa-setup", .accountWrite,
-              "Start TOTP enrolment: secret, otpauth URL, recovery codes (on after the first good mfa-verify)", mfaSetup)
-        r.add(.POST, "/api/auth/mfa-verify", .session,
-              "Prove the second factor (TOTP code within ±1 step, or a single-use recovery code): completes login, finishes enrolment, "
+        r.add(
+            .POST, "/api/auth/mfa-setup", .accountWrite,
+            "Start TOTP enrolment: secret, otpauth URL, recovery codes (on after the first good mfa-verify)", mfaSetup)
+        r.add(
+            .POST, "/api/auth/mfa-verify", .session,
+            "Prove the second factor (TOTP code within ±1 step, or a single-use recovery code): completes login, finishes enrolment, "
                 + "or refreshes step-up",
-              limit: Self.small, mfaVerify)
-        r.add(.POST, "/api/auth/mfa-disable", .accountWrite, "Turn two-factor authentication off (password and a current code)",
-              limit: Self.small, mfaDisable)
-        r.add(.GET, "/api/auth/session", .session,
-              "Who am I: the user, the CSRF token for this session, and whether the second factor is still owed", session)
+            limit: Self.small, mfaVerify)
+        r.add(
+            .POST, "/api/auth/mfa-disable", .accountWrite,
+            "Turn two-factor authentication off (password and a current code)",
+            limit: Self.small, mfaDisable)
+        r.add(
+            .GET, "/api/auth/session", .session,
+            "Who am I: the user, the CSRF token for this session, and whether the second factor is still owed", session)
     }
 
     func cookie(_ token: String, maxAge: Int, _ req: Request) -> SetCookie {
-        SetCookie(name: AccessMiddleware.sessionCookie, value: token, maxAge: maxAge, path: "/", secure: secureCookies || req.isSecure,
-                  httpOnly: true, sameSite: .lax)
+        SetCookie(
+            name: AccessMiddleware.sessionCookie, value: token, maxAge: maxAge, path: "/",
+            secure: secureCookies || req.isSecure,
+            httpOnly: true, sameSite: .lax)
     }
 
     @Sendable func setup(_ req: Request, _ ctx: RequestContext, _ input: SetupInput) async throws -> Response {
         try .json(["user": try await auth.completeSetup(input)], status: .created)
     }
 
-    @Sendable func registerAccount(_ req: Request, _ ctx: RequestContext, _ input: RegisterInput) async throws -> Response {
+    @Sendable func registerAccount(
+        _ req: Request, _ ctx: RequestContext, _ input: RegisterInput
+    ) async throws -> Response {
         try .json(["user": try await auth.register(input, ip: req.remoteAddress)], status: .created)
     }
 
     @Sendable func verify(_ req: Request, _ ctx: RequestContext) async throws -> Response {
         let wantsHTML = (req.headers["Accept"] ?? "").contains("text/html")
         do {
-            guard let token = req.query["token"], !token.isEmpty else { throw APIError.validation("token is required", field: "token") }
+            guard let token = req.query["token"], !token.isEmpty else {
+                throw APIError.validation("token is required", field: "token")
+            }
             let user = try await auth.verifyEmail(token: token)
             if wantsHTML {
-                return .text(VerifyPage.html(ok: true, message: "Your email address \(user.email) is confirmed."),
-                             contentType: "text/html; charset=utf-8")
+                return .text(
+                    VerifyPage.html(ok: true, message: "Your email address \(user.email) is confirmed."),
+                    contentType: "text/html; charset=utf-8")
             }
             return try .json(["verified": JSONValue.bool(true), "email": .string(user.email)])
         } catch let e as HTTPError where wantsHTML {
-            var r = Response.text(VerifyPage.html(ok: false, message: e.message), status: e.status, contentType: "text/html; charset=utf-8")
+            var r = Response.text(
+                VerifyPage.html(ok: false, message: e.message), status: e.status,
+                contentType: "text/html; charset=utf-8")
             r.headers["X-Request-Id"] = ctx.requestID
             return r
         }
     }
 
     @Sendable func login(_ req: Request, _ ctx: RequestContext, _ input: LoginInput) async throws -> Response {
-        let r = try await auth.login(email: input.email, password: input.password, ip: req.remoteAddress,
-                                     userAgent: req.headers["User-Agent"] ?? "", previousToken: req.cookies[AccessMiddleware.sessionCookie])
-        var res = try Response.json(LoginBody(user: r.user, csrfToken: r.csrfToken, mfaRequired: r.mfaRequired, expiresAt: r.expiresAt))
+        let r = try await auth.login(
+            email: input.email, password: input.password, ip: req.remoteAddress,
+            userAgent: req.headers["User-Agent"] ?? "", previousToken: req.cookies[AccessMiddleware.sessionCookie])
+        var res = try Response.json(
+            LoginBody(user: r.user, csrfToken: r.csrfToken, mfaRequired: r.mfaRequired, expiresAt: r.expiresAt))
         res.setCookie(cookie(r.sessionToken, maxAge: Int(AuthService.sessionLifetime), req))
         res.headers["Cache-Control"] = "no-store"
         return res
@@ -80,7 +105,9 @@ struct AuthRoutes: Sendable {
 
     @Sendable func forgot(_ req: Request, _ ctx: RequestContext, _ input: EmailInput) async throws -> Response {
         try await auth.forgot(email: input.email, ip: req.remoteAddress)
-        return .json(JSONValue.object(["status": "ok", "message": "If this address has an account, a reset link is on its way."]))
+        return .json(
+            JSONValue.object(["status": "ok", "message": "If this address has an account, a reset link is on its way."])
+        )
     }
 
     @Sendable func reset(_ req: Request, _ ctx: RequestContext, _ input: ResetInput) async throws -> Response {
@@ -103,7 +130,9 @@ struct AuthRoutes: Sendable {
             "recovery_codes": .array(setup.recoveryCodes.map { .string($0) }), "qr_svg": .null,
         ]
         if let qrencode = ProcessRunner.which("qrencode"),
-           let out = try? await ProcessRunner.run(qrencode, ["-t", "SVG", "-o", "-", setup.otpauthUrl], timeout: 10), out.status == 0 {
+            let out = try? await ProcessRunner.run(qrencode, ["-t", "SVG", "-o", "-", setup.otpauthUrl], timeout: 10),
+            out.status == 0
+        {
             body["qr_svg"] = .string(String(decoding: out.stdout, as: UTF8.self))
         }
         var res = Response.json(JSONValue.object(body))
@@ -112,20 +141,25 @@ struct AuthRoutes: Sendable {
     }
 
     @Sendable func mfaVerify(_ req: Request, _ ctx: RequestContext, _ input: CodeInput) async throws -> Response {
-        let outcome = try await auth.mfaVerify(principal: try ctx.requirePrincipal(), code: input.code, ip: req.remoteAddress)
+        let outcome = try await auth.mfaVerify(
+            principal: try ctx.requirePrincipal(), code: input.code, ip: req.remoteAddress)
         return .json(JSONValue.object(["status": .string(outcome.rawValue), "mfa_required": false]))
     }
 
-    @Sendable func mfaDisable(_ req: Request, _ ctx: RequestContext, _ input: MFADisableInput) async throws -> Response {
-        try await auth.mfaDisable(principal: try ctx.requirePrincipal(), password: input.password, code: input.code, ip: req.remoteAddress)
+    @Sendable func mfaDisable(_ req: Request, _ ctx: RequestContext, _ input: MFADisableInput) async throws -> Response
+    {
+        try await auth.mfaDisable(
+            principal: try ctx.requirePrincipal(), password: input.password, code: input.code, ip: req.remoteAddress)
         return .json(JSONValue.object(["status": "ok", "mfa_enabled": false]))
     }
 
     @Sendable func session(_ req: Request, _ ctx: RequestContext) async throws -> Response {
         let p = try ctx.requirePrincipal()
         guard let user = try await auth.user(id: p.userID) else { throw APIError.unauthenticated() }
-        var res = try Response.json(SessionBody(user: user, csrfToken: p.csrfToken, mfaRequired: p.mfaPending, sessionId: p.sessionID,
-                                                apiKeyId: p.apiKeyID))
+        var res = try Response.json(
+            SessionBody(
+                user: user, csrfToken: p.csrfToken, mfaRequired: p.mfaPending, sessionId: p.sessionID,
+                apiKeyId: p.apiKeyID))
         res.headers["Cache-Control"] = "no-store"
         return res
     }

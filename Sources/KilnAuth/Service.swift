@@ -28,9 +28,12 @@ public final class AuthService: AccountOperations {
     let perAccount = WindowLimiter(limit: 10, window: 15 * 60)
     let perIP = WindowLimiter(limit: 10, window: 15 * 60)
 
-    public init(db: Database, clock: any Clock, hooks: Hooks = Hooks(), mailer: any Mailer = OutboxMailer(directory: NSTemporaryDirectory() + "kiln-outbox"),
-                templates: MailTemplates = MailTemplates(directory: nil), baseURL: BaseURL = BaseURL("http://127.0.0.1:8080"),
-                masterKey: [UInt8] = Crypto.randomBytes(32)) {
+    public init(
+        db: Database, clock: any Clock, hooks: Hooks = Hooks(),
+        mailer: any Mailer = OutboxMailer(directory: NSTemporaryDirectory() + "kiln-outbox"),
+        templates: MailTemplates = MailTemplates(directory: nil), baseURL: BaseURL = BaseURL("http://127.0.0.1:8080"),
+        masterKey: [UInt8] = Crypto.randomBytes(32)
+    ) {
         self.store = AuthStore(db: db)
         self.clock = clock
         self.hooks = hooks
@@ -41,7 +44,9 @@ public final class AuthService: AccountOperations {
     }
 
     public convenience init(services s: Services) {
-        self.init(db: s.db, clock: s.clock, hooks: s.hooks, mailer: s.mailer, templates: s.templates, baseURL: s.baseURL, masterKey: s.masterKey)
+        self.init(
+            db: s.db, clock: s.clock, hooks: s.hooks, mailer: s.mailer, templates: s.templates, baseURL: s.baseURL,
+            masterKey: s.masterKey)
     }
 
     // MARK: Lookups (public API for other modules)
@@ -59,8 +64,9 @@ public final class AuthService: AccountOperations {
         let store = self.store
         let made = try store.writeSync { tx -> Bool in
             guard try store.userCount(tx) == 0 else { return false }
-            try store.replaceOwnerSetupToken(tx, hash: Crypto.sha256Hex(Array(token.utf8)), at: now,
-                                             expires: now.addingTimeInterval(AuthService.setupTokenLifetime))
+            try store.replaceOwnerSetupToken(
+                tx, hash: Crypto.sha256Hex(Array(token.utf8)), at: now,
+                expires: now.addingTimeInterval(AuthService.setupTokenLifetime))
             return true
         }
         return made ? token : nil
@@ -76,12 +82,17 @@ public final class AuthService: AccountOperations {
         let (hooks, store) = (self.hooks, self.store)
         do {
             try await store.write { tx in
-                try store.insertUser(tx, id: id, email: email, name: name, passwordHash: nil, verified: true, owner: false, at: now)
-                try store.insertUserSetupToken(tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: id, at: now,
-                                               expires: now.addingTimeInterval(AuthService.setupTokenLifetime))
+                try store.insertUser(
+                    tx, id: id, email: email, name: name, passwordHash: nil, verified: true, owner: false, at: now)
+                try store.insertUserSetupToken(
+                    tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: id, at: now,
+                    expires: now.addingTimeInterval(AuthService.setupTokenLifetime))
                 try hooks.userCreated(tx, userID: id, name: name, at: now)
-                try AuditLog.append(tx, AuditEvent(action: "account.created", actorUserID: id, resourceType: "user", resourceID: id,
-                                                   details: ["via": "admin"]), at: now)
+                try AuditLog.append(
+                    tx,
+                    AuditEvent(
+                        action: "account.created", actorUserID: id, resourceType: "user", resourceID: id,
+                        details: ["via": "admin"]), at: now)
             }
         } catch let e as StoreError where e.isUniqueViolation {
             throw APIError.conflict("An account with this email already exists")
@@ -102,23 +113,34 @@ public final class AuthService: AccountOperations {
         let ownerName = try input.name.map(AuthService.validName)
         let (hooks, store) = (self.hooks, self.store)
         let id = try await store.write { tx -> String in
-            guard let t = try store.setupToken(tx, hash: tokenHash), t["used_at"] == .null, let expires = t.date("expires_at"), expires > now
-            else { throw APIError.validation("This setup link is not valid, was used already, or expired", field: "token") }
+            guard let t = try store.setupToken(tx, hash: tokenHash), t["used_at"] == .null,
+                let expires = t.date("expires_at"), expires > now
+            else {
+                throw APIError.validation("This setup link is not valid, was used already, or expired", field: "token")
+            }
             try store.useSetupToken(tx, hash: tokenHash, at: now)
             if t.string("purpose") == "owner" {
                 guard try store.userCount(tx) == 0 else { throw APIError.conflict("The owner account exists already") }
                 guard let email = ownerEmail else { throw APIError.validation("email is required", field: "email") }
                 let name = ownerName ?? String(email.split(separator: "@")[0])
                 let id = IDs.make("usr")
-                try store.insertUser(tx, id: id, email: email, name: name, passwordHash: hash, verified: true, owner: true, at: now)
+                try store.insertUser(
+                    tx, id: id, email: email, name: name, passwordHash: hash, verified: true, owner: true, at: now)
                 try hooks.userCreated(tx, userID: id, name: name, at: now)
-                try AuditLog.append(tx, AuditEvent(action: "account.created", actorUserID: id, resourceType: "user", resourceID: id,
-                                                   details: ["via": "owner_setup"]), at: now)
+                try AuditLog.append(
+                    tx,
+                    AuditEvent(
+                        action: "account.created", actorUserID: id, resourceType: "user", resourceID: id,
+                        details: ["via": "owner_setup"]), at: now)
                 return id
             }
-            guard let uid = t.string("user_id") else { throw APIError.validation("This setup link is not valid", field: "token") }
+            guard let uid = t.string("user_id") else {
+                throw APIError.validation("This setup link is not valid", field: "token")
+            }
             try store.setPassword(tx, userID: uid, hash: hash, at: now)
-            try AuditLog.append(tx, AuditEvent(action: "password.set", actorUserID: uid, resourceType: "user", resourceID: uid), at: now)
+            try AuditLog.append(
+                tx, AuditEvent(action: "password.set", actorUserID: uid, resourceType: "user", resourceID: uid), at: now
+            )
             return uid
         }
         return try await user(id: id)!
@@ -139,11 +161,17 @@ public final class AuthService: AccountOperations {
         let (hooks, store) = (self.hooks, self.store)
         do {
             try await store.write { tx in
-                try store.insertUser(tx, id: id, email: email, name: name, passwordHash: hash, verified: false, owner: false, at: now)
-                try store.insertEmailToken(tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: id, purpose: "verify", email: email,
-                                           at: now, expires: now.addingTimeInterval(AuthService.verifyTokenLifetime))
+                try store.insertUser(
+                    tx, id: id, email: email, name: name, passwordHash: hash, verified: false, owner: false, at: now)
+                try store.insertEmailToken(
+                    tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: id, purpose: "verify", email: email,
+                    at: now, expires: now.addingTimeInterval(AuthService.verifyTokenLifetime))
                 try hooks.userCreated(tx, userID: id, name: name, at: now)
-                try AuditLog.append(tx, AuditEvent(action: "account.registered", actorUserID: id, resourceType: "user", resourceID: id, ip: ip), at: now)
+                try AuditLog.append(
+                    tx,
+                    AuditEvent(
+                        action: "account.registered", actorUserID: id, resourceType: "user", resourceID: id, ip: ip),
+                    at: now)
             }
         } catch let e as StoreError where e.isUniqueViolation {
             throw APIError.conflict("An account with this email already exists")
@@ -154,15 +182,20 @@ public final class AuthService: AccountOperations {
 
     func sendVerification(to email: String, name: String, token: String) async throws {
         let link = "\(baseURL.string)/auth/verify?token=\(token)"
-        let body = templates.render("verify-email", fallback: "Hello {{name}},\n\nConfirm your email address for Kiln:\n\n{{link}}\n\nThe link is valid for 24 hours.\n",
-                                    ["name": name, "link": link])
+        let body = templates.render(
+            "verify-email",
+            fallback:
+                "Hello {{name}},\n\nConfirm your email address for Kiln:\n\n{{link}}\n\nThe link is valid for 24 hours.\n",
+            ["name": name, "link": link])
         await deliver(MailMessage(to: email, subject: "Confirm your email address", body: body, link: link))
     }
 
     /// Sends, logging a failure instead of failing the request (the account change already happened).
     func deliver(_ m: MailMessage) async {
         do { try await mailer.send(m) } catch {
-            ServerLog.error("mail not sent", ["to": .string(m.to), "subject": .string(m.subject), "error": .string(String(describing: error))])
+            ServerLog.error(
+                "mail not sent",
+                ["to": .string(m.to), "subject": .string(m.subject), "error": .string(String(describing: error))])
         }
     }
 
@@ -172,17 +205,25 @@ public final class AuthService: AccountOperations {
         let now = clock.now()
         let store = self.store
         let id = try await store.write { tx -> String in
-            guard token.hasPrefix("kvt_"), token.utf8.count <= 64, let t = try store.emailToken(tx, hash: tokenHash, purpose: "verify"),
-                  t["used_at"] == .null, let exp = t.date("expires_at"), exp > now, let uid = t.string("user_id"), let email = t.string("email")
-            else { throw APIError.validation("This verification link is not valid, was used already, or expired", field: "token") }
+            guard token.hasPrefix("kvt_"), token.utf8.count <= 64,
+                let t = try store.emailToken(tx, hash: tokenHash, purpose: "verify"),
+                t["used_at"] == .null, let exp = t.date("expires_at"), exp > now, let uid = t.string("user_id"),
+                let email = t.string("email")
+            else {
+                throw APIError.validation(
+                    "This verification link is not valid, was used already, or expired", field: "token")
+            }
             try store.useEmailToken(tx, hash: tokenHash, at: now)
             do {
                 try store.confirmEmail(tx, userID: uid, email: email, at: now)
             } catch let e as StoreError where e.isUniqueViolation {
                 throw APIError.conflict("Another account uses this email address now")
             }
-            try AuditLog.append(tx, AuditEvent(action: "email.verified", actorUserID: uid, resourceType: "user", resourceID: uid,
-                                               details: ["email": .string(email)]), at: now)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "email.verified", actorUserID: uid, resourceType: "user", resourceID: uid,
+                    details: ["email": .string(email)]), at: now)
             return uid
         }
         return try await user(id: id)!
@@ -194,7 +235,9 @@ public final class AuthService: AccountOperations {
     func limit(_ action: String, account: String? = nil, ip: String) throws {
         let now = clock.now().timeIntervalSince1970
         if let wait = perIP.hit("\(action):ip:\(ip)", now: now) { throw APIError.rateLimited(retryAfter: wait) }
-        if let account, let wait = perAccount.hit("\(action):acct:\(account.lowercased())", now: now) { throw APIError.rateLimited(retryAfter: wait) }
+        if let account, let wait = perAccount.hit("\(action):acct:\(account.lowercased())", now: now) {
+            throw APIError.rateLimited(retryAfter: wait)
+        }
     }
 
     // MARK: Validation
@@ -202,15 +245,18 @@ public final class AuthService: AccountOperations {
     static func validEmail(_ raw: String) throws -> String {
         let e = raw.trimmingCharacters(in: .whitespaces)
         let parts = e.split(separator: "@", omittingEmptySubsequences: false)
-        guard e.utf8.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains("."), !parts[1].hasPrefix("."),
-              !parts[1].hasSuffix("."), !e.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "<" || $0 == ">" || $0 == "," || $0 == ";" })
+        guard e.utf8.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains("."),
+            !parts[1].hasPrefix("."),
+            !parts[1].hasSuffix("."),
+            !e.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "<" || $0 == ">" || $0 == "," || $0 == ";" })
         else { throw APIError.validation("email is not a valid address", field: "email") }
         return e
     }
 
     static func validName(_ raw: String) throws -> String {
         let n = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !n.isEmpty, n.count <= 100, !n.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+        guard !n.isEmpty, n.count <= 100, !n.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F })
+        else {
             throw APIError.validation("name must have 1 to 100 characters", field: "name")
         }
         return n

@@ -11,7 +11,9 @@ extension AuthService {
     /// Password login. Five wrong passwords lock the account for 15 minutes; the answer never tells a
     /// locked account, an unknown address and a wrong password apart. Always makes a new session
     /// (and revokes `previousToken`, so a planted session id is never promoted).
-    public func login(email rawEmail: String, password: String, ip: String, userAgent: String, previousToken: String?) async throws -> LoginResult {
+    public func login(
+        email rawEmail: String, password: String, ip: String, userAgent: String, previousToken: String?
+    ) async throws -> LoginResult {
         let email = rawEmail.trimmingCharacters(in: .whitespaces)
         guard !email.isEmpty, email.utf8.count <= 254, password.utf8.count <= 1024 else {
             throw APIError.validation("email and password are required", field: "email")
@@ -25,17 +27,29 @@ extension AuthService {
         let wrong = APIError.unauthenticated("Wrong email or password")
         guard let row, let uid = row.string("id") else { throw wrong }
         if let locked = row.date("locked_until"), locked > now {
-            try await audit(AuditEvent(action: "login.failed", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip, details: ["reason": "locked"]))
+            try await audit(
+                AuditEvent(
+                    action: "login.failed", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip,
+                    details: ["reason": "locked"]))
             throw wrong
         }
         guard passwordOK else {
             try await store.write { tx in
-                if try store.recordFailedLogin(tx, userID: uid, lockAfter: AuthService.lockAfterFailures,
-                                               lockUntil: now.addingTimeInterval(AuthService.lockDuration)) {
-                    try AuditLog.append(tx, AuditEvent(action: "account.locked", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip), at: now)
+                if try store.recordFailedLogin(
+                    tx, userID: uid, lockAfter: AuthService.lockAfterFailures,
+                    lockUntil: now.addingTimeInterval(AuthService.lockDuration))
+                {
+                    try AuditLog.append(
+                        tx,
+                        AuditEvent(
+                            action: "account.locked", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip),
+                        at: now)
                 }
-                try AuditLog.append(tx, AuditEvent(action: "login.failed", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip,
-                                                   details: ["reason": "password"]), at: now)
+                try AuditLog.append(
+                    tx,
+                    AuditEvent(
+                        action: "login.failed", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip,
+                        details: ["reason": "password"]), at: now)
             }
             throw wrong
         }
@@ -51,13 +65,19 @@ extension AuthService {
         try await store.write { tx in
             if let previousHash { try store.revokeSessionByToken(tx, hash: previousHash, at: now) }
             try store.clearFailedLogins(tx, userID: uid)
-            try store.insertSession(tx, id: sid, tokenHash: Crypto.sha256Hex(Array(token.utf8)), userID: uid, csrf: csrf, at: now,
-                                    expires: expires, ip: ip, userAgent: String(userAgent.prefix(512)), mfaPending: mfa)
-            try AuditLog.append(tx, AuditEvent(action: mfa ? "login.password_ok" : "login.ok", actorUserID: uid, resourceType: "session",
-                                               resourceID: sid, ip: ip), at: now)
+            try store.insertSession(
+                tx, id: sid, tokenHash: Crypto.sha256Hex(Array(token.utf8)), userID: uid, csrf: csrf, at: now,
+                expires: expires, ip: ip, userAgent: String(userAgent.prefix(512)), mfaPending: mfa)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: mfa ? "login.password_ok" : "login.ok", actorUserID: uid, resourceType: "session",
+                    resourceID: sid, ip: ip), at: now)
         }
         perAccount.reset("login:acct:" + email.lowercased())
-        return LoginResult(user: try await user(id: uid)!, sessionToken: token, sessionID: sid, csrfToken: csrf, mfaRequired: mfa, expiresAt: expires)
+        return LoginResult(
+            user: try await user(id: uid)!, sessionToken: token, sessionID: sid, csrfToken: csrf, mfaRequired: mfa,
+            expiresAt: expires)
     }
 
     /// The principal behind a session cookie (nil: unknown, revoked, expired or idle too long).
@@ -67,13 +87,16 @@ extension AuthService {
         let now = clock.now()
         guard let r = try await store.sessionByToken(hash: hash) else { return nil }
         guard r["revoked_at"] == .null, let exp = r.date("expires_at"), exp > now, let seen = r.date("last_seen_at"),
-              now.timeIntervalSince(seen) < AuthService.sessionIdle, let sid = r.string("id"), let uid = r.string("user_id")
+            now.timeIntervalSince(seen) < AuthService.sessionIdle, let sid = r.string("id"),
+            let uid = r.string("user_id")
         else { return nil }
         if now.timeIntervalSince(seen) > 60 {
             try? await store.touchSession(id: sid, at: now, ip: ip, userAgent: String(userAgent.prefix(512)))
         }
-        return Principal(userID: uid, kind: .session(id: sid), scopes: nil, mfaEnabled: r.bool("mfa_enabled") ?? false,
-                         mfaVerifiedAt: r.date("mfa_verified_at"), mfaPending: r.bool("mfa_pending") ?? false, csrfToken: r.string("csrf_token"))
+        return Principal(
+            userID: uid, kind: .session(id: sid), scopes: nil, mfaEnabled: r.bool("mfa_enabled") ?? false,
+            mfaVerifiedAt: r.date("mfa_verified_at"), mfaPending: r.bool("mfa_pending") ?? false,
+            csrfToken: r.string("csrf_token"))
     }
 
     public func logout(sessionID: String, userID: String, ip: String) async throws {
@@ -81,16 +104,25 @@ extension AuthService {
         let store = self.store
         try await store.write { tx in
             try store.revokeSession(tx, id: sessionID, at: now)
-            try AuditLog.append(tx, AuditEvent(action: "logout", actorUserID: userID, resourceType: "session", resourceID: sessionID, ip: ip), at: now)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "logout", actorUserID: userID, resourceType: "session", resourceID: sessionID, ip: ip),
+                at: now)
         }
     }
 
     public func sessions(userID: String, current: String?) async throws -> [SessionInfo] {
         let now = clock.now()
-        return try await store.activeSessions(userID: userID, at: now).filter { now.timeIntervalSince($0.date("last_seen_at") ?? now) < AuthService.sessionIdle }.map { r in
-            SessionInfo(id: r.string("id") ?? "", createdAt: r.date("created_at") ?? now, lastSeenAt: r.date("last_seen_at") ?? now,
-                        expiresAt: r.date("expires_at") ?? now, ip: r.string("ip") ?? "", userAgent: r.string("user_agent") ?? "",
-                        current: r.string("id") == current)
+        return try await store.activeSessions(userID: userID, at: now).filter {
+            now.timeIntervalSince($0.date("last_seen_at") ?? now) < AuthService.sessionIdle
+        }.map { r in
+            SessionInfo(
+                id: r.string("id") ?? "", createdAt: r.date("created_at") ?? now,
+                lastSeenAt: r.date("last_seen_at") ?? now,
+                expiresAt: r.date("expires_at") ?? now, ip: r.string("ip") ?? "",
+                userAgent: r.string("user_agent") ?? "",
+                current: r.string("id") == current)
         }
     }
 
@@ -99,8 +131,14 @@ extension AuthService {
         let now = clock.now()
         let store = self.store
         try await store.write { tx in
-            guard try store.revokeOwnSession(tx, id: sessionID, userID: userID, at: now) else { throw APIError.notFound("No such session") }
-            try AuditLog.append(tx, AuditEvent(action: "session.revoked", actorUserID: userID, resourceType: "session", resourceID: sessionID, ip: actorIP), at: now)
+            guard try store.revokeOwnSession(tx, id: sessionID, userID: userID, at: now) else {
+                throw APIError.notFound("No such session")
+            }
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "session.revoked", actorUserID: userID, resourceType: "session", resourceID: sessionID,
+                    ip: actorIP), at: now)
         }
     }
 
@@ -109,20 +147,30 @@ extension AuthService {
     /// Same answer whether or not the address has an account.
     public func forgot(email raw: String, ip: String) async throws {
         let email = raw.trimmingCharacters(in: .whitespaces)
-        guard !email.isEmpty, email.utf8.count <= 254 else { throw APIError.validation("email is required", field: "email") }
+        guard !email.isEmpty, email.utf8.count <= 254 else {
+            throw APIError.validation("email is required", field: "email")
+        }
         try limit("forgot", account: email, ip: ip)
         guard let u = try await user(email: email) else { return }
         let token = "krt_" + IDs.randomBase62(43)
         let now = clock.now()
         let store = self.store
         try await store.write { tx in
-            try store.insertEmailToken(tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: u.id, purpose: "reset", email: u.email,
-                                       at: now, expires: now.addingTimeInterval(AuthService.resetTokenLifetime))
-            try AuditLog.append(tx, AuditEvent(action: "password.reset_requested", actorUserID: u.id, resourceType: "user", resourceID: u.id, ip: ip), at: now)
+            try store.insertEmailToken(
+                tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: u.id, purpose: "reset", email: u.email,
+                at: now, expires: now.addingTimeInterval(AuthService.resetTokenLifetime))
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "password.reset_requested", actorUserID: u.id, resourceType: "user", resourceID: u.id,
+                    ip: ip), at: now)
         }
         let link = "\(baseURL.string)/reset.html?token=\(token)"
-        let body = templates.render("reset-password", fallback: "Hello {{name}},\n\nSomeone asked to reset your Kiln password. If it was you, choose a new one here:\n\n{{link}}\n\nThe link works once and for one hour. If it was not you, ignore this message.\n",
-                                    ["name": u.name, "link": link])
+        let body = templates.render(
+            "reset-password",
+            fallback:
+                "Hello {{name}},\n\nSomeone asked to reset your Kiln password. If it was you, choose a new one here:\n\n{{link}}\n\nThe link works once and for one hour. If it was not you, ignore this message.\n",
+            ["name": u.name, "link": link])
         await deliver(MailMessage(to: u.email, subject: "Reset your Kiln password", body: body, link: link))
     }
 
@@ -135,18 +183,26 @@ extension AuthService {
         let now = clock.now()
         let store = self.store
         try await store.write { tx in
-            guard token.hasPrefix("krt_"), token.utf8.count <= 64, let t = try store.emailToken(tx, hash: tokenHash, purpose: "reset"),
-                  t["used_at"] == .null, let exp = t.date("expires_at"), exp > now, let uid = t.string("user_id")
-            else { throw APIError.validation("This reset link is not valid, was used already, or expired", field: "token") }
+            guard token.hasPrefix("krt_"), token.utf8.count <= 64,
+                let t = try store.emailToken(tx, hash: tokenHash, purpose: "reset"),
+                t["used_at"] == .null, let exp = t.date("expires_at"), exp > now, let uid = t.string("user_id")
+            else {
+                throw APIError.validation("This reset link is not valid, was used already, or expired", field: "token")
+            }
             try store.useEmailToken(tx, hash: tokenHash, at: now)
             try store.setPassword(tx, userID: uid, hash: hash, at: now, clearLockout: true)
             try store.revokeSessions(tx, userID: uid, at: now)
-            try AuditLog.append(tx, AuditEvent(action: "password.reset", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip), at: now)
+            try AuditLog.append(
+                tx,
+                AuditEvent(action: "password.reset", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip),
+                at: now)
         }
     }
 
     /// Changes the password (the old one must match) and ends every other session.
-    public func changePassword(userID: String, currentSession: String?, old: String, new: String, ip: String) async throws {
+    public func changePassword(
+        userID: String, currentSession: String?, old: String, new: String, ip: String
+    ) async throws {
         if let problem = Passwords.problem(new) { throw APIError.validation(problem, field: "new_password") }
         guard let stored = try await store.passwordHash(userID: userID), Passwords.verify(old, against: stored) else {
             throw APIError.validation("The current password is wrong", field: "old_password")
@@ -157,7 +213,11 @@ extension AuthService {
         try await store.write { tx in
             try store.setPassword(tx, userID: userID, hash: hash, at: now)
             try store.revokeSessions(tx, userID: userID, except: currentSession, at: now)
-            try AuditLog.append(tx, AuditEvent(action: "password.changed", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip), at: now)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "password.changed", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip),
+                at: now)
         }
     }
 
@@ -169,18 +229,23 @@ extension AuthService {
     // MARK: Profile and deletion
 
     /// Name and avatar change at once; a new email is re-verified before it replaces the old one.
-    public func updateProfile(userID: String, _ input: ProfileChange, ip: String) async throws -> (User, emailPending: Bool) {
+    public func updateProfile(
+        userID: String, _ input: ProfileChange, ip: String
+    ) async throws -> (User, emailPending: Bool) {
         let name = try input.name.map(AuthService.validName)
         let email = try input.email.map(AuthService.validEmail)
         if let a = input.avatarUrl, !a.isEmpty {
-            guard a.utf8.count <= 2048, let u = URL(string: a), u.scheme == "https" || u.scheme == "http", u.host != nil else {
+            guard a.utf8.count <= 2048, let u = URL(string: a), u.scheme == "https" || u.scheme == "http", u.host != nil
+            else {
                 throw APIError.validation("avatar_url must be an http(s) URL", field: "avatar_url")
             }
         }
         guard let current = try await user(id: userID) else { throw APIError.notFound("No such account") }
         let now = clock.now()
         let newEmail = email.flatMap { $0.lowercased() == current.email.lowercased() ? nil : $0 }
-        if let newEmail, try await user(email: newEmail) != nil { throw APIError.conflict("Another account uses this email address") }
+        if let newEmail, try await user(email: newEmail) != nil {
+            throw APIError.conflict("Another account uses this email address")
+        }
         let token = "kvt_" + IDs.randomBase62(43)
         let store = self.store
         try await store.write { tx in
@@ -188,11 +253,15 @@ extension AuthService {
             if let a = input.avatarUrl { try store.setAvatar(tx, userID: userID, url: a.isEmpty ? nil : a, at: now) }
             if let newEmail {
                 try store.setPendingEmail(tx, userID: userID, email: newEmail, at: now)
-                try store.insertEmailToken(tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: userID, purpose: "verify", email: newEmail,
-                                           at: now, expires: now.addingTimeInterval(AuthService.verifyTokenLifetime))
+                try store.insertEmailToken(
+                    tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: userID, purpose: "verify", email: newEmail,
+                    at: now, expires: now.addingTimeInterval(AuthService.verifyTokenLifetime))
             }
-            try AuditLog.append(tx, AuditEvent(action: "profile.updated", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip,
-                                               details: ["email_change_requested": .bool(newEmail != nil)]), at: now)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "profile.updated", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip,
+                    details: ["email_change_requested": .bool(newEmail != nil)]), at: now)
         }
         if let newEmail { try await sendVerification(to: newEmail, name: name ?? current.name, token: token) }
         return (try await user(id: userID)!, newEmail != nil)
@@ -204,8 +273,12 @@ extension AuthService {
         let store = self.store
         try await store.write { tx in
             try store.setDeleteAfter(tx, userID: userID, when, at: now)
-            try AuditLog.append(tx, AuditEvent(action: "account.delete_requested", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip,
-                                               details: ["delete_after": .string(HTTPDate.iso8601(when))]), at: now)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "account.delete_requested", actorUserID: userID, resourceType: "user", resourceID: userID,
+                    ip: ip,
+                    details: ["delete_after": .string(HTTPDate.iso8601(when))]), at: now)
         }
         return when
     }
@@ -215,7 +288,11 @@ extension AuthService {
         let store = self.store
         try await store.write { tx in
             try store.setDeleteAfter(tx, userID: userID, nil, at: now)
-            try AuditLog.append(tx, AuditEvent(action: "account.delete_cancelled", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip), at: now)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "account.delete_cancelled", actorUserID: userID, resourceType: "user", resourceID: userID,
+                    ip: ip), at: now)
         }
     }
 
@@ -229,7 +306,8 @@ extension AuthService {
             try await store.write { tx in
                 try hooks.userPurged(tx, userID: uid)
                 try store.deleteUser(tx, userID: uid)
-                try AuditLog.append(tx, AuditEvent(action: "account.purged", resourceType: "user", resourceID: uid), at: now)
+                try AuditLog.append(
+                    tx, AuditEvent(action: "account.purged", resourceType: "user", resourceID: uid), at: now)
             }
         }
         return due.count

@@ -25,7 +25,9 @@ extension BudgetService {
             let s = xs.sorted()
             return s.isEmpty ? 0 : s[s.count / 2]
         }
-        var inTok: (Int, Int, Int), outTok: (Int, Int, Int), steps: Int
+        var inTok: (Int, Int, Int)
+        var outTok: (Int, Int, Int)
+        var steps: Int
         let basis: String
         if history.isEmpty {
             basis = "heuristic"
@@ -36,24 +38,34 @@ extension BudgetService {
             outTok = (100, 250 * steps, 800 * maxSteps)
         } else {
             basis = "history"
-            let ins = history.map(\.0), outs = history.map(\.1), st = history.map { max(1, $0.2) }
+            let ins = history.map(\.0)
+            let outs = history.map(\.1)
+            let st = history.map { max(1, $0.2) }
             steps = min(maxSteps, median(st))
-            let perIn = median(zip(ins, st).map { $0 / $1 }), perOut = median(zip(outs, st).map { $0 / $1 })
-            let ei = max(perIn * steps, promptTokens), eo = perOut * steps
+            let perIn = median(zip(ins, st).map { $0 / $1 })
+            let perOut = median(zip(outs, st).map { $0 / $1 })
+            let ei = max(perIn * steps, promptTokens)
+            let eo = perOut * steps
             inTok = (min(ins.min()!, ei / 2), ei, max(ins.max()! * 5 / 4, ei * 2))
             outTok = (min(outs.min()!, eo / 2), eo, max(outs.max()! * 5 / 4, eo * 2))
         }
         let price = prices.price(model)
         func cost(_ i: Int, _ o: Int) -> Int { prices.cost(model: model, input: i, output: o) }
         return [
-            "model": .string(model), "basis": .string(basis), "history_runs": .int(history.count), "prompt_tokens": .int(promptTokens),
+            "model": .string(model), "basis": .string(basis), "history_runs": .int(history.count),
+            "prompt_tokens": .int(promptTokens),
             "expected_steps": .int(steps), "max_steps": .int(maxSteps),
             "expected_input_tokens": .int(inTok.1), "expected_output_tokens": .int(outTok.1),
             "input_tokens": ["low": .int(inTok.0), "expected": .int(inTok.1), "high": .int(inTok.2)],
             "output_tokens": ["low": .int(outTok.0), "expected": .int(outTok.1), "high": .int(outTok.2)],
-            "cost_usd_micros": ["low": .int(cost(inTok.0, outTok.0)), "expected": .int(cost(inTok.1, outTok.1)), "high": .int(cost(inTok.2, outTok.2))],
+            "cost_usd_micros": [
+                "low": .int(cost(inTok.0, outTok.0)), "expected": .int(cost(inTok.1, outTok.1)),
+                "high": .int(cost(inTok.2, outTok.2)),
+            ],
             "priced": .bool(price != nil),
-            "price": price.map { ["input_per_mtok_usd_micros": .int($0.input), "output_per_mtok_usd_micros": .int($0.output)] } ?? .null,
+            "price": price.map {
+                ["input_per_mtok_usd_micros": .int($0.input), "output_per_mtok_usd_micros": .int($0.output)]
+            } ?? .null,
         ]
     }
 }

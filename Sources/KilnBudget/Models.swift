@@ -1,6 +1,6 @@
 import Foundation
-import KilnHTTP
 import KilnCore
+import KilnHTTP
 
 /// A workspace's caps in micro-dollars (nil: none).
 struct Limits: Sendable {

@@ -1,10 +1,11 @@
 import Foundation
-import KilnHTTP
 import KilnCore
+import KilnHTTP
 import KilnStore
 
 public enum BudgetPermission {
-    public static let read = Permission("budget:read", "See cost estimates, the usage ledger and the caps", minimumRole: .viewer)
+    public static let read = Permission(
+        "budget:read", "See cost estimates, the usage ledger and the caps", minimumRole: .viewer)
     public static let manage = Permission("budget:manage", "Set the workspace's budget caps", minimumRole: .admin)
 }
 

@@ -4,7 +4,10 @@ import KilnHTTP
 
 /// Prices per million tokens, in micro-dollars (integers throughout).
 public struct PriceTable: Pricing {
-    public struct Price: Sendable, Equatable { public let input: Int; public let output: Int }
+    public struct Price: Sendable, Equatable {
+        public let input: Int
+        public let output: Int
+    }
     public let prices: [String: Price]
     public init(prices: [String: Price]) { self.prices = prices }
 
@@ -27,8 +30,10 @@ public struct PriceTable: Pricing {
     static let flag = "--pricing"
     /// `--pricing FILE`: checked when the configuration loads, since a table that does not load would
     /// silently make runs free.
-    static let option = Config.Option(flag: flag, env: "KILN_PRICING",
-                                      help: "JSON file of model prices (per million tokens) overriding the built-in table") { c, v in
+    static let option = Config.Option(
+        flag: flag, env: "KILN_PRICING",
+        help: "JSON file of model prices (per million tokens) overriding the built-in table"
+    ) { c, v in
         if !v.isEmpty { _ = try load(file: v) }
         c.set(flag, v.isEmpty ? nil : v)
     }
@@ -47,12 +52,20 @@ public struct PriceTable: Pricing {
         var p = builtIn
         if let file {
             guard let data = FileManager.default.contents(atPath: file),
-                  let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any], let models = obj["models"] as? [String: Any] else {
-                throw Config.ConfigError("--pricing \(file): expected {\"models\": {\"name\": {\"input_per_mtok_usd_micros\": N, \"output_per_mtok_usd_micros\": N}}}")
+                let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+                let models = obj["models"] as? [String: Any]
+            else {
+                throw Config.ConfigError(
+                    "--pricing \(file): expected {\"models\": {\"name\": {\"input_per_mtok_usd_micros\": N, \"output_per_mtok_usd_micros\": N}}}"
+                )
             }
             for (name, v) in models {
-                guard let e = v as? [String: Any], let i = e["input_per_mtok_usd_micros"] as? Int, let o = e["output_per_mtok_usd_micros"] as? Int, i >= 0, o >= 0 else {
-                    throw Config.ConfigError("--pricing \(file): model \(name) needs non-negative integer input_per_mtok_usd_micros and output_per_mtok_usd_micros")
+                guard let e = v as? [String: Any], let i = e["input_per_mtok_usd_micros"] as? Int,
+                    let o = e["output_per_mtok_usd_micros"] as? Int, i >= 0, o >= 0
+                else {
+                    throw Config.ConfigError(
+                        "--pricing \(file): model \(name) needs non-negative integer input_per_mtok_usd_micros and output_per_mtok_usd_micros"
+                    )
                 }
                 p[name] = Price(input: i, output: o)
             }

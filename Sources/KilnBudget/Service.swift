@@ -37,9 +37,10 @@ public struct BudgetService: RunObserver {
     }
 
     func exceeded(_ which: String, cap: Int, spent: Int) -> HTTPError {
-        HTTPError(HTTPStatus(402), code: "budget_exceeded",
-                  message: "The workspace's \(which.replacingOccurrences(of: "_", with: "-")) budget cap is reached",
-                  details: ["cap": .string(which), "cap_usd_micros": .int(cap), "spent_usd_micros": .int(spent)])
+        HTTPError(
+            HTTPStatus(402), code: "budget_exceeded",
+            message: "The workspace's \(which.replacingOccurrences(of: "_", with: "-")) budget cap is reached",
+            details: ["cap": .string(which), "cap_usd_micros": .int(cap), "spent_usd_micros": .int(spent)])
     }
 
     // MARK: RunObserver
@@ -57,8 +58,10 @@ public struct BudgetService: RunObserver {
     public func runUsage(_ usage: RunUsage) async throws -> String? { try await book(usage, ended: false) }
 
     public func runEnded(_ r: RunRecord) async {
-        _ = try? await book(RunUsage(runID: r.runID, wsID: r.wsID, userID: r.userID, model: r.model, inputTokens: r.inputTokens,
-                                     outputTokens: r.outputTokens, steps: r.steps), ended: true)
+        _ = try? await book(
+            RunUsage(
+                runID: r.runID, wsID: r.wsID, userID: r.userID, model: r.model, inputTokens: r.inputTokens,
+                outputTokens: r.outputTokens, steps: r.steps), ended: true)
     }
 
     /// Books a run's usage so far; returns `budget_exceeded` when a cap is now reached.
@@ -83,14 +86,20 @@ public struct BudgetService: RunObserver {
         let l = try await store.limits(ws)
         let s = try await spent(ws)
         func opt(_ v: Int?) -> JSONValue { v.map { .int($0) } ?? .null }
-        return ["ws_id": .string(ws), "daily_usd_micros": opt(l.daily), "monthly_usd_micros": opt(l.monthly), "per_run_usd_micros": opt(l.perRun),
-                "spent_today_usd_micros": .int(s.day), "spent_this_month_usd_micros": .int(s.month)]
+        return [
+            "ws_id": .string(ws), "daily_usd_micros": opt(l.daily), "monthly_usd_micros": opt(l.monthly),
+            "per_run_usd_micros": opt(l.perRun),
+            "spent_today_usd_micros": .int(s.day), "spent_this_month_usd_micros": .int(s.month),
+        ]
     }
 
     func setLimits(_ ws: String, _ input: LimitsInput) async throws -> JSONValue {
         var l = try await store.limits(ws)
-        for (key, change, path) in [("daily_usd_micros", input.dailyUsdMicros, \Limits.daily), ("monthly_usd_micros", input.monthlyUsdMicros, \Limits.monthly),
-                                    ("per_run_usd_micros", input.perRunUsdMicros, \Limits.perRun)] {
+        for (key, change, path) in [
+            ("daily_usd_micros", input.dailyUsdMicros, \Limits.daily),
+            ("monthly_usd_micros", input.monthlyUsdMicros, \Limits.monthly),
+            ("per_run_usd_micros", input.perRunUsdMicros, \Limits.perRun),
+        ] {
             if case .value(let n) = change, !(0...1_000_000_000_000_000).contains(n) {
                 throw APIError.validation("\(key) must be a non-negative integer (micro-dollars) or null", field: key)
             }
@@ -113,7 +122,9 @@ public struct BudgetService: RunObserver {
                 runs += 1
             }
             func json(_ extra: [String: JSONValue] = [:]) -> JSONValue {
-                var d: [String: JSONValue] = ["input_tokens": .int(i), "output_tokens": .int(o), "cost_usd_micros": .int(c), "runs": .int(runs)]
+                var d: [String: JSONValue] = [
+                    "input_tokens": .int(i), "output_tokens": .int(o), "cost_usd_micros": .int(c), "runs": .int(runs),
+                ]
                 for (k, v) in extra { d[k] = v }
                 return .object(d)
             }
@@ -131,10 +142,15 @@ public struct BudgetService: RunObserver {
         }
         let items: [JSONValue] = days.keys.sorted().map { d in
             let (s, byModel, byUser) = days[d]!
-            return s.json(["day": .string(d),
-                           "by_model": .array(byModel.keys.sorted().map { byModel[$0]!.json(["model": .string($0)]) }),
-                           "by_user": .array(byUser.keys.sorted().map { byUser[$0]!.json(["user_id": .string($0)]) })])
+            return s.json([
+                "day": .string(d),
+                "by_model": .array(byModel.keys.sorted().map { byModel[$0]!.json(["model": .string($0)]) }),
+                "by_user": .array(byUser.keys.sorted().map { byUser[$0]!.json(["user_id": .string($0)]) }),
+            ])
         }
-        return .object(["ws_id": .string(ws), "since": .string(since), "until": .string(until), "days": .array(items), "totals": total.json()])
+        return .object([
+            "ws_id": .string(ws), "since": .string(since), "until": .string(until), "days": .array(items),
+            "totals": total.json(),
+        ])
     }
 }

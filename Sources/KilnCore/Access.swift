@@ -15,8 +15,14 @@ public struct AccessMiddleware: Middleware {
     /// The externally visible origin(s) besides the request's own Host (from --public-url).
     let trustedOrigins: Set<String>
 
-    public init(hooks: Hooks, catalog: PermissionCatalog, buckets: TokenBuckets, clock: any Clock, trustedOrigins: Set<String>) {
-        self.hooks = hooks; self.catalog = catalog; self.buckets = buckets; self.clock = clock; self.trustedOrigins = trustedOrigins
+    public init(
+        hooks: Hooks, catalog: PermissionCatalog, buckets: TokenBuckets, clock: any Clock, trustedOrigins: Set<String>
+    ) {
+        self.hooks = hooks
+        self.catalog = catalog
+        self.buckets = buckets
+        self.clock = clock
+        self.trustedOrigins = trustedOrigins
     }
 
     public static let sessionCookie = "kiln_session"
@@ -45,7 +51,9 @@ public struct AccessMiddleware: Middleware {
             guard decision.allowed else { throw APIError.rateLimited(retryAfter: decision.resetSeconds) }
             var ctx = context
             ctx[PrincipalKey.self] = principal
-            if let access = try await authorize(request, context, principal, permission) { ctx[WorkspaceRoleKey.self] = access }
+            if let access = try await authorize(request, context, principal, permission) {
+                ctx[WorkspaceRoleKey.self] = access
+            }
             response = try await next(request, ctx)
         } catch {
             // The error middleware renders it; the rate-limit headers travel with it.
@@ -75,9 +83,13 @@ public struct AccessMiddleware: Middleware {
     }
 
     /// Checks everything that depends on the route's permission; returns the workspace access when scoped.
-    func authorize(_ request: Request, _ context: RequestContext, _ p: Principal, _ permission: String) async throws -> WorkspaceAccess? {
+    func authorize(
+        _ request: Request, _ context: RequestContext, _ p: Principal, _ permission: String
+    ) async throws -> WorkspaceAccess? {
         if p.mfaPending && permission != Permission.session.name {
-            throw HTTPError(.unauthorized, code: "mfa_required", message: "Enter the code from your authenticator app (POST /api/auth/mfa-verify)")
+            throw HTTPError(
+                .unauthorized, code: "mfa_required",
+                message: "Enter the code from your authenticator app (POST /api/auth/mfa-verify)")
         }
         if p.sessionID != nil && !["GET", "HEAD", "OPTIONS"].contains(request.method.rawValue) {
             try checkOriginAndCSRF(request, p)
@@ -86,21 +98,25 @@ public struct AccessMiddleware: Middleware {
             try checkOrigin(request)
         }
         guard p.scopeAllows(permission) else {
-            throw HTTPError(.forbidden, message: "This API key's scopes do not include '\(permission)'",
-                            details: ["permission": .string(permission)])
+            throw HTTPError(
+                .forbidden, message: "This API key's scopes do not include '\(permission)'",
+                details: ["permission": .string(permission)])
         }
         guard permission != Permission.session.name && permission != Permission.authenticated.name,
-              let perm = catalog.permission(permission), perm.workspaceScoped else { return nil }
+            let perm = catalog.permission(permission), perm.workspaceScoped
+        else { return nil }
         guard let wsID = try await workspaceID(request, context, p) else {
             throw HTTPError.validation("ws_id is required", field: "ws_id")
         }
         guard IDs.isValid(wsID, prefix: "ws"), let roles = hooks.roles,
-              let role = try await roles.role(userID: p.userID, wsID: wsID) else {
+            let role = try await roles.role(userID: p.userID, wsID: wsID)
+        else {
             throw HTTPError.notFound("Workspace not found")
         }
         guard catalog.grants(role).contains(permission) else {
-            throw HTTPError(.forbidden, message: "Your role (\(role.rawValue)) in this workspace does not allow '\(permission)'",
-                            details: ["permission": .string(permission), "role": .string(role.rawValue)])
+            throw HTTPError(
+                .forbidden, message: "Your role (\(role.rawValue)) in this workspace does not allow '\(permission)'",
+                details: ["permission": .string(permission), "role": .string(role.rawValue)])
         }
         return WorkspaceAccess(wsID: wsID, role: role)
     }
@@ -109,9 +125,11 @@ public struct AccessMiddleware: Middleware {
     func checkOriginAndCSRF(_ request: Request, _ p: Principal) throws {
         try checkOrigin(request)
         guard let sent = request.headers["X-CSRF-Token"], let expected = p.csrfToken,
-              Crypto.constantTimeEqual(Array(sent.utf8), Array(expected.utf8)) else {
-            throw HTTPError(.forbidden, message: "Missing or wrong X-CSRF-Token (GET /api/auth/session gives it)",
-                            details: ["header": "X-CSRF-Token"])
+            Crypto.constantTimeEqual(Array(sent.utf8), Array(expected.utf8))
+        else {
+            throw HTTPError(
+                .forbidden, message: "Missing or wrong X-CSRF-Token (GET /api/auth/session gives it)",
+                details: ["header": "X-CSRF-Token"])
         }
     }
 
@@ -131,11 +149,15 @@ public struct AccessMiddleware: Middleware {
     /// (`project_id`…); else the caller's default. A resource that does not exist answers 404.
     func workspaceID(_ request: Request, _ context: RequestContext, _ p: Principal) async throws -> String? {
         var body: [String: Any] = [:]
-        if case .buffer(let bytes) = request.body, !bytes.isEmpty, bytes.count <= 1 << 20, request.mediaType == "application/json",
-           let obj = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] {
+        if case .buffer(let bytes) = request.body, !bytes.isEmpty, bytes.count <= 1 << 20,
+            request.mediaType == "application/json",
+            let obj = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any]
+        {
             body = obj
         }
-        func param(_ name: String) -> String? { context.parameters[name] ?? request.query[name] ?? body[name] as? String }
+        func param(_ name: String) -> String? {
+            context.parameters[name] ?? request.query[name] ?? body[name] as? String
+        }
         if let w = param("ws_id") { return w }
         // Several modules may own ids under one parameter name (`job_id`: rescans and shell jobs).
         var missing: String?

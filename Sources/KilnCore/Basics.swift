@@ -1,7 +1,7 @@
 import Foundation
-import KilnStore
 import KilnCrypto
 import KilnHTTP
+import KilnStore
 import Synchronization
 
 /// Opaque identifiers with a type prefix: `usr_3kT9…`. 22 base62 characters (~131 bits of randomness).
@@ -15,7 +15,9 @@ public enum IDs {
         var out = [UInt8]()
         out.reserveCapacity(length)
         while out.count < length {
-            for b in Crypto.randomBytes(length * 2) where b < 248 && out.count < length { out.append(alphabet[Int(b % 62)]) }
+            for b in Crypto.randomBytes(length * 2) where b < 248 && out.count < length {
+                out.append(alphabet[Int(b % 62)])
+            }
         }
         return String(decoding: out, as: UTF8.self)
     }
@@ -51,18 +53,25 @@ public typealias APIError = HTTPError
 
 extension HTTPError {
     public static func validation(_ message: String, field: String) -> HTTPError { .badRequest(message, field: field) }
-    public static func unauthenticated(_ message: String = "Sign in or send an API key") -> HTTPError { HTTPError(.unauthorized, message: message) }
+    public static func unauthenticated(_ message: String = "Sign in or send an API key") -> HTTPError {
+        HTTPError(.unauthorized, message: message)
+    }
     public static func conflict(_ message: String) -> HTTPError { HTTPError(.conflict, message: message) }
     public static func missingPermission(_ permission: String) -> HTTPError {
-        HTTPError(.forbidden, message: "This needs the '\(permission)' permission", details: ["permission": .string(permission)])
+        HTTPError(
+            .forbidden, message: "This needs the '\(permission)' permission",
+            details: ["permission": .string(permission)])
     }
     /// 503 for a missing optional program, naming it and how to install it.
     public static func programMissing(_ program: String, install: String) -> HTTPError {
-        HTTPError(.serviceUnavailable, message: "\(program) is not installed on the server; install it with: \(install)",
-                  details: ["program": .string(program)])
+        HTTPError(
+            .serviceUnavailable, message: "\(program) is not installed on the server; install it with: \(install)",
+            details: ["program": .string(program)])
     }
     public static func rateLimited(retryAfter: Int) -> HTTPError {
-        HTTPError(.tooManyRequests, message: "Too many requests; retry in \(retryAfter) s", headers: ["Retry-After": String(retryAfter)])
+        HTTPError(
+            .tooManyRequests, message: "Too many requests; retry in \(retryAfter) s",
+            headers: ["Retry-After": String(retryAfter)])
     }
 }
 
@@ -75,7 +84,10 @@ public struct PageRequest: Sendable {
     public static let defaultLimit = 50
     public static let maxLimit = 200
 
-    public init(limit: Int = PageRequest.defaultLimit, cursor: String? = nil) { self.limit = limit; self.cursor = cursor }
+    public init(limit: Int = PageRequest.defaultLimit, cursor: String? = nil) {
+        self.limit = limit
+        self.cursor = cursor
+    }
 
     /// Parses and validates `limit` (1…200) and `cursor` (opaque, from a previous page).
     public init(query: QueryParameters) throws {
@@ -84,13 +96,18 @@ public struct PageRequest: Sendable {
                 throw HTTPError.validation("limit must be an integer from 1 to \(PageRequest.maxLimit)", field: "limit")
             }
             limit = n
-        } else { limit = PageRequest.defaultLimit }
+        } else {
+            limit = PageRequest.defaultLimit
+        }
         if let c = query["cursor"], !c.isEmpty {
-            guard c.utf8.count <= 512, let raw = Base64URL.decode(c), let s = String(validating: raw, as: UTF8.self) else {
+            guard c.utf8.count <= 512, let raw = Base64URL.decode(c), let s = String(validating: raw, as: UTF8.self)
+            else {
                 throw HTTPError.validation("cursor is not one this server issued", field: "cursor")
             }
             cursor = s
-        } else { cursor = nil }
+        } else {
+            cursor = nil
+        }
     }
 
     public static func encodeCursor(_ s: String) -> String { Base64URL.encode(Array(s.utf8)) }
@@ -103,7 +120,9 @@ public struct PageRequest: Sendable {
     /// A numeric cursor (an offset or a sequence number), 400 for anything this server did not issue.
     public func numericCursor() throws -> Int {
         guard let c = cursor else { return 0 }
-        guard let n = Int(c), n >= 0 else { throw HTTPError.validation("cursor is not one this server issued", field: "cursor") }
+        guard let n = Int(c), n >= 0 else {
+            throw HTTPError.validation("cursor is not one this server issued", field: "cursor")
+        }
         return n
     }
 
@@ -112,7 +131,9 @@ public struct PageRequest: Sendable {
     public func timeCursor(timeColumn: String, idColumn: String) throws -> (sql: String, args: [any SQLBindable])? {
         guard let c = cursor else { return nil }
         let parts = c.split(separator: "|", maxSplits: 1)
-        guard parts.count == 2, let ms = Int64(parts[0]) else { throw HTTPError.validation("cursor is not one this server issued", field: "cursor") }
+        guard parts.count == 2, let ms = Int64(parts[0]) else {
+            throw HTTPError.validation("cursor is not one this server issued", field: "cursor")
+        }
         return (" AND (\(timeColumn) < ? OR (\(timeColumn) = ? AND \(idColumn) < ?))", [ms, ms, String(parts[1])])
     }
 
@@ -133,7 +154,10 @@ extension JSONValue {
 public struct Page<Item: Encodable & Sendable>: Encodable, Sendable {
     public let items: [Item]
     public let nextCursor: String?
-    public init(items: [Item], nextCursor: String?) { self.items = items; self.nextCursor = nextCursor }
+    public init(items: [Item], nextCursor: String?) {
+        self.items = items
+        self.nextCursor = nextCursor
+    }
 
     /// A list that is never paged (every item at once).
     public init(all items: [Item]) { self.init(items: items, nextCursor: nil) }

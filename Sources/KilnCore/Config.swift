@@ -34,9 +34,15 @@ public struct Config: Sendable {
         public let repeatable: Bool
         let apply: @Sendable (inout Config, String) throws -> Void
 
-        public init(flag: String, env: String, help: String, takesValue: Bool = true, repeatable: Bool = false,
-                    apply: @escaping @Sendable (inout Config, String) throws -> Void) {
-            self.flag = flag; self.env = env; self.help = help; self.takesValue = takesValue; self.repeatable = repeatable
+        public init(
+            flag: String, env: String, help: String, takesValue: Bool = true, repeatable: Bool = false,
+            apply: @escaping @Sendable (inout Config, String) throws -> Void
+        ) {
+            self.flag = flag
+            self.env = env
+            self.help = help
+            self.takesValue = takesValue
+            self.repeatable = repeatable
             self.apply = apply
         }
 
@@ -53,7 +59,9 @@ public struct Config: Sendable {
         /// A module option with a fixed set of values (empty: unset).
         public static func choice(_ flag: String, env: String, help: String, _ values: [String]) -> Option {
             Option(flag: flag, env: env, help: help) { c, v in
-                guard v.isEmpty || values.contains(v) else { throw ConfigError("\(flag) must be \(values.joined(separator: " or "))") }
+                guard v.isEmpty || values.contains(v) else {
+                    throw ConfigError("\(flag) must be \(values.joined(separator: " or "))")
+                }
                 c.set(flag, v.isEmpty ? nil : v)
             }
         }
@@ -81,7 +89,9 @@ public struct Config: Sendable {
     }
 
     static func int(_ name: String, _ v: String, _ range: ClosedRange<Int>) throws -> Int {
-        guard let n = Int(v), range.contains(n) else { throw ConfigError("\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(v)'") }
+        guard let n = Int(v), range.contains(n) else {
+            throw ConfigError("\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(v)'")
+        }
         return n
     }
 
@@ -95,54 +105,79 @@ public struct Config: Sendable {
 
     /// The options of the server itself (modules add theirs: `KilnModule.configOptions`).
     public static let coreOptions: [Option] = [
-        Option(flag: "--host", env: "KILN_HOST", help: "address to listen on (default 127.0.0.1; :: for all IPv6+IPv4)") { c, v in
+        Option(flag: "--host", env: "KILN_HOST", help: "address to listen on (default 127.0.0.1; :: for all IPv6+IPv4)")
+        { c, v in
             c.host = v
         },
         Option(flag: "--port", env: "KILN_PORT", help: "port to listen on (default 8080; 0 picks a free one)") { c, v in
             c.port = try int("--port", v, 0...65535)
         },
-        Option(flag: "--data-dir", env: "KILN_DATA_DIR", help: "where kiln.db, master.key and logs live (default ./.kiln)") { c, v in
+        Option(
+            flag: "--data-dir", env: "KILN_DATA_DIR", help: "where kiln.db, master.key and logs live (default ./.kiln)"
+        ) { c, v in
             c.dataDir = v
         },
-        Option(flag: "--public-dir", env: "KILN_PUBLIC_DIR", help: "the web UI folder (default ./Public)") { c, v in c.publicDir = v },
-        Option(flag: "--tls-cert", env: "KILN_TLS_CERT", help: "PEM certificate chain; serves HTTPS with --tls-key") { c, v in
+        Option(flag: "--public-dir", env: "KILN_PUBLIC_DIR", help: "the web UI folder (default ./Public)") { c, v in
+            c.publicDir = v
+        },
+        Option(flag: "--tls-cert", env: "KILN_TLS_CERT", help: "PEM certificate chain; serves HTTPS with --tls-key") {
+            c, v in
             c.tlsCert = v
         },
         Option(flag: "--tls-key", env: "KILN_TLS_KEY", help: "PEM private key") { c, v in c.tlsKey = v },
         Option(flag: "--log-level", env: "KILN_LOG_LEVEL", help: "debug, info, warn or error (default info)") { c, v in
-            guard ["debug", "info", "warn", "error"].contains(v) else { throw ConfigError("--log-level must be debug, info, warn or error") }
+            guard ["debug", "info", "warn", "error"].contains(v) else {
+                throw ConfigError("--log-level must be debug, info, warn or error")
+            }
             c.logLevel = v
         },
-        Option(flag: "--secure-cookies", env: "KILN_SECURE_COOKIES", help: "mark cookies Secure (behind a TLS proxy)",
-               takesValue: false) { c, v in c.secureCookies = try bool("--secure-cookies", v) },
-        Option(flag: "--max-body", env: "KILN_MAX_BODY", help: "default request body limit in bytes (default 10485760)") { c, v in
+        Option(
+            flag: "--secure-cookies", env: "KILN_SECURE_COOKIES", help: "mark cookies Secure (behind a TLS proxy)",
+            takesValue: false
+        ) { c, v in c.secureCookies = try bool("--secure-cookies", v) },
+        Option(flag: "--max-body", env: "KILN_MAX_BODY", help: "default request body limit in bytes (default 10485760)")
+        { c, v in
             c.maxBodyBytes = try int("--max-body", v, 1024...(1 << 34))
         },
         Option(flag: "--event-loops", env: "KILN_EVENT_LOOPS", help: "I/O threads (default: one per core)") { c, v in
             c.eventLoops = try int("--event-loops", v, 0...256)
         },
-        Option(flag: "--min-free-disk-mb", env: "KILN_MIN_FREE_DISK_MB", help: "readiness fails below this free space (default 100)") { c, v in
+        Option(
+            flag: "--min-free-disk-mb", env: "KILN_MIN_FREE_DISK_MB",
+            help: "readiness fails below this free space (default 100)"
+        ) { c, v in
             c.minFreeDiskMB = try int("--min-free-disk-mb", v, 0...(1 << 30))
         },
-        Option(flag: "--smtp-url", env: "KILN_SMTP_URL",
-               help: "send mail via smtp://user:pass@host:587 (STARTTLS) or smtps://host:465; default: files in <data-dir>/outbox") { c, v in
+        Option(
+            flag: "--smtp-url", env: "KILN_SMTP_URL",
+            help:
+                "send mail via smtp://user:pass@host:587 (STARTTLS) or smtps://host:465; default: files in <data-dir>/outbox"
+        ) { c, v in
             c.smtpURL = v.isEmpty ? nil : v
         },
-        Option(flag: "--mail-from", env: "KILN_MAIL_FROM", help: "sender of Kiln's mail (default Kiln <kiln@localhost>)") { c, v in
+        Option(
+            flag: "--mail-from", env: "KILN_MAIL_FROM", help: "sender of Kiln's mail (default Kiln <kiln@localhost>)"
+        ) { c, v in
             c.mailFrom = v
         },
-        Option(flag: "--public-url", env: "KILN_PUBLIC_URL", help: "external base URL used in links (default http://HOST:PORT)") { c, v in
+        Option(
+            flag: "--public-url", env: "KILN_PUBLIC_URL",
+            help: "external base URL used in links (default http://HOST:PORT)"
+        ) { c, v in
             c.publicURL = v
         },
     ]
 
     /// Builds the config from the environment, then flags on top, for `options` (the core's and the
     /// modules'). Unknown flags are errors. Returns the arguments that were not options (positional).
-    public static func load(arguments: [String], environment: [String: String], options: [Option]) throws -> (Config, [String]) {
+    public static func load(
+        arguments: [String], environment: [String: String], options: [Option]
+    ) throws -> (Config, [String]) {
         var c = Config()
         for o in options { if let v = environment[o.env] { try o.apply(&c, v) } }
         // Repeatable flags replace what the environment gave, rather than adding to it.
-        for o in options where o.repeatable && arguments.contains(where: { $0 == o.flag || $0.hasPrefix(o.flag + "=") }) {
+        for o in options where o.repeatable && arguments.contains(where: { $0 == o.flag || $0.hasPrefix(o.flag + "=") })
+        {
             c.moduleValues[o.flag] = nil
         }
         var positional: [String] = []
@@ -150,9 +185,14 @@ public struct Config: Sendable {
         while i < arguments.count {
             let a = arguments[i]
             i += 1
-            guard a.hasPrefix("--") else { positional.append(a); continue }
+            guard a.hasPrefix("--") else {
+                positional.append(a)
+                continue
+            }
             let parts = a.split(separator: "=", maxSplits: 1).map(String.init)
-            guard let o = options.first(where: { $0.flag == parts[0] }) else { throw ConfigError("unknown option \(parts[0]) (see --help)") }
+            guard let o = options.first(where: { $0.flag == parts[0] }) else {
+                throw ConfigError("unknown option \(parts[0]) (see --help)")
+            }
             if !o.takesValue {
                 try o.apply(&c, parts.count == 2 ? parts[1] : "true")
             } else if parts.count == 2 {
@@ -172,7 +212,8 @@ public struct Config: Sendable {
     /// The base URL clients use.
     public func baseURL(boundPort: Int? = nil) -> String {
         if let publicURL { return publicURL.hasSuffix("/") ? String(publicURL.dropLast()) : publicURL }
-        let h = host == "0.0.0.0" || host == "::" || host.isEmpty ? "127.0.0.1" : (host.contains(":") ? "[\(host)]" : host)
+        let h =
+            host == "0.0.0.0" || host == "::" || host.isEmpty ? "127.0.0.1" : (host.contains(":") ? "[\(host)]" : host)
         return "\(isTLS ? "https" : "http")://\(h):\(boundPort ?? port)"
     }
 

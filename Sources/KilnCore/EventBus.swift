@@ -22,16 +22,18 @@ public struct BusEvent: Sendable, Equatable {
 /// `SubscriberOverflow` and can resume from its cursor.
 public final class EventBus: Sendable {
     public static let migrations = [
-        Migration(module: "core.events", version: 1, name: "events", sql: """
-            CREATE TABLE events (
-                topic TEXT NOT NULL,
-                seq INTEGER NOT NULL,
-                type TEXT NOT NULL,
-                data TEXT NOT NULL,
-                created_at INTEGER NOT NULL,
-                PRIMARY KEY (topic, seq)
-            ) WITHOUT ROWID;
-            """),
+        Migration(
+            module: "core.events", version: 1, name: "events",
+            sql: """
+                CREATE TABLE events (
+                    topic TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    type TEXT NOT NULL,
+                    data TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    PRIMARY KEY (topic, seq)
+                ) WITHOUT ROWID;
+                """)
     ]
 
     public struct SubscriberOverflow: Error {}
@@ -39,7 +41,10 @@ public final class EventBus: Sendable {
     final class Subscriber: Sendable {
         let id: Int
         let continuation: AsyncThrowingStream<BusEvent, any Error>.Continuation
-        init(id: Int, continuation: AsyncThrowingStream<BusEvent, any Error>.Continuation) { self.id = id; self.continuation = continuation }
+        init(id: Int, continuation: AsyncThrowingStream<BusEvent, any Error>.Continuation) {
+            self.id = id
+            self.continuation = continuation
+        }
     }
 
     /// An SSE response in the live phase: `publish` queues the event's bytes straight onto the
@@ -61,7 +66,10 @@ public final class EventBus: Sendable {
         static let backlogLimit = 8 << 20
 
         init(id: Int, writer: SSEWriter, endTypes: Set<String>, bufferLimit: Int) {
-            self.id = id; self.writer = writer; self.endTypes = endTypes; self.bufferLimit = bufferLimit
+            self.id = id
+            self.writer = writer
+            self.endTypes = endTypes
+            self.bufferLimit = bufferLimit
         }
 
         /// Called by `publish` with the event's bytes.
@@ -104,11 +112,19 @@ public final class EventBus: Sendable {
         }
 
         func end() {
-            phase.withLock { p in if case .ended = p { return }; p = .ended(overflow: false) }
+            phase.withLock { p in
+                if case .ended = p { return }
+                p = .ended(overflow: false)
+            }
             wake()
         }
 
-        private func wake() { waiter.withLock { w -> CheckedContinuation<Void, Never>? in defer { w = nil }; return w }?.resume() }
+        private func wake() {
+            waiter.withLock { w -> CheckedContinuation<Void, Never>? in
+                defer { w = nil }
+                return w
+            }?.resume()
+        }
 
         /// Waits until the stream is over; true when it ended because the client fell behind.
         func wait() async -> Bool {
@@ -120,22 +136,30 @@ public final class EventBus: Sendable {
                 }
                 if over { c.resume() }
             }
-            return phase.withLock { if case .ended(let overflow) = $0 { return overflow }; return false }
+            return phase.withLock {
+                if case .ended(let overflow) = $0 { return overflow }
+                return false
+            }
         }
     }
 
     let db: Database
     let clock: any Clock
     let bufferLimit: Int
-    private let subscribers = Mutex<(next: Int, byTopic: [String: [Subscriber]], sinks: [String: [Sink]])>((0, [:], [:]))
+    private let subscribers = Mutex<(next: Int, byTopic: [String: [Subscriber]], sinks: [String: [Sink]])>(
+        (0, [:], [:]))
 
     public init(db: Database, clock: any Clock = SystemClock(), bufferLimit: Int = 1024) {
-        self.db = db; self.clock = clock; self.bufferLimit = bufferLimit
+        self.db = db
+        self.clock = clock
+        self.bufferLimit = bufferLimit
     }
 
     /// Live subscriber count (for /metrics).
     public var subscriberCount: Int {
-        subscribers.withLock { $0.byTopic.values.reduce(0) { $0 + $1.count } + $0.sinks.values.reduce(0) { $0 + $1.count } }
+        subscribers.withLock {
+            $0.byTopic.values.reduce(0) { $0 + $1.count } + $0.sinks.values.reduce(0) { $0 + $1.count }
+        }
     }
 
     /// Appends an event to `topic` (durably) and delivers it to live subscribers. Returns its seq.
@@ -144,7 +168,9 @@ public final class EventBus: Sendable {
         let now = clock.now()
         let seq = try await db.write { tx -> Int in
             let next = (try tx.first("SELECT MAX(seq) AS m FROM events WHERE topic = ?", topic)?.int("m") ?? 0) + 1
-            try tx.run("INSERT INTO events (topic, seq, type, data, created_at) VALUES (?, ?, ?, ?, ?)", topic, next, type, data, now)
+            try tx.run(
+                "INSERT INTO events (topic, seq, type, data, created_at) VALUES (?, ?, ?, ?, ?)", topic, next, type,
+                data, now)
             return next
         }
         deliver(BusEvent(topic: topic, seq: seq, type: type, data: data, createdAt: now))
@@ -171,7 +197,8 @@ public final class EventBus: Sendable {
     /// Events of `topic` after `cursor` (0 = from the start): the stored ones, then live ones,
     /// in seq order without gaps or duplicates.
     public func subscribe(topic: String, after cursor: Int) -> AsyncThrowingStream<BusEvent, any Error> {
-        let (live, liveCont) = AsyncThrowingStream<BusEvent, any Error>.makeStream(bufferingPolicy: .bufferingOldest(bufferLimit))
+        let (live, liveCont) = AsyncThrowingStream<BusEvent, any Error>.makeStream(
+            bufferingPolicy: .bufferingOldest(bufferLimit))
         let id = subscribers.withLock { s -> Int in
             s.next += 1
             s.byTopic[topic, default: []].append(Subscriber(id: s.next, continuation: liveCont))
@@ -186,11 +213,15 @@ public final class EventBus: Sendable {
                 while true {
                     let after = last
                     let page = try await db.read { tx in
-                        try tx.query("SELECT seq, type, data, created_at FROM events WHERE topic = ? AND seq > ? ORDER BY seq LIMIT 500", topic, after)
+                        try tx.query(
+                            "SELECT seq, type, data, created_at FROM events WHERE topic = ? AND seq > ? ORDER BY seq LIMIT 500",
+                            topic, after)
                     }
                     for r in page {
-                        let e = BusEvent(topic: topic, seq: r.int("seq") ?? 0, type: r.string("type") ?? "", data: r.string("data") ?? "null",
-                                         createdAt: r.date("created_at") ?? Date())
+                        let e = BusEvent(
+                            topic: topic, seq: r.int("seq") ?? 0, type: r.string("type") ?? "",
+                            data: r.string("data") ?? "null",
+                            createdAt: r.date("created_at") ?? Date())
                         last = e.seq
                         outCont.yield(e)
                     }
@@ -208,7 +239,10 @@ public final class EventBus: Sendable {
         outCont.onTermination = { [weak self] _ in
             task.cancel()
             liveCont.finish()
-            self?.subscribers.withLock { s in s.byTopic[topic]?.removeAll { $0.id == id }; if s.byTopic[topic]?.isEmpty == true { s.byTopic[topic] = nil } }
+            self?.subscribers.withLock { s in
+                s.byTopic[topic]?.removeAll { $0.id == id }
+                if s.byTopic[topic]?.isEmpty == true { s.byTopic[topic] = nil }
+            }
         }
         return out
     }
@@ -242,7 +276,9 @@ public final class EventBus: Sendable {
             while true {
                 let after = last
                 let page = try await self.db.read { tx in
-                    try tx.query("SELECT seq, type, data FROM events WHERE topic = ? AND seq > ? ORDER BY seq LIMIT 500", topic, after)
+                    try tx.query(
+                        "SELECT seq, type, data FROM events WHERE topic = ? AND seq > ? ORDER BY seq LIMIT 500", topic,
+                        after)
                 }
                 for r in page {
                     let type = r.string("type") ?? ""
@@ -253,7 +289,11 @@ public final class EventBus: Sendable {
                 if page.count < 500 { break }
             }
             sink.startPushing(after: last)
-            let overflow = await withTaskCancellationHandler { await sink.wait() } onCancel: { sink.end() }
+            let overflow = await withTaskCancellationHandler {
+                await sink.wait()
+            } onCancel: {
+                sink.end()
+            }
             if overflow { throw SubscriberOverflow() }
         }
     }

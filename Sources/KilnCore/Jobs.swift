@@ -17,7 +17,8 @@ public final class JobRunner: Sendable {
                 try? await Task.sleep(nanoseconds: UInt64(interval * 1e9))
                 if Task.isCancelled { break }
                 do { try await body() } catch {
-                    ServerLog.error("background job failed", ["job": .string(name), "error": .string(String(describing: error))])
+                    ServerLog.error(
+                        "background job failed", ["job": .string(name), "error": .string(String(describing: error))])
                 }
             }
         }
@@ -29,7 +30,8 @@ public final class JobRunner: Sendable {
         let key = "once:\(name):\(counter.add(1, ordering: .relaxed).newValue)"
         let t = Task { [weak self] in
             do { try await body() } catch {
-                ServerLog.error("background task failed", ["job": .string(name), "error": .string(String(describing: error))])
+                ServerLog.error(
+                    "background task failed", ["job": .string(name), "error": .string(String(describing: error))])
             }
             _ = self?.tasks.withLock { $0.removeValue(forKey: key) }
         }
@@ -40,7 +42,11 @@ public final class JobRunner: Sendable {
 
     /// Cancels everything and waits for it to finish.
     public func shutdown() async {
-        let all = tasks.withLock { t -> [Task<Void, Never>] in let v = Array(t.values); t.removeAll(); return v }
+        let all = tasks.withLock { t -> [Task<Void, Never>] in
+            let v = Array(t.values)
+            t.removeAll()
+            return v
+        }
         for t in all { t.cancel() }
         for t in all { await t.value }
     }

@@ -8,7 +8,12 @@ public struct MailMessage: Sendable {
     public let body: String
     /// The link the message carries (logged by the outbox so a mail-less install works).
     public let link: String?
-    public init(to: String, subject: String, body: String, link: String? = nil) { self.to = to; self.subject = subject; self.body = body; self.link = link }
+    public init(to: String, subject: String, body: String, link: String? = nil) {
+        self.to = to
+        self.subject = subject
+        self.body = body
+        self.link = link
+    }
 }
 
 public protocol Mailer: Sendable {
@@ -23,7 +28,8 @@ public struct OutboxMailer: Mailer {
     public init(directory: String, from: String = "Kiln <kiln@localhost>") {
         self.directory = directory
         self.from = from
-        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try? FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     }
 
     public func send(_ m: MailMessage) async throws {
@@ -39,11 +45,18 @@ public struct OutboxMailer: Mailer {
             \(m.body)
             """
         let path = directory + "/" + name
-        guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
+        guard
+            FileManager.default.createFile(
+                atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+        else {
             throw HTTPError.unavailable("cannot write to the mail outbox")
         }
-        ServerLog.info("mail written to outbox", ["to": .string(m.to), "subject": .string(m.subject), "file": .string(path),
-                                                  "link": m.link.map { .string($0) } ?? .null])
+        ServerLog.info(
+            "mail written to outbox",
+            [
+                "to": .string(m.to), "subject": .string(m.subject), "file": .string(path),
+                "link": m.link.map { .string($0) } ?? .null,
+            ])
     }
 }
 

@@ -40,8 +40,13 @@ public struct Command: Sendable {
     /// Runs with the arguments after the command name; returns the exit status.
     public let run: @Sendable (_ arguments: [String], _ io: CommandIO) async -> Int32
 
-    public init(name: String, usage: String, help: String, run: @escaping @Sendable ([String], CommandIO) async -> Int32) {
-        self.name = name; self.usage = usage; self.help = help; self.run = run
+    public init(
+        name: String, usage: String, help: String, run: @escaping @Sendable ([String], CommandIO) async -> Int32
+    ) {
+        self.name = name
+        self.usage = usage
+        self.help = help
+        self.run = run
     }
 }
 
@@ -54,10 +59,15 @@ public struct CommandIO: Sendable {
     /// Opens the data dir and database (migrated) with every module built, without serving.
     public let open: @Sendable (Config) throws -> any ModuleHost
 
-    public init(out: @escaping @Sendable (String) -> Void, err: @escaping @Sendable (String) -> Void,
-                loadConfig: @escaping @Sendable ([String]) throws -> (Config, [String]),
-                open: @escaping @Sendable (Config) throws -> any ModuleHost) {
-        self.out = out; self.err = err; self.loadConfig = loadConfig; self.open = open
+    public init(
+        out: @escaping @Sendable (String) -> Void, err: @escaping @Sendable (String) -> Void,
+        loadConfig: @escaping @Sendable ([String]) throws -> (Config, [String]),
+        open: @escaping @Sendable (Config) throws -> any ModuleHost
+    ) {
+        self.out = out
+        self.err = err
+        self.loadConfig = loadConfig
+        self.open = open
     }
 }
 
@@ -86,8 +96,11 @@ public struct Services: Sendable {
     /// The externally visible base URL for links in mails (set once the port is known).
     public let baseURL: BaseURL
 
-    public init(config: Config, db: Database, clock: any Clock, bus: EventBus, jobs: JobRunner, dataDir: String, masterKey: [UInt8],
-                hooks: Hooks, catalog: PermissionCatalog, mailer: any Mailer, templates: MailTemplates, baseURL: BaseURL) {
+    public init(
+        config: Config, db: Database, clock: any Clock, bus: EventBus, jobs: JobRunner, dataDir: String,
+        masterKey: [UInt8],
+        hooks: Hooks, catalog: PermissionCatalog, mailer: any Mailer, templates: MailTemplates, baseURL: BaseURL
+    ) {
         self.config = config
         self.db = db
         self.clock = clock

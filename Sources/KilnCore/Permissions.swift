@@ -20,7 +20,10 @@ public struct Permission: Sendable, Hashable {
     }
 
     init(_ name: String, _ description: String, scope: Scope, minimumRole: Role = .viewer) {
-        self.name = name; self.description = description; self.scope = scope; self.minimumRole = minimumRole
+        self.name = name
+        self.description = description
+        self.scope = scope
+        self.minimumRole = minimumRole
     }
 
     /// A permission about the caller's own account, not checked in a workspace.
@@ -36,7 +39,8 @@ public struct Permission: Sendable, Hashable {
     /// Routes anyone may call.
     public static let publicAccess = Permission("public", "Anyone", scope: .special)
     /// Routes any signed-in principal may call, including a session still waiting for its second factor.
-    public static let session = Permission("session", "Any session, even one that still owes its second factor", scope: .special)
+    public static let session = Permission(
+        "session", "Any session, even one that still owes its second factor", scope: .special)
     /// Routes any fully signed-in principal may call.
     public static let authenticated = Permission("authenticated", "Any signed-in caller", scope: .special)
 }
@@ -44,13 +48,23 @@ public struct Permission: Sendable, Hashable {
 /// Workspace roles and what each grants.
 public enum Role: String, Sendable, Codable, CaseIterable, Comparable, SchemaEnum {
     case viewer, member, admin, owner
-    var rank: Int { switch self { case .viewer: 0; case .member: 1; case .admin: 2; case .owner: 3 } }
+    var rank: Int {
+        switch self {
+        case .viewer: 0
+        case .member: 1
+        case .admin: 2
+        case .owner: 3
+        }
+    }
     public static func < (a: Role, b: Role) -> Bool { a.rank < b.rank }
 }
 
 /// Every permission, and which roles grant which. Modules add theirs at registration.
 public final class PermissionCatalog: Sendable {
-    struct State { var permissions: [String: Permission] = [:]; var grants: [Role: Set<String>] = [:] }
+    struct State {
+        var permissions: [String: Permission] = [:]
+        var grants: [Role: Set<String>] = [:]
+    }
     private let state = Mutex(State())
 
     public init() {}
@@ -59,7 +73,9 @@ public final class PermissionCatalog: Sendable {
     public func register(_ permission: Permission) {
         state.withLock { s in
             s.permissions[permission.name] = permission
-            for r in Role.allCases where r >= permission.minimumRole { s.grants[r, default: []].insert(permission.name) }
+            for r in Role.allCases where r >= permission.minimumRole {
+                s.grants[r, default: []].insert(permission.name)
+            }
         }
     }
 
@@ -90,10 +106,17 @@ public struct Principal: Sendable, Equatable {
     public let mfaPending: Bool
     public let csrfToken: String?
 
-    public init(userID: String, kind: Kind, scopes: Set<String>? = nil, mfaEnabled: Bool = false, mfaVerifiedAt: Date? = nil,
-                mfaPending: Bool = false, csrfToken: String? = nil) {
-        self.userID = userID; self.kind = kind; self.scopes = scopes; self.mfaEnabled = mfaEnabled
-        self.mfaVerifiedAt = mfaVerifiedAt; self.mfaPending = mfaPending; self.csrfToken = csrfToken
+    public init(
+        userID: String, kind: Kind, scopes: Set<String>? = nil, mfaEnabled: Bool = false, mfaVerifiedAt: Date? = nil,
+        mfaPending: Bool = false, csrfToken: String? = nil
+    ) {
+        self.userID = userID
+        self.kind = kind
+        self.scopes = scopes
+        self.mfaEnabled = mfaEnabled
+        self.mfaVerifiedAt = mfaVerifiedAt
+        self.mfaPending = mfaPending
+        self.csrfToken = csrfToken
     }
 
     public var sessionID: String? { if case .session(let id) = kind { id } else { nil } }
@@ -102,7 +125,8 @@ public struct Principal: Sendable, Equatable {
     /// Whether API-key scopes allow `permission` (sessions are not narrowed).
     public func scopeAllows(_ permission: String) -> Bool {
         guard let scopes else { return true }
-        return [Permission.publicAccess.name, Permission.session.name, Permission.authenticated.name].contains(permission)
+        return [Permission.publicAccess.name, Permission.session.name, Permission.authenticated.name].contains(
+            permission)
             || scopes.contains(permission)
     }
 
@@ -110,14 +134,18 @@ public struct Principal: Sendable, Equatable {
     public func requireStepUp(now: Date, maxAge: TimeInterval = 900) throws {
         guard mfaEnabled else { return }
         if let at = mfaVerifiedAt, sessionID != nil, now.timeIntervalSince(at) <= maxAge { return }
-        throw HTTPError(.unauthorized, code: "step_up_required",
-                        message: "Confirm with your second factor (POST /api/auth/mfa-verify) and try again",
-                        headers: ["WWW-Authenticate": "step-up max_age=\(Int(maxAge))"])
+        throw HTTPError(
+            .unauthorized, code: "step_up_required",
+            message: "Confirm with your second factor (POST /api/auth/mfa-verify) and try again",
+            headers: ["WWW-Authenticate": "step-up max_age=\(Int(maxAge))"])
     }
 
     /// A short label for logs: `usr_…` or `usr_…/key_…`.
     public var logLabel: String {
-        switch kind { case .session: userID; case .apiKey(let id): "\(userID)/\(id)" }
+        switch kind {
+        case .session: userID
+        case .apiKey(let id): "\(userID)/\(id)"
+        }
     }
 }
 
@@ -128,7 +156,10 @@ public enum WorkspaceRoleKey: ContextKey { public typealias Value = WorkspaceAcc
 public struct WorkspaceAccess: Sendable, Equatable {
     public let wsID: String
     public let role: Role
-    public init(wsID: String, role: Role) { self.wsID = wsID; self.role = role }
+    public init(wsID: String, role: Role) {
+        self.wsID = wsID
+        self.role = role
+    }
 }
 
 extension RequestContext {
@@ -140,13 +171,16 @@ extension RequestContext {
 
     /// The workspace the access check admitted the caller to.
     public func requireWorkspace() throws -> WorkspaceAccess {
-        guard let w = self[WorkspaceRoleKey.self] else { throw APIError.validation("ws_id is required", field: "ws_id") }
+        guard let w = self[WorkspaceRoleKey.self] else {
+            throw APIError.validation("ws_id is required", field: "ws_id")
+        }
         return w
     }
 }
 
 /// Turns a session cookie into a principal (nil: unknown, expired or revoked).
-public typealias SessionResolver = @Sendable (_ token: String, _ ip: String, _ userAgent: String) async throws -> Principal?
+public typealias SessionResolver =
+    @Sendable (_ token: String, _ ip: String, _ userAgent: String) async throws -> Principal?
 /// Turns an API key into a principal (nil: unknown, expired or revoked).
 public typealias APIKeyResolver = @Sendable (_ token: String, _ ip: String) async throws -> Principal?
 
@@ -185,19 +219,27 @@ public final class Hooks: Sendable {
     public func onUserCreated(_ f: @escaping UserCreated) { state.withLock { $0.userCreated.append(f) } }
     public func onUserPurged(_ f: @escaping UserPurged) { state.withLock { $0.userPurged.append(f) } }
     /// A section of the account export (`GET /api/account/export-data`).
-    public func exportSection(_ name: String, _ f: @escaping ExportSection) { state.withLock { $0.exports.append((name, f)) } }
+    public func exportSection(_ name: String, _ f: @escaping ExportSection) {
+        state.withLock { $0.exports.append((name, f)) }
+    }
     public func provideSessions(_ r: @escaping SessionResolver) { state.withLock { $0.sessions = r } }
     /// How to find the workspace of a resource named by a request parameter (`project_id` → its `ws_id`).
-    public func workspaceOf(param: String, _ f: @escaping ResourceWorkspace) { state.withLock { $0.resourceWorkspaces.append((param, f)) } }
+    public func workspaceOf(param: String, _ f: @escaping ResourceWorkspace) {
+        state.withLock { $0.resourceWorkspaces.append((param, f)) }
+    }
     /// The workspace a request means when it names none; providers are asked in registration order
     /// (the caller's most recent project's, then the caller's first workspace).
     public func provideDefaultWorkspace(fallback: Bool = false, _ f: @escaping DefaultWorkspace) {
         state.withLock { if fallback { $0.fallbackWorkspaces.append(f) } else { $0.defaultWorkspaces.append(f) } }
     }
-    public var resourceWorkspaces: [(param: String, lookup: ResourceWorkspace)] { state.withLock { $0.resourceWorkspaces } }
+    public var resourceWorkspaces: [(param: String, lookup: ResourceWorkspace)] {
+        state.withLock { $0.resourceWorkspaces }
+    }
     /// The first answer of the default-workspace providers.
     public func defaultWorkspace(userID: String) async throws -> String? {
-        for f in state.withLock({ $0.defaultWorkspaces + $0.fallbackWorkspaces }) { if let ws = try await f(userID) { return ws } }
+        for f in state.withLock({ $0.defaultWorkspaces + $0.fallbackWorkspaces }) {
+            if let ws = try await f(userID) { return ws }
+        }
         return nil
     }
     public func provideAPIKeys(_ r: @escaping APIKeyResolver) { state.withLock { $0.apiKeys = r } }

@@ -29,19 +29,30 @@ public enum ProcessRunner {
 
     /// Runs `program` to completion with its output captured (up to `maxOutput` bytes per stream);
     /// kills its process group after `timeout` seconds.
-    public static func run(_ program: String, _ args: [String], stdin: [UInt8]? = nil, cwd: String? = nil,
-                           environment: [String: String]? = nil, timeout: Double = 60, maxOutput: Int = 64 << 20) async throws -> Output {
-        guard let path = which(program) else { throw SpawnError(description: "\(program) is not installed (not found on PATH)") }
+    public static func run(
+        _ program: String, _ args: [String], stdin: [UInt8]? = nil, cwd: String? = nil,
+        environment: [String: String]? = nil, timeout: Double = 60, maxOutput: Int = 64 << 20
+    ) async throws -> Output {
+        guard let path = which(program) else {
+            throw SpawnError(description: "\(program) is not installed (not found on PATH)")
+        }
         return try await withCheckedThrowingContinuation { (c: CheckedContinuation<Output, any Error>) in
             Thread {
-                c.resume(with: Result { try runBlocking(path, args, stdin: stdin, cwd: cwd, environment: environment, timeout: timeout, maxOutput: maxOutput) })
+                c.resume(
+                    with: Result {
+                        try runBlocking(
+                            path, args, stdin: stdin, cwd: cwd, environment: environment, timeout: timeout,
+                            maxOutput: maxOutput)
+                    })
             }.start()
         }
     }
 
     public static func pipePair() throws -> (Int32, Int32) {
         var fds: [Int32] = [-1, -1]
-        guard kiln_pipe_cloexec(&fds) == 0 else { throw SpawnError(description: "pipe failed: \(String(cString: strerror(errno)))") }
+        guard kiln_pipe_cloexec(&fds) == 0 else {
+            throw SpawnError(description: "pipe failed: \(String(cString: strerror(errno)))")
+        }
         return (fds[0], fds[1])
     }
 
@@ -54,12 +65,17 @@ public enum ProcessRunner {
     }
 
     /// Starts `path` with the given fds as stdin/stdout/stderr (-1 keeps Kiln's own) in a new process group.
-    public static func spawn(_ path: String, _ args: [String], stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1,
-                             cwd: String? = nil, environment: [String: String]? = nil) throws -> pid_t {
+    public static func spawn(
+        _ path: String, _ args: [String], stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1,
+        cwd: String? = nil, environment: [String: String]? = nil
+    ) throws -> pid_t {
         let env = (environment ?? childEnvironment()).map { "\($0.key)=\($0.value)" }
         let argv = ([path] + args).map { strdup($0) } + [nil]
         let envp = env.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
         let pid = argv.withUnsafeBufferPointer { a in
             envp.withUnsafeBufferPointer { e in
                 kiln_spawn(path, a.baseAddress, e.baseAddress, cwd, stdin, stdout, stderr, 1)
@@ -76,15 +92,23 @@ public enum ProcessRunner {
         return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
 
-    static func runBlocking(_ path: String, _ args: [String], stdin: [UInt8]?, cwd: String?, environment: [String: String]?,
-                            timeout: Double, maxOutput: Int) throws -> Output {
+    static func runBlocking(
+        _ path: String, _ args: [String], stdin: [UInt8]?, cwd: String?, environment: [String: String]?,
+        timeout: Double, maxOutput: Int
+    ) throws -> Output {
         let (inR, inW) = try pipePair()
         let (outR, outW) = try pipePair()
         let (errR, errW) = try pipePair()
         let pid: pid_t
-        do { pid = try spawn(path, args, stdin: inR, stdout: outW, stderr: errW, cwd: cwd, environment: environment) }
-        catch { [inR, inW, outR, outW, errR, errW].forEach { close($0) }; throw error }
-        close(inR); close(outW); close(errW)
+        do {
+            pid = try spawn(path, args, stdin: inR, stdout: outW, stderr: errW, cwd: cwd, environment: environment)
+        } catch {
+            [inR, inW, outR, outW, errR, errW].forEach { close($0) }
+            throw error
+        }
+        close(inR)
+        close(outW)
+        close(errW)
         let input = stdin ?? []
         let writer = Thread {
             var off = 0
@@ -96,21 +120,36 @@ public enum ProcessRunner {
             close(inW)
         }
         writer.start()
-        var out: [UInt8] = [], err: [UInt8] = []
-        var fds = [pollfd(fd: outR, events: Int16(POLLIN), revents: 0), pollfd(fd: errR, events: Int16(POLLIN), revents: 0)]
+        var out: [UInt8] = []
+        var err: [UInt8] = []
+        var fds = [
+            pollfd(fd: outR, events: Int16(POLLIN), revents: 0), pollfd(fd: errR, events: Int16(POLLIN), revents: 0),
+        ]
         var open = 2
         let deadline = Date().addingTimeInterval(timeout)
         var buf = [UInt8](repeating: 0, count: 65536)
         var killed = false
         while open > 0 {
             let left = deadline.timeIntervalSinceNow
-            if left <= 0 && !killed { kill(-pid, SIGKILL); killed = true }
+            if left <= 0 && !killed {
+                kill(-pid, SIGKILL)
+                killed = true
+            }
             let r = poll(&fds, 2, Int32(max(10, min(1000, left * 1000))))
             if r < 0 && errno != EINTR { break }
             for i in 0..<2 where fds[i].fd >= 0 && fds[i].revents != 0 {
                 let n = buf.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, 65536) }
-                if n <= 0 { close(fds[i].fd); fds[i].fd = -1; open -= 1; continue }
-                if i == 0 { if out.count < maxOutput { out += buf[0..<n] } } else if err.count < maxOutput { err += buf[0..<n] }
+                if n <= 0 {
+                    close(fds[i].fd)
+                    fds[i].fd = -1
+                    open -= 1
+                    continue
+                }
+                if i == 0 {
+                    if out.count < maxOutput { out += buf[0..<n] }
+                } else if err.count < maxOutput {
+                    err += buf[0..<n]
+                }
             }
         }
         let status = wait(pid)

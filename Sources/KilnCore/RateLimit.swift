@@ -3,12 +3,18 @@ import Synchronization
 
 /// Fixed-window counters: at most `limit` hits per key per `window` seconds (login attempts…).
 public final class WindowLimiter: Sendable {
-    struct Window { var start: Double; var count: Int }
+    struct Window {
+        var start: Double
+        var count: Int
+    }
     public let limit: Int
     public let window: Double
     private let windows = Mutex<[String: Window]>([:])
 
-    public init(limit: Int, window: Double) { self.limit = limit; self.window = window }
+    public init(limit: Int, window: Double) {
+        self.limit = limit
+        self.window = window
+    }
 
     /// Counts a hit; nil when allowed, else the seconds until the window resets.
     public func hit(_ key: String, now: Double) -> Int? {
@@ -36,14 +42,25 @@ public final class WindowLimiter: Sendable {
 
 /// A token bucket per principal for all authenticated routes; feeds the `X-RateLimit-*` headers.
 public final class TokenBuckets: Sendable {
-    struct Bucket { var tokens: Double; var updated: Double }
+    struct Bucket {
+        var tokens: Double
+        var updated: Double
+    }
     public let capacity: Double
     public let refillPerSecond: Double
     private let buckets = Mutex<[String: Bucket]>([:])
 
-    public init(capacity: Int, refillPerSecond: Double) { self.capacity = Double(capacity); self.refillPerSecond = refillPerSecond }
+    public init(capacity: Int, refillPerSecond: Double) {
+        self.capacity = Double(capacity)
+        self.refillPerSecond = refillPerSecond
+    }
 
-    public struct Decision: Sendable { public let allowed: Bool; public let limit: Int; public let remaining: Int; public let resetSeconds: Int }
+    public struct Decision: Sendable {
+        public let allowed: Bool
+        public let limit: Int
+        public let remaining: Int
+        public let resetSeconds: Int
+    }
 
     public func take(_ key: String, now: Double) -> Decision {
         buckets.withLock { b in
@@ -55,7 +72,9 @@ public final class TokenBuckets: Sendable {
             if allowed { cur.tokens -= 1 }
             b[key] = cur
             let reset = Int(((capacity - cur.tokens) / refillPerSecond).rounded(.up))
-            return Decision(allowed: allowed, limit: Int(capacity), remaining: Int(cur.tokens.rounded(.down)), resetSeconds: max(allowed ? reset : 1, 0))
+            return Decision(
+                allowed: allowed, limit: Int(capacity), remaining: Int(cur.tokens.rounded(.down)),
+                resetSeconds: max(allowed ? reset : 1, 0))
         }
     }
 }

@@ -7,7 +7,9 @@ public struct QueryParam: Sendable {
     public let description: String
     public let required: Bool
     public init(_ name: String, _ description: String, required: Bool = false) {
-        self.name = name; self.description = description; self.required = required
+        self.name = name
+        self.description = description
+        self.required = required
     }
 
     public static let wsID = QueryParam("ws_id", "the workspace", required: true)
@@ -42,11 +44,15 @@ public struct Reply: Sendable {
     public var contentType: String
 
     public init(_ status: HTTPStatus = .ok, _ schema: JSONValue? = nil, contentType: String = "application/json") {
-        self.status = status; self.schema = schema; self.contentType = contentType
+        self.status = status
+        self.schema = schema
+        self.contentType = contentType
     }
 
     public static func json(_ schema: JSONValue? = nil, status: HTTPStatus = .ok) -> Reply { Reply(status, schema) }
-    public static func of<T: Decodable>(_ type: T.Type, status: HTTPStatus = .ok) -> Reply { Reply(status, Schema.of(type)) }
+    public static func of<T: Decodable>(_ type: T.Type, status: HTTPStatus = .ok) -> Reply {
+        Reply(status, Schema.of(type))
+    }
     public static func page<T: Decodable>(of type: T.Type) -> Reply { Reply(.ok, Schema.page(Schema.of(type))) }
     public static let noContent = Reply(.noContent)
     /// An event stream (its events described in the summary); JSON clients get `schema` instead.
@@ -70,23 +76,34 @@ public final class Routes: @unchecked Sendable {
     /// Declarations the application must refuse (unregistered permissions).
     public private(set) var problems: [String] = []
 
-    public init(router: Router, catalog: PermissionCatalog) { self.router = router; self.catalog = catalog }
+    public init(router: Router, catalog: PermissionCatalog) {
+        self.router = router
+        self.catalog = catalog
+    }
 
     /// A view whose routes carry `tags` in the document.
     public func tagged(_ tags: String...) -> RouteTable { RouteTable(routes: self, tags: tags) }
 
     /// Registers a route whose handler reads the request itself.
-    public func add(_ method: HTTPMethod, _ path: String, _ permission: Permission, _ summary: String, tags: [String],
-                    query: [QueryParam] = [], reply: Reply = .json(), bodyLimit: Int? = nil, streamBody: Bool = false,
-                    requestSchema: JSONValue? = nil, bodyRequired: Bool = true, _ handler: @escaping Handler) {
+    public func add(
+        _ method: HTTPMethod, _ path: String, _ permission: Permission, _ summary: String, tags: [String],
+        query: [QueryParam] = [], reply: Reply = .json(), bodyLimit: Int? = nil, streamBody: Bool = false,
+        requestSchema: JSONValue? = nil, bodyRequired: Bool = true, _ handler: @escaping Handler
+    ) {
         if !permission.isSpecial && catalog.permission(permission.name) == nil {
-            problems.append("\(method.rawValue) \(path) uses the permission '\(permission.name)', which no module registers")
+            problems.append(
+                "\(method.rawValue) \(path) uses the permission '\(permission.name)', which no module registers")
         }
-        router.on(method, path, RouteMetadata(permission: permission.name, bodyLimit: bodyLimit, streamBody: streamBody,
-                                              summary: summary, tags: tags), handler)
-        docs.append(RouteDoc(method: method.rawValue, path: path, permission: permission.name, summary: summary, tags: tags,
-                             query: query, requestBody: requestSchema, bodyRequired: bodyRequired,
-                             successStatus: reply.status.code, responseBody: reply.schema, responseContentType: reply.contentType))
+        router.on(
+            method, path,
+            RouteMetadata(
+                permission: permission.name, bodyLimit: bodyLimit, streamBody: streamBody,
+                summary: summary, tags: tags), handler)
+        docs.append(
+            RouteDoc(
+                method: method.rawValue, path: path, permission: permission.name, summary: summary, tags: tags,
+                query: query, requestBody: requestSchema, bodyRequired: bodyRequired,
+                successStatus: reply.status.code, responseBody: reply.schema, responseContentType: reply.contentType))
     }
 }
 
@@ -96,20 +113,26 @@ public struct RouteTable: Sendable {
     let tags: [String]
 
     /// A route without a JSON body.
-    public func add(_ method: HTTPMethod, _ path: String, _ permission: Permission, _ summary: String,
-                    query: [QueryParam] = [], reply: Reply = .json(), _ handler: @escaping Handler) {
+    public func add(
+        _ method: HTTPMethod, _ path: String, _ permission: Permission, _ summary: String,
+        query: [QueryParam] = [], reply: Reply = .json(), _ handler: @escaping Handler
+    ) {
         routes.add(method, path, permission, summary, tags: tags, query: query, reply: reply, handler)
     }
 
     /// A route with a JSON body of type `Body`, decoded (within `limit` bytes) before the handler
     /// runs; the document's request schema is read from the same type.
-    public func add<Body: Decodable & Sendable>(_ method: HTTPMethod, _ path: String, _ permission: Permission, _ summary: String,
-                                                query: [QueryParam] = [], limit: Int, body: BodyPresence = .required,
-                                                reply: Reply = .json(),
-                                                _ handler: @escaping @Sendable (Request, RequestContext, Body) async throws -> Response) {
+    public func add<Body: Decodable & Sendable>(
+        _ method: HTTPMethod, _ path: String, _ permission: Permission, _ summary: String,
+        query: [QueryParam] = [], limit: Int, body: BodyPresence = .required,
+        reply: Reply = .json(),
+        _ handler: @escaping @Sendable (Request, RequestContext, Body) async throws -> Response
+    ) {
         let optional = body == .optional
-        routes.add(method, path, permission, summary, tags: tags, query: query, reply: reply, bodyLimit: limit,
-                   requestSchema: Schema.of(Body.self), bodyRequired: !optional) { req, ctx in
+        routes.add(
+            method, path, permission, summary, tags: tags, query: query, reply: reply, bodyLimit: limit,
+            requestSchema: Schema.of(Body.self), bodyRequired: !optional
+        ) { req, ctx in
             try await handler(req, ctx, try await req.decode(Body.self, context: ctx, emptyAllowed: optional))
         }
     }

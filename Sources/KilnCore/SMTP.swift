@@ -17,7 +17,9 @@ public struct SMTPMailer: Mailer {
     public let from: String
 
     public init(url: String, from: String) throws {
-        guard let u = URLComponents(string: url), let scheme = u.scheme, scheme == "smtp" || scheme == "smtps", let host = u.host, !host.isEmpty else {
+        guard let u = URLComponents(string: url), let scheme = u.scheme, scheme == "smtp" || scheme == "smtps",
+            let host = u.host, !host.isEmpty
+        else {
             throw Config.ConfigError("--smtp-url must look like smtp://user:pass@host:587 or smtps://host:465")
         }
         self.host = host
@@ -28,17 +30,23 @@ public struct SMTPMailer: Mailer {
         verifyCertificate = q["verify"] != "false"
         username = u.user.map { $0.removingPercentEncoding ?? $0 }
         password = u.password.map { $0.removingPercentEncoding ?? $0 }
-        guard SMTPMailer.isSafeAddress(from) || from.contains("<") else { throw Config.ConfigError("--mail-from is not a valid address") }
+        guard SMTPMailer.isSafeAddress(from) || from.contains("<") else {
+            throw Config.ConfigError("--mail-from is not a valid address")
+        }
         self.from = from
     }
 
     static func isSafeAddress(_ s: String) -> Bool {
-        !s.isEmpty && s.utf8.count <= 254 && !s.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "<" || $0 == ">" || $0 == " " }) && s.contains("@")
+        !s.isEmpty && s.utf8.count <= 254
+            && !s.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "<" || $0 == ">" || $0 == " " })
+            && s.contains("@")
     }
 
     /// The bare address inside `Name <addr>`.
     static func address(_ s: String) -> String {
-        if let a = s.firstIndex(of: "<"), let b = s.lastIndex(of: ">"), a < b { return String(s[s.index(after: a)..<b]) }
+        if let a = s.firstIndex(of: "<"), let b = s.lastIndex(of: ">"), a < b {
+            return String(s[s.index(after: a)..<b])
+        }
         return s
     }
 
@@ -49,10 +57,14 @@ public struct SMTPMailer: Mailer {
         let me = self
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
             DispatchQueue.global().async {
-                do { try me.deliver(m); c.resume() } catch { c.resume(throwing: error) }
+                do {
+                    try me.deliver(m)
+                    c.resume()
+                } catch { c.resume(throwing: error) }
             }
         }
-        ServerLog.info("mail sent", ["to": .string(m.to), "subject": .string(m.subject), "relay": .string("\(host):\(port)")])
+        ServerLog.info(
+            "mail sent", ["to": .string(m.to), "subject": .string(m.subject), "relay": .string("\(host):\(port)")])
     }
 
     public struct SMTPError: Error, CustomStringConvertible { public let description: String }
@@ -70,7 +82,10 @@ public struct SMTPMailer: Mailer {
                 try conn.startTLS()
                 ehlo = try conn.command("EHLO kiln", expect: 250)
             } else if requireTLS || username != nil {
-                throw SMTPError(description: "the SMTP server does not offer STARTTLS; refusing to send \(username != nil ? "credentials" : "mail") in the clear")
+                throw SMTPError(
+                    description:
+                        "the SMTP server does not offer STARTTLS; refusing to send \(username != nil ? "credentials" : "mail") in the clear"
+                )
             }
         }
         if let user = username, let pass = password {
@@ -91,8 +106,10 @@ public struct SMTPMailer: Mailer {
             Content-Transfer-Encoding: 8bit\r
             \r\n
             """
-        for line in m.body.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n", omittingEmptySubsequences: false) {
-            body += (line.hasPrefix(".") ? "." : "") + line + "\r\n"   // dot-stuffing (RFC 5321 §4.5.2)
+        for line in m.body.replacingOccurrences(of: "\r\n", with: "\n").split(
+            separator: "\n", omittingEmptySubsequences: false)
+        {
+            body += (line.hasPrefix(".") ? "." : "") + line + "\r\n"  // dot-stuffing (RFC 5321 §4.5.2)
         }
         body += ".\r\n"
         try conn.write(body)
@@ -129,7 +146,8 @@ final class SMTPConnection {
                 setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
                 setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
                 if connect(s, a.pointee.ai_addr, a.pointee.ai_addrlen) == 0 { break }
-                Glibc.close(s); s = -1
+                Glibc.close(s)
+                s = -1
             }
             ai = a.pointee.ai_next
         }
@@ -151,7 +169,10 @@ final class SMTPConnection {
         _ = host.withCString { kiln_ssl_set_sni(s, $0) }
         if verify { _ = SSL_set1_host(s, host) }
         guard SSL_connect(s) == 1 else {
-            throw SMTPMailer.SMTPError(description: "TLS handshake with the SMTP server failed (certificate not trusted? use ?verify=false for a local relay)")
+            throw SMTPMailer.SMTPError(
+                description:
+                    "TLS handshake with the SMTP server failed (certificate not trusted? use ?verify=false for a local relay)"
+            )
         }
         buffer.removeAll()
     }
@@ -172,7 +193,8 @@ final class SMTPConnection {
     func readLine() throws -> String {
         while true {
             if let i = buffer.firstIndex(of: 10) {
-                let line = String(decoding: buffer[..<i], as: UTF8.self).trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
+                let line = String(decoding: buffer[..<i], as: UTF8.self).trimmingCharacters(
+                    in: CharacterSet(charactersIn: "\r"))
                 buffer.removeFirst(i + 1)
                 return line
             }
@@ -192,7 +214,9 @@ final class SMTPConnection {
         var lines: [String] = []
         while true {
             let line = try readLine()
-            guard line.count >= 3, let c = Int(line.prefix(3)) else { throw SMTPMailer.SMTPError(description: "malformed SMTP reply") }
+            guard line.count >= 3, let c = Int(line.prefix(3)) else {
+                throw SMTPMailer.SMTPError(description: "malformed SMTP reply")
+            }
             lines.append(String(line.dropFirst(4)))
             if line.count == 3 || line[line.index(line.startIndex, offsetBy: 3)] == " " {
                 guard c == code || alsoOK.contains(c) else {
@@ -205,12 +229,16 @@ final class SMTPConnection {
 
     func command(_ cmd: String, expect code: Int, alsoOK: [Int] = [], redact: Bool = false) throws -> [String] {
         try write(cmd + "\r\n")
-        do { return try expect(code, alsoOK: alsoOK) }
-        catch let e as SMTPMailer.SMTPError { throw SMTPMailer.SMTPError(description: "\(redact ? "AUTH" : String(cmd.prefix(20))): \(e.description)") }
+        do { return try expect(code, alsoOK: alsoOK) } catch let e as SMTPMailer.SMTPError {
+            throw SMTPMailer.SMTPError(description: "\(redact ? "AUTH" : String(cmd.prefix(20))): \(e.description)")
+        }
     }
 
     func close() {
-        if let ssl { SSL_shutdown(ssl); SSL_free(ssl) }
+        if let ssl {
+            SSL_shutdown(ssl)
+            SSL_free(ssl)
+        }
         if let ctx { SSL_CTX_free(ctx) }
         Glibc.close(fd)
     }

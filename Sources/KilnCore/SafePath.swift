@@ -20,8 +20,12 @@ public enum SafePath {
 
     /// Normalised relative segments of a client path ("" or "." is the root itself).
     public static func segments(_ relative: String, field: String = "path") throws -> [String] {
-        guard !relative.utf8.contains(0) else { throw APIError.validation("\(field) may not contain NUL bytes", field: field) }
-        guard !relative.hasPrefix("/") else { throw APIError.validation("\(field) must be relative to the project", field: field) }
+        guard !relative.utf8.contains(0) else {
+            throw APIError.validation("\(field) may not contain NUL bytes", field: field)
+        }
+        guard !relative.hasPrefix("/") else {
+            throw APIError.validation("\(field) must be relative to the project", field: field)
+        }
         guard relative.utf8.count <= 4096 else { throw APIError.validation("\(field) is too long", field: field) }
         var out: [String] = []
         for seg in relative.split(separator: "/", omittingEmptySubsequences: true) {
@@ -39,7 +43,9 @@ public enum SafePath {
         var st = stat()
         guard lstat(candidate, &st) == 0 else { throw APIError.notFound("No such file or directory: \(relative)") }
         guard let r = real(candidate) else { throw APIError.notFound("No such file or directory: \(relative)") }
-        guard isInside(r, root: root) else { throw APIError.forbidden("\(relative) leads outside the project (symlink)") }
+        guard isInside(r, root: root) else {
+            throw APIError.forbidden("\(relative) leads outside the project (symlink)")
+        }
         return r
     }
 
@@ -51,7 +57,9 @@ public enum SafePath {
         let target = parent + "/" + name
         var st = stat()
         if lstat(target, &st) == 0, (st.st_mode & S_IFMT) == S_IFLNK {
-            guard let r = real(target), isInside(r, root: root) else { throw APIError.forbidden("\(relative) leads outside the project (symlink)") }
+            guard let r = real(target), isInside(r, root: root) else {
+                throw APIError.forbidden("\(relative) leads outside the project (symlink)")
+            }
             return r
         }
         return target

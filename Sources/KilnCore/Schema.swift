@@ -17,11 +17,16 @@ public enum Schema {
         guard case .object(var o) = s else { return s }
         switch o["type"] {
         case .string(let t)?: o["type"] = .array([.string(t), "null"])
-        case .array(var ts)? where !ts.contains("null"): ts.append("null"); o["type"] = .array(ts)
+        case .array(var ts)? where !ts.contains("null"):
+            ts.append("null")
+            o["type"] = .array(ts)
         case nil: return s
         default: break
         }
-        if case .array(var values)? = o["enum"], !values.contains(.null) { values.append(.null); o["enum"] = .array(values) }
+        if case .array(var values)? = o["enum"], !values.contains(.null) {
+            values.append(.null)
+            o["enum"] = .array(values)
+        }
         return .object(o)
     }
 
@@ -126,7 +131,12 @@ enum SchemaReader {
     static func wireName(_ key: any CodingKey) -> String {
         var out = ""
         for (i, c) in key.stringValue.enumerated() {
-            if c.isUppercase { if i > 0 { out += "_" }; out += c.lowercased() } else { out.append(c) }
+            if c.isUppercase {
+                if i > 0 { out += "_" }
+                out += c.lowercased()
+            } else {
+                out.append(c)
+            }
         }
         return out
     }
@@ -207,7 +217,9 @@ enum SchemaReader {
             node.items = s
             return v
         }
-        mutating func nestedContainer<N: CodingKey>(keyedBy type: N.Type) throws -> KeyedDecodingContainer<N> { throw Unsupported() }
+        mutating func nestedContainer<N: CodingKey>(keyedBy type: N.Type) throws -> KeyedDecodingContainer<N> {
+            throw Unsupported()
+        }
         mutating func nestedUnkeyedContainer() throws -> any UnkeyedDecodingContainer { throw Unsupported() }
         mutating func superDecoder() throws -> any Decoder { throw Unsupported() }
     }

@@ -35,5 +35,7 @@ public struct TailBuffer: Sendable {
     }
 
     /// The kept bytes, oldest first.
-    public var bytes: [UInt8] { storage.count < capacity || start == 0 ? storage : Array(storage[start...] + storage[..<start]) }
+    public var bytes: [UInt8] {
+        storage.count < capacity || start == 0 ? storage : Array(storage[start...] + storage[..<start])
+    }
 }

@@ -5,12 +5,16 @@ import KilnHTTP
 public enum Validate {
     /// A model name: 1 to 200 bytes (nil passes: the default applies).
     public static func model(_ m: String?, field: String = "model") throws {
-        if let m, m.isEmpty || m.utf8.count > 200 { throw APIError.validation("model must be 1 to 200 characters", field: field) }
+        if let m, m.isEmpty || m.utf8.count > 200 {
+            throw APIError.validation("model must be 1 to 200 characters", field: field)
+        }
     }
 
     /// An agent's model-turn budget: 1 to 100 (nil passes).
     public static func maxSteps(_ n: Int?) throws {
-        if let n, !(1...100).contains(n) { throw APIError.validation("max_steps must be from 1 to 100", field: "max_steps") }
+        if let n, !(1...100).contains(n) {
+            throw APIError.validation("max_steps must be from 1 to 100", field: "max_steps")
+        }
     }
 
     /// Free text that must say something: not empty (nor only whitespace when `trim`), at most `maxBytes`.
@@ -23,8 +27,10 @@ public enum Validate {
 
     /// A command line: 1 byte to `maxBytes` of text without NUL.
     public static func command(_ s: String, field: String = "command", maxBytes: Int = 32 * 1024) throws {
-        guard !s.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, s.utf8.count <= maxBytes, !s.utf8.contains(0) else {
-            throw APIError.validation("\(field) must be 1 byte to \(maxBytes / 1024) KiB of text without NUL", field: field)
+        guard !s.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, s.utf8.count <= maxBytes, !s.utf8.contains(0)
+        else {
+            throw APIError.validation(
+                "\(field) must be 1 byte to \(maxBytes / 1024) KiB of text without NUL", field: field)
         }
     }
 

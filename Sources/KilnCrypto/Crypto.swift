@@ -17,7 +17,11 @@ public enum Crypto {
     public static func sha256(_ data: [UInt8]) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 32)
         var len: UInt32 = 0
-        _ = data.withUnsafeBytes { d in out.withUnsafeMutableBufferPointer { EVP_Digest(d.baseAddress, d.count, $0.baseAddress, &len, EVP_sha256(), nil) } }
+        _ = data.withUnsafeBytes { d in
+            out.withUnsafeMutableBufferPointer {
+                EVP_Digest(d.baseAddress, d.count, $0.baseAddress, &len, EVP_sha256(), nil)
+            }
+        }
         return out
     }
 
@@ -28,7 +32,9 @@ public enum Crypto {
     public static func sha256Hex(_ data: UnsafeRawBufferPointer) -> String {
         var out = [UInt8](repeating: 0, count: 32)
         var len: UInt32 = 0
-        _ = out.withUnsafeMutableBufferPointer { EVP_Digest(data.baseAddress, data.count, $0.baseAddress, &len, EVP_sha256(), nil) }
+        _ = out.withUnsafeMutableBufferPointer {
+            EVP_Digest(data.baseAddress, data.count, $0.baseAddress, &len, EVP_sha256(), nil)
+        }
         return hex(out)
     }
 
@@ -37,15 +43,21 @@ public enum Crypto {
 
     private static func hmac(_ digest: String, _ length: Int, key: [UInt8], data: [UInt8]) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: length)
-        let ok = key.withUnsafeBufferPointer { k in data.withUnsafeBufferPointer { d in out.withUnsafeMutableBufferPointer { o in
-            kiln_hmac(digest, k.baseAddress, k.count, d.baseAddress, d.count, o.baseAddress, length)
-        } } }
+        let ok = key.withUnsafeBufferPointer { k in
+            data.withUnsafeBufferPointer { d in
+                out.withUnsafeMutableBufferPointer { o in
+                    kiln_hmac(digest, k.baseAddress, k.count, d.baseAddress, d.count, o.baseAddress, length)
+                }
+            }
+        }
         precondition(ok == 1, "HMAC-\(digest) failed")
         return out
     }
 
     /// AES-256-GCM sealed box: nonce (12) ‖ ciphertext ‖ tag (16).
-    public static func seal(_ plaintext: [UInt8], key: [UInt8], aad: [UInt8] = [], nonce: [UInt8]? = nil) throws -> [UInt8] {
+    public static func seal(
+        _ plaintext: [UInt8], key: [UInt8], aad: [UInt8] = [], nonce: [UInt8]? = nil
+    ) throws -> [UInt8] {
         guard key.count == 32 else { throw Failure.invalidInput("AES-256 key must be 32 bytes") }
         let iv = nonce ?? randomBytes(12)
         var out = [UInt8](repeating: 0, count: plaintext.count)
@@ -70,29 +82,51 @@ public enum Crypto {
     }
 
     /// Raw AES-256-GCM with an explicit IV (for known-answer tests).
-    public static func aesGCM(encrypt: Bool, key: [UInt8], iv: [UInt8], aad: [UInt8], input: [UInt8],
-                              output: inout [UInt8], tag: inout [UInt8]) -> Bool {
+    public static func aesGCM(
+        encrypt: Bool, key: [UInt8], iv: [UInt8], aad: [UInt8], input: [UInt8],
+        output: inout [UInt8], tag: inout [UInt8]
+    ) -> Bool {
         output = [UInt8](repeating: 0, count: input.count)
         if tag.count != 16 { tag = [UInt8](repeating: 0, count: 16) }
-        var o = output, t = tag
-        let ok = key.withUnsafeBufferPointer { k in iv.withUnsafeBufferPointer { v in aad.withUnsafeBufferPointer { a in
-            input.withUnsafeBufferPointer { i in o.withUnsafeMutableBufferPointer { ob in t.withUnsafeMutableBufferPointer { tb in
-                kiln_aes256gcm(encrypt ? 1 : 0, k.baseAddress, v.baseAddress, v.count, a.baseAddress, a.count,
-                               i.baseAddress, i.count, ob.baseAddress, tb.baseAddress)
-            } } } } } }
-        output = o; tag = t
+        var o = output
+        var t = tag
+        let ok = key.withUnsafeBufferPointer { k in
+            iv.withUnsafeBufferPointer { v in
+                aad.withUnsafeBufferPointer { a in
+                    input.withUnsafeBufferPointer { i in
+                        o.withUnsafeMutableBufferPointer { ob in
+                            t.withUnsafeMutableBufferPointer { tb in
+                                kiln_aes256gcm(
+                                    encrypt ? 1 : 0, k.baseAddress, v.baseAddress, v.count, a.baseAddress, a.count,
+                                    i.baseAddress, i.count, ob.baseAddress, tb.baseAddress)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        output = o
+        tag = t
         return ok == 1
     }
 
     /// scrypt (RFC 7914).
-    public static func scrypt(password: [UInt8], salt: [UInt8], n: UInt64, r: UInt64, p pp: UInt64, length: Int) throws -> [UInt8] {
+    public static func scrypt(
+        password: [UInt8], salt: [UInt8], n: UInt64, r: UInt64, p pp: UInt64, length: Int
+    ) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: length)
         let maxmem: UInt64 = 128 * r * n * pp + 16 * 1024 * 1024
         let pw = password.map { CChar(bitPattern: $0) } + [0]
         let saltBytes = salt.isEmpty ? [UInt8(0)] : salt
-        let ok = pw.withUnsafeBufferPointer { p in saltBytes.withUnsafeBufferPointer { sb in out.withUnsafeMutableBufferPointer { o in
-            EVP_PBE_scrypt(p.baseAddress, password.count, sb.baseAddress, salt.count, n, r, pp, maxmem, o.baseAddress, length)
-        } } }
+        let ok = pw.withUnsafeBufferPointer { p in
+            saltBytes.withUnsafeBufferPointer { sb in
+                out.withUnsafeMutableBufferPointer { o in
+                    EVP_PBE_scrypt(
+                        p.baseAddress, password.count, sb.baseAddress, salt.count, n, r, pp, maxmem, o.baseAddress,
+                        length)
+                }
+            }
+        }
         guard ok == 1 else { throw Failure.openssl("scrypt failed (parameters out of range?)") }
         return out
     }
@@ -101,25 +135,41 @@ public enum Crypto {
     public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
         if a.isEmpty { return true }
-        return a.withUnsafeBytes { x in b.withUnsafeBytes { y in CRYPTO_memcmp(x.baseAddress, y.baseAddress, a.count) == 0 } }
+        return a.withUnsafeBytes { x in
+            b.withUnsafeBytes { y in CRYPTO_memcmp(x.baseAddress, y.baseAddress, a.count) == 0 }
+        }
     }
 
     public static func hex(_ bytes: [UInt8]) -> String {
         let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8](); out.reserveCapacity(bytes.count * 2)
-        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 15)])
+        }
         return String(decoding: out, as: UTF8.self)
     }
 
     public static func fromHex(_ s: String) -> [UInt8]? {
         let u = Array(s.utf8)
         guard u.count % 2 == 0 else { return nil }
-        var out = [UInt8](); out.reserveCapacity(u.count / 2)
+        var out = [UInt8]()
+        out.reserveCapacity(u.count / 2)
         func v(_ c: UInt8) -> UInt8? {
-            switch c { case 48...57: c - 48; case 97...102: c - 87; case 65...70: c - 55; default: nil }
+            switch c {
+            case 48...57: c - 48
+            case 97...102: c - 87
+            case 65...70: c - 55
+            default: nil
+            }
         }
         var i = 0
-        while i < u.count { guard let h = v(u[i]), let l = v(u[i + 1]) else { return nil }; out.append(h << 4 | l); i += 2 }
+        while i < u.count {
+            guard let h = v(u[i]), let l = v(u[i + 1]) else { return nil }
+            out.append(h << 4 | l)
+            i += 2
+        }
         return out
     }
 }
@@ -132,7 +182,9 @@ public struct Ed25519Key: Sendable {
     public init(seed: [UInt8]) throws {
         guard seed.count == 32 else { throw Crypto.Failure.invalidInput("Ed25519 seed must be 32 bytes") }
         var pub = [UInt8](repeating: 0, count: 32)
-        let ok = seed.withUnsafeBufferPointer { s in pub.withUnsafeMutableBufferPointer { kiln_ed25519_public(s.baseAddress, $0.baseAddress) } }
+        let ok = seed.withUnsafeBufferPointer { s in
+            pub.withUnsafeMutableBufferPointer { kiln_ed25519_public(s.baseAddress, $0.baseAddress) }
+        }
         guard ok == 1 else { throw Crypto.Failure.openssl("Ed25519 key derivation failed") }
         self.seed = seed
         self.publicKey = pub
@@ -142,17 +194,27 @@ public struct Ed25519Key: Sendable {
 
     public func sign(_ message: [UInt8]) -> [UInt8] {
         var sig = [UInt8](repeating: 0, count: 64)
-        let ok = seed.withUnsafeBufferPointer { s in message.withUnsafeBufferPointer { m in sig.withUnsafeMutableBufferPointer { o in
-            kiln_ed25519_sign(s.baseAddress, m.baseAddress ?? UnsafePointer(bitPattern: 1), m.count, o.baseAddress)
-        } } }
+        let ok = seed.withUnsafeBufferPointer { s in
+            message.withUnsafeBufferPointer { m in
+                sig.withUnsafeMutableBufferPointer { o in
+                    kiln_ed25519_sign(
+                        s.baseAddress, m.baseAddress ?? UnsafePointer(bitPattern: 1), m.count, o.baseAddress)
+                }
+            }
+        }
         precondition(ok == 1, "Ed25519 signing failed")
         return sig
     }
 
     public static func verify(publicKey: [UInt8], message: [UInt8], signature: [UInt8]) -> Bool {
         guard publicKey.count == 32, signature.count == 64 else { return false }
-        return publicKey.withUnsafeBufferPointer { p in message.withUnsafeBufferPointer { m in signature.withUnsafeBufferPointer { s in
-            kiln_ed25519_verify(p.baseAddress, m.baseAddress ?? UnsafePointer(bitPattern: 1), m.count, s.baseAddress)
-        } } } == 1
+        return publicKey.withUnsafeBufferPointer { p in
+            message.withUnsafeBufferPointer { m in
+                signature.withUnsafeBufferPointer { s in
+                    kiln_ed25519_verify(
+                        p.baseAddress, m.baseAddress ?? UnsafePointer(bitPattern: 1), m.count, s.baseAddress)
+                }
+            }
+        } == 1
     }
 }

@@ -4,10 +4,15 @@ public enum Base32 {
 
     public static func encode(_ bytes: [UInt8], padding: Bool = false) -> String {
         var out = [UInt8]()
-        var buffer = 0, bits = 0
+        var buffer = 0
+        var bits = 0
         for b in bytes {
-            buffer = (buffer << 8) | Int(b); bits += 8
-            while bits >= 5 { out.append(alphabet[(buffer >> (bits - 5)) & 31]); bits -= 5 }
+            buffer = (buffer << 8) | Int(b)
+            bits += 8
+            while bits >= 5 {
+                out.append(alphabet[(buffer >> (bits - 5)) & 31])
+                bits -= 5
+            }
         }
         if bits > 0 { out.append(alphabet[(buffer << (5 - bits)) & 31]) }
         if padding { while out.count % 8 != 0 { out.append(UInt8(ascii: "=")) } }
@@ -16,12 +21,17 @@ public enum Base32 {
 
     public static func decode(_ s: String) -> [UInt8]? {
         var out = [UInt8]()
-        var buffer = 0, bits = 0
+        var buffer = 0
+        var bits = 0
         for c in s.utf8 where c != UInt8(ascii: "=") && c != UInt8(ascii: " ") {
             let u = (c >= 97 && c <= 122) ? c - 32 : c
             guard let v = alphabet.firstIndex(of: u) else { return nil }
-            buffer = (buffer << 5) | v; bits += 5
-            if bits >= 8 { out.append(UInt8((buffer >> (bits - 8)) & 0xFF)); bits -= 8 }
+            buffer = (buffer << 5) | v
+            bits += 5
+            if bits >= 8 {
+                out.append(UInt8((buffer >> (bits - 8)) & 0xFF))
+                bits -= 8
+            }
             buffer &= (1 << bits) - 1
         }
         return out
@@ -32,7 +42,8 @@ public enum Base32 {
 public enum Base64URL {
     public static func encode(_ bytes: [UInt8]) -> String {
         let table = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
-        var out = [UInt8](); out.reserveCapacity((bytes.count * 4 + 2) / 3)
+        var out = [UInt8]()
+        out.reserveCapacity((bytes.count * 4 + 2) / 3)
         var i = 0
         while i + 3 <= bytes.count {
             let n = Int(bytes[i]) << 16 | Int(bytes[i + 1]) << 8 | Int(bytes[i + 2])
@@ -92,7 +103,8 @@ public enum TOTP {
         for i in 0..<8 { msg[7 - i] = UInt8((counter >> (8 * UInt64(i))) & 0xFF) }
         let h = Crypto.hmacSHA1(key: secret, data: msg)
         let offset = Int(h[19] & 0x0F)
-        let bin = (Int(h[offset]) & 0x7F) << 24 | Int(h[offset + 1]) << 16 | Int(h[offset + 2]) << 8 | Int(h[offset + 3])
+        let bin =
+            (Int(h[offset]) & 0x7F) << 24 | Int(h[offset + 1]) << 16 | Int(h[offset + 2]) << 8 | Int(h[offset + 3])
         var mod = 1
         for _ in 0..<digits { mod *= 10 }
         let s = String(bin % mod)

@@ -14,11 +14,16 @@ public enum XXH64 {
 
     public static func hash(_ data: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
         let n = data.count
-        guard let p = data.baseAddress else { return finish(seed &+ p5, p: UnsafeRawPointer(bitPattern: 1)!, from: 0, to: 0) }
+        guard let p = data.baseAddress else {
+            return finish(seed &+ p5, p: UnsafeRawPointer(bitPattern: 1)!, from: 0, to: 0)
+        }
         var i = 0
         var h: UInt64
         if n >= 32 {
-            var v1 = seed &+ p1 &+ p2, v2 = seed &+ p2, v3 = seed, v4 = seed &- p1
+            var v1 = seed &+ p1 &+ p2
+            var v2 = seed &+ p2
+            var v3 = seed
+            var v4 = seed &- p1
             while i + 32 <= n {
                 v1 = round(v1, UInt64(littleEndian: p.loadUnaligned(fromByteOffset: i, as: UInt64.self)))
                 v2 = round(v2, UInt64(littleEndian: p.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)))
@@ -27,7 +32,10 @@ public enum XXH64 {
                 i += 32
             }
             h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
-            h = merge(h, v1); h = merge(h, v2); h = merge(h, v3); h = merge(h, v4)
+            h = merge(h, v1)
+            h = merge(h, v2)
+            h = merge(h, v3)
+            h = merge(h, v4)
         } else {
             h = seed &+ p5
         }
@@ -35,7 +43,9 @@ public enum XXH64 {
         return finish(h, p: p, from: i, to: n)
     }
 
-    public static func hash(_ bytes: [UInt8], seed: UInt64 = 0) -> UInt64 { bytes.withUnsafeBytes { hash($0, seed: seed) } }
+    public static func hash(_ bytes: [UInt8], seed: UInt64 = 0) -> UInt64 {
+        bytes.withUnsafeBytes { hash($0, seed: seed) }
+    }
 
     /// A hash as 16 lower-case hex digits.
     public static func hex(_ value: UInt64) -> String {
@@ -45,7 +55,8 @@ public enum XXH64 {
 
     /// The tail (fewer than 32 bytes) and the final mix.
     @inline(__always) static func finish(_ start: UInt64, p: UnsafeRawPointer, from: Int, to n: Int) -> UInt64 {
-        var h = start, i = from
+        var h = start
+        var i = from
         while i + 8 <= n {
             h ^= round(0, UInt64(littleEndian: p.loadUnaligned(fromByteOffset: i, as: UInt64.self)))
             h = rotl(h, 27) &* p1 &+ p4
@@ -61,8 +72,10 @@ public enum XXH64 {
             h = rotl(h, 11) &* p1
             i += 1
         }
-        h ^= h >> 33; h = h &* p2
-        h ^= h >> 29; h = h &* p3
+        h ^= h >> 33
+        h = h &* p2
+        h ^= h >> 29
+        h = h &* p3
         h ^= h >> 32
         return h
     }

@@ -62,7 +62,10 @@ public final class HTTPServer: @unchecked Sendable {
         let fd = kiln_listen(configuration.host, Int32(configuration.port), configuration.backlog, &bound)
         guard fd >= 0 else { throw HTTPServerError.bind(configuration.host, configuration.port, -fd) }
         listenFd = fd
-        state.withLock { $0.port = Int(bound); $0.started = true }
+        state.withLock {
+            $0.port = Int(bound)
+            $0.started = true
+        }
         for i in 0..<configuration.eventLoops {
             let loop = try EventLoop(index: i, server: self)
             loop.attachListener(fd)
@@ -77,7 +80,11 @@ public final class HTTPServer: @unchecked Sendable {
     public var isShuttingDown: Bool { state.withLock { $0.stopped } }
 
     public func shutdown() async {
-        let already = state.withLock { s -> Bool in let a = s.stopped; s.stopped = true; return a }
+        let already = state.withLock { s -> Bool in
+            let a = s.stopped
+            s.stopped = true
+            return a
+        }
         if already || loops.isEmpty { return }
         for loop in loops { loop.execute { loop.beginDrain() } }
         let deadline = monotonicNanos() + UInt64(configuration.shutdownGrace * 1e9)
@@ -86,7 +93,10 @@ public final class HTTPServer: @unchecked Sendable {
         }
         for loop in loops { loop.stop() }
         while !loops.allSatisfy({ $0.finished.withLock { $0 } }) { try? await Task.sleep(nanoseconds: 5_000_000) }
-        if listenFd >= 0 { close(listenFd); listenFd = -1 }
+        if listenFd >= 0 {
+            close(listenFd)
+            listenFd = -1
+        }
     }
 
     /// Starts, then waits for SIGTERM or SIGINT and shuts down gracefully.

@@ -1,6 +1,6 @@
 import Foundation
-import KilnHTTP
 import KilnCore
+import KilnHTTP
 
 /// `POST /api/pty/spawn` (every field optional).
 struct SpawnInput: Decodable, Sendable {

@@ -1,9 +1,10 @@
 import Foundation
-import KilnHTTP
 import KilnCore
+import KilnHTTP
 
 public enum PTYPermission {
-    public static let open = Permission("pty:open", "Open, list, attach to and end your own terminals (a shell on the server)", minimumRole: .member)
+    public static let open = Permission(
+        "pty:open", "Open, list, attach to and end your own terminals (a shell on the server)", minimumRole: .member)
 }
 
 /// Terminals: real pseudo-terminals attached over WebSocket.
@@ -12,7 +13,8 @@ public struct PTYModule: KilnModule {
     let terminals: TerminalService
 
     public init(services: Services, projects: any ProjectDirectory) {
-        terminals = TerminalService(idleSeconds: Double(services.config.int(PTYSettings.idleMinutes) ?? 30) * 60, projects: projects)
+        terminals = TerminalService(
+            idleSeconds: Double(services.config.int(PTYSettings.idleMinutes) ?? 30) * 60, projects: projects)
         let t = terminals
         services.hooks.workspaceOf(param: "pty_id") { id in t.get(id)?.wsID }
     }

@@ -9,22 +9,27 @@ struct PTYRoutes: Sendable {
     func register(_ routes: Routes) {
         let r = routes.tagged("pty")
         let open = PTYPermission.open
-        r.add(.POST, "/api/pty/spawn", open, "Start a terminal (forkpty, TERM=xterm-256color) running your shell; attach at ws_url",
-              limit: 16 * 1024, body: .optional, reply: .of(SpawnedTerminal.self, status: .created), spawn)
+        r.add(
+            .POST, "/api/pty/spawn", open,
+            "Start a terminal (forkpty, TERM=xterm-256color) running your shell; attach at ws_url",
+            limit: 16 * 1024, body: .optional, reply: .of(SpawnedTerminal.self, status: .created), spawn)
         r.add(.GET, "/api/pty", open, "Your terminals in the workspace", list)
         r.add(.DELETE, "/api/pty/:pty_id", open, "End one of your terminals", end)
-        r.add(.GET, "/api/pty/:pty_id/stream", open,
-              "WebSocket: binary frames are terminal bytes both ways; text frames are JSON control ({type: resize, cols, rows} in, "
+        r.add(
+            .GET, "/api/pty/:pty_id/stream", open,
+            "WebSocket: binary frames are terminal bytes both ways; text frames are JSON control ({type: resize, cols, rows} in, "
                 + "{type: exit, code} out). Attaching replays the last 256 KiB",
-              reply: .webSocket, stream)
+            reply: .webSocket, stream)
     }
 
     func own(_ ctx: RequestContext) throws -> Terminal {
-        try terminals.own(try ctx.parameter("pty_id"), access: try ctx.requireWorkspace(), userID: try ctx.requirePrincipal().userID)
+        try terminals.own(
+            try ctx.parameter("pty_id"), access: try ctx.requireWorkspace(), userID: try ctx.requirePrincipal().userID)
     }
 
     @Sendable func spawn(_ req: Request, _ ctx: RequestContext, _ input: SpawnInput) async throws -> Response {
-        let t = try await terminals.spawn(input, access: try ctx.requireWorkspace(), userID: try ctx.requirePrincipal().userID)
+        let t = try await terminals.spawn(
+            input, access: try ctx.requireWorkspace(), userID: try ctx.requirePrincipal().userID)
         let scheme = req.isSecure ? "wss" : "ws"
         let host = req.headers["Host"] ?? "127.0.0.1"
         var info = t.info
@@ -38,7 +43,8 @@ struct PTYRoutes: Sendable {
 
     @Sendable func list(_ req: Request, _ ctx: RequestContext) async throws -> Response {
         let access = try ctx.requireWorkspace()
-        return try .json(Page(all: terminals.list(userID: try ctx.requirePrincipal().userID, wsID: access.wsID).map(\.info)))
+        return try .json(
+            Page(all: terminals.list(userID: try ctx.requirePrincipal().userID, wsID: access.wsID).map(\.info)))
     }
 
     @Sendable func end(_ req: Request, _ ctx: RequestContext) async throws -> Response {
@@ -49,7 +55,8 @@ struct PTYRoutes: Sendable {
 
     @Sendable func stream(_ req: Request, _ ctx: RequestContext) async throws -> Response {
         let t = try own(ctx)
-        return try WebSocket.upgrade(req, settings: WebSocketSettings(maxMessageSize: 1 << 20, maxQueuedBytes: 1 << 20)) { ws in
+        return try WebSocket.upgrade(req, settings: WebSocketSettings(maxMessageSize: 1 << 20, maxQueuedBytes: 1 << 20))
+        { ws in
             await TerminalService.serve(t, ws)
         }
     }

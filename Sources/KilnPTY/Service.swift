@@ -9,7 +9,9 @@ import Synchronization
 struct PTYSettings: Sendable {
     static let idleMinutes = "--pty-idle-minutes"
     static let options: [Config.Option] = [
-        .int(idleMinutes, env: "KILN_PTY_IDLE_MINUTES", help: "end a terminal nobody has viewed for this long (default 30)", range: 1...100_000),
+        .int(
+            idleMinutes, env: "KILN_PTY_IDLE_MINUTES",
+            help: "end a terminal nobody has viewed for this long (default 30)", range: 1...100_000)
     ]
 }
 
@@ -33,21 +35,28 @@ final class TerminalService: Sendable {
 
     /// The caller's own terminal in the admitted workspace (404 otherwise: others' terminals are not revealed).
     func own(_ id: String, access: WorkspaceAccess, userID: String) throws -> Terminal {
-        guard let t = get(id), t.wsID == access.wsID, t.userID == userID else { throw APIError.notFound("No such terminal") }
+        guard let t = get(id), t.wsID == access.wsID, t.userID == userID else {
+            throw APIError.notFound("No such terminal")
+        }
         return t
     }
 
     func list(userID: String, wsID: String) -> [Terminal] {
-        all.withLock { Array($0.values) }.filter { $0.userID == userID && $0.wsID == wsID }.sorted { $0.createdAt < $1.createdAt }
+        all.withLock { Array($0.values) }.filter { $0.userID == userID && $0.wsID == wsID }.sorted {
+            $0.createdAt < $1.createdAt
+        }
     }
 
     /// Checks a spawn request: size, shell, and the working directory (in the project when it names one).
     func spawn(_ input: SpawnInput, access: WorkspaceAccess, userID: String) async throws -> Terminal {
-        let cols = input.cols ?? 80, rows = input.rows ?? 24
+        let cols = input.cols ?? 80
+        let rows = input.rows ?? 24
         guard (1...1000).contains(cols) else { throw APIError.validation("cols must be from 1 to 1000", field: "cols") }
         guard (1...1000).contains(rows) else { throw APIError.validation("rows must be from 1 to 1000", field: "rows") }
         let env = ProcessInfo.processInfo.environment
-        let shell = input.shell ?? env["SHELL"].flatMap { FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil } ?? "/bin/bash"
+        let shell =
+            input.shell ?? env["SHELL"].flatMap { FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil }
+            ?? "/bin/bash"
         guard shell.hasPrefix("/"), !shell.contains("\0"), FileManager.default.isExecutableFile(atPath: shell) else {
             throw APIError.validation("shell must be the absolute path of an executable on the server", field: "shell")
         }
@@ -58,7 +67,9 @@ final class TerminalService: Sendable {
             projectID = project.id
             cwd = try SafePath.resolve(root: project.root, relative: input.cwd ?? "", field: "cwd")
         } else if let c = input.cwd {
-            guard !c.contains("\0"), let real = SafePath.real(c) else { throw APIError.validation("cwd does not exist", field: "cwd") }
+            guard !c.contains("\0"), let real = SafePath.real(c) else {
+                throw APIError.validation("cwd does not exist", field: "cwd")
+            }
             cwd = real
         } else {
             cwd = env["HOME"] ?? "/"
@@ -67,13 +78,17 @@ final class TerminalService: Sendable {
         guard FileManager.default.fileExists(atPath: cwd, isDirectory: &isDir), isDir.boolValue else {
             throw APIError.validation("cwd is not a directory", field: "cwd")
         }
-        return try spawn(userID: userID, wsID: access.wsID, projectID: projectID, shell: shell, cwd: cwd, cols: cols, rows: rows)
+        return try spawn(
+            userID: userID, wsID: access.wsID, projectID: projectID, shell: shell, cwd: cwd, cols: cols, rows: rows)
     }
 
-    func spawn(userID: String, wsID: String, projectID: String?, shell: String, cwd: String, cols: Int, rows: Int) throws -> Terminal {
+    func spawn(
+        userID: String, wsID: String, projectID: String?, shell: String, cwd: String, cols: Int, rows: Int
+    ) throws -> Terminal {
         let count = all.withLock { $0.values.filter { $0.userID == userID && !$0.exited }.count }
         guard count < maxPerUser else {
-            throw HTTPError(.tooManyRequests, code: "rate_limited", message: "You have \(count) terminals open; end one first")
+            throw HTTPError(
+                .tooManyRequests, code: "rate_limited", message: "You have \(count) terminals open; end one first")
         }
         let env = ProcessRunner.childEnvironment(["TERM": "xterm-256color", "COLORTERM": "truecolor", "SHELL": shell])
         let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
@@ -85,11 +100,16 @@ final class TerminalService: Sendable {
         }
         var master: Int32 = -1
         let pid = argv.withUnsafeBufferPointer { a in
-            envp.withUnsafeBufferPointer { e in kiln_forkpty(&master, shell, a.baseAddress, e.baseAddress, cwd, UInt16(cols), UInt16(rows)) }
+            envp.withUnsafeBufferPointer { e in
+                kiln_forkpty(&master, shell, a.baseAddress, e.baseAddress, cwd, UInt16(cols), UInt16(rows))
+            }
         }
-        guard pid > 0 else { throw APIError.unavailable("Could not start a terminal: \(String(cString: strerror(-pid)))") }
-        let t = Terminal(id: IDs.make("pty"), userID: userID, wsID: wsID, projectID: projectID, shell: shell, cwd: cwd, pid: pid,
-                         master: master, cols: cols, rows: rows)
+        guard pid > 0 else {
+            throw APIError.unavailable("Could not start a terminal: \(String(cString: strerror(-pid)))")
+        }
+        let t = Terminal(
+            id: IDs.make("pty"), userID: userID, wsID: wsID, projectID: projectID, shell: shell, cwd: cwd, pid: pid,
+            master: master, cols: cols, rows: rows)
         all.withLock { $0[t.id] = t }
         Thread { t.pump(onExit: {}) }.start()
         return t
@@ -143,7 +163,9 @@ final class TerminalService: Sendable {
 
     /// A JSON control message from the viewer: resize, input, ping.
     static func control(_ t: Terminal, _ ws: WebSocket, _ text: String) async {
-        guard case .object(let c)? = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)), case .string(let type)? = c["type"] else {
+        guard case .object(let c)? = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)),
+            case .string(let type)? = c["type"]
+        else {
             try? await ws.send(text: #"{"type":"error","message":"control messages are JSON objects with a type"}"#)
             return
         }
@@ -156,7 +178,8 @@ final class TerminalService: Sendable {
         }
         switch type {
         case "resize":
-            guard let cols = int("cols"), let rows = int("rows"), (1...1000).contains(cols), (1...1000).contains(rows) else {
+            guard let cols = int("cols"), let rows = int("rows"), (1...1000).contains(cols), (1...1000).contains(rows)
+            else {
                 try? await ws.send(text: #"{"type":"error","message":"resize needs cols and rows from 1 to 1000"}"#)
                 return
             }
@@ -166,7 +189,8 @@ final class TerminalService: Sendable {
         case "ping":
             try? await ws.send(text: #"{"type":"pong"}"#)
         default:
-            try? await ws.send(text: JSONValue.object(["type": "error", "message": .string("unknown control message type")]).jsonText)
+            try? await ws.send(
+                text: JSONValue.object(["type": "error", "message": .string("unknown control message type")]).jsonText)
         }
     }
 }

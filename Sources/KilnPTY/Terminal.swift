@@ -41,20 +41,33 @@ final class Terminal: Sendable {
     let state: Mutex<State>
     let writes: DispatchQueue
 
-    init(id: String, userID: String, wsID: String, projectID: String?, shell: String, cwd: String, pid: pid_t, master: Int32, cols: Int, rows: Int) {
-        self.id = id; self.userID = userID; self.wsID = wsID; self.projectID = projectID; self.shell = shell; self.cwd = cwd
-        self.pid = pid; self.master = master; self.createdAt = Date()
+    init(
+        id: String, userID: String, wsID: String, projectID: String?, shell: String, cwd: String, pid: pid_t,
+        master: Int32, cols: Int, rows: Int
+    ) {
+        self.id = id
+        self.userID = userID
+        self.wsID = wsID
+        self.projectID = projectID
+        self.shell = shell
+        self.cwd = cwd
+        self.pid = pid
+        self.master = master
+        self.createdAt = Date()
         state = Mutex(State(cols: cols, rows: rows, lastSeen: Date()))
         writes = DispatchQueue(label: "kiln.pty.\(id)")
     }
 
     var info: JSONValue {
         state.withLock { s in
-            .object(["id": .string(id), "pid": .int(Int(pid)), "shell": .string(shell), "cwd": .string(cwd),
-                     "project_id": projectID.map { .string($0) } ?? .null, "ws_id": .string(wsID),
-                     "cols": .int(s.cols), "rows": .int(s.rows), "viewers": .int(s.viewers.count),
-                     "status": s.exitCode == nil ? "running" : "exited", "exit_code": s.exitCode.map { .int($0) } ?? .null,
-                     "created_at": .string(HTTPDate.iso8601(createdAt)), "last_seen_at": .string(HTTPDate.iso8601(s.lastSeen))])
+            .object([
+                "id": .string(id), "pid": .int(Int(pid)), "shell": .string(shell), "cwd": .string(cwd),
+                "project_id": projectID.map { .string($0) } ?? .null, "ws_id": .string(wsID),
+                "cols": .int(s.cols), "rows": .int(s.rows), "viewers": .int(s.viewers.count),
+                "status": s.exitCode == nil ? "running" : "exited", "exit_code": s.exitCode.map { .int($0) } ?? .null,
+                "created_at": .string(HTTPDate.iso8601(createdAt)),
+                "last_seen_at": .string(HTTPDate.iso8601(s.lastSeen)),
+            ])
         }
     }
 
@@ -104,8 +117,12 @@ final class Terminal: Sendable {
             // Back-pressure: wait while a viewer is far behind, but never forever.
             var waited = 0.0
             while let slow = viewers.first(where: { $0.pendingBytes > Terminal.viewerHighWater && !$0.isClosed }) {
-                if waited > Terminal.viewerStallSeconds { slow.drop(); break }
-                usleep(200); waited += 0.0002
+                if waited > Terminal.viewerStallSeconds {
+                    slow.drop()
+                    break
+                }
+                usleep(200)
+                waited += 0.0002
             }
         }
         var status: Int32 = 0
@@ -138,7 +155,10 @@ final class Terminal: Sendable {
     }
 
     func detach(_ v: Viewer) {
-        state.withLock { s in s.viewers[v.id] = nil; s.lastSeen = Date() }
+        state.withLock { s in
+            s.viewers[v.id] = nil
+            s.lastSeen = Date()
+        }
     }
 
     func input(_ bytes: [UInt8]) {
@@ -161,17 +181,27 @@ final class Terminal: Sendable {
     }
 
     func resize(cols: Int, rows: Int) {
-        state.withLock { $0.cols = cols; $0.rows = rows }
-        writes.async { [master] in guard !self.exited else { return }; _ = kiln_set_winsize(master, UInt16(cols), UInt16(rows)) }
+        state.withLock {
+            $0.cols = cols
+            $0.rows = rows
+        }
+        writes.async { [master] in
+            guard !self.exited else { return }
+            _ = kiln_set_winsize(master, UInt16(cols), UInt16(rows))
+        }
     }
 
     /// Hangs up the shell's session (SIGHUP, then SIGKILL if it lingers).
     func terminate() {
         guard !exited else { return }
-        kill(-pid, SIGHUP); kill(pid, SIGHUP)
+        kill(-pid, SIGHUP)
+        kill(pid, SIGHUP)
         let pid = self.pid
         DispatchQueue.global().asyncAfter(deadline: .now() + 2) { [weak self] in
-            if self?.exited == false { kill(-pid, SIGKILL); kill(pid, SIGKILL) }
+            if self?.exited == false {
+                kill(-pid, SIGKILL)
+                kill(pid, SIGKILL)
+            }
         }
     }
 }
@@ -184,7 +214,10 @@ final class Viewer: Sendable {
     /// Set once the exit was sent or the viewer was dropped: nothing more goes out.
     private let finished = Mutex(false)
 
-    init(id: Int, socket: WebSocket) { self.id = id; self.socket = socket }
+    init(id: Int, socket: WebSocket) {
+        self.id = id
+        self.socket = socket
+    }
 
     /// Bytes pushed and not yet written: how far behind this viewer is.
     var pendingBytes: Int { socket.pushBacklog }
@@ -198,14 +231,26 @@ final class Viewer: Sendable {
 
     /// The exit message, then the close handshake.
     func exit(_ code: Int) {
-        guard !finished.withLock({ let was = $0; $0 = true; return was }) else { return }
+        guard
+            !finished.withLock({
+                let was = $0
+                $0 = true
+                return was
+            })
+        else { return }
         _ = socket.push(text: JSONValue.object(["type": "exit", "code": .int(code)]).jsonText, limit: .max)
         socket.close(code: WebSocketCloseCode.normal, reason: "exited")
     }
 
     /// Too slow for too long: closed, so it reattaches (and gets the replay) when it can keep up.
     func drop() {
-        guard !finished.withLock({ let was = $0; $0 = true; return was }) else { return }
+        guard
+            !finished.withLock({
+                let was = $0
+                $0 = true
+                return was
+            })
+        else { return }
         socket.close(code: WebSocketCloseCode.policyViolation, reason: "too slow; reattach to resume")
     }
 }

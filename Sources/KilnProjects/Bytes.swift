@@ -16,14 +16,22 @@ enum Bytes {
             if i + 32 <= n {
                 let q = base + i
                 if (q.loadUnaligned(as: UInt64.self) | q.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
-                    | q.loadUnaligned(fromByteOffset: 16, as: UInt64.self) | q.loadUnaligned(fromByteOffset: 24, as: UInt64.self)) & 0x8080_8080_8080_8080 == 0 {
+                    | q.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
+                    | q.loadUnaligned(fromByteOffset: 24, as: UInt64.self)) & 0x8080_8080_8080_8080 == 0
+                {
                     i += 32
                     continue
                 }
             }
-            if i + 8 <= n, (base + i).loadUnaligned(as: UInt64.self) & 0x8080_8080_8080_8080 == 0 { i += 8; continue }
+            if i + 8 <= n, (base + i).loadUnaligned(as: UInt64.self) & 0x8080_8080_8080_8080 == 0 {
+                i += 8
+                continue
+            }
             let c = p[i]
-            if c < 0x80 { i += 1; continue }
+            if c < 0x80 {
+                i += 1
+                continue
+            }
             switch c {
             case 0xC2...0xDF:
                 guard cont(i + 1) else { return false }
@@ -63,7 +71,8 @@ enum Bytes {
     /// The first occurrence of `needle` at or after `from`. Case-insensitive search folds ASCII
     /// letters only; `needle` must then be lower-cased already.
     static func find(_ hay: UnsafeRawBufferPointer, from: Int, _ needle: [UInt8], caseInsensitive: Bool) -> Int? {
-        let n = hay.count, m = needle.count
+        let n = hay.count
+        let m = needle.count
         guard m > 0, from >= 0, from + m <= n, let base = hay.baseAddress else { return nil }
         if !caseInsensitive {
             return needle.withUnsafeBytes { nd -> Int? in
@@ -94,8 +103,10 @@ enum Bytes {
 
     /// Calls `body(lineStart, lineEnd, matchStart)` for every line holding `needle` (at its first
     /// occurrence in the line), in order, until `body` returns false.
-    static func linesContaining(_ hay: UnsafeRawBufferPointer, _ needle: [UInt8], caseInsensitive: Bool,
-                                _ body: (_ start: Int, _ end: Int, _ at: Int) -> Bool) {
+    static func linesContaining(
+        _ hay: UnsafeRawBufferPointer, _ needle: [UInt8], caseInsensitive: Bool,
+        _ body: (_ start: Int, _ end: Int, _ at: Int) -> Bool
+    ) {
         var from = 0
         while from < hay.count, let pos = find(hay, from: from, needle, caseInsensitive: caseInsensitive) {
             let (start, end) = line(hay, around: pos, notBefore: from)
@@ -105,7 +116,8 @@ enum Bytes {
     }
 
     /// The line around `pos`: its first byte and the index of its newline (or the end).
-    static func line(_ hay: UnsafeRawBufferPointer, around pos: Int, notBefore floor: Int = 0) -> (start: Int, end: Int) {
+    static func line(_ hay: UnsafeRawBufferPointer, around pos: Int, notBefore floor: Int = 0) -> (start: Int, end: Int)
+    {
         let base = hay.baseAddress!
         var start = floor
         if pos > floor, let nl = kiln_memrchr(base + floor, 10, pos - floor) { start = UnsafeRawPointer(nl) - base + 1 }
@@ -120,7 +132,8 @@ enum Bytes {
     /// Newlines in `[from, to)`.
     static func newlines(_ hay: UnsafeRawBufferPointer, from: Int, to: Int) -> Int {
         guard let base = hay.baseAddress else { return 0 }
-        var count = 0, at = from
+        var count = 0
+        var at = from
         while at < to, let nl = memchr(base + at, 10, to - at) {
             count += 1
             at = UnsafeRawPointer(nl) - base + 1

@@ -1,7 +1,7 @@
 import Foundation
-import KilnHTTP
 import Glibc
 import KilnCore
+import KilnHTTP
 import KilnStore
 
 /// A reusable buffer that whole files are read into: grown as needed, freed with its owner. The

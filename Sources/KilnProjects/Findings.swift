@@ -1,22 +1,42 @@
 import Foundation
+import KilnCore
 import KilnHTTP
 import KilnStore
-import KilnCore
 
 enum Findings {
     static let largeFile = 1 << 20
     /// Each secret rule with the bit of the anchors its matches contain.
     static let secretRules: [(String, NSRegularExpression, String, UInt16)] = [
-        ("private-key", try! NSRegularExpression(pattern: "-----BEGIN (?:RSA |EC |DSA |OPENSSH |PGP |ENCRYPTED )?PRIVATE KEY(?: BLOCK)?-----"), "A private key is committed", 1 << 0),
-        ("aws-access-key", try! NSRegularExpression(pattern: "\\b(?:AKIA|ASIA)[0-9A-Z]{16}\\b"), "An AWS access key id", 1 << 1),
-        ("github-token", try! NSRegularExpression(pattern: "\\bgh[pousr]_[A-Za-z0-9]{36,}\\b"), "A GitHub token", 1 << 2),
+        (
+            "private-key",
+            try! NSRegularExpression(
+                pattern: "-----BEGIN (?:RSA |EC |DSA |OPENSSH |PGP |ENCRYPTED )?PRIVATE KEY(?: BLOCK)?-----"),
+            "A private key is committed", 1 << 0
+        ),
+        (
+            "aws-access-key", try! NSRegularExpression(pattern: "\\b(?:AKIA|ASIA)[0-9A-Z]{16}\\b"),
+            "An AWS access key id", 1 << 1
+        ),
+        (
+            "github-token", try! NSRegularExpression(pattern: "\\bgh[pousr]_[A-Za-z0-9]{36,}\\b"), "A GitHub token",
+            1 << 2
+        ),
         ("slack-token", try! NSRegularExpression(pattern: "\\bxox[baprs]-[A-Za-z0-9-]{10,}"), "A Slack token", 1 << 3),
-        ("stripe-key", try! NSRegularExpression(pattern: "\\b(?:sk|rk)_live_[A-Za-z0-9]{16,}"), "A Stripe live key", 1 << 4),
-        ("google-api-key", try! NSRegularExpression(pattern: "\\bAIza[0-9A-Za-z_-]{35}\\b"), "A Google API key", 1 << 5),
+        (
+            "stripe-key", try! NSRegularExpression(pattern: "\\b(?:sk|rk)_live_[A-Za-z0-9]{16,}"), "A Stripe live key",
+            1 << 4
+        ),
+        (
+            "google-api-key", try! NSRegularExpression(pattern: "\\bAIza[0-9A-Za-z_-]{35}\\b"), "A Google API key",
+            1 << 5
+        ),
         ("kiln-api-key", try! NSRegularExpression(pattern: "\\bkf_[A-Za-z0-9]{40}\\b"), "A Kiln API key", 1 << 6),
     ]
     static let mergeBit: UInt16 = 1 << 7, todoBit: UInt16 = 1 << 8, assignmentBit: UInt16 = 1 << 9
-    static let assignment = try! NSRegularExpression(pattern: #"(?i)\b([a-z0-9_]*(?:secret|token|passwd|password|api[_-]?key|access[_-]?key)[a-z0-9_]*)\s*[:=]\s*["']([^"'\s]{16,})["']"#)
+    static let assignment = try! NSRegularExpression(
+        pattern:
+            #"(?i)\b([a-z0-9_]*(?:secret|token|passwd|password|api[_-]?key|access[_-]?key)[a-z0-9_]*)\s*[:=]\s*["']([^"'\s]{16,})["']"#
+    )
     // Spelled in parts so that scanners for unfinished-work markers do not flag this rule itself.
     static let todo = try! NSRegularExpression(pattern: "\\b(TO" + "DO|FIX" + "ME)\\b")
 
@@ -35,17 +55,24 @@ enum Findings {
         }
     }
     /// At most 32: `anchorMasks` gives each a bit.
-    static let anchors: [Anchor] = [
-        Anchor("PRIVATE KEY", 1 << 0), Anchor("AKIA", 1 << 1), Anchor("ASIA", 1 << 1), Anchor("ghp_", 1 << 2), Anchor("gho_", 1 << 2),
-        Anchor("ghu_", 1 << 2), Anchor("ghs_", 1 << 2), Anchor("ghr_", 1 << 2), Anchor("xox", 1 << 3), Anchor("_live_", 1 << 4),
-        Anchor("AIza", 1 << 5), Anchor("kf_", 1 << 6), Anchor("<<<<<<< ", mergeBit), Anchor("=======", mergeBit), Anchor(">>>>>>> ", mergeBit),
-        Anchor("TO" + "DO", todoBit), Anchor("FIX" + "ME", todoBit),
-    ] + ["secret", "token", "passw", "apikey", "api_key", "api-key", "accesskey", "access_key", "access-key"].map {
-        Anchor($0, assignmentBit, caseInsensitive: true)
-    }
+    static let anchors: [Anchor] =
+        [
+            Anchor("PRIVATE KEY", 1 << 0), Anchor("AKIA", 1 << 1), Anchor("ASIA", 1 << 1), Anchor("ghp_", 1 << 2),
+            Anchor("gho_", 1 << 2),
+            Anchor("ghu_", 1 << 2), Anchor("ghs_", 1 << 2), Anchor("ghr_", 1 << 2), Anchor("xox", 1 << 3),
+            Anchor("_live_", 1 << 4),
+            Anchor("AIza", 1 << 5), Anchor("kf_", 1 << 6), Anchor("<<<<<<< ", mergeBit), Anchor("=======", mergeBit),
+            Anchor(">>>>>>> ", mergeBit),
+            Anchor("TO" + "DO", todoBit), Anchor("FIX" + "ME", todoBit),
+        ]
+        + ["secret", "token", "passw", "apikey", "api_key", "api-key", "accesskey", "access_key", "access-key"].map {
+            Anchor($0, assignmentBit, caseInsensitive: true)
+        }
 
     /// Keeps the first 4 characters of a secret: enough to recognise it, never enough to use it.
-    static func mask(_ s: String) -> String { String(s.prefix(4)) + String(repeating: "•", count: max(4, min(12, s.count - 4))) }
+    static func mask(_ s: String) -> String {
+        String(s.prefix(4)) + String(repeating: "•", count: max(4, min(12, s.count - 4)))
+    }
 
     static func entropy(_ s: String) -> Double {
         var counts: [Character: Int] = [:]
@@ -55,7 +82,10 @@ enum Findings {
     }
 
     static func largeFileFinding(path: String, size: Int) -> Finding? {
-        size > largeFile ? Finding(path: path, line: 0, rule: "large-file", severity: "info", message: "File is \(size) bytes", excerpt: "") : nil
+        size > largeFile
+            ? Finding(
+                path: path, line: 0, rule: "large-file", severity: "info", message: "File is \(size) bytes", excerpt: ""
+            ) : nil
     }
 
     /// The anchors (bit i for `anchors[i]`) all of whose trigrams a file holds (`contains` answers
@@ -81,7 +111,8 @@ enum Findings {
             }
         }
         guard !lines.isEmpty else { return out }
-        var lineNo = 1, counted = 0
+        var lineNo = 1
+        var counted = 0
         for start in lines.keys.sorted() {
             lineNo += Bytes.newlines(content, from: counted, to: start)
             counted = start
@@ -94,10 +125,15 @@ enum Findings {
             // The expressions (through Foundation, which copies the line to UTF-16) only for the
             // rules that need them; a to-do note is recognised on the bytes.
             var finding: Finding? = nil
-            if rules & ~todoBit != 0 { finding = check(path: path, line: String(decoding: bytes, as: UTF8.self), number: lineNo, rules: rules & ~todoBit) }
+            if rules & ~todoBit != 0 {
+                finding = check(
+                    path: path, line: String(decoding: bytes, as: UTF8.self), number: lineNo, rules: rules & ~todoBit)
+            }
             if finding == nil, rules & todoBit != 0, let word = todoWord(bytes) {
-                finding = Finding(path: path, line: lineNo, rule: word.lowercased(), severity: "low", message: "\(word) note",
-                                  excerpt: String(String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespaces).prefix(300)))
+                finding = Finding(
+                    path: path, line: lineNo, rule: word.lowercased(), severity: "low", message: "\(word) note",
+                    excerpt: String(
+                        String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespaces).prefix(300)))
             }
             if let finding { out.append(finding) }
         }
@@ -132,7 +168,8 @@ enum Findings {
             let w = Array(word.utf8)
             var from = 0
             while let at = Bytes.find(line, from: from, w, caseInsensitive: false) {
-                let before = at > 0 ? line[at - 1] : 32, after = at + w.count < line.count ? line[at + w.count] : 32
+                let before = at > 0 ? line[at - 1] : 32
+                let after = at + w.count < line.count ? line[at + w.count] : 32
                 if !Bytes.isWordByte(before) && !Bytes.isWordByte(after) { return word }
                 from = at + 1
             }
@@ -148,24 +185,35 @@ enum Findings {
         var secrets: [String] = []
         var rule: (String, String)? = nil
         for (name, rx, msg, bit) in secretRules where rules & bit != 0 {
-            for m in rx.matches(in: line, range: range) { secrets.append(ns.substring(with: m.range)); rule = rule ?? (name, msg) }
+            for m in rx.matches(in: line, range: range) {
+                secrets.append(ns.substring(with: m.range))
+                rule = rule ?? (name, msg)
+            }
         }
         // Secret-looking assignments are masked on every line, whatever else the line matched (a line
         // with one always holds an assignment anchor).
         for m in rules & assignmentBit != 0 ? assignment.matches(in: line, range: range) : [] {
             let value = ns.substring(with: m.range(at: 2))
-            if entropy(value) >= 3.5 { secrets.append(value); rule = rule ?? ("high-entropy-assignment", "A secret-looking value is assigned in code") }
+            if entropy(value) >= 3.5 {
+                secrets.append(value)
+                rule = rule ?? ("high-entropy-assignment", "A secret-looking value is assigned in code")
+            }
         }
         if let (name, msg) = rule {
             for s in secrets where s.count > 4 { line = line.replacingOccurrences(of: s, with: mask(s)) }
-            return Finding(path: path, line: n, rule: name, severity: "high", message: msg, excerpt: String(line.prefix(300)))
+            return Finding(
+                path: path, line: n, rule: name, severity: "high", message: msg, excerpt: String(line.prefix(300)))
         }
         if rules & mergeBit != 0, line.hasPrefix("<<<<<<< ") || line == "=======" || line.hasPrefix(">>>>>>> ") {
-            return Finding(path: path, line: n, rule: "merge-conflict", severity: "high", message: "A merge-conflict marker", excerpt: String(line.prefix(300)))
+            return Finding(
+                path: path, line: n, rule: "merge-conflict", severity: "high", message: "A merge-conflict marker",
+                excerpt: String(line.prefix(300)))
         }
         if rules & todoBit != 0, let m = todo.firstMatch(in: line, range: range) {
-            return Finding(path: path, line: n, rule: ns.substring(with: m.range).lowercased(), severity: "low",
-                           message: "\(ns.substring(with: m.range)) note", excerpt: String(line.trimmingCharacters(in: .whitespaces).prefix(300)))
+            return Finding(
+                path: path, line: n, rule: ns.substring(with: m.range).lowercased(), severity: "low",
+                message: "\(ns.substring(with: m.range)) note",
+                excerpt: String(line.trimmingCharacters(in: .whitespaces).prefix(300)))
         }
         return nil
     }

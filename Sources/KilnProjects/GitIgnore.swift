@@ -45,18 +45,29 @@ public struct GitIgnore: Sendable {
             if line.last == 13 { line.removeLast() }
             if line.isEmpty || line.first == UInt8(ascii: "#") { continue }
             // Trailing spaces are dropped unless escaped.
-            while let last = line.last, last == 32, !(line.count >= 2 && line[line.count - 2] == 92) { line.removeLast() }
+            while let last = line.last, last == 32, !(line.count >= 2 && line[line.count - 2] == 92) {
+                line.removeLast()
+            }
             if line.isEmpty { continue }
             var negated = false
-            if line.first == UInt8(ascii: "!") { negated = true; line.removeFirst() }
-            else if line.first == 92, line.count > 1, line[1] == UInt8(ascii: "!") || line[1] == UInt8(ascii: "#") { line.removeFirst() }
+            if line.first == UInt8(ascii: "!") {
+                negated = true
+                line.removeFirst()
+            } else if line.first == 92, line.count > 1, line[1] == UInt8(ascii: "!") || line[1] == UInt8(ascii: "#") {
+                line.removeFirst()
+            }
             var directoryOnly = false
-            if line.last == UInt8(ascii: "/") { directoryOnly = true; line.removeLast() }
+            if line.last == UInt8(ascii: "/") {
+                directoryOnly = true
+                line.removeLast()
+            }
             if line.isEmpty { continue }
             let anchored = line.contains(UInt8(ascii: "/"))
             if line.first == UInt8(ascii: "/") { line.removeFirst() }
-            rules.append(Rule(pattern: line, negated: negated, directoryOnly: directoryOnly, anchored: anchored, base: base,
-                              basePrefix: base.isEmpty ? [] : Array((base + "/").utf8), shape: GitIgnore.shape(of: line)))
+            rules.append(
+                Rule(
+                    pattern: line, negated: negated, directoryOnly: directoryOnly, anchored: anchored, base: base,
+                    basePrefix: base.isEmpty ? [] : Array((base + "/").utf8), shape: GitIgnore.shape(of: line)))
         }
     }
 
@@ -100,10 +111,12 @@ public struct GitIgnore: Sendable {
             let count = bytes.count - from
             let hit: Bool
             switch rules[i].shape {
-            case .literal: hit = count == rules[i].pattern.count && (count == 0 || equal(rules[i].pattern, bytes, at: from))
+            case .literal:
+                hit = count == rules[i].pattern.count && (count == 0 || equal(rules[i].pattern, bytes, at: from))
             case .suffix(let tail):
                 // `*` never crosses a slash.
-                hit = count >= tail.count && (tail.isEmpty || equal(tail, bytes, at: bytes.count - tail.count))
+                hit =
+                    count >= tail.count && (tail.isEmpty || equal(tail, bytes, at: bytes.count - tail.count))
                     && !bytes[from..<(bytes.count - tail.count)].contains(47)
             case .general: hit = GitIgnore.wildmatch(rules[i].pattern, Array(bytes[from...]))
             }
@@ -116,8 +129,10 @@ public struct GitIgnore: Sendable {
     static func wildmatch(_ p: [UInt8], _ t: [UInt8]) -> Bool { match(p, 0, t, 0) }
 
     private static func match(_ p: [UInt8], _ pi0: Int, _ t: [UInt8], _ ti0: Int) -> Bool {
-        var pi = pi0, ti = ti0
-        let slash = UInt8(ascii: "/"), star = UInt8(ascii: "*")
+        var pi = pi0
+        var ti = ti0
+        let slash = UInt8(ascii: "/")
+        let star = UInt8(ascii: "*")
         while pi < p.count {
             let c = p[pi]
             if c == star {
@@ -129,7 +144,7 @@ public struct GitIgnore: Sendable {
                     let followedBySlash = !atEnd && p[after] == slash
                     if before && (atEnd || followedBySlash) {
                         if atEnd { return true }  // trailing `/**`: everything inside
-                        after += 1                // `**/`: zero or more directories
+                        after += 1  // `**/`: zero or more directories
                         var k = ti
                         while true {
                             if match(p, after, t, k) { return true }
@@ -152,20 +167,26 @@ public struct GitIgnore: Sendable {
             switch c {
             case UInt8(ascii: "?"):
                 if t[ti] == slash { return false }
-                pi += 1; ti += 1
+                pi += 1
+                ti += 1
             case UInt8(ascii: "["):
                 guard let (ok, next) = matchClass(p, pi, t[ti]) else {
                     if t[ti] != c { return false }
-                    pi += 1; ti += 1; continue
+                    pi += 1
+                    ti += 1
+                    continue
                 }
                 if !ok || t[ti] == slash { return false }
-                pi = next; ti += 1
+                pi = next
+                ti += 1
             case 92 where pi + 1 < p.count:
                 if t[ti] != p[pi + 1] { return false }
-                pi += 2; ti += 1
+                pi += 2
+                ti += 1
             default:
                 if t[ti] != c { return false }
-                pi += 1; ti += 1
+                pi += 1
+                ti += 1
             }
         }
         return ti == t.count
@@ -175,7 +196,10 @@ public struct GitIgnore: Sendable {
     private static func matchClass(_ p: [UInt8], _ start: Int, _ ch: UInt8) -> (Bool, Int)? {
         var i = start + 1
         var negate = false
-        if i < p.count, p[i] == UInt8(ascii: "!") || p[i] == UInt8(ascii: "^") { negate = true; i += 1 }
+        if i < p.count, p[i] == UInt8(ascii: "!") || p[i] == UInt8(ascii: "^") {
+            negate = true
+            i += 1
+        }
         var matched = false
         var first = true
         while i < p.count {
@@ -183,7 +207,10 @@ public struct GitIgnore: Sendable {
             if c == UInt8(ascii: "]") && !first { return (matched != negate, i + 1) }
             first = false
             var lo = c
-            if c == 92, i + 1 < p.count { i += 1; lo = p[i] }
+            if c == 92, i + 1 < p.count {
+                i += 1
+                lo = p[i]
+            }
             if i + 2 < p.count, p[i + 1] == UInt8(ascii: "-"), p[i + 2] != UInt8(ascii: "]") {
                 let hi = p[i + 2]
                 if ch >= lo && ch <= hi { matched = true }

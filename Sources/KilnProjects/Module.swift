@@ -1,11 +1,13 @@
 import Foundation
-import KilnHTTP
 import KilnCore
+import KilnHTTP
 import KilnStore
 
 public enum ProjectPermission {
-    public static let read = Permission("project:read", "Browse, read, search and find symbols in a workspace's projects", minimumRole: .viewer)
-    public static let write = Permission("project:write", "Open (load or clone) projects and start re-indexing", minimumRole: .member)
+    public static let read = Permission(
+        "project:read", "Browse, read, search and find symbols in a workspace's projects", minimumRole: .viewer)
+    public static let write = Permission(
+        "project:write", "Open (load or clone) projects and start re-indexing", minimumRole: .member)
 }
 
 /// Projects: directories or git repositories on the server that a workspace has opened.

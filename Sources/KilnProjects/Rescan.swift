@@ -29,7 +29,10 @@ extension ProjectService {
     func listFiles(_ root: String, vcs: String) async throws -> [String] {
         if let listed = try await gitFiles(root, vcs: vcs) { return listed }
         var out: [String] = []
-        Self.walk(root) { path, _ in out.append(path); return true }
+        Self.walk(root) { path, _ in
+            out.append(path)
+            return true
+        }
         return out
     }
 
@@ -37,7 +40,8 @@ extension ProjectService {
     /// is not a git repository or git is missing or fails (the built-in walk stands in).
     func gitFiles(_ root: String, vcs: String) async throws -> [String]? {
         guard vcs == "git", ProcessRunner.which("git") != nil else { return nil }
-        let ls = try await ProcessRunner.run("git", ["-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard"], timeout: 600)
+        let ls = try await ProcessRunner.run(
+            "git", ["-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard"], timeout: 600)
         guard ls.status == 0 else { return nil }
         return ls.stdout.split(separator: 0).compactMap { String(validating: Array($0), as: UTF8.self) }
     }
@@ -68,13 +72,18 @@ extension ProjectService {
             entries.removeAll(keepingCapacity: true)
             var hasIgnoreFile = false
             while let e = readdir(d) {
-                let name = withUnsafeBytes(of: e.pointee.d_name) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) }
+                let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
+                    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+                }
                 if name == "." || name == ".." || name == ".git" { continue }
                 var type = Int32(e.pointee.d_type)
                 if type == Int32(DT_UNKNOWN) {
                     guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
                     let fmt = st.st_mode & S_IFMT
-                    type = fmt == S_IFDIR ? Int32(DT_DIR) : fmt == S_IFREG ? Int32(DT_REG) : fmt == S_IFLNK ? Int32(DT_LNK) : Int32(DT_UNKNOWN)
+                    type =
+                        fmt == S_IFDIR
+                        ? Int32(DT_DIR)
+                        : fmt == S_IFREG ? Int32(DT_REG) : fmt == S_IFLNK ? Int32(DT_LNK) : Int32(DT_UNKNOWN)
                 }
                 if name == ".gitignore" { hasIgnoreFile = true }
                 entries.append((name, type))
@@ -90,7 +99,9 @@ extension ProjectService {
                 if isDir {
                     stack.append((childRel, ignores))
                 } else if type == Int32(DT_REG) || type == Int32(DT_LNK) {
-                    if !visit(childRel, WalkedFile(directory: fd, name: name, isRegular: type == Int32(DT_REG))) { return }
+                    if !visit(childRel, WalkedFile(directory: fd, name: name, isRegular: type == Int32(DT_REG))) {
+                        return
+                    }
                 }
             }
         }
@@ -117,14 +128,17 @@ extension ProjectService {
     func rescan(projectID: String, root: String, vcs: String, jobID: String) async throws -> RescanStats {
         let index = try index(projectID)
         return try await index.exclusive {
-            try await rescanExclusive(index, projectID: projectID, root: root, vcs: vcs, topic: ProjectService.rescanTopic(jobID))
+            try await rescanExclusive(
+                index, projectID: projectID, root: root, vcs: vcs, topic: ProjectService.rescanTopic(jobID))
         }
     }
 
     static func rescanTopic(_ jobID: String) -> String { "rescan:\(jobID)" }
 
-    private func rescanExclusive(_ index: TrigramIndex, projectID: String, root: String, vcs: String,
-                                 topic: String) async throws -> RescanStats {
+    private func rescanExclusive(
+        _ index: TrigramIndex, projectID: String, root: String, vcs: String,
+        topic: String
+    ) async throws -> RescanStats {
         let stored = try await store.storedFiles(projectID)
         var phases: [String: JSONValue] = [:]
         var mark = kilnMonotonicNanos()
@@ -145,8 +159,9 @@ extension ProjectService {
         // Where new files are opened from (beneath it, through no symlink).
         let rootFD = SafePath.openRoot(root)
         defer { if rootFD >= 0 { close(rootFD) } }
-        let walker = RescanWalk(root: root, stored: stored, live: index.livePaths(), symbolsComplete: symbolsComplete,
-                                beneath: rootFD >= 0, queue: shared)
+        let walker = RescanWalk(
+            root: root, stored: stored, live: index.livePaths(), symbolsComplete: symbolsComplete,
+            beneath: rootFD >= 0, queue: shared)
         let contents = RescanContents()
         let workers = (0..<threads).map { _ in RescanWorker(shared, index: index, contents: contents, rootFD: rootFD) }
         let reporter = Task {
@@ -202,7 +217,9 @@ extension ProjectService {
         for r in results where r.contentChanged {
             if let f = Findings.largeFileFinding(path: r.path, size: r.size) { findings[r.path] = [f] }
         }
-        let findingItems = results.filter { $0.contentChanged && $0.anchors != 0 && !$0.copy }.map { ($0.file, $0.anchors) }
+        let findingItems = results.filter { $0.contentChanged && $0.anchors != 0 && !$0.copy }.map {
+            ($0.file, $0.anchors)
+        }
         async let scannedFirst = scanFindings(findingItems)
         let symbolItems = workers.flatMap(\.symbolItems) + walker.reextract
         var found = await extractSymbols(symbolItems, root: root, threads: threads)
@@ -210,8 +227,10 @@ extension ProjectService {
         try Task.checkCancellation()
 
         let copies = workers.flatMap(\.copies)
-        var findingLabels: [String: [String]] = [:], symbolLabels: [String: [String]] = [:]
-        var rereadFindings: [(FileToRead, UInt32)] = [], rereadSymbols: [SymbolItem] = []
+        var findingLabels: [String: [String]] = [:]
+        var symbolLabels: [String: [String]] = [:]
+        var rereadFindings: [(FileToRead, UInt32)] = []
+        var rereadSymbols: [SymbolItem] = []
         for c in copies {
             if c.content.unchanged(length: c.length) {
                 if c.anchors != 0 { findingLabels[c.content.file.path, default: []].append(c.file.path) }
@@ -220,7 +239,10 @@ extension ProjectService {
             }
             if c.anchors != 0 { rereadFindings.append((c.file, c.anchors)) }
             if c.symbolsReused, let language = c.language {
-                rereadSymbols.append(SymbolItem(path: c.file.path, full: c.file.full, device: c.file.device, inode: c.file.inode, language: language))
+                rereadSymbols.append(
+                    SymbolItem(
+                        path: c.file.path, full: c.file.full, device: c.file.device, inode: c.file.inode,
+                        language: language))
             }
         }
         if !rereadFindings.isEmpty { scanned.merge(await scanFindings(rereadFindings)) { $0 + $1 } }
@@ -228,7 +250,11 @@ extension ProjectService {
         for (content, labels) in findingLabels {
             guard let those = scanned[content] else { continue }
             for label in labels {
-                scanned[label, default: []] += those.map { Finding(path: label, line: $0.line, rule: $0.rule, severity: $0.severity, message: $0.message, excerpt: $0.excerpt) }
+                scanned[label, default: []] += those.map {
+                    Finding(
+                        path: label, line: $0.line, rule: $0.rule, severity: $0.severity, message: $0.message,
+                        excerpt: $0.excerpt)
+                }
             }
         }
         if !symbolLabels.isEmpty { found += found.map { $0.copies(symbolLabels) } }
@@ -236,9 +262,11 @@ extension ProjectService {
         phases["symbol_copies"] = .int(symbolLabels.values.reduce(0) { $0 + $1.count })
         findings.merge(scanned) { $0 + $1 }
         let allFindings = findings
-        let symbolCount = found.reduce(0) { $0 + $1.count }, findingCount = allFindings.values.reduce(0) { $0 + $1.count }
+        let symbolCount = found.reduce(0) { $0 + $1.count }
+        let findingCount = allFindings.values.reduce(0) { $0 + $1.count }
         let stats = shared.stats.withLock { s in
-            s.symbols = symbolCount; s.findings = findingCount
+            s.symbols = symbolCount
+            s.findings = findingCount
             return s
         }
         phase("symbols")
@@ -247,12 +275,15 @@ extension ProjectService {
         // database write fails, the next rescan sees old hashes and reads these files again; if the
         // table's does, it is dropped as incomplete and the next rescan extracts every file again.
         // One transaction: one sync of the log, however many files changed.
-        async let databaseWritten: Void = store.storeRescan(projectID, results: results, findings: allFindings, gone: gone)
+        async let databaseWritten: Void = store.storeRescan(
+            projectID, results: results, findings: allFindings, gone: gone)
         // Every file read again drops its old symbols, whatever it holds now.
         let replaced = Set(results.filter(\.contentChanged).map(\.path)).union(gone)
         var symbolTableFailure: (any Error)?
         if !symbolsComplete || !replaced.isEmpty {
-            do { try symbols.replace(removing: replaced, adding: consume found, fresh: !symbolsComplete) } catch { symbolTableFailure = error }
+            do { try symbols.replace(removing: replaced, adding: consume found, fresh: !symbolsComplete) } catch {
+                symbolTableFailure = error
+            }
         }
         phase("symbol_table")
         try await databaseWritten
@@ -278,10 +309,16 @@ extension ProjectService {
         var builtIn: [SymbolItem] = []
         var ctagsItems: [SymbolItem] = []
         for item in items {
-            if useCtags && item.language != "Swift" && Self.ctagsCanTake(item.path) { ctagsItems.append(item) } else { builtIn.append(item) }
+            if useCtags && item.language != "Swift" && Self.ctagsCanTake(item.path) {
+                ctagsItems.append(item)
+            } else {
+                builtIn.append(item)
+            }
         }
         ctagsItems.sort { $0.path < $1.path }
-        let chunks = stride(from: 0, to: ctagsItems.count, by: 400).map { Array(ctagsItems[$0..<min($0 + 400, ctagsItems.count)]) }
+        let chunks = stride(from: 0, to: ctagsItems.count, by: 400).map {
+            Array(ctagsItems[$0..<min($0 + 400, ctagsItems.count)])
+        }
         let symbolShared = RescanShared(items: builtIn, stats: RescanStats())
         let symbolWorkers = (0..<threads).map { _ in SymbolWorker(symbolShared) }
         async let builtInDone: Void = onThreads(threads, stop: { symbolShared.stop() }) { symbolWorkers[$0].run() }
@@ -297,7 +334,10 @@ extension ProjectService {
                     var out = SymbolBatch()
                     let file = FileSlurper()
                     for item in chunk {
-                        if let (_, content) = file.read(item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes), let bytes = content {
+                        if let (_, content) = file.read(
+                            item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes),
+                            let bytes = content
+                        {
                             out.add(contentsOf: SymbolExtractor.extract(path: item.path, bytes: bytes))
                         }
                     }
@@ -305,7 +345,10 @@ extension ProjectService {
                 }
             }
             for _ in 0..<threads { add(&group) }
-            while let found = await group.next() { all.append(found); add(&group) }
+            while let found = await group.next() {
+                all.append(found)
+                add(&group)
+            }
             return all
         }
         await builtInDone
@@ -337,8 +380,9 @@ extension ProjectService {
                 try await bus.publish(topic: ProjectService.rescanTopic(jobID), type: "done", value: stats)
             } catch {
                 try? await me.store.failRescan(jobID: jobID, projectID: pid, at: me.clock.now())
-                _ = try? await bus.publish(topic: ProjectService.rescanTopic(jobID), type: "failed",
-                                           data: JSONValue.object(["message": .string("Rescan failed")]).jsonText)
+                _ = try? await bus.publish(
+                    topic: ProjectService.rescanTopic(jobID), type: "failed",
+                    data: JSONValue.object(["message": .string("Rescan failed")]).jsonText)
                 throw error
             }
         }

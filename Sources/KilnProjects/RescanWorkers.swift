@@ -37,7 +37,8 @@ struct RescanItem: Sendable {
 
     /// The item with the identity of the file the reader opened.
     func identified(_ st: stat) -> RescanItem {
-        RescanItem(path: path, full: full, device: UInt64(st.st_dev), inode: UInt64(st.st_ino), oldHash: oldHash, known: known)
+        RescanItem(
+            path: path, full: full, device: UInt64(st.st_dev), inode: UInt64(st.st_ino), oldHash: oldHash, known: known)
     }
 }
 
@@ -98,26 +99,43 @@ final class RescanShared<Item: Sendable>: @unchecked Sendable {
     private var closed: Bool
     /// Time the takers spent waiting for items (the walk was behind), for the rescan log.
     private var waited: UInt64 = 0
-    var waitedNanos: UInt64 { condition.lock(); defer { condition.unlock() }; return waited }
+    var waitedNanos: UInt64 {
+        condition.lock()
+        defer { condition.unlock() }
+        return waited
+    }
     let stats: Mutex<RescanStats>
     private let stopFlag = Mutex(false)
 
     /// A queue holding `items`; `open` ones take more with `push` until `close`.
     init(items: [Item] = [], open: Bool = false, stats: RescanStats) {
-        self.items = items; closed = !open; self.stats = Mutex(stats)
+        self.items = items
+        closed = !open
+        self.stats = Mutex(stats)
     }
 
     var isStopped: Bool { stopFlag.withLock { $0 } }
 
     func push(_ batch: [Item]) {
         guard !batch.isEmpty else { return }
-        condition.lock(); items += batch; condition.broadcast(); condition.unlock()
+        condition.lock()
+        items += batch
+        condition.broadcast()
+        condition.unlock()
     }
 
-    func close() { condition.lock(); closed = true; condition.broadcast(); condition.unlock() }
+    func close() {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        condition.unlock()
+    }
 
     /// Ends the work early (cancelled, or a thread failed): every waiting thread returns.
-    func stop() { stopFlag.withLock { $0 = true }; close() }
+    func stop() {
+        stopFlag.withLock { $0 = true }
+        close()
+    }
 
     /// The next item, waiting while the queue is open and empty; nil when it is done or stopped.
     func next() -> Item? {
@@ -125,7 +143,10 @@ final class RescanShared<Item: Sendable>: @unchecked Sendable {
         defer { condition.unlock() }
         while true {
             if isStopped { return nil }
-            if cursor < items.count { defer { cursor += 1 }; return items[cursor] }
+            if cursor < items.count {
+                defer { cursor += 1 }
+                return items[cursor]
+            }
             if closed { return nil }
             let t0 = kilnMonotonicNanos()
             condition.wait()
@@ -135,7 +156,12 @@ final class RescanShared<Item: Sendable>: @unchecked Sendable {
 }
 
 /// What the database knows of a file from the last rescan.
-struct StoredFile: Sendable { let size: Int; let mtime: Int64; let hash: String?; let binary: Bool }
+struct StoredFile: Sendable {
+    let size: Int
+    let mtime: Int64
+    let hash: String?
+    let binary: Bool
+}
 
 /// The first stage of a rescan, on a thread of its own: lists the files (git's view, or the built-in
 /// walk as it goes), stats those it knows (and symlinks, and whatever git lists), and feeds those
@@ -157,10 +183,16 @@ final class RescanWalk: @unchecked Sendable {
     private(set) var reextract: [SymbolItem] = []
     private(set) var duration: UInt64 = 0
 
-    init(root: String, stored: [String: StoredFile], live: Set<String>, symbolsComplete: Bool, beneath: Bool,
-         queue: RescanShared<RescanItem>) {
-        self.root = root; self.stored = stored; self.live = live; self.symbolsComplete = symbolsComplete
-        self.beneath = beneath; self.queue = queue
+    init(
+        root: String, stored: [String: StoredFile], live: Set<String>, symbolsComplete: Bool, beneath: Bool,
+        queue: RescanShared<RescanItem>
+    ) {
+        self.root = root
+        self.stored = stored
+        self.live = live
+        self.symbolsComplete = symbolsComplete
+        self.beneath = beneath
+        self.queue = queue
         seen.reserveCapacity(stored.count)
     }
 
@@ -168,12 +200,18 @@ final class RescanWalk: @unchecked Sendable {
     func run(_ listed: [String]?) {
         let start = kilnMonotonicNanos()
         var batch: [RescanItem] = []
-        var seenCount = 0, skipped = 0, unchanged = 0
+        var seenCount = 0
+        var skipped = 0
+        var unchanged = 0
         func flush() {
             queue.push(batch)
             batch.removeAll(keepingCapacity: true)
             let c = (seenCount, skipped, unchanged)
-            queue.stats.withLock { $0.filesSeen += c.0; $0.skipped += c.1; $0.unchanged += c.2 }
+            queue.stats.withLock {
+                $0.filesSeen += c.0
+                $0.skipped += c.1
+                $0.unchanged += c.2
+            }
             (seenCount, skipped, unchanged) = (0, 0, 0)
         }
         let visit = { [self] (path: String, walked: WalkedFile?) -> Bool in
@@ -197,7 +235,9 @@ final class RescanWalk: @unchecked Sendable {
 
     /// The item to read for one listed file, or nil when it is gone, not a regular file, or unchanged.
     /// `walked` is the file as the walk found it (git's list gives none).
-    private func consider(_ path: String, _ walked: WalkedFile?, _ skipped: inout Int, _ unchanged: inout Int) -> RescanItem? {
+    private func consider(
+        _ path: String, _ walked: WalkedFile?, _ skipped: inout Int, _ unchanged: inout Int
+    ) -> RescanItem? {
         let old = stored[path]
         if old != nil { seen.insert(path) }
         let full = root + "/" + path
@@ -208,13 +248,29 @@ final class RescanWalk: @unchecked Sendable {
         }
         var st = stat()
         var target = full
-        if let walked { guard walked.lstat(&st) else { skipped += 1; return nil } } else { guard lstat(full, &st) == 0 else { skipped += 1; return nil } }
+        if let walked {
+            guard walked.lstat(&st) else {
+                skipped += 1
+                return nil
+            }
+        } else {
+            guard lstat(full, &st) == 0 else {
+                skipped += 1
+                return nil
+            }
+        }
         if (st.st_mode & S_IFMT) == S_IFLNK {
             // A symlink is indexed as its target only when that stays inside the project.
-            guard let real = SafePath.real(full), SafePath.isInside(real, root: root), stat(real, &st) == 0 else { skipped += 1; return nil }
+            guard let real = SafePath.real(full), SafePath.isInside(real, root: root), stat(real, &st) == 0 else {
+                skipped += 1
+                return nil
+            }
             target = real
         }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { skipped += 1; return nil }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            skipped += 1
+            return nil
+        }
         let size = Int(st.st_size)
         let mtime = modificationNanos(st)
         // A text file the index no longer holds (a reset index) is read again even if unchanged.
@@ -222,11 +278,16 @@ final class RescanWalk: @unchecked Sendable {
         if let old, old.size == size, old.mtime == mtime, !lost {
             unchanged += 1
             if !symbolsComplete, !old.binary, old.hash != nil, let language = SymbolExtractor.language(of: path) {
-                reextract.append(SymbolItem(path: path, full: target, device: UInt64(st.st_dev), inode: UInt64(st.st_ino), language: language))
+                reextract.append(
+                    SymbolItem(
+                        path: path, full: target, device: UInt64(st.st_dev), inode: UInt64(st.st_ino),
+                        language: language))
             }
             return nil
         }
-        return RescanItem(path: path, full: target, device: UInt64(st.st_dev), inode: UInt64(st.st_ino), oldHash: lost ? nil : old?.hash, known: old != nil)
+        return RescanItem(
+            path: path, full: target, device: UInt64(st.st_dev), inode: UInt64(st.st_ino),
+            oldHash: lost ? nil : old?.hash, known: old != nil)
     }
 }
 
@@ -239,18 +300,28 @@ func onThreads(_ count: Int, stop: @escaping @Sendable () -> Void, _ work: @esca
             for i in 0..<count {
                 Thread.detachNewThread {
                     work(i)
-                    if remaining.withLock({ $0 -= 1; return $0 == 0 }) { done.resume() }
+                    if remaining.withLock({
+                        $0 -= 1
+                        return $0 == 0
+                    }) {
+                        done.resume()
+                    }
                 }
             }
         }
-    } onCancel: { stop() }
+    } onCancel: {
+        stop()
+    }
 }
 
 /// The contents indexed so far in one rescan, by keyed hash and length, shared by its threads: a file
 /// whose content is already there (a vendored copy, a second version of a package) becomes a copy
 /// of that document instead of being indexed again.
 final class RescanContents: Sendable {
-    struct Key: Hashable { let hash: UInt64; let length: Int }
+    struct Key: Hashable {
+        let hash: UInt64
+        let length: Int
+    }
     /// The first file read with this content: its document, anchors, symbol language and the
     /// modification time it had (a copy's symbols and findings are its, while it stays so).
     struct Entry: Sendable {
@@ -302,7 +373,12 @@ final class RescanWorker: @unchecked Sendable {
         do {
             while let item = shared.next() { try process(item) }
             if let b = builder {
-                if b.documentCount > 0 { try b.finish(); built.append(b.segmentID) } else { b.discard() }
+                if b.documentCount > 0 {
+                    try b.finish()
+                    built.append(b.segmentID)
+                } else {
+                    b.discard()
+                }
                 builder = nil
             }
         } catch {
@@ -314,7 +390,9 @@ final class RescanWorker: @unchecked Sendable {
     }
 
     private func process(_ walked: RescanItem) throws {
-        let opened = walked.beneath ? file.read(beneath: rootFD, walked.path, limit: ProjectService.maxIndexBytes)
+        let opened =
+            walked.beneath
+            ? file.read(beneath: rootFD, walked.path, limit: ProjectService.maxIndexBytes)
             : file.read(walked.full, device: walked.device, inode: walked.inode, limit: ProjectService.maxIndexBytes)
         guard let (st, content) = opened else {
             shared.stats.withLock { $0.skipped += 1 }
@@ -323,8 +401,10 @@ final class RescanWorker: @unchecked Sendable {
         let item = walked.beneath ? walked.identified(st) : walked
         let mtime = modificationNanos(st)
         guard let bytes = content else {
-            results.append(RescanResult(file: item.file, size: Int(st.st_size), mtime: mtime, hash: nil, binary: false,
-                                        contentChanged: true, known: item.known))
+            results.append(
+                RescanResult(
+                    file: item.file, size: Int(st.st_size), mtime: mtime, hash: nil, binary: false,
+                    contentChanged: true, known: item.known))
             shared.stats.withLock { $0.skipped += 1 }
             return
         }
@@ -334,8 +414,10 @@ final class RescanWorker: @unchecked Sendable {
         let h64 = XXH64.hash(bytes, seed: index.contentSeed)
         let hash = "x64:" + XXH64.hex(h64)
         if hash == item.oldHash {
-            results.append(RescanResult(file: item.file, size: n, mtime: mtime, hash: hash, binary: false,
-                                        contentChanged: false, known: true))
+            results.append(
+                RescanResult(
+                    file: item.file, size: n, mtime: mtime, hash: hash, binary: false,
+                    contentChanged: false, known: true))
             shared.stats.withLock { $0.unchanged += 1 }
             return
         }
@@ -359,24 +441,37 @@ final class RescanWorker: @unchecked Sendable {
                 b.addCopy(path: item.path, stamp: stamp, of: known.document)
                 anchors = known.anchors
                 // The same extension, not only the same language: ctags parses `.h` as C++, `.c` as C.
-                let reuse = language != nil && language == known.language
-                    && SymbolExtractor.fileExtension(of: item.path) == SymbolExtractor.fileExtension(of: known.file.path)
+                let reuse =
+                    language != nil && language == known.language
+                    && SymbolExtractor.fileExtension(of: item.path)
+                        == SymbolExtractor.fileExtension(of: known.file.path)
                     && ProjectService.ctagsCanTake(item.path) == ProjectService.ctagsCanTake(known.file.path)
-                copies.append(RescanCopy(file: item.file, length: n, anchors: anchors, language: language, symbolsReused: reuse, content: known))
+                copies.append(
+                    RescanCopy(
+                        file: item.file, length: n, anchors: anchors, language: language, symbolsReused: reuse,
+                        content: known))
                 extract = !reuse
                 shared.stats.withLock { $0.copies += 1 }
             } else {
                 let document = b.add(path: item.path, content: bytes, stamp: stamp)
                 anchors = Findings.anchorMask(contains: b.lastDocumentContains)
-                contents.add(key, .init(document: document, anchors: anchors, file: item.file, mtime: mtime, language: language))
+                contents.add(
+                    key, .init(document: document, anchors: anchors, file: item.file, mtime: mtime, language: language))
             }
             if extract, let language {
-                symbolItems.append(SymbolItem(path: item.path, full: item.full, device: item.device, inode: item.inode, language: language))
+                symbolItems.append(
+                    SymbolItem(
+                        path: item.path, full: item.full, device: item.device, inode: item.inode, language: language))
             }
         }
-        results.append(RescanResult(file: item.file, size: n, mtime: mtime, hash: hash, binary: !text, anchors: anchors,
-                                    contentChanged: true, known: item.known, copy: known != nil))
-        shared.stats.withLock { $0.indexed += 1; $0.bytes += n }
+        results.append(
+            RescanResult(
+                file: item.file, size: n, mtime: mtime, hash: hash, binary: !text, anchors: anchors,
+                contentChanged: true, known: item.known, copy: known != nil))
+        shared.stats.withLock {
+            $0.indexed += 1
+            $0.bytes += n
+        }
     }
 }
 
@@ -390,8 +485,11 @@ final class SymbolWorker: @unchecked Sendable {
 
     func run() {
         while let item = shared.next() {
-            guard let (_, content) = file.read(item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes),
-                  let bytes = content else { continue }
+            guard
+                let (_, content) = file.read(
+                    item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes),
+                let bytes = content
+            else { continue }
             symbols.add(contentsOf: SymbolExtractor.extract(path: item.path, bytes: bytes))
         }
     }
@@ -407,8 +505,11 @@ final class FindingsWorker: @unchecked Sendable {
 
     func run() {
         while let (item, mask) = shared.next() {
-            guard let (_, content) = file.read(item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes),
-                  let bytes = content else { continue }
+            guard
+                let (_, content) = file.read(
+                    item.full, device: item.device, inode: item.inode, limit: ProjectService.maxIndexBytes),
+                let bytes = content
+            else { continue }
             let found = Findings.scan(path: item.path, content: bytes, anchorMask: mask)
             if !found.isEmpty { findings[item.path, default: []] += found }
         }

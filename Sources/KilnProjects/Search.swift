@@ -32,12 +32,18 @@ extension ProjectService {
     /// candidate files; every candidate is read and verified, so the result is exactly what scanning
     /// the indexed files would find. (A file changed since the last rescan is matched on what it
     /// holds now, but found only if its indexed trigrams admit the query.)
-    func search(projectID: String, root: String, _ query: SearchQuery, offset: Int = 0, limit: Int = maxMatches) async throws -> (items: [SearchMatch], total: Int) {
-        guard !query.q.isEmpty, query.q.utf8.count <= 1000 else { throw APIError.validation("q must have 1 to 1000 bytes", field: "q") }
+    func search(
+        projectID: String, root: String, _ query: SearchQuery, offset: Int = 0, limit: Int = maxMatches
+    ) async throws -> (items: [SearchMatch], total: Int) {
+        guard !query.q.isEmpty, query.q.utf8.count <= 1000 else {
+            throw APIError.validation("q must have 1 to 1000 bytes", field: "q")
+        }
         var regex: NSRegularExpression? = nil
         if query.regex {
-            do { regex = try NSRegularExpression(pattern: query.q, options: query.caseSensitive ? [] : [.caseInsensitive]) }
-            catch { throw APIError.validation("q is not a valid regular expression", field: "q") }
+            do {
+                regex = try NSRegularExpression(
+                    pattern: query.q, options: query.caseSensitive ? [] : [.caseInsensitive])
+            } catch { throw APIError.validation("q is not a valid regular expression", field: "q") }
         }
         let needle = Array((query.caseSensitive ? query.q : query.q.lowercased()).utf8)
         let ascii = query.q.utf8.allSatisfy { $0 < 0x80 }
@@ -47,13 +53,19 @@ extension ProjectService {
         if regex == nil && needle.contains(10) { return ([], 0) }
         let keys: [UInt32]
         if let regex {
-            keys = RegexLiteral.required(regex.pattern).map { TrigramIndex.keys(of: $0, asciiOnly: !query.caseSensitive) } ?? []
+            keys =
+                RegexLiteral.required(regex.pattern).map { TrigramIndex.keys(of: $0, asciiOnly: !query.caseSensitive) }
+                ?? []
         } else {
             keys = TrigramIndex.keys(of: Array(query.q.utf8), asciiOnly: !query.caseSensitive)
         }
         let definitions = symbolTable(projectID).snapshot().definitions(named: query.q)
         var glob: GitIgnore? = nil
-        if let g = query.pathGlob, !g.isEmpty { var gi = GitIgnore(); gi.add(g, base: ""); glob = gi }
+        if let g = query.pathGlob, !g.isEmpty {
+            var gi = GitIgnore()
+            gi.add(g, base: "")
+            glob = gi
+        }
         let snapshot = try index(projectID).snapshot()
         let deadline = Date().addingTimeInterval(searchTimeout)
         var hits: [Hit] = []
@@ -62,27 +74,42 @@ extension ProjectService {
         let reader = IndexedFileReader(root: root)
         snapshot.forEachCandidate(keys) { seg, doc in
             let path = seg.paths[Int(doc)]
-            if let glob, !glob.decide(path, isDirectory: false) && !glob.decide((path as NSString).lastPathComponent, isDirectory: false) { return true }
+            if let glob,
+                !glob.decide(path, isDirectory: false)
+                    && !glob.decide((path as NSString).lastPathComponent, isDirectory: false)
+            {
+                return true
+            }
             checked += 1
-            if checked % 256 == 0, Date() > deadline { timedOut = true; return false }
+            if checked % 256 == 0, Date() > deadline {
+                timedOut = true
+                return false
+            }
             let stamp = seg.stamp(doc)
             guard let content = reader.read(path, stamp) else { return true }
             if fast {
-                ProjectService.literalHits(path: path, stamp: stamp, content: content, needle: needle, caseInsensitive: !query.caseSensitive,
-                                           definitions: definitions, into: &hits)
-            } else if !ProjectService.lineHits(path: path, stamp: stamp, content: content, query: query, regex: regex,
-                                               definitions: definitions, deadline: deadline, into: &hits) {
+                ProjectService.literalHits(
+                    path: path, stamp: stamp, content: content, needle: needle, caseInsensitive: !query.caseSensitive,
+                    definitions: definitions, into: &hits)
+            } else if !ProjectService.lineHits(
+                path: path, stamp: stamp, content: content, query: query, regex: regex,
+                definitions: definitions, deadline: deadline, into: &hits)
+            {
                 timedOut = true
                 return false
             }
             return hits.count < ProjectService.maxMatches
         }
-        if timedOut { throw APIError.validation("The search took longer than \(Int(searchTimeout)) s and was stopped; make q more specific", field: "q") }
+        if timedOut {
+            throw APIError.validation(
+                "The search took longer than \(Int(searchTimeout)) s and was stopped; make q more specific", field: "q")
+        }
         if hits.count > ProjectService.maxMatches { hits.removeLast(hits.count - ProjectService.maxMatches) }
         hits.sort { ($0.path, $0.line) < ($1.path, $1.line) }
         // Stable ranking: definitions, then whole-word hits, then the rest, each in path and line order.
         let ranked = hits.enumerated().sorted { a, b in
-            let ra = a.element.definition ? 0 : (a.element.word ? 1 : 2), rb = b.element.definition ? 0 : (b.element.word ? 1 : 2)
+            let ra = a.element.definition ? 0 : (a.element.word ? 1 : 2)
+            let rb = b.element.definition ? 0 : (b.element.word ? 1 : 2)
             return ra != rb ? ra < rb : a.offset < b.offset
         }.map(\.element)
         // The page's files are read once more for text and context.
@@ -99,27 +126,35 @@ extension ProjectService {
     }
 
     /// Lines holding a literal, found with memmem (or an ASCII-folding scan) over the content.
-    static func literalHits(path: String, stamp: TrigramIndex.Stamp, content: UnsafeRawBufferPointer, needle: [UInt8],
-                            caseInsensitive: Bool, definitions: Set<String>, into hits: inout [Hit]) {
-        var lineNo = 1, counted = 0
+    static func literalHits(
+        path: String, stamp: TrigramIndex.Stamp, content: UnsafeRawBufferPointer, needle: [UInt8],
+        caseInsensitive: Bool, definitions: Set<String>, into hits: inout [Hit]
+    ) {
+        var lineNo = 1
+        var counted = 0
         Bytes.linesContaining(content, needle, caseInsensitive: caseInsensitive) { start, end, pos in
             lineNo += Bytes.newlines(content, from: counted, to: start)
             counted = start
             let before = pos > start ? content[pos - 1] : 32
             let afterAt = pos + needle.count
             let after = afterAt < end ? content[afterAt] : 32
-            hits.append(Hit(path: path, line: lineNo, column: Bytes.scalars(content, start, pos) + 1,
-                            word: !Bytes.isWordByte(before) && !Bytes.isWordByte(after),
-                            definition: definitions.contains("\(path):\(lineNo)"), start: start, end: end, stamp: stamp))
+            hits.append(
+                Hit(
+                    path: path, line: lineNo, column: Bytes.scalars(content, start, pos) + 1,
+                    word: !Bytes.isWordByte(before) && !Bytes.isWordByte(after),
+                    definition: definitions.contains("\(path):\(lineNo)"), start: start, end: end, stamp: stamp))
             return hits.count < maxMatches
         }
     }
 
     /// Lines matching a regular expression (or a literal under Unicode case folding), line by line.
     /// False when the deadline passed.
-    static func lineHits(path: String, stamp: TrigramIndex.Stamp, content: UnsafeRawBufferPointer, query: SearchQuery,
-                         regex: NSRegularExpression?, definitions: Set<String>, deadline: Date, into hits: inout [Hit]) -> Bool {
-        var start = 0, lineNo = 0
+    static func lineHits(
+        path: String, stamp: TrigramIndex.Stamp, content: UnsafeRawBufferPointer, query: SearchQuery,
+        regex: NSRegularExpression?, definitions: Set<String>, deadline: Date, into hits: inout [Hit]
+    ) -> Bool {
+        var start = 0
+        var lineNo = 0
         let n = content.count
         while start < n {
             let end = Bytes.lineEnd(content, from: start)
@@ -134,8 +169,16 @@ extension ProjectService {
                 var found: NSRange? = nil
                 var late = false
                 // Progress reports let a runaway match be stopped at the deadline.
-                regex.enumerateMatches(in: line, options: [.reportProgress], range: NSRange(location: 0, length: ns.length)) { m, _, stop in
-                    if let m { found = m.range; stop.pointee = true } else if Date() > deadline { late = true; stop.pointee = true }
+                regex.enumerateMatches(
+                    in: line, options: [.reportProgress], range: NSRange(location: 0, length: ns.length)
+                ) { m, _, stop in
+                    if let m {
+                        found = m.range
+                        stop.pointee = true
+                    } else if Date() > deadline {
+                        late = true
+                        stop.pointee = true
+                    }
                 }
                 if late { return false }
                 if let r = found {
@@ -146,11 +189,16 @@ extension ProjectService {
                 column = line.distance(from: line.startIndex, to: range.lowerBound) + 1
                 let before = range.lowerBound == line.startIndex ? nil : line[line.index(before: range.lowerBound)]
                 let after = range.upperBound == line.endIndex ? nil : line[range.upperBound]
-                word = !(before.map { $0.isLetter || $0.isNumber || $0 == "_" } ?? false) && !(after.map { $0.isLetter || $0.isNumber || $0 == "_" } ?? false)
+                word =
+                    !(before.map { $0.isLetter || $0.isNumber || $0 == "_" } ?? false)
+                    && !(after.map { $0.isLetter || $0.isNumber || $0 == "_" } ?? false)
             }
             guard let column else { continue }
-            hits.append(Hit(path: path, line: lineNo, column: column, word: word, definition: definitions.contains("\(path):\(lineNo)"),
-                            start: start, end: end, stamp: stamp))
+            hits.append(
+                Hit(
+                    path: path, line: lineNo, column: column, word: word,
+                    definition: definitions.contains("\(path):\(lineNo)"),
+                    start: start, end: end, stamp: stamp))
             if hits.count >= maxMatches { return true }
         }
         return true
@@ -161,7 +209,9 @@ extension ProjectService {
     static func materialize(_ h: Hit, content: UnsafeRawBufferPointer) -> SearchMatch {
         let n = content.count
         guard h.start <= h.end, h.end <= n else {
-            return SearchMatch(path: h.path, line: h.line, column: h.column, text: "", before: [], after: [], exactWord: h.word, definition: h.definition)
+            return SearchMatch(
+                path: h.path, line: h.line, column: h.column, text: "", before: [], after: [], exactWord: h.word,
+                definition: h.definition)
         }
         var before: [String] = []
         var s = h.start
@@ -177,14 +227,19 @@ extension ProjectService {
             after.append(String(Bytes.text(content, e + 1, ne).prefix(1000)))
             e = ne
         }
-        return SearchMatch(path: h.path, line: h.line, column: h.column, text: String(Bytes.text(content, h.start, h.end).prefix(1000)),
-                           before: before, after: after, exactWord: h.word, definition: h.definition)
+        return SearchMatch(
+            path: h.path, line: h.line, column: h.column,
+            text: String(Bytes.text(content, h.start, h.end).prefix(1000)),
+            before: before, after: after, exactWord: h.word, definition: h.definition)
     }
 
     static func isWord(_ match: String, in line: String, at utf16Offset: Int) -> Bool {
         let ns = line as NSString
-        func wordChar(_ c: unichar) -> Bool { (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 95 }
-        let start = utf16Offset, end = utf16Offset + (match as NSString).length
+        func wordChar(_ c: unichar) -> Bool {
+            (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 95
+        }
+        let start = utf16Offset
+        let end = utf16Offset + (match as NSString).length
         let before = start > 0 ? wordChar(ns.character(at: start - 1)) : false
         let after = end < ns.length ? wordChar(ns.character(at: end)) : false
         return !before && !after
@@ -206,9 +261,14 @@ enum RegexLiteral {
     static func required(_ pattern: String) -> [UInt8]? {
         let p = Array(pattern.utf8)
         if p.contains(UInt8(ascii: "|")) || pattern.contains("(?") { return nil }
-        var best: [UInt8] = [], run: [UInt8] = []
-        var depth = 0, i = 0
-        func endRun() { if run.count > best.count { best = run }; run = [] }
+        var best: [UInt8] = []
+        var run: [UInt8] = []
+        var depth = 0
+        var i = 0
+        func endRun() {
+            if run.count > best.count { best = run }
+            run = []
+        }
         func isAlnum(_ c: UInt8) -> Bool { (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) }
         /// Skips a quantifier at `i`; true when there was one.
         func skipQuantifier() -> Bool {
@@ -233,7 +293,11 @@ enum RegexLiteral {
                 guard i + 1 < p.count else { return nil }
                 let e = p[i + 1]
                 i += 2
-                if isAlnum(e) || e >= 0x80 { endRun(); _ = skipQuantifier(); continue }
+                if isAlnum(e) || e >= 0x80 {
+                    endRun()
+                    _ = skipQuantifier()
+                    continue
+                }
                 literal = e
             case UInt8(ascii: "["):
                 endRun()
@@ -245,13 +309,27 @@ enum RegexLiteral {
                 _ = skipQuantifier()
                 continue
             case UInt8(ascii: "("):
-                depth += 1; endRun(); i += 1; continue
+                depth += 1
+                endRun()
+                i += 1
+                continue
             case UInt8(ascii: ")"):
-                depth -= 1; endRun(); i += 1; _ = skipQuantifier(); continue
-            case UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "$"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "?"), UInt8(ascii: "{"):
-                endRun(); i += 1; continue
+                depth -= 1
+                endRun()
+                i += 1
+                _ = skipQuantifier()
+                continue
+            case UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "$"), UInt8(ascii: "*"), UInt8(ascii: "+"),
+                UInt8(ascii: "?"), UInt8(ascii: "{"):
+                endRun()
+                i += 1
+                continue
             default:
-                if c >= 0x80 { endRun(); i += 1; continue }
+                if c >= 0x80 {
+                    endRun()
+                    i += 1
+                    continue
+                }
                 literal = c
                 i += 1
             }

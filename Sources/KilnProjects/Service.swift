@@ -11,10 +11,14 @@ struct ProjectSettings: Sendable {
     static let roots = "--projects-root"
     static let searchTimeout = "--search-timeout"
     static let options: [Config.Option] = [
-        .list(roots, env: "KILN_PROJECTS_ROOT",
-              help: "a folder projects may be opened from; repeatable (env: colon-separated; default <data-dir>/projects)"),
-        .int(searchTimeout, env: "KILN_SEARCH_TIMEOUT", help: "seconds a project search may take before it is stopped (default 10)",
-             range: 1...300),
+        .list(
+            roots, env: "KILN_PROJECTS_ROOT",
+            help: "a folder projects may be opened from; repeatable (env: colon-separated; default <data-dir>/projects)"
+        ),
+        .int(
+            searchTimeout, env: "KILN_SEARCH_TIMEOUT",
+            help: "seconds a project search may take before it is stopped (default 10)",
+            range: 1...300),
     ]
 }
 
@@ -69,7 +73,9 @@ public struct ProjectService: ProjectDirectory {
         jobs = s.jobs
         indexRoot = s.dataDir + "/index"
         searchTimeout = s.config.double(ProjectSettings.searchTimeout) ?? 10
-        let configured = s.config.strings(ProjectSettings.roots).isEmpty ? [s.dataDir + "/projects"] : s.config.strings(ProjectSettings.roots)
+        let configured =
+            s.config.strings(ProjectSettings.roots).isEmpty
+            ? [s.dataDir + "/projects"] : s.config.strings(ProjectSettings.roots)
         roots = configured.compactMap { dir in
             try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             return SafePath.real(dir)
@@ -79,9 +85,12 @@ public struct ProjectService: ProjectDirectory {
     // MARK: Lookups
 
     static func project(_ r: Row, branch: String? = nil, head: String? = nil) -> Project {
-        Project(id: r.string("id") ?? "", wsId: r.string("ws_id") ?? "", name: r.string("name") ?? "", path: r.string("path") ?? "",
-                vcs: r.string("vcs") ?? "none", branch: branch, headCommit: head, indexStatus: r.string("index_status") ?? "not_indexed",
-                createdAt: r.date("created_at") ?? Date(timeIntervalSince1970: 0))
+        Project(
+            id: r.string("id") ?? "", wsId: r.string("ws_id") ?? "", name: r.string("name") ?? "",
+            path: r.string("path") ?? "",
+            vcs: r.string("vcs") ?? "none", branch: branch, headCommit: head,
+            indexStatus: r.string("index_status") ?? "not_indexed",
+            createdAt: r.date("created_at") ?? Date(timeIntervalSince1970: 0))
     }
 
     func row(_ id: String) async throws -> Row? { try await store.project(id) }
@@ -92,19 +101,29 @@ public struct ProjectService: ProjectDirectory {
     }
 
     /// The caller's most recently opened project (what `project_id` defaults to).
-    func mostRecent(userID: String) async throws -> (id: String, wsID: String)? { try await store.mostRecent(userID: userID) }
+    func mostRecent(userID: String) async throws -> (id: String, wsID: String)? {
+        try await store.mostRecent(userID: userID)
+    }
 
     /// The project a request names (or the caller's most recent), inside the admitted workspace.
-    func project(_ projectID: String?, access: WorkspaceAccess, userID: String, withGit: Bool = true) async throws -> (Project, root: String) {
+    func project(
+        _ projectID: String?, access: WorkspaceAccess, userID: String, withGit: Bool = true
+    ) async throws -> (Project, root: String) {
         let id: String
-        if let projectID, !projectID.isEmpty { id = projectID }
-        else if let recent = try await mostRecent(userID: userID) { id = recent.id }
-        else { throw APIError.validation("project_id is required (you have not opened a project yet)", field: "project_id") }
+        if let projectID, !projectID.isEmpty {
+            id = projectID
+        } else if let recent = try await mostRecent(userID: userID) {
+            id = recent.id
+        } else {
+            throw APIError.validation("project_id is required (you have not opened a project yet)", field: "project_id")
+        }
         guard IDs.isValid(id, prefix: "prj"), let r = try await row(id), r.string("ws_id") == access.wsID else {
             throw APIError.notFound("No such project")
         }
         let path = r.string("path") ?? ""
-        guard let root = SafePath.real(path) else { throw APIError.unavailable("The project's folder \(path) is missing on the server") }
+        guard let root = SafePath.real(path) else {
+            throw APIError.unavailable("The project's folder \(path) is missing on the server")
+        }
         guard withGit else { return (ProjectService.project(r), root) }
         let (branch, head) = await gitHead(root, vcs: r.string("vcs"))
         return (ProjectService.project(r, branch: branch, head: head), root)
@@ -127,11 +146,15 @@ public struct ProjectService: ProjectDirectory {
     /// Opens a directory under a project root, or clones a repository into the first root.
     /// Returns the project and whether it was newly created.
     func load(_ input: LoadInput, access: WorkspaceAccess, userID: String) async throws -> (Project, created: Bool) {
-        guard !roots.isEmpty else { throw APIError.unavailable("No project root is usable on the server (--projects-root)") }
+        guard !roots.isEmpty else {
+            throw APIError.unavailable("No project root is usable on the server (--projects-root)")
+        }
         let dir: String
         var gitURL: String? = nil
         if let url = input.gitUrl {
-            guard input.path == nil else { throw APIError.validation("give either path or git_url, not both", field: "git_url") }
+            guard input.path == nil else {
+                throw APIError.validation("give either path or git_url, not both", field: "git_url")
+            }
             dir = try await clone(url, name: input.name)
             gitURL = url
         } else if let path = input.path, !path.isEmpty {
@@ -152,8 +175,9 @@ public struct ProjectService: ProjectDirectory {
         let now = clock.now()
         let id = IDs.make("prj")
         let ws = access.wsID
-        let (projectID, created) = try await store.open(wsID: ws, dir: dir, name: name, vcs: vcs, gitURL: gitURL, userID: userID, newID: id,
-                                                        at: now)
+        let (projectID, created) = try await store.open(
+            wsID: ws, dir: dir, name: name, vcs: vcs, gitURL: gitURL, userID: userID, newID: id,
+            at: now)
         let (p, _) = try await project(projectID, access: access, userID: userID)
         return (p, created)
     }
@@ -183,22 +207,33 @@ public struct ProjectService: ProjectDirectory {
         guard lower.hasPrefix("file://") || lower.hasPrefix("https://") || lower.hasPrefix("ssh://") else {
             throw APIError.validation("git_url must use file://, https:// or ssh://", field: "git_url")
         }
-        guard ProcessRunner.which("git") != nil else { throw APIError.programMissing("git", install: "apt-get install -y git") }
+        guard ProcessRunner.which("git") != nil else {
+            throw APIError.programMissing("git", install: "apt-get install -y git")
+        }
         var base = name ?? String(url.split(separator: "/").last ?? "repo")
         if base.hasSuffix(".git") { base = String(base.dropLast(4)) }
-        let safe = String(base.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." ? $0 : "-" }.prefix(80))
-        guard !safe.isEmpty, safe != ".", safe != ".." else { throw APIError.validation("cannot derive a folder name; give name", field: "name") }
+        let safe = String(
+            base.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." ? $0 : "-" }.prefix(80))
+        guard !safe.isEmpty, safe != ".", safe != ".." else {
+            throw APIError.validation("cannot derive a folder name; give name", field: "name")
+        }
         let dest = roots[0] + "/" + safe
         if FileManager.default.fileExists(atPath: dest) {
-            throw APIError.conflict("\(safe) exists in the project root already; choose another name or load it by path")
+            throw APIError.conflict(
+                "\(safe) exists in the project root already; choose another name or load it by path")
         }
-        let env = ["GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes",
-                   "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "HOME": NSTemporaryDirectory()]
-        let out = try await ProcessRunner.run("git", ["clone", "--quiet", "--", url, dest], environment: env, timeout: 900)
+        let env = [
+            "GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes",
+            "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "HOME": NSTemporaryDirectory(),
+        ]
+        let out = try await ProcessRunner.run(
+            "git", ["clone", "--quiet", "--", url, dest], environment: env, timeout: 900)
         guard out.status == 0 else {
             try? FileManager.default.removeItem(atPath: dest)
             let reason = out.stderr.split(separator: "\n").last.map(String.init) ?? "git clone failed"
-            throw APIError(.badRequest, code: "validation_failed", message: "git clone failed: \(reason.prefix(300))", details: ["field": "git_url"])
+            throw APIError(
+                .badRequest, code: "validation_failed", message: "git clone failed: \(reason.prefix(300))",
+                details: ["field": "git_url"])
         }
         return SafePath.real(dest) ?? dest
     }
@@ -217,19 +252,27 @@ public struct ProjectService: ProjectDirectory {
     }
 
     public func lookup(_ projectID: String) async throws -> ProjectRef? {
-        guard IDs.isValid(projectID, prefix: "prj"), let r = try await row(projectID), let root = SafePath.real(r.string("path") ?? "") else {
+        guard IDs.isValid(projectID, prefix: "prj"), let r = try await row(projectID),
+            let root = SafePath.real(r.string("path") ?? "")
+        else {
             return nil
         }
-        return ProjectRef(id: projectID, wsID: r.string("ws_id") ?? "", name: r.string("name") ?? "", root: root, vcs: r.string("vcs") ?? "none")
+        return ProjectRef(
+            id: projectID, wsID: r.string("ws_id") ?? "", name: r.string("name") ?? "", root: root,
+            vcs: r.string("vcs") ?? "none")
     }
 
     public func reindex(_ p: ProjectRef) async throws {
         _ = try await rescan(projectID: p.id, root: p.root, vcs: p.vcs, jobID: IDs.make("job"))
     }
 
-    public func search(_ p: ProjectRef, q: String, regex: Bool, caseSensitive: Bool, pathGlob: String?) async throws -> [SearchMatch] {
+    public func search(
+        _ p: ProjectRef, q: String, regex: Bool, caseSensitive: Bool, pathGlob: String?
+    ) async throws -> [SearchMatch] {
         try await ensureIndexed(p.id, root: p.root, vcs: p.vcs)
-        return try await search(projectID: p.id, root: p.root, .init(q: q, regex: regex, caseSensitive: caseSensitive, pathGlob: pathGlob)).items
+        return try await search(
+            projectID: p.id, root: p.root, .init(q: q, regex: regex, caseSensitive: caseSensitive, pathGlob: pathGlob)
+        ).items
     }
 
     public func symbols(_ p: ProjectRef, q: String, kind: String?, limit: Int) async throws -> [Symbol] {
@@ -238,7 +281,8 @@ public struct ProjectService: ProjectDirectory {
     }
 
     public func list(_ p: ProjectRef, path: String) async throws -> [TreeEntry] {
-        let (project, _) = try await project(p.id, access: WorkspaceAccess(wsID: p.wsID, role: .viewer), userID: "", withGit: false)
+        let (project, _) = try await project(
+            p.id, access: WorkspaceAccess(wsID: p.wsID, role: .viewer), userID: "", withGit: false)
         return try await tree(p.root, project: project, path: path, all: false)
     }
 }

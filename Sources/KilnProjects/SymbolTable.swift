@@ -1,9 +1,9 @@
+import CShims
 import Foundation
+import Glibc
 import KilnCore
 import KilnHTTP
 import KilnStore
-import CShims
-import Glibc
 import Synchronization
 
 /// The symbols of one project, kept in `symbols.bin` beside its trigram index rather than in SQLite:
@@ -23,7 +23,9 @@ final class SymbolTable: @unchecked Sendable {
 
     init(file: String) {
         self.file = file
-        if let data = FileManager.default.contents(atPath: file), let columns = try? SymbolColumns(decoding: [UInt8](data)) {
+        if let data = FileManager.default.contents(atPath: file),
+            let columns = try? SymbolColumns(decoding: [UInt8](data))
+        {
             state = Mutex(State(columns: columns, complete: true))
         } else {
             state = Mutex(State(columns: SymbolColumns(), complete: false))
@@ -51,7 +53,11 @@ final class SymbolTable: @unchecked Sendable {
             bytes.withUnsafeBytes { b in
                 while done < b.count {
                     let w = write(fd, b.baseAddress! + done, b.count - done)
-                    if w < 0 { if errno == EINTR { continue }; failure = errno; return }
+                    if w < 0 {
+                        if errno == EINTR { continue }
+                        failure = errno
+                        return
+                    }
                     done += w
                 }
             }
@@ -100,9 +106,16 @@ struct SymbolBatch: Sendable {
         names.append(contentsOf: s.name.utf8)
         nameEnds.append(UInt32(names.count))
         let path: UInt32
-        if let last = lastPath, last.0 == s.path { path = last.1 } else { path = intern(s.path); lastPath = (s.path, path) }
-        rows.append(.init(path: path, line: UInt32(clamping: s.line), scope: s.scope.map { intern($0) } ?? .max,
-                          kind: intern(s.kind), language: intern(s.language)))
+        if let last = lastPath, last.0 == s.path {
+            path = last.1
+        } else {
+            path = intern(s.path)
+            lastPath = (s.path, path)
+        }
+        rows.append(
+            .init(
+                path: path, line: UInt32(clamping: s.line), scope: s.scope.map { intern($0) } ?? .max,
+                kind: intern(s.kind), language: intern(s.language)))
     }
 
     mutating func add(contentsOf symbols: [Symbol]) { for s in symbols { add(s) } }
@@ -127,7 +140,9 @@ struct SymbolBatch: Sendable {
         for (i, row) in rows.enumerated() {
             guard let copyIDs = labels[row.path] else { continue }
             let name = names[(i == 0 ? 0 : Int(nameEnds[i - 1]))..<Int(nameEnds[i])]
-            let scope = map(row.scope), kind = map(row.kind), language = map(row.language)
+            let scope = map(row.scope)
+            let kind = map(row.kind)
+            let language = map(row.language)
             for id in copyIDs {
                 out.names.append(contentsOf: name)
                 out.nameEnds.append(UInt32(out.names.count))
@@ -166,16 +181,21 @@ struct SymbolColumns: Sendable {
 
     func symbol(_ i: Int) -> Symbol {
         let r = records[i]
-        return Symbol(name: String(decoding: names[Int(nameStarts[i])..<Int(nameStarts[i + 1])], as: UTF8.self), kind: others[Int(r.kind)],
-                      path: paths[Int(r.path)], line: Int(r.line), scope: r.scope == .max ? nil : others[Int(r.scope)],
-                      language: others[Int(r.language)])
+        return Symbol(
+            name: String(decoding: names[Int(nameStarts[i])..<Int(nameStarts[i + 1])], as: UTF8.self),
+            kind: others[Int(r.kind)],
+            path: paths[Int(r.path)], line: Int(r.line), scope: r.scope == .max ? nil : others[Int(r.scope)],
+            language: others[Int(r.language)])
     }
 
     /// Compares entry `i`'s lower-cased name with `key`: <0, 0, >0; `prefix` compares only key's length.
     private func compareLowered(_ i: Int, _ key: [UInt8], prefix: Bool) -> Int {
-        let s = Int(loweredStarts[i]), e = Int(loweredStarts[i + 1])
+        let s = Int(loweredStarts[i])
+        let e = Int(loweredStarts[i + 1])
         let n = prefix ? min(e - s, key.count) : e - s
-        let c = lowered.withUnsafeBufferPointer { l in key.withUnsafeBufferPointer { k in memcmp(l.baseAddress! + s, k.baseAddress!, min(n, key.count)) } }
+        let c = lowered.withUnsafeBufferPointer { l in
+            key.withUnsafeBufferPointer { k in memcmp(l.baseAddress! + s, k.baseAddress!, min(n, key.count)) }
+        }
         if c != 0 { return Int(c) }
         if prefix { return n < key.count ? -1 : 0 }
         return n == key.count ? 0 : (n < key.count ? -1 : 1)
@@ -183,21 +203,30 @@ struct SymbolColumns: Sendable {
 
     /// The entries whose lower-cased name starts with `key` (or equals it), as a range.
     private func loweredRange(_ key: [UInt8], prefix: Bool) -> Range<Int> {
-        var lo = 0, hi = count
-        while lo < hi { let mid = (lo + hi) / 2; if compareLowered(mid, key, prefix: prefix) < 0 { lo = mid + 1 } else { hi = mid } }
+        var lo = 0
+        var hi = count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if compareLowered(mid, key, prefix: prefix) < 0 { lo = mid + 1 } else { hi = mid }
+        }
         var end = lo
         hi = count
-        while end < hi { let mid = (end + hi) / 2; if compareLowered(mid, key, prefix: prefix) <= 0 { end = mid + 1 } else { hi = mid } }
+        while end < hi {
+            let mid = (end + hi) / 2
+            if compareLowered(mid, key, prefix: prefix) <= 0 { end = mid + 1 } else { hi = mid }
+        }
         return lo..<end
     }
 
     private func nameEquals(_ i: Int, _ q: [UInt8]) -> Bool {
-        let s = Int(nameStarts[i]), e = Int(nameStarts[i + 1])
+        let s = Int(nameStarts[i])
+        let e = Int(nameStarts[i + 1])
         return e - s == q.count && names[s..<e].elementsEqual(q)
     }
 
     private func nameHasPrefix(_ i: Int, _ q: [UInt8]) -> Bool {
-        let s = Int(nameStarts[i]), e = Int(nameStarts[i + 1])
+        let s = Int(nameStarts[i])
+        let e = Int(nameStarts[i + 1])
         return e - s >= q.count && names[s..<(s + q.count)].elementsEqual(q)
     }
 
@@ -219,11 +248,14 @@ struct SymbolColumns: Sendable {
             guard let k = others.firstIndex(of: kind) else { return [] }
             kindID = UInt32(k)
         }
-        let qb = Array(q.utf8), lq = Array(q.lowercased().utf8)
+        let qb = Array(q.utf8)
+        let lq = Array(q.lowercased().utf8)
         var best = TopRanked(limit: limit)
         func consider(_ i: Int, _ score: Int) {
             if let kindID, records[i].kind != kindID { return }
-            best.offer(score: score, nameLength: Int(nameStarts[i + 1] - nameStarts[i]), path: records[i].path, line: records[i].line, index: i)
+            best.offer(
+                score: score, nameLength: Int(nameStarts[i + 1] - nameStarts[i]), path: records[i].path,
+                line: records[i].line, index: i)
         }
         if q.isEmpty {
             for i in 0..<count { consider(i, 0) }
@@ -240,10 +272,16 @@ struct SymbolColumns: Sendable {
         lowered.withUnsafeBufferPointer { l in
             lq.withUnsafeBufferPointer { k in
                 for i in 0..<count where !prefixed.contains(i) {
-                    let s = Int(loweredStarts[i]), e = Int(loweredStarts[i + 1])
-                    if e - s >= k.count, kiln_memmem(l.baseAddress! + s, e - s, k.baseAddress!, k.count) != nil { consider(i, 4); continue }
+                    let s = Int(loweredStarts[i])
+                    let e = Int(loweredStarts[i + 1])
+                    if e - s >= k.count, kiln_memmem(l.baseAddress! + s, e - s, k.baseAddress!, k.count) != nil {
+                        consider(i, 4)
+                        continue
+                    }
                     // Subsequence: the span after the first matched byte counts against it.
-                    var j = s, span = 0, matched = 0
+                    var j = s
+                    var span = 0
+                    var matched = 0
                     while j < e && matched < k.count {
                         if l[j] == k[matched] { matched += 1 } else if matched > 0 { span += 1 }
                         j += 1
@@ -278,21 +316,33 @@ struct SymbolColumns: Sendable {
         }
 
         // Everything unsorted, in one packed set of columns.
-        var names: [UInt8] = [], nameStarts: [UInt32] = [0], lowered: [UInt8] = [], loweredStarts: [UInt32] = [0], records: [Record] = []
+        var names: [UInt8] = []
+        var nameStarts: [UInt32] = [0]
+        var lowered: [UInt8] = []
+        var loweredStarts: [UInt32] = [0]
+        var records: [Record] = []
         let total = old.count + batches.reduce(0) { $0 + $1.count }
-        records.reserveCapacity(total); nameStarts.reserveCapacity(total + 1); loweredStarts.reserveCapacity(total + 1)
+        records.reserveCapacity(total)
+        nameStarts.reserveCapacity(total + 1)
+        loweredStarts.reserveCapacity(total + 1)
         names.reserveCapacity(old.names.count + batches.reduce(0) { $0 + $1.names.count })
         lowered.reserveCapacity(names.capacity)
         let oldOthers = old.others.map(other)
         for i in 0..<old.count where oldKept[Int(old.records[i].path)] {
             let r = old.records[i]
-            names.append(contentsOf: old.names[Int(old.nameStarts[i])..<Int(old.nameStarts[i + 1])]); nameStarts.append(UInt32(names.count))
-            lowered.append(contentsOf: old.lowered[Int(old.loweredStarts[i])..<Int(old.loweredStarts[i + 1])]); loweredStarts.append(UInt32(lowered.count))
-            records.append(Record(path: pathIDs[old.paths[Int(r.path)]]!, line: r.line, scope: r.scope == .max ? .max : oldOthers[Int(r.scope)],
-                                  kind: oldOthers[Int(r.kind)], language: oldOthers[Int(r.language)]))
+            names.append(contentsOf: old.names[Int(old.nameStarts[i])..<Int(old.nameStarts[i + 1])])
+            nameStarts.append(UInt32(names.count))
+            lowered.append(contentsOf: old.lowered[Int(old.loweredStarts[i])..<Int(old.loweredStarts[i + 1])])
+            loweredStarts.append(UInt32(lowered.count))
+            records.append(
+                Record(
+                    path: pathIDs[old.paths[Int(r.path)]]!, line: r.line,
+                    scope: r.scope == .max ? .max : oldOthers[Int(r.scope)],
+                    kind: oldOthers[Int(r.kind)], language: oldOthers[Int(r.language)]))
         }
         for b in batches {
-            var pathOf = [UInt32?](repeating: nil, count: b.strings.count), otherOf = [UInt32?](repeating: nil, count: b.strings.count)
+            var pathOf = [UInt32?](repeating: nil, count: b.strings.count)
+            var otherOf = [UInt32?](repeating: nil, count: b.strings.count)
             func mapPath(_ id: UInt32) -> UInt32 {
                 if let m = pathOf[Int(id)] { return m }
                 let m = pathIDs[b.strings[Int(id)]]!
@@ -311,14 +361,18 @@ struct SymbolColumns: Sendable {
                 let end = Int(b.nameEnds[k])
                 let name = b.names[start..<end]
                 start = end
-                names.append(contentsOf: name); nameStarts.append(UInt32(names.count))
+                names.append(contentsOf: name)
+                nameStarts.append(UInt32(names.count))
                 if name.allSatisfy({ $0 < 0x80 }) {
                     lowered.append(contentsOf: name.lazy.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 })
                 } else {
                     lowered.append(contentsOf: String(decoding: name, as: UTF8.self).lowercased().utf8)
                 }
                 loweredStarts.append(UInt32(lowered.count))
-                records.append(Record(path: mapPath(r.path), line: r.line, scope: mapOther(r.scope), kind: mapOther(r.kind), language: mapOther(r.language)))
+                records.append(
+                    Record(
+                        path: mapPath(r.path), line: r.line, scope: mapOther(r.scope), kind: mapOther(r.kind),
+                        language: mapOther(r.language)))
             }
         }
 
@@ -326,30 +380,46 @@ struct SymbolColumns: Sendable {
         // comparisons, then by the bytes in place.
         var order: [(key: UInt64, index: UInt32)] = lowered.withUnsafeBufferPointer { lw in
             (0..<records.count).map { i in
-                let s = Int(loweredStarts[i]), e = Int(loweredStarts[i + 1])
+                let s = Int(loweredStarts[i])
+                let e = Int(loweredStarts[i + 1])
                 var key: UInt64 = 0
                 for j in 0..<8 { key = key << 8 | UInt64(s + j < e ? lw[s + j] : 0) }
                 return (key, UInt32(i))
             }
         }
-        names.withUnsafeBufferPointer { nm in lowered.withUnsafeBufferPointer { lw in
-            nameStarts.withUnsafeBufferPointer { ns in loweredStarts.withUnsafeBufferPointer { ls in records.withUnsafeBufferPointer { rs in
-                func compare(_ base: UnsafeBufferPointer<UInt8>, _ starts: UnsafeBufferPointer<UInt32>, _ a: Int, _ b: Int) -> Int32 {
-                    let sa = Int(starts[a]), la = Int(starts[a + 1]) - sa, sb = Int(starts[b]), lb = Int(starts[b + 1]) - sb
-                    let c = la == 0 || lb == 0 ? 0 : memcmp(base.baseAddress! + sa, base.baseAddress! + sb, min(la, lb))
-                    return c != 0 ? c : Int32(la - lb)
+        names.withUnsafeBufferPointer { nm in
+            lowered.withUnsafeBufferPointer { lw in
+                nameStarts.withUnsafeBufferPointer { ns in
+                    loweredStarts.withUnsafeBufferPointer { ls in
+                        records.withUnsafeBufferPointer { rs in
+                            func compare(
+                                _ base: UnsafeBufferPointer<UInt8>, _ starts: UnsafeBufferPointer<UInt32>, _ a: Int,
+                                _ b: Int
+                            ) -> Int32 {
+                                let sa = Int(starts[a])
+                                let la = Int(starts[a + 1]) - sa
+                                let sb = Int(starts[b])
+                                let lb = Int(starts[b + 1]) - sb
+                                let c =
+                                    la == 0 || lb == 0
+                                    ? 0 : memcmp(base.baseAddress! + sa, base.baseAddress! + sb, min(la, lb))
+                                return c != 0 ? c : Int32(la - lb)
+                            }
+                            order.sort { x, y in
+                                if x.key != y.key { return x.key < y.key }
+                                let a = Int(x.index)
+                                let b = Int(y.index)
+                                let l = compare(lw, ls, a, b)
+                                if l != 0 { return l < 0 }
+                                let n = compare(nm, ns, a, b)
+                                if n != 0 { return n < 0 }
+                                return (rs[a].path, rs[a].line, a) < (rs[b].path, rs[b].line, b)
+                            }
+                        }
+                    }
                 }
-                order.sort { x, y in
-                    if x.key != y.key { return x.key < y.key }
-                    let a = Int(x.index), b = Int(y.index)
-                    let l = compare(lw, ls, a, b)
-                    if l != 0 { return l < 0 }
-                    let n = compare(nm, ns, a, b)
-                    if n != 0 { return n < 0 }
-                    return (rs[a].path, rs[a].line, a) < (rs[b].path, rs[b].line, b)
-                }
-            } } }
-        } }
+            }
+        }
 
         self.others = others
         self.records.reserveCapacity(order.count)
@@ -359,15 +429,17 @@ struct SymbolColumns: Sendable {
         self.lowered.reserveCapacity(lowered.count)
         for o in order {
             let i = Int(o.index)
-            self.names.append(contentsOf: names[Int(nameStarts[i])..<Int(nameStarts[i + 1])]); self.nameStarts.append(UInt32(self.names.count))
-            self.lowered.append(contentsOf: lowered[Int(loweredStarts[i])..<Int(loweredStarts[i + 1])]); self.loweredStarts.append(UInt32(self.lowered.count))
+            self.names.append(contentsOf: names[Int(nameStarts[i])..<Int(nameStarts[i + 1])])
+            self.nameStarts.append(UInt32(self.names.count))
+            self.lowered.append(contentsOf: lowered[Int(loweredStarts[i])..<Int(loweredStarts[i + 1])])
+            self.loweredStarts.append(UInt32(self.lowered.count))
             self.records.append(records[i])
         }
     }
 
     // MARK: Storage
 
-    static let magic: UInt32 = 0x3159_534B   // "KSY1"
+    static let magic: UInt32 = 0x3159_534B  // "KSY1"
 
     /// Header (magic, entry count, path count, other count), then the four string columns (offsets,
     /// then bytes), then the records.
@@ -375,18 +447,34 @@ struct SymbolColumns: Sendable {
         var out: [UInt8] = []
         out.reserveCapacity(names.count * 2 + records.count * 28 + 1024)
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-        func column(_ starts: [UInt32], _ bytes: [UInt8]) { for s in starts { u32(s) }; out.append(contentsOf: bytes) }
+        func column(_ starts: [UInt32], _ bytes: [UInt8]) {
+            for s in starts { u32(s) }
+            out.append(contentsOf: bytes)
+        }
         func strings(_ list: [String]) {
-            var starts: [UInt32] = [0], bytes: [UInt8] = []
-            for s in list { bytes.append(contentsOf: s.utf8); starts.append(UInt32(bytes.count)) }
+            var starts: [UInt32] = [0]
+            var bytes: [UInt8] = []
+            for s in list {
+                bytes.append(contentsOf: s.utf8)
+                starts.append(UInt32(bytes.count))
+            }
             column(starts, bytes)
         }
-        u32(Self.magic); u32(UInt32(count)); u32(UInt32(paths.count)); u32(UInt32(others.count))
+        u32(Self.magic)
+        u32(UInt32(count))
+        u32(UInt32(paths.count))
+        u32(UInt32(others.count))
         column(nameStarts, names)
         column(loweredStarts, lowered)
         strings(paths)
         strings(others)
-        for r in records { u32(r.path); u32(r.line); u32(r.scope); u32(r.kind); u32(r.language) }
+        for r in records {
+            u32(r.path)
+            u32(r.line)
+            u32(r.scope)
+            u32(r.kind)
+            u32(r.language)
+        }
         return out
     }
 
@@ -404,7 +492,9 @@ struct SymbolColumns: Sendable {
             var starts: [UInt32] = []
             starts.reserveCapacity(n + 1)
             for _ in 0...n { starts.append(try u32()) }
-            guard starts[0] == 0, zip(starts, starts.dropFirst()).allSatisfy({ $0 <= $1 }), at + Int(starts[n]) <= b.count else {
+            guard starts[0] == 0, zip(starts, starts.dropFirst()).allSatisfy({ $0 <= $1 }),
+                at + Int(starts[n]) <= b.count
+            else {
                 throw SymbolTableError.corrupt("column offsets")
             }
             defer { at += Int(starts[n]) }
@@ -415,7 +505,9 @@ struct SymbolColumns: Sendable {
             return (0..<n).map { String(decoding: bytes[Int(starts[$0])..<Int(starts[$0 + 1])], as: UTF8.self) }
         }
         guard try u32() == Self.magic else { throw SymbolTableError.corrupt("magic") }
-        let n = Int(try u32()), pathCount = Int(try u32()), otherCount = Int(try u32())
+        let n = Int(try u32())
+        let pathCount = Int(try u32())
+        let otherCount = Int(try u32())
         (nameStarts, names) = try column(n)
         (loweredStarts, lowered) = try column(n)
         paths = try strings(pathCount)
@@ -424,7 +516,9 @@ struct SymbolColumns: Sendable {
         records.reserveCapacity(n)
         for _ in 0..<n {
             let r = Record(path: try u32(), line: try u32(), scope: try u32(), kind: try u32(), language: try u32())
-            guard Int(r.path) < pathCount, r.scope == .max || Int(r.scope) < otherCount, Int(r.kind) < otherCount, Int(r.language) < otherCount else {
+            guard Int(r.path) < pathCount, r.scope == .max || Int(r.scope) < otherCount, Int(r.kind) < otherCount,
+                Int(r.language) < otherCount
+            else {
                 throw SymbolTableError.corrupt("record index")
             }
             records.append(r)
@@ -443,7 +537,9 @@ struct TopRanked {
     var isFull: Bool { kept.count >= limit }
     var indices: [Int] { kept.map(\.index) }
 
-    private static func less(_ a: Key, _ b: Key) -> Bool { (a.score, a.nameLength, a.path, a.line) < (b.score, b.nameLength, b.path, b.line) }
+    private static func less(_ a: Key, _ b: Key) -> Bool {
+        (a.score, a.nameLength, a.path, a.line) < (b.score, b.nameLength, b.path, b.line)
+    }
 
     mutating func offer(score: Int, nameLength: Int, path: UInt32, line: UInt32, index: Int) {
         let key: Key = (score, nameLength, path, line)
@@ -451,8 +547,16 @@ struct TopRanked {
             guard let last = kept.last, Self.less(key, last.key) else { return }
             kept.removeLast()
         }
-        var lo = 0, hi = kept.count
-        while lo < hi { let mid = (lo + hi) / 2; if Self.less(kept[mid].key, key) || !Self.less(key, kept[mid].key) && kept[mid].index < index { lo = mid + 1 } else { hi = mid } }
+        var lo = 0
+        var hi = kept.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if Self.less(kept[mid].key, key) || !Self.less(key, kept[mid].key) && kept[mid].index < index {
+                lo = mid + 1
+            } else {
+                hi = mid
+            }
+        }
         kept.insert((key, index), at: lo)
     }
 }

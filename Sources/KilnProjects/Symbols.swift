@@ -11,7 +11,8 @@ enum SymbolExtractor {
     /// rescan, where NSString's is costly.
     static func fileExtension(of path: String) -> String? {
         let u = path.utf8
-        guard let dot = u.lastIndex(of: 46), !u[dot...].contains(47), dot != u.startIndex, u[u.index(before: dot)] != 47 else { return nil }
+        guard let dot = u.lastIndex(of: 46), !u[dot...].contains(47), dot != u.startIndex, u[u.index(before: dot)] != 47
+        else { return nil }
         let ext = u[u.index(after: dot)...]
         guard ext.count <= 5 else { return nil }
         return String(decoding: ext.lazy.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }, as: UTF8.self)
@@ -46,7 +47,11 @@ enum SymbolExtractor {
         "JavaScript": [
             (rx(#"^\s*(?:export\s+)?(?:default\s+)?class\s+([A-Za-z_$][\w$]*)"#), "class"),
             (rx(#"^\s*(?:export\s+)?(?:default\s+)?(?:async\s+)?function\s*\*?\s*([A-Za-z_$][\w$]*)"#), "function"),
-            (rx(#"^\s*(?:export\s+)?const\s+([A-Za-z_$][\w$]*)\s*=\s*(?:async\s*)?(?:\([^)]*\)|[A-Za-z_$][\w$]*)\s*=>"#), "function"),
+            (
+                rx(
+                    #"^\s*(?:export\s+)?const\s+([A-Za-z_$][\w$]*)\s*=\s*(?:async\s*)?(?:\([^)]*\)|[A-Za-z_$][\w$]*)\s*=>"#
+                ), "function"
+            ),
             (rx(#"^\s*(?:export\s+)?const\s+([A-Z][A-Z0-9_]+)\s*="#), "constant"),
             (rx(#"^\s+(?:static\s+)?(?:async\s+)?([A-Za-z_$][\w$]*)\s*\([^)]*\)\s*\{"#), "method"),
         ],
@@ -58,7 +63,10 @@ enum SymbolExtractor {
             (rx(#"^const\s+([A-Za-z_]\w*)"#), "constant"),
         ],
         "Rust": [
-            (rx(#"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:async\s+)?(?:unsafe\s+)?(?:const\s+)?fn\s+([A-Za-z_]\w*)"#), "function"),
+            (
+                rx(#"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:async\s+)?(?:unsafe\s+)?(?:const\s+)?fn\s+([A-Za-z_]\w*)"#),
+                "function"
+            ),
             (rx(#"^\s*(?:pub(?:\([^)]*\))?\s+)?(struct|enum|union|type)\s+([A-Za-z_]\w*)"#), "type"),
             (rx(#"^\s*(?:pub(?:\([^)]*\))?\s+)?trait\s+([A-Za-z_]\w*)"#), "interface"),
             (rx(#"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:const|static)\s+([A-Z_][A-Z0-9_]*)\s*:"#), "constant"),
@@ -71,15 +79,30 @@ enum SymbolExtractor {
         ],
         "C++": [
             (rx(#"^\s*(?:template\s*<[^>]*>\s*)?(class|struct|union|enum(?:\s+class)?)\s+([A-Za-z_]\w*)"#), "type"),
-            (rx(#"^(?:static\s+|extern\s+|inline\s+|virtual\s+|constexpr\s+)*[A-Za-z_][\w:<>\s\*&]*?\b([A-Za-z_~][\w:~]*)\s*\([^;]*$"#), "function"),
+            (
+                rx(
+                    #"^(?:static\s+|extern\s+|inline\s+|virtual\s+|constexpr\s+)*[A-Za-z_][\w:<>\s\*&]*?\b([A-Za-z_~][\w:~]*)\s*\([^;]*$"#
+                ), "function"
+            ),
             (rx(#"^#define\s+([A-Z_][A-Z0-9_]*)"#), "constant"),
             (rx(#"^\s*namespace\s+([A-Za-z_]\w*)"#), "namespace"),
         ],
         "Java": [
-            (rx(#"^\s*(?:(?:public|private|protected|abstract|final|static|sealed)\s+)*(class|enum|record)\s+([A-Za-z_]\w*)"#), "class"),
+            (
+                rx(
+                    #"^\s*(?:(?:public|private|protected|abstract|final|static|sealed)\s+)*(class|enum|record)\s+([A-Za-z_]\w*)"#
+                ), "class"
+            ),
             (rx(#"^\s*(?:(?:public|private|protected|abstract|static)\s+)*interface\s+([A-Za-z_]\w*)"#), "interface"),
-            (rx(#"^\s*(?:(?:public|private|protected|abstract|final|static|synchronized|native)\s+)+[\w<>\[\],\s]+\s+([a-z_]\w*)\s*\("#), "method"),
-            (rx(#"^\s*(?:(?:public|private|protected)\s+)?static\s+final\s+[\w<>\[\]]+\s+([A-Z_][A-Z0-9_]*)\s*="#), "constant"),
+            (
+                rx(
+                    #"^\s*(?:(?:public|private|protected|abstract|final|static|synchronized|native)\s+)+[\w<>\[\],\s]+\s+([a-z_]\w*)\s*\("#
+                ), "method"
+            ),
+            (
+                rx(#"^\s*(?:(?:public|private|protected)\s+)?static\s+final\s+[\w<>\[\]]+\s+([A-Z_][A-Z0-9_]*)\s*="#),
+                "constant"
+            ),
         ],
     ]
 
@@ -103,8 +126,15 @@ enum SymbolExtractor {
         var i = 0
         while i < n {
             let c = line[i]
-            if c == 40 { if words.contains([40]) { return true }; i += 1; continue }
-            guard c >= 97 && c <= 122 else { i += 1; continue }
+            if c == 40 {
+                if words.contains([40]) { return true }
+                i += 1
+                continue
+            }
+            guard c >= 97 && c <= 122 else {
+                i += 1
+                continue
+            }
             var j = i + 1
             while j < n && line[j] >= 97 && line[j] <= 122 { j += 1 }
             let before = i > 0 ? line[i - 1] : 32
@@ -146,12 +176,17 @@ enum SymbolExtractor {
             while start + indent < end && (bytes[start + indent] == 32 || bytes[start + indent] == 9) { indent += 1 }
             if start + indent == end { continue }
             let opensWithBrace = bytes[start + indent] == 125
-            while let last = scopes.last, indent <= last.indent, !opensWithBrace || indent < last.indent { scopes.removeLast() }
+            while let last = scopes.last, indent <= last.indent, !opensWithBrace || indent < last.indent {
+                scopes.removeLast()
+            }
             let raw = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
             if lang == "Swift" {
                 guard let (kind, name) = SwiftDeclaration.parse(raw) else { continue }
-                out.append(Symbol(name: name, kind: kind == "function" && !scopes.isEmpty ? "method" : kind, path: path, line: lineNo,
-                                  scope: scopes.last?.name, language: lang))
+                out.append(
+                    Symbol(
+                        name: name, kind: kind == "function" && !scopes.isEmpty ? "method" : kind, path: path,
+                        line: lineNo,
+                        scope: scopes.last?.name, language: lang))
                 if kind != "function" && kind != "constant" { scopes.append((indent, name)) }
                 continue
             }
@@ -162,18 +197,28 @@ enum SymbolExtractor {
             if line.count > 2000 { continue }
             let ns = line as NSString
             for rule in rules {
-                guard let m = rule.regex.firstMatch(in: line, range: NSRange(location: 0, length: ns.length)) else { continue }
+                guard let m = rule.regex.firstMatch(in: line, range: NSRange(location: 0, length: ns.length)) else {
+                    continue
+                }
                 // The name is the last capture group; a type rule's first group is its keyword.
                 var kind = rule.kind
-                if m.numberOfRanges > 2, m.range(at: 1).location != NSNotFound { kind = ns.substring(with: m.range(at: 1)) }
+                if m.numberOfRanges > 2, m.range(at: 1).location != NSNotFound {
+                    kind = ns.substring(with: m.range(at: 1))
+                }
                 let r = m.range(at: m.numberOfRanges - 1)
                 guard r.location != NSNotFound else { continue }
                 let name = ns.substring(with: r)
                 if (lang == "C" || lang == "C++") && cKeywords.contains(name) { continue }
                 if kind == "enum class" { kind = "enum" }
-                out.append(Symbol(name: name, kind: kind == "function" && !scopes.isEmpty ? "method" : kind, path: path, line: lineNo,
-                                  scope: scopes.last?.name, language: lang))
-                if ["class", "struct", "enum", "actor", "extension", "protocol", "interface", "impl", "type", "record", "namespace", "union", "trait"].contains(kind) {
+                out.append(
+                    Symbol(
+                        name: name, kind: kind == "function" && !scopes.isEmpty ? "method" : kind, path: path,
+                        line: lineNo,
+                        scope: scopes.last?.name, language: lang))
+                if [
+                    "class", "struct", "enum", "actor", "extension", "protocol", "interface", "impl", "type", "record",
+                    "namespace", "union", "trait",
+                ].contains(kind) {
                     scopes.append((indent, name))
                 }
                 break
@@ -187,8 +232,12 @@ enum SymbolExtractor {
     static func ctags(root: String, files: [String]) async -> SymbolBatch? {
         guard let ctags = ProcessRunner.which("ctags"), !files.isEmpty else { return nil }
         let list = files.joined(separator: "\n") + "\n"
-        guard let out = try? await ProcessRunner.run(ctags, ["--output-format=u-ctags", "--excmd=number", "--sort=no", "--fields=nKsl", "-f", "-", "-L", "-"],
-                                                     stdin: Array(list.utf8), cwd: root, timeout: 300), out.status == 0 else { return nil }
+        guard
+            let out = try? await ProcessRunner.run(
+                ctags,
+                ["--output-format=u-ctags", "--excmd=number", "--sort=no", "--fields=nKsl", "-f", "-", "-L", "-"],
+                stdin: Array(list.utf8), cwd: root, timeout: 300), out.status == 0
+        else { return nil }
         let asked = Set(files)
         var symbols = SymbolBatch()
         out.stdout.withUnsafeBytes { all in
@@ -196,30 +245,44 @@ enum SymbolExtractor {
             while start < all.count {
                 let end = Bytes.lineEnd(all, from: start)
                 defer { start = end + 1 }
-                if let s = parseCtagsLine(UnsafeRawBufferPointer(rebasing: all[start..<end])), asked.contains(s.path) { symbols.add(s) }
+                if let s = parseCtagsLine(UnsafeRawBufferPointer(rebasing: all[start..<end])), asked.contains(s.path) {
+                    symbols.add(s)
+                }
             }
         }
         return symbols
     }
 
     // ctags kind names differ per language; these are the definitions we keep, named the built-in way.
-    static let ctagsKinds: [String: String] = ["func": "function", "const": "constant", "member": "method", "typedef": "type", "macro": "constant",
-                                               "implementation": "impl", "enumerator": "constant", "methodSpec": "method"]
-    static let wantedKinds: Set<String> = ["function", "method", "class", "struct", "interface", "enum", "type", "constant", "trait", "impl",
-                                           "namespace", "union", "record", "protocol", "module"]
+    static let ctagsKinds: [String: String] = [
+        "func": "function", "const": "constant", "member": "method", "typedef": "type", "macro": "constant",
+        "implementation": "impl", "enumerator": "constant", "methodSpec": "method",
+    ]
+    static let wantedKinds: Set<String> = [
+        "function", "method", "class", "struct", "interface", "enum", "type", "constant", "trait", "impl",
+        "namespace", "union", "record", "protocol", "module",
+    ]
 
     /// One tag line: `name<TAB>path<TAB>N;"<TAB>kind<TAB>line:N<TAB>language:L[<TAB>scopekind:scope]`
     /// (u-ctags escapes a tab or backslash in a name as `\t`, `\\`). Nil for pseudo-tags and kinds we drop.
     static func parseCtagsLine(_ line: UnsafeRawBufferPointer) -> Symbol? {
-        guard line.count > 0, line[0] != 33 else { return nil }   // "!_TAG_…" pseudo-tags
+        guard line.count > 0, line[0] != 33 else { return nil }  // "!_TAG_…" pseudo-tags
         typealias Field = Slice<UnsafeRawBufferPointer>
         let fields = line.split(separator: 9, omittingEmptySubsequences: false)
         guard fields.count >= 5 else { return nil }
         func text(_ f: Field) -> String {
             guard f.contains(92) else { return String(decoding: UnsafeRawBufferPointer(rebasing: f), as: UTF8.self) }
-            var out: [UInt8] = [], escaped = false
+            var out: [UInt8] = []
+            var escaped = false
             for c in f {
-                if escaped { out.append(c == 116 ? 9 : c == 110 ? 10 : c); escaped = false } else if c == 92 { escaped = true } else { out.append(c) }
+                if escaped {
+                    out.append(c == 116 ? 9 : c == 110 ? 10 : c)
+                    escaped = false
+                } else if c == 92 {
+                    escaped = true
+                } else {
+                    out.append(c)
+                }
             }
             return String(decoding: out, as: UTF8.self)
         }
@@ -227,7 +290,10 @@ enum SymbolExtractor {
             let k = UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
             return f.count >= k.count && f.prefix(k.count).elementsEqual(k)
         }
-        var rawKind: String? = nil, lineNo: Int? = nil, language: String? = nil, scope: String? = nil
+        var rawKind: String? = nil
+        var lineNo: Int? = nil
+        var language: String? = nil
+        var scope: String? = nil
         for f in fields.dropFirst(3) {
             if let colon = f.firstIndex(of: 58) {
                 let value = f[(colon + 1)...]
@@ -247,11 +313,18 @@ enum SymbolExtractor {
         }
         guard let rawKind, let lineNo, !fields[0].isEmpty else { return nil }
         var kind = ctagsKinds[rawKind] ?? rawKind
-        let name = text(fields[0]), path = text(fields[1])
+        let name = text(fields[0])
+        let path = text(fields[1])
         // An all-caps module-level variable is a constant by convention (Python, JavaScript).
-        if rawKind == "variable", name.utf8.count > 1, name.utf8.allSatisfy({ ($0 >= 65 && $0 <= 90) || ($0 >= 48 && $0 <= 57) || $0 == 95 }) { kind = "constant" }
+        if rawKind == "variable", name.utf8.count > 1,
+            name.utf8.allSatisfy({ ($0 >= 65 && $0 <= 90) || ($0 >= 48 && $0 <= 57) || $0 == 95 })
+        {
+            kind = "constant"
+        }
         guard wantedKinds.contains(kind) else { return nil }
-        return Symbol(name: name, kind: kind, path: path, line: lineNo, scope: scope, language: language ?? SymbolExtractor.language(of: path) ?? "Unknown")
+        return Symbol(
+            name: name, kind: kind, path: path, line: lineNo, scope: scope,
+            language: language ?? SymbolExtractor.language(of: path) ?? "Unknown")
     }
 }
 
@@ -263,10 +336,16 @@ enum SwiftDeclaration {
     /// Modifiers and declaration keywords (`class` is both), matched on the line's bytes in place:
     /// this runs on every line of every Swift file, so no word is copied or hashed.
     static let keywords: [(bytes: [UInt8], modifier: Bool, kind: String?)] =
-        ["public", "private", "fileprivate", "internal", "open", "final", "static", "override", "mutating", "nonisolated", "indirect",
-         "convenience", "required", "package"].map { (Array($0.utf8), true, nil) }
-        + [("class", "class"), ("struct", "struct"), ("enum", "enum"), ("actor", "actor"), ("extension", "extension"), ("protocol", "protocol"),
-           ("func", "function"), ("typealias", "type"), ("let", "constant")].map { (Array($0.0.utf8), $0.0 == "class", $0.1) }
+        [
+            "public", "private", "fileprivate", "internal", "open", "final", "static", "override", "mutating",
+            "nonisolated", "indirect",
+            "convenience", "required", "package",
+        ].map { (Array($0.utf8), true, nil) }
+        + [
+            ("class", "class"), ("struct", "struct"), ("enum", "enum"), ("actor", "actor"), ("extension", "extension"),
+            ("protocol", "protocol"),
+            ("func", "function"), ("typealias", "type"), ("let", "constant"),
+        ].map { (Array($0.0.utf8), $0.0 == "class", $0.1) }
 
     /// The keyword spelled by `line[word]`, if it is one.
     static func keyword(_ line: UnsafeRawBufferPointer, _ word: Range<Int>) -> (modifier: Bool, kind: String?)? {
@@ -282,7 +361,9 @@ enum SwiftDeclaration {
     }
 
     static func isSpace(_ c: UInt8) -> Bool { c == 32 || c == 9 || c == 13 || c == 11 || c == 12 }
-    static func isIdent(_ c: UInt8) -> Bool { (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 95 }
+    static func isIdent(_ c: UInt8) -> Bool {
+        (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 95
+    }
 
     /// (kind, name) when the line declares something.
     static func parse(_ line: UnsafeRawBufferPointer) -> (String, String)? {
@@ -336,7 +417,9 @@ enum SwiftDeclaration {
                 while i < n && !isSpace(line[i]) && line[i] != UInt8(ascii: "(") { i += 1 }
                 return i > from ? (kind, String(decoding: line[from..<i], as: UTF8.self)) : nil
             }
-            guard (line[i] >= 65 && line[i] <= 90) || (line[i] >= 97 && line[i] <= 122) || line[i] == 95 else { return nil }
+            guard (line[i] >= 65 && line[i] <= 90) || (line[i] >= 97 && line[i] <= 122) || line[i] == 95 else {
+                return nil
+            }
             return (kind, String(decoding: UnsafeRawBufferPointer(rebasing: line[word()]), as: UTF8.self))
         }
         return nil

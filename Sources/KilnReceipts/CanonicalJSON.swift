@@ -21,13 +21,19 @@ public enum CanonicalJSON {
         case .string(let s): string(s, &out)
         case .array(let a):
             out += "["
-            for (i, e) in a.enumerated() { if i > 0 { out += "," }; try write(e, &out) }
+            for (i, e) in a.enumerated() {
+                if i > 0 { out += "," }
+                try write(e, &out)
+            }
             out += "]"
         case .object(let o):
             out += "{"
-            for (i, k) in o.keys.sorted(by: { Array($0.utf16).lexicographicallyPrecedes(Array($1.utf16)) }).enumerated() {
+            for (i, k) in o.keys.sorted(by: { Array($0.utf16).lexicographicallyPrecedes(Array($1.utf16)) }).enumerated()
+            {
                 if i > 0 { out += "," }
-                string(k, &out); out += ":"; try write(o[k]!, &out)
+                string(k, &out)
+                out += ":"
+                try write(o[k]!, &out)
             }
             out += "}"
         }

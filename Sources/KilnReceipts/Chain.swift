@@ -15,7 +15,11 @@ public enum ReceiptChain {
     public static func loadKey(dataDir: String, create: Bool) throws -> Ed25519Key? {
         let path = dataDir + "/receipt.key"
         if let data = FileManager.default.contents(atPath: path) {
-            guard let seed = Base64URL.decode(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)), seed.count == 32 else {
+            guard
+                let seed = Base64URL.decode(
+                    String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)),
+                seed.count == 32
+            else {
                 throw Crypto.Failure.invalidInput("\(path) is not a base64url Ed25519 seed")
             }
             return try Ed25519Key(seed: seed)
@@ -23,8 +27,11 @@ public enum ReceiptChain {
         guard create else { return nil }
         let key = try Ed25519Key.generate()
         let tmp = path + ".tmp"
-        guard FileManager.default.createFile(atPath: tmp, contents: Data(Base64URL.encode(key.seed).utf8), attributes: [.posixPermissions: 0o600]),
-              rename(tmp, path) == 0 else { throw Crypto.Failure.invalidInput("cannot write \(path)") }
+        guard
+            FileManager.default.createFile(
+                atPath: tmp, contents: Data(Base64URL.encode(key.seed).utf8), attributes: [.posixPermissions: 0o600]),
+            rename(tmp, path) == 0
+        else { throw Crypto.Failure.invalidInput("cannot write \(path)") }
         return key
     }
 
@@ -37,10 +44,24 @@ public enum ReceiptChain {
             "prev_hash": .string(prev), "user": .string(r.userID), "model": .string(r.model),
             "started_at": .string(iso(r.startedAt)), "ended_at": .string(iso(r.endedAt)), "status": .string(r.status),
             "prompt_sha256": .string(Crypto.hex(Crypto.sha256(Array(r.prompt.utf8)))),
-            "tool_calls": .array(r.calls.map { ["tool": .string($0.tool), "args_sha256": .string($0.argsSHA256), "ok": .int($0.ok ? 1 : 0)] }),
-            "files_changed": .array(r.files.map { ["path": .string($0.path), "sha256_before": $0.before.map { .string($0) } ?? .null,
-                                                   "sha256_after": $0.after.map { .string($0) } ?? .null] }),
-            "findings": .array(r.findings.map { ["path": .string($0.path), "line": .int($0.line), "claim": .string($0.claim), "evidence_sha256": .string($0.evidenceSHA256)] }),
+            "tool_calls": .array(
+                r.calls.map {
+                    ["tool": .string($0.tool), "args_sha256": .string($0.argsSHA256), "ok": .int($0.ok ? 1 : 0)]
+                }),
+            "files_changed": .array(
+                r.files.map {
+                    [
+                        "path": .string($0.path), "sha256_before": $0.before.map { .string($0) } ?? .null,
+                        "sha256_after": $0.after.map { .string($0) } ?? .null,
+                    ]
+                }),
+            "findings": .array(
+                r.findings.map {
+                    [
+                        "path": .string($0.path), "line": .int($0.line), "claim": .string($0.claim),
+                        "evidence_sha256": .string($0.evidenceSHA256),
+                    ]
+                }),
             "usage": ["input_tokens": .int(r.inputTokens), "output_tokens": .int(r.outputTokens)],
             "cost_usd_micros": .int(cost),
         ]
@@ -48,7 +69,8 @@ public enum ReceiptChain {
 
     /// A stored receipt as served: its body plus `hash` and `signature`.
     static func served(_ row: Row) -> JSONValue {
-        guard var o = (try? JSONDecoder().decode([String: JSONValue].self, from: Data((row.string("body") ?? "").utf8))) else {
+        guard var o = (try? JSONDecoder().decode([String: JSONValue].self, from: Data((row.string("body") ?? "").utf8)))
+        else {
             return ["seq": .int(row.int("seq") ?? 0), "run_id": .string(row.string("run_id") ?? ""), "corrupt": true]
         }
         o["hash"] = .string(row.string("hash") ?? "")
@@ -77,24 +99,37 @@ public enum ReceiptChain {
         for row in rows {
             let seq = row.int("seq") ?? 0
             if let t = throughSeq, seq > t { break }
-            func fail(_ reason: String, at s: Int? = nil) -> Verification { Verification(ok: false, checked: checked, breakSeq: s ?? seq, reason: reason) }
+            func fail(_ reason: String, at s: Int? = nil) -> Verification {
+                Verification(ok: false, checked: checked, breakSeq: s ?? seq, reason: reason)
+            }
             if seq != expected { return fail("receipt \(expected) is missing", at: expected) }
             let text = row.string("body") ?? ""
             let bytes = Array(text.utf8)
-            guard let body = try? JSONDecoder().decode([String: JSONValue].self, from: Data(bytes)) else { return fail("the stored receipt is not JSON") }
-            guard let canonical = try? CanonicalJSON.bytes(.object(body)), canonical == bytes else { return fail("the stored receipt is not in canonical form") }
+            guard let body = try? JSONDecoder().decode([String: JSONValue].self, from: Data(bytes)) else {
+                return fail("the stored receipt is not JSON")
+            }
+            guard let canonical = try? CanonicalJSON.bytes(.object(body)), canonical == bytes else {
+                return fail("the stored receipt is not in canonical form")
+            }
             let hash = Crypto.hex(Crypto.sha256(bytes))
             if hash != row.string("hash") { return fail("hash mismatch: the receipt's content changed") }
-            if body["seq"] != .int(seq) { return fail("the receipt's seq field (\(body["seq"]?.jsonText ?? "none")) does not match its position") }
+            if body["seq"] != .int(seq) {
+                return fail("the receipt's seq field (\(body["seq"]?.jsonText ?? "none")) does not match its position")
+            }
             if body["prev_hash"] != .string(prev) { return fail("prev_hash does not link to receipt \(seq - 1)") }
-            guard let sig = Base64URL.decode(row.string("signature") ?? ""), Ed25519Key.verify(publicKey: publicKey, message: bytes, signature: sig) else {
+            guard let sig = Base64URL.decode(row.string("signature") ?? ""),
+                Ed25519Key.verify(publicKey: publicKey, message: bytes, signature: sig)
+            else {
                 return fail("bad signature")
             }
             prev = hash
             expected += 1
             checked += 1
         }
-        if let t = throughSeq, expected <= t { return Verification(ok: false, checked: checked, breakSeq: expected, reason: "receipt \(expected) is missing") }
+        if let t = throughSeq, expected <= t {
+            return Verification(
+                ok: false, checked: checked, breakSeq: expected, reason: "receipt \(expected) is missing")
+        }
         return Verification(ok: true, checked: checked, breakSeq: nil, reason: nil)
     }
 }

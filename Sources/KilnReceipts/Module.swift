@@ -1,11 +1,12 @@
 import Foundation
-import KilnHTTP
 import KilnCore
 import KilnCrypto
+import KilnHTTP
 import KilnStore
 
 public enum ReceiptPermission {
-    public static let read = Permission("receipts:read", "Read, verify and re-check the workspace's run receipts", minimumRole: .viewer)
+    public static let read = Permission(
+        "receipts:read", "Read, verify and re-check the workspace's run receipts", minimumRole: .viewer)
 }
 
 /// Receipts: a signed, hash-chained record of every agent run, verifiable with ordinary tools.
@@ -25,8 +26,12 @@ public struct ReceiptsModule: KilnModule {
     public func register(_ routes: Routes) { ReceiptRoutes(receipts: service).register(routes) }
 
     public static var commands: [Command] {
-        [Command(name: "receipts", usage: "receipts verify --ws ID", help: "verify a workspace's receipt chain offline (hashes, links, signatures)",
-                 run: verifyCommand)]
+        [
+            Command(
+                name: "receipts", usage: "receipts verify --ws ID",
+                help: "verify a workspace's receipt chain offline (hashes, links, signatures)",
+                run: verifyCommand)
+        ]
     }
 
     static let verifyHelp = """
@@ -49,7 +54,10 @@ public struct ReceiptsModule: KilnModule {
             ws = rest[i + 1]
             rest.removeSubrange(i...(i + 1))
         }
-        guard let ws else { io.err("kiln receipts verify: --ws WS_ID is required"); return 2 }
+        guard let ws else {
+            io.err("kiln receipts verify: --ws WS_ID is required")
+            return 2
+        }
         do {
             let (config, _) = try io.loadConfig(rest)
             guard let key = try ReceiptChain.loadKey(dataDir: config.dataDir, create: false) else {

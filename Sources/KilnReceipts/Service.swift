@@ -17,7 +17,8 @@ public struct ReceiptService: RunObserver {
     public init(services: Services, projects: any ProjectDirectory, pricing: any Pricing) {
         store = ReceiptStore(db: services.db)
         do { key = try ReceiptChain.loadKey(dataDir: services.dataDir, create: true) } catch {
-            ServerLog.error("receipt key unavailable; receipts are not written", ["error": .string(String(describing: error))])
+            ServerLog.error(
+                "receipt key unavailable; receipts are not written", ["error": .string(String(describing: error))])
             key = nil
         }
         self.pricing = pricing
@@ -26,8 +27,12 @@ public struct ReceiptService: RunObserver {
     }
 
     public func runEnded(_ r: RunRecord) async {
-        do { try await append(r, cost: pricing.cost(model: r.model, input: r.inputTokens, output: r.outputTokens), at: clock.now()) } catch {
-            ServerLog.error("receipt not written", ["run_id": .string(r.runID), "error": .string(String(describing: error))])
+        do {
+            try await append(
+                r, cost: pricing.cost(model: r.model, input: r.inputTokens, output: r.outputTokens), at: clock.now())
+        } catch {
+            ServerLog.error(
+                "receipt not written", ["run_id": .string(r.runID), "error": .string(String(describing: error))])
         }
     }
 
@@ -48,7 +53,9 @@ public struct ReceiptService: RunObserver {
 
     /// The run's receipt when it belongs to the workspace.
     func receipt(runID: String, in wsID: String) async throws -> Row {
-        guard IDs.isValid(runID, prefix: "run"), let r = try await store.receipt(runID: runID), r.string("ws_id") == wsID else {
+        guard IDs.isValid(runID, prefix: "run"), let r = try await store.receipt(runID: runID),
+            r.string("ws_id") == wsID
+        else {
             throw APIError.notFound("No receipt for that run (runs get one when they end)")
         }
         return r
@@ -56,7 +63,9 @@ public struct ReceiptService: RunObserver {
 
     func head(wsID: String) async throws -> ChainHead {
         let r = try await store.head(wsID: wsID)
-        return ChainHead(wsId: wsID, seq: r?.int("seq") ?? 0, hash: r?.string("hash") ?? ReceiptChain.genesis, runId: r?.string("run_id"))
+        return ChainHead(
+            wsId: wsID, seq: r?.int("seq") ?? 0, hash: r?.string("hash") ?? ReceiptChain.genesis,
+            runId: r?.string("run_id"))
     }
 
     func list(wsID: String, page: PageRequest) async throws -> Page<JSONValue> {

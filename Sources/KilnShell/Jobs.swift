@@ -6,8 +6,10 @@ import KilnHTTP
 import Synchronization
 
 func signalName(_ s: Int) -> String {
-    let names = [1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV",
-                 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM"]
+    let names = [
+        1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV",
+        13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM",
+    ]
     return names[s] ?? "SIG\(s)"
 }
 
@@ -30,7 +32,10 @@ extension String {
 
 /// One process being pumped: its output, tails, and the way it ends.
 final class RunningJob: Sendable {
-    struct Chunk: Sendable { let stream: Int; var bytes: [UInt8] }
+    struct Chunk: Sendable {
+        let stream: Int
+        var bytes: [UInt8]
+    }
 
     struct State {
         var pending: [Chunk] = []
@@ -57,7 +62,10 @@ final class RunningJob: Sendable {
     let state = Mutex(State())
 
     init(id: String, pid: pid_t, started: Date, timeout: Double) {
-        self.id = id; self.pid = pid; self.started = started; self.timeout = timeout
+        self.id = id
+        self.pid = pid
+        self.started = started
+        self.timeout = timeout
     }
 
     var tails: ([UInt8], [UInt8]) { state.withLock { ($0.outTail.bytes, $0.errTail.bytes) } }
@@ -79,7 +87,13 @@ final class RunningJob: Sendable {
     func push(_ stream: Int, _ bytes: ArraySlice<UInt8>) {
         let w = state.withLock { s -> CheckedContinuation<Void, Never>? in
             let total = stream == 1 ? s.outTotal : s.errTotal
-            if stream == 1 { s.outTail.append(bytes); s.outTotal += bytes.count } else { s.errTail.append(bytes); s.errTotal += bytes.count }
+            if stream == 1 {
+                s.outTail.append(bytes)
+                s.outTotal += bytes.count
+            } else {
+                s.errTail.append(bytes)
+                s.errTotal += bytes.count
+            }
             let room = max(0, ShellService.eventCapBytes - total)
             let sent = bytes.prefix(room)
             if !sent.isEmpty {
@@ -92,7 +106,9 @@ final class RunningJob: Sendable {
                 }
                 s.pendingBytes += sent.count
             }
-            let w = s.waiter; s.waiter = nil; return w
+            let w = s.waiter
+            s.waiter = nil
+            return w
         }
         w?.resume()
     }
@@ -102,7 +118,9 @@ final class RunningJob: Sendable {
         while true {
             let got = state.withLock { s -> ([Chunk], JobOutcome?)? in
                 if !s.pending.isEmpty {
-                    let c = s.pending; s.pending = []; s.pendingBytes = 0
+                    let c = s.pending
+                    s.pending = []
+                    s.pendingBytes = 0
                     return (c, nil)
                 }
                 if let f = s.final { return ([], f) }
@@ -123,7 +141,9 @@ final class RunningJob: Sendable {
     func resolve(_ o: JobOutcome) {
         let ws = state.withLock { s -> [CheckedContinuation<JobOutcome, Never>] in
             s.outcome = o
-            let w = s.outcomeWaiters; s.outcomeWaiters = []; return w
+            let w = s.outcomeWaiters
+            s.outcomeWaiters = []
+            return w
         }
         for w in ws { w.resume(returning: o) }
     }
@@ -142,7 +162,9 @@ final class RunningJob: Sendable {
     /// The blocking side (its own thread): reads both pipes until the process ends, enforcing the
     /// timeout and the stop deadline, and records how it ended.
     func pump(outR: Int32, errR: Int32, grace: Double) {
-        var fds = [pollfd(fd: outR, events: Int16(POLLIN), revents: 0), pollfd(fd: errR, events: Int16(POLLIN), revents: 0)]
+        var fds = [
+            pollfd(fd: outR, events: Int16(POLLIN), revents: 0), pollfd(fd: errR, events: Int16(POLLIN), revents: 0),
+        ]
         var buf = [UInt8](repeating: 0, count: 65536)
         // Incomplete UTF-8 sequences are carried to the next read so events split on character boundaries.
         var carry: [[UInt8]] = [[], []]
@@ -163,14 +185,24 @@ final class RunningJob: Sendable {
             // After the main process exits, leftover members of its group get a moment to flush, then end.
             if exited && now - exitedAt > 0.2 { kill(-pid, SIGKILL) }
             if exited && now - exitedAt > 1.0 { break }
-            let r = open > 0 ? poll(&fds, 2, 20) : { usleep(20_000); return Int32(0) }()
+            let r =
+                open > 0
+                ? poll(&fds, 2, 20)
+                : {
+                    usleep(20_000)
+                    return Int32(0)
+                }()
             if r < 0 && errno != EINTR { break }
             for i in 0..<2 where fds[i].fd >= 0 && fds[i].revents != 0 {
                 let n = buf.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, 65536) }
                 if n <= 0 {
                     if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
-                    if !carry[i].isEmpty { push(i + 1, carry[i][...]); carry[i] = [] }
-                    close(fds[i].fd); fds[i].fd = -1
+                    if !carry[i].isEmpty {
+                        push(i + 1, carry[i][...])
+                        carry[i] = []
+                    }
+                    close(fds[i].fd)
+                    fds[i].fd = -1
                     continue
                 }
                 var data = carry[i] + buf[0..<n]
@@ -181,7 +213,10 @@ final class RunningJob: Sendable {
             }
             if !exited {
                 let w = waitpid(pid, &status, WNOHANG)
-                if w == pid { exited = true; exitedAt = Double(kilnMonotonicNanos()) / 1e9 }
+                if w == pid {
+                    exited = true
+                    exitedAt = Double(kilnMonotonicNanos()) / 1e9
+                }
             }
         }
         for i in 0..<2 where fds[i].fd >= 0 {
@@ -193,12 +228,17 @@ final class RunningJob: Sendable {
         let code: Int? = signaled ? nil : Int((status >> 8) & 0xff)
         let sig: Int? = signaled ? Int(status & 0x7f) : nil
         let reason = state.withLock { $0.stopReason }
-        let statusText = reason == "cancelled" ? "cancelled" : timedOut ? "timed_out" : (code == 0 ? "succeeded" : "failed")
+        let statusText =
+            reason == "cancelled" ? "cancelled" : timedOut ? "timed_out" : (code == 0 ? "succeeded" : "failed")
         let ms = Int((kilnMonotonicNanos() - startNanos) / 1_000_000)
         let w = state.withLock { s -> CheckedContinuation<Void, Never>? in
             s.finishedPump = true
-            s.final = JobOutcome(status: statusText, exitCode: code, signal: sig, durationMs: ms, stdout: s.outTail.bytes, stderr: s.errTail.bytes)
-            let w = s.waiter; s.waiter = nil; return w
+            s.final = JobOutcome(
+                status: statusText, exitCode: code, signal: sig, durationMs: ms, stdout: s.outTail.bytes,
+                stderr: s.errTail.bytes)
+            let w = s.waiter
+            s.waiter = nil
+            return w
         }
         w?.resume()
     }

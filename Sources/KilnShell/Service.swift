@@ -11,8 +11,12 @@ struct ShellSettings: Sendable {
     static let grace = "--shell-grace"
     static let sshConfig = "--ssh-config"
     static let options: [Config.Option] = [
-        .int(grace, env: "KILN_SHELL_GRACE", help: "seconds between SIGTERM and SIGKILL for cancelled jobs (default 3)", range: 0...600),
-        .text(sshConfig, env: "KILN_SSH_CONFIG", help: "ssh client config listing the hosts ssh-run may reach (default ~/.ssh/config)"),
+        .int(
+            grace, env: "KILN_SHELL_GRACE", help: "seconds between SIGTERM and SIGKILL for cancelled jobs (default 3)",
+            range: 0...600),
+        .text(
+            sshConfig, env: "KILN_SSH_CONFIG",
+            help: "ssh client config listing the hosts ssh-run may reach (default ~/.ssh/config)"),
     ]
 }
 
@@ -49,9 +53,12 @@ public final class ShellService: JobLauncher {
     func recoverAfterRestart() async throws {
         for id in try await store.runningJobIDs() where live.withLock({ $0[id] == nil }) {
             try await store.markLost(id, at: clock.now())
-            try await bus.publish(topic: Self.topic(id), type: "exit",
-                                  data: JSONValue.object(["code": .null, "signal": .null, "duration_ms": .null, "status": "lost",
-                                                          "error": "the server restarted while the job ran"]).jsonText)
+            try await bus.publish(
+                topic: Self.topic(id), type: "exit",
+                data: JSONValue.object([
+                    "code": .null, "signal": .null, "duration_ms": .null, "status": "lost",
+                    "error": "the server restarted while the job ran",
+                ]).jsonText)
         }
     }
 
@@ -69,7 +76,9 @@ public final class ShellService: JobLauncher {
         for (k, v) in env {
             let u = k.utf8
             guard let first = u.first, u.count <= 128, !(first >= 48 && first <= 57),
-                  u.allSatisfy({ ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 95 }) else {
+                u.allSatisfy({ ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 95 }
+                )
+            else {
                 throw APIError.validation("env names must match [A-Za-z_][A-Za-z0-9_]*", field: "env")
             }
             guard v.utf8.count <= 32 * 1024, !v.utf8.contains(0) else {
@@ -81,7 +90,9 @@ public final class ShellService: JobLauncher {
 
     static func timeout(_ t: Double?) throws -> Double {
         guard let t else { return defaultTimeout }
-        guard t > 0, t <= maxTimeout else { throw APIError.validation("timeout_s must be from 1 to 86400", field: "timeout_s") }
+        guard t > 0, t <= maxTimeout else {
+            throw APIError.validation("timeout_s must be from 1 to 86400", field: "timeout_s")
+        }
         return t
     }
 
@@ -101,8 +112,9 @@ public final class ShellService: JobLauncher {
         let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
         let pid: pid_t
         do {
-            pid = try ProcessRunner.spawn(program, Array(argv.dropFirst()), stdin: devnull, stdout: outW, stderr: errW, cwd: spec.cwd,
-                                          environment: Self.environment(spec.env))
+            pid = try ProcessRunner.spawn(
+                program, Array(argv.dropFirst()), stdin: devnull, stdout: outW, stderr: errW, cwd: spec.cwd,
+                environment: Self.environment(spec.env))
         } catch {
             [outR, outW, errR, errW, devnull].forEach { close($0) }
             try await finishWithoutProcess(id, error: String(describing: error))
@@ -114,20 +126,29 @@ public final class ShellService: JobLauncher {
         let job = RunningJob(id: id, pid: pid, started: now, timeout: spec.timeout)
         live.withLock { $0[id] = job }
         try await store.setPID(id, Int(pid))
-        try await bus.publish(topic: Self.topic(id), type: "started",
-                              data: JSONValue.object(["job_id": .string(id), "pid": .int(Int(pid)), "command": .string(spec.command),
-                                                      "cwd": .string(spec.displayCwd)]).jsonText)
+        try await bus.publish(
+            topic: Self.topic(id), type: "started",
+            data: JSONValue.object([
+                "job_id": .string(id), "pid": .int(Int(pid)), "command": .string(spec.command),
+                "cwd": .string(spec.displayCwd),
+            ]).jsonText)
         let publisher = Task { await self.publishLoop(job) }
         let grace = graceSeconds
-        Thread { job.pump(outR: outR, errR: errR, grace: grace); _ = publisher }.start()
+        Thread {
+            job.pump(outR: outR, errR: errR, grace: grace)
+            _ = publisher
+        }.start()
         return id
     }
 
     func finishWithoutProcess(_ id: String, error: String) async throws {
         try await store.failWithoutProcess(id, at: clock.now())
-        try await bus.publish(topic: Self.topic(id), type: "exit",
-                              data: JSONValue.object(["code": .null, "signal": .null, "duration_ms": 0, "status": "failed",
-                                                      "error": .string(error)]).jsonText)
+        try await bus.publish(
+            topic: Self.topic(id), type: "exit",
+            data: JSONValue.object([
+                "code": .null, "signal": .null, "duration_ms": 0, "status": "failed",
+                "error": .string(error),
+            ]).jsonText)
     }
 
     /// Moves the pump's output to the event store in order, merging what piled up meanwhile.
@@ -143,7 +164,8 @@ public final class ShellService: JobLauncher {
                     obj["data"] = .string(String(decoding: c.bytes, as: UTF8.self))
                     obj["b64"] = .string(Data(c.bytes).base64EncodedString())
                 }
-                _ = try? await bus.publish(topic: topic, type: c.stream == 1 ? "stdout" : "stderr", data: JSONValue.object(obj).jsonText)
+                _ = try? await bus.publish(
+                    topic: topic, type: c.stream == 1 ? "stdout" : "stderr", data: JSONValue.object(obj).jsonText)
             }
             if let o = outcome {
                 await finish(job, o)
@@ -156,9 +178,11 @@ public final class ShellService: JobLauncher {
         let (outBytes, errBytes) = job.totals
         let summary = job.summarizer.flatMap { $0(o) }
         try? await store.finish(job.id, o, summary: summary?.jsonText, totals: (outBytes, errBytes), at: clock.now())
-        var exit: [String: JSONValue] = ["code": o.exitCode.map { .int($0) } ?? .null, "signal": o.signal.map { .int($0) } ?? .null,
-                                         "signal_name": o.signal.map { .string(signalName($0)) } ?? .null,
-                                         "duration_ms": .int(o.durationMs), "status": .string(o.status)]
+        var exit: [String: JSONValue] = [
+            "code": o.exitCode.map { .int($0) } ?? .null, "signal": o.signal.map { .int($0) } ?? .null,
+            "signal_name": o.signal.map { .string(signalName($0)) } ?? .null,
+            "duration_ms": .int(o.durationMs), "status": .string(o.status),
+        ]
         if outBytes > Self.eventCapBytes || errBytes > Self.eventCapBytes {
             exit["truncated"] = true
             exit["stdout_bytes"] = .int(outBytes)
@@ -204,16 +228,22 @@ public final class ShellService: JobLauncher {
         let saved = try await store.testCommand(project.id)
         let detected = TestRunners.detect(root: project.root)
         guard let command = saved ?? detected?.command else {
-            throw HTTPError(HTTPStatus(422), code: "validation_failed",
-                            message: "No test command found: save one with PUT /api/shell/settings, or add Package.swift, pytest config, "
-                                + "package.json test script, Cargo.toml, go.mod or a Makefile test target",
-                            details: ["field": "project_id"])
+            throw HTTPError(
+                HTTPStatus(422), code: "validation_failed",
+                message:
+                    "No test command found: save one with PUT /api/shell/settings, or add Package.swift, pytest config, "
+                    + "package.json test script, Cargo.toml, go.mod or a Makefile test target",
+                details: ["field": "project_id"])
         }
         let runner = saved != nil ? (detected?.command == saved ? detected!.runner : "custom") : detected!.runner
-        let id = try await start(JobSpec(wsID: project.wsID, projectID: project.id, userID: userID, kind: "test", command: command,
-                                         cwd: project.root, displayCwd: ".", timeout: timeout))
+        let id = try await start(
+            JobSpec(
+                wsID: project.wsID, projectID: project.id, userID: userID, kind: "test", command: command,
+                cwd: project.root, displayCwd: ".", timeout: timeout))
         setSummarizer(id) { o in
-            TestRunners.summarize(runner: runner, output: String(decoding: o.stdout, as: UTF8.self) + "\n" + String(decoding: o.stderr, as: UTF8.self))
+            TestRunners.summarize(
+                runner: runner,
+                output: String(decoding: o.stdout, as: UTF8.self) + "\n" + String(decoding: o.stderr, as: UTF8.self))
         }
         return id
     }
@@ -225,8 +255,11 @@ public final class ShellService: JobLauncher {
         try Validate.command(input.command)
         let project = try await projects.resolve(input.projectId, access: access, userID: userID)
         let (cwd, shown) = try Self.cwd(in: project.root, input.cwd)
-        return try await start(JobSpec(wsID: access.wsID, projectID: project.id, userID: userID, kind: "run", command: input.command,
-                                       cwd: cwd, displayCwd: shown, env: try Self.validateEnv(input.env), timeout: try Self.timeout(input.timeoutS)))
+        return try await start(
+            JobSpec(
+                wsID: access.wsID, projectID: project.id, userID: userID, kind: "run", command: input.command,
+                cwd: cwd, displayCwd: shown, env: try Self.validateEnv(input.env),
+                timeout: try Self.timeout(input.timeoutS)))
     }
 
     func runTests(_ input: TestInput, access: WorkspaceAccess, userID: String) async throws -> String {
@@ -237,7 +270,9 @@ public final class ShellService: JobLauncher {
     static func cwd(in root: String, _ cwd: String?) throws -> (String, String) {
         let dir = try SafePath.resolve(root: root, relative: cwd ?? "", field: "cwd")
         var st = stat()
-        guard stat(dir, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { throw APIError.validation("cwd is not a directory", field: "cwd") }
+        guard stat(dir, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw APIError.validation("cwd is not a directory", field: "cwd")
+        }
         return (dir, dir == root ? "." : String(dir.dropFirst(root.count + 1)))
     }
 
@@ -246,12 +281,14 @@ public final class ShellService: JobLauncher {
     static func job(_ r: Row) -> ShellJob {
         let id = r.string("id") ?? ""
         let summary = r.string("summary").flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
-        return ShellJob(id: id, jobId: id, wsId: r.string("ws_id") ?? "", projectId: r.string("project_id"), userId: r.string("user_id") ?? "",
-                        kind: r.string("kind") ?? "run", command: r.string("command") ?? "", cwd: r.string("cwd") ?? "",
-                        host: r.string("host"), status: r.string("status") ?? "", pid: r.int("pid"), exitCode: r.int("exit_code"),
-                        signal: r.int("signal"), startedAt: r.date("started_at") ?? Date(timeIntervalSince1970: 0),
-                        endedAt: r.date("ended_at"), durationMs: r.int("duration_ms"), summary: summary,
-                        stdoutBytes: r.int("stdout_bytes") ?? 0, stderrBytes: r.int("stderr_bytes") ?? 0)
+        return ShellJob(
+            id: id, jobId: id, wsId: r.string("ws_id") ?? "", projectId: r.string("project_id"),
+            userId: r.string("user_id") ?? "",
+            kind: r.string("kind") ?? "run", command: r.string("command") ?? "", cwd: r.string("cwd") ?? "",
+            host: r.string("host"), status: r.string("status") ?? "", pid: r.int("pid"), exitCode: r.int("exit_code"),
+            signal: r.int("signal"), startedAt: r.date("started_at") ?? Date(timeIntervalSince1970: 0),
+            endedAt: r.date("ended_at"), durationMs: r.int("duration_ms"), summary: summary,
+            stdoutBytes: r.int("stdout_bytes") ?? 0, stderrBytes: r.int("stderr_bytes") ?? 0)
     }
 
     /// A job with its kept output (live tails while it runs).
@@ -261,9 +298,11 @@ public final class ShellService: JobLauncher {
         if let running = live.withLock({ $0[jobID] }) {
             let (o, e) = running.tails
             let (ob, eb) = running.totals
-            let now = ShellJob(id: job.id, jobId: job.id, wsId: job.wsId, projectId: job.projectId, userId: job.userId, kind: job.kind,
-                               command: job.command, cwd: job.cwd, host: job.host, status: job.status, pid: job.pid, exitCode: nil, signal: nil,
-                               startedAt: job.startedAt, endedAt: nil, durationMs: nil, summary: nil, stdoutBytes: ob, stderrBytes: eb)
+            let now = ShellJob(
+                id: job.id, jobId: job.id, wsId: job.wsId, projectId: job.projectId, userId: job.userId, kind: job.kind,
+                command: job.command, cwd: job.cwd, host: job.host, status: job.status, pid: job.pid, exitCode: nil,
+                signal: nil,
+                startedAt: job.startedAt, endedAt: nil, durationMs: nil, summary: nil, stdoutBytes: ob, stderrBytes: eb)
             return (now, o, e)
         }
         return (job, r.blob("stdout_tail") ?? [], r.blob("stderr_tail") ?? [])
@@ -286,15 +325,19 @@ public final class ShellService: JobLauncher {
         if let status, !Self.statuses.contains(status) {
             throw APIError.validation("status must be one of \(Self.statuses.joined(separator: ", "))", field: "status")
         }
-        let rows = try await store.jobs(wsID: wsID, projectID: projectID, status: status, cursor: page, limit: page.limit + 1)
-        return Page(fetched: rows.map(Self.job), limit: page.limit) { PageRequest.timeCursorKey($0.startedAt, id: $0.id) }
+        let rows = try await store.jobs(
+            wsID: wsID, projectID: projectID, status: status, cursor: page, limit: page.limit + 1)
+        return Page(fetched: rows.map(Self.job), limit: page.limit) {
+            PageRequest.timeCursorKey($0.startedAt, id: $0.id)
+        }
     }
 
     func recentCommands(userID: String, wsID: String, projectID: String?, limit: Int) async throws -> Page<JSONValue> {
         let rows = try await store.recentCommands(userID: userID, wsID: wsID, projectID: projectID, limit: limit)
-        return Page(all: rows.map { c, runs, last in
-            .object(["command": .string(c), "runs": .int(runs), "last_run_at": .string(HTTPDate.iso8601(last))])
-        })
+        return Page(
+            all: rows.map { c, runs, last in
+                .object(["command": .string(c), "runs": .int(runs), "last_run_at": .string(HTTPDate.iso8601(last))])
+            })
     }
 
     /// The project's saved test command and the one its files suggest.
@@ -302,9 +345,11 @@ public final class ShellService: JobLauncher {
         let project = try await projects.resolve(projectID, access: access, userID: userID)
         let saved = try await store.testCommand(project.id)
         let detected = TestRunners.detect(root: project.root)
-        return .object(["project_id": .string(project.id), "test_command": saved.map { .string($0) } ?? .null,
-                        "detected_runner": detected.map { .string($0.runner) } ?? .null,
-                        "detected_command": detected.map { .string($0.command) } ?? .null])
+        return .object([
+            "project_id": .string(project.id), "test_command": saved.map { .string($0) } ?? .null,
+            "detected_runner": detected.map { .string($0.runner) } ?? .null,
+            "detected_command": detected.map { .string($0.command) } ?? .null,
+        ])
     }
 
     func saveSettings(_ input: SettingsInput, access: WorkspaceAccess, userID: String) async throws -> JSONValue {
@@ -315,6 +360,8 @@ public final class ShellService: JobLauncher {
         }
         let project = try await projects.resolve(input.projectId, access: access, userID: userID)
         try await store.setTestCommand(project.id, input.testCommand, at: clock.now())
-        return .object(["project_id": .string(project.id), "test_command": input.testCommand.map { .string($0) } ?? .null])
+        return .object([
+            "project_id": .string(project.id), "test_command": input.testCommand.map { .string($0) } ?? .null,
+        ])
     }
 }

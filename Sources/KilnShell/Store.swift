@@ -1,6 +1,6 @@
 import Foundation
-import KilnHTTP
 import KilnCore
+import KilnHTTP
 import KilnStore
 
 /// The shell domain's SQL: jobs (with the tails of their output) and each project's test command.
@@ -9,10 +9,12 @@ struct ShellStore: Sendable {
 
     func insertJob(id: String, _ spec: JobSpec, at now: Date) async throws {
         _ = try await db.write { tx in
-            try tx.run("""
+            try tx.run(
+                """
                 INSERT INTO shell_jobs (id, ws_id, project_id, user_id, kind, command, cwd, host, status, started_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)
-                """, id, spec.wsID, spec.projectID, spec.userID, spec.kind, spec.command, spec.displayCwd, spec.host, now)
+                """, id, spec.wsID, spec.projectID, spec.userID, spec.kind, spec.command, spec.displayCwd, spec.host,
+                now)
         }
     }
 
@@ -22,24 +24,32 @@ struct ShellStore: Sendable {
 
     /// A job that never started a process.
     func failWithoutProcess(_ id: String, at now: Date) async throws {
-        _ = try await db.write { tx in try tx.run("UPDATE shell_jobs SET status = 'failed', ended_at = ?, duration_ms = 0 WHERE id = ?", now, id) }
+        _ = try await db.write { tx in
+            try tx.run("UPDATE shell_jobs SET status = 'failed', ended_at = ?, duration_ms = 0 WHERE id = ?", now, id)
+        }
     }
 
     func finish(_ id: String, _ o: JobOutcome, summary: String?, totals: (Int, Int), at now: Date) async throws {
         _ = try await db.write { tx in
-            try tx.run("""
+            try tx.run(
+                """
                 UPDATE shell_jobs SET status = ?, exit_code = ?, signal = ?, ended_at = ?, duration_ms = ?, summary = ?,
                     stdout_tail = ?, stderr_tail = ?, stdout_bytes = ?, stderr_bytes = ? WHERE id = ?
-                """, o.status, o.exitCode, o.signal, now, o.durationMs, summary, o.stdout, o.stderr, totals.0, totals.1, id)
+                """, o.status, o.exitCode, o.signal, now, o.durationMs, summary, o.stdout, o.stderr, totals.0, totals.1,
+                id)
         }
     }
 
     func runningJobIDs() async throws -> [String] {
-        try await db.read { tx in try tx.query("SELECT id FROM shell_jobs WHERE status = 'running'") }.compactMap { $0.string("id") }
+        try await db.read { tx in try tx.query("SELECT id FROM shell_jobs WHERE status = 'running'") }.compactMap {
+            $0.string("id")
+        }
     }
 
     func markLost(_ id: String, at now: Date) async throws {
-        _ = try await db.write { tx in try tx.run("UPDATE shell_jobs SET status = 'lost', ended_at = ? WHERE id = ?", now, id) }
+        _ = try await db.write { tx in
+            try tx.run("UPDATE shell_jobs SET status = 'lost', ended_at = ? WHERE id = ?", now, id)
+        }
     }
 
     func job(_ id: String) async throws -> Row? {
@@ -51,12 +61,22 @@ struct ShellStore: Sendable {
     }
 
     /// A workspace's jobs, newest first, after `cursor` (its started_at and id).
-    func jobs(wsID: String, projectID: String?, status: String?, cursor: PageRequest, limit: Int) async throws -> [Row] {
+    func jobs(wsID: String, projectID: String?, status: String?, cursor: PageRequest, limit: Int) async throws -> [Row]
+    {
         var sql = "SELECT * FROM shell_jobs WHERE ws_id = ?"
         var args: [any SQLBindable] = [wsID]
-        if let projectID { sql += " AND project_id = ?"; args.append(projectID) }
-        if let status { sql += " AND status = ?"; args.append(status) }
-        if let c = try cursor.timeCursor(timeColumn: "started_at", idColumn: "id") { sql += c.sql; args += c.args }
+        if let projectID {
+            sql += " AND project_id = ?"
+            args.append(projectID)
+        }
+        if let status {
+            sql += " AND status = ?"
+            args.append(status)
+        }
+        if let c = try cursor.timeCursor(timeColumn: "started_at", idColumn: "id") {
+            sql += c.sql
+            args += c.args
+        }
         sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
         args.append(limit)
         let (q, a) = (sql, args)
@@ -64,10 +84,16 @@ struct ShellStore: Sendable {
     }
 
     /// The user's commands in a workspace, each once, newest first: (command, runs, last run).
-    func recentCommands(userID: String, wsID: String, projectID: String?, limit: Int) async throws -> [(String, Int, Date)] {
-        var sql = "SELECT command, MAX(started_at) AS last_run_at, COUNT(*) AS runs FROM shell_jobs WHERE user_id = ? AND ws_id = ? AND kind = 'run'"
+    func recentCommands(
+        userID: String, wsID: String, projectID: String?, limit: Int
+    ) async throws -> [(String, Int, Date)] {
+        var sql =
+            "SELECT command, MAX(started_at) AS last_run_at, COUNT(*) AS runs FROM shell_jobs WHERE user_id = ? AND ws_id = ? AND kind = 'run'"
         var args: [any SQLBindable] = [userID, wsID]
-        if let projectID { sql += " AND project_id = ?"; args.append(projectID) }
+        if let projectID {
+            sql += " AND project_id = ?"
+            args.append(projectID)
+        }
         sql += " GROUP BY command ORDER BY last_run_at DESC LIMIT ?"
         args.append(limit)
         let (q, a) = (sql, args)
@@ -77,12 +103,16 @@ struct ShellStore: Sendable {
     }
 
     func testCommand(_ projectID: String) async throws -> String? {
-        try await db.read { tx in try tx.first("SELECT test_command FROM shell_settings WHERE project_id = ?", projectID)?.string("test_command") }
+        try await db.read { tx in
+            try tx.first("SELECT test_command FROM shell_settings WHERE project_id = ?", projectID)?.string(
+                "test_command")
+        }
     }
 
     func setTestCommand(_ projectID: String, _ command: String?, at now: Date) async throws {
         _ = try await db.write { tx in
-            try tx.run("""
+            try tx.run(
+                """
                 INSERT INTO shell_settings (project_id, test_command, updated_at) VALUES (?, ?, ?)
                 ON CONFLICT (project_id) DO UPDATE SET test_command = excluded.test_command, updated_at = excluded.updated_at
                 """, projectID, command, now)

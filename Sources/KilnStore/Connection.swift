@@ -12,7 +12,9 @@ final class Connection: @unchecked Sendable {
 
     init(path: String, readOnly: Bool) throws {
         var handle: OpaquePointer?
-        let flags = (readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI
+        let flags =
+            (readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_NOMUTEX
+            | SQLITE_OPEN_URI
         let rc = sqlite3_open_v2(path, &handle, flags, nil)
         guard rc == SQLITE_OK, let handle else {
             let msg = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
@@ -68,7 +70,8 @@ final class Connection: @unchecked Sendable {
     private func bind(_ stmt: OpaquePointer, _ args: [SQLValue], _ sql: String) throws {
         let expected = Int(sqlite3_bind_parameter_count(stmt))
         guard expected == args.count else {
-            throw StoreError(code: SQLITE_RANGE, message: "statement has \(expected) parameters, \(args.count) given", sql: sql)
+            throw StoreError(
+                code: SQLITE_RANGE, message: "statement has \(expected) parameters, \(args.count) given", sql: sql)
         }
         for (i, v) in args.enumerated() {
             let idx = Int32(i + 1)
@@ -78,7 +81,11 @@ final class Connection: @unchecked Sendable {
             case .integer(let n): rc = sqlite3_bind_int64(stmt, idx, n)
             case .real(let d): rc = sqlite3_bind_double(stmt, idx, d)
             case .text(let s): rc = sqlite3_bind_text(stmt, idx, s, -1, SQLITE_TRANSIENT)
-            case .blob(let b): rc = b.withUnsafeBytes { sqlite3_bind_blob(stmt, idx, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(b.count), SQLITE_TRANSIENT) }
+            case .blob(let b):
+                rc = b.withUnsafeBytes {
+                    sqlite3_bind_blob(
+                        stmt, idx, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(b.count), SQLITE_TRANSIENT)
+                }
             }
             guard rc == SQLITE_OK else { throw error(rc, sql) }
         }
@@ -86,7 +93,10 @@ final class Connection: @unchecked Sendable {
 
     func query(_ sql: String, _ args: [SQLValue]) throws -> [Row] {
         let stmt = try prepare(sql)
-        defer { sqlite3_reset(stmt); sqlite3_clear_bindings(stmt) }
+        defer {
+            sqlite3_reset(stmt)
+            sqlite3_clear_bindings(stmt)
+        }
         try bind(stmt, args, sql)
         let n = Int(sqlite3_column_count(stmt))
         let names = (0..<n).map { String(cString: sqlite3_column_name(stmt, Int32($0))) }
@@ -104,8 +114,12 @@ final class Connection: @unchecked Sendable {
                 case SQLITE_TEXT: values.append(.text(String(cString: sqlite3_column_text(stmt, c))))
                 case SQLITE_BLOB:
                     let len = Int(sqlite3_column_bytes(stmt, c))
-                    if len == 0 { values.append(.blob([])) }
-                    else { values.append(.blob(Array(UnsafeRawBufferPointer(start: sqlite3_column_blob(stmt, c), count: len)))) }
+                    if len == 0 {
+                        values.append(.blob([]))
+                    } else {
+                        values.append(
+                            .blob(Array(UnsafeRawBufferPointer(start: sqlite3_column_blob(stmt, c), count: len))))
+                    }
                 default: values.append(.null)
                 }
             }
@@ -117,7 +131,10 @@ final class Connection: @unchecked Sendable {
     @discardableResult
     func run(_ sql: String, _ args: [SQLValue]) throws -> Int {
         let stmt = try prepare(sql)
-        defer { sqlite3_reset(stmt); sqlite3_clear_bindings(stmt) }
+        defer {
+            sqlite3_reset(stmt)
+            sqlite3_clear_bindings(stmt)
+        }
         try bind(stmt, args, sql)
         while true {
             let rc = sqlite3_step(stmt)
@@ -135,14 +152,24 @@ final class Connection: @unchecked Sendable {
 public struct Transaction {
     let connection: Connection
 
-    public func query(_ sql: String, _ args: any SQLBindable...) throws -> [Row] { try connection.query(sql, args.map(\.sqlValue)) }
-    public func query(_ sql: String, arguments: [any SQLBindable]) throws -> [Row] { try connection.query(sql, arguments.map(\.sqlValue)) }
-    public func first(_ sql: String, _ args: any SQLBindable...) throws -> Row? { try connection.query(sql, args.map(\.sqlValue)).first }
+    public func query(_ sql: String, _ args: any SQLBindable...) throws -> [Row] {
+        try connection.query(sql, args.map(\.sqlValue))
+    }
+    public func query(_ sql: String, arguments: [any SQLBindable]) throws -> [Row] {
+        try connection.query(sql, arguments.map(\.sqlValue))
+    }
+    public func first(_ sql: String, _ args: any SQLBindable...) throws -> Row? {
+        try connection.query(sql, args.map(\.sqlValue)).first
+    }
     /// Runs a statement; returns the number of rows it changed.
     @discardableResult
-    public func run(_ sql: String, _ args: any SQLBindable...) throws -> Int { try connection.run(sql, args.map(\.sqlValue)) }
+    public func run(_ sql: String, _ args: any SQLBindable...) throws -> Int {
+        try connection.run(sql, args.map(\.sqlValue))
+    }
     @discardableResult
-    public func run(_ sql: String, arguments: [any SQLBindable]) throws -> Int { try connection.run(sql, arguments.map(\.sqlValue)) }
+    public func run(_ sql: String, arguments: [any SQLBindable]) throws -> Int {
+        try connection.run(sql, arguments.map(\.sqlValue))
+    }
     public func execute(_ sql: String) throws { try connection.execute(sql) }
     public var lastInsertRowID: Int64 { connection.lastInsertRowID }
 }

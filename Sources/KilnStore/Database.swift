@@ -42,7 +42,10 @@ public final class Database: @unchecked Sendable {
     public func readSync<T>(_ body: (Transaction) throws -> T) throws -> T {
         readerSlots.wait()
         let conn = readers.withLock { $0.removeLast() }
-        counters.withLock { $0.reads += 1; $0.busyReaders += 1 }
+        counters.withLock {
+            $0.reads += 1
+            $0.busyReaders += 1
+        }
         defer {
             readers.withLock { $0.append(conn) }
             counters.withLock { $0.busyReaders -= 1 }
@@ -90,7 +93,8 @@ public final class Database: @unchecked Sendable {
     @discardableResult
     public func migrate(_ migrations: [Migration]) throws -> [Migration] {
         try writeSync { tx in
-            try tx.execute("""
+            try tx.execute(
+                """
                 CREATE TABLE IF NOT EXISTS schema_migrations (
                     module TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, applied_at INTEGER NOT NULL,
                     PRIMARY KEY (module, version))
@@ -100,14 +104,18 @@ public final class Database: @unchecked Sendable {
         let applied = try appliedVersions()
         let known = Dictionary(grouping: migrations, by: \.module).mapValues { $0.map(\.version).max() ?? 0 }
         for (module, version) in applied where version > (known[module] ?? 0) {
-            throw StoreError(code: SQLITE_ERROR, message: "the database has \(module) migration \(version), newer than this binary knows; upgrade kiln", sql: nil)
+            throw StoreError(
+                code: SQLITE_ERROR,
+                message: "the database has \(module) migration \(version), newer than this binary knows; upgrade kiln",
+                sql: nil)
         }
         let pending = try self.pending(migrations)
         for m in pending {
             try writeSync { tx in
                 try tx.execute(m.sql)
-                try tx.run("INSERT INTO schema_migrations (module, version, name, applied_at) VALUES (?, ?, ?, ?)",
-                           m.module, m.version, m.name, Date())
+                try tx.run(
+                    "INSERT INTO schema_migrations (module, version, name, applied_at) VALUES (?, ?, ?, ?)",
+                    m.module, m.version, m.name, Date())
             }
         }
         return pending
@@ -140,7 +148,9 @@ public final class Database: @unchecked Sendable {
     /// Online backup to `destination` with `sqlite3_backup_*` (consistent even while writes continue).
     public func backup(to destination: String) throws {
         var dest: OpaquePointer?
-        guard sqlite3_open_v2(destination, &dest, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nil) == SQLITE_OK, let dest else {
+        guard sqlite3_open_v2(destination, &dest, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nil) == SQLITE_OK,
+            let dest
+        else {
             if let dest { sqlite3_close_v2(dest) }
             throw StoreError(code: SQLITE_CANTOPEN, message: "cannot open backup destination \(destination)", sql: nil)
         }
@@ -166,14 +176,19 @@ public struct Migration: Sendable, Equatable {
     public let name: String
     public let sql: String
     public init(module: String, version: Int, name: String, sql: String) {
-        self.module = module; self.version = version; self.name = name; self.sql = sql
+        self.module = module
+        self.version = version
+        self.name = name
+        self.sql = sql
     }
 
     static func validate(_ ms: [Migration]) throws {
         for (module, list) in Dictionary(grouping: ms, by: \.module) {
             let versions = list.map(\.version).sorted()
             guard versions == Array(1...max(1, versions.count)) || versions.isEmpty else {
-                throw StoreError(code: SQLITE_ERROR, message: "migrations of \(module) must be numbered 1, 2, 3… without gaps", sql: nil)
+                throw StoreError(
+                    code: SQLITE_ERROR, message: "migrations of \(module) must be numbered 1, 2, 3… without gaps",
+                    sql: nil)
             }
         }
     }

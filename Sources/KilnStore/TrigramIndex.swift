@@ -37,7 +37,10 @@ public final class TrigramIndex: @unchecked Sendable {
     public struct DocumentRef: Hashable, Sendable {
         public let segment: Int
         public let doc: UInt32
-        public init(segment: Int, doc: UInt32) { self.segment = segment; self.doc = doc }
+        public init(segment: Int, doc: UInt32) {
+            self.segment = segment
+            self.doc = doc
+        }
     }
     private struct State {
         var segments: [Segment] = []
@@ -57,10 +60,15 @@ public final class TrigramIndex: @unchecked Sendable {
             var found: [DocumentRef: [DocumentRef]] = [:]
             for seg in segments where seg.hasCopies {
                 for doc in 0..<UInt32(seg.documentCount) {
-                    guard let target = seg.contentOf(doc), isLive(DocumentRef(segment: seg.id, doc: doc)) else { continue }
-                    guard let t = byID[target.segment], Int(target.doc) < t.documentCount, t.contentOf(target.doc) == nil,
-                          t.stamp(target.doc).length == seg.stamp(doc).length else {
-                        throw IndexError.corrupt("segment \(seg.id) document \(doc) is a copy of a document that is not there")
+                    guard let target = seg.contentOf(doc), isLive(DocumentRef(segment: seg.id, doc: doc)) else {
+                        continue
+                    }
+                    guard let t = byID[target.segment], Int(target.doc) < t.documentCount,
+                        t.contentOf(target.doc) == nil,
+                        t.stamp(target.doc).length == seg.stamp(doc).length
+                    else {
+                        throw IndexError.corrupt(
+                            "segment \(seg.id) document \(doc) is a copy of a document that is not there")
                     }
                     found[target, default: []].append(DocumentRef(segment: seg.id, doc: doc))
                 }
@@ -71,7 +79,8 @@ public final class TrigramIndex: @unchecked Sendable {
         /// Segments none of whose documents is live or needed by a live copy.
         func unused() -> [Int] {
             let needed = Set(copies.keys.map(\.segment))
-            return segments.filter { !needed.contains($0.id) && (dead[$0.id]?.count ?? 0) >= $0.documentCount }.map(\.id)
+            return segments.filter { !needed.contains($0.id) && (dead[$0.id]?.count ?? 0) >= $0.documentCount }.map(
+                \.id)
         }
     }
     private let state = Mutex(State())
@@ -104,7 +113,9 @@ public final class TrigramIndex: @unchecked Sendable {
         }
         for seg in s.segments {
             let dead = s.dead[seg.id] ?? []
-            for doc in 0..<UInt32(seg.documentCount) where !dead.contains(doc) { s.live[seg.paths[Int(doc)]] = DocumentRef(segment: seg.id, doc: doc) }
+            for doc in 0..<UInt32(seg.documentCount) where !dead.contains(doc) {
+                s.live[seg.paths[Int(doc)]] = DocumentRef(segment: seg.id, doc: doc)
+            }
         }
         do { try s.linkCopies() } catch {
             s = State()
@@ -136,7 +147,10 @@ public final class TrigramIndex: @unchecked Sendable {
         var le = seed.littleEndian
         let ok = withUnsafeBytes(of: &le) { write(fd, $0.baseAddress, 8) } == 8
         close(fd)
-        guard ok, rename(path + ".tmp", path) == 0 else { unlink(path + ".tmp"); throw IndexError.io("write \(path): errno \(errno)") }
+        guard ok, rename(path + ".tmp", path) == 0 else {
+            unlink(path + ".tmp")
+            throw IndexError.io("write \(path): errno \(errno)")
+        }
         return seed
     }
 
@@ -151,13 +165,18 @@ public final class TrigramIndex: @unchecked Sendable {
     public func livePaths() -> Set<String> { state.withLock { Set($0.live.keys) } }
 
     /// A consistent view for readers; segments stay mapped as long as a snapshot holds them.
-    public func snapshot() -> Snapshot { state.withLock { Snapshot(segments: $0.segments, dead: $0.dead, copies: $0.copies) } }
+    public func snapshot() -> Snapshot {
+        state.withLock { Snapshot(segments: $0.segments, dead: $0.dead, copies: $0.copies) }
+    }
 
     /// A builder for a new segment (callers `finish` it and pass its id to `commit`). A finished
     /// builder passed as `reusing` is started again with its buffers, which saves mapping and
     /// zeroing tens of megabytes per segment.
     public func makeBuilder(reusing old: Builder? = nil) throws -> Builder {
-        let id = state.withLock { s -> Int in defer { s.nextID += 1 }; return s.nextID }
+        let id = state.withLock { s -> Int in
+            defer { s.nextID += 1 }
+            return s.nextID
+        }
         if let old, old.isFinished {
             old.restart(id: id)
             return old
@@ -210,10 +229,12 @@ public final class TrigramIndex: @unchecked Sendable {
         for seg in s.segments { byID[seg.id] = seg }
         /// The live entries (path and stamp) that share one content document, its own first.
         func entries(_ seg: Segment, _ doc: UInt32) -> [(String, Stamp)] {
-            guard seg.contentOf(doc) == nil else { return [] }   // copies travel with their content
+            guard seg.contentOf(doc) == nil else { return [] }  // copies travel with their content
             let r = DocumentRef(segment: seg.id, doc: doc)
             var out: [(String, Stamp)] = s.isLive(r) ? [(seg.paths[Int(doc)], seg.stamp(doc))] : []
-            for c in s.copies[r] ?? [] { if let cs = byID[c.segment] { out.append((cs.paths[Int(c.doc)], cs.stamp(c.doc))) } }
+            for c in s.copies[r] ?? [] {
+                if let cs = byID[c.segment] { out.append((cs.paths[Int(c.doc)], cs.stamp(c.doc))) }
+            }
             return out
         }
         func neededBytes(_ seg: Segment) -> UInt64 {
@@ -223,7 +244,9 @@ public final class TrigramIndex: @unchecked Sendable {
         }
         let sizes = s.segments.map(neededBytes)
         let needed = Int(sizes.reduce(0, +) / max(1, segmentBytes)) + 1
-        guard (s.segments.count > 32 && s.segments.count > 2 * needed) || (total > 0 && deadCount * 4 > total) else { return }
+        guard (s.segments.count > 32 && s.segments.count > 2 * needed) || (total > 0 && deadCount * 4 > total) else {
+            return
+        }
         var built: [Int] = []
         do {
             var group: [Segment] = []
@@ -232,12 +255,19 @@ public final class TrigramIndex: @unchecked Sendable {
                 guard !group.isEmpty else { return }
                 let b = try makeBuilder()
                 for seg in group { b.merge(seg, liveEntries: { entries(seg, $0) }) }
-                if b.documentCount > 0 { try b.finish(); built.append(b.segmentID) } else { b.discard() }
-                group = []; groupBytes = 0
+                if b.documentCount > 0 {
+                    try b.finish()
+                    built.append(b.segmentID)
+                } else {
+                    b.discard()
+                }
+                group = []
+                groupBytes = 0
             }
             for (seg, bytes) in zip(s.segments, sizes) {
                 if groupBytes > 0 && groupBytes + bytes > segmentBytes { try flush() }
-                group.append(seg); groupBytes += bytes
+                group.append(seg)
+                groupBytes += bytes
             }
             try flush()
         } catch {
@@ -251,7 +281,9 @@ public final class TrigramIndex: @unchecked Sendable {
             next.segments = fresh
             for seg in fresh {
                 next.dead[seg.id] = []
-                for doc in 0..<seg.documentCount { next.live[seg.paths[doc]] = DocumentRef(segment: seg.id, doc: UInt32(doc)) }
+                for doc in 0..<seg.documentCount {
+                    next.live[seg.paths[doc]] = DocumentRef(segment: seg.id, doc: UInt32(doc))
+                }
             }
             try next.linkCopies()
             try writeManifest(next)
@@ -263,17 +295,24 @@ public final class TrigramIndex: @unchecked Sendable {
     }
 
     private struct Manifest: Codable {
-        struct Entry: Codable { let id: Int; let dead: [UInt32] }
+        struct Entry: Codable {
+            let id: Int
+            let dead: [UInt32]
+        }
         let version: Int
         let next: Int
         let segments: [Entry]
     }
 
     private func writeManifest(_ s: State) throws {
-        let m = Manifest(version: 2, next: s.nextID, segments: s.segments.map { .init(id: $0.id, dead: (s.dead[$0.id] ?? []).sorted()) })
+        let m = Manifest(
+            version: 2, next: s.nextID,
+            segments: s.segments.map { .init(id: $0.id, dead: (s.dead[$0.id] ?? []).sorted()) })
         let tmp = directory + "/manifest.json.tmp"
         try JSONEncoder().encode(m).write(to: URL(fileURLWithPath: tmp))
-        guard rename(tmp, directory + "/manifest.json") == 0 else { throw IndexError.io("rename manifest: errno \(errno)") }
+        guard rename(tmp, directory + "/manifest.json") == 0 else {
+            throw IndexError.io("rename manifest: errno \(errno)")
+        }
     }
 
     private func removeFiles(_ id: Int) { unlink(directory + "/\(id).idx") }
@@ -293,7 +332,9 @@ public final class TrigramIndex: @unchecked Sendable {
         guard bytes.count >= 3 else { return [] }
         var out = Set<UInt32>()
         for i in 0...(bytes.count - 3) {
-            let a = bytes[i], b = bytes[i + 1], c = bytes[i + 2]
+            let a = bytes[i]
+            let b = bytes[i + 1]
+            let c = bytes[i + 2]
             if asciiOnly && (a | b | c) >= 0x80 { continue }
             out.insert(key(a, b, c))
         }
@@ -308,441 +349,10 @@ public final class TrigramIndex: @unchecked Sendable {
         case io(String)
         case corrupt(String)
         public var description: String {
-            switch self { case .io(let m): "index I/O: \(m)"; case .corrupt(let m): "index corrupt: \(m)" }
-        }
-    }
-
-    // MARK: Reading
-
-    public struct Snapshot: Sendable {
-        public let segments: [Segment]
-        let dead: [Int: Set<UInt32>]
-        let copies: [DocumentRef: [DocumentRef]]
-        let byID: [Int: Segment]
-
-        init(segments: [Segment], dead: [Int: Set<UInt32>], copies: [DocumentRef: [DocumentRef]]) {
-            self.segments = segments; self.dead = dead; self.copies = copies
-            var m: [Int: Segment] = [:]
-            for seg in segments { m[seg.id] = seg }
-            byID = m
-        }
-
-        public var documentCount: Int { segments.reduce(0) { $0 + $1.documentCount - (dead[$1.id]?.count ?? 0) } }
-
-        /// Calls `body` for every live document holding all `keys` (every live document when `keys` is
-        /// empty), segment by segment, a content's live copies right after it; `body` returns false to stop.
-        public func forEachCandidate(_ keys: [UInt32], _ body: (Segment, UInt32) throws -> Bool) rethrows {
-            for seg in segments {
-                let d = dead[seg.id] ?? []
-                if keys.isEmpty {
-                    for doc in 0..<UInt32(seg.documentCount) where !d.contains(doc) { if try !body(seg, doc) { return } }
-                    continue
-                }
-                var lists: [UnsafeBufferPointer<UInt32>] = []
-                var missing = false
-                for k in keys {
-                    guard let l = seg.postings(for: k) else { missing = true; break }
-                    lists.append(l)
-                }
-                if missing { continue }
-                lists.sort { $0.count < $1.count }
-                var result = Array(lists[0])
-                for l in lists.dropFirst() {
-                    if result.isEmpty { break }
-                    result = Snapshot.intersect(result, l)
-                }
-                // A posting past the document table could only come from a damaged file: skipped.
-                for doc in result where Int(doc) < seg.documentCount {
-                    if !d.contains(doc), try !body(seg, doc) { return }
-                    for c in copies[DocumentRef(segment: seg.id, doc: doc)] ?? [] {
-                        if let cs = byID[c.segment], try !body(cs, c.doc) { return }
-                    }
-                }
+            switch self {
+            case .io(let m): "index I/O: \(m)"
+            case .corrupt(let m): "index corrupt: \(m)"
             }
-        }
-
-        /// Sorted intersection; gallops through the longer list.
-        static func intersect(_ a: [UInt32], _ b: UnsafeBufferPointer<UInt32>) -> [UInt32] {
-            var out: [UInt32] = []
-            out.reserveCapacity(a.count)
-            var j = 0
-            let n = b.count
-            for x in a {
-                var step = 1
-                var hi = j
-                while hi < n && b[hi] < x { j = hi + 1; hi = j + step; step <<= 1 }
-                hi = min(hi, n)
-                var lo = j
-                while lo < hi { let mid = (lo + hi) / 2; if b[mid] < x { lo = mid + 1 } else { hi = mid } }
-                j = lo
-                if j == n { break }
-                if b[j] == x { out.append(x); j += 1 }
-            }
-            return out
-        }
-    }
-
-    /// What the owner knows about a document when it was indexed; for a file: its length, mtime
-    /// (nanoseconds), device and inode.
-    public struct Stamp: Sendable, Equatable {
-        public var length: UInt64
-        public var modified: Int64
-        public var device: UInt64
-        public var inode: UInt64
-        public init(length: UInt64, modified: Int64 = 0, device: UInt64 = 0, inode: UInt64 = 0) {
-            self.length = length; self.modified = modified; self.device = device; self.inode = inode
-        }
-    }
-
-    /// One immutable, memory-mapped segment.
-    public final class Segment: @unchecked Sendable {
-        public let id: Int
-        public let documentCount: Int
-        /// Document paths, by document number.
-        public let paths: [String]
-        private let map: UnsafeMutableRawPointer
-        private let mapSize: Int
-        private let docTable: UnsafeRawPointer
-        /// Per document, the content it is a copy of (segment id, document; 0, 0 for its own), or nil
-        /// when no document is a copy (and in version 2 segments, which had no table).
-        private let copyTable: UnsafePointer<UInt32>?
-        fileprivate let keys: UnsafeBufferPointer<UInt32>
-        fileprivate let starts: UnsafePointer<UInt32>
-        fileprivate let postingsBase: UnsafePointer<UInt32>
-
-        static let magic: UInt32 = 0x3249_544B   // "KTI2"
-        /// 3: a copy table follows the document table.
-        static let version: UInt32 = 3
-        static let headerSize = 32
-        static let docEntrySize = 32
-
-        init(directory: String, id: Int) throws {
-            self.id = id
-            let (m, size) = try Segment.map(directory + "/\(id).idx")
-            guard let m, size >= Segment.headerSize else { throw IndexError.corrupt("segment \(id) has no header") }
-            map = m; mapSize = size
-            let h = UnsafeRawPointer(m)
-            let version = h.load(fromByteOffset: 4, as: UInt32.self)
-            let docs = Int(h.load(fromByteOffset: 8, as: UInt32.self))
-            let keyCount = Int(h.load(fromByteOffset: 12, as: UInt32.self))
-            let postingCount = Int(h.load(fromByteOffset: 16, as: UInt64.self))
-            let pathBytes = Int(h.load(fromByteOffset: 24, as: UInt64.self))
-            let docOff = Segment.headerSize
-            let copyOff = docOff + docs * Segment.docEntrySize
-            let keyOff = copyOff + (version >= 3 ? docs * 8 : 0)
-            let startOff = keyOff + keyCount * 4
-            let postOff = startOff + (keyCount + 1) * 4
-            let pathOff = postOff + postingCount * 4
-            guard h.load(as: UInt32.self) == Segment.magic, version == 2 || version == 3, postingCount < Int(UInt32.max), pathOff + pathBytes == size else {
-                munmap(m, size)
-                throw IndexError.corrupt("segment \(id) has a bad size or magic")
-            }
-            documentCount = docs
-            docTable = h + docOff
-            let copies = (h + copyOff).assumingMemoryBound(to: UInt32.self)
-            copyTable = version >= 3 && (0..<docs).contains { copies[2 * $0] != 0 } ? copies : nil
-            keys = UnsafeBufferPointer(start: (h + keyOff).assumingMemoryBound(to: UInt32.self), count: keyCount)
-            starts = (h + startOff).assumingMemoryBound(to: UInt32.self)
-            postingsBase = (h + postOff).assumingMemoryBound(to: UInt32.self)
-            var names: [String] = []
-            names.reserveCapacity(docs)
-            let pb = UnsafeBufferPointer(start: (h + pathOff).assumingMemoryBound(to: UInt8.self), count: pathBytes)
-            var start = 0
-            for i in 0..<pathBytes where pb[i] == 0 {
-                names.append(String(decoding: UnsafeBufferPointer(rebasing: pb[start..<i]), as: UTF8.self))
-                start = i + 1
-            }
-            paths = names
-            var ok = names.count == docs && Int(starts[0]) == 0 && Int(starts[keyCount]) == postingCount
-            for i in 0..<keyCount where ok { ok = starts[i] <= starts[i + 1] && (i == 0 || keys[i - 1] < keys[i]) }
-            guard ok else {
-                munmap(m, size)
-                throw IndexError.corrupt("segment \(id) tables disagree")
-            }
-        }
-
-        deinit { munmap(map, mapSize) }
-
-        static func map(_ path: String) throws -> (UnsafeMutableRawPointer?, Int) {
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw IndexError.io("open \(path): errno \(errno)") }
-            defer { close(fd) }
-            var st = stat()
-            guard fstat(fd, &st) == 0 else { throw IndexError.io("stat \(path)") }
-            let size = Int(st.st_size)
-            if size == 0 { return (nil, 0) }
-            guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else { throw IndexError.io("mmap \(path): errno \(errno)") }
-            return (p, size)
-        }
-
-        /// What the owner recorded about the document when it was indexed.
-        public func stamp(_ doc: UInt32) -> Stamp {
-            let e = docTable + Int(doc) * Segment.docEntrySize
-            return Stamp(length: e.loadUnaligned(as: UInt64.self), modified: e.loadUnaligned(fromByteOffset: 8, as: Int64.self),
-                         device: e.loadUnaligned(fromByteOffset: 16, as: UInt64.self), inode: e.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
-        }
-
-        var hasCopies: Bool { copyTable != nil }
-
-        /// The content document `doc` is a copy of, or nil when it has its own postings.
-        public func contentOf(_ doc: UInt32) -> DocumentRef? {
-            guard let t = copyTable, Int(doc) < documentCount, t[2 * Int(doc)] != 0 else { return nil }
-            return DocumentRef(segment: Int(t[2 * Int(doc)]), doc: t[2 * Int(doc) + 1])
-        }
-
-        /// All the segment's postings: one per distinct trigram of each content document.
-        var postingCount: Int { Int(starts[keys.count]) }
-
-        /// The sorted documents holding `key`, or nil when none does.
-        func postings(for key: UInt32) -> UnsafeBufferPointer<UInt32>? {
-            var lo = 0, hi = keys.count
-            while lo < hi { let mid = (lo + hi) / 2; if keys[mid] < key { lo = mid + 1 } else { hi = mid } }
-            guard lo < keys.count, keys[lo] == key else { return nil }
-            let s = Int(starts[lo]), e = Int(starts[lo + 1])
-            return UnsafeBufferPointer(start: postingsBase + s, count: e - s)
-        }
-    }
-
-    // MARK: Building
-
-    /// Builds one segment: documents are added (their trigrams collected), then `finish` sorts the
-    /// postings and writes the segment.
-    public final class Builder {
-        public private(set) var segmentID: Int
-        let directory: String
-        /// The summed length of the documents added with content (copies add nothing).
-        public private(set) var contentBytes: UInt64 = 0
-        /// Documents added, copies included.
-        public private(set) var documentCount = 0
-        private var docTable: [Stamp] = []
-        /// Two words per document: the segment and document it is a copy of, or 0, 0.
-        private var copyTable: [UInt32] = []
-        private var pathBytes: [UInt8] = []
-        /// (key << 32 | doc) for every distinct trigram of every document, in document order.
-        private var entries: UnsafeMutablePointer<UInt64>
-        private var entryCount = 0
-        /// Room for a whole segment's entries and the next document's (4M, 32 MiB of address space
-        /// that is touched only as it fills): growing it copies and faults in every page again.
-        private var entryCapacity = 1 << 22
-        /// The trigrams of the last document added, one bit per key: 256 KiB, which stays in the
-        /// cache where a table of last-seen documents (8 MiB) would miss on nearly every byte.
-        private let seen: UnsafeMutablePointer<UInt64>
-        /// Where the last document's entries start (its bits are cleared from them).
-        private var lastStart = 0
-        private var finished = false
-        /// The counting sort's table (all zero between segments) and its output, kept for the next segment.
-        private var counts: UnsafeMutablePointer<UInt32>?
-        private var postingsBuffer: UnsafeMutablePointer<UInt32>?
-        private var postingsCapacity = 0
-
-        var isFinished: Bool { finished }
-
-        init(directory: String, id: Int) throws {
-            self.directory = directory
-            segmentID = id
-            seen = .allocate(capacity: TrigramIndex.keySpace / 64)
-            seen.initialize(repeating: 0, count: TrigramIndex.keySpace / 64)
-            entries = .allocate(capacity: entryCapacity)
-        }
-
-        deinit {
-            seen.deallocate()
-            entries.deallocate()
-            counts?.deallocate()
-            postingsBuffer?.deallocate()
-        }
-
-        /// Starts a new segment in a finished builder's buffers.
-        fileprivate func restart(id: Int) {
-            segmentID = id
-            documentCount = 0
-            contentBytes = 0
-            docTable.removeAll(keepingCapacity: true)
-            copyTable.removeAll(keepingCapacity: true)
-            pathBytes.removeAll(keepingCapacity: true)
-            entryCount = 0
-            lastStart = 0
-            finished = false
-        }
-
-        private func append(path: String, stamp: Stamp, copyOf target: DocumentRef? = nil) -> UInt32 {
-            let doc = UInt32(documentCount)
-            documentCount += 1
-            docTable.append(stamp)
-            pathBytes.append(contentsOf: path.utf8)
-            pathBytes.append(0)
-            if let target {
-                copyTable.append(UInt32(target.segment)); copyTable.append(target.doc)
-            } else {
-                copyTable.append(0); copyTable.append(0)
-                contentBytes += stamp.length
-            }
-            return doc
-        }
-
-        /// Adds a document whose content is exactly that of `target`, a content document (not a copy)
-        /// of this builder or of another segment committed with it or already live. It gets no
-        /// postings: searches find it through `target`'s. `stamp.length` must be the content's length.
-        @discardableResult
-        public func addCopy(path: String, stamp: Stamp, of target: DocumentRef) -> DocumentRef {
-            precondition(target.segment > 0 && target.segment <= Int(UInt32.max))
-            clearSeen()
-            return DocumentRef(segment: segmentID, doc: append(path: path, stamp: stamp, copyOf: target))
-        }
-
-        private func reserve(_ extra: Int) {
-            guard entryCount + extra > entryCapacity else { return }
-            var cap = entryCapacity
-            while entryCount + extra > cap { cap *= 2 }
-            let grown = UnsafeMutablePointer<UInt64>.allocate(capacity: cap)
-            grown.moveInitialize(from: entries, count: entryCount)
-            entries.deallocate()
-            entries = grown
-            entryCapacity = cap
-        }
-
-        /// Forgets the previous document's trigrams.
-        private func clearSeen() {
-            for i in lastStart..<entryCount { seen[Int(entries[i] >> 38)] = 0 }
-            lastStart = entryCount
-        }
-
-        /// Adds one document; `stamp.length` is set from the content.
-        @discardableResult
-        public func add(path: String, content: UnsafeRawBufferPointer, stamp: Stamp = Stamp(length: 0)) -> DocumentRef {
-            var st = stamp
-            st.length = UInt64(content.count)
-            clearSeen()
-            let doc = append(path: path, stamp: st)
-            let ref = DocumentRef(segment: segmentID, doc: doc)
-            let n = content.count
-            guard n >= 3, let p = content.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return ref }
-            // At most one new entry per byte and per key, and one more for the store every step makes
-            // (the next new key overwrites it).
-            reserve(min(n, TrigramIndex.keySpace) + 1)
-            entryCount = TrigramIndex.fold.withUnsafeBufferPointer { fold in
-                kiln_trigram_entries(p, n, fold.baseAddress!, seen, entries, entryCount, doc)
-            }
-            return ref
-        }
-
-        /// Copies the content documents of `segment` that `liveEntries` names live paths for, postings
-        /// and all, in order (compaction): the first entry becomes the content, the rest its copies.
-        func merge(_ segment: Segment, liveEntries: (UInt32) -> [(String, Stamp)]) {
-            clearSeen()
-            var renumbered = [UInt32](repeating: .max, count: segment.documentCount)
-            for doc in 0..<UInt32(segment.documentCount) {
-                let live = liveEntries(doc)
-                guard let first = live.first else { continue }
-                let d = append(path: first.0, stamp: first.1)
-                renumbered[Int(doc)] = d
-                for c in live.dropFirst() { _ = append(path: c.0, stamp: c.1, copyOf: DocumentRef(segment: segmentID, doc: d)) }
-            }
-            reserve(Int(segment.starts[segment.keys.count]))
-            for (i, key) in segment.keys.enumerated() {
-                let kb = UInt64(key) << 32
-                for j in Int(segment.starts[i])..<Int(segment.starts[i + 1]) {
-                    let old = Int(segment.postingsBase[j])
-                    guard old < renumbered.count else { continue }
-                    let d = renumbered[old]
-                    if d != .max { entries[entryCount] = kb | UInt64(d); entryCount += 1 }
-                }
-            }
-            lastStart = entryCount
-        }
-
-        /// Whether the last added document holds the trigram `key`.
-        public func lastDocumentContains(_ key: UInt32) -> Bool { seen[Int(key >> 6)] & (UInt64(1) << UInt64(key & 63)) != 0 }
-
-        static func writeAll(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) throws {
-            var done = 0
-            while done < n {
-                let w = write(fd, p + done, n - done)
-                if w < 0 { if errno == EINTR { continue }; throw IndexError.io("write: errno \(errno)") }
-                done += w
-            }
-        }
-
-        /// Sorts the postings by key (a counting sort: documents stay in order within a key) and
-        /// writes the segment.
-        public func finish() throws {
-            clearSeen()
-            finished = true
-            // The counts stay zero between segments: only the keys used are reset at the end.
-            let counts: UnsafeMutablePointer<UInt32>
-            if let c = self.counts { counts = c } else {
-                counts = .allocate(capacity: TrigramIndex.keySpace)
-                counts.initialize(repeating: 0, count: TrigramIndex.keySpace)
-                self.counts = counts
-            }
-            let n = entryCount
-            kiln_postings_count(entries, n, counts)
-            var keys: [UInt32] = []
-            var starts: [UInt32] = []
-            var running: UInt32 = 0
-            // Most keys are unused: eight counters at a time are skipped while all are zero.
-            let words = UnsafeRawPointer(counts).assumingMemoryBound(to: UInt64.self)
-            var w = 0
-            while w < TrigramIndex.keySpace / 2 {
-                if words[w] | words[w + 1] | words[w + 2] | words[w + 3] == 0 { w += 4; continue }
-                for k in (w * 2)..<(w * 2 + 8) where counts[k] > 0 {
-                    keys.append(UInt32(k))
-                    starts.append(running)
-                    let c = counts[k]
-                    counts[k] = running
-                    running += c
-                }
-                w += 4
-            }
-            starts.append(running)
-            // The postings buffer is kept for the next segment (a fresh one would fault in every page).
-            if postingsBuffer == nil || postingsCapacity < n {
-                postingsBuffer?.deallocate()
-                postingsCapacity = max(n, 1, postingsCapacity * 2)
-                postingsBuffer = .allocate(capacity: postingsCapacity)
-            }
-            let postings = postingsBuffer!
-            kiln_postings_scatter(entries, n, counts, postings)
-            for k in keys { counts[Int(k)] = 0 }
-            entryCount = 0; lastStart = 0
-            var header = [UInt8](repeating: 0, count: Segment.headerSize)
-            header.withUnsafeMutableBytes { h in
-                h.storeBytes(of: Segment.magic, toByteOffset: 0, as: UInt32.self)
-                h.storeBytes(of: Segment.version, toByteOffset: 4, as: UInt32.self)
-                h.storeBytes(of: UInt32(documentCount), toByteOffset: 8, as: UInt32.self)
-                h.storeBytes(of: UInt32(keys.count), toByteOffset: 12, as: UInt32.self)
-                h.storeBytes(of: UInt64(n), toByteOffset: 16, as: UInt64.self)
-                h.storeBytes(of: UInt64(pathBytes.count), toByteOffset: 24, as: UInt64.self)
-            }
-            var table = [UInt64]()
-            table.reserveCapacity(docTable.count * 4)
-            for d in docTable {
-                table.append(d.length); table.append(UInt64(bitPattern: d.modified)); table.append(d.device); table.append(d.inode)
-            }
-            let path = directory + "/\(segmentID).idx"
-            let out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-            guard out >= 0 else { throw IndexError.io("create segment \(segmentID): errno \(errno)") }
-            defer { close(out) }
-            do {
-                try header.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) }
-                if !table.isEmpty { try table.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
-                if !copyTable.isEmpty { try copyTable.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
-                if !keys.isEmpty { try keys.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
-                try starts.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) }
-                if n > 0 { try Builder.writeAll(out, postings, n * 4) }
-                if !pathBytes.isEmpty { try pathBytes.withUnsafeBytes { try Builder.writeAll(out, $0.baseAddress!, $0.count) } }
-            } catch {
-                unlink(path)
-                throw error
-            }
-        }
-
-        /// Drops a segment that will not be committed.
-        public func discard() {
-            clearSeen()
-            entryCount = 0; lastStart = 0
-            finished = true
-            unlink(directory + "/\(segmentID).idx")
         }
     }
 }
@@ -754,7 +364,10 @@ final class AsyncGate: Sendable {
     func acquire() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = state.withLock { s -> Bool in
-                if !s.busy { s.busy = true; return true }
+                if !s.busy {
+                    s.busy = true
+                    return true
+                }
                 s.waiters.append(c)
                 return false
             }
@@ -764,7 +377,10 @@ final class AsyncGate: Sendable {
 
     func release() {
         let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
-            if s.waiters.isEmpty { s.busy = false; return nil }
+            if s.waiters.isEmpty {
+                s.busy = false
+                return nil
+            }
             return s.waiters.removeFirst()
         }
         next?.resume()

@@ -23,7 +23,9 @@ extension Substring: SQLBindable { public var sqlValue: SQLValue { .text(String(
 extension Array: SQLBindable where Element == UInt8 { public var sqlValue: SQLValue { .blob(self) } }
 extension Optional: SQLBindable where Wrapped: SQLBindable { public var sqlValue: SQLValue { self?.sqlValue ?? .null } }
 /// Dates are stored as integer milliseconds since 1970 (portable, sortable).
-extension Date: SQLBindable { public var sqlValue: SQLValue { .integer(Int64((timeIntervalSince1970 * 1000).rounded())) } }
+extension Date: SQLBindable {
+    public var sqlValue: SQLValue { .integer(Int64((timeIntervalSince1970 * 1000).rounded())) }
+}
 
 /// One result row; columns by name or position, with typed accessors.
 public struct Row: Sendable {
@@ -37,20 +39,42 @@ public struct Row: Sendable {
     public subscript(_ index: Int) -> SQLValue { values[index] }
 
     public func int(_ name: String) -> Int? {
-        switch self[name] { case .integer(let v): Int(v); case .real(let d): Int(d); case .text(let s): Int(s); default: nil }
+        switch self[name] {
+        case .integer(let v): Int(v)
+        case .real(let d): Int(d)
+        case .text(let s): Int(s)
+        default: nil
+        }
     }
     public func int64(_ name: String) -> Int64? {
-        switch self[name] { case .integer(let v): v; case .real(let d): Int64(d); default: nil }
+        switch self[name] {
+        case .integer(let v): v
+        case .real(let d): Int64(d)
+        default: nil
+        }
     }
     public func double(_ name: String) -> Double? {
-        switch self[name] { case .real(let d): d; case .integer(let v): Double(v); default: nil }
+        switch self[name] {
+        case .real(let d): d
+        case .integer(let v): Double(v)
+        default: nil
+        }
     }
     public func string(_ name: String) -> String? {
-        switch self[name] { case .text(let s): s; case .integer(let v): String(v); case .real(let d): String(d); default: nil }
+        switch self[name] {
+        case .text(let s): s
+        case .integer(let v): String(v)
+        case .real(let d): String(d)
+        default: nil
+        }
     }
     public func bool(_ name: String) -> Bool? { int(name).map { $0 != 0 } }
     public func blob(_ name: String) -> [UInt8]? {
-        switch self[name] { case .blob(let b): b; case .text(let s): Array(s.utf8); default: nil }
+        switch self[name] {
+        case .blob(let b): b
+        case .text(let s): Array(s.utf8)
+        default: nil
+        }
     }
     public func date(_ name: String) -> Date? { int64(name).map { Date(timeIntervalSince1970: Double($0) / 1000) } }
 }

@@ -1,6 +1,6 @@
 import Foundation
-import KilnHTTP
 import KilnCore
+import KilnHTTP
 
 public struct Workspace: Codable, Sendable, Equatable {
     public let id: String

@@ -1,6 +1,6 @@
 import Foundation
-import KilnHTTP
 import KilnCore
+import KilnHTTP
 import KilnStore
 
 public enum WorkspacePermission {
@@ -8,9 +8,12 @@ public enum WorkspacePermission {
     public static let list = Permission.user("workspace:list", "List the workspaces you belong to")
     public static let read = Permission("workspace:read", "See a workspace", minimumRole: .viewer)
     public static let write = Permission("workspace:write", "Rename a workspace", minimumRole: .admin)
-    public static let delete = Permission("workspace:delete", "Delete a workspace and everything in it", minimumRole: .owner)
-    public static let membersRead = Permission("members:read", "See a workspace's members and roles", minimumRole: .viewer)
-    public static let membersWrite = Permission("members:write", "Add and remove members, change roles", minimumRole: .admin)
+    public static let delete = Permission(
+        "workspace:delete", "Delete a workspace and everything in it", minimumRole: .owner)
+    public static let membersRead = Permission(
+        "members:read", "See a workspace's members and roles", minimumRole: .viewer)
+    public static let membersWrite = Permission(
+        "members:write", "Add and remove members, change roles", minimumRole: .admin)
     public static let auditRead = Permission("audit:read", "Read a workspace's audit trail", minimumRole: .admin)
 }
 
@@ -26,11 +29,15 @@ public struct WorkspacesModule: KilnModule {
         let hooks = services.hooks
         hooks.provideRoles(ws)
         // Every new account gets a workspace of its own.
-        hooks.onUserCreated { tx, uid, name, at in _ = try ws.insert(tx, name: "\(name)'s workspace", ownerID: uid, at: at) }
+        hooks.onUserCreated { tx, uid, name, at in
+            _ = try ws.insert(tx, name: "\(name)'s workspace", ownerID: uid, at: at)
+        }
         hooks.onUserPurged { tx, uid in try ws.purge(tx, userID: uid) }
         // A request naming no workspace and no project falls back to the caller's first workspace.
         hooks.provideDefaultWorkspace(fallback: true) { uid in try await ws.firstWorkspace(userID: uid) }
-        hooks.exportSection("workspaces") { uid in try JSONValue(encoding: try await ws.list(userID: uid, page: PageRequest(limit: 200)).items) }
+        hooks.exportSection("workspaces") { uid in
+            try JSONValue(encoding: try await ws.list(userID: uid, page: PageRequest(limit: 200)).items)
+        }
     }
 
     public var migrations: [Migration] { WorkspaceMigrations.all }

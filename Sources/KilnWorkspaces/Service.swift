@@ -27,12 +27,17 @@ public struct WorkspaceService: WorkspaceRoleResolver {
     func insert(_ tx: Transaction, name: String, ownerID: String, at now: Date) throws -> String {
         let id = IDs.make("ws")
         try store.insert(tx, id: id, name: name, ownerID: ownerID, at: now)
-        try AuditLog.append(tx, AuditEvent(action: "workspace.created", actorUserID: ownerID, wsID: id, resourceType: "workspace", resourceID: id,
-                                           details: ["name": .string(name)]), at: now)
+        try AuditLog.append(
+            tx,
+            AuditEvent(
+                action: "workspace.created", actorUserID: ownerID, wsID: id, resourceType: "workspace", resourceID: id,
+                details: ["name": .string(name)]), at: now)
         return id
     }
 
-    public func role(userID: String, wsID: String) async throws -> Role? { try await store.role(userID: userID, wsID: wsID) }
+    public func role(userID: String, wsID: String) async throws -> Role? {
+        try await store.role(userID: userID, wsID: wsID)
+    }
     public func highestRole(userID: String) async throws -> Role? { try await store.roles(userID: userID).max() }
     func firstWorkspace(userID: String) async throws -> String? { try await store.firstWorkspace(userID: userID) }
 
@@ -45,13 +50,17 @@ public struct WorkspaceService: WorkspaceRoleResolver {
     }
 
     func get(_ wsID: String, userID: String) async throws -> Workspace {
-        guard let w = try await store.workspace(wsID, userID: userID) else { throw APIError.notFound("Workspace not found") }
+        guard let w = try await store.workspace(wsID, userID: userID) else {
+            throw APIError.notFound("Workspace not found")
+        }
         return w
     }
 
     func list(userID: String, page: PageRequest) async throws -> Page<Workspace> {
-        Page(fetched: try await store.workspaces(userID: userID, after: page.cursor ?? "", limit: page.limit + 1), limit: page.limit,
-             cursorOf: \.id)
+        Page(
+            fetched: try await store.workspaces(userID: userID, after: page.cursor ?? "", limit: page.limit + 1),
+            limit: page.limit,
+            cursorOf: \.id)
     }
 
     func rename(_ wsID: String, name: String, by p: Principal, ip: String) async throws -> Workspace {
@@ -60,8 +69,11 @@ public struct WorkspaceService: WorkspaceRoleResolver {
         let store = self.store
         try await store.write { tx in
             try store.rename(tx, wsID, name: name, at: now)
-            try AuditLog.append(tx, AuditEvent(action: "workspace.renamed", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: wsID,
-                                               resourceType: "workspace", resourceID: wsID, ip: ip, details: ["name": .string(name)]), at: now)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "workspace.renamed", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: wsID,
+                    resourceType: "workspace", resourceID: wsID, ip: ip, details: ["name": .string(name)]), at: now)
         }
         return try await get(wsID, userID: p.userID)
     }
@@ -71,8 +83,11 @@ public struct WorkspaceService: WorkspaceRoleResolver {
         let store = self.store
         try await store.write { tx in
             try store.delete(tx, wsID)
-            try AuditLog.append(tx, AuditEvent(action: "workspace.deleted", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: wsID,
-                                               resourceType: "workspace", resourceID: wsID, ip: ip), at: now)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "workspace.deleted", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: wsID,
+                    resourceType: "workspace", resourceID: wsID, ip: ip), at: now)
         }
     }
 
@@ -92,21 +107,30 @@ public struct WorkspaceService: WorkspaceRoleResolver {
         }
     }
 
-    func addMember(_ wsID: String, email: String?, userID: String?, role: Role, by p: Principal, actorRole: Role, ip: String) async throws -> Member {
+    func addMember(
+        _ wsID: String, email: String?, userID: String?, role: Role, by p: Principal, actorRole: Role, ip: String
+    ) async throws -> Member {
         try checkRoleChange(actor: actorRole, from: nil, to: role)
         let target: User?
-        if let userID { target = IDs.isValid(userID, prefix: "usr") ? try await users.user(id: userID) : nil }
-        else if let email { target = try await users.user(email: email) }
-        else { throw APIError.validation("email or user_id is required", field: "email") }
+        if let userID {
+            target = IDs.isValid(userID, prefix: "usr") ? try await users.user(id: userID) : nil
+        } else if let email {
+            target = try await users.user(email: email)
+        } else {
+            throw APIError.validation("email or user_id is required", field: "email")
+        }
         guard let target else { throw APIError.notFound("No account with that email or id") }
         let now = clock.now()
         let store = self.store
         do {
             try await store.write { tx in
                 try store.addMember(tx, wsID, userID: target.id, role: role, at: now)
-                try AuditLog.append(tx, AuditEvent(action: "member.added", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: wsID,
-                                                   resourceType: "user", resourceID: target.id, ip: ip, details: ["role": .string(role.rawValue)]),
-                                    at: now)
+                try AuditLog.append(
+                    tx,
+                    AuditEvent(
+                        action: "member.added", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: wsID,
+                        resourceType: "user", resourceID: target.id, ip: ip, details: ["role": .string(role.rawValue)]),
+                    at: now)
             }
         } catch let e as StoreError where e.isConstraintViolation {
             throw APIError.conflict("That account is a member already")
@@ -114,9 +138,13 @@ public struct WorkspaceService: WorkspaceRoleResolver {
         return Member(userId: target.id, email: target.email, name: target.name, role: role, joinedAt: now)
     }
 
-    func changeRole(_ wsID: String, userID: String, to role: Role, by p: Principal, actorRole: Role, ip: String) async throws -> Member {
+    func changeRole(
+        _ wsID: String, userID: String, to role: Role, by p: Principal, actorRole: Role, ip: String
+    ) async throws -> Member {
         let now = clock.now()
-        guard let old = try await self.role(userID: userID, wsID: wsID) else { throw APIError.notFound("No such member") }
+        guard let old = try await self.role(userID: userID, wsID: wsID) else {
+            throw APIError.notFound("No such member")
+        }
         try checkRoleChange(actor: actorRole, from: old, to: role)
         let store = self.store
         try await store.write { tx in
@@ -124,9 +152,12 @@ public struct WorkspaceService: WorkspaceRoleResolver {
                 throw APIError.conflict("A workspace needs at least one owner")
             }
             try store.setRole(tx, wsID, userID: userID, role: role)
-            try AuditLog.append(tx, AuditEvent(action: "member.role_changed", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: wsID,
-                                               resourceType: "user", resourceID: userID, ip: ip,
-                                               details: ["from": .string(old.rawValue), "to": .string(role.rawValue)]), at: now)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "member.role_changed", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: wsID,
+                    resourceType: "user", resourceID: userID, ip: ip,
+                    details: ["from": .string(old.rawValue), "to": .string(role.rawValue)]), at: now)
         }
         let u = try await users.user(id: userID)
         return Member(userId: userID, email: u?.email, name: u?.name, role: role, joinedAt: now)
@@ -138,10 +169,16 @@ public struct WorkspaceService: WorkspaceRoleResolver {
         try checkRoleChange(actor: actorRole, from: old, to: nil)
         let store = self.store
         try await store.write { tx in
-            if old == .owner, try store.ownerCount(tx, wsID) <= 1 { throw APIError.conflict("A workspace needs at least one owner") }
+            if old == .owner, try store.ownerCount(tx, wsID) <= 1 {
+                throw APIError.conflict("A workspace needs at least one owner")
+            }
             try store.removeMember(tx, wsID, userID: userID)
-            try AuditLog.append(tx, AuditEvent(action: "member.removed", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: wsID,
-                                               resourceType: "user", resourceID: userID, ip: ip, details: ["role": .string(old.rawValue)]), at: now)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "member.removed", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: wsID,
+                    resourceType: "user", resourceID: userID, ip: ip, details: ["role": .string(old.rawValue)]), at: now
+            )
         }
     }
 

@@ -4,8 +4,16 @@ import Foundation
 import KilnHTTP
 
 struct Message: Codable { let message: String }
-struct EchoBody: Codable { let id: Int; let name: String; let tags: [String]; let active: Bool }
-struct AuthReply: Codable { let message: String; let user: String }
+struct EchoBody: Codable {
+    let id: Int
+    let name: String
+    let tags: [String]
+    let active: Bool
+}
+struct AuthReply: Codable {
+    let message: String
+    let user: String
+}
 
 let tokens: [String: String] = [
     "token-alice-0123456789": "alice",
@@ -25,7 +33,8 @@ while let a = args.popFirst() {
         print("usage: kiln-bench [--host 127.0.0.1] [--port N] [--loops N]   (PORT in the environment works too)")
         exit(0)
     default:
-        FileHandle.standardError.write(Data("kiln-bench: unknown argument \(a)\n".utf8)); exit(2)
+        FileHandle.standardError.write(Data("kiln-bench: unknown argument \(a)\n".utf8))
+        exit(2)
     }
 }
 
@@ -33,26 +42,31 @@ let hello = Array("Hello, world!".utf8)
 let router = Router()
 router.get("/hello") { _, _ in Response(headers: ["Content-Type": "text/plain; charset=utf-8"], body: .bytes(hello)) }
 router.get("/json") { _, _ in
-    Response(headers: ["Content-Type": "application/json; charset=utf-8"],
-             body: .bytes(Array(try JSONEncoder().encode(Message(message: "Hello, world!")))))
+    Response(
+        headers: ["Content-Type": "application/json; charset=utf-8"],
+        body: .bytes(Array(try JSONEncoder().encode(Message(message: "Hello, world!")))))
 }
 router.post("/echo") { request, _ in
     guard case .buffer(let bytes) = request.body else { throw HTTPError.badRequest("expected a body") }
     let value: EchoBody
-    do { value = try JSONDecoder().decode(EchoBody.self, from: Data(bytes)) }
-    catch { throw HTTPError.badRequest("invalid JSON body") }
-    return Response(headers: ["Content-Type": "application/json; charset=utf-8"],
-                    body: .bytes(Array(try JSONEncoder().encode(value))))
+    do { value = try JSONDecoder().decode(EchoBody.self, from: Data(bytes)) } catch {
+        throw HTTPError.badRequest("invalid JSON body")
+    }
+    return Response(
+        headers: ["Content-Type": "application/json; charset=utf-8"],
+        body: .bytes(Array(try JSONEncoder().encode(value))))
 }
 router.get("/auth/json") { request, _ in
     guard let header = request.headers["Authorization"], header.hasPrefix("Bearer "),
-          let user = tokens[String(header.dropFirst(7))]
+        let user = tokens[String(header.dropFirst(7))]
     else { throw HTTPError(.unauthorized, message: "A valid bearer token is required") }
-    return Response(headers: ["Content-Type": "application/json; charset=utf-8"],
-                    body: .bytes(Array(try JSONEncoder().encode(AuthReply(message: "Hello, \(user)!", user: user)))))
+    return Response(
+        headers: ["Content-Type": "application/json; charset=utf-8"],
+        body: .bytes(Array(try JSONEncoder().encode(AuthReply(message: "Hello, \(user)!", user: user)))))
 }
 router.get("/ws/echo") { request, _ in
-    try WebSocket.upgrade(request, settings: WebSocketSettings(maxMessageSize: 64 << 20, maxQueuedBytes: 32 << 20)) { ws in
+    try WebSocket.upgrade(request, settings: WebSocketSettings(maxMessageSize: 64 << 20, maxQueuedBytes: 32 << 20)) {
+        ws in
         for await message in ws.messages { try await ws.send(message) }
     }
 }

@@ -39,7 +39,8 @@ let serveHelp = """
     """
 
 @Sendable func parseConfig(_ args: [String]) throws -> (Config, [String]) {
-    try Config.load(arguments: args, environment: ProcessInfo.processInfo.environment, options: Application.configOptions)
+    try Config.load(
+        arguments: args, environment: ProcessInfo.processInfo.environment, options: Application.configOptions)
 }
 
 func loadConfig(_ args: [String]) -> (Config, [String]) {
@@ -62,18 +63,27 @@ let wantsHelp = args.contains("--help") || args.contains("-h")
 
 switch command {
 case "serve":
-    if wantsHelp { out(serveHelp); exit(0) }
+    if wantsHelp {
+        out(serveHelp)
+        exit(0)
+    }
     let (config, extra) = loadConfig(args)
-    guard extra.isEmpty else { err("kiln serve: unexpected argument \(extra[0])"); exit(2) }
-    ServerLog.setLevel(ServerLog.Level(rawValue: ["debug", "info", "warn", "error"].firstIndex(of: config.logLevel) ?? 1) ?? .info)
+    guard extra.isEmpty else {
+        err("kiln serve: unexpected argument \(extra[0])")
+        exit(2)
+    }
+    ServerLog.setLevel(
+        ServerLog.Level(rawValue: ["debug", "info", "warn", "error"].firstIndex(of: config.logLevel) ?? 1) ?? .info)
     let app = openApp(config)
     for m in app.appliedOnStart {
-        ServerLog.info("migration applied", ["module": .string(m.module), "version": .int(m.version), "name": .string(m.name)])
+        ServerLog.info(
+            "migration applied", ["module": .string(m.module), "version": .int(m.version), "name": .string(m.name)])
     }
     do {
         try await app.run { port in
             let base = config.baseURL(boundPort: port)
-            ServerLog.info("listening", ["url": .string(base), "data_dir": .string(config.dataDir), "tls": .bool(config.isTLS)])
+            ServerLog.info(
+                "listening", ["url": .string(base), "data_dir": .string(config.dataDir), "tls": .bool(config.isTLS)])
             out("kiln \(KilnVersion.version) listening on \(base)")
             for line in app.startupNotices(baseURL: base) { out(line) }
         }
@@ -84,19 +94,27 @@ case "serve":
     }
 
 case "routes":
-    if wantsHelp { out("usage: kiln routes\n\nPrints every route: method, path, permission; then the count."); exit(0) }
+    if wantsHelp {
+        out("usage: kiln routes\n\nPrints every route: method, path, permission; then the count.")
+        exit(0)
+    }
     let (config, _) = loadConfig(args)
     let app = openApp(config, ephemeral: true)
     let docs = app.routes.docs.sorted { ($0.path, $0.method) < ($1.path, $1.method) }
     let w = docs.map(\.path.count).max() ?? 10
     for d in docs {
-        out(d.method.padding(toLength: 7, withPad: " ", startingAt: 0) + " " + d.path.padding(toLength: w, withPad: " ", startingAt: 0) + "  "
-            + d.permission)
+        out(
+            d.method.padding(toLength: 7, withPad: " ", startingAt: 0) + " "
+                + d.path.padding(toLength: w, withPad: " ", startingAt: 0) + "  "
+                + d.permission)
     }
     out("\(docs.count) routes")
 
 case "migrate":
-    if wantsHelp { out("usage: kiln migrate [--data-dir DIR]\n\nApplies pending migrations (serve does this on start too)."); exit(0) }
+    if wantsHelp {
+        out("usage: kiln migrate [--data-dir DIR]\n\nApplies pending migrations (serve does this on start too).")
+        exit(0)
+    }
     let (config, _) = loadConfig(args)
     let app = openApp(config)
     if app.appliedOnStart.isEmpty { out("database is up to date") }
@@ -104,13 +122,21 @@ case "migrate":
 
 case "backup":
     if wantsHelp {
-        out("usage: kiln backup <file> [--data-dir DIR]\n\nWrites a consistent copy of the database while the server may be running.")
+        out(
+            "usage: kiln backup <file> [--data-dir DIR]\n\nWrites a consistent copy of the database while the server may be running."
+        )
         exit(0)
     }
     let (config, positional) = loadConfig(args)
-    guard positional.count == 1 else { err("usage: kiln backup <file>"); exit(2) }
+    guard positional.count == 1 else {
+        err("usage: kiln backup <file>")
+        exit(2)
+    }
     let dest = positional[0]
-    if FileManager.default.fileExists(atPath: dest) { err("kiln backup: \(dest) exists; choose a new file"); exit(2) }
+    if FileManager.default.fileExists(atPath: dest) {
+        err("kiln backup: \(dest) exists; choose a new file")
+        exit(2)
+    }
     let app = openApp(config)
     do {
         try app.services.db.backup(to: dest)
@@ -122,8 +148,9 @@ case "backup":
 
 case "doctor":
     if wantsHelp {
-        out("usage: kiln doctor [--data-dir DIR] [--verify-audit]\n\nChecks the libraries, the data dir and the optional programs;\n"
-            + "--verify-audit recomputes the hash chain of the audit log and reports the first break.")
+        out(
+            "usage: kiln doctor [--data-dir DIR] [--verify-audit]\n\nChecks the libraries, the data dir and the optional programs;\n"
+                + "--verify-audit recomputes the hash chain of the audit log and reports the first break.")
         exit(0)
     }
     let verifyAudit = args.contains("--verify-audit")

@@ -1,15 +1,16 @@
 import Foundation
 import Glibc
-import Synchronization
-import Testing
-@testable import KilnApp
 import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnStore
-@testable import KilnTestSupport
+import Synchronization
+import Testing
+
 @testable import KilnAccount
+@testable import KilnApp
 @testable import KilnAuth
+@testable import KilnTestSupport
 
 @Suite struct APIKeyTests {
     @Test func keyLifecycleScopesExpiryRevocationAndNoLeaks() async throws {
@@ -22,7 +23,9 @@ import KilnStore
             _ = try await makeUser(t, "k@example.com")
             let a = Agent(t)
             try await a.login("k@example.com", "a long enough password")
-            #expect(try await a.call("POST", "/api/account/api-keys", json: ["name": "x", "scopes": ["no:such"]]).status == 400)
+            #expect(
+                try await a.call("POST", "/api/account/api-keys", json: ["name": "x", "scopes": ["no:such"]]).status
+                    == 400)
             #expect(try await a.call("POST", "/api/account/api-keys", json: ["name": "x", "scopes": []]).status == 400)
             // A viewer everywhere cannot mint a key that writes members.
             let ws0 = try await workspaceOf(a)
@@ -30,15 +33,22 @@ import KilnStore
             _ = try await makeUser(t, "k2@example.com")
             let other = Agent(t)
             try await other.login("k2@example.com", "a long enough password")
-            _ = try await a.call("POST", "/api/workspaces/\(ws0)/members", json: ["email": "k2@example.com", "role": "viewer"])
+            _ = try await a.call(
+                "POST", "/api/workspaces/\(ws0)/members", json: ["email": "k2@example.com", "role": "viewer"])
             let mine = try await other.call("GET", "/api/workspaces")
-            let ownWS = try #require((mine.json["items"] as? [[String: Any]])?.first { $0["role"] as? String == "owner" }?["id"] as? String)
+            let ownWS = try #require(
+                (mine.json["items"] as? [[String: Any]])?.first { $0["role"] as? String == "owner" }?["id"] as? String)
             #expect(try await other.call("DELETE", "/api/workspaces/\(ownWS)").status == 204)
-            let tooMuch = try await other.call("POST", "/api/account/api-keys", json: ["name": "x", "scopes": ["members:write"]])
+            let tooMuch = try await other.call(
+                "POST", "/api/account/api-keys", json: ["name": "x", "scopes": ["members:write"]])
             #expect(tooMuch.status == 400 && tooMuch.text.contains("members:write"))
-            #expect(try await other.call("POST", "/api/account/api-keys", json: ["name": "x", "scopes": ["members:read"]]).status == 201)
+            #expect(
+                try await other.call("POST", "/api/account/api-keys", json: ["name": "x", "scopes": ["members:read"]])
+                    .status == 201)
             _ = me
-            let created = try await a.call("POST", "/api/account/api-keys", json: ["name": "ci", "scopes": ["workspace:list", "workspace:read"], "expires_in_days": 1])
+            let created = try await a.call(
+                "POST", "/api/account/api-keys",
+                json: ["name": "ci", "scopes": ["workspace:list", "workspace:read"], "expires_in_days": 1])
             #expect(created.status == 201)
             let key = try #require(created.json["key"] as? String)
             #expect(key.hasPrefix("kf_") && key.count == 43)
@@ -60,7 +70,8 @@ import KilnStore
             // Revoked (signing in again: a day without use also ended the session).
             #expect(try await a.call("GET", "/api/auth/session").status == 401)
             try await a.login("k@example.com", "a long enough password")
-            let second = try await a.call("POST", "/api/account/api-keys", json: ["name": "two", "scopes": ["workspace:list"]])
+            let second = try await a.call(
+                "POST", "/api/account/api-keys", json: ["name": "two", "scopes": ["workspace:list"]])
             let k2 = Agent(t)
             k2.bearer = second.json["key"] as? String
             #expect(try await k2.call("GET", "/api/workspaces").status == 200)
@@ -96,13 +107,19 @@ final class LogLines: Sendable {
             try await a.login("e@example.com", "export password 1")
             let setup = try await a.call("POST", "/api/auth/mfa-setup")
             let secret = try #require(setup.json["secret"] as? String)
-            let key = try await a.call("POST", "/api/account/api-keys", json: ["name": "export-key", "scopes": ["account:read"]])
+            let key = try await a.call(
+                "POST", "/api/account/api-keys", json: ["name": "export-key", "scopes": ["account:read"]])
             let keyValue = try #require(key.json["key"] as? String)
             let export = try await a.call("GET", "/api/account/export-data")
             #expect(export.status == 200)
             let text = export.text
-            #expect(text.contains("e@example.com") && text.contains("export-key") && text.contains("e's workspace") && text.contains("login.ok"))
-            for secretMaterial in [keyValue, secret, "scrypt$", a.session!, "export password 1", "token_hash", "password_hash", "mfa_secret"] {
+            #expect(
+                text.contains("e@example.com") && text.contains("export-key") && text.contains("e's workspace")
+                    && text.contains("login.ok"))
+            for secretMaterial in [
+                keyValue, secret, "scrypt$", a.session!, "export password 1", "token_hash", "password_hash",
+                "mfa_secret",
+            ] {
                 #expect(!text.contains(secretMaterial), "export contains \(secretMaterial.prefix(12))…")
             }
         }
@@ -126,7 +143,9 @@ final class LogLines: Sendable {
             clock.advance(by: 31 * 86400)
             #expect(try await auth.purgeDueAccounts() == 1)
             #expect(try await auth.user(id: u.id) == nil)
-            let left = try t.app.services.db.readSync { try $0.first("SELECT COUNT(*) AS n FROM memberships WHERE user_id = ?", u.id)?.int("n") }
+            let left = try t.app.services.db.readSync {
+                try $0.first("SELECT COUNT(*) AS n FROM memberships WHERE user_id = ?", u.id)?.int("n")
+            }
             #expect(left == 0)
         }
     }
@@ -135,7 +154,8 @@ final class LogLines: Sendable {
         let t = try TestApp()
         try await using(t) { t in
             _ = try await makeUser(t, "s@example.com")
-            let a = Agent(t), b = Agent(t)
+            let a = Agent(t)
+            let b = Agent(t)
             try await a.login("s@example.com", "a long enough password")
             try await b.login("s@example.com", "a long enough password")
             let list = try await a.call("GET", "/api/account/sessions")
@@ -145,8 +165,16 @@ final class LogLines: Sendable {
             #expect(try await a.call("POST", "/api/account/sessions/\(other)/revoke").status == 200)
             #expect(try await b.call("GET", "/api/auth/session").status == 401)
             try await b.login("s@example.com", "a long enough password")
-            #expect(try await a.call("POST", "/api/account/change-password", json: ["old_password": "nope nope nope", "new_password": "a newer long password"]).status == 400)
-            #expect(try await a.call("POST", "/api/account/change-password", json: ["old_password": "a long enough password", "new_password": "a newer long password"]).status == 200)
+            #expect(
+                try await a.call(
+                    "POST", "/api/account/change-password",
+                    json: ["old_password": "nope nope nope", "new_password": "a newer long password"]
+                ).status == 400)
+            #expect(
+                try await a.call(
+                    "POST", "/api/account/change-password",
+                    json: ["old_password": "a long enough password", "new_password": "a newer long password"]
+                ).status == 200)
             #expect(try await a.call("GET", "/api/auth/session").status == 200)
             #expect(try await b.call("GET", "/api/auth/session").status == 401)
         }

@@ -1,14 +1,15 @@
 import Foundation
 import Glibc
-import Synchronization
-import Testing
-@testable import KilnApp
 import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnStore
-@testable import KilnTestSupport
+import Synchronization
+import Testing
+
+@testable import KilnApp
 @testable import KilnAuth
+@testable import KilnTestSupport
 
 @Suite struct RoutePermissionMatrixTests {
     /// Every registered route refuses: no credentials (401), a key without the scope (403), a viewer
@@ -19,15 +20,19 @@ import KilnStore
             _ = try await makeUser(t, "owner@example.com")
             _ = try await makeUser(t, "viewer@example.com")
             _ = try await makeUser(t, "outsider@example.com")
-            let owner = Agent(t), viewer = Agent(t), outsider = Agent(t)
+            let owner = Agent(t)
+            let viewer = Agent(t)
+            let outsider = Agent(t)
             try await owner.login("owner@example.com", "a long enough password")
             try await viewer.login("viewer@example.com", "a long enough password")
             try await outsider.login("outsider@example.com", "a long enough password")
             let ws = try await workspaceOf(owner)
-            let added = try await owner.call("POST", "/api/workspaces/\(ws)/members", json: ["email": "viewer@example.com", "role": "viewer"])
+            let added = try await owner.call(
+                "POST", "/api/workspaces/\(ws)/members", json: ["email": "viewer@example.com", "role": "viewer"])
             try #require(added.status == 201, "\(added.text)")
             // A key of the owner whose only scope is one nothing below needs.
-            let narrow = try await owner.call("POST", "/api/account/api-keys", json: ["name": "narrow", "scopes": ["workspace:list"]])
+            let narrow = try await owner.call(
+                "POST", "/api/account/api-keys", json: ["name": "narrow", "scopes": ["workspace:list"]])
             try #require(narrow.status == 201)
             let keyAgent = Agent(t)
             keyAgent.bearer = narrow.json["key"] as? String
@@ -49,7 +54,8 @@ import KilnStore
                 let anonymous = try await Agent(t).call(method, target, json: body)
                 #expect(anonymous.status == 401, "\(label) without credentials: \(anonymous.status)")
 
-                if perm != Permission.session.name && perm != Permission.authenticated.name && perm != "workspace:list" {
+                if perm != Permission.session.name && perm != Permission.authenticated.name && perm != "workspace:list"
+                {
                     let r = try await keyAgent.call(method, target, json: body)
                     #expect(r.status == 403, "\(label) with a key lacking \(perm): \(r.status) \(r.text)")
                 }
@@ -81,7 +87,8 @@ import KilnStore
         let v = try AuditLog.verify(t.app.services.db)
         #expect(v.brokenAt == nil && v.rows >= 5)
         _ = try t.app.services.db.writeSync { try $0.run("UPDATE audit_log SET action = 'login.failed' WHERE seq = 3") }
-        let (code, out2, _) = await runProgram(TestApp.kilnBinary, ["doctor", "--verify-audit", "--data-dir", t.dataDir])
+        let (code, out2, _) = await runProgram(
+            TestApp.kilnBinary, ["doctor", "--verify-audit", "--data-dir", t.dataDir])
         #expect(code != 0)
         #expect(out2.contains("audit chain broken at row 3"), "\(out2)")
     }

@@ -1,12 +1,13 @@
 import Foundation
 import Glibc
-import Synchronization
-import Testing
-@testable import KilnApp
 import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnStore
+import Synchronization
+import Testing
+
+@testable import KilnApp
 @testable import KilnTestSupport
 
 @Suite struct ProbeTests {
@@ -46,9 +47,13 @@ import KilnStore
             let m = try await http("GET", t.base + "/metrics")
             #expect(m.status == 200)
             #expect(m.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
-            for family in ["kiln_http_requests_total", "kiln_http_request_duration_seconds_bucket", "kiln_http_requests_in_flight",
-                           "kiln_http_open_connections", "kiln_sse_subscribers", "kiln_websocket_connections", "kiln_db_pool_readers",
-                           "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds", "process_start_time_seconds"] {
+            for family in [
+                "kiln_http_requests_total", "kiln_http_request_duration_seconds_bucket", "kiln_http_requests_in_flight",
+                "kiln_http_open_connections", "kiln_sse_subscribers", "kiln_websocket_connections",
+                "kiln_db_pool_readers",
+                "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+                "process_start_time_seconds",
+            ] {
                 #expect(m.text.contains("\n" + family) || m.text.hasPrefix(family), "\(family)")
             }
             #expect(m.text.contains(#"kiln_http_requests_total{method="GET",route="/healthz",status="200"} 1"#))
@@ -70,7 +75,9 @@ import KilnStore
             let known = Set(t.app.permissions.map(\.name))
             for route in t.app.responder.routes {
                 let p = try #require(route.metadata.permission, "\(route.method) \(route.pattern) has no permission")
-                #expect([Permission.publicAccess.name, Permission.session.name, Permission.authenticated.name].contains(p) || known.contains(p), "\(route.pattern): unknown permission \(p)")
+                #expect(
+                    [Permission.publicAccess.name, Permission.session.name, Permission.authenticated.name].contains(p)
+                        || known.contains(p), "\(route.pattern): unknown permission \(p)")
             }
             // OpenAPI documents exactly the registered routes.
             let doc = try await http("GET", t.base + "/api/openapi.json")
@@ -79,7 +86,8 @@ import KilnStore
             let paths = try #require(doc.json["paths"] as? [String: [String: Any]])
             var documented = Set<String>()
             for (path, ops) in paths { for m in ops.keys { documented.insert("\(m.uppercased()) \(path)") } }
-            let registered = Set(t.app.responder.routes.map { "\($0.method.rawValue) \(Application.openAPIPath($0.pattern).0)" })
+            let registered = Set(
+                t.app.responder.routes.map { "\($0.method.rawValue) \(Application.openAPIPath($0.pattern).0)" })
             #expect(documented == registered)
         }
     }
@@ -111,9 +119,11 @@ import KilnStore
             #expect(na.status == 405)
             #expect(na.headers["allow"] == "GET, HEAD, OPTIONS")
             #expect((na.json["error"] as? [String: Any])?["code"] as? String == "method_not_allowed")
-            let media = try await http("POST", t.base + "/auth/setup", headers: ["Content-Type": "text/plain"], body: Data("x".utf8))
+            let media = try await http(
+                "POST", t.base + "/auth/setup", headers: ["Content-Type": "text/plain"], body: Data("x".utf8))
             #expect(media.status == 415)
-            let bad = try await http("POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"], body: Data("{".utf8))
+            let bad = try await http(
+                "POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"], body: Data("{".utf8))
             #expect(bad.status == 400)
             #expect((bad.json["error"] as? [String: Any])?["code"] as? String == "validation_failed")
         }
@@ -124,7 +134,8 @@ import KilnStore
         try await using(t) { t in
             let good = try await http("GET", t.base + "/healthz", headers: ["X-Request-Id": "trace-1234-abcd"])
             #expect(good.headers["x-request-id"] == "trace-1234-abcd")
-            let bad = try await http("GET", t.base + "/healthz", headers: ["X-Request-Id": "no spaces allowed <script>"])
+            let bad = try await http(
+                "GET", t.base + "/healthz", headers: ["X-Request-Id": "no spaces allowed <script>"])
             #expect(bad.headers["x-request-id"]?.hasPrefix("req_") == true)
         }
     }
@@ -144,14 +155,26 @@ import KilnStore
     @Test func configPrecedenceFlagsOverEnvironmentOverDefaults() throws {
         let (d, _) = try Config.load(arguments: [], environment: [:], options: Application.configOptions)
         #expect(d.port == 8080 && d.host == "127.0.0.1" && d.dataDir == "./.kiln")
-        let (e, _) = try Config.load(arguments: [], environment: ["KILN_PORT": "9000", "KILN_DATA_DIR": "/tmp/x"], options: Application.configOptions)
+        let (e, _) = try Config.load(
+            arguments: [], environment: ["KILN_PORT": "9000", "KILN_DATA_DIR": "/tmp/x"],
+            options: Application.configOptions)
         #expect(e.port == 9000 && e.dataDir == "/tmp/x")
-        let (f, rest) = try Config.load(arguments: ["--port", "9100", "--data-dir=/tmp/y", "file.db"], environment: ["KILN_PORT": "9000"], options: Application.configOptions)
+        let (f, rest) = try Config.load(
+            arguments: ["--port", "9100", "--data-dir=/tmp/y", "file.db"], environment: ["KILN_PORT": "9000"],
+            options: Application.configOptions)
         #expect(f.port == 9100 && f.dataDir == "/tmp/y" && rest == ["file.db"])
-        #expect(throws: Config.ConfigError.self) { try Config.load(arguments: ["--port", "x"], environment: [:], options: Application.configOptions) }
-        #expect(throws: Config.ConfigError.self) { try Config.load(arguments: ["--bogus"], environment: [:], options: Application.configOptions) }
-        #expect(throws: Config.ConfigError.self) { try Config.load(arguments: ["--tls-cert", "a.pem"], environment: [:], options: Application.configOptions) }
-        #expect(throws: Config.ConfigError.self) { try Config.load(arguments: [], environment: ["KILN_LOG_LEVEL": "loud"], options: Application.configOptions) }
+        #expect(throws: Config.ConfigError.self) {
+            try Config.load(arguments: ["--port", "x"], environment: [:], options: Application.configOptions)
+        }
+        #expect(throws: Config.ConfigError.self) {
+            try Config.load(arguments: ["--bogus"], environment: [:], options: Application.configOptions)
+        }
+        #expect(throws: Config.ConfigError.self) {
+            try Config.load(arguments: ["--tls-cert", "a.pem"], environment: [:], options: Application.configOptions)
+        }
+        #expect(throws: Config.ConfigError.self) {
+            try Config.load(arguments: [], environment: ["KILN_LOG_LEVEL": "loud"], options: Application.configOptions)
+        }
     }
 
     @Test func masterKeyIsMadeOnceWithMode0600() throws {

@@ -1,14 +1,15 @@
 import Foundation
 import Glibc
-import Synchronization
-import Testing
-@testable import KilnApp
 import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnStore
-@testable import KilnTestSupport
+import Synchronization
+import Testing
+
+@testable import KilnApp
 @testable import KilnAuth
+@testable import KilnTestSupport
 
 final class Acks: Sendable { let list = Mutex<[String]>([]) }
 
@@ -31,11 +32,17 @@ final class Acks: Sendable { let list = Mutex<[String]>([]) }
         // The real server binary.
         let port = Int.random(in: 20000...40000)
         let devnull = open("/dev/null", O_WRONLY | O_CLOEXEC)
-        let pid = try ProcessRunner.spawn(TestApp.kilnBinary, ["serve", "--port", "\(port)", "--data-dir", dir, "--log-level", "error"],
-                                          stdout: devnull, stderr: devnull)
+        let pid = try ProcessRunner.spawn(
+            TestApp.kilnBinary, ["serve", "--port", "\(port)", "--data-dir", dir, "--log-level", "error"],
+            stdout: devnull, stderr: devnull)
         close(devnull)
         var reaped = false
-        defer { if !reaped { kill(pid, SIGKILL); _ = ProcessRunner.wait(pid) } }
+        defer {
+            if !reaped {
+                kill(pid, SIGKILL)
+                _ = ProcessRunner.wait(pid)
+            }
+        }
         var up = false
         for _ in 0..<100 where !up {
             up = (try? await http("GET", "http://127.0.0.1:\(port)/healthz"))?.status == 200
@@ -51,9 +58,12 @@ final class Acks: Sendable { let list = Mutex<[String]>([]) }
                 group.addTask {
                     for i in stride(from: w, to: allTokens.count, by: 4) {
                         let (uid, token) = allTokens[i]
-                        guard let r = try? await http("POST", "http://127.0.0.1:\(port)/auth/setup",
-                                                      headers: ["Content-Type": "application/json"],
-                                                      body: json(["token": token, "password": "password number \(i)"])) else { return }
+                        guard
+                            let r = try? await http(
+                                "POST", "http://127.0.0.1:\(port)/auth/setup",
+                                headers: ["Content-Type": "application/json"],
+                                body: json(["token": token, "password": "password number \(i)"]))
+                        else { return }
                         if r.status == 201 { acked.list.withLock { $0.append(uid) } } else { return }
                     }
                 }
@@ -71,9 +81,10 @@ final class Acks: Sendable { let list = Mutex<[String]>([]) }
 
         // Restart: every acknowledged write is there.
         let reopened = try Database(path: dir + "/kiln.db")
-        let withPassword = Set(try reopened.readSync { tx in
-            try tx.query("SELECT id FROM users WHERE password_hash IS NOT NULL").compactMap { $0.string("id") }
-        })
+        let withPassword = Set(
+            try reopened.readSync { tx in
+                try tx.query("SELECT id FROM users WHERE password_hash IS NOT NULL").compactMap { $0.string("id") }
+            })
         let lost = acknowledged.filter { !withPassword.contains($0) }
         #expect(lost.isEmpty, "lost \(lost.count) of \(acknowledged.count) acknowledged writes")
         #expect(withPassword.count < tokens.count, "the kill came too late to test anything")

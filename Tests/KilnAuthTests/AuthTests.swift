@@ -1,14 +1,15 @@
 import Foundation
 import Glibc
-import Synchronization
-import Testing
-@testable import KilnApp
 import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnStore
-@testable import KilnTestSupport
+import Synchronization
+import Testing
+
+@testable import KilnApp
 @testable import KilnAuth
+@testable import KilnTestSupport
 
 @Suite struct SessionSecurityTests {
     @Test func csrfAndOriginChecks() async throws {
@@ -22,7 +23,8 @@ import KilnStore
             let none = try await a.call("POST", "/api/account/update-profile", json: body, csrf: false)
             #expect(none.status == 403)
             // Wrong token.
-            let wrong = try await a.call("POST", "/api/account/update-profile", json: body, headers: ["X-CSRF-Token": "nope"], csrf: false)
+            let wrong = try await a.call(
+                "POST", "/api/account/update-profile", json: body, headers: ["X-CSRF-Token": "nope"], csrf: false)
             #expect(wrong.status == 403)
             // Right token, foreign origin.
             a.origin = "https://evil.example"
@@ -35,7 +37,8 @@ import KilnStore
             // GET needs no token; API keys never need one.
             a.origin = nil
             #expect(try await a.call("GET", "/api/account/sessions", csrf: false).status == 200)
-            let key = try await a.call("POST", "/api/account/api-keys", json: ["name": "k", "scopes": ["account:write"]])
+            let key = try await a.call(
+                "POST", "/api/account/api-keys", json: ["name": "k", "scopes": ["account:write"]])
             let k = Agent(t)
             k.bearer = key.json["key"] as? String
             #expect(try await k.call("POST", "/api/account/update-profile", json: ["name": "Via key"]).status == 200)
@@ -76,11 +79,13 @@ import KilnStore
             #expect((locked.json["error"] as? [String: Any])?["message"] as? String == bodies[0])
             // An unknown address gets the very same answer (no account enumeration).
             let unknown = try await a.login("nobody@example.com", "a long enough password")
-            #expect(unknown.status == 401 && (unknown.json["error"] as? [String: Any])?["message"] as? String == bodies[0])
+            #expect(
+                unknown.status == 401 && (unknown.json["error"] as? [String: Any])?["message"] as? String == bodies[0])
             clock.advance(by: 16 * 60)
             let again = try await a.login("l@example.com", "a long enough password")
             #expect(again.status == 200)
-            let events = try await AuditLog.list(t.app.services.db, AuditLog.Filter(action: "account.locked"), page: PageRequest())
+            let events = try await AuditLog.list(
+                t.app.services.db, AuditLog.Filter(action: "account.locked"), page: PageRequest())
             #expect(events.items.count == 1)
         }
     }
@@ -115,15 +120,26 @@ import KilnStore
         let t = try TestApp()
         try await using(t) { t in
             let a = Agent(t)
-            let reg = try await a.call("POST", "/auth/register", json: ["email": "new@example.com", "password": "new account password", "name": "New"])
+            let reg = try await a.call(
+                "POST", "/auth/register",
+                json: ["email": "new@example.com", "password": "new account password", "name": "New"])
             #expect(reg.status == 201)
-            #expect(try await a.call("POST", "/auth/register", json: ["email": "new@example.com", "password": "new account password", "name": "N"]).status == 409)
-            #expect(try await a.call("POST", "/auth/register", json: ["email": "bad", "password": "new account password", "name": "N"]).status == 400)
+            #expect(
+                try await a.call(
+                    "POST", "/auth/register",
+                    json: ["email": "new@example.com", "password": "new account password", "name": "N"]
+                ).status == 409)
+            #expect(
+                try await a.call(
+                    "POST", "/auth/register", json: ["email": "bad", "password": "new account password", "name": "N"]
+                ).status == 400)
             #expect(try await a.login("new@example.com", "new account password").status == 403)  // not verified yet
             let link = try #require(outboxLinks(t).first { $0.contains("/auth/verify?token=") })
             let verifyPath = String(link[link.range(of: "/auth/verify")!.lowerBound...])
             let html = try await http("GET", t.base + verifyPath, headers: ["Accept": "text/html"])
-            #expect(html.status == 200 && html.headers["content-type"]?.hasPrefix("text/html") == true && html.text.contains("Email confirmed"))
+            #expect(
+                html.status == 200 && html.headers["content-type"]?.hasPrefix("text/html") == true
+                    && html.text.contains("Email confirmed"))
             let again = try await http("GET", t.base + verifyPath)
             #expect(again.status == 400 && errorCode(again) == "validation_failed")
             #expect(try await a.login("new@example.com", "new account password").status == 200)
@@ -133,9 +149,17 @@ import KilnStore
             #expect(known.status == 200 && known.text == unknown.text)
             let reset = try #require(outboxLinks(t).first { $0.contains("reset.html?token=") })
             let token = String(reset.split(separator: "=").last!)
-            #expect(try await Agent(t).call("POST", "/auth/reset", json: ["token": token, "password": "short"]).status == 400)
-            #expect(try await Agent(t).call("POST", "/auth/reset", json: ["token": token, "password": "brand new password"]).status == 200)
-            #expect(try await Agent(t).call("POST", "/auth/reset", json: ["token": token, "password": "another new password"]).status == 400)
+            #expect(
+                try await Agent(t).call("POST", "/auth/reset", json: ["token": token, "password": "short"]).status
+                    == 400)
+            #expect(
+                try await Agent(t).call(
+                    "POST", "/auth/reset", json: ["token": token, "password": "brand new password"]
+                ).status == 200)
+            #expect(
+                try await Agent(t).call(
+                    "POST", "/auth/reset", json: ["token": token, "password": "another new password"]
+                ).status == 400)
             #expect(try await a.call("GET", "/api/auth/session").status == 401)
             #expect(try await Agent(t).login("new@example.com", "brand new password").status == 200)
         }
@@ -191,11 +215,16 @@ func outboxLinks(_ t: TestApp) -> [String] {
             #expect(try await a.call("POST", "/api/auth/mfa-verify", json: ["code": code(secret, clock)]).status == 401)
             // Step-up: creating an API key needs a second factor younger than 15 minutes.
             clock.advance(by: 16 * 60)
-            let stale = try await a.call("POST", "/api/account/api-keys", json: ["name": "k", "scopes": ["workspace:list"]])
+            let stale = try await a.call(
+                "POST", "/api/account/api-keys", json: ["name": "k", "scopes": ["workspace:list"]])
             #expect(stale.status == 401 && errorCode(stale) == "step_up_required")
             #expect(stale.headers["www-authenticate"] == "step-up max_age=900")
-            #expect(try await a.call("POST", "/api/auth/mfa-verify", json: ["code": code(secret, clock)]).json["status"] as? String == "step_up")
-            #expect(try await a.call("POST", "/api/account/api-keys", json: ["name": "k", "scopes": ["workspace:list"]]).status == 201)
+            #expect(
+                try await a.call("POST", "/api/auth/mfa-verify", json: ["code": code(secret, clock)]).json["status"]
+                    as? String == "step_up")
+            #expect(
+                try await a.call("POST", "/api/account/api-keys", json: ["name": "k", "scopes": ["workspace:list"]])
+                    .status == 201)
             // A recovery code works once.
             let b = Agent(t)
             try await b.login("m@example.com", "a long enough password")
@@ -205,18 +234,29 @@ func outboxLinks(_ t: TestApp) -> [String] {
             #expect(try await c.call("POST", "/api/auth/mfa-verify", json: ["code": recovery[0]]).status == 401)
             // Disable needs the password and a code.
             clock.advance(by: 30)
-            #expect(try await a.call("POST", "/api/auth/mfa-disable", json: ["password": "wrong", "code": code(secret, clock)]).status == 400)
-            #expect(try await a.call("POST", "/api/auth/mfa-disable", json: ["password": "a long enough password", "code": code(secret, clock)]).status == 200)
+            #expect(
+                try await a.call(
+                    "POST", "/api/auth/mfa-disable", json: ["password": "wrong", "code": code(secret, clock)]
+                ).status == 400)
+            #expect(
+                try await a.call(
+                    "POST", "/api/auth/mfa-disable",
+                    json: ["password": "a long enough password", "code": code(secret, clock)]
+                ).status == 200)
             let d = Agent(t)
             #expect(try await d.login("m@example.com", "a long enough password").json["mfa_required"] as? Bool == false)
             // The stored secret is encrypted at rest (never the base32 text).
-            let audit = try await AuditLog.list(t.app.services.db, AuditLog.Filter(actor: try await workspaceOwnerID(t, "m@example.com")), page: PageRequest(limit: 200))
+            let audit = try await AuditLog.list(
+                t.app.services.db, AuditLog.Filter(actor: try await workspaceOwnerID(t, "m@example.com")),
+                page: PageRequest(limit: 200))
             let actions = Set(audit.items.map(\.action))
-            #expect(actions.isSuperset(of: ["mfa.enabled", "mfa.disabled", "mfa.recovery_code_used", "login.ok", "api_key.created"]))
+            #expect(
+                actions.isSuperset(of: [
+                    "mfa.enabled", "mfa.disabled", "mfa.recovery_code_used", "login.ok", "api_key.created",
+                ]))
         }
     }
 }
-
 
 @Suite struct TimingSafetyTests {
     /// An unknown address costs a full scrypt check with the same parameters as a real account,
@@ -229,7 +269,8 @@ func outboxLinks(_ t: TestApp) -> [String] {
         #expect(!Passwords.verify("kiln-timing-equaliser-x", against: AuthService.dummyHash))
         // Same length, last character different: refused.
         let a = Array("0123456789abcdef0123456789abcdef".utf8)
-        var b = a; b[b.count - 1] ^= 1
+        var b = a
+        b[b.count - 1] ^= 1
         #expect(!Crypto.constantTimeEqual(a, b) && Crypto.constantTimeEqual(a, a))
     }
 
@@ -240,8 +281,11 @@ func outboxLinks(_ t: TestApp) -> [String] {
             let a = Agent(t)
             try await a.login("ts@example.com", "a long enough password")
             let right = try #require(a.csrf)
-            var wrong = Array(right.utf8); wrong[wrong.count - 1] = wrong[wrong.count - 1] == 65 ? 66 : 65
-            let r = try await a.call("POST", "/api/account/update-profile", json: ["name": "X"], headers: ["X-CSRF-Token": String(decoding: wrong, as: UTF8.self)], csrf: false)
+            var wrong = Array(right.utf8)
+            wrong[wrong.count - 1] = wrong[wrong.count - 1] == 65 ? 66 : 65
+            let r = try await a.call(
+                "POST", "/api/account/update-profile", json: ["name": "X"],
+                headers: ["X-CSRF-Token": String(decoding: wrong, as: UTF8.self)], csrf: false)
             #expect(r.status == 403)
         }
     }
@@ -255,20 +299,27 @@ func outboxLinks(_ t: TestApp) -> [String] {
             let link = try #require(notices.last?.trimmingCharacters(in: .whitespaces))
             #expect(link.hasPrefix(t.base + "/setup?token=kst_"))
             let token = String(link.split(separator: "=").last!)
-            let weak = try await http("POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
-                                      body: json(["token": token, "email": "o@example.com", "password": "short"]))
+            let weak = try await http(
+                "POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
+                body: json(["token": token, "email": "o@example.com", "password": "short"]))
             #expect(weak.status == 400)
-            #expect(((weak.json["error"] as? [String: Any])?["details"] as? [String: Any])?["field"] as? String == "password")
-            let ok = try await http("POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
-                                    body: json(["token": token, "email": "o@example.com", "password": "a long enough password"]))
+            #expect(
+                ((weak.json["error"] as? [String: Any])?["details"] as? [String: Any])?["field"] as? String
+                    == "password")
+            let ok = try await http(
+                "POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
+                body: json(["token": token, "email": "o@example.com", "password": "a long enough password"]))
             #expect(ok.status == 201)
             #expect((ok.json["user"] as? [String: Any])?["is_owner"] as? Bool == true)
-            let again = try await http("POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
-                                       body: json(["token": token, "email": "x@example.com", "password": "a long enough password"]))
+            let again = try await http(
+                "POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
+                body: json(["token": token, "email": "x@example.com", "password": "a long enough password"]))
             #expect(again.status == 400)
             // With an owner, no more setup notices.
             #expect(t.app.startupNotices(baseURL: t.base).isEmpty)
-            let stored = try t.app.services.db.readSync { try $0.first("SELECT password_hash FROM users WHERE email = ?", "o@example.com") }
+            let stored = try t.app.services.db.readSync {
+                try $0.first("SELECT password_hash FROM users WHERE email = ?", "o@example.com")
+            }
             let hash = try #require(stored?.string("password_hash"))
             #expect(hash.hasPrefix("scrypt$") && !hash.contains("a long enough password"))
             #expect(Passwords.verify("a long enough password", against: hash))
@@ -281,11 +332,14 @@ func outboxLinks(_ t: TestApp) -> [String] {
         try await using(t) { t in
             let auth = try #require(t.app.module(AuthModule.self)).service
             let (_, token) = try await auth.createUser(email: "dev@example.com", name: "Dev")
-            let r = try await http("POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
-                                   body: json(["token": token, "password": "another long password"]))
+            let r = try await http(
+                "POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
+                body: json(["token": token, "password": "another long password"]))
             #expect(r.status == 201)
             #expect((r.json["user"] as? [String: Any])?["email"] as? String == "dev@example.com")
-            await #expect(throws: HTTPError.self) { _ = try await auth.createUser(email: "DEV@example.com", name: "Dup") }
+            await #expect(throws: HTTPError.self) {
+                _ = try await auth.createUser(email: "DEV@example.com", name: "Dup")
+            }
             await #expect(throws: HTTPError.self) { _ = try await auth.createUser(email: "not-an-email", name: "X") }
         }
     }

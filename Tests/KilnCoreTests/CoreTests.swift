@@ -1,7 +1,8 @@
 import Foundation
-import Testing
-@testable import KilnCore
 import KilnHTTP
+import Testing
+
+@testable import KilnCore
 
 @Suite struct CoreTests {
     @Test func idsHaveTheirPrefixAndAreUnique() {
@@ -52,11 +53,19 @@ import KilnHTTP
         #expect(p.scopeAllows(Permission.publicAccess.name))
         // Step-up: a session with MFA on needs a recent second factor.
         let now = Date()
-        let fresh = Principal(userID: "usr_1", kind: .session(id: "ses_1"), mfaEnabled: true, mfaVerifiedAt: now.addingTimeInterval(-60))
+        let fresh = Principal(
+            userID: "usr_1", kind: .session(id: "ses_1"), mfaEnabled: true, mfaVerifiedAt: now.addingTimeInterval(-60))
         #expect(throws: Never.self) { try fresh.requireStepUp(now: now) }
-        let stale = Principal(userID: "usr_1", kind: .session(id: "ses_1"), mfaEnabled: true, mfaVerifiedAt: now.addingTimeInterval(-1000))
-        do { try stale.requireStepUp(now: now); Issue.record("stale step-up accepted") } catch let e as HTTPError {
-            #expect(e.status.code == 401 && e.code == "step_up_required" && e.headers["WWW-Authenticate"] == "step-up max_age=900")
+        let stale = Principal(
+            userID: "usr_1", kind: .session(id: "ses_1"), mfaEnabled: true, mfaVerifiedAt: now.addingTimeInterval(-1000)
+        )
+        do {
+            try stale.requireStepUp(now: now)
+            Issue.record("stale step-up accepted")
+        } catch let e as HTTPError {
+            #expect(
+                e.status.code == 401 && e.code == "step_up_required"
+                    && e.headers["WWW-Authenticate"] == "step-up max_age=900")
         }
         let noMFA = Principal(userID: "usr_1", kind: .session(id: "ses_1"))
         #expect(throws: Never.self) { try noMFA.requireStepUp(now: now) }
@@ -90,10 +99,13 @@ import KilnHTTP
     }
 
     @Test func missingProgramsAndWorkingDirectory() async throws {
-        await #expect(throws: ProcessRunner.SpawnError.self) { _ = try await ProcessRunner.run("no-such-program-kiln", []) }
+        await #expect(throws: ProcessRunner.SpawnError.self) {
+            _ = try await ProcessRunner.run("no-such-program-kiln", [])
+        }
         let pwd = try await ProcessRunner.run("pwd", [], cwd: "/tmp")
         #expect(pwd.stdoutText == "/tmp\n")
-        let env = try await ProcessRunner.run("sh", ["-c", "echo $KILN_T"], environment: ["KILN_T": "x1", "PATH": "/usr/bin:/bin"])
+        let env = try await ProcessRunner.run(
+            "sh", ["-c", "echo $KILN_T"], environment: ["KILN_T": "x1", "PATH": "/usr/bin:/bin"])
         #expect(env.stdoutText == "x1\n")
     }
 }
@@ -105,7 +117,8 @@ import KilnHTTP
         var rng = SystemRandomNumberGenerator()
         for _ in 0..<500 {
             let chunk = (0..<Int.random(in: 0...13, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
-            t.append(chunk[...]); all += chunk
+            t.append(chunk[...])
+            all += chunk
             #expect(t.bytes == Array(all.suffix(10)))
         }
     }

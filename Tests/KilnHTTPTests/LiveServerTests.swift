@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+
 @testable import KilnHTTP
 
 /// The engine on a real socket, driven by raw bytes.
@@ -9,9 +10,13 @@ import Testing
         let r = Router()
         r.get("/hello") { _, _ in .text("Hello, world!") }
         r.post("/echo") { req, ctx in
-            Response(headers: ["Content-Type": req.headers["Content-Type"] ?? "application/octet-stream"], body: .bytes(try await req.bodyBytes(context: ctx)))
+            Response(
+                headers: ["Content-Type": req.headers["Content-Type"] ?? "application/octet-stream"],
+                body: .bytes(try await req.bodyBytes(context: ctx)))
         }
-        r.post("/small", RouteMetadata(bodyLimit: 16)) { req, ctx in .text("\(try await req.bodyBytes(context: ctx).count)") }
+        r.post("/small", RouteMetadata(bodyLimit: 16)) { req, ctx in
+            .text("\(try await req.bodyBytes(context: ctx).count)")
+        }
         r.post("/count", RouteMetadata(streamBody: true)) { req, _ in
             guard case .stream(let s) = req.body else { return .text("not streamed") }
             var total = 0
@@ -36,7 +41,9 @@ import Testing
             // A generous read timeout: the parallel suite can keep the machine busy for seconds.
             let c = try RawClient(port: s.port, timeout: 30)
             // Three pipelined requests, the first slow: answers come back in order.
-            c.send("GET /slow/100 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+            c.send(
+                "GET /slow/100 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+            )
             let rs = await c.readResponses(3)
             try #require(rs.count == 3)
             #expect(rs.map(\.status) == [200, 200, 200])
@@ -110,7 +117,10 @@ import Testing
     }
 
     @Test(arguments: [
-        ("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400),
+        (
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            400
+        ),
         ("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
         ("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 400),
         ("GET /hello HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400),
@@ -119,7 +129,10 @@ import Testing
         ("GET /a%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         ("GET /hello?q=%G0 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         ("POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\n01234567890123456", 413),
-        ("POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n01234567890123456789012345678901\r\n0\r\n\r\n", 413),
+        (
+            "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n01234567890123456789012345678901\r\n0\r\n\r\n",
+            413
+        ),
         ("GET /" + String(repeating: "a", count: 9000) + " HTTP/1.1\r\n\r\n", 414),
         ("GET /hello HTTP/1.1\r\n" + (0..<150).map { "X-\($0): 1\r\n" }.joined() + "\r\n", 431),
         ("GET /hello HTTP/3.0\r\n\r\n", 505),
@@ -195,11 +208,18 @@ import Testing
     }
 
     @Test func headerTimeoutAnswers408AndIdleClientsDoNotBlockOthers() async throws {
-        let s = try LiveServer(Self.router()) { $0.headerTimeout = 1; $0.idleTimeout = 2 }
+        let s = try LiveServer(Self.router()) {
+            $0.headerTimeout = 1
+            $0.idleTimeout = 2
+        }
         try await using(s) { s in
             // Many slow clients holding half-sent heads.
             var slow: [RawClient] = []
-            for _ in 0..<1000 { let c = try RawClient(port: s.port); c.send("GET /hello HTTP/1.1\r\nHost"); slow.append(c) }
+            for _ in 0..<1000 {
+                let c = try RawClient(port: s.port)
+                c.send("GET /hello HTTP/1.1\r\nHost")
+                slow.append(c)
+            }
             // The client waits far longer than the idle timeout, so only the server can end the read.
             let normal = try RawClient(port: s.port, timeout: 60)
             normal.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -218,7 +238,9 @@ import Testing
             let from = try SSE.resumeCursor(req) ?? 0
             return .sse(heartbeat: .milliseconds(200)) { sse in
                 do {
-                    for i in (from + 1)...(from + 2) { try await sse.send(id: "\(i)", event: "tick", data: "{\"n\":\(i)}") }
+                    for i in (from + 1)...(from + 2) {
+                        try await sse.send(id: "\(i)", event: "tick", data: "{\"n\":\(i)}")
+                    }
                     try await Task.sleep(for: .seconds(30))
                 } catch {
                     if error is CancellationError { cancelled.withLock { $0 = true } }
@@ -254,14 +276,18 @@ import Testing
         let s = try LiveServer(r)
         try await using(s) { s in
             let c = try RawClient(port: s.port)
-            c.send("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\n\r\n")
+            c.send(
+                "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\n\r\n"
+            )
             let head = await c.readResponse()
             #expect(head?.status == 101)
             #expect(head?.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
             let hello = await c.read(exactly: 2 + 25)
             #expect(String(decoding: hello.dropFirst(2), as: UTF8.self) == "origin=http://example.com")
             let key: [UInt8] = [9, 8, 7, 6]
-            func masked(_ op: UInt8, _ p: [UInt8]) -> [UInt8] { [0x80 | op, 0x80 | UInt8(p.count)] + key + p.enumerated().map { $0.element ^ key[$0.offset % 4] } }
+            func masked(_ op: UInt8, _ p: [UInt8]) -> [UInt8] {
+                [0x80 | op, 0x80 | UInt8(p.count)] + key + p.enumerated().map { $0.element ^ key[$0.offset % 4] }
+            }
             c.send(masked(0x1, Array("echo me".utf8)))
             #expect(await c.read(exactly: 9) == [0x81, 7] + Array("echo me".utf8))
             c.send(masked(0x9, [1, 2]))
@@ -283,7 +309,8 @@ import Testing
                 Thread {
                     for i in 0..<2000 {
                         var frame = [UInt8](repeating: UInt8(i % 251), count: 1000)
-                        frame[0] = UInt8(i >> 8); frame[1] = UInt8(i & 0xFF)
+                        frame[0] = UInt8(i >> 8)
+                        frame[1] = UInt8(i & 0xFF)
                         _ = frame.withUnsafeBytes { ws.push(binary: $0, limit: .max) }
                     }
                     _ = ws.push(text: "end", limit: .max)
@@ -294,7 +321,10 @@ import Testing
                 // The peer is gone: pushes are refused.
                 var refused = false
                 for _ in 0..<6000 {
-                    if ws.isClosed { refused = !ws.push(text: "late", limit: .max); break }
+                    if ws.isClosed {
+                        refused = !ws.push(text: "late", limit: .max)
+                        break
+                    }
                     try await Task.sleep(for: .milliseconds(10))
                 }
                 pushedAfterClose.withLock { $0 = refused }
@@ -303,19 +333,29 @@ import Testing
         let s = try LiveServer(r)
         try await using(s) { s in
             let c = try RawClient(port: s.port, timeout: 30)
-            c.send("GET /push HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            c.send(
+                "GET /push HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
             #expect(await c.readResponse()?.status == 101)
             // 2000 binary frames of 1000 bytes (header 4 bytes each), numbered, in order; then "end".
             var inOrder = true
             for i in 0..<2000 {
                 let f = await c.read(exactly: 1004)
-                guard f.count == 1004, f[0] == 0x82, f[1] == 126, f[2] == 0x03, f[3] == 0xE8 else { inOrder = false; break }
-                if Int(f[4]) << 8 | Int(f[5]) != i || f[6] != UInt8(i % 251) { inOrder = false; break }
+                guard f.count == 1004, f[0] == 0x82, f[1] == 126, f[2] == 0x03, f[3] == 0xE8 else {
+                    inOrder = false
+                    break
+                }
+                if Int(f[4]) << 8 | Int(f[5]) != i || f[6] != UInt8(i % 251) {
+                    inOrder = false
+                    break
+                }
             }
             #expect(inOrder)
             #expect(await c.read(exactly: 5) == [0x81, 3] + Array("end".utf8))
             c.closeNow()
-            for _ in 0..<9000 where pushedAfterClose.withLock({ $0 }) == nil { try await Task.sleep(for: .milliseconds(10)) }
+            for _ in 0..<9000 where pushedAfterClose.withLock({ $0 }) == nil {
+                try await Task.sleep(for: .milliseconds(10))
+            }
             #expect(pushedAfterClose.withLock { $0 } == true)
         }
     }
@@ -328,7 +368,9 @@ import Testing
             started.withLock { $0 = true }
             // Finishes only once the stop has begun (a fixed sleep lost the race on a loaded machine),
             // then gives the loops a moment to start draining.
-            for _ in 0..<3000 where server.withLock({ $0?.isShuttingDown }) != true { try await Task.sleep(for: .milliseconds(10)) }
+            for _ in 0..<3000 where server.withLock({ $0?.isShuttingDown }) != true {
+                try await Task.sleep(for: .milliseconds(10))
+            }
             try await Task.sleep(for: .milliseconds(200))
             return .text("finished")
         }
@@ -359,7 +401,9 @@ import Testing
 
     @Test func shutdownClosesWebSocketsWith1001AndEndsSSE() async throws {
         let r = Router()
-        r.get("/ws") { req, _ in try WebSocket.upgrade(req) { ws in for await m in ws.messages { try await ws.send(m) } } }
+        r.get("/ws") { req, _ in
+            try WebSocket.upgrade(req) { ws in for await m in ws.messages { try await ws.send(m) } }
+        }
         r.get("/events") { _, _ in
             .sse { sse in
                 try await sse.send(id: "1", event: "hello", data: "{}")
@@ -368,7 +412,9 @@ import Testing
         }
         let s = try LiveServer(r)
         let ws = try RawClient(port: s.port)
-        ws.send("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        ws.send(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
         #expect(await ws.readResponse()?.status == 101)
         let sse = try RawClient(port: s.port)
         sse.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -385,7 +431,10 @@ import Testing
     }
 
     @Test func connectionLimitAnswers503() async throws {
-        let s = try LiveServer(Self.router()) { $0.maxConnections = 3; $0.eventLoops = 1 }
+        let s = try LiveServer(Self.router()) {
+            $0.maxConnections = 3
+            $0.eventLoops = 1
+        }
         try await using(s) { s in
             var held: [RawClient] = []
             for _ in 0..<3 {
@@ -406,7 +455,9 @@ import Testing
         let s = try LiveServer(Self.router())
         try await using(s) { s in
             let c = try RawClient(port: s.port)
-            c.send("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nBREW /hello HTTP/1.1\r\nHost: x\r\n\r\nGET * HTTP/1.1\r\nHost: x\r\n\r\n")
+            c.send(
+                "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nBREW /hello HTTP/1.1\r\nHost: x\r\n\r\nGET * HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
             let rs = await c.readResponses(3)
             #expect(rs.map(\.status) == [204, 405, 400])
             #expect(rs.first?.header("Allow")?.contains("GET") == true)

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import KilnHTTP
 
 @Suite struct ParserTests {
@@ -24,12 +25,18 @@ import Testing
 
     @Test func consumedCountsOnlyTheHead() {
         let raw = "GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\n"
-        guard case .complete(_, let consumed) = parse(raw) else { Issue.record("not complete"); return }
+        guard case .complete(_, let consumed) = parse(raw) else {
+            Issue.record("not complete")
+            return
+        }
         #expect(consumed == "GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8.count)
     }
 
     @Test func incompleteNeedsMore() {
-        for raw in ["", "G", "GET / HTTP/1.1", "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost: x\r\n", "GET / HTTP/1.1\r\nHost: x\r\n\r"] {
+        for raw in [
+            "", "G", "GET / HTTP/1.1", "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost: x\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\n\r",
+        ] {
             if case .needMore = parse(raw) {} else { Issue.record("expected needMore for \(raw.debugDescription)") }
         }
     }
@@ -119,7 +126,8 @@ import Testing
         #expect(status(long) == 414)
         // Even before the line ends.
         #expect(status("GET /" + String(repeating: "a", count: 9000)) == 414)
-        var l = ParserLimits(); l.maxRequestLine = 100
+        var l = ParserLimits()
+        l.maxRequestLine = 100
         #expect(status("GET /" + String(repeating: "a", count: 200) + " HTTP/1.1\r\n\r\n", limits: l) == 414)
     }
 
@@ -181,17 +189,21 @@ import Testing
     }
 
     @Test(arguments: [
-        "x\r\nabc\r\n0\r\n\r\n",          // not hex
-        "3\r\nabcX\r\n0\r\n\r\n",         // data not followed by CRLF
-        "3\nabc\r\n0\r\n\r\n",            // bare LF
-        "ffffffffffffffffff\r\n",         // overflow
-        "3 junk\r\nabc\r\n0\r\n\r\n",     // garbage after size
-        "0\r\nBad Trailer\r\n\r\n",       // invalid trailer field
-        "\r\nabc\r\n",                    // empty size
+        "x\r\nabc\r\n0\r\n\r\n",  // not hex
+        "3\r\nabcX\r\n0\r\n\r\n",  // data not followed by CRLF
+        "3\nabc\r\n0\r\n\r\n",  // bare LF
+        "ffffffffffffffffff\r\n",  // overflow
+        "3 junk\r\nabc\r\n0\r\n\r\n",  // garbage after size
+        "0\r\nBad Trailer\r\n\r\n",  // invalid trailer field
+        "\r\nabc\r\n",  // empty size
     ])
     func rejectsMalformed(_ raw: String) {
         let (_, outcome, _) = decode([raw])
-        if case .failed(let f) = outcome { #expect(f.status.code == 400) } else { Issue.record("accepted \(raw.debugDescription)") }
+        if case .failed(let f) = outcome {
+            #expect(f.status.code == 400)
+        } else {
+            Issue.record("accepted \(raw.debugDescription)")
+        }
     }
 
     @Test func enforcesLimit() {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import KilnHTTP
 
 @Suite struct RouterTests {
@@ -15,7 +16,9 @@ import Testing
         return r
     }
 
-    func call(_ responder: RouterResponder, _ method: HTTPMethod, _ target: String) async throws -> (Int, String, HTTPHeaders) {
+    func call(
+        _ responder: RouterResponder, _ method: HTTPMethod, _ target: String
+    ) async throws -> (Int, String, HTTPHeaders) {
         let res = await responder.handle(try Request(method: method, target: target))
         guard case .bytes(let b) = res.body else { return (res.status.code, "", res.headers) }
         return (res.status.code, String(decoding: b, as: UTF8.self), res.headers)
@@ -59,32 +62,40 @@ import Testing
 
     @Test func middlewareRunsInOrderAroundHandlersAnd404s() async throws {
         let r = router()
-        r.add(middleware: ClosureMiddleware { req, ctx, next in
-            var res = try await next(req, ctx)
-            res.headers.add("X-Order", "outer")
-            return res
-        })
-        r.add(middleware: ClosureMiddleware { req, ctx, next in
-            var res = try await next(req, ctx)
-            res.headers.add("X-Order", "inner")
-            return res
-        })
+        r.add(
+            middleware: ClosureMiddleware { req, ctx, next in
+                var res = try await next(req, ctx)
+                res.headers.add("X-Order", "outer")
+                return res
+            })
+        r.add(
+            middleware: ClosureMiddleware { req, ctx, next in
+                var res = try await next(req, ctx)
+                res.headers.add("X-Order", "inner")
+                return res
+            })
         let responder = r.responder()
         let res = await responder.handle(try Request(method: .GET, target: "/items"))
         #expect(res.headers.values("X-Order") == ["inner", "outer"])
         // Errors turn into responses inside the chain only at the end; middleware sees the throw.
         let seen = Flag()
         let r2 = Router()
-        r2.add(middleware: ClosureMiddleware { req, ctx, next in
-            do { return try await next(req, ctx) } catch { seen.set(); throw error }
-        })
+        r2.add(
+            middleware: ClosureMiddleware { req, ctx, next in
+                do { return try await next(req, ctx) } catch {
+                    seen.set()
+                    throw error
+                }
+            })
         _ = await r2.responder().handle(try Request(method: .GET, target: "/missing"))
         #expect(seen.value)
     }
 
     @Test func routeMetadataIsEnumerable() {
         let r = Router()
-        r.post("/upload", RouteMetadata(permission: "files:write", bodyLimit: 1024, summary: "Upload")) { _, _ in .noContent() }
+        r.post("/upload", RouteMetadata(permission: "files:write", bodyLimit: 1024, summary: "Upload")) { _, _ in
+            .noContent()
+        }
         let route = try! #require(r.responder().routes.first)
         #expect(route.pattern == "/upload")
         #expect(route.metadata.permission == "files:write")
@@ -100,9 +111,15 @@ import Testing
         r.get("/bad") { _, _ in throw HTTPError.badRequest("nope", field: "name") }
         let res = await r.responder().handle(try Request(method: .GET, target: "/boom"), requestID: "req_test1234")
         #expect(res.status.code == 500)
-        guard case .bytes(let b) = res.body else { Issue.record("no body"); return }
+        guard case .bytes(let b) = res.body else {
+            Issue.record("no body")
+            return
+        }
         let text = String(decoding: b, as: UTF8.self)
-        #expect(text == #"{"error":{"code":"internal","message":"Internal server error (request req_test1234)","details":{}},"request_id":"req_test1234"}"#)
+        #expect(
+            text
+                == #"{"error":{"code":"internal","message":"Internal server error (request req_test1234)","details":{}},"request_id":"req_test1234"}"#
+        )
         #expect(!text.contains("Secret"))
         let bad = await r.responder().handle(try Request(method: .GET, target: "/bad"), requestID: "req_x")
         guard case .bytes(let bb) = bad.body else { return }
@@ -136,9 +153,13 @@ final class Flag: @unchecked Sendable {
     }
 
     @Test func setCookieHasAllAttributes() {
-        let c = SetCookie(name: "kiln_session", value: "abc", expires: Date(timeIntervalSince1970: 0), maxAge: 3600,
-                          domain: "example.com", path: "/", secure: true, httpOnly: true, sameSite: .lax)
-        #expect(c.headerValue == "kiln_session=abc; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=3600; Domain=example.com; Path=/; Secure; HttpOnly; SameSite=Lax")
+        let c = SetCookie(
+            name: "kiln_session", value: "abc", expires: Date(timeIntervalSince1970: 0), maxAge: 3600,
+            domain: "example.com", path: "/", secure: true, httpOnly: true, sameSite: .lax)
+        #expect(
+            c.headerValue
+                == "kiln_session=abc; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=3600; Domain=example.com; Path=/; Secure; HttpOnly; SameSite=Lax"
+        )
         #expect(c.isValid)
         #expect(!SetCookie(name: "a b", value: "x").isValid)
         #expect(!SetCookie(name: "a", value: "x;y").isValid)
@@ -169,7 +190,10 @@ final class Flag: @unchecked Sendable {
     }
 
     @Test func jsonConventions() throws {
-        struct Thing: Codable, Equatable { var createdAt: Date; var userName: String }
+        struct Thing: Codable, Equatable {
+            var createdAt: Date
+            var userName: String
+        }
         let t = Thing(createdAt: Date(timeIntervalSince1970: 1_768_471_200), userName: "ann")
         let json = String(decoding: try JSONCoding.encode(t), as: UTF8.self)
         #expect(json.contains(#""created_at":"2026-01-15T10:00:00.000Z""#))
@@ -187,9 +211,16 @@ final class Flag: @unchecked Sendable {
 }
 
 @Suite struct NullEncodingTests {
-    struct Model: NullEncoding { let userName: String; let avatarUrl: String?; let count: Int?; let nested: [Int]? }
+    struct Model: NullEncoding {
+        let userName: String
+        let avatarUrl: String?
+        let count: Int?
+        let nested: [Int]?
+    }
     @Test func absentOptionalsAreNull() throws {
-        let json = try JSONDecoder().decode(JSONValue.self, from: Data(try JSONCoding.encode(Model(userName: "a", avatarUrl: nil, count: 3, nested: nil))))
+        let json = try JSONDecoder().decode(
+            JSONValue.self,
+            from: Data(try JSONCoding.encode(Model(userName: "a", avatarUrl: nil, count: 3, nested: nil))))
         #expect(json == ["user_name": "a", "avatar_url": .null, "count": 3, "nested": .null])
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import KilnHTTP
 
 @Suite struct StaticFilesTests {
@@ -15,14 +16,19 @@ import Testing
         try "body{}".write(toFile: dir + "/public/assets/app.css", atomically: true, encoding: .utf8)
         try "secret".write(toFile: dir + "/secret.txt", atomically: true, encoding: .utf8)
         try fm.createSymbolicLink(atPath: dir + "/public/escape.txt", withDestinationPath: dir + "/secret.txt")
-        try fm.createSymbolicLink(atPath: dir + "/public/inside.txt", withDestinationPath: dir + "/public/assets/digits.txt")
+        try fm.createSymbolicLink(
+            atPath: dir + "/public/inside.txt", withDestinationPath: dir + "/public/assets/digits.txt")
         files = try #require(StaticFiles(root: dir + "/public"))
     }
 
-    func get(_ target: String, _ headers: HTTPHeaders = HTTPHeaders(), method: HTTPMethod = .GET) async -> (Int, String, HTTPHeaders) {
+    func get(
+        _ target: String, _ headers: HTTPHeaders = HTTPHeaders(), method: HTTPMethod = .GET
+    ) async -> (Int, String, HTTPHeaders) {
         let router = Router()
         router.fallback = files.handler
-        guard let req = try? Request(method: method, target: target, headers: headers) else { return (400, "", HTTPHeaders()) }
+        guard let req = try? Request(method: method, target: target, headers: headers) else {
+            return (400, "", HTTPHeaders())
+        }
         let res = await router.responder().handle(req)
         if case .bytes(let b) = res.body { return (res.status.code, String(decoding: b, as: UTF8.self), res.headers) }
         return (res.status.code, "", res.headers)

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KilnCore
+
 @testable import KilnHTTP
 
 /// A live server on 127.0.0.1 with a free port, for tests that need a real socket.
@@ -54,9 +55,14 @@ final class RawClient: @unchecked Sendable {
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         let r = withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
-        guard r == 0 else { close(fd); throw POSIXError(.ECONNREFUSED) }
+        guard r == 0 else {
+            close(fd)
+            throw POSIXError(.ECONNREFUSED)
+        }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
@@ -64,7 +70,12 @@ final class RawClient: @unchecked Sendable {
     deinit { if fd >= 0 { close(fd) } }
 
     /// Closes the socket now (the peer sees the client go away).
-    func closeNow() { if fd >= 0 { close(fd); fd = -1 } }
+    func closeNow() {
+        if fd >= 0 {
+            close(fd)
+            fd = -1
+        }
+    }
 
     func send(_ s: String) { send(Array(s.utf8)) }
     func send(_ b: [UInt8]) {
@@ -156,7 +167,10 @@ struct ParsedResponse: Sendable {
     static func parseAll(_ data: [UInt8]) -> [ParsedResponse] {
         var out: [ParsedResponse] = []
         var i = 0
-        while let (r, used) = parseOne(Array(data[i...])) { out.append(r); i += used }
+        while let (r, used) = parseOne(Array(data[i...])) {
+            out.append(r)
+            i += used
+        }
         return out
     }
 
@@ -178,7 +192,11 @@ struct ParsedResponse: Sendable {
                 guard let le = find(d, [13, 10], from: pos) else { return nil }
                 guard let size = Int(String(decoding: d[pos..<le], as: UTF8.self), radix: 16) else { return nil }
                 pos = le + 2
-                if size == 0 { guard d.count >= pos + 2 else { return nil }; pos += 2; break }
+                if size == 0 {
+                    guard d.count >= pos + 2 else { return nil }
+                    pos += 2
+                    break
+                }
                 guard d.count >= pos + size + 2 else { return nil }
                 r.body.append(contentsOf: d[pos..<(pos + size)])
                 pos += size + 2

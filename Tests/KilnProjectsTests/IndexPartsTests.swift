@@ -1,15 +1,16 @@
 import Foundation
 import Glibc
-import Synchronization
-import Testing
-@testable import KilnApp
 import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnStore
-@testable import KilnTestSupport
-@testable import KilnProjects
+import Synchronization
+import Testing
+
+@testable import KilnApp
 @testable import KilnAuth
+@testable import KilnProjects
+@testable import KilnTestSupport
 
 /// The built-in extractor on its own (what runs when universal-ctags is not installed, and always for Swift).
 @Suite struct BuiltInSymbolTests {
@@ -18,11 +19,24 @@ import KilnStore
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let dir = try makeSourceTree(root)
         let expected: [String: [(String, String)]] = [
-            "poly/Model.swift": [("Storable", "protocol"), ("Invoice", "struct"), ("total", "method"), ("formatInvoice", "function"), ("TAX_RATE", "constant")],
-            "poly/app.py": [("MAX_RETRIES", "constant"), ("Parser", "class"), ("parse_line", "method"), ("main", "function")],
-            "poly/main.go": [("Version", "constant"), ("Server", "type"), ("Handler", "interface"), ("Start", "method"), ("main", "function")],
-            "poly/lib.rs": [("LIMIT", "constant"), ("Engine", "struct"), ("Runner", "interface"), ("run_engine", "method"), ("helper", "function")],
-            "poly/web.js": [("API_ROOT", "constant"), ("Widget", "class"), ("render", "method"), ("mountWidget", "function")],
+            "poly/Model.swift": [
+                ("Storable", "protocol"), ("Invoice", "struct"), ("total", "method"), ("formatInvoice", "function"),
+                ("TAX_RATE", "constant"),
+            ],
+            "poly/app.py": [
+                ("MAX_RETRIES", "constant"), ("Parser", "class"), ("parse_line", "method"), ("main", "function"),
+            ],
+            "poly/main.go": [
+                ("Version", "constant"), ("Server", "type"), ("Handler", "interface"), ("Start", "method"),
+                ("main", "function"),
+            ],
+            "poly/lib.rs": [
+                ("LIMIT", "constant"), ("Engine", "struct"), ("Runner", "interface"), ("run_engine", "method"),
+                ("helper", "function"),
+            ],
+            "poly/web.js": [
+                ("API_ROOT", "constant"), ("Widget", "class"), ("render", "method"), ("mountWidget", "function"),
+            ],
             "poly/App.java": [("App", "class"), ("PORT", "constant"), ("main", "method"), ("Greeter", "interface")],
             "poly/net.c": [("BUFFER_SIZE", "constant"), ("conn", "struct"), ("open_conn", "function")],
         ]
@@ -30,7 +44,9 @@ import KilnStore
             let text = try String(contentsOfFile: dir + "/" + path, encoding: .utf8)
             let got = SymbolExtractor.extract(path: path, text: text)
             for (name, kind) in want {
-                #expect(got.contains { $0.name == name && $0.kind == kind }, "\(path): \(name) \(kind) in \(got.map { "\($0.name):\($0.kind)" })")
+                #expect(
+                    got.contains { $0.name == name && $0.kind == kind },
+                    "\(path): \(name) \(kind) in \(got.map { "\($0.name):\($0.kind)" })")
             }
         }
     }
@@ -63,14 +79,19 @@ import KilnStore
 @Suite struct SymbolTableTests {
     func batch(_ symbols: [(String, String, String, Int)], scope: String? = nil) -> SymbolBatch {
         var b = SymbolBatch()
-        for (name, kind, path, line) in symbols { b.add(Symbol(name: name, kind: kind, path: path, line: line, scope: scope, language: "Swift")) }
+        for (name, kind, path, line) in symbols {
+            b.add(Symbol(name: name, kind: kind, path: path, line: line, scope: scope, language: "Swift"))
+        }
         return b
     }
 
     let sample: [(String, String, String, Int)] = [
-        ("parseLine", "function", "b.swift", 3), ("ParseLine", "struct", "a.swift", 9), ("parselinefast", "function", "a.swift", 1),
-        ("parser", "class", "c.swift", 2), ("reparseLines", "method", "c.swift", 7), ("pxaxrxsxe", "function", "d.swift", 4),
-        ("parseLine", "function", "a.swift", 12), ("unrelated", "constant", "d.swift", 1), ("λParse", "function", "e.swift", 5),
+        ("parseLine", "function", "b.swift", 3), ("ParseLine", "struct", "a.swift", 9),
+        ("parselinefast", "function", "a.swift", 1),
+        ("parser", "class", "c.swift", 2), ("reparseLines", "method", "c.swift", 7),
+        ("pxaxrxsxe", "function", "d.swift", 4),
+        ("parseLine", "function", "a.swift", 12), ("unrelated", "constant", "d.swift", 1),
+        ("λParse", "function", "e.swift", 5),
     ]
 
     @Test func ranksExactPrefixSubstringAndFuzzy() throws {
@@ -78,13 +99,17 @@ import KilnStore
         #expect(t.count == sample.count)
         let names = t.lookup("parseLine", kind: nil, limit: 50).map { "\($0.name)@\($0.path):\($0.line)" }
         // Exact (two, by path), then case-insensitive exact, then prefix, then substring; no fuzzy-only hit spells "parseline".
-        #expect(names == ["parseLine@a.swift:12", "parseLine@b.swift:3", "ParseLine@a.swift:9", "parselinefast@a.swift:1", "reparseLines@c.swift:7"])
+        #expect(
+            names == [
+                "parseLine@a.swift:12", "parseLine@b.swift:3", "ParseLine@a.swift:9", "parselinefast@a.swift:1",
+                "reparseLines@c.swift:7",
+            ])
         #expect(t.lookup("prse", kind: nil, limit: 50).map(\.name).contains("pxaxrxsxe"))
         #expect(t.lookup("PARSER", kind: nil, limit: 50).first?.name == "parser")
         #expect(t.lookup("parse", kind: "class", limit: 50).map(\.name) == ["parser"])
         #expect(t.lookup("parse", kind: "no-such-kind", limit: 50).isEmpty)
         #expect(t.lookup("parse", kind: nil, limit: 2).count == 2)
-        #expect(t.lookup("", kind: nil, limit: 3).map(\.name) == ["parser", "λParse", "ParseLine"])   // shortest names first, then path, line
+        #expect(t.lookup("", kind: nil, limit: 3).map(\.name) == ["parser", "λParse", "ParseLine"])  // shortest names first, then path, line
         #expect(t.lookup("λpa", kind: nil, limit: 5).first?.name == "λParse")
         #expect(t.lookup("zzz", kind: nil, limit: 5).isEmpty)
         #expect(t.definitions(named: "parseLine") == ["a.swift:12", "b.swift:3"])
@@ -93,8 +118,10 @@ import KilnStore
 
     @Test func replacingAFileKeepsTheOthers() throws {
         let t = SymbolColumns(keeping: SymbolColumns(), without: [], adding: [batch(sample)])
-        let next = SymbolColumns(keeping: t, without: ["a.swift", "d.swift"], adding: [batch([("freshName", "function", "a.swift", 40)])])
-        #expect(Set(next.lookup("", kind: nil, limit: 100).map(\.path)) == ["a.swift", "b.swift", "c.swift", "e.swift"])
+        let next = SymbolColumns(
+            keeping: t, without: ["a.swift", "d.swift"], adding: [batch([("freshName", "function", "a.swift", 40)])])
+        #expect(
+            Set(next.lookup("", kind: nil, limit: 100).map(\.path)) == ["a.swift", "b.swift", "c.swift", "e.swift"])
         #expect(next.definitions(named: "parseLine") == ["b.swift:3"])
         #expect(next.lookup("freshName", kind: nil, limit: 5).first?.line == 40)
         #expect(next.count == sample.count - 5 + 1)
@@ -108,7 +135,9 @@ import KilnStore
         #expect(t.definitions(named: "parseLine") == ["a.swift:12", "b.swift:3", "x/a.swift:12", "y/a.swift:12"])
         let copied = t.lookup("parselinefast", kind: nil, limit: 10)
         #expect(copied.map(\.path) == ["a.swift", "x/a.swift", "y/a.swift"])
-        #expect(copied.allSatisfy { $0.kind == "function" && $0.scope == "Outer" && $0.language == "Swift" && $0.line == 1 })
+        #expect(
+            copied.allSatisfy { $0.kind == "function" && $0.scope == "Outer" && $0.language == "Swift" && $0.line == 1 }
+        )
         #expect(t.lookup("", kind: nil, limit: 100).allSatisfy { $0.path != "z.swift" })
     }
 
@@ -122,9 +151,10 @@ import KilnStore
         func entry() -> RescanContents.Entry {
             var st = stat()
             _ = lstat(path, &st)
-            return .init(document: .init(segment: 0, doc: 0), anchors: 0,
-                         file: FileToRead(path: "a.swift", full: path, device: UInt64(st.st_dev), inode: UInt64(st.st_ino)),
-                         mtime: modificationNanos(st), language: "Swift")
+            return .init(
+                document: .init(segment: 0, doc: 0), anchors: 0,
+                file: FileToRead(path: "a.swift", full: path, device: UInt64(st.st_dev), inode: UInt64(st.st_ino)),
+                mtime: modificationNanos(st), language: "Swift")
         }
         let e = entry()
         #expect(e.unchanged(length: 10))
@@ -150,7 +180,8 @@ import KilnStore
         // A folder where the new table is written makes the write fail.
         try FileManager.default.createDirectory(atPath: file + ".tmp", withIntermediateDirectories: false)
         #expect(throws: SymbolTableError.self) {
-            try table.replace(removing: ["a.swift"], adding: [batch([("freshName", "function", "a.swift", 40)])], fresh: false)
+            try table.replace(
+                removing: ["a.swift"], adding: [batch([("freshName", "function", "a.swift", 40)])], fresh: false)
         }
         #expect(!table.isComplete)
         #expect(table.snapshot().lookup("freshName", kind: nil, limit: 5).first?.path == "a.swift")
@@ -168,12 +199,13 @@ import KilnStore
         #expect(fresh.isComplete)
         let reopened = SymbolTable(file: file)
         #expect(reopened.isComplete)
-        let a = fresh.snapshot().lookup("", kind: nil, limit: 100), b = reopened.snapshot().lookup("", kind: nil, limit: 100)
+        let a = fresh.snapshot().lookup("", kind: nil, limit: 100)
+        let b = reopened.snapshot().lookup("", kind: nil, limit: 100)
         #expect(a == b && a.count == sample.count && a.allSatisfy { $0.scope == "Outer" && $0.language == "Swift" })
         // Truncated, a flipped index, and garbage are each refused as a whole.
         let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: file)))
         var flipped = bytes
-        flipped[flipped.count - 8] = 0xFF   // a record's kind index, far past the string table
+        flipped[flipped.count - 8] = 0xFF  // a record's kind index, far past the string table
         for damaged in [Array(bytes.dropLast(3)), flipped, [UInt8](repeating: 7, count: 100), []] {
             try Data(damaged).write(to: URL(fileURLWithPath: file))
             let t = SymbolTable(file: file)
@@ -188,7 +220,8 @@ extension ProjectIndexTests {
         try await using(t) { t in
             _ = try await rescan(a, t, pid)
             func names(_ q: String) async throws -> [String] {
-                (try await a.call("GET", "/api/project/symbols?project_id=\(pid)&q=\(q)").json["items"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+                (try await a.call("GET", "/api/project/symbols?project_id=\(pid)&q=\(q)").json["items"]
+                    as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
             }
             #expect(try await names("formatInvoice").first == "formatInvoice")
             let dir = t.dataDir + "/index/" + pid
@@ -209,13 +242,17 @@ extension ProjectIndexTests {
 /// expression would match.
 @Suite struct FindingsFilterTests {
     func randomLine(_ rng: inout SystemRandomNumberGenerator) -> String {
-        let pieces = ["api_key", " = ", ":", "\"", "'", "TO" + "DO", "FIX" + "ME", "x", "_", " ", "\t", "abcdefgh", "0123456789", "é", "token", "=", "NOTE"]
+        let pieces = [
+            "api_key", " = ", ":", "\"", "'", "TO" + "DO", "FIX" + "ME", "x", "_", " ", "\t", "abcdefgh", "0123456789",
+            "é", "token", "=", "NOTE",
+        ]
         return (0..<Int(rng.next() % 14 + 1)).map { _ in pieces[Int(rng.next() % UInt64(pieces.count))] }.joined()
     }
 
     @Test func filtersAgreeWithTheExpressions() {
         var rng = SystemRandomNumberGenerator()
-        var assignments = 0, todos = 0
+        var assignments = 0
+        var todos = 0
         for i in 0..<20_000 {
             var line = randomLine(&rng)
             if i % 10 == 0 { line = "password = \"\(String(repeating: "k9", count: 9))\"" }
@@ -226,10 +263,15 @@ extension ProjectIndexTests {
             var copy = line
             copy.withUTF8 { u in
                 let bytes = UnsafeRawBufferPointer(u)
-                if assigns { assignments += 1; #expect(Findings.mayAssignSecret(bytes), "\(line.debugDescription)") }
+                if assigns {
+                    assignments += 1
+                    #expect(Findings.mayAssignSecret(bytes), "\(line.debugDescription)")
+                }
                 // ASCII word boundaries: the expression's \b also treats é as a letter.
                 if !line.contains("é") {
-                    #expect(Findings.todoWord(bytes).map { _ in true } == todo.map { _ in true }, "\(line.debugDescription)")
+                    #expect(
+                        Findings.todoWord(bytes).map { _ in true } == todo.map { _ in true }, "\(line.debugDescription)"
+                    )
                     if todo != nil { todos += 1 }
                 }
             }
@@ -242,8 +284,11 @@ extension ProjectIndexTests {
     /// The UTF-8 check against the standard library's validation: ASCII runs long enough for the
     /// 32- and 8-byte strides, with one bad or multi-byte sequence at every offset.
     @Test func utf8CheckAgreesWithTheStandardLibrary() {
-        let pieces: [[UInt8]] = [[0xC3, 0xA9], [0xE2, 0x82, 0xAC], [0xF0, 0x9F, 0x98, 0x80], [0x80], [0xC3], [0xE2, 0x82], [0xED, 0xA0, 0x80],
-                                 [0xF4, 0x90, 0x80, 0x80], [0xC0, 0xAF], [0xFF], [0xE0, 0x80, 0xAF], [0xF0, 0x9F, 0x98]]
+        let pieces: [[UInt8]] = [
+            [0xC3, 0xA9], [0xE2, 0x82, 0xAC], [0xF0, 0x9F, 0x98, 0x80], [0x80], [0xC3], [0xE2, 0x82],
+            [0xED, 0xA0, 0x80],
+            [0xF4, 0x90, 0x80, 0x80], [0xC0, 0xAF], [0xFF], [0xE0, 0x80, 0xAF], [0xF0, 0x9F, 0x98],
+        ]
         var rng = SystemRandomNumberGenerator()
         for length in [0, 1, 7, 8, 31, 32, 33, 64, 100] {
             for offset in 0...length {
@@ -263,9 +308,13 @@ extension ProjectIndexTests {
 @Suite struct ProjectFileReadingTests {
     /// A project folder `root` and a folder beside it, `outside`, in a fresh temporary folder (`base`,
     /// for the caller to remove), with `folders` and `files` (paths from `base`, text by path).
-    func rootAndOutside(_ name: String, folders: [String], files: [String: String]) throws -> (base: String, root: String, outside: String) {
+    func rootAndOutside(
+        _ name: String, folders: [String], files: [String: String]
+    ) throws -> (base: String, root: String, outside: String) {
         let base = NSTemporaryDirectory() + "kiln-\(name)-\(UUID().uuidString)"
-        for d in ["root", "outside"] + folders { try FileManager.default.createDirectory(atPath: base + "/" + d, withIntermediateDirectories: true) }
+        for d in ["root", "outside"] + folders {
+            try FileManager.default.createDirectory(atPath: base + "/" + d, withIntermediateDirectories: true)
+        }
         for (path, text) in files { try text.write(toFile: base + "/" + path, atomically: false, encoding: .utf8) }
         return (base, base + "/root", base + "/outside")
     }
@@ -276,8 +325,12 @@ extension ProjectIndexTests {
     @Test(.enabled(if: SafePath.canOpenBeneath, "openat2 (Linux 5.6)"))
     func filesAndFoldersAreOpenedBeneathTheRootThroughNoSymlink() throws {
         let fm = FileManager.default
-        let (base, root, outside) = try rootAndOutside("beneath", folders: ["root/sub", "root/z"], files: [
-            "root/sub/a.txt": "inside\n", "root/a.txt": "first\n", "root/z/kept.txt": "in z\n", "outside/secret.txt": "secret\n"])
+        let (base, root, outside) = try rootAndOutside(
+            "beneath", folders: ["root/sub", "root/z"],
+            files: [
+                "root/sub/a.txt": "inside\n", "root/a.txt": "first\n", "root/z/kept.txt": "in z\n",
+                "outside/secret.txt": "secret\n",
+            ])
         defer { try? fm.removeItem(atPath: base) }
         try fm.createSymbolicLink(atPath: root + "/link", withDestinationPath: outside)
         try fm.createSymbolicLink(atPath: root + "/sub/l.txt", withDestinationPath: "a.txt")
@@ -316,12 +369,20 @@ extension ProjectIndexTests {
 
     /// What a slice must be: the file split at newlines whole, as the route did before it read files
     /// in pieces.
-    func referenceSlice(_ bytes: [UInt8], _ lines: [ArraySlice<UInt8>], _ start: Int?, _ end: Int?) -> (slice: [UInt8], s: Int, e: Int, total: Int)? {
+    func referenceSlice(
+        _ bytes: [UInt8], _ lines: [ArraySlice<UInt8>], _ start: Int?, _ end: Int?
+    ) -> (slice: [UInt8], s: Int, e: Int, total: Int)? {
         let total = bytes.last == 10 ? lines.count - 1 : lines.count
-        let s = max(1, start ?? 1), e = min(total, end ?? total)
+        let s = max(1, start ?? 1)
+        let e = min(total, end ?? total)
         guard s <= max(e, 1) else { return nil }
         var slice: [UInt8] = []
-        if s <= e { for i in (s - 1)..<e { slice += lines[i]; slice.append(10) } }
+        if s <= e {
+            for i in (s - 1)..<e {
+                slice += lines[i]
+                slice.append(10)
+            }
+        }
         return (slice, s, e, total)
     }
 
@@ -333,10 +394,15 @@ extension ProjectIndexTests {
         // Lines long and short around the 8 KiB first read and the 1 MiB pieces after it, with and
         // without a last newline, CRLF, empty lines, and the empty file.
         var long: [UInt8] = []
-        for i in 0..<3000 { long += Array(String(repeating: "x", count: Int(rng.next() % 900)).utf8) + (i % 7 == 0 ? [13, 10] : [10]) }
-        let files: [[UInt8]] = [[], [10], [10, 10], Array("one".utf8), Array("one\ntwo".utf8), Array("one\ntwo\n".utf8),
-                                Array(repeating: 65, count: 8191) + [10] + Array("next\n".utf8), Array(repeating: 66, count: 8192) + [10, 67],
-                                long, long.dropLast()]
+        for i in 0..<3000 {
+            long += Array(String(repeating: "x", count: Int(rng.next() % 900)).utf8) + (i % 7 == 0 ? [13, 10] : [10])
+        }
+        let files: [[UInt8]] = [
+            [], [10], [10, 10], Array("one".utf8), Array("one\ntwo".utf8), Array("one\ntwo\n".utf8),
+            Array(repeating: 65, count: 8191) + [10] + Array("next\n".utf8),
+            Array(repeating: 66, count: 8192) + [10, 67],
+            long, long.dropLast(),
+        ]
         var checked = 0
         for (n, bytes) in files.enumerated() {
             let path = dir + "/f\(n)"
@@ -344,18 +410,31 @@ extension ProjectIndexTests {
             // Split once per file: the test runs beside the others on the same few threads.
             let lines = bytes.split(separator: 10, omittingEmptySubsequences: false)
             let total = max(1, lines.count)
-            var ranges: [(Int?, Int?)] = [(1, nil), (nil, 1), (1, 1), (2, 3), (total, nil), (total, total + 5), (total + 1, nil), (3, 2)]
-            for _ in 0..<12 { let a = 1 + Int(rng.next() % UInt64(total + 2)); ranges.append((a, a + Int(rng.next() % 50))) }
+            var ranges: [(Int?, Int?)] = [
+                (1, nil), (nil, 1), (1, 1), (2, 3), (total, nil), (total, total + 5), (total + 1, nil), (3, 2),
+            ]
+            for _ in 0..<12 {
+                let a = 1 + Int(rng.next() % UInt64(total + 2))
+                ranges.append((a, a + Int(rng.next() % 50)))
+            }
             for (start, end) in ranges {
                 let fd = open(path, O_RDONLY)
                 defer { close(fd) }
                 let first = ProjectService.readUpTo(fd, 8192)
                 let want = referenceSlice(bytes, lines, start, end)
-                let got = try? ProjectService.lines(fd, first: first, path: "f", size: bytes.count, etag: "", startLine: start, endLine: end)
-                #expect((got == nil) == (want == nil), "file \(n) range \(String(describing: start))-\(String(describing: end))")
+                let got = try? ProjectService.lines(
+                    fd, first: first, path: "f", size: bytes.count, etag: "", startLine: start, endLine: end)
+                #expect(
+                    (got == nil) == (want == nil),
+                    "file \(n) range \(String(describing: start))-\(String(describing: end))")
                 if let got, let want {
-                    let same = got.bytes == want.slice && got.startLine == want.s && got.endLine == want.e && got.totalLines == want.total
-                    #expect(same, "file \(n) range \(String(describing: start))-\(String(describing: end)): \(got.totalLines ?? -1) lines, want \(want.total)")
+                    let same =
+                        got.bytes == want.slice && got.startLine == want.s && got.endLine == want.e
+                        && got.totalLines == want.total
+                    #expect(
+                        same,
+                        "file \(n) range \(String(describing: start))-\(String(describing: end)): \(got.totalLines ?? -1) lines, want \(want.total)"
+                    )
                 }
                 checked += 1
             }
@@ -367,7 +446,8 @@ extension ProjectIndexTests {
     /// became a link is refused, a file replaced since conflicts.
     @Test(.enabled(if: SafePath.canOpenBeneath, "openat2 (Linux 5.6)"))
     func theFileRouteOpensOnlyWhatItResolved() throws {
-        let (base, root, outside) = try rootAndOutside("resolved", folders: ["root/sub"], files: ["root/sub/a.txt": "inside\n", "outside/a.txt": "secret\n"])
+        let (base, root, outside) = try rootAndOutside(
+            "resolved", folders: ["root/sub"], files: ["root/sub/a.txt": "inside\n", "outside/a.txt": "secret\n"])
         defer { try? FileManager.default.removeItem(atPath: base) }
         var st = stat()
         #expect(stat(root + "/sub/a.txt", &st) == 0)
@@ -379,7 +459,8 @@ extension ProjectIndexTests {
         var outsideStat = stat()
         #expect(stat(outside + "/a.txt", &outsideStat) == 0)
         do {
-            let leaked = try ProjectService.openResolved(root + "/sub/a.txt", root: root, path: "sub/a.txt", expecting: outsideStat)
+            let leaked = try ProjectService.openResolved(
+                root + "/sub/a.txt", root: root, path: "sub/a.txt", expecting: outsideStat)
             close(leaked)
             Issue.record("opened a file through a link out")
         } catch let e as APIError {
@@ -388,7 +469,10 @@ extension ProjectIndexTests {
         // A file replaced since it was resolved.
         #expect(unlink(root + "/sub") == 0 && rename(root + "/sub.moved", root + "/sub") == 0)
         try "replaced\n".write(toFile: root + "/sub/a.txt", atomically: true, encoding: .utf8)
-        do { _ = try ProjectService.openResolved(root + "/sub/a.txt", root: root, path: "sub/a.txt", expecting: st); Issue.record("no conflict") } catch let e as APIError {
+        do {
+            _ = try ProjectService.openResolved(root + "/sub/a.txt", root: root, path: "sub/a.txt", expecting: st)
+            Issue.record("no conflict")
+        } catch let e as APIError {
             #expect(e.status == .conflict)
         }
     }
@@ -397,21 +481,33 @@ extension ProjectIndexTests {
     @Test(.enabled(if: SafePath.canOpenBeneath, "openat2 (Linux 5.6)"))
     func theTreeListsOnlyWhatItResolved() throws {
         let fm = FileManager.default
-        let (base, root, outside) = try rootAndOutside("list", folders: ["root/sub/.git"], files: ["root/sub/a.txt": "a", "outside/secret.txt": "s"])
+        let (base, root, outside) = try rootAndOutside(
+            "list", folders: ["root/sub/.git"], files: ["root/sub/a.txt": "a", "outside/secret.txt": "s"])
         defer { try? fm.removeItem(atPath: base) }
         var bad: [CChar] = Array((root + "/sub/bad-").utf8CString.dropLast()) + [CChar(bitPattern: 0xFF), 0]
         close(open(&bad, O_CREAT | O_WRONLY, 0o644))
         let listed = try ProjectService.listDirectory(root + "/sub", root: root, rel: "sub", path: "sub")
         #expect(listed.keys.sorted() == ["a.txt"] && listed["a.txt"]?.st_size == 1)
         func status(_ body: () throws -> Any) -> HTTPStatus? {
-            do { _ = try body(); return nil } catch let e as APIError { return e.status } catch { return nil }
+            do {
+                _ = try body()
+                return nil
+            } catch let e as APIError { return e.status } catch { return nil }
         }
-        #expect(status { try ProjectService.listDirectory(root + "/sub/a.txt", root: root, rel: "sub/a.txt", path: "sub/a.txt") } == .badRequest)
+        #expect(
+            status {
+                try ProjectService.listDirectory(root + "/sub/a.txt", root: root, rel: "sub/a.txt", path: "sub/a.txt")
+            } == .badRequest)
         // `sub/inner` resolved, then `sub` becomes a link out, where an `inner` folder waits.
         try fm.createDirectory(atPath: root + "/sub/inner", withIntermediateDirectories: true)
         try fm.createDirectory(atPath: outside + "/inner", withIntermediateDirectories: true)
         #expect(rename(root + "/sub", root + "/sub.moved") == 0 && symlink(outside, root + "/sub") == 0)
-        #expect(status { try ProjectService.listDirectory(root + "/sub/inner", root: root, rel: "sub/inner", path: "sub/inner") } == .forbidden)
-        #expect(status { try ProjectService.listDirectory(root + "/sub", root: root, rel: "sub", path: "sub") } == .forbidden)
+        #expect(
+            status {
+                try ProjectService.listDirectory(root + "/sub/inner", root: root, rel: "sub/inner", path: "sub/inner")
+            } == .forbidden)
+        #expect(
+            status { try ProjectService.listDirectory(root + "/sub", root: root, rel: "sub", path: "sub") }
+                == .forbidden)
     }
 }

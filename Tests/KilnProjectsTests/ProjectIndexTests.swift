@@ -1,15 +1,16 @@
 import Foundation
 import Glibc
-import Synchronization
-import Testing
-@testable import KilnApp
 import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnStore
-@testable import KilnTestSupport
-@testable import KilnProjects
+import Synchronization
+import Testing
+
+@testable import KilnApp
 @testable import KilnAuth
+@testable import KilnProjects
+@testable import KilnTestSupport
 
 @Suite struct ProjectIndexTests {
     func setUp() async throws -> (TestApp, Agent, String, String) {
@@ -29,10 +30,12 @@ import KilnStore
         let r = try await a.call("POST", "/api/project/rescan", json: ["project_id": pid])
         #expect(r.status == 202)
         let job = try #require(r.json["job_id"] as? String)
-        let events = try await http("GET", t.base + "/api/project/rescan/\(job)/events", headers: ["Cookie": "kiln_session=\(a.session!)"])
+        let events = try await http(
+            "GET", t.base + "/api/project/rescan/\(job)/events", headers: ["Cookie": "kiln_session=\(a.session!)"])
         #expect(events.headers["content-type"]?.hasPrefix("text/event-stream") == true)
         #expect(events.text.contains("event: done"))
-        let doneData = try #require(events.text.components(separatedBy: "event: done\ndata: ").last?.split(separator: "\n").first)
+        let doneData = try #require(
+            events.text.components(separatedBy: "event: done\ndata: ").last?.split(separator: "\n").first)
         return try #require(try JSONSerialization.jsonObject(with: Data(doneData.utf8)) as? [String: Any])
     }
 
@@ -50,7 +53,8 @@ import KilnStore
             let found = try await a.call("GET", "/api/project/symbols?project_id=\(pid)&q=addedLater")
             #expect((found.json["items"] as? [[String: Any]])?.first?["path"] as? String == "poly/new.swift")
             let gone = try await a.call("GET", "/api/project/symbols?project_id=\(pid)&q=open_conn")
-            #expect((gone.json["items"] as? [[String: Any]])?.contains { $0["name"] as? String == "open_conn" } == false)
+            #expect(
+                (gone.json["items"] as? [[String: Any]])?.contains { $0["name"] as? String == "open_conn" } == false)
         }
     }
 
@@ -74,11 +78,17 @@ import KilnStore
                 if mode == 1 { q = q.uppercased() }
                 queries.append((q, false, mode == 2))
             }
-            let regexes = ["func [a-z]+\\(", "[A-Z][a-z]+Error", "let [a-z]+ = ", "^import ", "^\\s*case \\.", "[0-9]{4,}", "Web[Ss]ocket",
-                           "try await [a-z]+\\.", "\\bguard let\\b", "[a-z]+_[a-z]+\\(", "https?://", "Response\\.(json|text)", "^\\}$",
-                           "static (let|func)", "(GET|POST|PUT|DELETE) ", "[Ee]rror", "\\(\\)$", "^\\s+//", "\\$0", "<[A-Z][a-z]+>",
-                           "[a-z]+ing\\b", "ws_[a-z]+", "^struct ", "Int\\?", "self\\.[a-z]+ = ", "\"[a-z]+\": ", "\\.count > [0-9]",
-                           "private (var|let|func)", "X-[A-Z][a-z]+", "[A-Z]{3,}"]
+            let regexes = [
+                "func [a-z]+\\(", "[A-Z][a-z]+Error", "let [a-z]+ = ", "^import ", "^\\s*case \\.", "[0-9]{4,}",
+                "Web[Ss]ocket",
+                "try await [a-z]+\\.", "\\bguard let\\b", "[a-z]+_[a-z]+\\(", "https?://", "Response\\.(json|text)",
+                "^\\}$",
+                "static (let|func)", "(GET|POST|PUT|DELETE) ", "[Ee]rror", "\\(\\)$", "^\\s+//", "\\$0",
+                "<[A-Z][a-z]+>",
+                "[a-z]+ing\\b", "ws_[a-z]+", "^struct ", "Int\\?", "self\\.[a-z]+ = ", "\"[a-z]+\": ",
+                "\\.count > [0-9]",
+                "private (var|let|func)", "X-[A-Z][a-z]+", "[A-Z]{3,}",
+            ]
             for r in regexes { queries.append((r, true, true)) }
             var mismatches: [String] = []
             for (q, regex, cs) in queries {
@@ -87,24 +97,35 @@ import KilnStore
                 if !cs { grepArgs.append("-i") }
                 grepArgs += ["-e", q, "."]
                 let g = try await ProcessRunner.run("grep", grepArgs, cwd: dir)
-                let expected = Set(g.stdoutText.split(separator: "\n").compactMap { line -> String? in
-                    let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-                    guard parts.count >= 2 else { return nil }
-                    return "\(parts[0].dropFirst(2)):\(parts[1])"
-                })
+                let expected = Set(
+                    g.stdoutText.split(separator: "\n").compactMap { line -> String? in
+                        let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+                        guard parts.count >= 2 else { return nil }
+                        return "\(parts[0].dropFirst(2)):\(parts[1])"
+                    })
                 var got = Set<String>()
                 var cursor: String? = nil
                 repeat {
-                    var url = "/api/project/search?project_id=\(pid)&limit=200&q=\(q.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)"
+                    var url =
+                        "/api/project/search?project_id=\(pid)&limit=200&q=\(q.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)"
                     if regex { url += "&regex=1" }
                     if cs { url += "&case=1" }
                     if let cursor { url += "&cursor=\(cursor)" }
                     let r = try await a.call("GET", url)
-                    guard r.status == 200 else { mismatches.append("\(q): status \(r.status)"); break }
-                    for m in r.json["items"] as? [[String: Any]] ?? [] { got.insert("\(m["path"] as? String ?? ""):\(m["line"] as? Int ?? 0)") }
+                    guard r.status == 200 else {
+                        mismatches.append("\(q): status \(r.status)")
+                        break
+                    }
+                    for m in r.json["items"] as? [[String: Any]] ?? [] {
+                        got.insert("\(m["path"] as? String ?? ""):\(m["line"] as? Int ?? 0)")
+                    }
                     cursor = r.json["next_cursor"] as? String
                 } while cursor != nil
-                if got != expected { mismatches.append("\(regex ? "re" : "lit")\(cs ? "" : "/i") \(q.debugDescription): grep \(expected.count) ours \(got.count) e.g. \(expected.symmetricDifference(got).sorted().prefix(2))") }
+                if got != expected {
+                    mismatches.append(
+                        "\(regex ? "re" : "lit")\(cs ? "" : "/i") \(q.debugDescription): grep \(expected.count) ours \(got.count) e.g. \(expected.symmetricDifference(got).sorted().prefix(2))"
+                    )
+                }
             }
             #expect(queries.count == 200)
             #expect(mismatches.isEmpty, "\(mismatches.count) of 200 differ: \(mismatches.prefix(5))")
@@ -118,13 +139,17 @@ import KilnStore
         try await using(t) { t in
             let token = "ghp_" + String(repeating: "Zq9x", count: 9)
             let text = "let marker = \"kiln-twin-marker\"\nlet t = \"\(token)\"\nfunc twinFunction() {}\n"
-            for name in ["one", "two", "three"] { try text.write(toFile: dir + "/poly/twin-\(name).swift", atomically: true, encoding: .utf8) }
+            for name in ["one", "two", "three"] {
+                try text.write(toFile: dir + "/poly/twin-\(name).swift", atomically: true, encoding: .utf8)
+            }
             // C twins go to ctags where it is installed; the C++ one is of another language, so its
             // symbols are its own.
             let c = "int twin_c_function(void) { return 1; }\n"
             // ctags parses a `.h` as C++ (the built-in extractor as C): a header twin of a `.c` file is
             // extracted itself, not given the `.c` file's symbols.
-            for name in ["twin-a.c", "twin-b.c", "twin-c.hpp", "twin-d.h"] { try c.write(toFile: dir + "/poly/" + name, atomically: true, encoding: .utf8) }
+            for name in ["twin-a.c", "twin-b.c", "twin-c.hpp", "twin-d.h"] {
+                try c.write(toFile: dir + "/poly/" + name, atomically: true, encoding: .utf8)
+            }
             let header = ProcessRunner.which("ctags") != nil ? "C++" : "C"
             func found(_ q: String) async throws -> [String] {
                 let r = try await a.call("GET", "/api/project/search?project_id=\(pid)&q=\(q)&case=1")
@@ -132,25 +157,44 @@ import KilnStore
             }
             func symbols(_ q: String) async throws -> [String] {
                 let r = try await a.call("GET", "/api/project/symbols?project_id=\(pid)&q=\(q)")
-                return ((r.json["items"] as? [[String: Any]]) ?? []).filter { $0["name"] as? String == q }.map { "\($0["path"] ?? "") \($0["language"] ?? "") \($0["line"] ?? "")" }.sorted()
+                return ((r.json["items"] as? [[String: Any]]) ?? []).filter { $0["name"] as? String == q }.map {
+                    "\($0["path"] ?? "") \($0["language"] ?? "") \($0["line"] ?? "")"
+                }.sorted()
             }
             let first = try await rescan(a, t, pid)
-            #expect(try await found("kiln-twin-marker") == ["poly/twin-one.swift", "poly/twin-three.swift", "poly/twin-two.swift"])
-            #expect(try await symbols("twinFunction") == ["poly/twin-one.swift Swift 3", "poly/twin-three.swift Swift 3", "poly/twin-two.swift Swift 3"])
-            #expect(try await symbols("twin_c_function") == ["poly/twin-a.c C 1", "poly/twin-b.c C 1", "poly/twin-c.hpp C++ 1", "poly/twin-d.h \(header) 1"])
+            #expect(
+                try await found("kiln-twin-marker") == [
+                    "poly/twin-one.swift", "poly/twin-three.swift", "poly/twin-two.swift",
+                ])
+            #expect(
+                try await symbols("twinFunction") == [
+                    "poly/twin-one.swift Swift 3", "poly/twin-three.swift Swift 3", "poly/twin-two.swift Swift 3",
+                ])
+            #expect(
+                try await symbols("twin_c_function") == [
+                    "poly/twin-a.c C 1", "poly/twin-b.c C 1", "poly/twin-c.hpp C++ 1", "poly/twin-d.h \(header) 1",
+                ])
             let vendoredSymbols = try await symbols("readLoop")
-            #expect(vendoredSymbols.contains { $0.hasPrefix("Sources/KilnHTTP/") } && vendoredSymbols.contains { $0.hasPrefix("vendor/KilnHTTP/") }, "\(vendoredSymbols)")
+            #expect(
+                vendoredSymbols.contains { $0.hasPrefix("Sources/KilnHTTP/") }
+                    && vendoredSymbols.contains { $0.hasPrefix("vendor/KilnHTTP/") }, "\(vendoredSymbols)")
             let vendored = try await found("func readLoop")
-            #expect(vendored.contains { $0.hasPrefix("Sources/KilnHTTP/") } && vendored.contains { $0.hasPrefix("vendor/KilnHTTP/") }, "\(vendored)")
-            let findings = try await a.call("GET", "/api/project/findings?project_id=\(pid)").json["items"] as? [[String: Any]] ?? []
-            let twins = Set(findings.filter { $0["rule"] as? String == "github-token" }.compactMap { $0["path"] as? String })
+            #expect(
+                vendored.contains { $0.hasPrefix("Sources/KilnHTTP/") }
+                    && vendored.contains { $0.hasPrefix("vendor/KilnHTTP/") }, "\(vendored)")
+            let findings =
+                try await a.call("GET", "/api/project/findings?project_id=\(pid)").json["items"] as? [[String: Any]]
+                ?? []
+            let twins = Set(
+                findings.filter { $0["rule"] as? String == "github-token" }.compactMap { $0["path"] as? String })
             #expect(twins == ["poly/twin-one.swift", "poly/twin-two.swift", "poly/twin-three.swift"])
             // The twins after the first, and every vendored file (a few may be empty or binary).
             let vendorFiles = FileManager.default.enumerator(atPath: dir + "/vendor")!.allObjects.count
             #expect((first["copies"] as? Int ?? 0) >= 2 + vendorFiles / 2, "\(first)")
 
             // Whichever of them held the content, the others outlive its change and its removal.
-            try "let marker = \"kiln-changed-twin\"\n".write(toFile: dir + "/poly/twin-one.swift", atomically: true, encoding: .utf8)
+            try "let marker = \"kiln-changed-twin\"\n".write(
+                toFile: dir + "/poly/twin-one.swift", atomically: true, encoding: .utf8)
             try FileManager.default.removeItem(atPath: dir + "/poly/twin-two.swift")
             _ = try await rescan(a, t, pid)
             #expect(try await found("kiln-twin-marker") == ["poly/twin-three.swift"])
@@ -168,13 +212,20 @@ import KilnStore
         try await using(t) { t in
             let r = try await a.call("GET", "/api/project/search?project_id=\(pid)&q=formatInvoice")
             let items = try #require(r.json["items"] as? [[String: Any]])
-            #expect(items.first?["definition"] as? Bool == true && items.first?["path"] as? String == "poly/Model.swift")
+            #expect(
+                items.first?["definition"] as? Bool == true && items.first?["path"] as? String == "poly/Model.swift")
             #expect(items.first?["line"] as? Int == 8 && items.first?["column"] as? Int == 6)
             #expect((items.first?["before"] as? [String])?.count == 2)
             let glob = try await a.call("GET", "/api/project/search?project_id=\(pid)&q=class&path=poly/*.py")
-            #expect((glob.json["items"] as? [[String: Any]])?.allSatisfy { ($0["path"] as? String)?.hasSuffix(".py") == true } == true)
-            #expect(try await a.call("GET", "/api/project/search?project_id=\(pid)&q=zqxjkw-ignored-marker").json["total"] as? Int == 0)
-            #expect(try await a.call("GET", "/api/project/search?project_id=\(pid)&q=%28unclosed&regex=1").status == 400)
+            #expect(
+                (glob.json["items"] as? [[String: Any]])?.allSatisfy {
+                    ($0["path"] as? String)?.hasSuffix(".py") == true
+                } == true)
+            #expect(
+                try await a.call("GET", "/api/project/search?project_id=\(pid)&q=zqxjkw-ignored-marker").json["total"]
+                    as? Int == 0)
+            #expect(
+                try await a.call("GET", "/api/project/search?project_id=\(pid)&q=%28unclosed&regex=1").status == 400)
             #expect(try await a.call("GET", "/api/project/search?project_id=\(pid)&q=").status == 400)
             #expect(try await a.call("GET", "/api/project/search?project_id=\(pid)&q=x&limit=999").status == 400)
             #expect(try await a.call("GET", "/api/project/search?project_id=\(pid)&q=x&cursor=%21%21").status == 400)
@@ -194,13 +245,18 @@ import KilnStore
 
         let roots = NSTemporaryDirectory() + "kiln-rx-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: roots + "/p", withIntermediateDirectories: true)
-        try (String(repeating: "a", count: 40) + "b\n").write(toFile: roots + "/p/runaway.txt", atomically: true, encoding: .utf8)
-        let t = try TestApp { $0.moduleValues["--projects-root"] = [roots]; $0.set("--search-timeout", "1") }
+        try (String(repeating: "a", count: 40) + "b\n").write(
+            toFile: roots + "/p/runaway.txt", atomically: true, encoding: .utf8)
+        let t = try TestApp {
+            $0.moduleValues["--projects-root"] = [roots]
+            $0.set("--search-timeout", "1")
+        }
         try await using(t) { t in
             _ = try await makeUser(t, "rx@example.com")
             let a = Agent(t)
             try await a.login("rx@example.com", "a long enough password")
-            let p = try await a.call("POST", "/api/project/load", json: ["ws_id": try await workspaceOf(a), "path": roots + "/p"])
+            let p = try await a.call(
+                "POST", "/api/project/load", json: ["ws_id": try await workspaceOf(a), "path": roots + "/p"])
             let pid = try #require(p.json["id"] as? String)
             let started = Date()
             let r = try await a.call("GET", "/api/project/search?project_id=\(pid)&regex=1&q=%28a%2B%29%2Bc")
@@ -225,7 +281,8 @@ import KilnStore
             _ = try await makeUser(t, "ln@example.com")
             let a = Agent(t)
             try await a.login("ln@example.com", "a long enough password")
-            let p = try await a.call("POST", "/api/project/load", json: ["ws_id": try await workspaceOf(a), "path": roots + "/p"])
+            let p = try await a.call(
+                "POST", "/api/project/load", json: ["ws_id": try await workspaceOf(a), "path": roots + "/p"])
             let pid = try #require(p.json["id"] as? String)
             let inside = try await a.call("GET", "/api/project/search?project_id=\(pid)&q=qqmarker")
             let paths = Set((inside.json["items"] as? [[String: Any]] ?? []).compactMap { $0["path"] as? String })
@@ -237,23 +294,32 @@ import KilnStore
         let (t, a, pid, _) = try await setUp()
         try await using(t) { t in
             func first(_ q: String, _ extra: String = "") async throws -> [String: Any]? {
-                (try await a.call("GET", "/api/project/symbols?project_id=\(pid)&q=\(q)\(extra)").json["items"] as? [[String: Any]])?.first
+                (try await a.call("GET", "/api/project/symbols?project_id=\(pid)&q=\(q)\(extra)").json["items"]
+                    as? [[String: Any]])?.first
             }
-            for (name, path) in [("Invoice", "poly/Model.swift"), ("Storable", "poly/Model.swift"), ("formatInvoice", "poly/Model.swift"),
-                                 ("Parser", "poly/app.py"), ("parse_line", "poly/app.py"), ("MAX_RETRIES", "poly/app.py"),
-                                 ("Server", "poly/main.go"), ("Start", "poly/main.go"),
-                                 ("Engine", "poly/lib.rs"), ("run_engine", "poly/lib.rs"), ("Runner", "poly/lib.rs"),
-                                 ("Widget", "poly/web.js"), ("mountWidget", "poly/web.js"), ("App", "poly/App.java"), ("Greeter", "poly/App.java"),
-                                 ("open_conn", "poly/net.c"), ("BUFFER_SIZE", "poly/net.c"), ("HTTPServer", "Sources/KilnHTTP/Server.swift")] {
+            for (name, path) in [
+                ("Invoice", "poly/Model.swift"), ("Storable", "poly/Model.swift"),
+                ("formatInvoice", "poly/Model.swift"),
+                ("Parser", "poly/app.py"), ("parse_line", "poly/app.py"), ("MAX_RETRIES", "poly/app.py"),
+                ("Server", "poly/main.go"), ("Start", "poly/main.go"),
+                ("Engine", "poly/lib.rs"), ("run_engine", "poly/lib.rs"), ("Runner", "poly/lib.rs"),
+                ("Widget", "poly/web.js"), ("mountWidget", "poly/web.js"), ("App", "poly/App.java"),
+                ("Greeter", "poly/App.java"),
+                ("open_conn", "poly/net.c"), ("BUFFER_SIZE", "poly/net.c"),
+                ("HTTPServer", "Sources/KilnHTTP/Server.swift"),
+            ] {
                 let s = try await first(name)
-                #expect(s?["name"] as? String == name && s?["path"] as? String == path, "\(name): \(String(describing: s))")
+                #expect(
+                    s?["name"] as? String == name && s?["path"] as? String == path, "\(name): \(String(describing: s))")
             }
             let method = try await first("total")
             #expect(method?["scope"] as? String == "Invoice" && method?["language"] as? String == "Swift")
-            #expect(try await first("formatInv")?["name"] as? String == "formatInvoice")   // prefix
-            #expect(try await first("frmtInvc")?["name"] as? String == "formatInvoice")   // fuzzy
+            #expect(try await first("formatInv")?["name"] as? String == "formatInvoice")  // prefix
+            #expect(try await first("frmtInvc")?["name"] as? String == "formatInvoice")  // fuzzy
             #expect(try await first("Invoice", "&kind=struct")?["kind"] as? String == "struct")
-            #expect(try await a.call("GET", "/api/project/symbols?project_id=\(pid)&q=zzzzqqq").json["items"] as? [Any] != nil)
+            #expect(
+                try await a.call("GET", "/api/project/symbols?project_id=\(pid)&q=zzzzqqq").json["items"] as? [Any]
+                    != nil)
         }
     }
 
@@ -263,7 +329,10 @@ import KilnStore
             let r = try await a.call("GET", "/api/project/findings?project_id=\(pid)")
             let items = try #require(r.json["items"] as? [[String: Any]])
             let rules = Set(items.compactMap { $0["rule"] as? String })
-            #expect(rules.isSuperset(of: ["aws-access-key", "private-key", "high-entropy-assignment", "merge-conflict", "todo"]), "\(rules)")
+            #expect(
+                rules.isSuperset(of: [
+                    "aws-access-key", "private-key", "high-entropy-assignment", "merge-conflict", "todo",
+                ]), "\(rules)")
             #expect(!r.text.contains("AKIAIOSFODNN7EXAMPLE") && !r.text.contains("9f8e7d6c5b4a39281706f5e4d3c2b1a0"))
             #expect(r.text.contains("AKIA•"))
         }
@@ -275,25 +344,31 @@ import KilnStore
         let (t, a, pid, dir) = try await setUp()
         try await using(t) { t in
             func findings() async throws -> [(String, String)] {
-                let items = try await a.call("GET", "/api/project/findings?project_id=\(pid)").json["items"] as? [[String: Any]] ?? []
-                return items.compactMap { i in (i["path"] as? String).flatMap { p in (i["rule"] as? String).map { (p, $0) } } }
+                let items =
+                    try await a.call("GET", "/api/project/findings?project_id=\(pid)").json["items"] as? [[String: Any]]
+                    ?? []
+                return items.compactMap { i in
+                    (i["path"] as? String).flatMap { p in (i["rule"] as? String).map { (p, $0) } }
+                }
             }
             let first = try await rescan(a, t, pid)
             let before = try await findings()
             #expect(first["findings"] as? Int == before.count)
             #expect(before.contains { $0 == ("secrets/config.py", "aws-access-key") })
             let token = "ghp_" + String(repeating: "a1B2", count: 9)
-            try "nothing secret here any more\n".write(toFile: dir + "/secrets/config.py", atomically: true, encoding: .utf8)
+            try "nothing secret here any more\n".write(
+                toFile: dir + "/secrets/config.py", atomically: true, encoding: .utf8)
             try "let t = \"\(token)\"\n".write(toFile: dir + "/poly/token.swift", atomically: true, encoding: .utf8)
             try Data(repeating: 0x61, count: (1 << 20) + 1).write(to: URL(fileURLWithPath: dir + "/poly/big.txt"))
             try FileManager.default.removeItem(atPath: dir + "/secrets/merge.txt")
             let second = try await rescan(a, t, pid)
             let after = try await findings()
-            #expect(second["findings"] as? Int == after.count - before.filter { $0.0.hasPrefix("secrets/id_rsa") }.count)
+            #expect(
+                second["findings"] as? Int == after.count - before.filter { $0.0.hasPrefix("secrets/id_rsa") }.count)
             #expect(!after.contains { $0.0 == "secrets/config.py" || $0.0 == "secrets/merge.txt" })
             #expect(after.contains { $0 == ("poly/token.swift", "github-token") })
             #expect(after.contains { $0 == ("poly/big.txt", "large-file") })
-            #expect(after.contains { $0 == ("secrets/id_rsa", "private-key") })   // unchanged, kept
+            #expect(after.contains { $0 == ("secrets/id_rsa", "private-key") })  // unchanged, kept
         }
     }
 }

@@ -1,15 +1,16 @@
 import Foundation
 import Glibc
-import Synchronization
-import Testing
-@testable import KilnApp
 import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnStore
-@testable import KilnTestSupport
-@testable import KilnReceipts
+import Synchronization
+import Testing
+
+@testable import KilnApp
 @testable import KilnAuth
+@testable import KilnReceipts
+@testable import KilnTestSupport
 
 @Suite struct ReceiptTests {
     typealias M = ScriptedModel
@@ -24,7 +25,9 @@ import KilnStore
                     #expect(last?.event == "run.failed")
                 } else if i % 10 == 7 {
                     x.model.script([.openai((0..<50).map { M.text("\($0)") } + M.finish("stop"), delayMs: 100)])
-                    let r = try await x.f.a.call("POST", "/api/agent/run", json: ["project_id": x.f.pid, "prompt": "slow"], headers: ["Accept": "application/json"])
+                    let r = try await x.f.a.call(
+                        "POST", "/api/agent/run", json: ["project_id": x.f.pid, "prompt": "slow"],
+                        headers: ["Accept": "application/json"])
                     let run = try #require(r.json["run_id"] as? String)
                     try await Task.sleep(for: .milliseconds(150))
                     #expect(try await x.f.a.call("POST", "/api/agent/cancel/\(run)").status == 200)
@@ -43,7 +46,8 @@ import KilnStore
             var listed: [[String: Any]] = []
             var cursor = ""
             repeat {
-                let page = try await x.f.a.call("GET", "/api/receipts?ws_id=\(x.f.ws)&limit=20" + (cursor.isEmpty ? "" : "&cursor=\(cursor)"))
+                let page = try await x.f.a.call(
+                    "GET", "/api/receipts?ws_id=\(x.f.ws)&limit=20" + (cursor.isEmpty ? "" : "&cursor=\(cursor)"))
                 listed += page.json["items"] as? [[String: Any]] ?? []
                 cursor = page.json["next_cursor"] as? String ?? ""
             } while !cursor.isEmpty
@@ -61,12 +65,17 @@ import KilnStore
             let one = try await x.f.a.call("GET", "/api/receipts/\(lastRun)")
             let pub = try await x.f.a.call("GET", "/api/receipts/public-key")
             var body = try JSONDecoder().decode([String: JSONValue].self, from: one.body)
-            let hash = body.removeValue(forKey: "hash"), sig = body.removeValue(forKey: "signature")
+            let hash = body.removeValue(forKey: "hash")
+            let sig = body.removeValue(forKey: "signature")
             let canonical = try CanonicalJSON.bytes(.object(body))
             #expect(hash == .string(Crypto.hex(Crypto.sha256(canonical))))
-            if case .string(let s)? = sig, let key = Base64URL.decode(pub.json["public_key"] as? String ?? ""), let sigBytes = Base64URL.decode(s) {
+            if case .string(let s)? = sig, let key = Base64URL.decode(pub.json["public_key"] as? String ?? ""),
+                let sigBytes = Base64URL.decode(s)
+            {
                 #expect(Ed25519Key.verify(publicKey: key, message: canonical, signature: sigBytes))
-            } else { Issue.record("no signature or key") }
+            } else {
+                Issue.record("no signature or key")
+            }
 
             // Tampering, each reported at the right seq.
             let db = x.f.t.app.services.db
@@ -79,9 +88,15 @@ import KilnStore
             }
             let original = try await x.chainRows()
             let b12 = original[11].string("body")!
-            _ = try await db.write { tx in try tx.run("UPDATE receipts SET body = ? WHERE ws_id = ? AND seq = 12", b12.replacingOccurrences(of: "\"status\":\"", with: "\"status\":\"x"), ws) }
+            _ = try await db.write { tx in
+                try tx.run(
+                    "UPDATE receipts SET body = ? WHERE ws_id = ? AND seq = 12",
+                    b12.replacingOccurrences(of: "\"status\":\"", with: "\"status\":\"x"), ws)
+            }
             #expect(try await breakAt().0 == 12)
-            _ = try await db.write { tx in try tx.run("UPDATE receipts SET body = ? WHERE ws_id = ? AND seq = 12", b12, ws) }
+            _ = try await db.write { tx in
+                try tx.run("UPDATE receipts SET body = ? WHERE ws_id = ? AND seq = 12", b12, ws)
+            }
             #expect(try await x.f.a.call("POST", "/api/receipts/\(lastRun)/verify").json["ok"] as? Bool == true)
             // Delete one.
             _ = try await db.write { tx in try tx.run("DELETE FROM receipts WHERE ws_id = ? AND seq = 20", ws) }
@@ -89,8 +104,10 @@ import KilnStore
             #expect(s1 == 20 && r1?.contains("missing") == true)
             let row20 = original[19]
             _ = try await db.write { tx in
-                try tx.run("INSERT INTO receipts (ws_id, seq, run_id, body, hash, signature, evidence, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           ws, 20, row20.string("run_id"), row20.string("body"), row20.string("hash"), row20.string("signature"), row20.string("evidence"), 0)
+                try tx.run(
+                    "INSERT INTO receipts (ws_id, seq, run_id, body, hash, signature, evidence, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    ws, 20, row20.string("run_id"), row20.string("body"), row20.string("hash"),
+                    row20.string("signature"), row20.string("evidence"), 0)
             }
             // Reorder two.
             _ = try await db.write { tx in
@@ -102,7 +119,8 @@ import KilnStore
 
             // The offline verifier agrees (the real binary over the same data dir).
             if FileManager.default.isExecutableFile(atPath: TestApp.kilnBinary) {
-                let (code, out, _) = await runProgram(TestApp.kilnBinary, ["receipts", "verify", "--ws", ws, "--data-dir", x.f.t.dataDir])
+                let (code, out, _) = await runProgram(
+                    TestApp.kilnBinary, ["receipts", "verify", "--ws", ws, "--data-dir", x.f.t.dataDir])
                 #expect(code == 1 && out.contains("\"seq\":30"), "\(out)")
             }
         }
@@ -130,25 +148,39 @@ import KilnStore
         let x = try await AgentFixture.priced()
         try await using(x) { x in
             x.model.script([
-                .openai(M.call("f1", "record_finding", ["path": "a.txt", "line": 2, "claim": "beta is the second letter", "evidence": "beta"])
-                        + M.call("f2", "record_finding", ["path": "c.txt", "line": 1, "claim": "c starts with one", "evidence": "one"], index: 1)
-                        + M.call("e1", "edit_file", ["path": "c.txt", "old_string": "two", "new_string": "TWO"], index: 2) + M.finish("tool_calls")),
+                .openai(
+                    M.call(
+                        "f1", "record_finding",
+                        ["path": "a.txt", "line": 2, "claim": "beta is the second letter", "evidence": "beta"])
+                        + M.call(
+                            "f2", "record_finding",
+                            ["path": "c.txt", "line": 1, "claim": "c starts with one", "evidence": "one"], index: 1)
+                        + M.call(
+                            "e1", "edit_file", ["path": "c.txt", "old_string": "two", "new_string": "TWO"], index: 2)
+                        + M.finish("tool_calls")),
                 .openai([M.text("noted")] + M.finish("stop")),
             ])
             let (run, last) = try await x.runToEnd()
             #expect(last?.event == "run.completed")
             for _ in 0..<100 where try await x.chainRows().isEmpty { try await Task.sleep(for: .milliseconds(20)) }
             let receipt = try await x.f.a.call("GET", "/api/receipts/\(run)")
-            #expect((receipt.json["findings"] as? [[String: Any]])?.first?["evidence_sha256"] as? String == Crypto.hex(Crypto.sha256(Array("beta".utf8))))
+            #expect(
+                (receipt.json["findings"] as? [[String: Any]])?.first?["evidence_sha256"] as? String
+                    == Crypto.hex(Crypto.sha256(Array("beta".utf8))))
             #expect((receipt.json["tool_calls"] as? [[String: Any]])?.allSatisfy { $0["ok"] as? Int == 1 } == true)
             func reground() async throws -> ([String], [String], [String: Any]) {
                 let r = try await x.f.a.call("POST", "/api/receipts/\(run)/reground")
-                let fs = r.json["findings"] as? [[String: Any]] ?? [], files = r.json["files"] as? [[String: Any]] ?? []
-                return (fs.map { $0["status"] as? String ?? "" }, files.map { $0["status"] as? String ?? "" }, fs.first ?? [:])
+                let fs = r.json["findings"] as? [[String: Any]] ?? []
+                let files = r.json["files"] as? [[String: Any]] ?? []
+                return (
+                    fs.map { $0["status"] as? String ?? "" }, files.map { $0["status"] as? String ?? "" },
+                    fs.first ?? [:]
+                )
             }
             var (f, files, _) = try await reground()
             #expect(f == ["holds", "holds"] && files == ["holds"])
-            try "new first line\nalpha\nbeta\ngamma\n".write(toFile: x.f.dir + "/a.txt", atomically: true, encoding: .utf8)
+            try "new first line\nalpha\nbeta\ngamma\n".write(
+                toFile: x.f.dir + "/a.txt", atomically: true, encoding: .utf8)
             try "zero\none\nTWO\n".write(toFile: x.f.dir + "/c.txt", atomically: true, encoding: .utf8)
             var first: [String: Any]
             (f, files, first) = try await reground()
@@ -163,10 +195,15 @@ import KilnStore
 
 @Suite struct CanonicalJSONTests {
     @Test func matchesRFC8785Rules() throws {
-        let v: JSONValue = ["b": 1, "a": ["z": "x\u{1}\n\"\\é€😀", "\u{10000}": true, "\u{FB33}": .null], "c": [3, "s", false]]
+        let v: JSONValue = [
+            "b": 1, "a": ["z": "x\u{1}\n\"\\é€😀", "\u{10000}": true, "\u{FB33}": .null], "c": [3, "s", false],
+        ]
         let text = String(decoding: try CanonicalJSON.bytes(v), as: UTF8.self)
         // Keys by UTF-16 code units: U+10000 (D800 DC00) sorts before U+FB33.
-        #expect(text == "{\"a\":{\"z\":\"x\\u0001\\n\\\"\\\\é€😀\",\"\u{10000}\":true,\"\u{FB33}\":null},\"b\":1,\"c\":[3,\"s\",false]}")
+        #expect(
+            text
+                == "{\"a\":{\"z\":\"x\\u0001\\n\\\"\\\\é€😀\",\"\u{10000}\":true,\"\u{FB33}\":null},\"b\":1,\"c\":[3,\"s\",false]}"
+        )
         #expect(throws: CanonicalJSON.Unsupported.self) { try CanonicalJSON.bytes(["x": .double(1.5)]) }
     }
 }

@@ -1,15 +1,16 @@
 import Foundation
 import Glibc
-import Synchronization
-import Testing
-@testable import KilnApp
 import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnStore
-@testable import KilnTestSupport
-@testable import KilnShell
+import Synchronization
+import Testing
+
+@testable import KilnApp
 @testable import KilnAuth
+@testable import KilnShell
+@testable import KilnTestSupport
 
 @Suite struct ShellTests {
     @Test func streamsOutputInOrderWithExitCodeAndSignal() async throws {
@@ -33,8 +34,12 @@ import KilnStore
 
             // cwd and env reach the command; Kiln's own settings do not.
             setenv("KILN_TEST_SECRET", "hidden", 1)
-            let env = try await f.run("pwd; echo $GREETING; echo ${KILN_TEST_SECRET:-unset}", extra: ["cwd": "sub", "env": ["GREETING": "hello"]])
-            #expect(output(env, "stdout") == f.dir + "/sub\nhello\nunset\n" || output(env, "stdout").hasSuffix("/proj/sub\nhello\nunset\n"))
+            let env = try await f.run(
+                "pwd; echo $GREETING; echo ${KILN_TEST_SECRET:-unset}",
+                extra: ["cwd": "sub", "env": ["GREETING": "hello"]])
+            #expect(
+                output(env, "stdout") == f.dir + "/sub\nhello\nunset\n"
+                    || output(env, "stdout").hasSuffix("/proj/sub\nhello\nunset\n"))
         }
     }
 
@@ -46,7 +51,10 @@ import KilnStore
             #expect(bytes == [0x63, 0x61, 0x66, 0xC3, 0xA9, 0x20, 0xFF, 0xFE])
             let text = try await f.run("printf 'caf\\303\\251 \\377'")
             #expect(output(text, "stdout") == "café \u{FFFD}")
-            #expect(try await f.a.call("POST", "/api/shell/run?encoding=rot13", json: ["project_id": f.pid, "command": "true"]).status == 400)
+            #expect(
+                try await f.a.call(
+                    "POST", "/api/shell/run?encoding=rot13", json: ["project_id": f.pid, "command": "true"]
+                ).status == 400)
         }
     }
 
@@ -58,10 +66,16 @@ import KilnStore
             #expect(timed.last?.data["signal"] as? Int == 15)
 
             // A grandchild in the background, and a main process that ignores SIGTERM.
-            let job = try await f.start("sleep 300 & echo $! > grandchild.pid; trap '' TERM; while true; do sleep 1; done")
+            let job = try await f.start(
+                "sleep 300 & echo $! > grandchild.pid; trap '' TERM; while true; do sleep 1; done")
             var grandchild: Int32 = 0
             for _ in 0..<100 {
-                if let s = try? String(contentsOfFile: f.dir + "/grandchild.pid", encoding: .utf8), let n = Int32(s.trimmingCharacters(in: .whitespacesAndNewlines)) { grandchild = n; break }
+                if let s = try? String(contentsOfFile: f.dir + "/grandchild.pid", encoding: .utf8),
+                    let n = Int32(s.trimmingCharacters(in: .whitespacesAndNewlines))
+                {
+                    grandchild = n
+                    break
+                }
                 try await Task.sleep(for: .milliseconds(50))
             }
             #expect(grandchild > 0 && !processGone(grandchild))
@@ -81,12 +95,18 @@ import KilnStore
     @Test func refusesCwdEscapesAndBadInput() async throws {
         let f = try await ShellFixture.make()
         try await using(f) { f in
-            for (cwd, status) in [("../", 400), ("/etc", 400), ("sub/../..", 400), ("out-link", 403), ("nope", 404), ("a\u{0}b", 400)] {
-                let r = try await f.a.call("POST", "/api/shell/run", json: ["project_id": f.pid, "command": "pwd", "cwd": cwd])
+            for (cwd, status) in [
+                ("../", 400), ("/etc", 400), ("sub/../..", 400), ("out-link", 403), ("nope", 404), ("a\u{0}b", 400),
+            ] {
+                let r = try await f.a.call(
+                    "POST", "/api/shell/run", json: ["project_id": f.pid, "command": "pwd", "cwd": cwd])
                 #expect(r.status == status, "cwd \(cwd): \(r.status) \(r.text)")
             }
-            let bad: [[String: Any]] = [["project_id": f.pid], ["project_id": f.pid, "command": ""], ["project_id": f.pid, "command": "true", "timeout_s": 0],
-                                        ["project_id": f.pid, "command": "true", "env": ["1BAD": "x"]], ["project_id": f.pid, "command": 5]]
+            let bad: [[String: Any]] = [
+                ["project_id": f.pid], ["project_id": f.pid, "command": ""],
+                ["project_id": f.pid, "command": "true", "timeout_s": 0],
+                ["project_id": f.pid, "command": "true", "env": ["1BAD": "x"]], ["project_id": f.pid, "command": 5],
+            ]
             for body in bad {
                 let r = try await f.a.call("POST", "/api/shell/run", json: body)
                 #expect(r.status == 400, "\(body): \(r.status) \(r.text)")
@@ -94,13 +114,19 @@ import KilnStore
             }
             let wrongType = try await f.a.call("POST", "/api/shell/run", headers: ["Content-Type": "text/plain"])
             #expect(wrongType.status == 415 || wrongType.status == 400)
-            #expect(try await f.a.call("POST", "/api/shell/run", json: ["project_id": "prj_0000000000000000000000", "command": "true"]).status == 404)
+            #expect(
+                try await f.a.call(
+                    "POST", "/api/shell/run", json: ["project_id": "prj_0000000000000000000000", "command": "true"]
+                ).status == 404)
             // A viewer may read jobs but not run commands.
             _ = try await makeUser(f.t, "view@example.com")
-            _ = try await f.a.call("POST", "/api/workspaces/\(f.ws)/members", json: ["email": "view@example.com", "role": "viewer"])
+            _ = try await f.a.call(
+                "POST", "/api/workspaces/\(f.ws)/members", json: ["email": "view@example.com", "role": "viewer"])
             let v = Agent(f.t)
             try await v.login("view@example.com", "a long enough password")
-            #expect(try await v.call("POST", "/api/shell/run", json: ["project_id": f.pid, "command": "true"]).status == 403)
+            #expect(
+                try await v.call("POST", "/api/shell/run", json: ["project_id": f.pid, "command": "true"]).status == 403
+            )
             #expect(try await v.call("GET", "/api/shell/jobs?ws_id=\(f.ws)").status == 200)
         }
     }
@@ -125,11 +151,16 @@ import KilnStore
         try await using(f) { f in
             // The job holds its output until the file `go` appears, so the client below cannot see its end
             // however slowly a loaded machine runs either of them.
-            let job = try await f.start("while [ ! -e go ]; do sleep 0.05; done; for i in $(seq 1 30); do echo line$i; sleep 0.05; done")
+            let job = try await f.start(
+                "while [ ! -e go ]; do sleep 0.05; done; for i in $(seq 1 30); do echo line$i; sleep 0.05; done")
             // An outside client reads the live stream for a while and drops the connection; the job runs on.
             if let curl = which("curl") {
-                let (_, partial, _) = await runProgram(curl, ["-sN", "--max-time", "8", "-b", "kiln_session=\(f.a.session!)",
-                                                              f.t.base + "/api/shell/jobs/\(job)/events"])
+                let (_, partial, _) = await runProgram(
+                    curl,
+                    [
+                        "-sN", "--max-time", "8", "-b", "kiln_session=\(f.a.session!)",
+                        f.t.base + "/api/shell/jobs/\(job)/events",
+                    ])
                 #expect(partial.contains("event: started") && !partial.contains("event: exit"))
             }
             #expect(FileManager.default.createFile(atPath: f.dir + "/go", contents: nil))
@@ -152,10 +183,12 @@ import KilnStore
             #expect(commands?.prefix(2) == ["echo a", "echo b"] && commands?.filter { $0 == "echo a" }.count == 1)
             let list = try await f.a.call("GET", "/api/shell/jobs?project_id=\(f.pid)&limit=2")
             #expect((list.json["items"] as? [[String: Any]])?.count == 2 && list.json["next_cursor"] as? String != nil)
-            let next = try await f.a.call("GET", "/api/shell/jobs?project_id=\(f.pid)&limit=200&cursor=\(list.json["next_cursor"] as! String)")
+            let next = try await f.a.call(
+                "GET", "/api/shell/jobs?project_id=\(f.pid)&limit=200&cursor=\(list.json["next_cursor"] as! String)")
             #expect((next.json["items"] as? [[String: Any]])?.count == 2)
             let ok = try await f.a.call("GET", "/api/shell/jobs?status=succeeded&ws_id=\(f.ws)")
-            #expect((ok.json["items"] as? [[String: Any]])?.allSatisfy { $0["status"] as? String == "succeeded" } == true)
+            #expect(
+                (ok.json["items"] as? [[String: Any]])?.allSatisfy { $0["status"] as? String == "succeeded" } == true)
             #expect(try await f.a.call("GET", "/api/shell/jobs?status=weird&ws_id=\(f.ws)").status == 400)
         }
     }
@@ -171,13 +204,17 @@ import KilnStore
 
     @Test func detectsEachToolchain() throws {
         #expect(TestRunners.detect(root: try dir(["Package.swift": "// swift-tools-version:5.9"]))?.runner == "swift")
-        #expect(TestRunners.detect(root: try dir(["pyproject.toml": "[tool.pytest.ini_options]\n"]))?.runner == "pytest")
+        #expect(
+            TestRunners.detect(root: try dir(["pyproject.toml": "[tool.pytest.ini_options]\n"]))?.runner == "pytest")
         #expect(TestRunners.detect(root: try dir(["pytest.ini": "[pytest]\n"]))?.command == "python3 -m pytest")
-        #expect(TestRunners.detect(root: try dir(["package.json": #"{"scripts":{"test":"jest"}}"#]))?.command == "npm test")
+        #expect(
+            TestRunners.detect(root: try dir(["package.json": #"{"scripts":{"test":"jest"}}"#]))?.command == "npm test")
         #expect(TestRunners.detect(root: try dir(["package.json": #"{"scripts":{"build":"tsc"}}"#])) == nil)
         #expect(TestRunners.detect(root: try dir(["Cargo.toml": "[package]\n"]))?.command == "cargo test")
         #expect(TestRunners.detect(root: try dir(["go.mod": "module x\n"]))?.command == "go test ./...")
-        #expect(TestRunners.detect(root: try dir(["Makefile": "all:\n\techo\ntest: all\n\techo ok\n"]))?.command == "make test")
+        #expect(
+            TestRunners.detect(root: try dir(["Makefile": "all:\n\techo\ntest: all\n\techo ok\n"]))?.command
+                == "make test")
         #expect(TestRunners.detect(root: try dir(["Makefile": "all:\n\techo\n"])) == nil)
     }
 
@@ -188,9 +225,17 @@ import KilnStore
         }
         #expect(counts("pytest", "....\n===== 3 passed, 1 failed, 2 skipped in 0.12s =====\n") == [3, 1, 2])
         #expect(counts("pytest", "== 5 passed in 0.01s ==") == [5, 0, 0])
-        #expect(counts("swift", "Test Suite 'All tests' failed.\n\t Executed 5 tests, with 2 failures (0 unexpected) in 0.01 (0.01) seconds\n") == [3, 2, 0])
+        #expect(
+            counts(
+                "swift",
+                "Test Suite 'All tests' failed.\n\t Executed 5 tests, with 2 failures (0 unexpected) in 0.01 (0.01) seconds\n"
+            ) == [3, 2, 0])
         #expect(counts("swift", "✔ Test run with 4 tests in 2 suites passed after 0.002 seconds.\n") == [4, 0, 0])
-        #expect(counts("cargo", "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured\ntest result: FAILED. 1 passed; 2 failed; 0 ignored;") == [4, 2, 1])
+        #expect(
+            counts(
+                "cargo",
+                "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured\ntest result: FAILED. 1 passed; 2 failed; 0 ignored;"
+            ) == [4, 2, 1])
         #expect(counts("go", "--- PASS: TestA (0.00s)\n--- FAIL: TestB (0.00s)\n--- SKIP: TestC\n") == [1, 1, 1])
         #expect(counts("npm", "Tests:       1 failed, 2 skipped, 5 passed, 8 total\n") == [5, 1, 2])
         #expect(counts("make", "ok 1 - a\nnot ok 2 - b\nok 3 - c # SKIP no db\n") == [1, 1, 1])
@@ -207,16 +252,23 @@ import KilnStore
     }
 
     @Test func makefileProject() async throws {
-        let f = try await ShellFixture.make(["Makefile": "test:\n\t@echo 'ok 1 - parses'\n\t@echo 'ok 2 - formats'\n\t@echo 'not ok 3 - rounds'\n\t@exit 1\n"])
+        let f = try await ShellFixture.make([
+            "Makefile":
+                "test:\n\t@echo 'ok 1 - parses'\n\t@echo 'ok 2 - formats'\n\t@echo 'not ok 3 - rounds'\n\t@exit 1\n"
+        ])
         try await using(f) { f in
             let s = try await runTests(f)
             #expect(s["runner"] as? String == "make" && s["passed"] as? Int == 2 && s["failed"] as? Int == 1, "\(s)")
             // A saved command wins over detection; no command at all is a clear 422.
-            let saved = try await f.a.call("PUT", "/api/shell/settings", json: ["project_id": f.pid, "test_command": "echo '== 4 passed in 0.1s =='"])
+            let saved = try await f.a.call(
+                "PUT", "/api/shell/settings",
+                json: ["project_id": f.pid, "test_command": "echo '== 4 passed in 0.1s =='"])
             #expect(saved.status == 200)
             let s2 = try await runTests(f)
             #expect(s2["passed"] as? Int == 4 && s2["runner"] as? String == "custom", "\(s2)")
-            #expect(try await f.a.call("PUT", "/api/shell/settings", json: ["project_id": f.pid, "test_command": "  "]).status == 400)
+            #expect(
+                try await f.a.call("PUT", "/api/shell/settings", json: ["project_id": f.pid, "test_command": "  "])
+                    .status == 400)
             let settings = try await f.a.call("GET", "/api/shell/settings?project_id=\(f.pid)")
             #expect(settings.json["detected_runner"] as? String == "make")
             try FileManager.default.removeItem(atPath: f.dir + "/Makefile")
@@ -234,19 +286,24 @@ import KilnStore
         }
         let f = try await ShellFixture.make([
             "pytest.ini": "[pytest]\n",
-            "test_math.py": "import pytest\n\ndef test_add():\n    assert 1 + 1 == 2\n\ndef test_sub():\n    assert 2 - 1 == 1\n\ndef test_bad():\n    assert 1 == 2\n\n@pytest.mark.skip(reason='later')\ndef test_later():\n    pass\n",
+            "test_math.py":
+                "import pytest\n\ndef test_add():\n    assert 1 + 1 == 2\n\ndef test_sub():\n    assert 2 - 1 == 1\n\ndef test_bad():\n    assert 1 == 2\n\n@pytest.mark.skip(reason='later')\ndef test_later():\n    pass\n",
         ])
         try await using(f) { f in
             let s = try await runTests(f)
-            #expect(s["runner"] as? String == "pytest" && s["passed"] as? Int == 2 && s["failed"] as? Int == 1 && s["skipped"] as? Int == 1, "\(s)")
+            #expect(
+                s["runner"] as? String == "pytest" && s["passed"] as? Int == 2 && s["failed"] as? Int == 1
+                    && s["skipped"] as? Int == 1, "\(s)")
         }
     }
 
     @Test func swiftPackage() async throws {
         let f = try await ShellFixture.make([
-            "Package.swift": "// swift-tools-version:5.9\nimport PackageDescription\nlet package = Package(name: \"Tiny\", targets: [.target(name: \"Tiny\"), .testTarget(name: \"TinyTests\", dependencies: [\"Tiny\"])])\n",
+            "Package.swift":
+                "// swift-tools-version:5.9\nimport PackageDescription\nlet package = Package(name: \"Tiny\", targets: [.target(name: \"Tiny\"), .testTarget(name: \"TinyTests\", dependencies: [\"Tiny\"])])\n",
             "Sources/Tiny/Tiny.swift": "public func twice(_ x: Int) -> Int { x * 2 }\n",
-            "Tests/TinyTests/TinyTests.swift": "import XCTest\n@testable import Tiny\nfinal class TinyTests: XCTestCase {\n    func testTwice() { XCTAssertEqual(twice(2), 4) }\n    func testAlsoTwice() { XCTAssertEqual(twice(3), 6) }\n    func testWrong() { XCTAssertEqual(twice(3), 7) }\n}\n",
+            "Tests/TinyTests/TinyTests.swift":
+                "import XCTest\n@testable import Tiny\nfinal class TinyTests: XCTestCase {\n    func testTwice() { XCTAssertEqual(twice(2), 4) }\n    func testAlsoTwice() { XCTAssertEqual(twice(3), 6) }\n    func testWrong() { XCTAssertEqual(twice(3), 7) }\n}\n",
         ])
         try await using(f) { f in
             let s = try await runTests(f)

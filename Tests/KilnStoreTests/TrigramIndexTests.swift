@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import KilnStore
 
 /// The trigram index on real files in a temporary folder: candidates against a brute-force scan,
@@ -32,9 +33,18 @@ import Testing
             first[text] = t.withUTF8 { b.add(path: path, content: UnsafeRawBufferPointer($0), stamp: stamp) }
             // The next segment reuses the finished builder's buffers, as a rescan does: its counting
             // table must be all zero again, or postings would land under the wrong keys.
-            if b.contentBytes >= segmentBytes { try b.finish(); ids.append(b.segmentID); b = try index.makeBuilder(reusing: b) }
+            if b.contentBytes >= segmentBytes {
+                try b.finish()
+                ids.append(b.segmentID)
+                b = try index.makeBuilder(reusing: b)
+            }
         }
-        if b.documentCount > 0 { try b.finish(); ids.append(b.segmentID) } else { b.discard() }
+        if b.documentCount > 0 {
+            try b.finish()
+            ids.append(b.segmentID)
+        } else {
+            b.discard()
+        }
         return ids
     }
 
@@ -44,7 +54,9 @@ import Testing
             let path = seg.paths[Int(doc)]
             let text = texts.byPath[path] ?? ""
             // The stamp comes back as stored, its length set from the content.
-            #expect(seg.stamp(doc) == .init(length: UInt64(text.utf8.count), modified: 7, device: 1, inode: UInt64(text.utf8.count)))
+            #expect(
+                seg.stamp(doc)
+                    == .init(length: UInt64(text.utf8.count), modified: 7, device: 1, inode: UInt64(text.utf8.count)))
             let hit = caseSensitive ? text.contains(q) : text.lowercased().contains(q.lowercased())
             if hit { out.insert(seg.paths[Int(doc)]) }
             return true
@@ -61,7 +73,9 @@ import Testing
         for i in 0..<n {
             let len = Int(rng.next() % 400)
             // Every tenth document repeats an earlier one's text (a copy).
-            let text = i % 10 == 9 ? docs[i - 5].1 : String((0..<len).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] })
+            let text =
+                i % 10 == 9
+                ? docs[i - 5].1 : String((0..<len).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] })
             docs.append(("dir\(i % 7)/file\(i).txt", text))
         }
         return docs
@@ -76,11 +90,15 @@ import Testing
         for _ in 0..<300 {
             let source = Array(docs[Int(rng.next() % 300)].1)
             guard source.count > 8 else { continue }
-            let start = Int(rng.next() % UInt64(source.count - 6)), len = 1 + Int(rng.next() % 6)
+            let start = Int(rng.next() % UInt64(source.count - 6))
+            let len = 1 + Int(rng.next() % 6)
             let q = String(source[start..<(start + len)])
             let caseSensitive = rng.next() % 2 == 0
-            let expected = Set(docs.filter { caseSensitive ? $0.1.contains(q) : $0.1.lowercased().contains(q.lowercased()) }.map(\.0))
-            #expect(candidates(index, q, caseSensitive: caseSensitive) == expected, "\(q.debugDescription) case \(caseSensitive)")
+            let expected = Set(
+                docs.filter { caseSensitive ? $0.1.contains(q) : $0.1.lowercased().contains(q.lowercased()) }.map(\.0))
+            #expect(
+                candidates(index, q, caseSensitive: caseSensitive) == expected,
+                "\(q.debugDescription) case \(caseSensitive)")
         }
     }
 
@@ -91,9 +109,11 @@ import Testing
         var rng = SystemRandomNumberGenerator()
         // Runs (one key over and over), both cases, non-ASCII bytes, the shortest documents, and
         // random text in which a key first met in the second half also occurs in the first.
-        var docs: [(String, String)] = [("a", ""), ("b", "x"), ("c", "xy"), ("d", "xyz"), ("e", "aaaaaaaaaaaa"),
-                                        ("f", "        indented\n        again"), ("g", "AbCabc ABC"), ("h", "é€😀λλλ"),
-                                        ("i", "ab" + String(repeating: "ba", count: 50))]
+        var docs: [(String, String)] = [
+            ("a", ""), ("b", "x"), ("c", "xy"), ("d", "xyz"), ("e", "aaaaaaaaaaaa"),
+            ("f", "        indented\n        again"), ("g", "AbCabc ABC"), ("h", "é€😀λλλ"),
+            ("i", "ab" + String(repeating: "ba", count: 50)),
+        ]
         let alphabet = Array("abcAB  \n\tλ{}")
         for i in 0..<120 {
             let len = Int(rng.next() % 3000)
@@ -107,7 +127,9 @@ import Testing
         for seg in segments {
             for doc in 0..<UInt32(seg.documentCount) where seg.contentOf(doc) == nil {
                 let text = texts.byPath[seg.paths[Int(doc)]] ?? ""
-                for key in TrigramIndex.keys(of: Array(text.utf8), asciiOnly: false) { expected[seg.id, default: [:]][key, default: []].append(doc) }
+                for key in TrigramIndex.keys(of: Array(text.utf8), asciiOnly: false) {
+                    expected[seg.id, default: [:]][key, default: []].append(doc)
+                }
             }
         }
         var mismatches = 0
@@ -115,7 +137,8 @@ import Testing
             let want = expected[seg.id] ?? [:]
             // No entry beyond the expected ones (a repeated or stray key would add one).
             #expect(seg.postingCount == want.values.reduce(0) { $0 + $1.count }, "segment \(seg.id)")
-            for (key, docs) in want where Array(seg.postings(for: key) ?? .init(start: nil, count: 0)) != docs.sorted() { mismatches += 1 }
+            for (key, docs) in want where Array(seg.postings(for: key) ?? .init(start: nil, count: 0)) != docs.sorted()
+            { mismatches += 1 }
         }
         #expect(mismatches == 0)
     }
@@ -123,7 +146,9 @@ import Testing
     @Test func retiredDocumentsDisappearAndTheIndexReopens() throws {
         let dir = try tempDir()
         let index = try TrigramIndex(directory: dir)
-        try index.commit(adding: try build(index, [("a.txt", "alpha needle one"), ("b.txt", "beta"), ("c.txt", "gamma needle")]), removing: [])
+        try index.commit(
+            adding: try build(index, [("a.txt", "alpha needle one"), ("b.txt", "beta"), ("c.txt", "gamma needle")]),
+            removing: [])
         #expect(candidates(index, "needle") == ["a.txt", "c.txt"])
         // a.txt changes (a new copy in a new segment), c.txt is deleted.
         try index.commit(adding: try build(index, [("a.txt", "alpha haystack")]), removing: ["c.txt"])
@@ -155,7 +180,9 @@ import Testing
         #expect(before > 32)
         // A third retired, a few replaced by new copies.
         let removed = Set(docs.indices.filter { $0 % 3 == 0 }.map { docs[$0].0 })
-        let replaced = docs.indices.filter { $0 % 3 == 1 && $0 % 7 == 0 }.map { (docs[$0].0, "replacement text \($0) zebra") }
+        let replaced = docs.indices.filter { $0 % 3 == 1 && $0 % 7 == 0 }.map {
+            (docs[$0].0, "replacement text \($0) zebra")
+        }
         try index.commit(adding: try build(index, replaced), removing: removed)
         docs = docs.filter { !removed.contains($0.0) }.map { d in replaced.first { $0.0 == d.0 } ?? d }
         try index.compactIfNeeded(segmentBytes: 20_000)
@@ -167,7 +194,8 @@ import Testing
         for _ in 0..<200 {
             let source = Array(docs[Int(rng.next() % UInt64(docs.count))].1)
             guard source.count > 8 else { continue }
-            let start = Int(rng.next() % UInt64(source.count - 6)), len = 3 + Int(rng.next() % 4)
+            let start = Int(rng.next() % UInt64(source.count - 6))
+            let len = 3 + Int(rng.next() % 4)
             let q = String(source[start..<(start + len)])
             let expected = Set(docs.filter { $0.1.contains(q) }.map(\.0))
             #expect(candidates(reopened, q) == expected, "\(q.debugDescription)")
@@ -206,7 +234,10 @@ import Testing
 
     func allLive(_ index: TrigramIndex) -> [String] {
         var out: [String] = []
-        index.snapshot().forEachCandidate([]) { seg, doc in out.append(seg.paths[Int(doc)]); return true }
+        index.snapshot().forEachCandidate([]) { seg, doc in
+            out.append(seg.paths[Int(doc)])
+            return true
+        }
         return out.sorted()
     }
 
@@ -217,7 +248,11 @@ import Testing
         // a.txt has the content; c.txt (same segment) and d.txt (another segment) are copies of it.
         let b1 = try index.makeBuilder()
         var t = text
-        let a = t.withUTF8 { b1.add(path: "a.txt", content: UnsafeRawBufferPointer($0), stamp: .init(length: 0, modified: 7, device: 1, inode: 16)) }
+        let a = t.withUTF8 {
+            b1.add(
+                path: "a.txt", content: UnsafeRawBufferPointer($0),
+                stamp: .init(length: 0, modified: 7, device: 1, inode: 16))
+        }
         texts.byPath["a.txt"] = text
         copy(b1, "c.txt", of: a, text: text)
         #expect(b1.documentCount == 2 && b1.contentBytes == 16)
@@ -225,7 +260,11 @@ import Testing
             var o = other
             texts.byPath[path] = other
             let n = UInt64(other.utf8.count)
-            _ = o.withUTF8 { b1.add(path: path, content: UnsafeRawBufferPointer($0), stamp: .init(length: 0, modified: 7, device: 1, inode: n)) }
+            _ = o.withUTF8 {
+                b1.add(
+                    path: path, content: UnsafeRawBufferPointer($0),
+                    stamp: .init(length: 0, modified: 7, device: 1, inode: n))
+            }
         }
         try b1.finish()
         let b2 = try index.makeBuilder()
@@ -258,7 +297,8 @@ import Testing
         #expect(candidates(reopened, "needle") == ["c.txt", "d.txt"])
         #expect(allLive(reopened) == ["a.txt", "c.txt", "d.txt"])
         let seg = reopened.snapshot().segments[0]
-        #expect((0..<UInt32(seg.documentCount)).filter { seg.contentOf($0) != nil }.map { seg.paths[Int($0)] } == ["d.txt"])
+        #expect(
+            (0..<UInt32(seg.documentCount)).filter { seg.contentOf($0) != nil }.map { seg.paths[Int($0)] } == ["d.txt"])
 
         // Once no copy is left either, the old content's segment goes.
         let again = try TrigramIndex(directory: dir)
@@ -287,7 +327,8 @@ import Testing
     }
 
     @Test func theContentSeedIsSecretRandomAndSurvivesReopening() throws {
-        let dir = try tempDir(), other = try tempDir()
+        let dir = try tempDir()
+        let other = try tempDir()
         let index = try TrigramIndex(directory: dir)
         #expect(try TrigramIndex(directory: dir).contentSeed == index.contentSeed)
         #expect(try TrigramIndex(directory: other).contentSeed != index.contentSeed)
@@ -303,7 +344,9 @@ import Testing
 
     @Test func keysFoldCaseAndSkipNonASCIIWhenAsked() {
         #expect(TrigramIndex.keys(of: Array("ab".utf8), asciiOnly: false).isEmpty)
-        #expect(Set(TrigramIndex.keys(of: Array("ABC".utf8), asciiOnly: false)) == Set(TrigramIndex.keys(of: Array("abc".utf8), asciiOnly: false)))
+        #expect(
+            Set(TrigramIndex.keys(of: Array("ABC".utf8), asciiOnly: false))
+                == Set(TrigramIndex.keys(of: Array("abc".utf8), asciiOnly: false)))
         #expect(TrigramIndex.keys(of: Array("aλb".utf8), asciiOnly: true).isEmpty)
         #expect(TrigramIndex.keys(of: Array("aλb".utf8), asciiOnly: false).count == 2)
     }

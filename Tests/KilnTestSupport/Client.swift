@@ -1,12 +1,13 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Glibc
 import KilnApp
 import KilnCore
 import KilnHTTP
 import Synchronization
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 
 /// Something a test starts and must stop (and wait for) before it ends.
 protocol Stoppable: Sendable {
@@ -27,8 +28,10 @@ func using<R: Stoppable, T>(_ resource: R, _ body: (R) async throws -> T) async 
 }
 
 /// A whole Kiln application for one test, stopped (and awaited) when `body` returns.
-func withTestApp<T>(_ mode: TestApp.Mode = .socket, configure: (inout Config) -> Void = { _ in },
-                    _ body: (TestApp) async throws -> T) async throws -> T {
+func withTestApp<T>(
+    _ mode: TestApp.Mode = .socket, configure: (inout Config) -> Void = { _ in },
+    _ body: (TestApp) async throws -> T
+) async throws -> T {
     try await using(try TestApp(mode, configure: configure), body)
 }
 
@@ -44,7 +47,8 @@ final class TestApp: Stoppable, @unchecked Sendable {
     let port: Int
     var base: String { mode == .socket ? "http://127.0.0.1:\(port)" : "inprocess://kiln" }
 
-    init(_ mode: Mode = .socket, clock: any Clock = SystemClock(), configure: (inout Config) -> Void = { _ in }) throws {
+    init(_ mode: Mode = .socket, clock: any Clock = SystemClock(), configure: (inout Config) -> Void = { _ in }) throws
+    {
         self.mode = mode
         dataDir = NSTemporaryDirectory() + "kiln-app-\(UUID().uuidString)"
         var config = Config()
@@ -95,7 +99,9 @@ let testSession: URLSession = {
 }()
 
 /// A real HTTP client request (URLSession, on its own threads).
-func http(_ method: String, _ url: String, headers: [String: String] = [:], body: Data? = nil) async throws -> HTTPResult {
+func http(
+    _ method: String, _ url: String, headers: [String: String] = [:], body: Data? = nil
+) async throws -> HTTPResult {
     var req = URLRequest(url: URL(string: url)!)
     req.httpMethod = method
     for (k, v) in headers { req.setValue(v, forHTTPHeaderField: k) }
@@ -109,7 +115,9 @@ func http(_ method: String, _ url: String, headers: [String: String] = [:], body
 
 /// A request answered by the application's router, with no socket: streamed bodies (SSE) are
 /// collected until their producer ends.
-func inProcess(_ app: Application, _ method: String, _ path: String, headers: [String: String] = [:], body: Data? = nil) async throws -> HTTPResult {
+func inProcess(
+    _ app: Application, _ method: String, _ path: String, headers: [String: String] = [:], body: Data? = nil
+) async throws -> HTTPResult {
     var h = HTTPHeaders()
     h.add("Host", "localhost")
     for (k, v) in headers { h.add(k, v) }
@@ -185,8 +193,10 @@ final class Agent: @unchecked Sendable {
         app = t.mode == .inProcess ? t.app : nil
     }
 
-    func call(_ method: String, _ path: String, json body: [String: Any]? = nil, headers extra: [String: String] = [:],
-              csrf sendCSRF: Bool = true) async throws -> HTTPResult {
+    func call(
+        _ method: String, _ path: String, json body: [String: Any]? = nil, headers extra: [String: String] = [:],
+        csrf sendCSRF: Bool = true
+    ) async throws -> HTTPResult {
         var h = extra
         if let session { h["Cookie"] = "kiln_session=\(session)" }
         if let bearer { h["Authorization"] = "Bearer \(bearer)" }
@@ -198,7 +208,11 @@ final class Agent: @unchecked Sendable {
             h["Content-Type"] = "application/json"
         }
         let r: HTTPResult
-        if let app { r = try await inProcess(app, method, path, headers: h, body: data) } else { r = try await http(method, base + path, headers: h, body: data) }
+        if let app {
+            r = try await inProcess(app, method, path, headers: h, body: data)
+        } else {
+            r = try await http(method, base + path, headers: h, body: data)
+        }
         if let sc = r.headers["set-cookie"], sc.hasPrefix("kiln_session=") {
             let v = String(sc.dropFirst("kiln_session=".count).prefix { $0 != ";" })
             session = v.isEmpty ? nil : v

@@ -1,12 +1,13 @@
 import Foundation
 import Glibc
-import Synchronization
-import Testing
 import KilnApp
-@testable import KilnAuth
 import KilnCore
 import KilnHTTP
 import KilnStore
+import Synchronization
+import Testing
+
+@testable import KilnAuth
 
 /// Makes a verified account with a password, through the service (the setup-link path).
 func makeUser(_ t: TestApp, _ email: String, password: String = "a long enough password") async throws -> User {
@@ -50,9 +51,13 @@ func makeRepo(_ root: String) async throws -> String {
     let bad = repo + "/name-\u{FFFD}"
     _ = bad
     var name: [CChar] = Array((repo + "/bad-").utf8CString.dropLast()) + [CChar(bitPattern: 0xFF), 0]
-    let fd = open(&name, O_CREAT | O_WRONLY, 0o644); close(fd)
-    for args in [["init", "-q", "-b", "main"], ["-c", "user.email=t@example.com", "-c", "user.name=T", "add", "README.md", "src", ".gitignore"],
-                 ["-c", "user.email=t@example.com", "-c", "user.name=T", "commit", "-qm", "first"]] {
+    let fd = open(&name, O_CREAT | O_WRONLY, 0o644)
+    close(fd)
+    for args in [
+        ["init", "-q", "-b", "main"],
+        ["-c", "user.email=t@example.com", "-c", "user.name=T", "add", "README.md", "src", ".gitignore"],
+        ["-c", "user.email=t@example.com", "-c", "user.name=T", "commit", "-qm", "first"],
+    ] {
         let r = try await ProcessRunner.run("git", ["-C", repo] + args)
         try #require(r.status == 0, "git \(args): \(r.stderr)")
     }
@@ -71,14 +76,22 @@ func makeSourceTree(_ roots: String) throws -> String {
     try fm.createDirectory(atPath: dir + "/vendor", withIntermediateDirectories: true)
     try fm.copyItem(atPath: TestApp.packageRoot + "/Sources/KilnHTTP", toPath: dir + "/vendor/KilnHTTP")
     let files: [String: String] = [
-        "poly/app.py": "MAX_RETRIES = 3\n\nclass Parser:\n    def parse_line(self, line):\n        return line\n\ndef main():\n    pass\n",
-        "poly/main.go": "package main\n\nconst Version = \"1\"\n\ntype Server struct{}\n\ntype Handler interface {\n\tServe()\n}\n\nfunc (s *Server) Start() {}\n\nfunc main() {}\n",
-        "poly/lib.rs": "pub const LIMIT: usize = 10;\n\npub struct Engine {}\n\npub trait Runner {}\n\nimpl Engine {\n    pub fn run_engine(&self) {}\n}\n\nfn helper() {}\n",
-        "poly/web.js": "export const API_ROOT = '/api';\n\nexport class Widget {\n  render(props) {\n    return props;\n  }\n}\n\nexport function mountWidget() {}\n",
-        "poly/App.java": "public class App {\n    public static final int PORT = 8080;\n    public static void main(String[] args) {}\n}\n\ninterface Greeter {}\n",
-        "poly/net.c": "#define BUFFER_SIZE 64\n\nstruct conn {\n    int fd;\n};\n\nint open_conn(const char *host)\n{\n    return 0;\n}\n",
-        "poly/Model.swift": "public protocol Storable {}\n\npublic struct Invoice: Storable {\n    public let TAX_RATE = 0\n    func total() -> Int { 0 }\n}\n\nfunc formatInvoice(_ i: Invoice) -> String { \"\" }\n",
-        "secrets/config.py": "AWS_KEY = \"AKIAIOSFODNN7EXAMPLE\"\napi_key = \"9f8e7d6c5b4a39281706f5e4d3c2b1a0\"\n# TODO: rotate\n",
+        "poly/app.py":
+            "MAX_RETRIES = 3\n\nclass Parser:\n    def parse_line(self, line):\n        return line\n\ndef main():\n    pass\n",
+        "poly/main.go":
+            "package main\n\nconst Version = \"1\"\n\ntype Server struct{}\n\ntype Handler interface {\n\tServe()\n}\n\nfunc (s *Server) Start() {}\n\nfunc main() {}\n",
+        "poly/lib.rs":
+            "pub const LIMIT: usize = 10;\n\npub struct Engine {}\n\npub trait Runner {}\n\nimpl Engine {\n    pub fn run_engine(&self) {}\n}\n\nfn helper() {}\n",
+        "poly/web.js":
+            "export const API_ROOT = '/api';\n\nexport class Widget {\n  render(props) {\n    return props;\n  }\n}\n\nexport function mountWidget() {}\n",
+        "poly/App.java":
+            "public class App {\n    public static final int PORT = 8080;\n    public static void main(String[] args) {}\n}\n\ninterface Greeter {}\n",
+        "poly/net.c":
+            "#define BUFFER_SIZE 64\n\nstruct conn {\n    int fd;\n};\n\nint open_conn(const char *host)\n{\n    return 0;\n}\n",
+        "poly/Model.swift":
+            "public protocol Storable {}\n\npublic struct Invoice: Storable {\n    public let TAX_RATE = 0\n    func total() -> Int { 0 }\n}\n\nfunc formatInvoice(_ i: Invoice) -> String { \"\" }\n",
+        "secrets/config.py":
+            "AWS_KEY = \"AKIAIOSFODNN7EXAMPLE\"\napi_key = \"9f8e7d6c5b4a39281706f5e4d3c2b1a0\"\n# TODO: rotate\n",
         "secrets/id_rsa": "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n",
         "secrets/merge.txt": "a\n<<<<<<< HEAD\nb\n=======\nc\n>>>>>>> topic\n",
         "ignored/skip.txt": "zqxjkw-ignored-marker\n",

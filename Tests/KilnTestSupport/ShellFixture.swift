@@ -1,12 +1,13 @@
 import Foundation
 import Glibc
-import Synchronization
-import Testing
 import KilnApp
-@testable import KilnAuth
 import KilnCore
 import KilnHTTP
 import KilnStore
+import Synchronization
+import Testing
+
+@testable import KilnAuth
 
 struct SSEEventParsed {
     let id: Int?
@@ -18,14 +19,23 @@ struct SSEEventParsed {
 func parseSSE(_ text: String) -> [SSEEventParsed] {
     var out: [SSEEventParsed] = []
     for block in text.components(separatedBy: "\n\n") {
-        var id: Int?, event = "message", data = ""
+        var id: Int?
+        var event = "message"
+        var data = ""
         for line in block.split(separator: "\n") {
-            if line.hasPrefix("id: ") { id = Int(line.dropFirst(4)) }
-            else if line.hasPrefix("event: ") { event = String(line.dropFirst(7)) }
-            else if line.hasPrefix("data: ") { data += line.dropFirst(6) }
+            if line.hasPrefix("id: ") {
+                id = Int(line.dropFirst(4))
+            } else if line.hasPrefix("event: ") {
+                event = String(line.dropFirst(7))
+            } else if line.hasPrefix("data: ") {
+                data += line.dropFirst(6)
+            }
         }
         guard !data.isEmpty else { continue }
-        out.append(SSEEventParsed(id: id, event: event, data: (try? JSONSerialization.jsonObject(with: Data(data.utf8))) as? [String: Any] ?? [:]))
+        out.append(
+            SSEEventParsed(
+                id: id, event: event,
+                data: (try? JSONSerialization.jsonObject(with: Data(data.utf8))) as? [String: Any] ?? [:]))
     }
     return out
 }
@@ -38,13 +48,16 @@ struct ShellFixture: Stoppable {
     let pid: String
     let dir: String
 
-    static func make(_ files: [String: String] = [:], configure: @escaping (inout Config) -> Void = { _ in }) async throws -> ShellFixture {
+    static func make(
+        _ files: [String: String] = [:], configure: @escaping (inout Config) -> Void = { _ in }
+    ) async throws -> ShellFixture {
         let roots = NSTemporaryDirectory() + "kiln-sh-\(UUID().uuidString)"
         let dir = roots + "/proj"
         try FileManager.default.createDirectory(atPath: dir + "/sub", withIntermediateDirectories: true)
         for (rel, text) in files {
             let p = dir + "/" + rel
-            try FileManager.default.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try text.write(toFile: p, atomically: true, encoding: .utf8)
         }
         // A symlink leading out of the project (to a small folder, so test runners that follow it stay quick).
@@ -85,7 +98,8 @@ struct ShellFixture: Stoppable {
     func events(_ job: String, cursor: Int? = nil, lastEventID: Int? = nil) async throws -> [SSEEventParsed] {
         var headers: [String: String] = [:]
         if let lastEventID { headers["Last-Event-ID"] = String(lastEventID) }
-        let r = try await a.call("GET", "/api/shell/jobs/\(job)/events" + (cursor.map { "?cursor=\($0)" } ?? ""), headers: headers)
+        let r = try await a.call(
+            "GET", "/api/shell/jobs/\(job)/events" + (cursor.map { "?cursor=\($0)" } ?? ""), headers: headers)
         #expect(r.status == 200)
         return parseSSE(r.text)
     }

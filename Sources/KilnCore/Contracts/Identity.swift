@@ -15,8 +15,10 @@ public struct User: Codable, Sendable, Equatable, NullEncoding {
     public let deleteAfter: Date?
     public let createdAt: Date
 
-    public init(id: String, email: String, name: String, emailVerified: Bool, isOwner: Bool, mfaEnabled: Bool,
-                avatarUrl: String?, deleteAfter: Date?, createdAt: Date) {
+    public init(
+        id: String, email: String, name: String, emailVerified: Bool, isOwner: Bool, mfaEnabled: Bool,
+        avatarUrl: String?, deleteAfter: Date?, createdAt: Date
+    ) {
         self.id = id
         self.email = email
         self.name = name
@@ -39,7 +41,9 @@ public struct SessionInfo: Codable, Sendable, Equatable {
     public let userAgent: String
     public let current: Bool
 
-    public init(id: String, createdAt: Date, lastSeenAt: Date, expiresAt: Date, ip: String, userAgent: String, current: Bool) {
+    public init(
+        id: String, createdAt: Date, lastSeenAt: Date, expiresAt: Date, ip: String, userAgent: String, current: Bool
+    ) {
         self.id = id
         self.createdAt = createdAt
         self.lastSeenAt = lastSeenAt
@@ -61,7 +65,11 @@ public struct ProfileChange: Decodable, Sendable {
     public let name: String?
     public let email: String?
     public let avatarUrl: String?
-    public init(name: String?, email: String?, avatarUrl: String?) { self.name = name; self.email = email; self.avatarUrl = avatarUrl }
+    public init(name: String?, email: String?, avatarUrl: String?) {
+        self.name = name
+        self.email = email
+        self.avatarUrl = avatarUrl
+    }
 }
 
 /// The account operations a signed-in user performs on their own account (implemented by the auth

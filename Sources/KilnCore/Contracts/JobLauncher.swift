@@ -18,8 +18,10 @@ public struct JobSpec: Sendable {
     public var timeout: Double
     public var host: String?
 
-    public init(wsID: String, projectID: String?, userID: String, kind: String, command: String, argv: [String]? = nil,
-                cwd: String, displayCwd: String, env: [String: String] = [:], timeout: Double, host: String? = nil) {
+    public init(
+        wsID: String, projectID: String?, userID: String, kind: String, command: String, argv: [String]? = nil,
+        cwd: String, displayCwd: String, env: [String: String] = [:], timeout: Double, host: String? = nil
+    ) {
         self.wsID = wsID
         self.projectID = projectID
         self.userID = userID
@@ -45,8 +47,12 @@ public struct JobOutcome: Sendable {
     public let stderr: [UInt8]
 
     public init(status: String, exitCode: Int?, signal: Int?, durationMs: Int, stdout: [UInt8], stderr: [UInt8]) {
-        self.status = status; self.exitCode = exitCode; self.signal = signal; self.durationMs = durationMs
-        self.stdout = stdout; self.stderr = stderr
+        self.status = status
+        self.exitCode = exitCode
+        self.signal = signal
+        self.durationMs = durationMs
+        self.stdout = stdout
+        self.stderr = stderr
     }
 }
 
@@ -54,7 +60,10 @@ public struct JobOutcome: Sendable {
 public struct TestCommand: Sendable, Equatable {
     public let runner: String
     public let command: String
-    public init(runner: String, command: String) { self.runner = runner; self.command = command }
+    public init(runner: String, command: String) {
+        self.runner = runner
+        self.command = command
+    }
 }
 
 /// Starts and follows jobs (implemented by the shell domain; agents run their commands through it).

@@ -11,7 +11,11 @@ public struct ProjectRef: Sendable, Equatable {
     public let vcs: String
 
     public init(id: String, wsID: String, name: String, root: String, vcs: String) {
-        self.id = id; self.wsID = wsID; self.name = name; self.root = root; self.vcs = vcs
+        self.id = id
+        self.wsID = wsID
+        self.name = name
+        self.root = root
+        self.vcs = vcs
     }
 }
 
@@ -26,8 +30,13 @@ public struct TreeEntry: Codable, Sendable, NullEncoding {
     public let ignored: Bool
 
     public init(name: String, path: String, type: String, size: Int, mtime: Date, gitStatus: String?, ignored: Bool) {
-        self.name = name; self.path = path; self.type = type; self.size = size; self.mtime = mtime
-        self.gitStatus = gitStatus; self.ignored = ignored
+        self.name = name
+        self.path = path
+        self.type = type
+        self.size = size
+        self.mtime = mtime
+        self.gitStatus = gitStatus
+        self.ignored = ignored
     }
 }
 
@@ -44,9 +53,18 @@ public struct SearchMatch: Codable, Sendable {
     public let exactWord: Bool
     public let definition: Bool
 
-    public init(path: String, line: Int, column: Int, text: String, before: [String], after: [String], exactWord: Bool, definition: Bool) {
-        self.path = path; self.line = line; self.column = column; self.text = text; self.before = before; self.after = after
-        self.exactWord = exactWord; self.definition = definition
+    public init(
+        path: String, line: Int, column: Int, text: String, before: [String], after: [String], exactWord: Bool,
+        definition: Bool
+    ) {
+        self.path = path
+        self.line = line
+        self.column = column
+        self.text = text
+        self.before = before
+        self.after = after
+        self.exactWord = exactWord
+        self.definition = definition
     }
 }
 
@@ -60,7 +78,12 @@ public struct Symbol: Codable, Sendable, Equatable, NullEncoding {
     public let language: String
 
     public init(name: String, kind: String, path: String, line: Int, scope: String?, language: String) {
-        self.name = name; self.kind = kind; self.path = path; self.line = line; self.scope = scope; self.language = language
+        self.name = name
+        self.kind = kind
+        self.path = path
+        self.line = line
+        self.scope = scope
+        self.language = language
     }
 }
 
@@ -74,7 +97,9 @@ public protocol ProjectDirectory: Sendable {
     /// Re-indexes the project in the foreground (after an agent changed files, say).
     func reindex(_ project: ProjectRef) async throws
     /// Full-text search (the project is indexed first when it never was).
-    func search(_ project: ProjectRef, q: String, regex: Bool, caseSensitive: Bool, pathGlob: String?) async throws -> [SearchMatch]
+    func search(
+        _ project: ProjectRef, q: String, regex: Bool, caseSensitive: Bool, pathGlob: String?
+    ) async throws -> [SearchMatch]
     func symbols(_ project: ProjectRef, q: String, kind: String?, limit: Int) async throws -> [Symbol]
     /// One directory level, ignored entries hidden.
     func list(_ project: ProjectRef, path: String) async throws -> [TreeEntry]

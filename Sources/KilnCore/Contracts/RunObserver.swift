@@ -11,9 +11,16 @@ public struct RunUsage: Sendable {
     public let outputTokens: Int
     public let steps: Int
 
-    public init(runID: String, wsID: String, userID: String, model: String, inputTokens: Int, outputTokens: Int, steps: Int) {
-        self.runID = runID; self.wsID = wsID; self.userID = userID; self.model = model
-        self.inputTokens = inputTokens; self.outputTokens = outputTokens; self.steps = steps
+    public init(
+        runID: String, wsID: String, userID: String, model: String, inputTokens: Int, outputTokens: Int, steps: Int
+    ) {
+        self.runID = runID
+        self.wsID = wsID
+        self.userID = userID
+        self.model = model
+        self.inputTokens = inputTokens
+        self.outputTokens = outputTokens
+        self.steps = steps
     }
 }
 
@@ -25,7 +32,10 @@ public struct RunRecord: Sendable {
         public let argsSHA256: String
         public let ok: Bool
         public init(callID: String, tool: String, argsSHA256: String, ok: Bool) {
-            self.callID = callID; self.tool = tool; self.argsSHA256 = argsSHA256; self.ok = ok
+            self.callID = callID
+            self.tool = tool
+            self.argsSHA256 = argsSHA256
+            self.ok = ok
         }
     }
 
@@ -33,7 +43,11 @@ public struct RunRecord: Sendable {
         public let path: String
         public let before: String?
         public let after: String?
-        public init(path: String, before: String?, after: String?) { self.path = path; self.before = before; self.after = after }
+        public init(path: String, before: String?, after: String?) {
+            self.path = path
+            self.before = before
+            self.after = after
+        }
     }
 
     public struct Finding: Sendable {
@@ -44,7 +58,11 @@ public struct RunRecord: Sendable {
         /// The evidence itself (kept beside the receipt for re-checking, not in the signed body).
         public let evidence: String
         public init(path: String, line: Int, claim: String, evidenceSHA256: String, evidence: String) {
-            self.path = path; self.line = line; self.claim = claim; self.evidenceSHA256 = evidenceSHA256; self.evidence = evidence
+            self.path = path
+            self.line = line
+            self.claim = claim
+            self.evidenceSHA256 = evidenceSHA256
+            self.evidence = evidence
         }
     }
 
@@ -64,9 +82,11 @@ public struct RunRecord: Sendable {
     public let files: [FileChange]
     public let findings: [Finding]
 
-    public init(runID: String, wsID: String, projectID: String, userID: String, model: String, prompt: String, status: String,
-                startedAt: Date, endedAt: Date, inputTokens: Int, outputTokens: Int, steps: Int, calls: [Call],
-                files: [FileChange], findings: [Finding]) {
+    public init(
+        runID: String, wsID: String, projectID: String, userID: String, model: String, prompt: String, status: String,
+        startedAt: Date, endedAt: Date, inputTokens: Int, outputTokens: Int, steps: Int, calls: [Call],
+        files: [FileChange], findings: [Finding]
+    ) {
         self.runID = runID
         self.wsID = wsID
         self.projectID = projectID
@@ -106,7 +126,11 @@ public struct ToolDescriptor: Sendable {
     public let name: String
     public let description: String
     public let schema: JSONValue
-    public init(name: String, description: String, schema: JSONValue) { self.name = name; self.description = description; self.schema = schema }
+    public init(name: String, description: String, schema: JSONValue) {
+        self.name = name
+        self.description = description
+        self.schema = schema
+    }
 }
 
 /// The built-in agent tools (implemented by the agents domain; budgets count their size in a prompt).

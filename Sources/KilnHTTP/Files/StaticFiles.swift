@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Serves a folder: MIME types, strong `ETag` + `If-None-Match` (304), `Last-Modified` +
@@ -15,7 +16,10 @@ public struct StaticFiles: Sendable {
     public var inlineLimit = 1 << 20
 
     /// nil when `root` does not exist.
-    public init?(root: String, spaFallback: Bool = true, apiPrefixes: Set<String> = ["api", "auth", "healthz", "readyz", "metrics"]) {
+    public init?(
+        root: String, spaFallback: Bool = true,
+        apiPrefixes: Set<String> = ["api", "auth", "healthz", "readyz", "metrics"]
+    ) {
         guard let real = realpath(root, nil) else { return nil }
         self.root = String(cString: real)
         free(real)
@@ -41,7 +45,11 @@ public struct StaticFiles: Sendable {
         throw HTTPError.notFound("No such file")
     }
 
-    struct FileInfo { let path: String; let size: Int; let mtime: timespec }
+    struct FileInfo {
+        let path: String
+        let size: Int
+        let mtime: timespec
+    }
 
     /// The real path of the file for `segs` (directories give their index.html); 403 when a
     /// symlink leads outside the root.
@@ -62,7 +70,8 @@ public struct StaticFiles: Sendable {
     }
 
     func serve(_ file: FileInfo, _ request: Request) throws -> Response {
-        let etag = "\"\(String(file.size, radix: 16))-\(String(Int(file.mtime.tv_sec), radix: 16))\(String(Int(file.mtime.tv_nsec), radix: 16))\""
+        let etag =
+            "\"\(String(file.size, radix: 16))-\(String(Int(file.mtime.tv_sec), radix: 16))\(String(Int(file.mtime.tv_nsec), radix: 16))\""
         let lastModified = HTTPDate.format(epochSeconds: Int(file.mtime.tv_sec))
         var headers = HTTPHeaders()
         headers.add("Content-Type", StaticFiles.mimeType(for: file.path))
@@ -78,7 +87,8 @@ public struct StaticFiles: Sendable {
                 return Response(status: .notModified, headers: headers)
             }
         } else if let ims = request.headers["If-Modified-Since"], let since = HTTPDate.parse(ims),
-                  Int(file.mtime.tv_sec) <= Int(since.timeIntervalSince1970) {
+            Int(file.mtime.tv_sec) <= Int(since.timeIntervalSince1970)
+        {
             return Response(status: .notModified, headers: headers)
         }
 
@@ -90,8 +100,9 @@ public struct StaticFiles: Sendable {
                 switch StaticFiles.parseRange(rh, size: file.size) {
                 case .none: break
                 case .unsatisfiable:
-                    throw HTTPError(.rangeNotSatisfiable, message: "Range not satisfiable",
-                                    headers: ["Content-Range": "bytes */\(file.size)"])
+                    throw HTTPError(
+                        .rangeNotSatisfiable, message: "Range not satisfiable",
+                        headers: ["Content-Range": "bytes */\(file.size)"])
                 case .range(let r):
                     range = r
                 }
@@ -106,20 +117,24 @@ public struct StaticFiles: Sendable {
             return Response(status: status, headers: headers, body: .stream { _ in })
         }
         if length <= inlineLimit {
-            return Response(status: status, headers: headers, body: .bytes(try StaticFiles.read(file.path, offset: start, length: length)))
+            return Response(
+                status: status, headers: headers,
+                body: .bytes(try StaticFiles.read(file.path, offset: start, length: length)))
         }
         headers.add("Content-Length", String(length))
         let path = file.path
-        return Response(status: status, headers: headers, body: .stream { writer in
-            var offset = start
-            let end = start + length
-            while offset < end {
-                let chunk = try StaticFiles.read(path, offset: offset, length: min(256 * 1024, end - offset))
-                if chunk.isEmpty { throw ConnectionClosedError() }
-                try await writer.write(chunk)
-                offset += chunk.count
-            }
-        })
+        return Response(
+            status: status, headers: headers,
+            body: .stream { writer in
+                var offset = start
+                let end = start + length
+                while offset < end {
+                    let chunk = try StaticFiles.read(path, offset: offset, length: min(256 * 1024, end - offset))
+                    if chunk.isEmpty { throw ConnectionClosedError() }
+                    try await writer.write(chunk)
+                    offset += chunk.count
+                }
+            })
     }
 
     static func read(_ path: String, offset: Int, length: Int) throws -> [UInt8] {
@@ -129,7 +144,9 @@ public struct StaticFiles: Sendable {
         var out = [UInt8](repeating: 0, count: length)
         var done = 0
         while done < length {
-            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, length - done, off_t(offset + done)) }
+            let n = out.withUnsafeMutableBytes {
+                pread(fd, $0.baseAddress! + done, length - done, off_t(offset + done))
+            }
             if n <= 0 { break }
             done += n
         }
@@ -147,7 +164,8 @@ public struct StaticFiles: Sendable {
         if spec.contains(",") { return .none }
         let parts = spec.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2 else { return .none }
-        let a = trimOWS(parts[0]), b = trimOWS(parts[1])
+        let a = trimOWS(parts[0])
+        let b = trimOWS(parts[1])
         if a.isEmpty {
             guard let suffix = Int(b), suffix >= 0 else { return .none }
             if suffix == 0 || size == 0 { return .unsatisfiable }

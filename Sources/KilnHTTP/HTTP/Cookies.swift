@@ -10,7 +10,9 @@ public enum Cookies {
                 let name = trimOWS(kv[0])
                 guard !name.isEmpty, kv.count == 2 else { continue }
                 var value = trimOWS(kv[1])
-                if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
+                if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") {
+                    value = String(value.dropFirst().dropLast())
+                }
                 if out[name] == nil { out[name] = value }
             }
         }
@@ -33,19 +35,33 @@ public struct SetCookie: Sendable, Equatable {
     public var sameSite: SameSite?
     public var partitioned: Bool
 
-    public init(name: String, value: String, expires: Date? = nil, maxAge: Int? = nil, domain: String? = nil,
-                path: String? = "/", secure: Bool = false, httpOnly: Bool = true, sameSite: SameSite? = .lax,
-                partitioned: Bool = false) {
-        self.name = name; self.value = value; self.expires = expires; self.maxAge = maxAge; self.domain = domain
-        self.path = path; self.secure = secure; self.httpOnly = httpOnly; self.sameSite = sameSite
+    public init(
+        name: String, value: String, expires: Date? = nil, maxAge: Int? = nil, domain: String? = nil,
+        path: String? = "/", secure: Bool = false, httpOnly: Bool = true, sameSite: SameSite? = .lax,
+        partitioned: Bool = false
+    ) {
+        self.name = name
+        self.value = value
+        self.expires = expires
+        self.maxAge = maxAge
+        self.domain = domain
+        self.path = path
+        self.secure = secure
+        self.httpOnly = httpOnly
+        self.sameSite = sameSite
         self.partitioned = partitioned
     }
 
     /// True when name is a token and value uses only cookie-octets (no CTLs, space, `"`, `,`, `;`, `\`).
     public var isValid: Bool {
         !name.isEmpty && name.utf8.allSatisfy(isTokenChar)
-            && value.utf8.allSatisfy { $0 == 0x21 || (0x23...0x2B).contains($0) || (0x2D...0x3A).contains($0) || (0x3C...0x5B).contains($0) || (0x5D...0x7E).contains($0) }
-            && [domain, path].allSatisfy { $0.map { !$0.utf8.contains { $0 < 0x20 || $0 == 0x3B || $0 == 0x7F } } ?? true }
+            && value.utf8.allSatisfy {
+                $0 == 0x21 || (0x23...0x2B).contains($0) || (0x2D...0x3A).contains($0) || (0x3C...0x5B).contains($0)
+                    || (0x5D...0x7E).contains($0)
+            }
+            && [domain, path].allSatisfy {
+                $0.map { !$0.utf8.contains { $0 < 0x20 || $0 == 0x3B || $0 == 0x7F } } ?? true
+            }
     }
 
     public var headerValue: String {

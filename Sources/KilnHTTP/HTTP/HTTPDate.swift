@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) and ISO 8601 with milliseconds, without formatters.
@@ -17,23 +18,31 @@ public enum HTTPDate {
         return out
     }
 
-    public static func format(_ date: Date) -> String { format(epochSeconds: Int(date.timeIntervalSince1970.rounded(.down))) }
+    public static func format(_ date: Date) -> String {
+        format(epochSeconds: Int(date.timeIntervalSince1970.rounded(.down)))
+    }
 
     public static func format(epochSeconds: Int) -> String {
         let t = breakDown(epochSeconds)
-        return "\(days[Int(t.tm_wday)]), \(two(t.tm_mday)) \(months[Int(t.tm_mon)]) \(t.tm_year + 1900) \(two(t.tm_hour)):\(two(t.tm_min)):\(two(t.tm_sec)) GMT"
+        return
+            "\(days[Int(t.tm_wday)]), \(two(t.tm_mday)) \(months[Int(t.tm_mon)]) \(t.tm_year + 1900) \(two(t.tm_hour)):\(two(t.tm_min)):\(two(t.tm_sec)) GMT"
     }
 
     /// Parses IMF-fixdate; nil for anything else.
     public static func parse(_ s: String) -> Date? {
         let p = s.split(separator: " ")
         guard p.count == 6, p[5] == "GMT", let day = Int(p[1]), let mon = months.firstIndex(of: String(p[2])),
-              let year = Int(p[3]) else { return nil }
+            let year = Int(p[3])
+        else { return nil }
         let hms = p[4].split(separator: ":").compactMap { Int($0) }
         guard hms.count == 3 else { return nil }
         var t = tm()
-        t.tm_year = Int32(year - 1900); t.tm_mon = Int32(mon); t.tm_mday = Int32(day)
-        t.tm_hour = Int32(hms[0]); t.tm_min = Int32(hms[1]); t.tm_sec = Int32(hms[2])
+        t.tm_year = Int32(year - 1900)
+        t.tm_mon = Int32(mon)
+        t.tm_mday = Int32(day)
+        t.tm_hour = Int32(hms[0])
+        t.tm_min = Int32(hms[1])
+        t.tm_sec = Int32(hms[2])
         return Date(timeIntervalSince1970: TimeInterval(timegm(&t)))
     }
 
@@ -44,7 +53,8 @@ public enum HTTPDate {
         let frac = ms - secs * 1000
         let t = breakDown(secs)
         let f = frac < 10 ? "00\(frac)" : frac < 100 ? "0\(frac)" : "\(frac)"
-        return "\(t.tm_year + 1900)-\(two(t.tm_mon + 1))-\(two(t.tm_mday))T\(two(t.tm_hour)):\(two(t.tm_min)):\(two(t.tm_sec)).\(f)Z"
+        return
+            "\(t.tm_year + 1900)-\(two(t.tm_mon + 1))-\(two(t.tm_mday))T\(two(t.tm_hour)):\(two(t.tm_min)):\(two(t.tm_sec)).\(f)Z"
     }
 
     /// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` (UTC only).
@@ -54,19 +64,29 @@ public enum HTTPDate {
         else { return nil }
         func num(_ r: Range<Int>) -> Int? {
             var v = 0
-            for i in r { guard u[i] >= 48 && u[i] <= 57 else { return nil }; v = v * 10 + Int(u[i] - 48) }
+            for i in r {
+                guard u[i] >= 48 && u[i] <= 57 else { return nil }
+                v = v * 10 + Int(u[i] - 48)
+            }
             return v
         }
         guard let y = num(0..<4), let mo = num(5..<7), let d = num(8..<10), let h = num(11..<13), let mi = num(14..<16),
-              let se = num(17..<19), (1...12).contains(mo), (1...31).contains(d), h < 24, mi < 60, se < 61 else { return nil }
+            let se = num(17..<19), (1...12).contains(mo), (1...31).contains(d), h < 24, mi < 60, se < 61
+        else { return nil }
         var ms = 0.0
         if u.count > 20 {
             guard u[19] == 46, u.count >= 22, let f = num(20..<(u.count - 1)) else { return nil }
             ms = Double(f) / pow(10, Double(u.count - 21))
-        } else if u[19] != UInt8(ascii: "Z") { return nil }
+        } else if u[19] != UInt8(ascii: "Z") {
+            return nil
+        }
         var t = tm()
-        t.tm_year = Int32(y - 1900); t.tm_mon = Int32(mo - 1); t.tm_mday = Int32(d)
-        t.tm_hour = Int32(h); t.tm_min = Int32(mi); t.tm_sec = Int32(se)
+        t.tm_year = Int32(y - 1900)
+        t.tm_mon = Int32(mo - 1)
+        t.tm_mday = Int32(d)
+        t.tm_hour = Int32(h)
+        t.tm_min = Int32(mi)
+        t.tm_sec = Int32(se)
         return Date(timeIntervalSince1970: TimeInterval(timegm(&t)) + ms)
     }
 }
@@ -101,8 +121,9 @@ public enum JSONCoding {
     public static func encode<T: Encodable>(_ value: T) throws -> [UInt8] { Array(try makeEncoder().encode(value)) }
 
     public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
-        do { return try makeDecoder().decode(type, from: Data(bytes)) }
-        catch let e as DecodingError { throw decodingFailure(e) }
+        do { return try makeDecoder().decode(type, from: Data(bytes)) } catch let e as DecodingError {
+            throw decodingFailure(e)
+        }
     }
 }
 
@@ -126,7 +147,10 @@ extension NullEncoding {
             let key = DynamicKey(label)
             let m = Mirror(reflecting: child.value)
             if m.displayStyle == .optional {
-                guard let inner = m.children.first?.value else { try c.encodeNil(forKey: key); continue }
+                guard let inner = m.children.first?.value else {
+                    try c.encodeNil(forKey: key)
+                    continue
+                }
                 guard let e = inner as? any Encodable else { continue }
                 try c.encode(e, forKey: key)
             } else if let e = child.value as? any Encodable {

@@ -22,8 +22,10 @@ public struct HTTPError: HTTPResponseError, Sendable, CustomStringConvertible {
     public var details: [String: JSONValue]
     public var headers: HTTPHeaders
 
-    public init(_ status: HTTPStatus, code: String? = nil, message: String? = nil,
-                details: [String: JSONValue] = [:], headers: HTTPHeaders = HTTPHeaders()) {
+    public init(
+        _ status: HTTPStatus, code: String? = nil, message: String? = nil,
+        details: [String: JSONValue] = [:], headers: HTTPHeaders = HTTPHeaders()
+    ) {
         self.status = status
         self.code = code ?? HTTPError.defaultCode(for: status)
         self.message = message ?? status.reason
@@ -54,11 +56,14 @@ public struct HTTPError: HTTPResponseError, Sendable, CustomStringConvertible {
     }
 
     public static func badRequest(_ message: String, field: String? = nil) -> HTTPError {
-        HTTPError(.badRequest, code: "validation_failed", message: message,
-                  details: field.map { ["field": .string($0)] } ?? [:])
+        HTTPError(
+            .badRequest, code: "validation_failed", message: message,
+            details: field.map { ["field": .string($0)] } ?? [:])
     }
     public static func notFound(_ message: String = "Not found") -> HTTPError { HTTPError(.notFound, message: message) }
-    public static func forbidden(_ message: String = "Forbidden") -> HTTPError { HTTPError(.forbidden, message: message) }
+    public static func forbidden(_ message: String = "Forbidden") -> HTTPError {
+        HTTPError(.forbidden, message: message)
+    }
     public static func unavailable(_ message: String) -> HTTPError { HTTPError(.serviceUnavailable, message: message) }
 }
 
@@ -81,7 +86,10 @@ public func errorBody(code: String, message: String, details: [String: JSONValue
 public struct ErrorWithHeaders: Error {
     public let error: any Error
     public let headers: HTTPHeaders
-    public init(error: any Error, headers: HTTPHeaders) { self.error = error; self.headers = headers }
+    public init(error: any Error, headers: HTTPHeaders) {
+        self.error = error
+        self.headers = headers
+    }
 
     /// The error underneath any wrapping.
     public static func unwrap(_ error: any Error) -> any Error {
@@ -100,13 +108,19 @@ extension Response {
             return res
         }
         let e: any HTTPResponseError
-        if let he = error as? any HTTPResponseError { e = he }
-        else if error is DecodingError { e = decodingFailure(error as! DecodingError) }
-        else { e = HTTPError(.internalServerError, code: "internal", message: "Internal server error (request \(requestID))") }
+        if let he = error as? any HTTPResponseError {
+            e = he
+        } else if error is DecodingError {
+            e = decodingFailure(error as! DecodingError)
+        } else {
+            e = HTTPError(
+                .internalServerError, code: "internal", message: "Internal server error (request \(requestID))")
+        }
         var headers = e.headers
         headers["Content-Type"] = "application/json; charset=utf-8"
-        return Response(status: e.status, headers: headers,
-                        body: .bytes(errorBody(code: e.code, message: e.message, details: e.details, requestID: requestID)))
+        return Response(
+            status: e.status, headers: headers,
+            body: .bytes(errorBody(code: e.code, message: e.message, details: e.details, requestID: requestID)))
     }
 }
 
@@ -114,7 +128,8 @@ extension Response {
 /// the client sent (Swift property names are camelCase).
 func decodingFailure(_ error: DecodingError) -> HTTPError {
     func path(_ keys: [any CodingKey]) -> String {
-        keys.map { $0.intValue.map { "[\($0)]" } ?? snakeCase($0.stringValue) }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+        keys.map { $0.intValue.map { "[\($0)]" } ?? snakeCase($0.stringValue) }.joined(separator: ".")
+            .replacingOccurrences(of: ".[", with: "[")
     }
     switch error {
     case .keyNotFound(let key, let ctx):
@@ -125,7 +140,8 @@ func decodingFailure(_ error: DecodingError) -> HTTPError {
         return .badRequest("Field '\(field)' has the wrong type", field: field)
     case .dataCorrupted(let ctx):
         let field = path(ctx.codingPath)
-        return field.isEmpty ? .badRequest("Body is not valid JSON")
+        return field.isEmpty
+            ? .badRequest("Body is not valid JSON")
             : .badRequest("Field '\(field)' is invalid: \(ctx.debugDescription)", field: field)
     @unknown default:
         return .badRequest("Body could not be decoded")

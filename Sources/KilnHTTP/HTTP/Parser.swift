@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Size limits the parser enforces (each answered with its own status).
@@ -37,7 +37,10 @@ public struct RequestHead: Sendable {
 public struct ParseFailure: Error, Sendable, Equatable {
     public var status: HTTPStatus
     public var message: String
-    public init(_ status: HTTPStatus, _ message: String) { self.status = status; self.message = message }
+    public init(_ status: HTTPStatus, _ message: String) {
+        self.status = status
+        self.message = message
+    }
 }
 
 public enum HeadParseResult: Sendable {
@@ -48,7 +51,11 @@ public enum HeadParseResult: Sendable {
 }
 
 // Byte classes.
-let CR: UInt8 = 13, LF: UInt8 = 10, SP: UInt8 = 32, HTAB: UInt8 = 9, COLON: UInt8 = 58
+let CR: UInt8 = 13
+let LF: UInt8 = 10
+let SP: UInt8 = 32
+let HTAB: UInt8 = 9
+let COLON: UInt8 = 58
 
 let tokenTable: [Bool] = {
     var t = [Bool](repeating: false, count: 256)
@@ -96,7 +103,8 @@ func methodFrom(_ b: UnsafeBufferPointer<UInt8>, _ from: Int, _ to: Int) -> HTTP
 }
 
 /// Parses one request head from the start of `b`. Pure: no allocation beyond the result.
-public func parseRequestHead(_ b: UnsafeBufferPointer<UInt8>, limits: ParserLimits = ParserLimits()) -> HeadParseResult {
+public func parseRequestHead(_ b: UnsafeBufferPointer<UInt8>, limits: ParserLimits = ParserLimits()) -> HeadParseResult
+{
     let n = b.count
     var i = 0
     // RFC 9112 §2.2: ignore empty lines before the request line.
@@ -115,18 +123,23 @@ public func parseRequestHead(_ b: UnsafeBufferPointer<UInt8>, limits: ParserLimi
     // method SP request-target SP HTTP-version
     var p = lineStart
     while p < lineEnd && isTokenChar(b[p]) { p += 1 }
-    guard p > lineStart, p < lineEnd, b[p] == SP else { return .failed(ParseFailure(.badRequest, "Malformed request line")) }
+    guard p > lineStart, p < lineEnd, b[p] == SP else {
+        return .failed(ParseFailure(.badRequest, "Malformed request line"))
+    }
     let method = methodFrom(b, lineStart, p)
     p += 1
     let targetStart = p
     while p < lineEnd && b[p] > 0x20 && b[p] < 0x7F { p += 1 }
-    guard p > targetStart, p < lineEnd, b[p] == SP else { return .failed(ParseFailure(.badRequest, "Malformed request target")) }
+    guard p > targetStart, p < lineEnd, b[p] == SP else {
+        return .failed(ParseFailure(.badRequest, "Malformed request target"))
+    }
     let target = string(b, targetStart, p)
     p += 1
     let version: HTTPVersion
     let vlen = lineEnd - p
     if vlen == 8, b[p] == 72, b[p + 1] == 84, b[p + 2] == 84, b[p + 3] == 80, b[p + 4] == 47, b[p + 6] == 46,
-       (48...57).contains(b[p + 5]), (48...57).contains(b[p + 7]) {
+        (48...57).contains(b[p + 5]), (48...57).contains(b[p + 7])
+    {
         switch (b[p + 5], b[p + 7]) {
         case (49, 49): version = .http1_1
         case (49, 48): version = .http1_0
@@ -143,7 +156,8 @@ public func parseRequestHead(_ b: UnsafeBufferPointer<UInt8>, limits: ParserLimi
     var count = 0
     while true {
         if pos >= n {
-            return n - headStart > limits.maxHeaderBytes ? .failed(ParseFailure(.headersTooLarge, "Header section too large")) : .needMore
+            return n - headStart > limits.maxHeaderBytes
+                ? .failed(ParseFailure(.headersTooLarge, "Header section too large")) : .needMore
         }
         let c = b[pos]
         if c == CR {
@@ -155,9 +169,12 @@ public func parseRequestHead(_ b: UnsafeBufferPointer<UInt8>, limits: ParserLimi
         if c == LF { return .failed(ParseFailure(.badRequest, "Bare LF line ending")) }
         if c == SP || c == HTAB { return .failed(ParseFailure(.badRequest, "Obsolete line folding is not accepted")) }
         guard let flf = findLF(b, from: pos) else {
-            return n - headStart > limits.maxHeaderBytes ? .failed(ParseFailure(.headersTooLarge, "Header section too large")) : .needMore
+            return n - headStart > limits.maxHeaderBytes
+                ? .failed(ParseFailure(.headersTooLarge, "Header section too large")) : .needMore
         }
-        if flf + 1 - headStart > limits.maxHeaderBytes { return .failed(ParseFailure(.headersTooLarge, "Header section too large")) }
+        if flf + 1 - headStart > limits.maxHeaderBytes {
+            return .failed(ParseFailure(.headersTooLarge, "Header section too large"))
+        }
         guard b[flf - 1] == CR else { return .failed(ParseFailure(.badRequest, "Bare LF line ending")) }
         let fend = flf - 1
         var q = pos
@@ -172,7 +189,9 @@ public func parseRequestHead(_ b: UnsafeBufferPointer<UInt8>, limits: ParserLimi
         while vend > q && (b[vend - 1] == SP || b[vend - 1] == HTAB) { vend -= 1 }
         var k = q
         while k < vend {
-            guard isFieldValueChar(b[k]) else { return .failed(ParseFailure(.badRequest, "Invalid character in header value")) }
+            guard isFieldValueChar(b[k]) else {
+                return .failed(ParseFailure(.badRequest, "Invalid character in header value"))
+            }
             k += 1
         }
         count += 1
@@ -190,7 +209,9 @@ public func parseRequestHead(_ b: UnsafeBufferPointer<UInt8>, limits: ParserLimi
 }
 
 /// The semantic checks that keep a request's framing unambiguous (request smuggling defences).
-func validateFraming(method: HTTPMethod, version: HTTPVersion, headers: HTTPHeaders) -> Result<RequestHead, ParseFailure> {
+func validateFraming(
+    method: HTTPMethod, version: HTTPVersion, headers: HTTPHeaders
+) -> Result<RequestHead, ParseFailure> {
     var contentLength: Int? = nil
     var teValues: [String] = []
     var hosts = 0
@@ -211,22 +232,32 @@ func validateFraming(method: HTTPMethod, version: HTTPVersion, headers: HTTPHead
         case 14 where asciiCaseInsensitiveEqual(name, "content-length"):
             for part in f.value.split(separator: ",", omittingEmptySubsequences: false) {
                 let v = trimOWS(part)
-                guard !v.isEmpty, v.utf8.count <= 18, v.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let len = Int(v) else {
+                guard !v.isEmpty, v.utf8.count <= 18, v.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let len = Int(v)
+                else {
                     return .failure(ParseFailure(.badRequest, "Invalid Content-Length"))
                 }
-                if let cl = contentLength, cl != len { return .failure(ParseFailure(.badRequest, "Conflicting Content-Length values")) }
+                if let cl = contentLength, cl != len {
+                    return .failure(ParseFailure(.badRequest, "Conflicting Content-Length values"))
+                }
                 contentLength = len
             }
         case 17 where asciiCaseInsensitiveEqual(name, "transfer-encoding"):
-            teValues.append(contentsOf: f.value.split(separator: ",", omittingEmptySubsequences: false).map { trimOWS($0).lowercased() })
+            teValues.append(
+                contentsOf: f.value.split(separator: ",", omittingEmptySubsequences: false).map {
+                    trimOWS($0).lowercased()
+                })
         default: break
         }
     }
     if hosts > 1 { return .failure(ParseFailure(.badRequest, "More than one Host header")) }
     var framing = BodyFraming.none
     if !teValues.isEmpty {
-        if contentLength != nil { return .failure(ParseFailure(.badRequest, "Both Content-Length and Transfer-Encoding")) }
-        if version == .http1_0 { return .failure(ParseFailure(.badRequest, "Transfer-Encoding in an HTTP/1.0 request")) }
+        if contentLength != nil {
+            return .failure(ParseFailure(.badRequest, "Both Content-Length and Transfer-Encoding"))
+        }
+        if version == .http1_0 {
+            return .failure(ParseFailure(.badRequest, "Transfer-Encoding in an HTTP/1.0 request"))
+        }
         guard teValues == ["chunked"] else { return .failure(ParseFailure(.badRequest, "Unsupported transfer coding")) }
         framing = .chunked
     } else if let cl = contentLength, cl > 0 {
@@ -241,8 +272,10 @@ func validateFraming(method: HTTPMethod, version: HTTPVersion, headers: HTTPHead
     }
     let keepAlive = version == .http1_1 ? !connection.contains("close") : connection.contains("keep-alive")
     let up = connection.contains("upgrade") ? upgrade : nil
-    return .success(RequestHead(method: method, target: "", version: version, headers: headers, framing: framing,
-                                keepAlive: keepAlive, expectContinue: expectContinue, upgrade: up))
+    return .success(
+        RequestHead(
+            method: method, target: "", version: version, headers: headers, framing: framing,
+            keepAlive: keepAlive, expectContinue: expectContinue, upgrade: up))
 }
 
 /// Incremental decoder for `Transfer-Encoding: chunked` bodies, trailers included.
@@ -270,12 +303,16 @@ public struct ChunkedDecoder: Sendable {
             case .size, .trailer:
                 guard let lf = findLF(b, from: i) else {
                     line.append(contentsOf: UnsafeBufferPointer(rebasing: b[i..<n]))
-                    if line.count > ChunkedDecoder.maxLine { return (n, .failed(ParseFailure(.badRequest, "Chunk line too long"))) }
+                    if line.count > ChunkedDecoder.maxLine {
+                        return (n, .failed(ParseFailure(.badRequest, "Chunk line too long")))
+                    }
                     return (n, .needMore)
                 }
                 line.append(contentsOf: UnsafeBufferPointer(rebasing: b[i..<lf]))
                 i = lf + 1
-                if line.count > ChunkedDecoder.maxLine { return (i, .failed(ParseFailure(.badRequest, "Chunk line too long"))) }
+                if line.count > ChunkedDecoder.maxLine {
+                    return (i, .failed(ParseFailure(.badRequest, "Chunk line too long")))
+                }
                 guard line.last == CR else { return (i, .failed(ParseFailure(.badRequest, "Bare LF in chunked body"))) }
                 line.removeLast()
                 if case .size = state {
@@ -283,13 +320,21 @@ public struct ChunkedDecoder: Sendable {
                     case .none: return (i, .failed(ParseFailure(.badRequest, "Invalid chunk size")))
                     case .some(0): state = .trailer
                     case .some(let size):
-                        if total + size > limit { return (i, .failed(ParseFailure(.payloadTooLarge, "Request body too large"))) }
+                        if total + size > limit {
+                            return (i, .failed(ParseFailure(.payloadTooLarge, "Request body too large")))
+                        }
                         state = .data(size)
                     }
                 } else {
-                    if line.isEmpty { state = .done; line = []; return (i, .done) }
+                    if line.isEmpty {
+                        state = .done
+                        line = []
+                        return (i, .done)
+                    }
                     trailerBytes += line.count + 2
-                    if trailerBytes > ChunkedDecoder.maxTrailerBytes { return (i, .failed(ParseFailure(.headersTooLarge, "Trailer section too large"))) }
+                    if trailerBytes > ChunkedDecoder.maxTrailerBytes {
+                        return (i, .failed(ParseFailure(.headersTooLarge, "Trailer section too large")))
+                    }
                     guard let field = ChunkedDecoder.parseField(line) else {
                         return (i, .failed(ParseFailure(.badRequest, "Invalid trailer field")))
                     }
@@ -303,11 +348,17 @@ public struct ChunkedDecoder: Sendable {
                 i += take
                 state = remaining - take == 0 ? .dataCR : .data(remaining - take)
             case .dataCR:
-                guard b[i] == CR else { return (i, .failed(ParseFailure(.badRequest, "Chunk data not followed by CRLF"))) }
-                i += 1; state = .dataLF
+                guard b[i] == CR else {
+                    return (i, .failed(ParseFailure(.badRequest, "Chunk data not followed by CRLF")))
+                }
+                i += 1
+                state = .dataLF
             case .dataLF:
-                guard b[i] == LF else { return (i, .failed(ParseFailure(.badRequest, "Chunk data not followed by CRLF"))) }
-                i += 1; state = .size
+                guard b[i] == LF else {
+                    return (i, .failed(ParseFailure(.badRequest, "Chunk data not followed by CRLF")))
+                }
+                i += 1
+                state = .size
             case .done:
                 return (i, .done)
             }
@@ -318,10 +369,12 @@ public struct ChunkedDecoder: Sendable {
 
     /// chunk-size [ chunk-ext ]; nil when malformed or absurdly large.
     static func parseSize(_ line: [UInt8]) -> Int? {
-        var v = 0, i = 0
+        var v = 0
+        var i = 0
         while i < line.count, let h = hexValue(line[i]) {
             if i >= 15 { return nil }
-            v = v << 4 | Int(h); i += 1
+            v = v << 4 | Int(h)
+            i += 1
         }
         guard i > 0 else { return nil }
         if i == line.count { return v }
@@ -334,9 +387,11 @@ public struct ChunkedDecoder: Sendable {
     }
 
     static func parseField(_ line: [UInt8]) -> (String, String)? {
-        guard let first = line.first, first != SP, first != HTAB, let colon = line.firstIndex(of: COLON), colon > 0 else { return nil }
+        guard let first = line.first, first != SP, first != HTAB, let colon = line.firstIndex(of: COLON), colon > 0
+        else { return nil }
         guard line[..<colon].allSatisfy(isTokenChar) else { return nil }
-        var s = colon + 1, e = line.count
+        var s = colon + 1
+        var e = line.count
         while s < e && (line[s] == SP || line[s] == HTAB) { s += 1 }
         while e > s && (line[e - 1] == SP || line[e - 1] == HTAB) { e -= 1 }
         guard line[s..<e].allSatisfy(isFieldValueChar) else { return nil }

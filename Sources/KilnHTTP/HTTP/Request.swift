@@ -18,19 +18,29 @@ public struct Request: Sendable {
     /// True when the request came over TLS.
     public let isSecure: Bool
 
-    public init(method: HTTPMethod, target: String, path: String, pathSegments: [String], query: QueryParameters,
-                version: HTTPVersion = .http1_1, headers: HTTPHeaders = HTTPHeaders(), body: RequestBody = .buffer([]),
-                remoteAddress: String = "", isSecure: Bool = false) {
-        self.method = method; self.target = target; self.path = path; self.pathSegments = pathSegments
-        self.query = query; self.version = version; self.headers = headers; self.body = body
-        self.remoteAddress = remoteAddress; self.isSecure = isSecure
+    public init(
+        method: HTTPMethod, target: String, path: String, pathSegments: [String], query: QueryParameters,
+        version: HTTPVersion = .http1_1, headers: HTTPHeaders = HTTPHeaders(), body: RequestBody = .buffer([]),
+        remoteAddress: String = "", isSecure: Bool = false
+    ) {
+        self.method = method
+        self.target = target
+        self.path = path
+        self.pathSegments = pathSegments
+        self.query = query
+        self.version = version
+        self.headers = headers
+        self.body = body
+        self.remoteAddress = remoteAddress
+        self.isSecure = isSecure
     }
 
     /// Builds a request from a target string (for in-process tests and internal dispatch).
     public init(method: HTTPMethod, target: String, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) throws {
         let parts = try RequestTarget.parse(target)
-        self.init(method: method, target: target, path: parts.path, pathSegments: parts.segments, query: parts.query,
-                  headers: headers, body: .buffer(body), remoteAddress: "127.0.0.1")
+        self.init(
+            method: method, target: target, path: parts.path, pathSegments: parts.segments, query: parts.query,
+            headers: headers, body: .buffer(body), remoteAddress: "127.0.0.1")
     }
 
     /// Cookies sent with the request (`Cookie` header), first value per name.
@@ -38,7 +48,9 @@ public struct Request: Sendable {
 
     /// The media type of the body (`Content-Type` without parameters), lowercased.
     public var mediaType: String? {
-        headers["Content-Type"].map { $0.split(separator: ";", maxSplits: 1)[0].trimmingCharacters(in: .whitespaces).lowercased() }
+        headers["Content-Type"].map {
+            $0.split(separator: ";", maxSplits: 1)[0].trimmingCharacters(in: .whitespaces).lowercased()
+        }
     }
 
     /// True when the client asked for JSON rather than an event stream (`Accept: application/json`):
@@ -59,7 +71,9 @@ public struct Request: Sendable {
     /// Decodes the JSON body (read within the route's body limit): 415 when the Content-Type is not
     /// JSON, 400 naming the field when it does not decode. With `emptyAllowed`, no body at all
     /// decodes as `{}` (for routes whose every field is optional).
-    public func decode<T: Decodable>(_ type: T.Type, context: RequestContext, emptyAllowed: Bool = false) async throws -> T {
+    public func decode<T: Decodable>(
+        _ type: T.Type, context: RequestContext, emptyAllowed: Bool = false
+    ) async throws -> T {
         let bytes = try await bodyBytes(context: context)
         if bytes.isEmpty && emptyAllowed { return try JSONCoding.decode(type, from: Array("{}".utf8)) }
         guard let mt = mediaType, mt == "application/json" || mt.hasSuffix("+json") else {
@@ -105,14 +119,16 @@ public func percentDecode(_ s: Substring, plusAsSpace: Bool = false) -> String? 
     if !u.contains(37) && !(plusAsSpace && u.contains(43)) {
         return u.contains(0) ? nil : String(s)
     }
-    var out = [UInt8](); out.reserveCapacity(u.count)
+    var out = [UInt8]()
+    out.reserveCapacity(u.count)
     var i = u.startIndex
     while i < u.endIndex {
         let c = u[i]
         if c == 37 {
             let h = u.index(after: i)
             guard h < u.endIndex, u.index(after: h) < u.endIndex,
-                  let hi = hexValue(u[h]), let lo = hexValue(u[u.index(after: h)]) else { return nil }
+                let hi = hexValue(u[h]), let lo = hexValue(u[u.index(after: h)])
+            else { return nil }
             let b = hi << 4 | lo
             if b == 0 { return nil }
             out.append(b)
@@ -127,7 +143,11 @@ public func percentDecode(_ s: Substring, plusAsSpace: Bool = false) -> String? 
 
 /// Splits a request-target into path, decoded segments and query.
 public enum RequestTarget {
-    public struct Parts: Sendable { public var path: String; public var segments: [String]; public var query: QueryParameters }
+    public struct Parts: Sendable {
+        public var path: String
+        public var segments: [String]
+        public var query: QueryParameters
+    }
 
     public static func parse(_ target: String) throws(HTTPError) -> Parts {
         var t = Substring(target)
@@ -139,9 +159,11 @@ public enum RequestTarget {
         }
         if t == "*" { return Parts(path: "*", segments: [], query: QueryParameters()) }
         guard t.hasPrefix("/") else { throw HTTPError.badRequest("Invalid request target") }
-        var pathPart = t, queryPart: Substring = ""
+        var pathPart = t
+        var queryPart: Substring = ""
         if let q = t.firstIndex(of: "?") {
-            pathPart = t[..<q]; queryPart = t[t.index(after: q)...]
+            pathPart = t[..<q]
+            queryPart = t[t.index(after: q)...]
         }
         if let h = queryPart.firstIndex(of: "#") { queryPart = queryPart[..<h] }
         var segments: [String] = []

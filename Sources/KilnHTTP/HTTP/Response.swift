@@ -7,16 +7,21 @@ public struct Response: Sendable {
     public var body: ResponseBody
 
     public init(status: HTTPStatus = .ok, headers: HTTPHeaders = HTTPHeaders(), body: ResponseBody = .bytes([])) {
-        self.status = status; self.headers = headers; self.body = body
+        self.status = status
+        self.headers = headers
+        self.body = body
     }
 
-    public static func text(_ s: String, status: HTTPStatus = .ok, contentType: String = "text/plain; charset=utf-8") -> Response {
+    public static func text(
+        _ s: String, status: HTTPStatus = .ok, contentType: String = "text/plain; charset=utf-8"
+    ) -> Response {
         Response(status: status, headers: ["Content-Type": contentType], body: .bytes(Array(s.utf8)))
     }
 
     public static func json<T: Encodable>(_ value: T, status: HTTPStatus = .ok) throws -> Response {
-        Response(status: status, headers: ["Content-Type": "application/json; charset=utf-8"],
-                 body: .bytes(try JSONCoding.encode(value)))
+        Response(
+            status: status, headers: ["Content-Type": "application/json; charset=utf-8"],
+            body: .bytes(try JSONCoding.encode(value)))
     }
 
     /// A JSON document built as a `JSONValue` (keys exactly as written).
@@ -31,8 +36,10 @@ public struct Response: Sendable {
     public static func noContent() -> Response { Response(status: .noContent) }
 
     /// A streamed body; written chunked (HTTP/1.1) unless the handler sets `Content-Length`.
-    public static func stream(status: HTTPStatus = .ok, headers: HTTPHeaders = HTTPHeaders(),
-                              _ producer: @escaping @Sendable (any ResponseBodyWriter) async throws -> Void) -> Response {
+    public static func stream(
+        status: HTTPStatus = .ok, headers: HTTPHeaders = HTTPHeaders(),
+        _ producer: @escaping @Sendable (any ResponseBodyWriter) async throws -> Void
+    ) -> Response {
         Response(status: status, headers: headers, body: .stream(producer))
     }
 

@@ -34,10 +34,17 @@ public final class RequestBodyStream: AsyncSequence, Sendable {
     /// Loop side: adds a chunk; false when the consumer is behind and reading should pause.
     func push(_ chunk: [UInt8]) -> Bool {
         state.withLock { s -> Bool in
-            if let w = s.waiter { s.waiter = nil; w.resume(returning: chunk); return true }
+            if let w = s.waiter {
+                s.waiter = nil
+                w.resume(returning: chunk)
+                return true
+            }
             s.chunks.append(chunk)
             s.bytes += chunk.count
-            if s.bytes > highWater { s.pausedProducer = true; return false }
+            if s.bytes > highWater {
+                s.pausedProducer = true
+                return false
+            }
             return true
         }
     }
@@ -64,13 +71,22 @@ public final class RequestBodyStream: AsyncSequence, Sendable {
                     let chunk = s.chunks[s.head]
                     s.head += 1
                     s.bytes -= chunk.count
-                    if s.head == s.chunks.count { s.chunks.removeAll(keepingCapacity: true); s.head = 0 }
-                    if s.pausedProducer && s.bytes <= s.highWaterHalf(highWater) { s.pausedProducer = false; resumeProducer = true }
+                    if s.head == s.chunks.count {
+                        s.chunks.removeAll(keepingCapacity: true)
+                        s.head = 0
+                    }
+                    if s.pausedProducer && s.bytes <= s.highWaterHalf(highWater) {
+                        s.pausedProducer = false
+                        resumeProducer = true
+                    }
                     c.resume(returning: chunk)
                 } else if s.finished {
                     if let e = s.error { c.resume(throwing: e) } else { c.resume(returning: nil) }
                 } else {
-                    if s.pausedProducer { s.pausedProducer = false; resumeProducer = true }
+                    if s.pausedProducer {
+                        s.pausedProducer = false
+                        resumeProducer = true
+                    }
                     s.waiter = c
                 }
             }

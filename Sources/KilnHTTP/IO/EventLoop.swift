@@ -46,14 +46,18 @@ final class EventLoop: @unchecked Sendable {
 
     deinit {
         readBuffer.deallocate()
-        close(epfd); close(wakeFd)
+        close(epfd)
+        close(wakeFd)
     }
 
     /// Runs `job` on the loop thread (thread-safe).
     func execute(_ job: @escaping @Sendable () -> Void) {
         let wake = inbox.withLock { box -> Bool in
             box.jobs.append(job)
-            if box.sleeping { box.sleeping = false; return true }
+            if box.sleeping {
+                box.sleeping = false
+                return true
+            }
             return false
         }
         if wake { _ = kiln_eventfd_signal(wakeFd) }
@@ -87,7 +91,10 @@ final class EventLoop: @unchecked Sendable {
         var datas = [UInt64](repeating: 0, count: 256)
         while running {
             let hasJobs = inbox.withLock { box -> Bool in
-                if box.jobs.isEmpty { box.sleeping = true; return false }
+                if box.jobs.isEmpty {
+                    box.sleeping = true
+                    return false
+                }
                 return true
             }
             let n = events.withUnsafeMutableBufferPointer { ev in
@@ -100,12 +107,21 @@ final class EventLoop: @unchecked Sendable {
             if n > 0 {
                 for i in 0..<Int(n) {
                     let token = datas[i]
-                    if token == EventLoop.wakeToken { _ = kiln_eventfd_drain(wakeFd); continue }
-                    if token == EventLoop.listenToken { acceptConnections(); continue }
+                    if token == EventLoop.wakeToken {
+                        _ = kiln_eventfd_drain(wakeFd)
+                        continue
+                    }
+                    if token == EventLoop.listenToken {
+                        acceptConnections()
+                        continue
+                    }
                     let fd = Int(token)
                     guard fd < connections.count, let c = connections[fd] else { continue }
                     let e = events[i]
-                    if e & (KILN_EPOLLERR | KILN_EPOLLHUP) != 0 { c.onHangup(); continue }
+                    if e & (KILN_EPOLLERR | KILN_EPOLLHUP) != 0 {
+                        c.onHangup()
+                        continue
+                    }
                     if e & KILN_EPOLLOUT != 0 { c.onWritable() }
                     if e & (KILN_EPOLLIN | KILN_EPOLLRDHUP) != 0 { c.onReadable() }
                 }
@@ -149,7 +165,9 @@ final class EventLoop: @unchecked Sendable {
             if open > server.configuration.maxConnections || draining {
                 server.stats.openConnections.subtract(1, ordering: .relaxed)
                 server.stats.rejectedConnections.add(1, ordering: .relaxed)
-                let msg = Array("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n".utf8)
+                let msg = Array(
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
+                        .utf8)
                 _ = msg.withUnsafeBytes { kiln_send(fd, $0.baseAddress, $0.count) }
                 close(fd)
                 continue
@@ -157,7 +175,9 @@ final class EventLoop: @unchecked Sendable {
             _ = kiln_set_nodelay(fd)
             let conn = Connection(fd: fd, loop: self, remoteAddress: remote, tls: server.tlsContext)
             let i = Int(fd)
-            if i >= connections.count { connections.append(contentsOf: repeatElement(nil, count: max(i + 1 - connections.count, 256))) }
+            if i >= connections.count {
+                connections.append(contentsOf: repeatElement(nil, count: max(i + 1 - connections.count, 256)))
+            }
             connections[i] = conn
             connectionCount += 1
             _ = kiln_epoll_add(epfd, fd, KILN_EPOLLIN | KILN_EPOLLOUT | KILN_EPOLLRDHUP | KILN_EPOLLET, UInt64(fd))

@@ -20,7 +20,10 @@ public enum RequestID {
     public static func isWellFormed(_ s: String) -> Bool {
         let u = s.utf8
         return u.count >= 8 && u.count <= 128
-            && u.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95 || $0 == 46 }
+            && u.allSatisfy {
+                ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95
+                    || $0 == 46
+            }
     }
 }
 
@@ -48,7 +51,10 @@ public enum ServerLog {
         obj["level"] = .string(level.name)
         obj["msg"] = .string(message)
         let line = JSONValue.object(obj).jsonText
-        if let s = sink.withLock({ $0 }) { s(line); return }
+        if let s = sink.withLock({ $0 }) {
+            s(line)
+            return
+        }
         FileHandle.standardError.write(Data((line + "\n").utf8))
     }
 

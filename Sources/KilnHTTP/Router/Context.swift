@@ -9,13 +9,19 @@ public struct RequestContext: Sendable {
     public var startNanos: UInt64
     private var values: [ObjectIdentifier: any Sendable] = [:]
 
-    public init(requestID: String, route: RouteInfo? = nil, parameters: [String: String] = [:], startNanos: UInt64 = 0) {
-        self.requestID = requestID; self.route = route; self.parameters = parameters; self.startNanos = startNanos
+    public init(requestID: String, route: RouteInfo? = nil, parameters: [String: String] = [:], startNanos: UInt64 = 0)
+    {
+        self.requestID = requestID
+        self.route = route
+        self.parameters = parameters
+        self.startNanos = startNanos
     }
 
     /// A path parameter, or 400 naming it when absent.
     public func parameter(_ name: String) throws -> String {
-        guard let v = parameters[name] else { throw HTTPError.badRequest("Missing path parameter '\(name)'", field: name) }
+        guard let v = parameters[name] else {
+            throw HTTPError.badRequest("Missing path parameter '\(name)'", field: name)
+        }
         return v
     }
 
@@ -56,10 +62,16 @@ public struct RouteMetadata: Sendable {
     /// Free-form extras for other layers (OpenAPI schemas, rate-limit class…).
     public var extra: [String: String]
 
-    public init(permission: String? = nil, bodyLimit: Int? = nil, streamBody: Bool = false, summary: String = "",
-                tags: [String] = [], extra: [String: String] = [:]) {
-        self.permission = permission; self.bodyLimit = bodyLimit; self.streamBody = streamBody
-        self.summary = summary; self.tags = tags; self.extra = extra
+    public init(
+        permission: String? = nil, bodyLimit: Int? = nil, streamBody: Bool = false, summary: String = "",
+        tags: [String] = [], extra: [String: String] = [:]
+    ) {
+        self.permission = permission
+        self.bodyLimit = bodyLimit
+        self.streamBody = streamBody
+        self.summary = summary
+        self.tags = tags
+        self.extra = extra
     }
 }
 
@@ -73,7 +85,9 @@ public protocol Middleware: Sendable {
 /// A middleware from a closure.
 public struct ClosureMiddleware: Middleware {
     let body: @Sendable (Request, RequestContext, Handler) async throws -> Response
-    public init(_ body: @escaping @Sendable (Request, RequestContext, Handler) async throws -> Response) { self.body = body }
+    public init(_ body: @escaping @Sendable (Request, RequestContext, Handler) async throws -> Response) {
+        self.body = body
+    }
     public func handle(_ request: Request, context: RequestContext, next: Handler) async throws -> Response {
         try await body(request, context, next)
     }

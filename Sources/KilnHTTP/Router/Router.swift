@@ -28,8 +28,10 @@ public final class Router: @unchecked Sendable {
     public func add(middleware: any Middleware) { middlewares.append(middleware) }
 
     /// Registers `handler` for `method` on `pattern`. Registering the same method and pattern twice is a programming error.
-    public func on(_ method: HTTPMethod, _ pattern: String, _ metadata: RouteMetadata = RouteMetadata(),
-                   _ handler: @escaping Handler) {
+    public func on(
+        _ method: HTTPMethod, _ pattern: String, _ metadata: RouteMetadata = RouteMetadata(),
+        _ handler: @escaping Handler
+    ) {
         let route = Route(method: method, pattern: pattern, metadata: metadata, handler: handler)
         var node = root
         let parts = pattern.split(separator: "/", omittingEmptySubsequences: true)
@@ -48,11 +50,19 @@ public final class Router: @unchecked Sendable {
                     precondition(p.name == name, "conflicting parameter names at \(pattern)")
                     node = p.node
                 } else {
-                    let n = Node(); node.param = (name, n); node = n
+                    let n = Node()
+                    node.param = (name, n)
+                    node = n
                 }
             } else {
                 let key = String(part)
-                if let n = node.statics[key] { node = n } else { let n = Node(); node.statics[key] = n; node = n }
+                if let n = node.statics[key] {
+                    node = n
+                } else {
+                    let n = Node()
+                    node.statics[key] = n
+                    node = n
+                }
             }
         }
         precondition(node.routes[method] == nil, "duplicate route \(method) \(pattern)")
@@ -64,7 +74,9 @@ public final class Router: @unchecked Sendable {
     public func post(_ p: String, _ m: RouteMetadata = RouteMetadata(), _ h: @escaping Handler) { on(.POST, p, m, h) }
     public func put(_ p: String, _ m: RouteMetadata = RouteMetadata(), _ h: @escaping Handler) { on(.PUT, p, m, h) }
     public func patch(_ p: String, _ m: RouteMetadata = RouteMetadata(), _ h: @escaping Handler) { on(.PATCH, p, m, h) }
-    public func delete(_ p: String, _ m: RouteMetadata = RouteMetadata(), _ h: @escaping Handler) { on(.DELETE, p, m, h) }
+    public func delete(_ p: String, _ m: RouteMetadata = RouteMetadata(), _ h: @escaping Handler) {
+        on(.DELETE, p, m, h)
+    }
 
     public enum Match {
         case found(Route, [String: String])
@@ -88,7 +100,9 @@ public final class Router: @unchecked Sendable {
         return method == .OPTIONS ? .options(allow: sorted) : .methodNotAllowed(allow: sorted)
     }
 
-    private func find(_ node: Node, _ segs: [String], _ i: Int, _ params: inout [String: String]) -> [HTTPMethod: Route]? {
+    private func find(
+        _ node: Node, _ segs: [String], _ i: Int, _ params: inout [String: String]
+    ) -> [HTTPMethod: Route]? {
         if i == segs.count {
             if !node.routes.isEmpty { return node.routes }
             return nil
@@ -96,7 +110,10 @@ public final class Router: @unchecked Sendable {
         let seg = segs[i]
         if let n = node.statics[seg], let r = find(n, segs, i + 1, &params) { return r }
         if let p = node.param {
-            if let r = find(p.node, segs, i + 1, &params) { params[p.name] = seg; return r }
+            if let r = find(p.node, segs, i + 1, &params) {
+                params[p.name] = seg
+                return r
+            }
         }
         if let c = node.catchAll, !c.routes.isEmpty {
             params[c.name] = segs[i...].joined(separator: "/")
@@ -120,17 +137,21 @@ public struct RouterResponder: Sendable {
         let dispatch: Handler = { request, context in
             guard let route = context.route else {
                 if request.method == .OPTIONS && request.path == "*" {
-                    return Response(status: .noContent, headers: ["Allow": "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"])
+                    return Response(
+                        status: .noContent, headers: ["Allow": "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"])
                 }
-                if let fallback, request.method == .GET || request.method == .HEAD { return try await fallback(request, context) }
+                if let fallback, request.method == .GET || request.method == .HEAD {
+                    return try await fallback(request, context)
+                }
                 throw HTTPError(.notFound, message: "No route for \(request.method) \(request.path)")
             }
             switch route.automatic {
             case .options:
                 return Response(status: .noContent, headers: ["Allow": route.allow])
             case .methodNotAllowed:
-                throw HTTPError(.methodNotAllowed, message: "Method \(request.method) is not allowed here",
-                                details: ["allow": .string(route.allow)], headers: ["Allow": route.allow])
+                throw HTTPError(
+                    .methodNotAllowed, message: "Method \(request.method) is not allowed here",
+                    details: ["allow": .string(route.allow)], headers: ["Allow": route.allow])
             case nil:
                 guard let handler = route.handler else { throw HTTPError(.notFound) }
                 return try await handler(request, context)
@@ -151,13 +172,23 @@ public struct RouterResponder: Sendable {
     public func resolve(_ method: HTTPMethod, _ segments: [String]) -> (RouteInfo?, [String: String]) {
         switch router.match(method, segments) {
         case .found(let r, let params):
-            return (RouteInfo(method: r.method, pattern: r.pattern, metadata: r.metadata, handler: r.handler, automatic: nil, allow: ""), params)
+            return (
+                RouteInfo(
+                    method: r.method, pattern: r.pattern, metadata: r.metadata, handler: r.handler, automatic: nil,
+                    allow: ""), params
+            )
         case .methodNotAllowed(let allow):
-            return (RouteInfo(method: method, pattern: "(405)", metadata: RouteMetadata(), handler: nil,
-                              automatic: .methodNotAllowed, allow: allow.joined(separator: ", ")), [:])
+            return (
+                RouteInfo(
+                    method: method, pattern: "(405)", metadata: RouteMetadata(), handler: nil,
+                    automatic: .methodNotAllowed, allow: allow.joined(separator: ", ")), [:]
+            )
         case .options(let allow):
-            return (RouteInfo(method: method, pattern: "(options)", metadata: RouteMetadata(), handler: nil,
-                              automatic: .options, allow: allow.joined(separator: ", ")), [:])
+            return (
+                RouteInfo(
+                    method: method, pattern: "(options)", metadata: RouteMetadata(), handler: nil,
+                    automatic: .options, allow: allow.joined(separator: ", ")), [:]
+            )
         case .notFound:
             return (nil, [:])
         }
@@ -165,11 +196,12 @@ public struct RouterResponder: Sendable {
 
     /// Runs the chain; never throws: errors become the shared error response.
     public func respond(_ request: Request, context: RequestContext) async -> Response {
-        do { return try await chain(request, context) }
-        catch {
+        do { return try await chain(request, context) } catch {
             let inner = ErrorWithHeaders.unwrap(error)
             if !(inner is any HTTPResponseError) && !(inner is DecodingError) && !(inner is CancellationError) {
-                ServerLog.error("unhandled error", ["request_id": .string(context.requestID), "error": .string(String(describing: error))])
+                ServerLog.error(
+                    "unhandled error",
+                    ["request_id": .string(context.requestID), "error": .string(String(describing: error))])
             }
             return Response.error(error, requestID: context.requestID)
         }
@@ -182,4 +214,3 @@ public struct RouterResponder: Sendable {
         return await respond(request, context: ctx)
     }
 }
-

@@ -5,18 +5,34 @@ public struct SSEEvent: Sendable, Equatable {
     public var data: String
     public var retryMillis: Int?
     public init(id: String? = nil, event: String? = nil, data: String, retryMillis: Int? = nil) {
-        self.id = id; self.event = event; self.data = data; self.retryMillis = retryMillis
+        self.id = id
+        self.event = event
+        self.data = data
+        self.retryMillis = retryMillis
     }
 
     /// The wire form: `id:`, `event:`, one `data:` line per line of data, blank line.
     public var encoded: [UInt8] {
         // The usual event (one-line JSON data, plain id and type) is built without splitting.
-        if retryMillis == nil, !SSEEvent.hasLineBreak(data), !SSEEvent.hasLineBreak(id ?? ""), !SSEEvent.hasLineBreak(event ?? "") {
+        if retryMillis == nil, !SSEEvent.hasLineBreak(data), !SSEEvent.hasLineBreak(id ?? ""),
+            !SSEEvent.hasLineBreak(event ?? "")
+        {
             var out: [UInt8] = []
             out.reserveCapacity(data.utf8.count + (event?.utf8.count ?? 0) + 32)
-            if let id { out += "id: ".utf8; out += id.utf8; out.append(10) }
-            if let event { out += "event: ".utf8; out += event.utf8; out.append(10) }
-            out += "data: ".utf8; out += data.utf8; out.append(10); out.append(10)
+            if let id {
+                out += "id: ".utf8
+                out += id.utf8
+                out.append(10)
+            }
+            if let event {
+                out += "event: ".utf8
+                out += event.utf8
+                out.append(10)
+            }
+            out += "data: ".utf8
+            out += data.utf8
+            out.append(10)
+            out.append(10)
             return out
         }
         var s = ""
@@ -55,7 +71,9 @@ public enum SSE {
     public static func resumeCursor(_ request: Request) throws -> Int? {
         let raw = request.headers["Last-Event-ID"] ?? request.query["cursor"]
         guard let raw, !raw.isEmpty else { return nil }
-        guard let n = Int(raw), n >= 0 else { throw HTTPError.badRequest("cursor must be a non-negative integer", field: "cursor") }
+        guard let n = Int(raw), n >= 0 else {
+            throw HTTPError.badRequest("cursor must be a non-negative integer", field: "cursor")
+        }
         return n
     }
 }
@@ -63,25 +81,29 @@ public enum SSE {
 extension Response {
     /// An SSE response: `producer` sends events; a heartbeat comment goes out every `heartbeat`;
     /// when the client goes away the producer's task is cancelled.
-    public static func sse(headers: HTTPHeaders = HTTPHeaders(), heartbeat: Duration = .seconds(15),
-                           _ producer: @escaping @Sendable (SSEWriter) async throws -> Void) -> Response {
+    public static func sse(
+        headers: HTTPHeaders = HTTPHeaders(), heartbeat: Duration = .seconds(15),
+        _ producer: @escaping @Sendable (SSEWriter) async throws -> Void
+    ) -> Response {
         var h = headers
         h["Content-Type"] = "text/event-stream; charset=utf-8"
         h["Cache-Control"] = "no-cache"
         h["X-Accel-Buffering"] = "no"
-        return Response(status: .ok, headers: h, body: .stream { writer in
-            let sse = SSEWriter(writer: writer)
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await producer(sse) }
-                group.addTask {
-                    while true {
-                        try await Task.sleep(for: heartbeat)
-                        try await sse.comment("heartbeat")
+        return Response(
+            status: .ok, headers: h,
+            body: .stream { writer in
+                let sse = SSEWriter(writer: writer)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await producer(sse) }
+                    group.addTask {
+                        while true {
+                            try await Task.sleep(for: heartbeat)
+                            try await sse.comment("heartbeat")
+                        }
                     }
+                    defer { group.cancelAll() }
+                    try await group.next()
                 }
-                defer { group.cancelAll() }
-                try await group.next()
-            }
-        })
+            })
     }
 }

@@ -16,12 +16,15 @@ public final class TLSContext: @unchecked Sendable {
             throw HTTPServerError.tls("cipher list rejected")
         }
         guard SSL_CTX_use_certificate_chain_file(ctx, certificateChainPath) == 1 else {
-            throw HTTPServerError.tls("cannot load certificate chain from \(certificateChainPath): \(TLSContext.lastError())")
+            throw HTTPServerError.tls(
+                "cannot load certificate chain from \(certificateChainPath): \(TLSContext.lastError())")
         }
         guard SSL_CTX_use_PrivateKey_file(ctx, privateKeyPath, SSL_FILETYPE_PEM) == 1 else {
             throw HTTPServerError.tls("cannot load private key from \(privateKeyPath): \(TLSContext.lastError())")
         }
-        guard SSL_CTX_check_private_key(ctx) == 1 else { throw HTTPServerError.tls("private key does not match the certificate") }
+        guard SSL_CTX_check_private_key(ctx) == 1 else {
+            throw HTTPServerError.tls("private key does not match the certificate")
+        }
         kiln_ctx_use_alpn_http11(ctx)
     }
 

@@ -9,7 +9,11 @@ public struct WebSocketFrame: Sendable, Equatable {
     public var fin: Bool
     public var opcode: WebSocketOpcode
     public var payload: [UInt8]
-    public init(fin: Bool = true, opcode: WebSocketOpcode, payload: [UInt8]) { self.fin = fin; self.opcode = opcode; self.payload = payload }
+    public init(fin: Bool = true, opcode: WebSocketOpcode, payload: [UInt8]) {
+        self.fin = fin
+        self.opcode = opcode
+        self.payload = payload
+    }
 }
 
 /// Close codes the engine sends.
@@ -45,17 +49,24 @@ public struct WebSocketFrameDecoder: Sendable {
     }
 
     /// The header of a frame whose payload has not fully arrived: (opcode, header length, payload length, mask key).
-    public func peekHeader(_ buf: UnsafeBufferPointer<UInt8>) -> (opcode: WebSocketOpcode, headerLength: Int, payloadLength: Int, key: (UInt8, UInt8, UInt8, UInt8))? {
+    public func peekHeader(
+        _ buf: UnsafeBufferPointer<UInt8>
+    ) -> (opcode: WebSocketOpcode, headerLength: Int, payloadLength: Int, key: (UInt8, UInt8, UInt8, UInt8))? {
         let n = buf.count
         guard n >= 2, buf[1] & 0x80 != 0, let op = WebSocketOpcode(rawValue: buf[0] & 0x0F) else { return nil }
-        var len = Int(buf[1] & 0x7F), off = 2
-        if len == 126 { guard n >= 4 else { return nil }; len = Int(buf[2]) << 8 | Int(buf[3]); off = 4 }
-        else if len == 127 {
+        var len = Int(buf[1] & 0x7F)
+        var off = 2
+        if len == 126 {
+            guard n >= 4 else { return nil }
+            len = Int(buf[2]) << 8 | Int(buf[3])
+            off = 4
+        } else if len == 127 {
             guard n >= 10 else { return nil }
             var v: UInt64 = 0
             for i in 2..<10 { v = v << 8 | UInt64(buf[i]) }
             guard v <= UInt64(maxFrameSize) else { return nil }
-            len = Int(v); off = 10
+            len = Int(v)
+            off = 10
         }
         guard n >= off + 4 else { return nil }
         return (op, off + 4, len, (buf[off], buf[off + 1], buf[off + 2], buf[off + 3]))
@@ -65,14 +76,17 @@ public struct WebSocketFrameDecoder: Sendable {
     public func decode(_ buf: UnsafeMutableBufferPointer<UInt8>, requireMask: Bool = true) -> Result {
         let n = buf.count
         guard n >= 2 else { return .needMore }
-        let b0 = buf[0], b1 = buf[1]
+        let b0 = buf[0]
+        let b1 = buf[1]
         if b0 & 0x70 != 0 { return .failure(code: WebSocketCloseCode.protocolError, reason: "Reserved bits set") }
         guard let opcode = WebSocketOpcode(rawValue: b0 & 0x0F) else {
             return .failure(code: WebSocketCloseCode.protocolError, reason: "Reserved opcode")
         }
         let fin = b0 & 0x80 != 0
         let masked = b1 & 0x80 != 0
-        if requireMask && !masked { return .failure(code: WebSocketCloseCode.protocolError, reason: "Client frames must be masked") }
+        if requireMask && !masked {
+            return .failure(code: WebSocketCloseCode.protocolError, reason: "Client frames must be masked")
+        }
         var len = Int(b1 & 0x7F)
         var off = 2
         if opcode.isControl {
@@ -90,7 +104,9 @@ public struct WebSocketFrameDecoder: Sendable {
             for i in 2..<10 { v = v << 8 | UInt64(buf[i]) }
             if v >> 63 != 0 { return .failure(code: WebSocketCloseCode.protocolError, reason: "Invalid length") }
             if v < 65536 { return .failure(code: WebSocketCloseCode.protocolError, reason: "Non-minimal length") }
-            if v > UInt64(maxFrameSize) { return .failure(code: WebSocketCloseCode.messageTooBig, reason: "Frame too large") }
+            if v > UInt64(maxFrameSize) {
+                return .failure(code: WebSocketCloseCode.messageTooBig, reason: "Frame too large")
+            }
             len = Int(v)
             off = 10
         }
@@ -121,19 +137,27 @@ public struct WebSocketFrameDecoder: Sendable {
             raw.storeBytes(of: w ^ k64, toByteOffset: i, as: UInt64.self)
             i += 8
         }
-        while i < n { base[i] ^= k[i & 3]; i += 1 }
+        while i < n {
+            base[i] ^= k[i & 3]
+            i += 1
+        }
     }
 }
 
 /// Encodes a server frame (never masked).
-public func encodeWebSocketFrame(opcode: WebSocketOpcode, payload: UnsafeRawBufferPointer, fin: Bool = true) -> [UInt8] {
+public func encodeWebSocketFrame(opcode: WebSocketOpcode, payload: UnsafeRawBufferPointer, fin: Bool = true) -> [UInt8]
+{
     var out = [UInt8]()
     let len = payload.count
     out.reserveCapacity(len + 10)
     out.append((fin ? 0x80 : 0) | opcode.rawValue)
-    if len < 126 { out.append(UInt8(len)) }
-    else if len < 65536 { out.append(126); out.append(UInt8(len >> 8)); out.append(UInt8(len & 0xFF)) }
-    else {
+    if len < 126 {
+        out.append(UInt8(len))
+    } else if len < 65536 {
+        out.append(126)
+        out.append(UInt8(len >> 8))
+        out.append(UInt8(len & 0xFF))
+    } else {
         out.append(127)
         for s in stride(from: 56, through: 0, by: -8) { out.append(UInt8((UInt64(len) >> UInt64(s)) & 0xFF)) }
     }

@@ -37,7 +37,9 @@ public struct WebSocketStateMachine: Sendable {
             closeReceived = true
             let p = frame.payload
             if p.isEmpty { return .replyClose(code: WebSocketCloseCode.normal, reason: "") }
-            if p.count == 1 { return .fail(code: WebSocketCloseCode.protocolError, reason: "Close payload of one byte") }
+            if p.count == 1 {
+                return .fail(code: WebSocketCloseCode.protocolError, reason: "Close payload of one byte")
+            }
             let code = UInt16(p[0]) << 8 | UInt16(p[1])
             guard WebSocketCloseCode.isValidReceived(code) else {
                 return .fail(code: WebSocketCloseCode.protocolError, reason: "Invalid close code")
@@ -48,9 +50,13 @@ public struct WebSocketStateMachine: Sendable {
             }
             return .replyClose(code: code, reason: "")
         case .text, .binary:
-            if messageOpcode != nil { return .fail(code: WebSocketCloseCode.protocolError, reason: "Expected a continuation frame") }
+            if messageOpcode != nil {
+                return .fail(code: WebSocketCloseCode.protocolError, reason: "Expected a continuation frame")
+            }
             if frame.fin {
-                if frame.payload.count > maxMessageSize { return .fail(code: WebSocketCloseCode.messageTooBig, reason: "Message too big") }
+                if frame.payload.count > maxMessageSize {
+                    return .fail(code: WebSocketCloseCode.messageTooBig, reason: "Message too big")
+                }
                 if frame.opcode == .text {
                     guard let s = String(validating: frame.payload, as: UTF8.self) else {
                         return .fail(code: WebSocketCloseCode.invalidPayload, reason: "Text is not valid UTF-8")
@@ -64,7 +70,9 @@ public struct WebSocketStateMachine: Sendable {
             utf8 = UTF8Validator()
             return appendChecks(frame.payload, fin: false)
         case .continuation:
-            guard messageOpcode != nil else { return .fail(code: WebSocketCloseCode.protocolError, reason: "Continuation without a message") }
+            guard messageOpcode != nil else {
+                return .fail(code: WebSocketCloseCode.protocolError, reason: "Continuation without a message")
+            }
             if buffer.count + frame.payload.count > maxMessageSize {
                 return .fail(code: WebSocketCloseCode.messageTooBig, reason: "Message too big")
             }
@@ -74,9 +82,13 @@ public struct WebSocketStateMachine: Sendable {
     }
 
     private mutating func appendChecks(_ payload: [UInt8], fin: Bool) -> Action {
-        if buffer.count > maxMessageSize { return .fail(code: WebSocketCloseCode.messageTooBig, reason: "Message too big") }
+        if buffer.count > maxMessageSize {
+            return .fail(code: WebSocketCloseCode.messageTooBig, reason: "Message too big")
+        }
         if messageOpcode == .text {
-            guard utf8.feed(payload) else { return .fail(code: WebSocketCloseCode.invalidPayload, reason: "Text is not valid UTF-8") }
+            guard utf8.feed(payload) else {
+                return .fail(code: WebSocketCloseCode.invalidPayload, reason: "Text is not valid UTF-8")
+            }
         }
         guard fin else { return .none }
         let op = messageOpcode
@@ -84,7 +96,9 @@ public struct WebSocketStateMachine: Sendable {
         let data = buffer
         buffer = []
         if op == .text {
-            guard utf8.isComplete else { return .fail(code: WebSocketCloseCode.invalidPayload, reason: "Text is not valid UTF-8") }
+            guard utf8.isComplete else {
+                return .fail(code: WebSocketCloseCode.invalidPayload, reason: "Text is not valid UTF-8")
+            }
             return .deliver(.text(String(decoding: data, as: UTF8.self)))
         }
         return .deliver(.binary(data))

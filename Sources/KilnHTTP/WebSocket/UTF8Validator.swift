@@ -28,20 +28,42 @@ public struct UTF8Validator: Sendable {
                 i += 1
                 if b < 0x80 { continue }
                 switch b {
-                case 0xC2...0xDF: need = 1; lower = 0x80; upper = 0xBF
-                case 0xE0: need = 2; lower = 0xA0; upper = 0xBF
-                case 0xE1...0xEC, 0xEE, 0xEF: need = 2; lower = 0x80; upper = 0xBF
-                case 0xED: need = 2; lower = 0x80; upper = 0x9F
-                case 0xF0: need = 3; lower = 0x90; upper = 0xBF
-                case 0xF1...0xF3: need = 3; lower = 0x80; upper = 0xBF
-                case 0xF4: need = 3; lower = 0x80; upper = 0x8F
+                case 0xC2...0xDF:
+                    need = 1
+                    lower = 0x80
+                    upper = 0xBF
+                case 0xE0:
+                    need = 2
+                    lower = 0xA0
+                    upper = 0xBF
+                case 0xE1...0xEC, 0xEE, 0xEF:
+                    need = 2
+                    lower = 0x80
+                    upper = 0xBF
+                case 0xED:
+                    need = 2
+                    lower = 0x80
+                    upper = 0x9F
+                case 0xF0:
+                    need = 3
+                    lower = 0x90
+                    upper = 0xBF
+                case 0xF1...0xF3:
+                    need = 3
+                    lower = 0x80
+                    upper = 0xBF
+                case 0xF4:
+                    need = 3
+                    lower = 0x80
+                    upper = 0x8F
                 default: return false
                 }
             } else {
                 let b = base[i]
                 i += 1
                 if b < lower || b > upper { return false }
-                lower = 0x80; upper = 0xBF
+                lower = 0x80
+                upper = 0xBF
                 need -= 1
             }
         }

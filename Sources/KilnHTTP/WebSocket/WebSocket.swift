@@ -48,21 +48,35 @@ public final class WebSocket: Sendable {
                         let m = s.items[s.head]
                         s.head += 1
                         s.bytes -= WebSocket.size(m)
-                        if s.head == s.items.count { s.items.removeAll(keepingCapacity: true); s.head = 0 }
-                        if s.pausedProducer && s.bytes <= settings.maxQueuedBytes / 2 { s.pausedProducer = false; resume = true }
+                        if s.head == s.items.count {
+                            s.items.removeAll(keepingCapacity: true)
+                            s.head = 0
+                        }
+                        if s.pausedProducer && s.bytes <= settings.maxQueuedBytes / 2 {
+                            s.pausedProducer = false
+                            resume = true
+                        }
                         c.resume(returning: m)
                     } else if s.finished {
                         c.resume(returning: nil)
                     } else {
-                        if s.pausedProducer { s.pausedProducer = false; resume = true }
+                        if s.pausedProducer {
+                            s.pausedProducer = false
+                            resume = true
+                        }
                         s.waiter = c
                     }
                 }
-                if resume { let conn = connection; conn.loop.execute { conn.wsResumeReading() } }
+                if resume {
+                    let conn = connection
+                    conn.loop.execute { conn.wsResumeReading() }
+                }
             }
         } onCancel: {
             let w = inbound.withLock { s -> CheckedContinuation<WebSocketMessage?, Never>? in
-                let w = s.waiter; s.waiter = nil; return w
+                let w = s.waiter
+                s.waiter = nil
+                return w
             }
             w?.resume(returning: nil)
         }
@@ -109,7 +123,8 @@ public final class WebSocket: Sendable {
     /// A text message, queued like `push(binary:limit:)`.
     public func push(text: String, limit: Int) -> Bool {
         var s = text
-        return pushFrame(s.withUTF8 { encodeWebSocketFrame(opcode: .text, payload: UnsafeRawBufferPointer($0)) }, limit: limit)
+        return pushFrame(
+            s.withUTF8 { encodeWebSocketFrame(opcode: .text, payload: UnsafeRawBufferPointer($0)) }, limit: limit)
     }
 
     /// Bytes pushed that the connection has not yet written down to its low-water mark.
@@ -119,7 +134,8 @@ public final class WebSocket: Sendable {
     public var isClosed: Bool { connection.pushClosed.load(ordering: .relaxed) }
 
     private func pushFrame(_ frame: [UInt8], limit: Int) -> Bool {
-        let conn = connection, n = frame.count
+        let conn = connection
+        let n = frame.count
         let after = conn.pushBacklog.add(n, ordering: .relaxed).newValue
         guard after <= limit, !conn.pushClosed.load(ordering: .relaxed) else {
             conn.pushBacklog.subtract(n, ordering: .relaxed)
@@ -152,16 +168,26 @@ public final class WebSocket: Sendable {
     // MARK: Loop side
 
     static func size(_ m: WebSocketMessage) -> Int {
-        switch m { case .text(let s): s.utf8.count; case .binary(let b): b.count }
+        switch m {
+        case .text(let s): s.utf8.count
+        case .binary(let b): b.count
+        }
     }
 
     /// Queues a message for the handler; false when the queue is full and reading should pause.
     func enqueue(_ m: WebSocketMessage) -> Bool {
         inbound.withLock { s -> Bool in
-            if let w = s.waiter { s.waiter = nil; w.resume(returning: m); return true }
+            if let w = s.waiter {
+                s.waiter = nil
+                w.resume(returning: m)
+                return true
+            }
             s.items.append(m)
             s.bytes += WebSocket.size(m)
-            if s.bytes > settings.maxQueuedBytes { s.pausedProducer = true; return false }
+            if s.bytes > settings.maxQueuedBytes {
+                s.pausedProducer = true
+                return false
+            }
             return true
         }
     }
@@ -169,7 +195,9 @@ public final class WebSocket: Sendable {
     func finishInbound() {
         let w = inbound.withLock { s -> CheckedContinuation<WebSocketMessage?, Never>? in
             s.finished = true
-            let w = s.waiter; s.waiter = nil; return w
+            let w = s.waiter
+            s.waiter = nil
+            return w
         }
         w?.resume(returning: nil)
     }
@@ -180,34 +208,41 @@ public final class WebSocket: Sendable {
 
     /// Validates the upgrade request (RFC 6455 §4.2.1) and answers 101 handing the connection to `handler`.
     /// `Origin` is in `request.headers` for the caller to check before calling this.
-    public static func upgrade(_ request: Request, settings: WebSocketSettings = WebSocketSettings(),
-                               handler: @escaping @Sendable (WebSocket) async throws -> Void) throws -> Response {
+    public static func upgrade(
+        _ request: Request, settings: WebSocketSettings = WebSocketSettings(),
+        handler: @escaping @Sendable (WebSocket) async throws -> Void
+    ) throws -> Response {
         guard request.method == .GET, request.version == .http1_1 else {
             throw HTTPError.badRequest("WebSocket upgrade needs GET over HTTP/1.1")
         }
         guard request.headers.hasToken("Upgrade", "websocket"), request.headers.hasToken("Connection", "upgrade") else {
-            throw HTTPError(HTTPStatus(426), code: "validation_failed", message: "This endpoint requires a WebSocket upgrade",
-                            headers: ["Upgrade": "websocket", "Connection": "Upgrade"])
+            throw HTTPError(
+                HTTPStatus(426), code: "validation_failed", message: "This endpoint requires a WebSocket upgrade",
+                headers: ["Upgrade": "websocket", "Connection": "Upgrade"])
         }
         guard request.headers.values("Sec-WebSocket-Version") == ["13"] else {
-            throw HTTPError(HTTPStatus(426), code: "validation_failed", message: "Sec-WebSocket-Version must be 13",
-                            headers: ["Sec-WebSocket-Version": "13"])
+            throw HTTPError(
+                HTTPStatus(426), code: "validation_failed", message: "Sec-WebSocket-Version must be 13",
+                headers: ["Sec-WebSocket-Version": "13"])
         }
         let keys = request.headers.values("Sec-WebSocket-Key")
         guard keys.count == 1, let raw = Data(base64Encoded: keys[0]), raw.count == 16 else {
             throw HTTPError.badRequest("Invalid Sec-WebSocket-Key", field: "Sec-WebSocket-Key")
         }
         let accept = Data(sha1(Array((keys[0] + guid).utf8))).base64EncodedString()
-        return Response(status: .switchingProtocols,
-                        headers: ["Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Accept": accept],
-                        body: .webSocket(settings, handler))
+        return Response(
+            status: .switchingProtocols,
+            headers: ["Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Accept": accept],
+            body: .webSocket(settings, handler))
     }
 
     static func sha1(_ bytes: [UInt8]) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 20)
         var len: UInt32 = 0
         _ = bytes.withUnsafeBytes { b in
-            out.withUnsafeMutableBufferPointer { o in EVP_Digest(b.baseAddress, b.count, o.baseAddress, &len, EVP_sha1(), nil) }
+            out.withUnsafeMutableBufferPointer { o in
+                EVP_Digest(b.baseAddress, b.count, o.baseAddress, &len, EVP_sha1(), nil)
+            }
         }
         return out
     }
