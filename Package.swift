@@ -52,11 +52,12 @@ let package = Package(
         // Tests: the engine and layers on their own; a target per domain (its service and route tests);
         // KilnAppTests for what crosses domains (the route table, access, probes, durability). The
         // shared test support (the in-process and socket test apps, clients, fixtures) is a target too.
-        .testTarget(name: "KilnHTTPTests", dependencies: ["KilnHTTP", "CShims", "KilnCore"], swiftSettings: strict),
+        .target(name: "KilnTestClients", path: "Tests/KilnTestClients", swiftSettings: strict),
+        .testTarget(name: "KilnHTTPTests", dependencies: ["KilnHTTP", "CShims", "KilnCore", "KilnTestClients"], swiftSettings: strict),
         .testTarget(name: "KilnCryptoTests", dependencies: ["KilnCrypto"], swiftSettings: strict),
         .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore", "KilnHTTP"], swiftSettings: strict),
         .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore"], swiftSettings: strict),
-        .target(name: "KilnTestSupport", dependencies: ["KilnApp"] + layers + domains, path: "Tests/KilnTestSupport", swiftSettings: strict),
+        .target(name: "KilnTestSupport", dependencies: ["KilnApp", "KilnTestClients"] + layers + domains, path: "Tests/KilnTestSupport", swiftSettings: strict),
         .testTarget(name: "KilnAuthTests", dependencies: ["KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnAccountTests", dependencies: ["KilnAccount", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnWorkspacesTests", dependencies: ["KilnWorkspaces", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite (the README's test command; .ci/run calls it):
 #   1. installs what the tests need (Debian packages; Python tools go into a venv under .build/),
-#   2. builds everything with warnings as errors,
+#   2. checks the architecture (scripts/check-architecture.sh), builds everything with warnings as errors,
 #   3. runs `swift test` (unit and in-process integration tests on real sockets),
 #   4. runs the end-to-end checks in scripts/e2e/ against the real binaries with outside clients,
 #   5. runs each fuzz target briefly (FUZZ_SECONDS, default 15; 0 skips).
@@ -22,6 +22,8 @@ VENV=$ROOT/.build/e2e-venv
 "$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/e2e/requirements.txt
 export PATH="$VENV/bin:$PATH"
 
+echo "== architecture"
+bash scripts/check-architecture.sh
 FLAGS=(-Xswiftc -warnings-as-errors)
 echo "== build (warnings are errors)"
 swift build --build-tests "${FLAGS[@]}"

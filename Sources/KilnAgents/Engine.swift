@@ -34,6 +34,8 @@ final class AgentEngine: Sendable {
     let snapshots: Snapshots
     let observers: [any RunObserver]
     let live = Mutex<[String: LiveRun]>([:])
+    /// Set at shutdown: no run starts after the running ones were cancelled.
+    let closing = Atomic<Bool>(false)
 
     init(
         services: Services, store: AgentStore, projects: any ProjectDirectory, jobs: any JobLauncher,
@@ -57,6 +59,7 @@ final class AgentEngine: Sendable {
     /// Starts a run; returns once `run.started` is stored.
     func start(project: ProjectRef, userID: String, provider: any ModelProvider, input: RunInput) async throws -> String
     {
+        guard !closing.load(ordering: .relaxed) else { throw APIError.unavailable("The server is shutting down") }
         for o in observers { try await o.runWillStart(wsID: project.wsID, userID: userID, model: input.model) }
         let id = IDs.make("run")
         let now = clock.now()
@@ -90,6 +93,7 @@ final class AgentEngine: Sendable {
 
     /// Cancels every run in flight and waits until each has ended and published its end (shutdown).
     func stopAll() async {
+        closing.store(true, ordering: .relaxed)
         let runs = live.withLock { Array($0.values) }
         for r in runs { _ = cancel(r.id) }
         for r in runs { await r.state.withLock { $0.task }?.value }

@@ -214,19 +214,19 @@ public final class Application: ModuleHost, @unchecked Sendable {
         await shutdown()
     }
 
-    /// Ends everything in order and waits: the server stops taking connections and ends its streams
-    /// while the modules end their jobs, terminals and runs (in reverse order of building); then the
-    /// background tasks stop. Safe to call more than once.
+    /// Ends everything in order and waits: the server stops taking requests; the modules end their
+    /// jobs, terminals and runs (in reverse order of building), whose last events still reach the
+    /// streams following them; then the server ends what streams remain; then the background tasks
+    /// stop. Safe to call more than once.
     public func shutdown() async {
         let first = lifecycle.withLock { () -> Bool in
             defer { stopped = true }
             return !stopped
         }
         guard first else { return }
-        let server = self.server
-        async let serverStopped: Void = { await server?.shutdown() }()
+        server?.stopAccepting()
         for m in modules.reversed() { await m.shutdown() }
-        await serverStopped
+        await server?.shutdown()
         await services.jobs.shutdown()
     }
 }

@@ -60,16 +60,28 @@ public final class EventBus: Sendable {
         let writer: SSEWriter
         let endTypes: Set<String>
         let bufferLimit: Int
+        /// Rewrites an event's data for this stream only (nil: every stream gets the shared bytes).
+        let rewrite: (@Sendable (BusEvent) -> String)?
         let phase = Mutex<Phase>(.buffering([]))
         let waiter = Mutex<CheckedContinuation<Void, Never>?>(nil)
         /// Bytes a client may leave unread before it is cut off (it resumes with Last-Event-ID).
         static let backlogLimit = 8 << 20
 
-        init(id: Int, writer: SSEWriter, endTypes: Set<String>, bufferLimit: Int) {
+        init(
+            id: Int, writer: SSEWriter, endTypes: Set<String>, bufferLimit: Int,
+            rewrite: (@Sendable (BusEvent) -> String)?
+        ) {
             self.id = id
             self.writer = writer
             self.endTypes = endTypes
             self.bufferLimit = bufferLimit
+            self.rewrite = rewrite
+        }
+
+        /// The event as this stream sends it.
+        func wire(_ e: BusEvent, shared: [UInt8]? = nil) -> [UInt8] {
+            guard let rewrite else { return shared ?? e.sseBytes }
+            return SSEEvent(id: String(e.seq), event: e.type, data: rewrite(e)).encoded
         }
 
         /// Called by `publish` with the event's bytes.
@@ -81,7 +93,7 @@ public final class EventBus: Sendable {
                     p = list.count > bufferLimit ? .ended(overflow: true) : .buffering(list)
                 case .pushing(let last):
                     guard e.seq > last else { return false }
-                    p = push(e, wire)
+                    p = push(e, self.wire(e, shared: wire))
                 case .ended:
                     return false
                 }
@@ -98,7 +110,7 @@ public final class EventBus: Sendable {
                 guard case .buffering(let list) = p else { return true }
                 p = .pushing(last: last)
                 for e in list where e.seq > last {
-                    p = push(e, e.sseBytes)
+                    p = push(e, wire(e))
                     if case .ended = p { return true }
                 }
                 return false
@@ -213,9 +225,7 @@ public final class EventBus: Sendable {
                 while true {
                     let after = last
                     let page = try await db.read { tx in
-                        try tx.query(
-                            "SELECT seq, type, data, created_at FROM events WHERE topic = ? AND seq > ? ORDER BY seq LIMIT 500",
-                            topic, after)
+                        try tx.query(EventBus.replayPage, topic, after)
                     }
                     for r in page {
                         let e = BusEvent(
@@ -252,15 +262,25 @@ public final class EventBus: Sendable {
         try await db.read { try $0.first("SELECT MAX(seq) AS m FROM events WHERE topic = ?", topic)?.int("m") ?? 0 }
     }
 
+    /// One page of a topic's stored events after a cursor (replayed before live ones).
+    static let replayPage = """
+        SELECT seq, type, data, created_at FROM events WHERE topic = ? AND seq > ? ORDER BY seq LIMIT 500
+        """
+
     /// An SSE response streaming `topic` from the request's cursor (`Last-Event-ID` or `?cursor=`);
     /// ends after an event whose type is in `endTypes` (a finished job, say). Stored events are
     /// replayed first; live ones are then pushed by `publish` itself (see `Sink`).
-    public func sse(topic: String, request: Request, endTypes: Set<String> = []) throws -> Response {
+    /// `rewrite` changes an event's data for this stream (a client that asked for another encoding).
+    public func sse(
+        topic: String, request: Request, endTypes: Set<String> = [],
+        rewrite: (@Sendable (BusEvent) -> String)? = nil
+    ) throws -> Response {
         let cursor = try SSE.resumeCursor(request) ?? 0
         return Response.sse { sse in
             let sink = self.subscribers.withLock { s -> Sink in
                 s.next += 1
-                let sink = Sink(id: s.next, writer: sse, endTypes: endTypes, bufferLimit: self.bufferLimit)
+                let sink = Sink(
+                    id: s.next, writer: sse, endTypes: endTypes, bufferLimit: self.bufferLimit, rewrite: rewrite)
                 s.sinks[topic, default: []].append(sink)
                 return sink
             }
@@ -276,14 +296,15 @@ public final class EventBus: Sendable {
             while true {
                 let after = last
                 let page = try await self.db.read { tx in
-                    try tx.query(
-                        "SELECT seq, type, data FROM events WHERE topic = ? AND seq > ? ORDER BY seq LIMIT 500", topic,
-                        after)
+                    try tx.query(EventBus.replayPage, topic, after)
                 }
                 for r in page {
                     let type = r.string("type") ?? ""
                     last = r.int("seq") ?? last
-                    try await sse.send(id: String(last), event: type, data: r.string("data") ?? "null")
+                    let e = BusEvent(
+                        topic: topic, seq: last, type: type, data: r.string("data") ?? "null",
+                        createdAt: r.date("created_at") ?? Date())
+                    try await sse.send(id: String(last), event: type, data: rewrite?(e) ?? e.data)
                     if endTypes.contains(type) { return }
                 }
                 if page.count < 500 { break }

@@ -79,6 +79,15 @@ public final class HTTPServer: @unchecked Sendable {
     /// Whether `shutdown` has begun: handlers of long requests can end early.
     public var isShuttingDown: Bool { state.withLock { $0.stopped } }
 
+    /// The first step of a graceful stop: no new connections or requests (idle keep-alive connections
+    /// close, busy ones close after their response), while streams and WebSockets go on, so their
+    /// producers can still send their last events. `shutdown` ends the rest.
+    public func stopAccepting() {
+        let started = state.withLock { !$0.stopped }
+        guard started else { return }
+        for loop in loops { loop.execute { loop.beginDrain(endStreams: false) } }
+    }
+
     public func shutdown() async {
         let already = state.withLock { s -> Bool in
             let a = s.stopped

@@ -19,6 +19,8 @@ struct PTYSettings: Sendable {
 /// over WebSocket, ended when deleted, idle, or at shutdown.
 final class TerminalService: Sendable {
     let all = Mutex<[String: Terminal]>([:])
+    /// Set at shutdown: no terminal starts after the open ones were hung up.
+    let closing = Atomic<Bool>(false)
     let idleSeconds: Double
     let maxPerUser: Int
     let projects: any ProjectDirectory
@@ -85,6 +87,7 @@ final class TerminalService: Sendable {
     func spawn(
         userID: String, wsID: String, projectID: String?, shell: String, cwd: String, cols: Int, rows: Int
     ) throws -> Terminal {
+        guard !closing.load(ordering: .relaxed) else { throw APIError.unavailable("The server is shutting down") }
         let count = all.withLock { $0.values.filter { $0.userID == userID && !$0.exited }.count }
         guard count < maxPerUser else {
             throw HTTPError(
@@ -144,6 +147,7 @@ final class TerminalService: Sendable {
 
     /// Hangs up every terminal and waits until each shell has ended (shutdown).
     func shutdown() async {
+        closing.store(true, ordering: .relaxed)
         let terminals = all.withLock { Array($0.values) }
         for t in terminals { t.terminate() }
         for t in terminals { await t.waitForExit() }

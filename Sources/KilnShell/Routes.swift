@@ -90,25 +90,17 @@ struct ShellRoutes: Sendable {
 
     /// A job's events from the request's cursor until its exit; output as text, or base64 when asked.
     func stream(_ jobID: String, _ req: Request) throws -> Response {
-        let cursor = try SSE.resumeCursor(req) ?? 0
         let base64 = try Self.base64(req)
-        let bus = shell.bus
-        return Response.sse { sse in
-            for try await e in bus.subscribe(topic: ShellService.topic(jobID), after: cursor) {
-                var data = e.data
-                if e.type == "stdout" || e.type == "stderr",
-                    let obj = try? JSONDecoder().decode([String: String].self, from: Data(e.data.utf8))
-                {
-                    if base64 {
-                        let b64 = obj["b64"] ?? Data((obj["data"] ?? "").utf8).base64EncodedString()
-                        data = JSONValue.object(["data": .string(b64), "encoding": "base64"]).jsonText
-                    } else if obj["b64"] != nil {
-                        data = JSONValue.object(["data": .string(obj["data"] ?? "")]).jsonText
-                    }
-                }
-                try await sse.send(id: String(e.seq), event: e.type, data: data)
-                if e.type == "exit" { return }
+        return try shell.bus.sse(topic: ShellService.topic(jobID), request: req, endTypes: ["exit"]) { e in
+            guard e.type == "stdout" || e.type == "stderr",
+                let obj = try? JSONDecoder().decode([String: String].self, from: Data(e.data.utf8))
+            else { return e.data }
+            if base64 {
+                let b64 = obj["b64"] ?? Data((obj["data"] ?? "").utf8).base64EncodedString()
+                return JSONValue.object(["data": .string(b64), "encoding": "base64"]).jsonText
             }
+            // Output that is not UTF-8 is stored with its exact bytes too; text clients get the text.
+            return obj["b64"] != nil ? JSONValue.object(["data": .string(obj["data"] ?? "")]).jsonText : e.data
         }
     }
 

@@ -37,6 +37,8 @@ public final class ShellService: JobLauncher {
     let projects: any ProjectDirectory
     let sshConfigPath: String
     let live = Mutex<[String: RunningJob]>([:])
+    /// Set at shutdown: no job starts after the running ones were stopped.
+    let closing = Atomic<Bool>(false)
 
     public init(services s: Services, projects: any ProjectDirectory) {
         store = ShellStore(db: s.db)
@@ -99,6 +101,7 @@ public final class ShellService: JobLauncher {
     // MARK: Running (JobLauncher)
 
     public func start(_ spec: JobSpec) async throws -> String {
+        guard !closing.load(ordering: .relaxed) else { throw APIError.unavailable("The server is shutting down") }
         let id = IDs.make("job")
         let now = clock.now()
         try await store.insertJob(id: id, spec, at: now)
@@ -215,6 +218,7 @@ public final class ShellService: JobLauncher {
 
     /// Ends every job at once and waits until each has ended and published its exit (shutdown).
     func stopAll() async {
+        closing.store(true, ordering: .relaxed)
         let jobs = live.withLock { Array($0.values) }
         for job in jobs { job.stop(reason: "cancelled", grace: 0) }
         for job in jobs { _ = await job.outcome() }

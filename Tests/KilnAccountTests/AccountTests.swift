@@ -18,7 +18,7 @@ import Testing
         let lines = LogLines()
         ServerLog.setSink { line in lines.append(line) }
         defer { ServerLog.setSink(nil) }
-        let t = try TestApp(clock: clock)
+        let t = try TestApp(.inProcess, clock: clock)
         try await using(t) { t in
             _ = try await makeUser(t, "k@example.com")
             let a = Agent(t)
@@ -100,7 +100,7 @@ final class LogLines: Sendable {
 
 @Suite struct AccountTests {
     @Test func exportHasTheDataAndNoSecretMaterial() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
             _ = try await makeUser(t, "e@example.com", password: "export password 1")
             let a = Agent(t)
@@ -127,7 +127,7 @@ final class LogLines: Sendable {
 
     @Test func deletionIsScheduledCancellableAndPurges() async throws {
         let clock = ManualClock(Date())
-        let t = try TestApp(clock: clock)
+        let t = try TestApp(.inProcess, clock: clock)
         try await using(t) { t in
             let u = try await makeUser(t, "d@example.com")
             let a = Agent(t)
@@ -151,7 +151,7 @@ final class LogLines: Sendable {
     }
 
     @Test func sessionsListRevokeAndPasswordChange() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
             _ = try await makeUser(t, "s@example.com")
             let a = Agent(t)

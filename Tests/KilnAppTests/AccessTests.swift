@@ -15,7 +15,7 @@ import Testing
     /// Every registered route refuses: no credentials (401), a key without the scope (403), a viewer
     /// where the role is too low (403), and a member of another workspace (404).
     @Test func everyRouteRefusesTheWrongCaller() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
             _ = try await makeUser(t, "owner@example.com")
             _ = try await makeUser(t, "viewer@example.com")
@@ -76,7 +76,7 @@ import Testing
 
 @Suite struct AuditChainTests {
     @Test func tamperingIsReportedByDoctor() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         _ = try await makeUser(t, "a1@example.com")
         _ = try await makeUser(t, "a2@example.com")
         let a = Agent(t)

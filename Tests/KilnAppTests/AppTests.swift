@@ -12,12 +12,12 @@ import Testing
 
 @Suite struct ProbeTests {
     @Test func healthzAndReadyz() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
-            let h = try await http("GET", t.base + "/healthz")
+            let h = try await t.request("GET", "/healthz")
             #expect(h.status == 200 && h.text == #"{"status":"ok"}"#)
             #expect(h.headers["x-request-id"]?.hasPrefix("req_") == true)
-            let r = try await http("GET", t.base + "/readyz")
+            let r = try await t.request("GET", "/readyz")
             #expect(r.status == 200)
             let checks = r.json["checks"] as? [String: [String: Any]]
             #expect(Set(checks?.keys.map { $0 } ?? []) == ["database", "migrations", "data_dir", "disk"])
@@ -28,7 +28,7 @@ import Testing
     @Test func readyzIs503WithTheFailingCheck() async throws {
         let t = try TestApp { $0.minFreeDiskMB = 1 << 30 }
         try await using(t) { t in
-            let r = try await http("GET", t.base + "/readyz")
+            let r = try await t.request("GET", "/readyz")
             #expect(r.status == 503)
             let checks = r.json["checks"] as? [String: [String: Any]]
             #expect(checks?["disk"]?["ok"] as? Bool == false)
@@ -42,9 +42,9 @@ import Testing
     @Test func metricsExposeTheRequiredFamilies() async throws {
         let t = try TestApp()
         try await using(t) { t in
-            _ = try await http("GET", t.base + "/healthz")
-            _ = try await http("GET", t.base + "/api/nope")
-            let m = try await http("GET", t.base + "/metrics")
+            _ = try await t.request("GET", "/healthz")
+            _ = try await t.request("GET", "/api/nope")
+            let m = try await t.request("GET", "/metrics")
             #expect(m.status == 200)
             #expect(m.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
             for family in [
@@ -70,7 +70,7 @@ import Testing
 
 @Suite struct ConventionTests {
     @Test func everyRouteDeclaresAPermissionAndIsDocumented() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
             let known = Set(t.app.permissions.map(\.name))
             for route in t.app.responder.routes {
@@ -80,7 +80,7 @@ import Testing
                         || known.contains(p), "\(route.pattern): unknown permission \(p)")
             }
             // OpenAPI documents exactly the registered routes.
-            let doc = try await http("GET", t.base + "/api/openapi.json")
+            let doc = try await t.request("GET", "/api/openapi.json")
             #expect(doc.status == 200)
             #expect(doc.json["openapi"] as? String == "3.1.0")
             let paths = try #require(doc.json["paths"] as? [String: [String: Any]])
@@ -98,56 +98,56 @@ import Testing
         let lines = out.split(separator: "\n")
         let count = Int(lines.last!.split(separator: " ")[0])!
         #expect(count == lines.count - 1)
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
-            let doc = try await http("GET", t.base + "/api/openapi.json")
+            let doc = try await t.request("GET", "/api/openapi.json")
             let paths = try #require(doc.json["paths"] as? [String: [String: Any]])
             #expect(paths.values.reduce(0) { $0 + $1.count } == count)
         }
     }
 
     @Test func errorsUseTheSharedShape() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
-            let nf = try await http("GET", t.base + "/api/does-not-exist")
+            let nf = try await t.request("GET", "/api/does-not-exist")
             #expect(nf.status == 404)
             let e = try #require(nf.json["error"] as? [String: Any])
             #expect(e["code"] as? String == "not_found")
             #expect(e["message"] is String && e["details"] is [String: Any])
             #expect(nf.json["request_id"] as? String == nf.headers["x-request-id"])
-            let na = try await http("DELETE", t.base + "/healthz")
+            let na = try await t.request("DELETE", "/healthz")
             #expect(na.status == 405)
             #expect(na.headers["allow"] == "GET, HEAD, OPTIONS")
             #expect((na.json["error"] as? [String: Any])?["code"] as? String == "method_not_allowed")
-            let media = try await http(
-                "POST", t.base + "/auth/setup", headers: ["Content-Type": "text/plain"], body: Data("x".utf8))
+            let media = try await t.request(
+                "POST", "/auth/setup", headers: ["Content-Type": "text/plain"], body: Data("x".utf8))
             #expect(media.status == 415)
-            let bad = try await http(
-                "POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"], body: Data("{".utf8))
+            let bad = try await t.request(
+                "POST", "/auth/setup", headers: ["Content-Type": "application/json"], body: Data("{".utf8))
             #expect(bad.status == 400)
             #expect((bad.json["error"] as? [String: Any])?["code"] as? String == "validation_failed")
         }
     }
 
     @Test func requestIDsAreAcceptedWhenWellFormed() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
-            let good = try await http("GET", t.base + "/healthz", headers: ["X-Request-Id": "trace-1234-abcd"])
+            let good = try await t.request("GET", "/healthz", headers: ["X-Request-Id": "trace-1234-abcd"])
             #expect(good.headers["x-request-id"] == "trace-1234-abcd")
-            let bad = try await http(
-                "GET", t.base + "/healthz", headers: ["X-Request-Id": "no spaces allowed <script>"])
+            let bad = try await t.request(
+                "GET", "/healthz", headers: ["X-Request-Id": "no spaces allowed <script>"])
             #expect(bad.headers["x-request-id"]?.hasPrefix("req_") == true)
         }
     }
 
     @Test func webUIAndSPAFallback() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
-            let index = try await http("GET", t.base + "/")
+            let index = try await t.request("GET", "/")
             #expect(index.status == 200 && index.text.contains("<title>Kiln</title>"))
-            let setup = try await http("GET", t.base + "/setup?token=abc")
+            let setup = try await t.request("GET", "/setup?token=abc")
             #expect(setup.status == 200 && setup.text.contains("setup-form"))
-            let js = try await http("GET", t.base + "/app.js")
+            let js = try await t.request("GET", "/app.js")
             #expect(js.headers["content-type"] == "text/javascript; charset=utf-8")
         }
     }
@@ -178,7 +178,7 @@ import Testing
     }
 
     @Test func masterKeyIsMadeOnceWithMode0600() throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         let path = t.dataDir + "/master.key"
         let attrs = try FileManager.default.attributesOfItem(atPath: path)
         #expect((attrs[.posixPermissions] as? Int) == 0o600)

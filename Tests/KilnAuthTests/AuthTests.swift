@@ -46,7 +46,7 @@ import Testing
     }
 
     @Test func loginRotatesTheSessionAndRevokesAPlantedOne() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
             _ = try await makeUser(t, "f@example.com")
             let attacker = Agent(t)
@@ -64,7 +64,7 @@ import Testing
 
     @Test func lockoutAfterFiveWrongPasswordsLooksLikeAWrongPassword() async throws {
         let clock = ManualClock(Date())
-        let t = try TestApp(clock: clock)
+        let t = try TestApp(.inProcess, clock: clock)
         try await using(t) { t in
             _ = try await makeUser(t, "l@example.com")
             let a = Agent(t)
@@ -91,7 +91,7 @@ import Testing
     }
 
     @Test func loginIsRateLimitedPerIP() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
             let a = Agent(t)
             var last: HTTPResult? = nil
@@ -103,7 +103,7 @@ import Testing
     }
 
     @Test func authenticatedResponsesCarryRateLimitHeaders() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
             _ = try await makeUser(t, "r@example.com")
             let a = Agent(t)
@@ -117,7 +117,7 @@ import Testing
     }
 
     @Test func registrationVerificationAndPasswordReset() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
             let a = Agent(t)
             let reg = try await a.call(
@@ -136,11 +136,11 @@ import Testing
             #expect(try await a.login("new@example.com", "new account password").status == 403)  // not verified yet
             let link = try #require(outboxLinks(t).first { $0.contains("/auth/verify?token=") })
             let verifyPath = String(link[link.range(of: "/auth/verify")!.lowerBound...])
-            let html = try await http("GET", t.base + verifyPath, headers: ["Accept": "text/html"])
+            let html = try await t.request("GET", verifyPath, headers: ["Accept": "text/html"])
             #expect(
                 html.status == 200 && html.headers["content-type"]?.hasPrefix("text/html") == true
                     && html.text.contains("Email confirmed"))
-            let again = try await http("GET", t.base + verifyPath)
+            let again = try await t.request("GET", verifyPath)
             #expect(again.status == 400 && errorCode(again) == "validation_failed")
             #expect(try await a.login("new@example.com", "new account password").status == 200)
             // Forgot: the same answer for any address; the link resets once and ends every session.
@@ -183,7 +183,7 @@ func outboxLinks(_ t: TestApp) -> [String] {
 
     @Test func enrolLoginStepsUpRecoveryCodesAndDisable() async throws {
         let clock = ManualClock(Date(timeIntervalSince1970: 1_800_000_000))
-        let t = try TestApp(clock: clock)
+        let t = try TestApp(.inProcess, clock: clock)
         try await using(t) { t in
             _ = try await makeUser(t, "m@example.com")
             let a = Agent(t)
@@ -275,7 +275,7 @@ func outboxLinks(_ t: TestApp) -> [String] {
     }
 
     @Test func wrongCSRFTokenOfTheRightLengthIsRefused() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
             _ = try await makeUser(t, "ts@example.com")
             let a = Agent(t)
@@ -293,26 +293,26 @@ func outboxLinks(_ t: TestApp) -> [String] {
 
 @Suite struct SetupTests {
     @Test func ownerSetupLinkCreatesTheOwnerOnce() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
             let notices = t.app.startupNotices(baseURL: t.base)
             let link = try #require(notices.last?.trimmingCharacters(in: .whitespaces))
             #expect(link.hasPrefix(t.base + "/setup?token=kst_"))
             let token = String(link.split(separator: "=").last!)
-            let weak = try await http(
-                "POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
+            let weak = try await t.request(
+                "POST", "/auth/setup", headers: ["Content-Type": "application/json"],
                 body: json(["token": token, "email": "o@example.com", "password": "short"]))
             #expect(weak.status == 400)
             #expect(
                 ((weak.json["error"] as? [String: Any])?["details"] as? [String: Any])?["field"] as? String
                     == "password")
-            let ok = try await http(
-                "POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
+            let ok = try await t.request(
+                "POST", "/auth/setup", headers: ["Content-Type": "application/json"],
                 body: json(["token": token, "email": "o@example.com", "password": "a long enough password"]))
             #expect(ok.status == 201)
             #expect((ok.json["user"] as? [String: Any])?["is_owner"] as? Bool == true)
-            let again = try await http(
-                "POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
+            let again = try await t.request(
+                "POST", "/auth/setup", headers: ["Content-Type": "application/json"],
                 body: json(["token": token, "email": "x@example.com", "password": "a long enough password"]))
             #expect(again.status == 400)
             // With an owner, no more setup notices.
@@ -328,12 +328,12 @@ func outboxLinks(_ t: TestApp) -> [String] {
     }
 
     @Test func adminCreatedUserSetsPasswordThroughTheLink() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
             let auth = try #require(t.app.module(AuthModule.self)).service
             let (_, token) = try await auth.createUser(email: "dev@example.com", name: "Dev")
-            let r = try await http(
-                "POST", t.base + "/auth/setup", headers: ["Content-Type": "application/json"],
+            let r = try await t.request(
+                "POST", "/auth/setup", headers: ["Content-Type": "application/json"],
                 body: json(["token": token, "password": "another long password"]))
             #expect(r.status == 201)
             #expect((r.json["user"] as? [String: Any])?["email"] as? String == "dev@example.com")

@@ -1,4 +1,5 @@
 import Foundation
+import KilnTestClients
 import Testing
 
 @testable import KilnHTTP

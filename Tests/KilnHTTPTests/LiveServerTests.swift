@@ -1,4 +1,5 @@
 import Foundation
+import KilnTestClients
 import Synchronization
 import Testing
 

@@ -30,8 +30,8 @@ import Testing
         let r = try await a.call("POST", "/api/project/rescan", json: ["project_id": pid])
         #expect(r.status == 202)
         let job = try #require(r.json["job_id"] as? String)
-        let events = try await http(
-            "GET", t.base + "/api/project/rescan/\(job)/events", headers: ["Cookie": "kiln_session=\(a.session!)"])
+        let events = try await t.request(
+            "GET", "/api/project/rescan/\(job)/events", headers: ["Cookie": "kiln_session=\(a.session!)"])
         #expect(events.headers["content-type"]?.hasPrefix("text/event-stream") == true)
         #expect(events.text.contains("event: done"))
         let doneData = try #require(

@@ -3,29 +3,12 @@ import Glibc
 import KilnApp
 import KilnCore
 import KilnHTTP
+@_exported import KilnTestClients
 import Synchronization
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking
 #endif
-
-/// Something a test starts and must stop (and wait for) before it ends.
-protocol Stoppable: Sendable {
-    func stop() async
-}
-
-/// Runs `body` with `resource`, then stops the resource and waits for it, whether the body threw or
-/// not: no test leaves a server, job or terminal behind for the next one.
-func using<R: Stoppable, T>(_ resource: R, _ body: (R) async throws -> T) async throws -> T {
-    do {
-        let out = try await body(resource)
-        await resource.stop()
-        return out
-    } catch {
-        await resource.stop()
-        throw error
-    }
-}
 
 /// A whole Kiln application for one test, stopped (and awaited) when `body` returns.
 func withTestApp<T>(
@@ -68,6 +51,15 @@ final class TestApp: Stoppable, @unchecked Sendable {
     }
 
     func stop() async { await app.shutdown() }
+
+    /// One request without a session, over the socket or in process as the app runs.
+    func request(
+        _ method: String, _ path: String, headers: [String: String] = [:], body: Data? = nil
+    ) async throws -> HTTPResult {
+        mode == .socket
+            ? try await http(method, base + path, headers: headers, body: body)
+            : try await inProcess(app, method, path, headers: headers, body: body)
+    }
 
     static let packageRoot: String = {
         var url = URL(fileURLWithPath: #filePath)
@@ -152,10 +144,6 @@ final class CollectingWriter: ResponseBodyWriter {
 }
 
 func json(_ object: [String: Any]) -> Data { try! JSONSerialization.data(withJSONObject: object) }
-
-func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-    await withCheckedContinuation { c in Thread { c.resume(returning: body()) }.start() }
-}
 
 /// Runs a program to completion (Kiln's own spawn, not Foundation.Process).
 func runProgram(_ path: String, _ args: [String]) async -> (Int32, String, String) {

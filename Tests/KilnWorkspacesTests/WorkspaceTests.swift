@@ -14,7 +14,7 @@ import Testing
 
 @Suite struct WorkspaceTests {
     @Test func membersRolesAndTheLastOwner() async throws {
-        let t = try TestApp()
+        let t = try TestApp(.inProcess)
         try await using(t) { t in
             _ = try await makeUser(t, "o@example.com")
             let bob = try await makeUser(t, "bob@example.com")

@@ -22,8 +22,9 @@ for tool in wrk curl python3; do
 done
 [ -x "$PEERS/run-peers.sh" ] || { echo "http.sh: no peer benchmarks at $PEERS (set SHARED=)" >&2; exit 1; }
 
-(cd "$ROOT" && swift build -c release --product kiln-bench >/dev/null)
-BIN=$ROOT/.build/release/kiln-bench
+# KILN_BENCH_BIN: another build to measure (scripts/bench/compare.sh measures an older one too).
+if [ -z "${KILN_BENCH_BIN:-}" ]; then (cd "$ROOT" && swift build -c release --product kiln-bench >/dev/null); fi
+BIN=${KILN_BENCH_BIN:-$ROOT/.build/release/kiln-bench}
 bash "$PEERS/run-peers.sh" build hb >&2
 
 RAW=$OUT/http-$(date +%Y%m%d-%H%M%S).txt

@@ -42,7 +42,9 @@ if [ ! -f "$TREE/.done2" ]; then
 fi
 echo "tree: $(du -sm "$TREE" | cut -f1) MiB, $(find "$TREE" -type f | wc -l) files"
 
-(cd "$ROOT" && swift build -c release --product kiln >/dev/null)
+# KILN_BIN: another build to measure (scripts/bench/compare.sh measures an older one too).
+if [ -z "${KILN_BIN:-}" ]; then (cd "$ROOT" && swift build -c release --product kiln >/dev/null); fi
+KILN_BIN=${KILN_BIN:-$ROOT/.build/release/kiln}
 J='Content-Type: application/json'
 PID=""; DATA=""
 trap '[ -n "$PID" ] && stop_kiln' EXIT
@@ -51,7 +53,7 @@ trap '[ -n "$PID" ] && stop_kiln' EXIT
 . "$ROOT/scripts/lib/kiln_server.sh"
 start_server() {
   [ -n "$PID" ] && stop_kiln
-  start_kiln "$ROOT/.build/release/kiln" '["project:read","project:write","workspace:list"]' --projects-root "$BENCH" --log-level info
+  start_kiln "$KILN_BIN" '["project:read","project:write","workspace:list"]' --projects-root "$BENCH" --log-level info
   PID=$KILN_PID; DATA=$KILN_DATA; SERVE_LOG=$KILN_DATA/serve.log
   PRJ=$(curl -s -H "$AUTH" -H "$J" -d "{\"ws_id\":\"$WS\",\"path\":\"$TREE\"}" "$B/api/project/load" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 }

@@ -456,9 +456,13 @@ extension Connection {
 
     /// Server shutdown: idle connections close now; busy ones close after their response;
     /// streams end; WebSockets get 1001.
-    func drain() {
+    func drain(endStreams: Bool = true) {
         guard !closed else { return }
         keepAlive = false
+        if !endStreams {
+            if !inFlight && bodyReader == nil && pendingOut == 0 && webSocket == nil && !streaming { forceClose() }
+            return
+        }
         if webSocket != nil {
             wsInitiateClose(code: WebSocketCloseCode.goingAway, reason: "Server shutting down")
             return

@@ -198,11 +198,12 @@ final class EventLoop: @unchecked Sendable {
         for c in connections { c?.checkTimeouts(now: now) }
     }
 
-    /// Graceful stop, phase 1 (on the loop): stop accepting, close idle connections, ask the rest to finish.
-    func beginDrain() {
+    /// Graceful stop, phase 1 (on the loop): stop accepting, close idle connections, ask the rest to
+    /// finish; with `endStreams`, streams are ended and WebSockets closed too.
+    func beginDrain(endStreams: Bool = true) {
         draining = true
         if listenFd >= 0 { _ = kiln_epoll_del(epfd, listenFd) }
-        for c in connections { c?.drain() }
+        for c in connections { c?.drain(endStreams: endStreams) }
     }
 
     func stop() { execute { [self] in self.running = false } }

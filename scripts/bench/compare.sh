@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# This tree against an older revision, in one run on this machine: the engine benchmark (kiln-bench
+# beside Hummingbird), the projects benchmark (index and search beside ripgrep) and an authenticated
+# JSON route of the whole server (old and new interleaved), each printed for both builds, so a change
+# that should not move performance (a refactor) can show that it did not.
+#   scripts/bench/compare.sh REV          # e.g. f3f5e7c; REPEATS=3 DURATION=10s INDEX_RUNS=3 by default
+# The older revision is built (release) in .build-compare/ (a git worktree, ignored by git).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+REV=${1:?usage: compare.sh REV}
+export REPEATS=${REPEATS:-3} DURATION=${DURATION:-10s} INDEX_RUNS=${INDEX_RUNS:-3} RUNS=${RUNS:-5}
+OLD=$ROOT/.build-compare/src
+OUT=$ROOT/.build/bench/compare-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+. "$ROOT/scripts/lib/deps.sh"
+command -v wrk >/dev/null || ensure_packages wrk
+
+if [ ! -d "$OLD" ]; then git -C "$ROOT" worktree add -f "$OLD" "$REV" >/dev/null; else git -C "$OLD" checkout -q --detach "$REV"; fi
+echo "# building $REV (old) and the working tree (new), release"
+(cd "$OLD" && swift build -c release --product kiln >/dev/null && swift build -c release --product kiln-bench >/dev/null)
+(cd "$ROOT" && swift build -c release --product kiln >/dev/null && swift build -c release --product kiln-bench >/dev/null)
+
+for side in old new; do
+  dir=$ROOT; [ "$side" = old ] && dir=$OLD
+  echo "# engine ($side)"
+  KILN_BENCH_BIN=$dir/.build/release/kiln-bench IDLE_CONNS=${IDLE_CONNS:-2000} bash "$ROOT/scripts/bench/http.sh" > "$OUT/http-$side.txt" 2>&1
+  grep -E '^ratio|RSS' "$OUT/http-$side.txt" | sed "s/^/$side /"
+  echo "# projects ($side)"
+  KILN_BIN=$dir/.build/release/kiln bash "$ROOT/scripts/bench/projects.sh" > "$OUT/projects-$side.txt" 2>&1
+  grep -E '^(kiln|rg|search)' "$OUT/projects-$side.txt" | sed "s/^/$side /"
+done
+
+# The whole server: GET /api/workspaces with an API key (auth, rate limit, access check, the
+# workspaces service, JSON), old and new interleaved.
+. "$ROOT/scripts/lib/kiln_server.sh"
+echo "# app: GET /api/workspaces with an API key, c64, $DURATION x $REPEATS interleaved"
+: > "$OUT/app.txt"
+for pass in $(seq 1 "$REPEATS"); do
+  for side in old new; do
+    dir=$ROOT; [ "$side" = old ] && dir=$OLD
+    start_kiln "$dir/.build/release/kiln" '["workspace:list"]' --log-level error
+    wrk -t2 -c64 -d2s -H "$AUTH" "$B/api/workspaces" > /dev/null
+    wrk -t2 -c64 -d"$DURATION" --latency -H "$AUTH" "$B/api/workspaces" \
+      | awk -v s="$side" '/^Requests\/sec:/ { r = $2 } /^ +99%/ { p = $2 } /Non-2xx/ { bad = $NF } END { print s, r, p, bad + 0 }' >> "$OUT/app.txt"
+    stop_kiln
+  done
+done
+awk '
+  function ms(v) { if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 } if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 } sub(/s$/, "", v); return v * 1000 }
+  { n[$1]++; r[$1, n[$1]] = $2; p[$1, n[$1]] = ms($3); bad[$1] += $4 }
+  function med(a, s, k,   i, j, t, v) { for (i = 1; i <= k; i++) v[i] = a[s, i]; for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t } return v[int((k + 1) / 2)] }
+  END {
+    for (s in n) printf "app %s: %.0f req/s, p99 %.2f ms (medians of %d; non-2xx %d)\n", s, med(r, s, n[s]), med(p, s, n[s]), n[s], bad[s]
+    printf "app new/old: req/s %.2f, p99 %.2f\n", med(r, "new", n["new"]) / med(r, "old", n["old"]), med(p, "new", n["new"]) / med(p, "old", n["old"])
+  }' "$OUT/app.txt" | sort
+echo "# full output: $OUT"
