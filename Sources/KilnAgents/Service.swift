@@ -181,7 +181,7 @@ public struct AgentService: Sendable {
     }
 
     func history(wsID: String, projectID: String?, page: PageRequest) async throws -> Page<JSONValue> {
-        let rows = try await store.runs(wsID: wsID, projectID: projectID, page: page, limit: page.limit + 1)
+        let rows = try await store.runs(wsID: wsID, projectID: projectID, page: page)
         let kept = Array(rows.prefix(page.limit))
         var next: String? = nil
         if rows.count > page.limit, let last = kept.last {

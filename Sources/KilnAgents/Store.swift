@@ -75,21 +75,12 @@ struct AgentStore: Sendable {
         "SELECT r.*, (SELECT COUNT(*) FROM agent_snapshots s WHERE s.run_id = r.id) AS files_changed FROM agent_runs r"
 
     /// A workspace's runs, newest first, after the page's cursor (started_at and id).
-    func runs(wsID: String, projectID: String?, page: PageRequest, limit: Int) async throws -> [Row] {
-        var sql = Self.runWithFileCount + " WHERE r.ws_id = ?"
-        var args: [any SQLBindable] = [wsID]
-        if let projectID {
-            sql += " AND r.project_id = ?"
-            args.append(projectID)
-        }
-        if let c = try page.timeCursor(timeColumn: "r.started_at", idColumn: "r.id") {
-            sql += c.sql
-            args += c.args
-        }
-        sql += " ORDER BY r.started_at DESC, r.id DESC LIMIT ?"
-        args.append(limit)
-        let (q, a) = (sql, args)
-        return try await db.read { tx in try tx.query(q, arguments: a) }
+    func runs(wsID: String, projectID: String?, page: PageRequest) async throws -> [Row] {
+        var q = Query(Self.runWithFileCount + " WHERE r.ws_id = ?", wsID)
+        q.and("r.project_id = ?", ifGiven: projectID)
+        try page.newestFirst(&q, timeColumn: "r.started_at", idColumn: "r.id")
+        let query = q
+        return try await db.read { tx in try query.rows(tx) }
     }
 
     /// One run with its transcript, tool calls, changed files and findings.

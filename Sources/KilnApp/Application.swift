@@ -32,6 +32,8 @@ public final class Application: ModuleHost, @unchecked Sendable {
     public let allMigrations: [Migration]
     public var permissions: [Permission] { services.catalog.all }
     public private(set) var appliedOnStart: [Migration] = []
+    /// The throwaway data dir of an ephemeral application, removed with it.
+    let ephemeralDir: String?
     private let lifecycle = NSLock()
     private var started = false
     private var stopped = false
@@ -73,6 +75,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
         config: Config, clock: any Clock = SystemClock(), ephemeral: Bool = false, extraModules: [any KilnModule] = []
     ) throws {
         let dataDir = ephemeral ? NSTemporaryDirectory() + "kiln-ephemeral-\(UUID().uuidString)" : config.dataDir
+        ephemeralDir = ephemeral ? dataDir : nil
         try Application.prepareDataDir(dataDir)
         let db: Database
         if ephemeral {
@@ -114,6 +117,8 @@ public final class Application: ModuleHost, @unchecked Sendable {
         }
         if let files = Application.publicFiles(config) { router.fallback = files.handler }
     }
+
+    deinit { if let ephemeralDir { try? FileManager.default.removeItem(atPath: ephemeralDir) } }
 
     /// The module of this type (commands and tests reach a domain's service through it).
     public func module<M: KilnModule>(_ type: M.Type) -> M? { modules.lazy.compactMap { $0 as? M }.first }

@@ -195,45 +195,22 @@ extension AuditLog {
 
     /// Newest first, paged by seq.
     public static func list(_ db: Database, _ f: Filter, page: PageRequest) async throws -> Page<AuditEntry> {
-        var sql = "SELECT * FROM audit_log WHERE 1 = 1"
-        var args: [any SQLBindable] = []
-        if let a = f.actor {
-            sql += " AND actor_user_id = ?"
-            args.append(a)
-        }
-        if let w = f.wsID {
-            sql += " AND ws_id = ?"
-            args.append(w)
-        }
-        if let a = f.action {
-            sql += " AND action = ?"
-            args.append(a)
-        }
-        if let r = f.resource {
-            sql += " AND (resource_id = ? OR resource_type = ?)"
-            args.append(r)
-            args.append(r)
-        }
-        if let s = f.since {
-            sql += " AND at >= ?"
-            args.append(s)
-        }
-        if let u = f.until {
-            sql += " AND at < ?"
-            args.append(u)
-        }
+        var q = Query("SELECT * FROM audit_log WHERE 1 = 1")
+        q.and("actor_user_id = ?", ifGiven: f.actor)
+        q.and("ws_id = ?", ifGiven: f.wsID)
+        q.and("action = ?", ifGiven: f.action)
+        if let r = f.resource { q.and("(resource_id = ? OR resource_type = ?)", r, r) }
+        q.and("at >= ?", ifGiven: f.since)
+        q.and("at < ?", ifGiven: f.until)
         if let c = page.cursor {
             guard let seq = Int(c) else {
                 throw APIError.validation("cursor is not one this server issued", field: "cursor")
             }
-            sql += " AND seq < ?"
-            args.append(seq)
+            q.and("seq < ?", seq)
         }
-        sql += " ORDER BY seq DESC LIMIT ?"
-        args.append(page.limit + 1)
-        let query = sql
-        let bound = args
-        let rows = try await db.read { tx in try tx.query(query, arguments: bound) }
+        q.append("ORDER BY seq DESC LIMIT ?", page.limit + 1)
+        let query = q
+        let rows = try await db.read { tx in try query.rows(tx) }
         let entries = rows.map { r in
             AuditEntry(
                 seq: r.int("seq") ?? 0, at: r.date("at") ?? Date(timeIntervalSince1970: 0),

@@ -126,15 +126,18 @@ public struct PageRequest: Sendable {
         return n
     }
 
-    /// For newest-first lists ordered by (time, id): the position the cursor resumes after, and the
-    /// SQL condition (on `timeColumn` and `idColumn`) with its arguments.
-    public func timeCursor(timeColumn: String, idColumn: String) throws -> (sql: String, args: [any SQLBindable])? {
-        guard let c = cursor else { return nil }
-        let parts = c.split(separator: "|", maxSplits: 1)
-        guard parts.count == 2, let ms = Int64(parts[0]) else {
-            throw HTTPError.validation("cursor is not one this server issued", field: "cursor")
+    /// Narrows a newest-first `query` to the items after the cursor (a time and an id, as
+    /// `timeCursorKey` made it), orders it by (`timeColumn`, `idColumn`) newest first and asks for one
+    /// more than the page (`Page(fetched:)` keeps `limit` and makes the next cursor).
+    public func newestFirst(_ query: inout Query, timeColumn: String, idColumn: String) throws {
+        if let c = cursor {
+            let parts = c.split(separator: "|", maxSplits: 1)
+            guard parts.count == 2, let ms = Int64(parts[0]) else {
+                throw HTTPError.validation("cursor is not one this server issued", field: "cursor")
+            }
+            query.and("(\(timeColumn) < ? OR (\(timeColumn) = ? AND \(idColumn) < ?))", ms, ms, String(parts[1]))
         }
-        return (" AND (\(timeColumn) < ? OR (\(timeColumn) = ? AND \(idColumn) < ?))", [ms, ms, String(parts[1])])
+        query.append("ORDER BY \(timeColumn) DESC, \(idColumn) DESC LIMIT ?", limit + 1)
     }
 
     /// The position of an item at (`time`, `id`) in such a list (`Page(fetched:)` encodes it).

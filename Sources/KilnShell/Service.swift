@@ -329,8 +329,7 @@ public final class ShellService: JobLauncher {
         if let status, !Self.statuses.contains(status) {
             throw APIError.validation("status must be one of \(Self.statuses.joined(separator: ", "))", field: "status")
         }
-        let rows = try await store.jobs(
-            wsID: wsID, projectID: projectID, status: status, cursor: page, limit: page.limit + 1)
+        let rows = try await store.jobs(wsID: wsID, projectID: projectID, status: status, page: page)
         return Page(fetched: rows.map(Self.job), limit: page.limit) {
             PageRequest.timeCursorKey($0.startedAt, id: $0.id)
         }

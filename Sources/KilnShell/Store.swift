@@ -60,44 +60,28 @@ struct ShellStore: Sendable {
         try await db.read { tx in try tx.first("SELECT ws_id FROM shell_jobs WHERE id = ?", id)?.string("ws_id") }
     }
 
-    /// A workspace's jobs, newest first, after `cursor` (its started_at and id).
-    func jobs(wsID: String, projectID: String?, status: String?, cursor: PageRequest, limit: Int) async throws -> [Row]
-    {
-        var sql = "SELECT * FROM shell_jobs WHERE ws_id = ?"
-        var args: [any SQLBindable] = [wsID]
-        if let projectID {
-            sql += " AND project_id = ?"
-            args.append(projectID)
-        }
-        if let status {
-            sql += " AND status = ?"
-            args.append(status)
-        }
-        if let c = try cursor.timeCursor(timeColumn: "started_at", idColumn: "id") {
-            sql += c.sql
-            args += c.args
-        }
-        sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
-        args.append(limit)
-        let (q, a) = (sql, args)
-        return try await db.read { tx in try tx.query(q, arguments: a) }
+    /// A workspace's jobs, newest first, after the page's cursor (its started_at and id).
+    func jobs(wsID: String, projectID: String?, status: String?, page: PageRequest) async throws -> [Row] {
+        var q = Query("SELECT * FROM shell_jobs WHERE ws_id = ?", wsID)
+        q.and("project_id = ?", ifGiven: projectID)
+        q.and("status = ?", ifGiven: status)
+        try page.newestFirst(&q, timeColumn: "started_at", idColumn: "id")
+        let query = q
+        return try await db.read { tx in try query.rows(tx) }
     }
 
     /// The user's commands in a workspace, each once, newest first: (command, runs, last run).
     func recentCommands(
         userID: String, wsID: String, projectID: String?, limit: Int
     ) async throws -> [(String, Int, Date)] {
-        var sql =
-            "SELECT command, MAX(started_at) AS last_run_at, COUNT(*) AS runs FROM shell_jobs WHERE user_id = ? AND ws_id = ? AND kind = 'run'"
-        var args: [any SQLBindable] = [userID, wsID]
-        if let projectID {
-            sql += " AND project_id = ?"
-            args.append(projectID)
-        }
-        sql += " GROUP BY command ORDER BY last_run_at DESC LIMIT ?"
-        args.append(limit)
-        let (q, a) = (sql, args)
-        return try await db.read { tx in try tx.query(q, arguments: a) }.map { r in
+        var q = Query(
+            "SELECT command, MAX(started_at) AS last_run_at, COUNT(*) AS runs FROM shell_jobs WHERE user_id = ? AND ws_id = ?",
+            userID, wsID)
+        q.and("kind = 'run'")
+        q.and("project_id = ?", ifGiven: projectID)
+        q.append("GROUP BY command ORDER BY last_run_at DESC LIMIT ?", limit)
+        let query = q
+        return try await db.read { tx in try query.rows(tx) }.map { r in
             (r.string("command") ?? "", r.int("runs") ?? 0, r.date("last_run_at") ?? Date())
         }
     }

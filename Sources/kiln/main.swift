@@ -109,6 +109,7 @@ case "routes":
                 + d.permission)
     }
     out("\(docs.count) routes")
+    try? FileManager.default.removeItem(atPath: app.services.dataDir)
 
 case "migrate":
     if wantsHelp {
