@@ -90,9 +90,10 @@ struct AgentRoutes: Sendable {
 
     @Sendable func history(_ req: Request, _ ctx: RequestContext) async throws -> Response {
         let project = req.query["project_id"].flatMap { $0.isEmpty ? nil : $0 }
-        return try .json(
+        return .json(
             try await agents.history(
-                wsID: try ctx.requireWorkspace().wsID, projectID: project, page: try PageRequest(query: req.query)))
+                wsID: try ctx.requireWorkspace().wsID, projectID: project, page: try PageRequest(query: req.query)
+            ).json)
     }
 
     @Sendable func detail(_ req: Request, _ ctx: RequestContext) async throws -> Response {

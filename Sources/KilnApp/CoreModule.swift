@@ -20,6 +20,8 @@ struct CoreModule: Sendable {
         ]
     }
 
+    static let ok = Array(#"{"status":"ok"}"#.utf8)
+
     func register(_ routes: Routes) {
         let r = routes.tagged("probes")
         r.add(
@@ -39,7 +41,7 @@ struct CoreModule: Sendable {
     }
 
     @Sendable func healthz(_ req: Request, _ ctx: RequestContext) async throws -> Response {
-        .json(JSONValue.object(["status": "ok"]))
+        .json(raw: CoreModule.ok)
     }
 
     @Sendable func readyz(_ req: Request, _ ctx: RequestContext) async throws -> Response {
@@ -65,15 +67,14 @@ struct CoreModule: Sendable {
 
     @Sendable func permissions(_ req: Request, _ ctx: RequestContext) async throws -> Response {
         let catalog = app.services.catalog
-        return try .json(
-            Page(
-                all: app.permissions.map { p -> JSONValue in
-                    .object([
-                        "name": .string(p.name), "description": .string(p.description),
-                        "scope": .string(p.workspaceScoped ? "workspace" : "user"),
-                        "roles": .array(catalog.roles(granting: p.name).map { .string($0.rawValue) }),
-                    ])
-                }))
+        let items = app.permissions.map { p -> JSONValue in
+            .object([
+                "name": .string(p.name), "description": .string(p.description),
+                "scope": .string(p.workspaceScoped ? "workspace" : "user"),
+                "roles": .array(catalog.roles(granting: p.name).map { .string($0.rawValue) }),
+            ])
+        }
+        return .json(Page(all: items).json)
     }
 }
 

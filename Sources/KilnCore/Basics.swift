@@ -154,6 +154,14 @@ extension JSONValue {
     }
 }
 
+extension Page where Item == JSONValue {
+    /// A page of JSON values as one JSON value: Kiln's own writer renders it, far faster than
+    /// Foundation's encoder walking the same values.
+    public var json: JSONValue {
+        .object(["items": .array(items), "next_cursor": nextCursor.map { .string($0) } ?? .null])
+    }
+}
+
 public struct Page<Item: Encodable & Sendable>: Encodable, Sendable {
     public let items: [Item]
     public let nextCursor: String?

@@ -43,8 +43,8 @@ struct PTYRoutes: Sendable {
 
     @Sendable func list(_ req: Request, _ ctx: RequestContext) async throws -> Response {
         let access = try ctx.requireWorkspace()
-        return try .json(
-            Page(all: terminals.list(userID: try ctx.requirePrincipal().userID, wsID: access.wsID).map(\.info)))
+        return .json(
+            Page(all: terminals.list(userID: try ctx.requirePrincipal().userID, wsID: access.wsID).map(\.info)).json)
     }
 
     @Sendable func end(_ req: Request, _ ctx: RequestContext) async throws -> Response {

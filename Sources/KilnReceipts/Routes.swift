@@ -45,8 +45,9 @@ struct ReceiptRoutes: Sendable {
     }
 
     @Sendable func list(_ req: Request, _ ctx: RequestContext) async throws -> Response {
-        try .json(
-            try await receipts.list(wsID: try ctx.requireWorkspace().wsID, page: try PageRequest(query: req.query)))
+        .json(
+            try await receipts.list(wsID: try ctx.requireWorkspace().wsID, page: try PageRequest(query: req.query)).json
+        )
     }
 
     @Sendable func receipt(_ req: Request, _ ctx: RequestContext) async throws -> Response {

@@ -179,10 +179,11 @@ struct ShellRoutes: Sendable {
         let access = try ctx.requireWorkspace()
         let page = try PageRequest(query: req.query)
         let project = req.query["project_id"].flatMap { $0.isEmpty ? nil : $0 }
-        return try .json(
+        return .json(
             try await shell.recentCommands(
                 userID: try ctx.requirePrincipal().userID, wsID: access.wsID, projectID: project,
-                limit: page.limit))
+                limit: page.limit
+            ).json)
     }
 
     @Sendable func sshHosts(_ req: Request, _ ctx: RequestContext) async throws -> Response {

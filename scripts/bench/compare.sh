@@ -20,7 +20,10 @@ echo "# building $REV (old) and the working tree (new), release"
 (cd "$OLD" && swift build -c release --product kiln >/dev/null && swift build -c release --product kiln-bench >/dev/null)
 (cd "$ROOT" && swift build -c release --product kiln >/dev/null && swift build -c release --product kiln-bench >/dev/null)
 
+# ONLY=app (or search) runs just that part.
+ONLY=${ONLY:-all}
 for side in old new; do
+  [ "$ONLY" = all ] || break
   dir=$ROOT; [ "$side" = old ] && dir=$OLD
   echo "# engine ($side)"
   KILN_BENCH_BIN=$dir/.build/release/kiln-bench IDLE_CONNS=${IDLE_CONNS:-2000} bash "$ROOT/scripts/bench/http.sh" > "$OUT/http-$side.txt" 2>&1
@@ -32,6 +35,7 @@ done
 
 # Search, old and new interleaved query by query on the same tree (projects.sh runs them apart).
 . "$ROOT/scripts/lib/kiln_server.sh"
+if [ "$ONLY" = all ] || [ "$ONLY" = search ]; then
 TREE=$ROOT/.build/bench/projects/tree
 declare -A BASE KEYS PRJS PIDS DATAS
 for side in old new; do
@@ -50,6 +54,7 @@ done; done; done
 for side in old new; do kill "${PIDS[$side]}"; wait "${PIDS[$side]}" 2>/dev/null || true; rm -rf "${DATAS[$side]}"; done
 pct() { sort -n | awk -v p="$1" '{ a[NR] = $1 } END { i = int((NR - 1) * p + 0.5) + 1; printf "%.1f", a[i] * 1000 }'; }
 for side in old new; do echo "search interleaved $side: p50 $(pct 0.5 < "$OUT/search.$side") ms, p99 $(pct 0.99 < "$OUT/search.$side") ms"; done
+fi
 
 # The whole server, old and new interleaved: a public JSON route (router, middleware, handler) and
 # GET /api/workspaces with an API key (key lookup, rate limit, access check; past the key's 600-token
@@ -77,7 +82,9 @@ app_route() {
       printf "app %s new/old: req/s %.2f, p99 %.2f\n", label, med(r, "new", n["new"]) / med(r, "old", n["old"]), med(p, "new", n["new"]) / med(p, "old", n["old"])
     }' "$OUT/app-$label.txt" | sort
 }
-echo "# app, c64, $DURATION x $REPEATS interleaved"
-app_route public /api/permissions '["workspace:list"]'
-app_route keyed /api/workspaces '["workspace:list"]'
+if [ "$ONLY" = all ] || [ "$ONLY" = app ]; then
+  echo "# app, c64, $DURATION x $REPEATS interleaved"
+  app_route public /api/permissions '["workspace:list"]'
+  app_route keyed /api/workspaces '["workspace:list"]'
+fi
 echo "# full output: $OUT"
