@@ -63,6 +63,8 @@ let package = Package(
         .testTarget(name: "KilnWorkspacesTests", dependencies: ["KilnWorkspaces", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnProjectsTests", dependencies: ["KilnProjects", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnShellTests", dependencies: ["KilnShell", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
+        .testTarget(
+            name: "KilnPTYTests", dependencies: ["KilnPTY", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnAgentsTests", dependencies: ["KilnAgents", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnBudgetTests", dependencies: ["KilnBudget", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnReceiptsTests", dependencies: ["KilnReceipts", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),

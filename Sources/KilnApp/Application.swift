@@ -13,6 +13,7 @@ import KilnReceipts
 import KilnShell
 import KilnStore
 import KilnWorkspaces
+import Synchronization
 
 public enum KilnVersion {
     public static let version = "0.1.0"
@@ -27,6 +28,8 @@ public final class Application: ModuleHost, @unchecked Sendable {
     let router: Router
     let metrics = HTTPMetrics()
     let startedAt = Date()
+    /// When readiness was last probed, and what it found.
+    let readiness = Mutex<(at: UInt64, checks: [String: JSONValue])?>(nil)
     public private(set) var server: HTTPServer?
     public let modules: [any KilnModule]
     public let allMigrations: [Migration]
@@ -81,7 +84,9 @@ public final class Application: ModuleHost, @unchecked Sendable {
         if ephemeral {
             db = try Database(path: "file:kiln-ephemeral-\(UUID().uuidString)?mode=memory&cache=shared", readers: 1)
         } else {
+            try Application.restrictFiles(dataDir: dataDir)
             db = try Database(path: dataDir + "/kiln.db")
+            try Application.restrictFiles(dataDir: dataDir)
         }
         let masterKey = ephemeral ? Crypto.randomBytes(32) : try Application.loadMasterKey(dataDir: dataDir)
         let catalog = PermissionCatalog()
@@ -98,6 +103,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
         router = Router()
         routes = Routes(router: router, catalog: catalog)
         router.add(middleware: RequestIDMiddleware())
+        router.add(middleware: SecurityHeadersMiddleware(strictTransport: config.isTLS || config.secureCookies))
         router.add(middleware: AccessLogMiddleware(metrics: metrics))
         router.add(middleware: ErrorMiddleware())
         var trusted = Set<String>()
@@ -138,6 +144,21 @@ public final class Application: ModuleHost, @unchecked Sendable {
                 atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
         guard access(dir, W_OK) == 0 else { throw Config.ConfigError("data dir \(dir) is not writable") }
+    }
+
+    /// The files of the data dir that hold secrets or every record, readable by the server's user only:
+    /// the database (made 0600 before SQLite first opens it, which its WAL and SHM files then inherit).
+    static let privateFiles = ["kiln.db", "kiln.db-wal", "kiln.db-shm", "master.key", "receipt.key"]
+
+    static func restrictFiles(dataDir: String) throws {
+        let db = dataDir + "/kiln.db"
+        if !FileManager.default.fileExists(atPath: db) {
+            let fd = open(db, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            if fd >= 0 { close(fd) }
+        }
+        for f in privateFiles where FileManager.default.fileExists(atPath: dataDir + "/" + f) {
+            chmod(dataDir + "/" + f, 0o600)
+        }
     }
 
     /// `KILN_MASTER_KEY` (64 hex characters) or `<data-dir>/master.key`, made on first start with mode 0600.

@@ -80,7 +80,17 @@ struct CoreModule: Sendable {
 
 extension Application {
     /// Each readiness check with `ok` and a reason when it fails.
+    /// The last probe's checks, probing again (a write to the database and the data dir) at most
+    /// every 5 seconds: a load balancer asking many times a second causes no writes of its own.
     func readinessChecks() async -> [String: JSONValue] {
+        let now = kilnMonotonicNanos()
+        if let last = readiness.withLock({ $0 }), now &- last.at < 5_000_000_000 { return last.checks }
+        let checks = await probeReadiness()
+        readiness.withLock { $0 = (kilnMonotonicNanos(), checks) }
+        return checks
+    }
+
+    func probeReadiness() async -> [String: JSONValue] {
         var checks: [String: JSONValue] = [:]
         let now = services.clock.now()
         do {

@@ -57,6 +57,9 @@ public enum Doctor {
         } else {
             lines.append("ok   data dir \(config.dataDir) will be created on first start")
         }
+        let (modeLines, modesOK) = fileModes(dataDir: config.dataDir)
+        lines += modeLines
+        ok = ok && modesOK
         for p in optionalPrograms {
             if let path = ProcessRunner.which(p.name) {
                 lines.append("ok   \(p.name) (\(path)): \(p.enables)")
@@ -65,5 +68,38 @@ public enum Doctor {
             }
         }
         return Report(lines: lines, ok: ok)
+    }
+
+    /// The data dir (0700) and the files holding secrets or every record (0600), outbox mails
+    /// included: readable by the server's user only.
+    static func fileModes(dataDir: String) -> ([String], Bool) {
+        var lines: [String] = []
+        var ok = true
+        func mode(_ path: String) -> mode_t? {
+            var st = stat()
+            return stat(path, &st) == 0 ? st.st_mode & 0o777 : nil
+        }
+        if let m = mode(dataDir) {
+            if m & 0o077 == 0 {
+                lines.append("ok   data dir mode \(String(m, radix: 8))")
+            } else {
+                lines.append("FAIL data dir mode \(String(m, radix: 8)): others can read it; chmod 700 \(dataDir)")
+                ok = false
+            }
+        }
+        let outbox = ((try? FileManager.default.contentsOfDirectory(atPath: dataDir + "/outbox")) ?? []).map {
+            "outbox/" + $0
+        }
+        var checked = 0
+        for f in Application.privateFiles + outbox {
+            guard let m = mode(dataDir + "/" + f) else { continue }
+            checked += 1
+            if m & 0o077 != 0 {
+                lines.append("FAIL \(f) mode \(String(m, radix: 8)): chmod 600 \(dataDir)/\(f)")
+                ok = false
+            }
+        }
+        if ok && checked > 0 { lines.append("ok   \(checked) private files (database, keys, outbox) are mode 600") }
+        return (lines, ok)
     }
 }

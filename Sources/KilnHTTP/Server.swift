@@ -13,7 +13,11 @@ public struct ServerConfiguration: Sendable {
     /// Default request body limit; routes may override it.
     public var maxBodySize = 10 * 1024 * 1024
     public var headerTimeout = 10
+    /// Longest pause between two pieces of a request body…
     public var bodyTimeout = 30
+    /// …and the longest a whole (collected) body may take: a client trickling a byte now and then
+    /// cannot hold a connection and a handler slot open.
+    public var bodyTotalTimeout = 120
     public var idleTimeout = 60
     public var maxConnections = 16_384
     /// Stop reading a connection (and make stream writers wait) above this many unsent bytes.

@@ -26,7 +26,7 @@ public struct PTYModule: KilnModule {
 
     public func start(_ jobs: JobRunner) throws {
         let t = terminals
-        jobs.every(30, name: "pty-reaper") { t.reap() }
+        jobs.every(30, name: "pty-reaper") { await t.reap() }
     }
 
     /// Every terminal is hung up, and its shell has ended, before this returns.

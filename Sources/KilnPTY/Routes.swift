@@ -14,7 +14,9 @@ struct PTYRoutes: Sendable {
             "Start a terminal (forkpty, TERM=xterm-256color) running your shell; attach at ws_url",
             limit: 16 * 1024, body: .optional, reply: .of(SpawnedTerminal.self, status: .created), spawn)
         r.add(.GET, "/api/pty", open, "Your terminals in the workspace", list)
-        r.add(.DELETE, "/api/pty/:pty_id", open, "End one of your terminals", end)
+        r.add(
+            .DELETE, "/api/pty/:pty_id", open,
+            "End one of your terminals: answers once its shell has ended, with the exit code", end)
         r.add(
             .GET, "/api/pty/:pty_id/stream", open,
             "WebSocket: binary frames are terminal bytes both ways; text frames are JSON control ({type: resize, cols, rows} in, "
@@ -49,7 +51,7 @@ struct PTYRoutes: Sendable {
 
     @Sendable func end(_ req: Request, _ ctx: RequestContext) async throws -> Response {
         let t = try own(ctx)
-        terminals.end(t)
+        await terminals.end(t)
         return .json(t.info)
     }
 

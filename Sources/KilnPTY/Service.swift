@@ -118,21 +118,16 @@ final class TerminalService: Sendable {
         return t
     }
 
-    func end(_ t: Terminal) {
+    /// Hangs up the terminal and returns once its shell has ended (SIGKILL follows a lingering one),
+    /// so the answer can carry the exit status; it is then forgotten.
+    func end(_ t: Terminal) async {
         t.terminate()
-        if t.exited {
-            all.withLock { $0[t.id] = nil }
-        } else {
-            // Forget it once the reader saw the exit.
-            Task {
-                await t.waitForExit()
-                _ = self.all.withLock { $0.removeValue(forKey: t.id) }
-            }
-        }
+        await t.waitForExit()
+        _ = all.withLock { $0.removeValue(forKey: t.id) }
     }
 
     /// Ends terminals nobody has viewed for the idle limit and forgets long-exited ones.
-    func reap(now: Date = Date()) {
+    func reap(now: Date = Date()) async {
         for t in all.withLock({ Array($0.values) }) {
             let (viewers, lastSeen) = t.state.withLock { ($0.viewers.count, $0.lastSeen) }
             guard viewers == 0 else { continue }
@@ -140,7 +135,7 @@ final class TerminalService: Sendable {
             if t.exited {
                 if idle > Self.keepExitedSeconds { _ = all.withLock { $0.removeValue(forKey: t.id) } }
             } else if idle > idleSeconds {
-                end(t)
+                await end(t)
             }
         }
     }

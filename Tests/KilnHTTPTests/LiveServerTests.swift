@@ -69,7 +69,7 @@ import Testing
             let k = try RawClient(port: s.port)
             k.send("GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
             #expect(await k.readResponse()?.header("Connection") == "keep-alive")
-            k.send("GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
+            k.send("GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             #expect(String(decoding: await k.readAll(), as: UTF8.self).contains("Connection: close"))
         }
     }
@@ -137,6 +137,13 @@ import Testing
         ("GET /" + String(repeating: "a", count: 9000) + " HTTP/1.1\r\n\r\n", 414),
         ("GET /hello HTTP/1.1\r\n" + (0..<150).map { "X-\($0): 1\r\n" }.joined() + "\r\n", 431),
         ("GET /hello HTTP/3.0\r\n\r\n", 505),
+        // RFC 9112 §3.2: exactly one Host, and a valid one.
+        ("GET /hello HTTP/1.1\r\n\r\n", 400),
+        ("GET /hello HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+        ("GET /hello HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+        ("GET /hello HTTP/1.1\r\nHost: x:99999999\r\n\r\n", 400),
+        ("GET /hello HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+        ("GET /hello HTTP/1.1\r\nHost: \r\n\r\n", 400),
     ])
     func protocolErrorsAnswerThenClose(_ raw: String, _ status: Int) async throws {
         let s = try LiveServer(Self.router())
@@ -152,6 +159,59 @@ import Testing
             #expect(rs.first?.header("Connection") == "close")
             #expect(rs.first?.bodyText.contains("\"request_id\":\"req_") == true)
             #expect(rs.first?.header("X-Request-Id") != nil)
+        }
+    }
+
+    @Test func validHostsAreAccepted() async throws {
+        let s = try LiveServer(Self.router())
+        try await using(s) { s in
+            for host in [
+                "example.com", "127.0.0.1:8080", "[::1]:80", "[2001:db8::1]", "xn--bcher-kva.example", "a_b.local",
+            ] {
+                let c = try RawClient(port: s.port)
+                c.send("GET /hello HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n")
+                #expect(await c.readResponse()?.status == 200, "\(host)")
+            }
+            // HTTP/1.0 may leave Host out.
+            let c = try RawClient(port: s.port)
+            c.send("GET /hello HTTP/1.0\r\n\r\n")
+            #expect(await c.readResponse()?.status == 200)
+        }
+    }
+
+    /// A body sent to no route is answered at once: the client need not send it, and the connection closes.
+    @Test func aBodyForNoRouteIsNotRead() async throws {
+        let s = try LiveServer(Self.router())
+        try await using(s) { s in
+            for target in ["/nowhere", "/hello"] {  // no route; a route without POST (405)
+                let c = try RawClient(port: s.port)
+                c.send("POST \(target) HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\nabc")
+                let r = await c.readResponse()
+                #expect(r?.status == (target == "/hello" ? 405 : 404), "\(target)")
+                #expect(r?.header("Connection") == "close")
+            }
+        }
+    }
+
+    /// A body trickled in slower than the total deadline allows is cut off with 408.
+    @Test func aTrickledBodyMeetsItsTotalDeadline() async throws {
+        let s = try LiveServer(Self.router()) {
+            $0.bodyTotalTimeout = 1
+            $0.bodyTimeout = 30
+        }
+        try await using(s) { s in
+            let c = try RawClient(port: s.port)
+            c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            // One byte at a time, each well within the idle timeout, until the server gives up.
+            let trickle = Task.detached {
+                for _ in 0..<100 where !Task.isCancelled {
+                    c.send("a")
+                    try? await Task.sleep(nanoseconds: 200_000_000)
+                }
+            }
+            let r = await c.readResponse()
+            trickle.cancel()
+            #expect(r?.status == 408)
         }
     }
 

@@ -50,6 +50,8 @@ final class Connection: @unchecked Sendable {
     // Timers (monotonic ns).
     let acceptedAt: UInt64
     var headStartedAt: UInt64 = 0
+    /// When the body being read began (its total deadline counts from here).
+    var bodyStartedAt: UInt64 = 0
     var lastActivity: UInt64
 
     // WebSocket mode.
@@ -255,7 +257,27 @@ final class Connection: @unchecked Sendable {
             fail(.badRequest, "Asterisk-form is only valid for OPTIONS")
             return
         }
+        // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host, and a Host is a valid authority.
+        let hosts = head.headers.values("Host")
+        if head.version == .http1_1 ? hosts.count != 1 : hosts.count > 1 {
+            fail(.badRequest, "An HTTP/1.1 request needs exactly one Host header")
+            return
+        }
+        if let h = hosts.first, !Connection.isValidHost(h) {
+            fail(.badRequest, "The Host header is not a valid host")
+            return
+        }
         let (route, params) = server.responder.resolve(head.method, parts.segments)
+        // A body sent where no route takes it is answered at once, without reading it.
+        if head.framing != .none && (route == nil || route?.automatic != nil) && head.method != .GET
+            && head.method != .HEAD
+        {
+            keepAlive = false
+            responseMethod = head.method
+            responseVersion = head.version
+            dispatch(head, parts, route, params, body: .buffer([]))
+            return
+        }
         let limit = route?.metadata.bodyLimit ?? config.maxBodySize
         keepAlive = head.keepAlive && !loop.draining
         responseMethod = head.method
@@ -270,12 +292,14 @@ final class Connection: @unchecked Sendable {
                 return
             }
             if head.expectContinue { send(Connection.continueLine) }
+            bodyStartedAt = monotonicNanos()
             bodyReader = BodyReader(
                 head: head, parts: parts, route: route, params: params, limit: limit, remaining: n,
                 chunked: nil, streamed: streamed)
             if streamed { beginStreamedBody() }
         case .chunked:
             if head.expectContinue { send(Connection.continueLine) }
+            bodyStartedAt = monotonicNanos()
             bodyReader = BodyReader(
                 head: head, parts: parts, route: route, params: params, limit: limit, remaining: 0,
                 chunked: ChunkedDecoder(), streamed: streamed)
@@ -362,4 +386,30 @@ final class Connection: @unchecked Sendable {
             loop.execute { self.writeResponse(response, requestID: context.requestID) }
         }
     }
+
+    /// A Host value: a registered name, an IPv4 address or a bracketed IPv6 literal, and an optional
+    /// port (RFC 3986 `host [":" port]`), at most 261 bytes.
+    static func isValidHost(_ h: String) -> Bool {
+        let u = Array(h.utf8)
+        guard !u.isEmpty, u.count <= 261 else { return false }
+        var end = u.count
+        if let colon = u.lastIndex(of: 58), u.first != 91 || colon > (u.lastIndex(of: 93) ?? 0) {
+            let port = u[(colon + 1)...]
+            guard port.count <= 5, port.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return false }
+            end = colon
+        }
+        let host = u[..<end]
+        guard !host.isEmpty else { return false }
+        if host.first == 91 {  // [IPv6]
+            guard host.last == 93, host.count > 2 else { return false }
+            return host.dropFirst().dropLast().allSatisfy { isHex($0) || $0 == 58 || $0 == 46 }
+        }
+        // reg-name / IPv4: unreserved, sub-delims and percent-encoding.
+        return host.allSatisfy { c in
+            (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57)
+                || "-._~!$&'()*+,;=%".utf8.contains(c)
+        }
+    }
+
+    static func isHex(_ c: UInt8) -> Bool { (c >= 48 && c <= 57) || (c >= 97 && c <= 102) || (c >= 65 && c <= 70) }
 }

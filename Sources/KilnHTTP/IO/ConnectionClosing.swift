@@ -118,7 +118,8 @@ extension Connection {
         if bodyReader != nil {
             // A paused read waits for the handler, not the client: no timeout then.
             let waitingForHandler = bodyStream?.state.withLock { $0.pausedProducer } ?? false
-            if !waitingForHandler && now - lastActivity > UInt64(config.bodyTimeout) * s {
+            let tooSlow = !(bodyReader?.streamed ?? false) && now - bodyStartedAt > UInt64(config.bodyTotalTimeout) * s
+            if !waitingForHandler && (tooSlow || now - lastActivity > UInt64(config.bodyTimeout) * s) {
                 bodyStream?.finish(error: HTTPError(.requestTimeout, message: "Timed out reading the request body"))
                 bodyReader = nil
                 fail(.requestTimeout, "Timed out reading the request body")
