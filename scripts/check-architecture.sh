@@ -5,6 +5,8 @@
 #   - a static mutable registry appears (state hangs off the services the application built);
 #   - SQL appears outside a domain's Store.swift and Migrations.swift (never in Routes.swift);
 #   - a domain folder lacks Routes/Service/Models (and Store/Migrations when it has tables);
+#   - a process is started for a user other than through KilnCore's Sandbox (the spawn and forkpty
+#     shims are called only from KilnCore/Process.swift);
 #   - a Swift file in Sources/ passes 600 lines, or the lines over 120 characters grow past the ratchet.
 # Prints the median file length and the count of lines over 120 characters.
 set -euo pipefail
@@ -46,6 +48,7 @@ registry = [
     re.compile(r"nonisolated\(unsafe\)"),
 ]
 sql = re.compile(r'"\s*(SELECT|INSERT|UPDATE|DELETE FROM|CREATE (TABLE|INDEX|VIRTUAL)|DROP TABLE|ALTER TABLE)\b|\btx\.(run|query|first|execute)\(')
+spawn = re.compile(r"\bkiln_(spawn|forkpty)\(|\b(posix_spawn|forkpty|execve|execvp)\(")
 lengths, long_lines = [], 0
 for root, _, files in os.walk("Sources"):
     for f in files:
@@ -66,6 +69,8 @@ for root, _, files in os.walk("Sources"):
                 problems.append(f"{path}:{n}: domain {module} imports domain {m.group(1)}")
             if any(r.search(line) for r in registry) and ALLOW not in line and ALLOW not in (lines[n - 2] if n > 1 else ""):
                 problems.append(f"{path}:{n}: static mutable state: hang it off a service the application builds")
+            if spawn.search(line) and path != os.path.join("Sources", "KilnCore", "Process.swift"):
+                problems.append(f"{path}:{n}: processes start through KilnCore (Sandbox.launch, ProcessRunner)")
             if module in domains and f not in ("Store.swift", "Migrations.swift") and sql.search(line):
                 problems.append(f"{path}:{n}: SQL outside the domain's Store.swift")
 

@@ -12,6 +12,8 @@ cd "$ROOT"
 ensure_packages libsqlite3-dev libssl-dev curl openssl ca-certificates
 ensure_python_venv
 ensure_packages chromium chromium-driver git
+# User processes run in bubblewrap; the test-runner tests build a pytest and a Makefile project inside it.
+ensure_packages bubblewrap python3-pytest make
 ensure_optional_packages universal-ctags
 ensure_optional_packages prometheus qrencode
 # The shell e2e checks drive a real sshd.

@@ -99,7 +99,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
             mailer: try config.smtpURL.map { try SMTPMailer(url: $0, from: config.mailFrom) as any Mailer }
                 ?? OutboxMailer(directory: dataDir + "/outbox", from: config.mailFrom),
             templates: MailTemplates(directory: templatesDir),
-            baseURL: BaseURL(config.baseURL()))
+            baseURL: BaseURL(config.baseURL()), sandbox: Sandbox.configured(config, dataDir: dataDir))
         router = Router()
         routes = Routes(router: router, catalog: catalog)
         router.add(middleware: RequestIDMiddleware())

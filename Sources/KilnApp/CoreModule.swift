@@ -132,6 +132,14 @@ extension Application {
         } else {
             checks["disk"] = ["ok": false, "reason": "cannot stat the data dir"]
         }
+        let sandbox = services.sandbox
+        var sb: [String: JSONValue] = [
+            "ok": .bool(sandbox.isolates || sandbox.mode != .bwrap), "mode": .string(sandbox.mode.rawValue),
+            "isolating": .bool(sandbox.isolates), "summary": .string(sandbox.summary),
+        ]
+        if !sandbox.isolates && sandbox.mode == .auto { sb["warning"] = .string(sandbox.summary) }
+        if !sandbox.isolates && sandbox.mode == .bwrap { sb["reason"] = .string(sandbox.summary) }
+        checks["sandbox"] = .object(sb)
         return checks
     }
 

@@ -60,6 +60,15 @@ public enum Doctor {
         let (modeLines, modesOK) = fileModes(dataDir: config.dataDir)
         lines += modeLines
         ok = ok && modesOK
+        let sandbox = Sandbox.configured(config, dataDir: config.dataDir)
+        if sandbox.isolates {
+            lines.append("ok   sandbox: \(sandbox.summary)")
+        } else if sandbox.mode == .off {
+            lines.append("--   sandbox: \(sandbox.summary)")
+        } else {
+            lines.append("WARN sandbox: \(sandbox.summary)")
+            if sandbox.mode == .bwrap { ok = false }
+        }
         for p in optionalPrograms {
             if let path = ProcessRunner.which(p.name) {
                 lines.append("ok   \(p.name) (\(path)): \(p.enables)")

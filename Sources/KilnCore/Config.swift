@@ -104,69 +104,79 @@ public struct Config: Sendable {
     }
 
     /// The options of the server itself (modules add theirs: `KilnModule.configOptions`).
-    public static let coreOptions: [Option] = [
-        Option(flag: "--host", env: "KILN_HOST", help: "address to listen on (default 127.0.0.1; :: for all IPv6+IPv4)")
-        { c, v in
-            c.host = v
-        },
-        Option(flag: "--port", env: "KILN_PORT", help: "port to listen on (default 8080; 0 picks a free one)") { c, v in
-            c.port = try int("--port", v, 0...65535)
-        },
-        Option(
-            flag: "--data-dir", env: "KILN_DATA_DIR", help: "where kiln.db, master.key and logs live (default ./.kiln)"
-        ) { c, v in
-            c.dataDir = v
-        },
-        Option(flag: "--public-dir", env: "KILN_PUBLIC_DIR", help: "the web UI folder (default ./Public)") { c, v in
-            c.publicDir = v
-        },
-        Option(flag: "--tls-cert", env: "KILN_TLS_CERT", help: "PEM certificate chain; serves HTTPS with --tls-key") {
-            c, v in
-            c.tlsCert = v
-        },
-        Option(flag: "--tls-key", env: "KILN_TLS_KEY", help: "PEM private key") { c, v in c.tlsKey = v },
-        Option(flag: "--log-level", env: "KILN_LOG_LEVEL", help: "debug, info, warn or error (default info)") { c, v in
-            guard ["debug", "info", "warn", "error"].contains(v) else {
-                throw ConfigError("--log-level must be debug, info, warn or error")
-            }
-            c.logLevel = v
-        },
-        Option(
-            flag: "--secure-cookies", env: "KILN_SECURE_COOKIES", help: "mark cookies Secure (behind a TLS proxy)",
-            takesValue: false
-        ) { c, v in c.secureCookies = try bool("--secure-cookies", v) },
-        Option(flag: "--max-body", env: "KILN_MAX_BODY", help: "default request body limit in bytes (default 10485760)")
-        { c, v in
-            c.maxBodyBytes = try int("--max-body", v, 1024...(1 << 34))
-        },
-        Option(flag: "--event-loops", env: "KILN_EVENT_LOOPS", help: "I/O threads (default: one per core)") { c, v in
-            c.eventLoops = try int("--event-loops", v, 0...256)
-        },
-        Option(
-            flag: "--min-free-disk-mb", env: "KILN_MIN_FREE_DISK_MB",
-            help: "readiness fails below this free space (default 100)"
-        ) { c, v in
-            c.minFreeDiskMB = try int("--min-free-disk-mb", v, 0...(1 << 30))
-        },
-        Option(
-            flag: "--smtp-url", env: "KILN_SMTP_URL",
-            help:
-                "send mail via smtp://user:pass@host:587 (STARTTLS) or smtps://host:465; default: files in <data-dir>/outbox"
-        ) { c, v in
-            c.smtpURL = v.isEmpty ? nil : v
-        },
-        Option(
-            flag: "--mail-from", env: "KILN_MAIL_FROM", help: "sender of Kiln's mail (default Kiln <kiln@localhost>)"
-        ) { c, v in
-            c.mailFrom = v
-        },
-        Option(
-            flag: "--public-url", env: "KILN_PUBLIC_URL",
-            help: "external base URL used in links (default http://HOST:PORT)"
-        ) { c, v in
-            c.publicURL = v
-        },
-    ]
+    public static let coreOptions: [Option] =
+        [
+            Option(
+                flag: "--host", env: "KILN_HOST", help: "address to listen on (default 127.0.0.1; :: for all IPv6+IPv4)"
+            ) { c, v in
+                c.host = v
+            },
+            Option(flag: "--port", env: "KILN_PORT", help: "port to listen on (default 8080; 0 picks a free one)") {
+                c, v in
+                c.port = try int("--port", v, 0...65535)
+            },
+            Option(
+                flag: "--data-dir", env: "KILN_DATA_DIR",
+                help: "where kiln.db, master.key and logs live (default ./.kiln)"
+            ) { c, v in
+                c.dataDir = v
+            },
+            Option(flag: "--public-dir", env: "KILN_PUBLIC_DIR", help: "the web UI folder (default ./Public)") { c, v in
+                c.publicDir = v
+            },
+            Option(flag: "--tls-cert", env: "KILN_TLS_CERT", help: "PEM certificate chain; serves HTTPS with --tls-key")
+            {
+                c, v in
+                c.tlsCert = v
+            },
+            Option(flag: "--tls-key", env: "KILN_TLS_KEY", help: "PEM private key") { c, v in c.tlsKey = v },
+            Option(flag: "--log-level", env: "KILN_LOG_LEVEL", help: "debug, info, warn or error (default info)") {
+                c, v in
+                guard ["debug", "info", "warn", "error"].contains(v) else {
+                    throw ConfigError("--log-level must be debug, info, warn or error")
+                }
+                c.logLevel = v
+            },
+            Option(
+                flag: "--secure-cookies", env: "KILN_SECURE_COOKIES", help: "mark cookies Secure (behind a TLS proxy)",
+                takesValue: false
+            ) { c, v in c.secureCookies = try bool("--secure-cookies", v) },
+            Option(
+                flag: "--max-body", env: "KILN_MAX_BODY", help: "default request body limit in bytes (default 10485760)"
+            ) { c, v in
+                c.maxBodyBytes = try int("--max-body", v, 1024...(1 << 34))
+            },
+            Option(flag: "--event-loops", env: "KILN_EVENT_LOOPS", help: "I/O threads (default: one per core)") {
+                c, v in
+                c.eventLoops = try int("--event-loops", v, 0...256)
+            },
+            Option(
+                flag: "--min-free-disk-mb", env: "KILN_MIN_FREE_DISK_MB",
+                help: "readiness fails below this free space (default 100)"
+            ) { c, v in
+                c.minFreeDiskMB = try int("--min-free-disk-mb", v, 0...(1 << 30))
+            },
+            Option(
+                flag: "--smtp-url", env: "KILN_SMTP_URL",
+                help:
+                    "send mail via smtp://user:pass@host:587 (STARTTLS) or smtps://host:465; default: files in <data-dir>/outbox"
+            ) { c, v in
+                c.smtpURL = v.isEmpty ? nil : v
+            },
+            Option(
+                flag: "--mail-from", env: "KILN_MAIL_FROM",
+                help: "sender of Kiln's mail (default Kiln <kiln@localhost>)"
+            ) { c, v in
+                c.mailFrom = v
+            },
+            Option(
+                flag: "--public-url", env: "KILN_PUBLIC_URL",
+                help: "external base URL used in links (default http://HOST:PORT)"
+            ) { c, v in
+                c.publicURL = v
+            },
+            OutboundGuard.option,
+        ] + Sandbox.options
 
     /// Builds the config from the environment, then flags on top, for `options` (the core's and the
     /// modules'). Unknown flags are errors. Returns the arguments that were not options (positional).

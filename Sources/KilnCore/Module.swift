@@ -95,12 +95,18 @@ public struct Services: Sendable {
     public let templates: MailTemplates
     /// The externally visible base URL for links in mails (set once the port is known).
     public let baseURL: BaseURL
+    /// How user processes are started (`Sandbox.launch`).
+    public let sandbox: Sandbox
+    /// Which hosts Kiln may connect to for users.
+    public var outbound: OutboundGuard { OutboundGuard(config: config) }
 
     public init(
         config: Config, db: Database, clock: any Clock, bus: EventBus, jobs: JobRunner, dataDir: String,
         masterKey: [UInt8],
-        hooks: Hooks, catalog: PermissionCatalog, mailer: any Mailer, templates: MailTemplates, baseURL: BaseURL
+        hooks: Hooks, catalog: PermissionCatalog, mailer: any Mailer, templates: MailTemplates, baseURL: BaseURL,
+        sandbox: Sandbox
     ) {
+        self.sandbox = sandbox
         self.config = config
         self.db = db
         self.clock = clock

@@ -56,20 +56,14 @@ public enum ProcessRunner {
         return (fds[0], fds[1])
     }
 
-    /// The environment programs Kiln starts get: the server's own minus its `KILN_*` settings (the
-    /// master key, the model provider's key…), plus `extra`.
-    public static func childEnvironment(_ extra: [String: String] = [:]) -> [String: String] {
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("KILN_") }
-        for (k, v) in extra { env[k] = v }
-        return env
-    }
-
     /// Starts `path` with the given fds as stdin/stdout/stderr (-1 keeps Kiln's own) in a new process group.
     public static func spawn(
         _ path: String, _ args: [String], stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1,
         cwd: String? = nil, environment: [String: String]? = nil
     ) throws -> pid_t {
-        let env = (environment ?? childEnvironment()).map { "\($0.key)=\($0.value)" }
+        // Never the server's own environment: its KILN_* settings, provider keys and agent socket stay here.
+        let env = (environment ?? Sandbox.toolEnvironment(home: ProcessInfo.processInfo.environment["HOME"] ?? "/"))
+            .map { "\($0.key)=\($0.value)" }
         let argv = ([path] + args).map { strdup($0) } + [nil]
         let envp = env.map { strdup($0) } + [nil]
         defer {
@@ -83,6 +77,40 @@ public enum ProcessRunner {
         }
         guard pid > 0 else { throw SpawnError(description: "cannot start \(path): \(String(cString: strerror(-pid)))") }
         return pid
+    }
+
+    /// Starts a sandbox launch with the given fds (see `spawn`).
+    public static func spawn(
+        _ launch: Sandbox.Launch, stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1
+    ) throws -> pid_t {
+        try spawn(
+            launch.path, launch.arguments, stdin: stdin, stdout: stdout, stderr: stderr, cwd: launch.cwd,
+            environment: launch.environment)
+    }
+
+    /// Starts a sandbox launch on a new pseudo-terminal as its controlling terminal, in its own session.
+    /// Returns the pid and the master side (non-blocking, close-on-exec).
+    public static func spawnTerminal(
+        _ launch: Sandbox.Launch, argv0: String, cols: Int, rows: Int
+    ) throws -> (
+        pid: pid_t, master: Int32
+    ) {
+        let envp = launch.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        let argv = ([argv0] + launch.arguments).map { strdup($0) } + [nil]
+        defer {
+            envp.forEach { free($0) }
+            argv.forEach { free($0) }
+        }
+        var master: Int32 = -1
+        let pid = argv.withUnsafeBufferPointer { a in
+            envp.withUnsafeBufferPointer { e in
+                kiln_forkpty(&master, launch.path, a.baseAddress, e.baseAddress, launch.cwd, UInt16(cols), UInt16(rows))
+            }
+        }
+        guard pid > 0 else {
+            throw SpawnError(description: "cannot start a terminal: \(String(cString: strerror(-pid)))")
+        }
+        return (pid, master)
     }
 
     /// Waits for `pid`; the exit code, or 128 + the signal that ended it.

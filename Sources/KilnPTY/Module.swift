@@ -14,7 +14,9 @@ public struct PTYModule: KilnModule {
 
     public init(services: Services, projects: any ProjectDirectory) {
         terminals = TerminalService(
-            idleSeconds: Double(services.config.int(PTYSettings.idleMinutes) ?? 30) * 60, projects: projects)
+            idleSeconds: Double(services.config.int(PTYSettings.idleMinutes) ?? 30) * 60,
+            maxPerUser: services.config.int(PTYSettings.maxPerUser) ?? 16, projects: projects, sandbox: services.sandbox
+        )
         let t = terminals
         services.hooks.workspaceOf(param: "pty_id") { id in t.get(id)?.wsID }
     }

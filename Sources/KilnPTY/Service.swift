@@ -8,10 +8,14 @@ import Synchronization
 /// The terminals domain's options under `kiln serve`.
 struct PTYSettings: Sendable {
     static let idleMinutes = "--pty-idle-minutes"
+    static let maxPerUser = "--max-terminals-per-user"
     static let options: [Config.Option] = [
         .int(
             idleMinutes, env: "KILN_PTY_IDLE_MINUTES",
-            help: "end a terminal nobody has viewed for this long (default 30)", range: 1...100_000)
+            help: "end a terminal nobody has viewed for this long (default 30)", range: 1...100_000),
+        .int(
+            maxPerUser, env: "KILN_MAX_TERMINALS_PER_USER", help: "open terminals one account may have (default 16)",
+            range: 1...10_000),
     ]
 }
 
@@ -24,13 +28,15 @@ final class TerminalService: Sendable {
     let idleSeconds: Double
     let maxPerUser: Int
     let projects: any ProjectDirectory
+    let sandbox: Sandbox
     /// Exited terminals stay listed (for their exit code and replay) this long after the last viewer left.
     static let keepExitedSeconds = 600.0
 
-    init(idleSeconds: Double, maxPerUser: Int = 250, projects: any ProjectDirectory) {
+    init(idleSeconds: Double, maxPerUser: Int = 16, projects: any ProjectDirectory, sandbox: Sandbox) {
         self.idleSeconds = idleSeconds
         self.maxPerUser = maxPerUser
         self.projects = projects
+        self.sandbox = sandbox
     }
 
     func get(_ id: String) -> Terminal? { IDs.isValid(id, prefix: "pty") ? all.withLock { $0[id] } : nil }
@@ -55,64 +61,72 @@ final class TerminalService: Sendable {
         let rows = input.rows ?? 24
         guard (1...1000).contains(cols) else { throw APIError.validation("cols must be from 1 to 1000", field: "cols") }
         guard (1...1000).contains(rows) else { throw APIError.validation("rows must be from 1 to 1000", field: "rows") }
-        let env = ProcessInfo.processInfo.environment
+        try sandbox.requireUsable()
         let shell =
-            input.shell ?? env["SHELL"].flatMap { FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil }
-            ?? "/bin/bash"
+            input.shell ?? ProcessInfo.processInfo.environment["SHELL"].flatMap {
+                FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil
+            } ?? "/bin/bash"
         guard shell.hasPrefix("/"), !shell.contains("\0"), FileManager.default.isExecutableFile(atPath: shell) else {
             throw APIError.validation("shell must be the absolute path of an executable on the server", field: "shell")
         }
-        var cwd: String
-        var projectID: String? = nil
+        var cwd: String? = nil
+        var project: ProjectRef? = nil
         if input.projectId != nil || (input.cwd.map { !$0.hasPrefix("/") } ?? false) {
-            let project = try await projects.resolve(input.projectId, access: access, userID: userID)
-            projectID = project.id
-            cwd = try SafePath.resolve(root: project.root, relative: input.cwd ?? "", field: "cwd")
+            let p = try await projects.resolve(input.projectId, access: access, userID: userID)
+            project = p
+            cwd = try SafePath.resolve(root: p.root, relative: input.cwd ?? "", field: "cwd")
         } else if let c = input.cwd {
             guard !c.contains("\0"), let real = SafePath.real(c) else {
                 throw APIError.validation("cwd does not exist", field: "cwd")
             }
+            // A sandbox shows only the project and its private HOME: a folder elsewhere is not there.
+            guard !sandbox.isolates else {
+                throw APIError.validation(
+                    "cwd outside a project is not visible in the sandbox; give project_id and a relative cwd",
+                    field: "cwd")
+            }
             cwd = real
-        } else {
-            cwd = env["HOME"] ?? "/"
         }
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: cwd, isDirectory: &isDir), isDir.boolValue else {
-            throw APIError.validation("cwd is not a directory", field: "cwd")
+        if let cwd {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: cwd, isDirectory: &isDir), isDir.boolValue else {
+                throw APIError.validation("cwd is not a directory", field: "cwd")
+            }
         }
         return try spawn(
-            userID: userID, wsID: access.wsID, projectID: projectID, shell: shell, cwd: cwd, cols: cols, rows: rows)
+            userID: userID, wsID: access.wsID, project: project, shell: shell, cwd: cwd, cols: cols, rows: rows)
     }
 
     func spawn(
-        userID: String, wsID: String, projectID: String?, shell: String, cwd: String, cols: Int, rows: Int
+        userID: String, wsID: String, project: ProjectRef?, shell: String, cwd: String?, cols: Int, rows: Int
     ) throws -> Terminal {
         guard !closing.load(ordering: .relaxed) else { throw APIError.unavailable("The server is shutting down") }
         let count = all.withLock { $0.values.filter { $0.userID == userID && !$0.exited }.count }
         guard count < maxPerUser else {
             throw HTTPError(
-                .tooManyRequests, code: "rate_limited", message: "You have \(count) terminals open; end one first")
+                .tooManyRequests, code: "rate_limited",
+                message: "You have \(count) terminals open (the limit is \(maxPerUser)); end one first")
         }
-        let env = ProcessRunner.childEnvironment(["TERM": "xterm-256color", "COLORTERM": "truecolor", "SHELL": shell])
-        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        let name = (shell as NSString).lastPathComponent
-        let argv = [strdup(name), strdup("-i")] + [nil]
-        defer {
-            envp.forEach { free($0) }
-            argv.forEach { free($0) }
+        let launch: Sandbox.Launch
+        do {
+            launch = try sandbox.launch(
+                [shell, "-i"], workspace: wsID, project: project?.root, cwd: cwd, environment: ["SHELL": shell],
+                terminal: true)
+        } catch let e as HTTPError {
+            throw e
+        } catch {
+            throw APIError.unavailable("Could not prepare the terminal's sandbox: \(error)")
         }
-        var master: Int32 = -1
-        let pid = argv.withUnsafeBufferPointer { a in
-            envp.withUnsafeBufferPointer { e in
-                kiln_forkpty(&master, shell, a.baseAddress, e.baseAddress, cwd, UInt16(cols), UInt16(rows))
-            }
-        }
-        guard pid > 0 else {
-            throw APIError.unavailable("Could not start a terminal: \(String(cString: strerror(-pid)))")
+        let argv0 = sandbox.isolates ? "bwrap" : (shell as NSString).lastPathComponent
+        let started: (pid: pid_t, master: Int32)
+        do {
+            started = try ProcessRunner.spawnTerminal(launch, argv0: argv0, cols: cols, rows: rows)
+        } catch {
+            throw APIError.unavailable("Could not start a terminal: \(error)")
         }
         let t = Terminal(
-            id: IDs.make("pty"), userID: userID, wsID: wsID, projectID: projectID, shell: shell, cwd: cwd, pid: pid,
-            master: master, cols: cols, rows: rows)
+            id: IDs.make("pty"), userID: userID, wsID: wsID, projectID: project?.id, shell: shell, cwd: cwd ?? "~",
+            pid: started.pid, master: started.master, cols: cols, rows: rows)
         all.withLock { $0[t.id] = t }
         Thread { t.pump(onExit: {}) }.start()
         return t

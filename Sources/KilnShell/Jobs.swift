@@ -55,14 +55,19 @@ final class RunningJob: Sendable {
     }
 
     let id: String
+    let userID: String
     let pid: pid_t
+    /// Started through bubblewrap: signals go to the command inside (`Sandbox.signal`).
+    let sandboxed: Bool
     let started: Date
     let startNanos = kilnMonotonicNanos()
     let timeout: Double
     let state = Mutex(State())
 
-    init(id: String, pid: pid_t, started: Date, timeout: Double) {
+    init(id: String, userID: String, pid: pid_t, sandboxed: Bool, started: Date, timeout: Double) {
         self.id = id
+        self.sandboxed = sandboxed
+        self.userID = userID
         self.pid = pid
         self.started = started
         self.timeout = timeout
@@ -81,7 +86,7 @@ final class RunningJob: Sendable {
             s.stopDeadline = Double(kilnMonotonicNanos()) / 1e9 + grace
             return true
         }
-        if first { kill(-pid, grace > 0 ? SIGTERM : SIGKILL) }
+        if first { Sandbox.signal(pid, grace > 0 ? SIGTERM : SIGKILL, sandboxed: sandboxed) }
     }
 
     func push(_ stream: Int, _ bytes: ArraySlice<UInt8>) {
@@ -179,7 +184,9 @@ final class RunningJob: Sendable {
                 timedOut = true
                 stop(reason: "timed_out", grace: grace)
             }
-            if !exited, let d = state.withLock({ $0.stopDeadline }), now >= d { kill(-pid, SIGKILL) }
+            if !exited, let d = state.withLock({ $0.stopDeadline }), now >= d {
+                Sandbox.signal(pid, SIGKILL, sandboxed: sandboxed)
+            }
             let open = fds.filter { $0.fd >= 0 }.count
             if open == 0 && exited { break }
             // After the main process exits, leftover members of its group get a moment to flush, then end.
@@ -225,8 +232,9 @@ final class RunningJob: Sendable {
         }
         if !exited { while waitpid(pid, &status, 0) < 0 && errno == EINTR {} }
         let signaled = status & 0x7f != 0
-        let code: Int? = signaled ? nil : Int((status >> 8) & 0xff)
-        let sig: Int? = signaled ? Int(status & 0x7f) : nil
+        var code: Int? = signaled ? nil : Int((status >> 8) & 0xff)
+        var sig: Int? = signaled ? Int(status & 0x7f) : nil
+        if sandboxed { (code, sig) = Sandbox.commandStatus(code: code, signal: sig) }
         let reason = state.withLock { $0.stopReason }
         let statusText =
             reason == "cancelled" ? "cancelled" : timedOut ? "timed_out" : (code == 0 ? "succeeded" : "failed")

@@ -152,6 +152,15 @@ extension ShellService {
         ["-F", sshConfigPath, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=15"]
     }
 
+    /// What ssh and scp see: a built environment, with the agent socket only under `--ssh-agent`.
+    var toolEnvironment: [String: String] {
+        var extra: [String: String] = [:]
+        if passSSHAgent, let sock = ProcessInfo.processInfo.environment["SSH_AUTH_SOCK"] {
+            extra["SSH_AUTH_SOCK"] = sock
+        }
+        return Sandbox.toolEnvironment(home: ProcessInfo.processInfo.environment["HOME"] ?? "/", extra: extra)
+    }
+
     func sshHosts() -> [SSHHost] { SSHConfig.hosts(path: sshConfigPath) }
 
     func sshHost(_ name: String) throws -> SSHHost {
@@ -175,7 +184,7 @@ extension ShellService {
             JobSpec(
                 wsID: access.wsID, projectID: nil, userID: userID, kind: "ssh", command: input.command,
                 argv: ["ssh"] + sshOptions + ["--", host.host, input.command], cwd: home, displayCwd: "~",
-                timeout: try Self.timeout(input.timeoutS), host: host.host))
+                timeout: try Self.timeout(input.timeoutS), host: host.host, isKilnTool: true))
     }
 
     /// Copies a remote file into the project (to a temporary name first, then renamed into place).
@@ -200,7 +209,8 @@ extension ShellService {
         let tmp = (dest as NSString).deletingLastPathComponent + "/.kiln-pull-" + IDs.randomBase62(12)
         defer { unlink(tmp) }
         let r = try await ProcessRunner.run(
-            "scp", ["-q"] + sshOptions + ["--", "\(host.host):\(remote)", tmp], timeout: 600)
+            "scp", ["-q"] + sshOptions + ["--", "\(host.host):\(remote)", tmp], environment: toolEnvironment,
+            timeout: 600)
         guard r.status == 0 else {
             throw HTTPError(
                 HTTPStatus(502), code: "unavailable",

@@ -10,7 +10,17 @@ import Synchronization
 struct ShellSettings: Sendable {
     static let grace = "--shell-grace"
     static let sshConfig = "--ssh-config"
+    static let maxJobsPerUser = "--max-jobs-per-user"
+    static let sshAgent = "--ssh-agent"
     static let options: [Config.Option] = [
+        .int(
+            maxJobsPerUser, env: "KILN_MAX_JOBS_PER_USER",
+            help: "running jobs (commands, tests, agent commands) one account may have (default 16)",
+            range: 1...10_000),
+        Config.Option(
+            flag: sshAgent, env: "KILN_SSH_AGENT", help: "let ssh-run and ssh-pull use the server's SSH agent",
+            takesValue: false
+        ) { c, v in c.set(sshAgent, ["1", "true", "yes", "on", ""].contains(v.lowercased()) ? "true" : nil) },
         .int(
             grace, env: "KILN_SHELL_GRACE", help: "seconds between SIGTERM and SIGKILL for cancelled jobs (default 3)",
             range: 0...600),
@@ -36,6 +46,11 @@ public final class ShellService: JobLauncher {
     let clock: any Clock
     let projects: any ProjectDirectory
     let sshConfigPath: String
+    let sandbox: Sandbox
+    /// Running jobs one account may have.
+    let maxPerUser: Int
+    /// `--ssh-agent`: ssh jobs may use the server's agent socket.
+    let passSSHAgent: Bool
     let live = Mutex<[String: RunningJob]>([:])
     /// Set at shutdown: no job starts after the running ones were stopped.
     let closing = Atomic<Bool>(false)
@@ -47,6 +62,9 @@ public final class ShellService: JobLauncher {
         self.projects = projects
         graceSeconds = s.config.double(ShellSettings.grace) ?? 3
         sshConfigPath = s.config.string(ShellSettings.sshConfig) ?? SSHConfig.defaultPath()
+        sandbox = s.sandbox
+        maxPerUser = s.config.int(ShellSettings.maxJobsPerUser) ?? 16
+        passSSHAgent = s.config.string(ShellSettings.sshAgent) == "true"
     }
 
     public static func topic(_ jobID: String) -> String { "job:\(jobID)" }
@@ -62,13 +80,6 @@ public final class ShellService: JobLauncher {
                     "error": "the server restarted while the job ran",
                 ]).jsonText)
         }
-    }
-
-    /// The environment a job sees: the server's minus Kiln's own settings, a plain TERM, plus `extra`.
-    static func environment(_ extra: [String: String]) -> [String: String] {
-        var env = ProcessRunner.childEnvironment(extra)
-        env["TERM"] = extra["TERM"] ?? ProcessInfo.processInfo.environment["TERM"] ?? "dumb"
-        return env
     }
 
     /// Checks user-given environment variables.
@@ -102,22 +113,30 @@ public final class ShellService: JobLauncher {
 
     public func start(_ spec: JobSpec) async throws -> String {
         guard !closing.load(ordering: .relaxed) else { throw APIError.unavailable("The server is shutting down") }
+        if !spec.isKilnTool { try sandbox.requireUsable() }
+        let running = live.withLock { $0.values.filter { $0.userID == spec.userID }.count }
+        guard running < maxPerUser else {
+            throw HTTPError(
+                .tooManyRequests, code: "rate_limited",
+                message: "You have \(running) jobs running (the limit is \(maxPerUser)); wait for one or cancel it")
+        }
         let id = IDs.make("job")
         let now = clock.now()
         try await store.insertJob(id: id, spec, at: now)
         let argv = spec.argv ?? ["/bin/sh", "-c", spec.command]
-        guard let program = ProcessRunner.which(argv[0]) else {
-            try await finishWithoutProcess(id, error: "\(argv[0]) is not installed (not found on PATH)")
-            throw APIError.programMissing(argv[0], install: "install it on the server")
+        let launch: Sandbox.Launch
+        do {
+            launch = try await prepare(spec, argv: argv)
+        } catch {
+            try await finishWithoutProcess(id, error: String(describing: error))
+            throw error
         }
         let (outR, outW) = try ProcessRunner.pipePair()
         let (errR, errW) = try ProcessRunner.pipePair()
         let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
         let pid: pid_t
         do {
-            pid = try ProcessRunner.spawn(
-                program, Array(argv.dropFirst()), stdin: devnull, stdout: outW, stderr: errW, cwd: spec.cwd,
-                environment: Self.environment(spec.env))
+            pid = try ProcessRunner.spawn(launch, stdin: devnull, stdout: outW, stderr: errW)
         } catch {
             [outR, outW, errR, errW, devnull].forEach { close($0) }
             try await finishWithoutProcess(id, error: String(describing: error))
@@ -126,7 +145,9 @@ public final class ShellService: JobLauncher {
         close(outW)
         close(errW)
         close(devnull)
-        let job = RunningJob(id: id, pid: pid, started: now, timeout: spec.timeout)
+        let job = RunningJob(
+            id: id, userID: spec.userID, pid: pid, sandboxed: launch.path == sandbox.bwrap && !spec.isKilnTool,
+            started: now, timeout: spec.timeout)
         live.withLock { $0[id] = job }
         try await store.setPID(id, Int(pid))
         try await bus.publish(
@@ -142,6 +163,36 @@ public final class ShellService: JobLauncher {
             _ = publisher
         }.start()
         return id
+    }
+
+    /// How the job's process starts: user code through the sandbox (its project read-write), Kiln's
+    /// own tools (ssh) outside it with a built environment.
+    func prepare(_ spec: JobSpec, argv: [String]) async throws -> Sandbox.Launch {
+        if spec.isKilnTool {
+            guard let program = ProcessRunner.which(argv[0]) else {
+                throw APIError.programMissing(argv[0], install: "install it on the server")
+            }
+            return Sandbox.Launch(
+                path: program, arguments: Array(argv.dropFirst()),
+                environment: toolEnvironment.merging(spec.env) { a, _ in a },
+                cwd: spec.cwd)
+        }
+        var root: String? = nil
+        if let projectID = spec.projectID {
+            guard let project = try await projects.lookup(projectID), project.wsID == spec.wsID else {
+                throw APIError.notFound("No such project")
+            }
+            root = project.root
+        }
+        do {
+            // Without a project a job starts in the workspace's private HOME.
+            return try sandbox.launch(
+                argv, workspace: spec.wsID, project: root, cwd: root == nil ? nil : spec.cwd, environment: spec.env)
+        } catch let e as HTTPError {
+            throw e
+        } catch {
+            throw APIError.unavailable("Could not prepare the sandbox: \(error)")
+        }
     }
 
     func finishWithoutProcess(_ id: String, error: String) async throws {

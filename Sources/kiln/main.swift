@@ -85,6 +85,14 @@ case "serve":
             ServerLog.info(
                 "listening", ["url": .string(base), "data_dir": .string(config.dataDir), "tls": .bool(config.isTLS)])
             out("kiln \(KilnVersion.version) listening on \(base)")
+            let sandbox = app.services.sandbox
+            if sandbox.isolates {
+                ServerLog.info("sandbox", ["mode": .string(sandbox.summary)])
+            } else {
+                // Loud on purpose: without the sandbox anyone who may run commands can read the data dir.
+                ServerLog.warn("sandbox", ["mode": .string(sandbox.summary)])
+                out("WARNING: sandbox \(sandbox.summary)")
+            }
             for line in app.startupNotices(baseURL: base) { out(line) }
         }
         exit(0)

@@ -20,8 +20,12 @@ import Testing
             let r = try await t.request("GET", "/readyz")
             #expect(r.status == 200)
             let checks = r.json["checks"] as? [String: [String: Any]]
-            #expect(Set(checks?.keys.map { $0 } ?? []) == ["database", "migrations", "data_dir", "disk"])
+            #expect(Set(checks?.keys.map { $0 } ?? []) == ["database", "migrations", "data_dir", "disk", "sandbox"])
             #expect(checks?.values.allSatisfy { $0["ok"] as? Bool == true } == true)
+            // The sandbox says whether it isolates, and warns when it fell back to running unsandboxed.
+            let sandbox = try #require(checks?["sandbox"])
+            #expect(sandbox["mode"] as? String == "auto" && sandbox["summary"] is String)
+            #expect((sandbox["isolating"] as? Bool == true) == (sandbox["warning"] == nil))
         }
     }
 

@@ -66,24 +66,18 @@ import Testing
             #expect(timed.last?.data["signal"] as? Int == 15)
 
             // A grandchild in the background, and a main process that ignores SIGTERM.
-            let job = try await f.start(
-                "sleep 300 & echo $! > grandchild.pid; trap '' TERM; while true; do sleep 1; done")
-            var grandchild: Int32 = 0
-            for _ in 0..<100 {
-                if let s = try? String(contentsOfFile: f.dir + "/grandchild.pid", encoding: .utf8),
-                    let n = Int32(s.trimmingCharacters(in: .whitespacesAndNewlines))
-                {
-                    grandchild = n
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(50))
+            let job = try await f.start("sleep 313 & trap '' TERM; while true; do sleep 1; done")
+            var grandchild: [Int32] = []
+            for _ in 0..<100 where grandchild.isEmpty {
+                grandchild = processes(running: ["sleep", "313"])
+                if grandchild.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
             }
-            #expect(grandchild > 0 && !processGone(grandchild))
+            #expect(grandchild.count == 1)
             let cancelled = try await f.a.call("POST", "/api/shell/cancel/\(job)")
             #expect(cancelled.status == 200, "\(cancelled.text)")
             #expect(cancelled.json["status"] as? String == "cancelled")
             #expect(cancelled.json["signal"] as? Int == 9)  // it ignored SIGTERM, so SIGKILL after the grace period
-            #expect(processGone(grandchild))
+            #expect(grandchild.allSatisfy(processGone) && processes(running: ["sleep", "313"]).isEmpty)
             let again = try await f.a.call("POST", "/api/shell/cancel/\(job)")
             #expect(again.status == 409 && errorCode(again) == "conflict")
             #expect(try await f.a.call("POST", "/api/shell/cancel/job_0000000000000000000000").status == 404)

@@ -109,7 +109,18 @@ func output(_ events: [SSEEventParsed], _ stream: String) -> String {
     events.filter { $0.event == stream }.map { $0.data["data"] as? String ?? "" }.joined()
 }
 
-func processGone(_ pid: Int32) -> Bool {
+/// Host pids of live processes whose command line is exactly `argv` (a sandboxed process's own
+/// idea of its pid is its namespace's, so tests find it by what it runs).
+public func processes(running argv: [String]) -> [Int32] {
+    let want = argv.joined(separator: "\0") + "\0"
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap { Int32($0) }.filter { pid in
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+        return String(decoding: data, as: UTF8.self) == want && !processGone(pid)
+    }
+}
+
+public func processGone(_ pid: Int32) -> Bool {
     if kill(pid, 0) != 0 { return true }
     // A zombie (no init reaping it in a container) is dead too.
     let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""

@@ -17,11 +17,15 @@ public struct JobSpec: Sendable {
     public var env: [String: String]
     public var timeout: Double
     public var host: String?
+    /// A Kiln tool (ssh) rather than user code: runs outside the sandbox, with a built environment.
+    public var isKilnTool: Bool
 
     public init(
         wsID: String, projectID: String?, userID: String, kind: String, command: String, argv: [String]? = nil,
-        cwd: String, displayCwd: String, env: [String: String] = [:], timeout: Double, host: String? = nil
+        cwd: String, displayCwd: String, env: [String: String] = [:], timeout: Double, host: String? = nil,
+        isKilnTool: Bool = false
     ) {
+        self.isKilnTool = isKilnTool
         self.wsID = wsID
         self.projectID = projectID
         self.userID = userID
