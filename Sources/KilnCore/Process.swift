@@ -48,6 +48,22 @@ public enum ProcessRunner {
         }
     }
 
+    /// Runs a sandbox launch to completion with its output captured (see `run`).
+    public static func run(
+        _ launch: Sandbox.Launch, stdin: [UInt8]? = nil, timeout: Double = 60, maxOutput: Int = 64 << 20
+    ) async throws -> Output {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Output, any Error>) in
+            Thread {
+                c.resume(
+                    with: Result {
+                        try runBlocking(
+                            launch.path, launch.arguments, stdin: stdin, cwd: launch.cwd,
+                            environment: launch.environment, timeout: timeout, maxOutput: maxOutput)
+                    })
+            }.start()
+        }
+    }
+
     public static func pipePair() throws -> (Int32, Int32) {
         var fds: [Int32] = [-1, -1]
         guard kiln_pipe_cloexec(&fds) == 0 else {

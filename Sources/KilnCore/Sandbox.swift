@@ -135,7 +135,9 @@ public struct Sandbox: Sendable {
         terminal: Bool = false
     ) throws -> Launch {
         try requireUsable()
-        guard IDs.isValid(workspace, prefix: "ws"), let program = argv.first else {
+        // The owner is a workspace (or, for Kiln's git in a project folder, the project).
+        guard IDs.isValid(workspace, prefix: "ws") || IDs.isValid(workspace, prefix: "prj"), let program = argv.first
+        else {
             throw SandboxError(description: "a sandbox needs a workspace and a program")
         }
         if isolates, let cwd {

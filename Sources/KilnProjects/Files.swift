@@ -16,25 +16,30 @@ extension ProjectService {
         let rel = dir == root ? "" : String(dir.dropFirst(root.count + 1))
         let listing = try Self.listDirectory(dir, root: root, rel: rel, path: path)
         let names = listing.keys
-        let useGit = project.vcs == "git" && ProcessRunner.which("git") != nil
+        let useGit = project.vcs == "git" && Git.installed
         var visible: Set<String>? = nil
         var status: [String: String] = [:]
         var matcher = GitIgnore()
         if useGit {
             let spec = rel.isEmpty ? "." : rel
-            let ls = try await ProcessRunner.run(
-                "git", ["-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", spec],
-                timeout: 60)
-            visible = Set(
-                ls.stdout.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }.compactMap { full in
-                    let tail =
-                        rel.isEmpty
-                        ? Substring(full) : (full.hasPrefix(rel + "/") ? full.dropFirst(rel.count + 1) : nil)
-                    return tail.flatMap { $0.split(separator: "/", maxSplits: 1).first.map(String.init) }
-                })
-            let st = try await ProcessRunner.run(
-                "git", ["-C", root, "status", "--porcelain=v1", "-z", "--", spec], timeout: 60)
-            for item in st.stdout.split(separator: 0) {
+            // Both at once: each starts a sandbox.
+            async let listed = git.local(
+                ["ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", spec], root: root,
+                owner: project.id, timeout: 60)
+            async let changed = git.local(
+                ["status", "--porcelain=v1", "-z", "--", spec], root: root, owner: project.id, timeout: 60)
+            let (ls, st) = await (listed, changed)
+            visible = ls.map { ls in
+                Set(
+                    ls.stdout.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }.compactMap { full in
+                        let tail =
+                            rel.isEmpty
+                            ? Substring(full) : (full.hasPrefix(rel + "/") ? full.dropFirst(rel.count + 1) : nil)
+                        return tail.flatMap { $0.split(separator: "/", maxSplits: 1).first.map(String.init) }
+                    })
+            }
+            if visible == nil { matcher = loadIgnores(root: root, rel: rel) }
+            for item in st?.stdout.split(separator: 0) ?? [] {
                 let s = String(decoding: item, as: UTF8.self)
                 guard s.count > 3 else { continue }
                 let code = String(s.prefix(2)).trimmingCharacters(in: .whitespaces)

@@ -25,24 +25,12 @@ extension ProjectService {
         try await store.markIndexed(projectID, at: clock.now())
     }
 
-    /// The files of a project that are not ignored (git's view when it is a git repository).
-    func listFiles(_ root: String, vcs: String) async throws -> [String] {
-        if let listed = try await gitFiles(root, vcs: vcs) { return listed }
-        var out: [String] = []
-        Self.walk(root) { path, _ in
-            out.append(path)
-            return true
-        }
-        return out
-    }
-
     /// git's list of a repository's tracked and untracked, not-ignored files; nil when the project
     /// is not a git repository or git is missing or fails (the built-in walk stands in).
-    func gitFiles(_ root: String, vcs: String) async throws -> [String]? {
-        guard vcs == "git", ProcessRunner.which("git") != nil else { return nil }
-        let ls = try await ProcessRunner.run(
-            "git", ["-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard"], timeout: 600)
-        guard ls.status == 0 else { return nil }
+    func gitFiles(_ root: String, vcs: String, projectID: String) async throws -> [String]? {
+        guard vcs == "git" else { return nil }
+        let args = ["ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+        guard let ls = await git.local(args, root: root, owner: projectID, timeout: 600) else { return nil }
         return ls.stdout.split(separator: 0).compactMap { String(validating: Array($0), as: UTF8.self) }
     }
 
@@ -149,7 +137,7 @@ extension ProjectService {
         }
         let symbols = symbolTable(projectID)
         let symbolsComplete = symbols.isComplete
-        let listed = try await gitFiles(root, vcs: vcs)
+        let listed = try await gitFiles(root, vcs: vcs, projectID: projectID)
         phase("list")
 
         // First pass, on every core: the walk feeds the readers, which read, hash, index and run

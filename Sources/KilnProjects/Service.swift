@@ -63,6 +63,9 @@ public struct ProjectService: ProjectDirectory {
     /// Where the projects' trigram indexes live (`<data-dir>/index/<project>`).
     let indexRoot: String
     let searchTimeout: TimeInterval
+    let git: Git
+    /// Kiln's data dir: no project may contain it.
+    let dataDir: String
 
     static let maxFileBytes = 5 * 1024 * 1024
 
@@ -76,10 +79,15 @@ public struct ProjectService: ProjectDirectory {
         let configured =
             s.config.strings(ProjectSettings.roots).isEmpty
             ? [s.dataDir + "/projects"] : s.config.strings(ProjectSettings.roots)
-        roots = configured.compactMap { dir in
+        let roots = configured.compactMap { dir in
             try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             return SafePath.real(dir)
         }
+        self.roots = roots
+        dataDir = SafePath.real(s.dataDir) ?? s.dataDir
+        let gitHome = s.dataDir + "/git-home"
+        mkdir(gitHome, 0o700)
+        git = Git(sandbox: s.sandbox, outbound: s.outbound, home: gitHome, roots: roots)
     }
 
     // MARK: Lookups
@@ -125,20 +133,19 @@ public struct ProjectService: ProjectDirectory {
             throw APIError.unavailable("The project's folder \(path) is missing on the server")
         }
         guard withGit else { return (ProjectService.project(r), root) }
-        let (branch, head) = await gitHead(root, vcs: r.string("vcs"))
+        let (branch, head) = await gitHead(root, vcs: r.string("vcs"), projectID: id)
         return (ProjectService.project(r, branch: branch, head: head), root)
     }
 
-    func gitHead(_ root: String, vcs: String?) async -> (String?, String?) {
-        guard vcs == "git", ProcessRunner.which("git") != nil else { return (nil, nil) }
-        let b = try? await ProcessRunner.run("git", ["-C", root, "rev-parse", "--abbrev-ref", "HEAD"], timeout: 10)
-        let h = try? await ProcessRunner.run("git", ["-C", root, "rev-parse", "HEAD"], timeout: 10)
-        func clean(_ o: ProcessRunner.Output?) -> String? {
-            guard let o, o.status == 0 else { return nil }
-            let s = o.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
-            return s.isEmpty ? nil : s
-        }
-        return (clean(b), clean(h))
+    /// The branch and commit checked out (one git call, in the project's sandbox).
+    func gitHead(_ root: String, vcs: String?, projectID: String) async -> (String?, String?) {
+        guard vcs == "git" else { return (nil, nil) }
+        // The commit, then the branch: --abbrev-ref applies to the names after it.
+        let args = ["rev-parse", "HEAD", "--abbrev-ref", "HEAD"]
+        guard let out = await git.local(args, root: root, owner: projectID, timeout: 10) else { return (nil, nil) }
+        let lines = out.stdoutText.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard lines.count == 2 else { return (nil, nil) }
+        return (lines[1].isEmpty ? nil : lines[1], lines[0].isEmpty ? nil : lines[0])
     }
 
     // MARK: Load
@@ -165,6 +172,13 @@ public struct ProjectService: ProjectDirectory {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
             throw APIError.validation("path is not a directory", field: "path")
+        }
+        // A projects root holds every project; the data dir holds Kiln's keys and database.
+        if roots.contains(dir) {
+            throw APIError.validation("path is a projects root itself; open a folder inside it", field: "path")
+        }
+        if SafePath.isInside(dataDir, root: dir) {
+            throw APIError.validation("path may not contain Kiln's data dir", field: "path")
         }
         let vcs = FileManager.default.fileExists(atPath: dir + "/.git") ? "git" : "none"
         let rawName = input.name ?? (dir as NSString).lastPathComponent
@@ -198,19 +212,13 @@ public struct ProjectService: ProjectDirectory {
         return try SafePath.resolve(root: roots[0], relative: path)
     }
 
-    /// Clones into the first root with the system git (file://, https:// and ssh:// only).
+    /// Clones into the first root with Kiln's hardened git (https, ssh, or file:// inside the roots).
     func clone(_ url: String, name: String?) async throws -> String {
-        guard url.utf8.count <= 2048, !url.contains(where: { $0.isWhitespace || $0.isNewline }) else {
-            throw APIError.validation("git_url is not a valid URL", field: "git_url")
-        }
-        let lower = url.lowercased()
-        guard lower.hasPrefix("file://") || lower.hasPrefix("https://") || lower.hasPrefix("ssh://") else {
-            throw APIError.validation("git_url must use file://, https:// or ssh://", field: "git_url")
-        }
-        guard ProcessRunner.which("git") != nil else {
+        let source = try git.source(url)
+        guard Git.installed else {
             throw APIError.programMissing("git", install: "apt-get install -y git")
         }
-        var base = name ?? String(url.split(separator: "/").last ?? "repo")
+        var base = name ?? source.lastComponent
         if base.hasSuffix(".git") { base = String(base.dropLast(4)) }
         let safe = String(
             base.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." ? $0 : "-" }.prefix(80))
@@ -222,19 +230,7 @@ public struct ProjectService: ProjectDirectory {
             throw APIError.conflict(
                 "\(safe) exists in the project root already; choose another name or load it by path")
         }
-        let env = [
-            "GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes",
-            "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "HOME": NSTemporaryDirectory(),
-        ]
-        let out = try await ProcessRunner.run(
-            "git", ["clone", "--quiet", "--", url, dest], environment: env, timeout: 900)
-        guard out.status == 0 else {
-            try? FileManager.default.removeItem(atPath: dest)
-            let reason = out.stderr.split(separator: "\n").last.map(String.init) ?? "git clone failed"
-            throw APIError(
-                .badRequest, code: "validation_failed", message: "git clone failed: \(reason.prefix(300))",
-                details: ["field": "git_url"])
-        }
+        try await git.clone(source, into: dest)
         return SafePath.real(dest) ?? dest
     }
 

@@ -47,6 +47,17 @@ struct ProjectStore: Sendable {
                     """, userID, existing, wsID, now)
                 return (existing, false)
             }
+            // One folder belongs to one workspace: not the same, an enclosing or an enclosed folder
+            // of a project another workspace has open (checked in the write, so two loads cannot race).
+            for other in try tx.query("SELECT path FROM projects WHERE ws_id != ?", wsID) {
+                let path = other.string("path") ?? ""
+                if SafePath.isInside(dir, root: path) || SafePath.isInside(path, root: dir) {
+                    throw HTTPError(
+                        .conflict, code: "folder_in_use",
+                        message: "This folder, or one inside or around it, is open in another workspace",
+                        details: ["field": "path"])
+                }
+            }
             try tx.run(
                 "INSERT INTO projects (id, ws_id, name, path, vcs, git_url, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 newID, wsID, name, dir, vcs, gitURL, userID, now)

@@ -235,7 +235,12 @@ enum SymbolExtractor {
         guard
             let out = try? await ProcessRunner.run(
                 ctags,
-                ["--output-format=u-ctags", "--excmd=number", "--sort=no", "--fields=nKsl", "-f", "-", "-L", "-"],
+                // --options=NONE first: ctags would otherwise read .ctags.d/ in the project (a user could
+                // make it write a tags file anywhere the server may).
+                [
+                    "--options=NONE", "--output-format=u-ctags", "--excmd=number", "--sort=no", "--fields=nKsl", "-f",
+                    "-", "-L", "-",
+                ],
                 stdin: Array(list.utf8), cwd: root, timeout: 300), out.status == 0
         else { return nil }
         let asked = Set(files)

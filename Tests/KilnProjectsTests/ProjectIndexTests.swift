@@ -276,7 +276,7 @@ import Testing
         try "qqmarker-outside\n".write(toFile: roots + "/elsewhere/secret.txt", atomically: true, encoding: .utf8)
         try fm.createSymbolicLink(atPath: roots + "/p/alias.txt", withDestinationPath: roots + "/p/real.txt")
         try fm.createSymbolicLink(atPath: roots + "/p/escape.txt", withDestinationPath: roots + "/elsewhere/secret.txt")
-        let t = try TestApp { $0.moduleValues["--projects-root"] = [roots + "/p"] }
+        let t = try TestApp { $0.moduleValues["--projects-root"] = [roots] }
         try await using(t) { t in
             _ = try await makeUser(t, "ln@example.com")
             let a = Agent(t)
