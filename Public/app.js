@@ -94,12 +94,16 @@ const pages = {
   },
 
   async register() {
+    // An invitation link (/register?invitation=…) carries its token; the account is ready at once.
+    const invitation = new URLSearchParams(location.search).get("invitation");
     $("#register-form").addEventListener("submit", async (e) => {
       e.preventDefault();
-      const r = await api("POST", "/auth/register", formData(e.target));
+      const body = formData(e.target);
+      if (invitation) body.invitation = invitation;
+      const r = await api("POST", "/auth/register", body);
       if (!r.ok) return say(errorText(r), true);
       e.target.hidden = true;
-      say(`Almost done: we sent a confirmation link to ${r.json.user.email}.`);
+      say(invitation ? "Your account is ready: sign in." : `Almost done: we sent a confirmation link to ${r.json.user.email}.`);
     });
   },
 

@@ -16,6 +16,7 @@ public struct AccountModule: KilnModule {
         let keys = service
         services.hooks.provideAPIKeys { token, ip in try await keys.resolve(token: token, ip: ip) }
         services.hooks.onUserPurged { tx, uid in try keys.deleteAll(tx, userID: uid) }
+        services.hooks.onCredentialsReset { tx, uid, at in try keys.revokeAll(tx, userID: uid, at: at) }
     }
 
     public var migrations: [Migration] { AccountMigrations.all }

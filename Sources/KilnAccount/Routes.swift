@@ -27,7 +27,8 @@ struct AccountRoutes: Sendable {
             "Change your name, avatar URL or email (a new email is confirmed by mail before it applies)",
             limit: Self.small, updateProfile)
         r.add(
-            .POST, "/api/account/request-delete", write, "Delete your account and its data in 30 days unless cancelled",
+            .POST, "/api/account/request-delete", write,
+            "Delete your account and its data in 30 days unless cancelled; needs step-up",
             requestDelete)
         r.add(
             .POST, "/api/account/cancel-delete", write, "Keep your account: cancel a requested deletion", cancelDelete)
@@ -42,7 +43,8 @@ struct AccountRoutes: Sendable {
             reply: .page(of: APIKey.self), listKeys)
         r.add(
             .POST, "/api/account/api-keys", write,
-            "Create an API key (kf_…, shown once) with scopes and an optional expiry; needs a fresh second factor when MFA is on",
+            "Create an API key (kf_…, shown once) with scopes and an optional expiry; from a session only, "
+                + "after step-up",
             limit: Self.small, reply: .json(status: .created), createKey)
         r.add(.DELETE, "/api/account/api-keys/:id", write, "Revoke an API key", reply: .noContent, revokeKey)
     }
@@ -80,8 +82,9 @@ struct AccountRoutes: Sendable {
     }
 
     @Sendable func requestDelete(_ req: Request, _ ctx: RequestContext) async throws -> Response {
-        let when = try await account.accounts.requestDelete(
-            userID: try ctx.requirePrincipal().userID, ip: req.remoteAddress)
+        let p = try ctx.requirePrincipal()
+        try p.requireStepUp(now: clock.now())
+        let when = try await account.accounts.requestDelete(userID: p.userID, ip: req.remoteAddress)
         return .json(JSONValue.object(["status": "scheduled", "delete_after": .string(HTTPDate.iso8601(when))]))
     }
 
@@ -110,6 +113,11 @@ struct AccountRoutes: Sendable {
 
     @Sendable func createKey(_ req: Request, _ ctx: RequestContext, _ input: APIKeyInput) async throws -> Response {
         let p = try ctx.requirePrincipal()
+        // Keys are made from a signed-in session: a leaked key must not be able to mint more.
+        guard p.apiKeyID == nil else {
+            throw HTTPError(
+                .forbidden, code: "step_up_required", message: "An API key cannot create API keys; sign in to make one")
+        }
         try p.requireStepUp(now: clock.now())
         let (key, token) = try await account.createKey(userID: p.userID, input, ip: req.remoteAddress)
         // The key's fields at the top level plus the one-time `key`; `api_key` repeats them for clients that nest.

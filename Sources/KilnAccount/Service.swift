@@ -39,8 +39,11 @@ public struct AccountService: Sendable {
             throw APIError.validation(
                 "unknown permission '\(s.prefix(80))' (GET /api/permissions lists them)", field: "scopes")
         }
-        // A key can never hold more than its owner: user-level permissions plus the owner's highest role.
-        let held = catalog.permissions(forHighestRole: try await hooks.roles?.highestRole(userID: userID))
+        // A key can never hold more than its owner: user-level permissions, the owner's highest role,
+        // and the instance permissions of an admin.
+        let isAdmin = try await accounts.user(id: userID)?.isAdmin ?? false
+        let held = catalog.permissions(
+            forHighestRole: try await hooks.roles?.highestRole(userID: userID), isAdmin: isAdmin)
         for s in input.scopes where !held.contains(s) {
             throw APIError.validation(
                 "you do not hold '\(s)' in any workspace, so a key cannot have it", field: "scopes")
@@ -107,12 +110,29 @@ public struct AccountService: Sendable {
             try? await store.recordUse(id: id, at: now, ip: ip)
         }
         let scopes = (try? JSONDecoder().decode([String].self, from: Data((r.string("scopes") ?? "[]").utf8))) ?? []
-        return Principal(userID: uid, kind: .apiKey(id: id), scopes: Set(scopes))
+        // A disabled account's keys stop working; an admin's and an executing account's rights follow
+        // the account as it is now.
+        guard let owner = try await accounts.user(id: uid), owner.disabledAt == nil else { return nil }
+        return Principal(
+            userID: uid, kind: .apiKey(id: id), scopes: Set(scopes), mfaEnabled: owner.mfaEnabled,
+            isAdmin: owner.isAdmin, canExecute: owner.canExecute)
     }
 
     static func isBase62(_ b: UInt8) -> Bool { (b >= 48 && b <= 57) || (b >= 65 && b <= 90) || (b >= 97 && b <= 122) }
 
     func deleteAll(_ tx: Transaction, userID: String) throws { try store.deleteAll(tx, userID: userID) }
+
+    /// Every live key of the account ends (a password reset: whoever knew the old password may have made keys).
+    func revokeAll(_ tx: Transaction, userID: String, at now: Date) throws {
+        let n = try store.revokeAll(tx, userID: userID, at: now)
+        if n > 0 {
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "api_key.revoked_all", actorUserID: userID, resourceType: "user", resourceID: userID,
+                    details: ["count": .int(n), "reason": "password_reset"]), at: now)
+        }
+    }
 
     // MARK: Audit trail and export
 

@@ -48,6 +48,11 @@ struct AccountStore: Sendable {
             == 1
     }
 
+    /// Revokes every live key of the user; how many.
+    func revokeAll(_ tx: Transaction, userID: String, at now: Date) throws -> Int {
+        try tx.run("UPDATE api_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL", now, userID)
+    }
+
     func keyByHash(_ hash: String) async throws -> Row? {
         try await db.read { tx in
             try tx.first(

@@ -50,7 +50,23 @@ public final class Application: ModuleHost, @unchecked Sendable {
     ]
 
     /// What `kiln serve` understands: the server's own options and every module's.
-    public static var configOptions: [Config.Option] { Config.coreOptions + moduleTypes.flatMap { $0.configOptions } }
+    public static var configOptions: [Config.Option] {
+        Config.coreOptions + [trustedProxyOption] + moduleTypes.flatMap { $0.configOptions }
+    }
+
+    static let trustedProxyFlag = "--trusted-proxy"
+    /// `--trusted-proxy CIDR`, repeatable: whose X-Forwarded-For names the client.
+    static let trustedProxyOption = Config.Option(
+        flag: trustedProxyFlag, env: "KILN_TRUSTED_PROXY",
+        help: "a reverse proxy's address range; its X-Forwarded-For names the client (repeatable)", repeatable: true
+    ) { c, v in
+        for part in v.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !part.isEmpty {
+            guard CIDR(part) != nil else {
+                throw Config.ConfigError("--trusted-proxy: '\(part)' is not an address range like 10.0.0.0/8")
+            }
+            c.moduleValues[trustedProxyFlag, default: []].append(part)
+        }
+    }
 
     /// The modules' `kiln <command>` subcommands.
     public static var commands: [Command] { moduleTypes.flatMap { $0.commands } }
@@ -102,6 +118,9 @@ public final class Application: ModuleHost, @unchecked Sendable {
             baseURL: BaseURL(config.baseURL()), sandbox: Sandbox.configured(config, dataDir: dataDir))
         router = Router()
         routes = Routes(router: router, catalog: catalog)
+        router.add(
+            middleware: ClientAddressMiddleware(
+                trusted: config.strings(Application.trustedProxyFlag).compactMap(CIDR.init)))
         router.add(middleware: RequestIDMiddleware())
         router.add(middleware: SecurityHeadersMiddleware(strictTransport: config.isTLS || config.secureCookies))
         router.add(middleware: AccessLogMiddleware(metrics: metrics))

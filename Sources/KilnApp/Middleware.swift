@@ -3,6 +3,34 @@ import KilnCore
 import KilnHTTP
 
 /// Accepts a well-formed `X-Request-Id` from the client or keeps the generated one; echoes it.
+/// `--trusted-proxy CIDR`: a request from a trusted proxy comes from the last address in
+/// `X-Forwarded-For` that is not itself a trusted proxy (the nearest hop the proxies did not add).
+/// From anyone else the header is ignored: a client may write anything in it.
+struct ClientAddressMiddleware: Middleware {
+    let trusted: [CIDR]
+
+    func isTrusted(_ address: String) -> Bool {
+        guard let ip = IPAddress(address) else { return false }
+        return trusted.contains { $0.contains(ip) || ip.embeddedV4.map($0.contains) == true }
+    }
+
+    func handle(_ request: Request, context: RequestContext, next: Handler) async throws -> Response {
+        guard !trusted.isEmpty, isTrusted(request.remoteAddress) else { return try await next(request, context) }
+        let hops = request.headers.values("X-Forwarded-For").flatMap { $0.split(separator: ",") }.map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
+        var client = request.remoteAddress
+        for hop in hops.reversed() {
+            guard let ip = IPAddress(hop) else { break }
+            client = ip.description
+            if !isTrusted(client) { break }
+        }
+        var forwarded = request
+        forwarded.remoteAddress = client
+        return try await next(forwarded, context)
+    }
+}
+
 struct RequestIDMiddleware: Middleware {
     func handle(_ request: Request, context: RequestContext, next: Handler) async throws -> Response {
         var ctx = context

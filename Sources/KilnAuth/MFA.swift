@@ -130,7 +130,8 @@ extension AuthService {
 
     /// Turns MFA off; needs the password and a current code (or a recovery code).
     public func mfaDisable(principal p: Principal, password: String, code: String, ip: String) async throws {
-        guard try await checkPassword(userID: p.userID, password: password) else {
+        try p.requireStepUp(now: clock.now())
+        guard try await checkPassword(userID: p.userID, password: password, ip: ip) else {
             throw APIError.validation("The password is wrong", field: "password")
         }
         guard let u = try await user(id: p.userID), u.mfaEnabled else {

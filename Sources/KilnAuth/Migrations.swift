@@ -1,7 +1,7 @@
 import KilnStore
 
 enum AuthMigrations {
-    static var all: [Migration] { [v1, v2] }
+    static var all: [Migration] { [v1, v2, v3] }
     static let v1 = Migration(
         module: "auth", version: 1, name: "users and setup tokens",
         sql: """
@@ -69,5 +69,36 @@ extension AuthMigrations {
                 used_at INTEGER,
                 PRIMARY KEY (user_id, code_hash)
             );
+            """)
+}
+
+extension AuthMigrations {
+    /// Instance admins (the owner becomes the first), disabled accounts, who may run commands,
+    /// invitations, and wrong-password counts per client address.
+    static let v3 = Migration(
+        module: "auth", version: 3, name: "instance admins, execution rights, invitations, lockout by address",
+        sql: """
+            ALTER TABLE users ADD COLUMN is_admin INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE users ADD COLUMN can_execute INTEGER NOT NULL DEFAULT 1;
+            ALTER TABLE users ADD COLUMN disabled_at INTEGER;
+            ALTER TABLE users ADD COLUMN registered_via TEXT;
+            UPDATE users SET is_admin = 1 WHERE is_owner = 1;
+            CREATE TABLE invitations (
+                id TEXT PRIMARY KEY,
+                token_hash TEXT NOT NULL UNIQUE,
+                email TEXT NOT NULL COLLATE NOCASE,
+                created_by TEXT REFERENCES users(id) ON DELETE SET NULL,
+                created_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                used_at INTEGER,
+                used_by TEXT
+            );
+            CREATE INDEX invitations_by_created ON invitations (created_at);
+            CREATE TABLE login_failures (
+                user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                ip TEXT NOT NULL,
+                failed_at INTEGER NOT NULL
+            );
+            CREATE INDEX login_failures_by_user ON login_failures (user_id, failed_at);
             """)
 }

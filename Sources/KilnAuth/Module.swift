@@ -17,18 +17,22 @@ public struct AuthModule: KilnModule {
         services.hooks.provideSessions { token, ip, ua in
             try await auth.resolveSession(token: token, ip: ip, userAgent: ua)
         }
+        services.hooks.provideExecutionPolicy { uid in try await auth.mayExecute(userID: uid) }
     }
 
     public var migrations: [Migration] { AuthMigrations.all }
-    public var permissions: [Permission] { [.accountRead, .accountWrite] }
+    public var permissions: [Permission] { [.accountRead, .accountWrite, .instanceAdmin] }
+    public static var configOptions: [Config.Option] { AuthSettings.options }
 
     public func register(_ routes: Routes) {
         AuthRoutes(auth: service, secureCookies: secureCookies).register(routes)
+        AdminRoutes(auth: service).register(routes)
     }
 
     public func start(_ jobs: JobRunner) throws {
         let auth = service
         jobs.every(3600, name: "purge deleted accounts") { try await auth.purgeDueAccounts() }
+        jobs.every(3600, name: "expire unconfirmed registrations") { try await auth.purgeExpiredRegistrations() }
     }
 
     public static var commands: [Command] {

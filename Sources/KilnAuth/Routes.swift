@@ -35,7 +35,16 @@ struct AuthRoutes: Sendable {
             .POST, "/auth/reset", .publicAccess,
             "Choose a new password from a reset link (single use, one hour); ends every session",
             limit: Self.small, reset)
+        r.add(
+            .POST, "/auth/resend-verification", .publicAccess,
+            "Mail a new verification link to an unconfirmed address (the same answer for any address)",
+            limit: Self.small, resendVerification)
         r.add(.POST, "/auth/logout", .session, "End this session", logout)
+        r.add(
+            .POST, "/api/auth/step-up", .authenticated,
+            "Confirm it is you again (password, or the TOTP/recovery code when MFA is on): sensitive routes are open "
+                + "for 15 minutes after",
+            limit: Self.small, stepUp)
         r.add(
             .POST, "/api/auth/mfa-setup", .accountWrite,
             "Start TOTP enrolment: secret, otpauth URL, recovery codes (on after the first good mfa-verify)", mfaSetup)
@@ -61,7 +70,7 @@ struct AuthRoutes: Sendable {
     }
 
     @Sendable func setup(_ req: Request, _ ctx: RequestContext, _ input: SetupInput) async throws -> Response {
-        try .json(["user": try await auth.completeSetup(input)], status: .created)
+        try .json(["user": try await auth.completeSetup(input, ip: req.remoteAddress)], status: .created)
     }
 
     @Sendable func registerAccount(
@@ -115,6 +124,23 @@ struct AuthRoutes: Sendable {
         return .json(JSONValue.object(["status": "ok"]))
     }
 
+    @Sendable func resendVerification(
+        _ req: Request, _ ctx: RequestContext, _ input: EmailInput
+    ) async throws -> Response {
+        try await auth.resendVerification(email: input.email, ip: req.remoteAddress)
+        return .json(
+            JSONValue.object([
+                "status": "ok",
+                "message": "If this address waits for its confirmation, a new link is on its way.",
+            ]))
+    }
+
+    @Sendable func stepUp(_ req: Request, _ ctx: RequestContext, _ input: StepUpInput) async throws -> Response {
+        let until = try await auth.stepUp(
+            principal: try ctx.requirePrincipal(), password: input.password, code: input.code, ip: req.remoteAddress)
+        return .json(JSONValue.object(["status": "ok", "stepped_up_until": .string(HTTPDate.iso8601(until))]))
+    }
+
     @Sendable func logout(_ req: Request, _ ctx: RequestContext) async throws -> Response {
         let p = try ctx.requirePrincipal()
         if let sid = p.sessionID { try await auth.logout(sessionID: sid, userID: p.userID, ip: req.remoteAddress) }
@@ -156,10 +182,12 @@ struct AuthRoutes: Sendable {
     @Sendable func session(_ req: Request, _ ctx: RequestContext) async throws -> Response {
         let p = try ctx.requirePrincipal()
         guard let user = try await auth.user(id: p.userID) else { throw APIError.unauthenticated() }
+        let steppedUntil = p.sessionID == nil ? nil : p.mfaVerifiedAt?.addingTimeInterval(Principal.stepUpMaxAge)
         var res = try Response.json(
             SessionBody(
                 user: user, csrfToken: p.csrfToken, mfaRequired: p.mfaPending, sessionId: p.sessionID,
-                apiKeyId: p.apiKeyID))
+                apiKeyId: p.apiKeyID, canExecute: user.canExecute && user.disabledAt == nil, isAdmin: user.isAdmin,
+                steppedUpUntil: steppedUntil.flatMap { $0 > Date() ? $0 : nil }))
         res.headers["Cache-Control"] = "no-store"
         return res
     }

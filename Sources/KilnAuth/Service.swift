@@ -20,20 +20,26 @@ public final class AuthService: AccountOperations {
     static let resetTokenLifetime: TimeInterval = 3600
     static let sessionLifetime: TimeInterval = 14 * 24 * 3600
     static let sessionIdle: TimeInterval = 24 * 3600
+    /// Wrong passwords from one client address that lock it out of the account, and from anywhere
+    /// that lock the account; both for `lockDuration`, counted over the same window.
     static let lockAfterFailures = 5
+    static let lockAccountAfterFailures = 20
     static let lockDuration: TimeInterval = 15 * 60
     static let deletionDelay: TimeInterval = 30 * 24 * 3600
 
-    /// Per account and per IP: login, MFA verify, forgot and reset (10 per 15 minutes each).
+    /// Per account and per client address: MFA codes, forgot, resend; per address: setup, login,
+    /// register, reset (10 per 15 minutes each).
     let perAccount = WindowLimiter(limit: 10, window: 15 * 60)
     let perIP = WindowLimiter(limit: 10, window: 15 * 60)
+    let registration: RegistrationPolicy
 
     public init(
         db: Database, clock: any Clock, hooks: Hooks = Hooks(),
         mailer: any Mailer = OutboxMailer(directory: NSTemporaryDirectory() + "kiln-outbox"),
         templates: MailTemplates = MailTemplates(directory: nil), baseURL: BaseURL = BaseURL("http://127.0.0.1:8080"),
-        masterKey: [UInt8] = Crypto.randomBytes(32)
+        masterKey: [UInt8] = Crypto.randomBytes(32), registration: RegistrationPolicy = RegistrationPolicy()
     ) {
+        self.registration = registration
         self.store = AuthStore(db: db)
         self.clock = clock
         self.hooks = hooks
@@ -46,7 +52,7 @@ public final class AuthService: AccountOperations {
     public convenience init(services s: Services) {
         self.init(
             db: s.db, clock: s.clock, hooks: s.hooks, mailer: s.mailer, templates: s.templates, baseURL: s.baseURL,
-            masterKey: s.masterKey)
+            masterKey: s.masterKey, registration: RegistrationPolicy(config: s.config))
     }
 
     // MARK: Lookups (public API for other modules)
@@ -73,7 +79,11 @@ public final class AuthService: AccountOperations {
     }
 
     /// Creates an account without a password and returns a one-time token to set it.
-    public func createUser(email: String, name: String) async throws -> (User, String) {
+    public func createUser(
+        email: String, name: String, by actor: String? = nil, ip: String? = nil
+    ) async throws -> (
+        User, String
+    ) {
         let email = try AuthService.validEmail(email)
         let name = try AuthService.validName(name)
         let token = "kst_" + IDs.randomBase62(40)
@@ -83,7 +93,8 @@ public final class AuthService: AccountOperations {
         do {
             try await store.write { tx in
                 try store.insertUser(
-                    tx, id: id, email: email, name: name, passwordHash: nil, verified: true, owner: false, at: now)
+                    tx, id: id, email: email, name: name, passwordHash: nil, verified: true, owner: false, via: "admin",
+                    at: now)
                 try store.insertUserSetupToken(
                     tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: id, at: now,
                     expires: now.addingTimeInterval(AuthService.setupTokenLifetime))
@@ -91,8 +102,8 @@ public final class AuthService: AccountOperations {
                 try AuditLog.append(
                     tx,
                     AuditEvent(
-                        action: "account.created", actorUserID: id, resourceType: "user", resourceID: id,
-                        details: ["via": "admin"]), at: now)
+                        action: "account.created", actorUserID: actor ?? id, resourceType: "user", resourceID: id,
+                        ip: ip, details: ["via": "admin"]), at: now)
             }
         } catch let e as StoreError where e.isUniqueViolation {
             throw APIError.conflict("An account with this email already exists")
@@ -101,14 +112,26 @@ public final class AuthService: AccountOperations {
     }
 
     /// Redeems a setup token: creates the owner, or sets the password of an operator-created account.
-    public func completeSetup(_ input: SetupInput) async throws -> User {
+    public func completeSetup(_ input: SetupInput, ip: String = "") async throws -> User {
+        if !ip.isEmpty { try limit("setup", ip: ip) }
         if let problem = Passwords.problem(input.password) { throw APIError.validation(problem, field: "password") }
         guard input.token.hasPrefix("kst_"), input.token.utf8.count <= 64 else {
             throw APIError.validation("This setup link is not valid", field: "token")
         }
-        let hash = try Passwords.hash(input.password)
         let tokenHash = Crypto.sha256Hex(Array(input.token.utf8))
         let now = clock.now()
+        // The token is checked before the (deliberately slow) password hash, so guessing tokens costs
+        // the server nothing; the write below checks it again.
+        let live = try await store.read { tx -> Bool in
+            guard let t = try self.store.setupToken(tx, hash: tokenHash), t["used_at"] == .null,
+                let expires = t.date("expires_at")
+            else { return false }
+            return expires > now
+        }
+        guard live else {
+            throw APIError.validation("This setup link is not valid, was used already, or expired", field: "token")
+        }
+        let hash = try Passwords.hash(input.password)
         let ownerEmail = try input.email.map(AuthService.validEmail)
         let ownerName = try input.name.map(AuthService.validName)
         let (hooks, store) = (self.hooks, self.store)
@@ -125,7 +148,8 @@ public final class AuthService: AccountOperations {
                 let name = ownerName ?? String(email.split(separator: "@")[0])
                 let id = IDs.make("usr")
                 try store.insertUser(
-                    tx, id: id, email: email, name: name, passwordHash: hash, verified: true, owner: true, at: now)
+                    tx, id: id, email: email, name: name, passwordHash: hash, verified: true, owner: true,
+                    via: "owner_setup", at: now)
                 try hooks.userCreated(tx, userID: id, name: name, at: now)
                 try AuditLog.append(
                     tx,
@@ -148,36 +172,127 @@ public final class AuthService: AccountOperations {
 
     // MARK: Registration and verification
 
-    /// Creates an unverified account (and its workspace) and mails a verification link.
+    /// Creates an account (and its workspace). With an invitation (any mode) the account is verified
+    /// at once and may run commands; under `open` it is unverified until the mailed link is opened and
+    /// runs nothing until an instance admin allows it; under `closed` and `invite` nothing else may register.
     public func register(_ input: RegisterInput, ip: String) async throws -> User {
+        try limit("register", ip: ip)
         let email = try AuthService.validEmail(input.email)
         let name = try AuthService.validName(input.name)
+        let invitationHash = try input.invitation.map { token -> String in
+            guard token.hasPrefix("kin_"), token.utf8.count <= 64 else {
+                throw APIError.validation(
+                    "This invitation is not valid, was used already, or expired", field: "invitation")
+            }
+            return Crypto.sha256Hex(Array(token.utf8))
+        }
+        if invitationHash == nil {
+            try registration.admits(email: email)
+        }
         if let problem = Passwords.problem(input.password) { throw APIError.validation(problem, field: "password") }
-        try limit("register", ip: ip)
-        let hash = try Passwords.hash(input.password)
         let now = clock.now()
+        if let invitationHash {
+            // Checked before hashing the password, and again in the write.
+            let ok = try await store.read { tx in try self.store.invitation(tx, hash: invitationHash) }
+            try Self.checkInvitation(ok, email: email, now: now)
+        }
+        let hash = try Passwords.hash(input.password)
         let id = IDs.make("usr")
         let token = "kvt_" + IDs.randomBase62(43)
+        let invited = invitationHash != nil
         let (hooks, store) = (self.hooks, self.store)
         do {
             try await store.write { tx in
+                // An address whose registration was never confirmed within a day may register again.
+                if let stale = try store.expiredUnverified(
+                    tx, email: email, before: now.addingTimeInterval(-AuthService.verifyTokenLifetime))
+                {
+                    try hooks.userPurged(tx, userID: stale)
+                    try store.deleteUser(tx, userID: stale)
+                }
+                var invitationID: String? = nil
+                if let invitationHash {
+                    let inv = try store.invitation(tx, hash: invitationHash)
+                    try Self.checkInvitation(inv, email: email, now: now)
+                    invitationID = inv?.string("id")
+                }
                 try store.insertUser(
-                    tx, id: id, email: email, name: name, passwordHash: hash, verified: false, owner: false, at: now)
-                try store.insertEmailToken(
-                    tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: id, purpose: "verify", email: email,
-                    at: now, expires: now.addingTimeInterval(AuthService.verifyTokenLifetime))
+                    tx, id: id, email: email, name: name, passwordHash: hash, verified: invited, owner: false,
+                    via: invited ? "invitation" : "registration", at: now)
+                if let invitationID {
+                    guard try store.useInvitation(tx, id: invitationID, by: id, at: now) else {
+                        throw APIError.validation(
+                            "This invitation is not valid, was used already, or expired", field: "invitation")
+                    }
+                } else {
+                    try store.insertEmailToken(
+                        tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: id, purpose: "verify", email: email,
+                        at: now, expires: now.addingTimeInterval(AuthService.verifyTokenLifetime))
+                }
                 try hooks.userCreated(tx, userID: id, name: name, at: now)
                 try AuditLog.append(
                     tx,
                     AuditEvent(
-                        action: "account.registered", actorUserID: id, resourceType: "user", resourceID: id, ip: ip),
+                        action: "account.registered", actorUserID: id, resourceType: "user", resourceID: id, ip: ip,
+                        details: ["via": .string(invited ? "invitation" : "registration")]),
                     at: now)
             }
         } catch let e as StoreError where e.isUniqueViolation {
             throw APIError.conflict("An account with this email already exists")
         }
-        try await sendVerification(to: email, name: name, token: token)
+        if !invited { try await sendVerification(to: email, name: name, token: token) }
         return try await user(id: id)!
+    }
+
+    static func checkInvitation(_ row: Row?, email: String, now: Date) throws {
+        guard let row, row["used_at"] == .null, let exp = row.date("expires_at"), exp > now else {
+            throw APIError.validation("This invitation is not valid, was used already, or expired", field: "invitation")
+        }
+        guard (row.string("email") ?? "").lowercased() == email.lowercased() else {
+            throw APIError.validation("This invitation is for another email address", field: "email")
+        }
+    }
+
+    /// Mails a new verification link to an unconfirmed address; the same answer for any address.
+    public func resendVerification(email raw: String, ip: String) async throws {
+        let email = raw.trimmingCharacters(in: .whitespaces)
+        guard !email.isEmpty, email.utf8.count <= 254 else {
+            throw APIError.validation("email is required", field: "email")
+        }
+        try limit("resend", account: email, ip: ip)
+        let now = clock.now()
+        guard let row = try await store.unverifiedAccount(email: email), let uid = row.string("id"),
+            let created = row.date("created_at"), now.timeIntervalSince(created) < AuthService.verifyTokenLifetime,
+            let address = row.string("email")
+        else { return }
+        let token = "kvt_" + IDs.randomBase62(43)
+        let store = self.store
+        try await store.write { tx in
+            try store.insertEmailToken(
+                tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: uid, purpose: "verify", email: address,
+                at: now, expires: created.addingTimeInterval(AuthService.verifyTokenLifetime))
+        }
+        try await sendVerification(to: address, name: row.string("name") ?? "", token: token)
+    }
+
+    /// Removes registrations nobody confirmed within a day (their address may register again).
+    @discardableResult
+    public func purgeExpiredRegistrations() async throws -> Int {
+        let now = clock.now()
+        let stale = try await store.expiredUnverified(before: now.addingTimeInterval(-AuthService.verifyTokenLifetime))
+        let (hooks, store) = (self.hooks, self.store)
+        for uid in stale {
+            try await store.write { tx in
+                try hooks.userPurged(tx, userID: uid)
+                try store.deleteUser(tx, userID: uid)
+                try AuditLog.append(
+                    tx,
+                    AuditEvent(
+                        action: "account.expired", resourceType: "user", resourceID: uid,
+                        details: ["reason": "email never confirmed"]), at: now)
+            }
+        }
+        return stale.count
     }
 
     func sendVerification(to email: String, name: String, token: String) async throws {

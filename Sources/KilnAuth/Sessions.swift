@@ -8,9 +8,9 @@ extension AuthService {
     /// A hash that takes as long to check as a real one, for addresses without an account.
     static let dummyHash: String = (try? Passwords.hash("kiln-timing-equaliser")) ?? ""
 
-    /// Password login. Five wrong passwords lock the account for 15 minutes; the answer never tells a
-    /// locked account, an unknown address and a wrong password apart. Always makes a new session
-    /// (and revokes `previousToken`, so a planted session id is never promoted).
+    /// Password login. Only failures count toward a lockout (`checkPassword(row:…)`); the answer
+    /// never tells an unknown address and a wrong password apart. Always makes a new session (and
+    /// revokes `previousToken`, so a planted session id is never promoted).
     public func login(
         email rawEmail: String, password: String, ip: String, userAgent: String, previousToken: String?
     ) async throws -> LoginResult {
@@ -18,40 +18,17 @@ extension AuthService {
         guard !email.isEmpty, email.utf8.count <= 254, password.utf8.count <= 1024 else {
             throw APIError.validation("email and password are required", field: "email")
         }
-        try limit("login", account: email, ip: ip)
+        try limit("login", ip: ip)
         let now = clock.now()
         let store = self.store
-        let row = try await store.loginRow(email: email)
-        let stored = row?.string("password_hash") ?? AuthService.dummyHash
-        let passwordOK = Passwords.verify(password, against: stored) && row?.string("password_hash") != nil
         let wrong = APIError.unauthenticated("Wrong email or password")
-        guard let row, let uid = row.string("id") else { throw wrong }
-        if let locked = row.date("locked_until"), locked > now {
-            try await audit(
-                AuditEvent(
-                    action: "login.failed", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip,
-                    details: ["reason": "locked"]))
+        guard let row = try await store.loginRow(email: email), let uid = row.string("id") else {
+            _ = Passwords.verify(password, against: AuthService.dummyHash)
             throw wrong
         }
-        guard passwordOK else {
-            try await store.write { tx in
-                if try store.recordFailedLogin(
-                    tx, userID: uid, lockAfter: AuthService.lockAfterFailures,
-                    lockUntil: now.addingTimeInterval(AuthService.lockDuration))
-                {
-                    try AuditLog.append(
-                        tx,
-                        AuditEvent(
-                            action: "account.locked", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip),
-                        at: now)
-                }
-                try AuditLog.append(
-                    tx,
-                    AuditEvent(
-                        action: "login.failed", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip,
-                        details: ["reason": "password"]), at: now)
-            }
-            throw wrong
+        guard try await checkPassword(row: row, password: password, ip: ip) else { throw wrong }
+        guard row["disabled_at"] == .null else {
+            throw APIError.forbidden("This account is disabled; ask an administrator")
         }
         guard row.bool("email_verified") == true else {
             throw APIError.forbidden("Confirm your email address first: open the link in the verification mail")
@@ -64,7 +41,6 @@ extension AuthService {
         let previousHash = previousToken.map { Crypto.sha256Hex(Array($0.utf8)) }
         try await store.write { tx in
             if let previousHash { try store.revokeSessionByToken(tx, hash: previousHash, at: now) }
-            try store.clearFailedLogins(tx, userID: uid)
             try store.insertSession(
                 tx, id: sid, tokenHash: Crypto.sha256Hex(Array(token.utf8)), userID: uid, csrf: csrf, at: now,
                 expires: expires, ip: ip, userAgent: String(userAgent.prefix(512)), mfaPending: mfa)
@@ -74,10 +50,117 @@ extension AuthService {
                     action: mfa ? "login.password_ok" : "login.ok", actorUserID: uid, resourceType: "session",
                     resourceID: sid, ip: ip), at: now)
         }
-        perAccount.reset("login:acct:" + email.lowercased())
         return LoginResult(
             user: try await user(id: uid)!, sessionToken: token, sessionID: sid, csrfToken: csrf, mfaRequired: mfa,
             expiresAt: expires)
+    }
+
+    /// Checks a password with the lockout rules every password check shares (login, step-up,
+    /// change-password, mfa-disable): 5 wrong from one client address lock that address out of the
+    /// account, 20 from anywhere lock the account and mail its owner, each for 15 minutes (429 with
+    /// Retry-After while it lasts). A right password clears that address's count.
+    func checkPassword(row: Row, password: String, ip: String) async throws -> Bool {
+        guard let uid = row.string("id") else { return false }
+        let now = clock.now()
+        let window = now.addingTimeInterval(-AuthService.lockDuration)
+        if let locked = row.date("locked_until"), locked > now {
+            try await audit(
+                AuditEvent(
+                    action: "login.failed", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip,
+                    details: ["reason": "account_locked"]))
+            throw Self.locked(until: locked, now: now, what: "This account is locked after too many wrong passwords")
+        }
+        let (fromIP, last) = try await store.failures(userID: uid, ip: ip, since: window)
+        if fromIP >= AuthService.lockAfterFailures, let last {
+            throw Self.locked(
+                until: last.addingTimeInterval(AuthService.lockDuration), now: now,
+                what: "Too many wrong passwords from your address for this account")
+        }
+        let stored = row.string("password_hash")
+        let ok = Passwords.verify(password, against: stored ?? AuthService.dummyHash) && stored != nil
+        let store = self.store
+        if ok {
+            try await store.write { tx in try store.clearFailures(tx, userID: uid, ip: ip) }
+            return true
+        }
+        let lockedNow = try await store.write { tx -> Bool in
+            let total = try store.recordFailure(tx, userID: uid, ip: ip, at: now, since: window)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "login.failed", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip,
+                    details: ["reason": "password"]), at: now)
+            guard total >= AuthService.lockAccountAfterFailures else { return false }
+            try store.lockAccount(tx, userID: uid, until: now.addingTimeInterval(AuthService.lockDuration))
+            try AuditLog.append(
+                tx,
+                AuditEvent(action: "account.locked", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip),
+                at: now)
+            return true
+        }
+        if lockedNow, let email = row.string("email") {
+            let body = templates.render(
+                "account-locked",
+                fallback:
+                    "Hello {{name}},\n\n"
+                    + "Someone entered a wrong password for your Kiln account {{count}} times within 15 minutes, so "
+                    + "the account is locked for 15 minutes.\n\n"
+                    + "If this was not you, someone may be guessing your password: choose a long unique one, and turn "
+                    + "on two-factor authentication.\n",
+                ["name": row.string("name") ?? "", "count": String(AuthService.lockAccountAfterFailures)])
+            await deliver(MailMessage(to: email, subject: "Your Kiln account was locked", body: body, link: nil))
+        }
+        return false
+    }
+
+    static func locked(until: Date, now: Date, what: String) -> HTTPError {
+        let wait = max(1, Int(until.timeIntervalSince(now).rounded(.up)))
+        return HTTPError(
+            .tooManyRequests, code: "rate_limited", message: "\(what); try again in \(wait) s",
+            headers: ["Retry-After": String(wait)])
+    }
+
+    /// The account's password, counted like a login (for step-up, change-password and mfa-disable).
+    func checkPassword(userID: String, password: String, ip: String) async throws -> Bool {
+        guard let email = try await user(id: userID)?.email, let row = try await store.loginRow(email: email) else {
+            return false
+        }
+        return try await checkPassword(row: row, password: password, ip: ip)
+    }
+
+    /// `POST /api/auth/step-up`: the session proves its owner again (the second factor when MFA is
+    /// on, else the password), which opens step-up routes for 15 minutes.
+    public func stepUp(principal p: Principal, password: String?, code: String?, ip: String) async throws -> Date {
+        guard let sid = p.sessionID else {
+            throw HTTPError(
+                .forbidden, code: "step_up_required",
+                message: "An API key cannot confirm itself; use a signed-in session")
+        }
+        let now = clock.now()
+        if p.mfaEnabled {
+            guard let code, !code.isEmpty else {
+                throw APIError.validation("Two-factor authentication is on: confirm with code", field: "code")
+            }
+            _ = try await mfaVerify(principal: p, code: code, ip: ip)
+        } else {
+            guard let password, !password.isEmpty, password.utf8.count <= 1024 else {
+                throw APIError.validation("password is required", field: "password")
+            }
+            guard try await checkPassword(userID: p.userID, password: password, ip: ip) else {
+                throw APIError.unauthenticated("Wrong password")
+            }
+            let store = self.store
+            let userID = p.userID
+            try await store.write { tx in
+                try store.markSteppedUp(tx, sessionID: sid, at: now)
+                try AuditLog.append(
+                    tx,
+                    AuditEvent(
+                        action: "step_up", actorUserID: userID, resourceType: "session", resourceID: sid, ip: ip),
+                    at: now)
+            }
+        }
+        return now.addingTimeInterval(Principal.stepUpMaxAge)
     }
 
     /// The principal behind a session cookie (nil: unknown, revoked, expired or idle too long).
@@ -93,10 +176,13 @@ extension AuthService {
         if now.timeIntervalSince(seen) > 60 {
             try? await store.touchSession(id: sid, at: now, ip: ip, userAgent: String(userAgent.prefix(512)))
         }
+        // A disabled account's sessions end at once.
+        guard r["disabled_at"] == .null else { return nil }
         return Principal(
             userID: uid, kind: .session(id: sid), scopes: nil, mfaEnabled: r.bool("mfa_enabled") ?? false,
             mfaVerifiedAt: r.date("mfa_verified_at"), mfaPending: r.bool("mfa_pending") ?? false,
-            csrfToken: r.string("csrf_token"))
+            csrfToken: r.string("csrf_token"), isAdmin: r.bool("is_admin") ?? false,
+            canExecute: r.bool("can_execute") ?? false)
     }
 
     public func logout(sessionID: String, userID: String, ip: String) async throws {
@@ -169,7 +255,11 @@ extension AuthService {
         let body = templates.render(
             "reset-password",
             fallback:
-                "Hello {{name}},\n\nSomeone asked to reset your Kiln password. If it was you, choose a new one here:\n\n{{link}}\n\nThe link works once and for one hour. If it was not you, ignore this message.\n",
+                "Hello {{name}},\n\n"
+                + "Someone asked to reset your Kiln password. If it was you, choose a new one here:\n\n"
+                + "{{link}}\n\n"
+                + "The link works once and for one hour. A new password signs out every session and revokes every "
+                + "API key of the account. If it was not you, ignore this message.\n",
             ["name": u.name, "link": link])
         await deliver(MailMessage(to: u.email, subject: "Reset your Kiln password", body: body, link: link))
     }
@@ -182,7 +272,7 @@ extension AuthService {
         let tokenHash = Crypto.sha256Hex(Array(token.utf8))
         let now = clock.now()
         let store = self.store
-        try await store.write { tx in
+        let uid = try await store.write { tx -> String in
             guard token.hasPrefix("krt_"), token.utf8.count <= 64,
                 let t = try store.emailToken(tx, hash: tokenHash, purpose: "reset"),
                 t["used_at"] == .null, let exp = t.date("expires_at"), exp > now, let uid = t.string("user_id")
@@ -192,10 +282,26 @@ extension AuthService {
             try store.useEmailToken(tx, hash: tokenHash, at: now)
             try store.setPassword(tx, userID: uid, hash: hash, at: now, clearLockout: true)
             try store.revokeSessions(tx, userID: uid, at: now)
+            // Whoever had the old password may have made keys with it: they end too.
+            try self.hooks.credentialsReset(tx, userID: uid, at: now)
             try AuditLog.append(
                 tx,
-                AuditEvent(action: "password.reset", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip),
+                AuditEvent(
+                    action: "password.reset", actorUserID: uid, resourceType: "user", resourceID: uid, ip: ip,
+                    details: ["sessions_ended": true, "api_keys_revoked": true]),
                 at: now)
+            return uid
+        }
+        if let u = try await user(id: uid) {
+            let body = templates.render(
+                "password-was-reset",
+                fallback:
+                    "Hello {{name}},\n\n"
+                    + "Your Kiln password was reset. Every session of your account was signed out and every API key "
+                    + "of your account was revoked: sign in again and make new keys where you need them.\n\n"
+                    + "If this was not you, reset your password again now and tell your administrator.\n",
+                ["name": u.name])
+            await deliver(MailMessage(to: u.email, subject: "Your Kiln password was reset", body: body, link: nil))
         }
     }
 
@@ -204,7 +310,7 @@ extension AuthService {
         userID: String, currentSession: String?, old: String, new: String, ip: String
     ) async throws {
         if let problem = Passwords.problem(new) { throw APIError.validation(problem, field: "new_password") }
-        guard let stored = try await store.passwordHash(userID: userID), Passwords.verify(old, against: stored) else {
+        guard try await checkPassword(userID: userID, password: old, ip: ip) else {
             throw APIError.validation("The current password is wrong", field: "old_password")
         }
         let hash = try Passwords.hash(new)
@@ -219,11 +325,6 @@ extension AuthService {
                     action: "password.changed", actorUserID: userID, resourceType: "user", resourceID: userID, ip: ip),
                 at: now)
         }
-    }
-
-    public func checkPassword(userID: String, password: String) async throws -> Bool {
-        let stored = try await store.passwordHash(userID: userID)
-        return stored.map { Passwords.verify(password, against: $0) } ?? false
     }
 
     // MARK: Profile and deletion

@@ -9,7 +9,8 @@ struct AuthStore: Sendable {
     let db: Database
 
     static let userColumns =
-        "id, email, name, email_verified, is_owner, mfa_enabled, avatar_url, delete_after, created_at"
+        "id, email, name, email_verified, is_owner, is_admin, can_execute, disabled_at, mfa_enabled, avatar_url, "
+        + "delete_after, created_at"
 
     func read<T: Sendable>(_ body: @escaping @Sendable (Transaction) throws -> T) async throws -> T {
         try await db.read(body)
@@ -40,15 +41,17 @@ struct AuthStore: Sendable {
         }
     }
 
+    /// `via`: owner_setup, admin, invitation or registration (which alone starts without execution).
     func insertUser(
         _ tx: Transaction, id: String, email: String, name: String, passwordHash: String?, verified: Bool, owner: Bool,
-        at now: Date
+        via: String, at now: Date
     ) throws {
         try tx.run(
             """
-            INSERT INTO users (id, email, name, password_hash, email_verified, is_owner, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """, id, email, name, passwordHash, verified, owner, now, now)
+            INSERT INTO users (id, email, name, password_hash, email_verified, is_owner, is_admin, can_execute,
+                               registered_via, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, id, email, name, passwordHash, verified, owner, owner, via != "registration", via, now, now)
     }
 
     func passwordHash(userID: String) async throws -> String? {
@@ -61,24 +64,47 @@ struct AuthStore: Sendable {
     func loginRow(email: String) async throws -> Row? {
         try await db.read { tx in
             try tx.first(
-                "SELECT id, password_hash, email_verified, locked_until, mfa_enabled FROM users WHERE email = ?", email)
+                """
+                SELECT id, email, name, password_hash, email_verified, locked_until, mfa_enabled, disabled_at,
+                       created_at
+                FROM users WHERE email = ?
+                """, email)
         }
     }
 
-    /// Counts a wrong password; true when it locked the account until `lockUntil`.
-    func recordFailedLogin(_ tx: Transaction, userID: String, lockAfter: Int, lockUntil: Date) throws -> Bool {
-        let failures =
-            (try tx.first("SELECT failed_logins FROM users WHERE id = ?", userID)?.int("failed_logins") ?? 0) + 1
-        if failures >= lockAfter {
-            try tx.run("UPDATE users SET failed_logins = 0, locked_until = ? WHERE id = ?", lockUntil, userID)
-            return true
+    /// Wrong passwords for the account from `ip` since `since`, and when the last of them was.
+    func failures(userID: String, ip: String, since: Date) async throws -> (count: Int, last: Date?) {
+        try await db.read { tx in
+            let r = try tx.first(
+                """
+                SELECT COUNT(*) AS n, MAX(failed_at) AS last FROM login_failures
+                WHERE user_id = ? AND ip = ? AND failed_at > ?
+                """,
+                userID, ip, since)
+            return (r?.int("n") ?? 0, r?.date("last"))
         }
-        try tx.run("UPDATE users SET failed_logins = ? WHERE id = ?", failures, userID)
-        return false
+    }
+
+    /// Counts a wrong password from `ip`; returns the failures since `since` from anywhere.
+    func recordFailure(_ tx: Transaction, userID: String, ip: String, at now: Date, since: Date) throws -> Int {
+        try tx.run("DELETE FROM login_failures WHERE user_id = ? AND failed_at <= ?", userID, since)
+        try tx.run("INSERT INTO login_failures (user_id, ip, failed_at) VALUES (?, ?, ?)", userID, ip, now)
+        return try tx.first("SELECT COUNT(*) AS n FROM login_failures WHERE user_id = ?", userID)?.int("n") ?? 0
+    }
+
+    func lockAccount(_ tx: Transaction, userID: String, until: Date) throws {
+        try tx.run("UPDATE users SET locked_until = ? WHERE id = ?", until, userID)
+        try tx.run("DELETE FROM login_failures WHERE user_id = ?", userID)
+    }
+
+    /// A good password from `ip` forgets that address's failures (others' stay: they may be an attack).
+    func clearFailures(_ tx: Transaction, userID: String, ip: String) throws {
+        try tx.run("DELETE FROM login_failures WHERE user_id = ? AND ip = ?", userID, ip)
     }
 
     func clearFailedLogins(_ tx: Transaction, userID: String) throws {
         try tx.run("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", userID)
+        try tx.run("DELETE FROM login_failures WHERE user_id = ?", userID)
     }
 
     func setPassword(_ tx: Transaction, userID: String, hash: String, at now: Date, clearLockout: Bool = false) throws {
@@ -86,6 +112,7 @@ struct AuthStore: Sendable {
             try tx.run(
                 "UPDATE users SET password_hash = ?, failed_logins = 0, locked_until = NULL, updated_at = ? WHERE id = ?",
                 hash, now, userID)
+            try tx.run("DELETE FROM login_failures WHERE user_id = ?", userID)
         } else {
             try tx.run("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?", hash, now, userID)
         }
@@ -173,11 +200,15 @@ struct AuthStore: Sendable {
         _ tx: Transaction, id: String, tokenHash: String, userID: String, csrf: String, at now: Date, expires: Date,
         ip: String, userAgent: String, mfaPending: Bool
     ) throws {
+        // A password-only session has just proved its password (step-up holds for 15 minutes); one with
+        // MFA on proves itself with the code.
         try tx.run(
             """
-            INSERT INTO sessions (id, token_hash, user_id, csrf_token, created_at, last_seen_at, expires_at, ip, user_agent, mfa_pending)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, id, tokenHash, userID, csrf, now, now, expires, ip, userAgent, mfaPending)
+            INSERT INTO sessions (id, token_hash, user_id, csrf_token, created_at, last_seen_at, expires_at, ip,
+                                  user_agent,
+                                  mfa_pending, mfa_verified_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, id, tokenHash, userID, csrf, now, now, expires, ip, userAgent, mfaPending, mfaPending ? nil : now)
     }
 
     func sessionByToken(hash: String) async throws -> Row? {
@@ -185,7 +216,7 @@ struct AuthStore: Sendable {
             try tx.first(
                 """
                 SELECT s.id, s.user_id, s.csrf_token, s.last_seen_at, s.expires_at, s.mfa_pending, s.mfa_verified_at, s.revoked_at,
-                       u.mfa_enabled
+                       u.mfa_enabled, u.is_admin, u.can_execute, u.disabled_at
                 FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?
                 """, hash)
         }
@@ -234,6 +265,11 @@ struct AuthStore: Sendable {
         }
     }
 
+    /// The session proved its owner again (password or second factor): step-up routes open for 15 minutes.
+    func markSteppedUp(_ tx: Transaction, sessionID: String, at now: Date) throws {
+        try tx.run("UPDATE sessions SET mfa_verified_at = ? WHERE id = ? AND mfa_pending = 0", now, sessionID)
+    }
+
     func markSecondFactor(_ tx: Transaction, sessionID: String, at now: Date) throws {
         try tx.run("UPDATE sessions SET mfa_pending = 0, mfa_verified_at = ? WHERE id = ?", now, sessionID)
     }
@@ -280,6 +316,126 @@ struct AuthStore: Sendable {
             now, userID)
         try tx.run("DELETE FROM recovery_codes WHERE user_id = ?", userID)
     }
+    // MARK: Instance administration
+
+    /// Accounts by creation, filtered by `q` in the email or name (admin listing).
+    func listUsers(q: String?, after cursor: String?, limit: Int) async throws -> [User] {
+        try await db.read { tx in
+            var sql = "SELECT \(AuthStore.userColumns) FROM users WHERE 1 = 1"
+            var args: [any SQLBindable] = []
+            if let q, !q.isEmpty {
+                sql += " AND (instr(lower(email), lower(?)) > 0 OR instr(lower(name), lower(?)) > 0)"
+                args += [q, q]
+            }
+            if let cursor {
+                sql += " AND id > ?"
+                args.append(cursor)
+            }
+            sql += " ORDER BY id LIMIT ?"
+            args.append(limit)
+            return try tx.query(sql, arguments: args).map(User.init(row:))
+        }
+    }
+
+    func adminCount(_ tx: Transaction) throws -> Int {
+        try tx.first("SELECT COUNT(*) AS n FROM users WHERE is_admin = 1 AND disabled_at IS NULL")?.int("n") ?? 0
+    }
+
+    func isAdmin(_ tx: Transaction, userID: String) throws -> Bool {
+        try tx.first("SELECT is_admin FROM users WHERE id = ? AND disabled_at IS NULL", userID)?.bool("is_admin")
+            ?? false
+    }
+
+    func exists(_ tx: Transaction, userID: String) throws -> Bool {
+        try tx.first("SELECT 1 AS x FROM users WHERE id = ?", userID) != nil
+    }
+
+    func setDisabled(_ tx: Transaction, userID: String, _ at: Date?, now: Date) throws {
+        try tx.run("UPDATE users SET disabled_at = ?, updated_at = ? WHERE id = ?", at, now, userID)
+    }
+
+    func setAdmin(_ tx: Transaction, userID: String, _ on: Bool, at now: Date) throws {
+        try tx.run("UPDATE users SET is_admin = ?, updated_at = ? WHERE id = ?", on, now, userID)
+    }
+
+    func setCanExecute(_ tx: Transaction, userID: String, _ on: Bool, at now: Date) throws {
+        try tx.run("UPDATE users SET can_execute = ?, updated_at = ? WHERE id = ?", on, now, userID)
+    }
+
+    func canExecute(userID: String) async throws -> Bool {
+        try await db.read { tx in
+            try tx.first("SELECT can_execute FROM users WHERE id = ? AND disabled_at IS NULL", userID)?.bool(
+                "can_execute") ?? false
+        }
+    }
+
+    /// An unverified account older than `before` (its address may be registered again).
+    func expiredUnverified(_ tx: Transaction, email: String, before: Date) throws -> String? {
+        try tx.first(
+            """
+            SELECT id FROM users WHERE email = ? AND email_verified = 0 AND created_at < ? AND password_hash IS NOT NULL
+            """,
+            email, before)?.string("id")
+    }
+
+    func expiredUnverified(before: Date) async throws -> [String] {
+        try await db.read { tx in
+            try tx.query(
+                """
+                SELECT id FROM users WHERE email_verified = 0 AND created_at < ? AND registered_via = 'registration'
+                LIMIT 500
+                """, before
+            ).compactMap { $0.string("id") }
+        }
+    }
+
+    // MARK: Invitations
+
+    func insertInvitation(
+        _ tx: Transaction, id: String, hash: String, email: String, by: String, at now: Date, expires: Date
+    ) throws {
+        try tx.run(
+            """
+            INSERT INTO invitations (id, token_hash, email, created_by, created_at, expires_at)
+            VALUES (?, ?, ?, ?, ?, ?)
+            """,
+            id, hash, email, by, now, expires)
+    }
+
+    func invitations() async throws -> [Row] {
+        try await db.read { tx in
+            try tx.query(
+                """
+                SELECT id, email, created_by, created_at, expires_at, used_at, used_by FROM invitations
+                ORDER BY created_at DESC LIMIT 500
+                """)
+        }
+    }
+
+    func deleteInvitation(_ tx: Transaction, id: String) throws -> Bool {
+        try tx.run("DELETE FROM invitations WHERE id = ?", id) == 1
+    }
+
+    func invitation(_ tx: Transaction, hash: String) throws -> Row? {
+        try tx.first("SELECT id, email, expires_at, used_at FROM invitations WHERE token_hash = ?", hash)
+    }
+
+    func useInvitation(_ tx: Transaction, id: String, by userID: String, at now: Date) throws -> Bool {
+        try tx.run("UPDATE invitations SET used_at = ?, used_by = ? WHERE id = ? AND used_at IS NULL", now, userID, id)
+            == 1
+    }
+
+    /// The live verification tokens of an address end when a new one is mailed.
+    func unverifiedAccount(email: String) async throws -> Row? {
+        try await db.read { tx in
+            try tx.first(
+                """
+                SELECT id, email, name, created_at FROM users
+                WHERE email = ? AND email_verified = 0 AND disabled_at IS NULL
+                """,
+                email)
+        }
+    }
 }
 
 extension User {
@@ -287,7 +443,9 @@ extension User {
         self.init(
             id: r.string("id") ?? "", email: r.string("email") ?? "", name: r.string("name") ?? "",
             emailVerified: r.bool("email_verified") ?? false, isOwner: r.bool("is_owner") ?? false,
-            mfaEnabled: r.bool("mfa_enabled") ?? false, avatarUrl: r.string("avatar_url"),
+            isAdmin: r.bool("is_admin") ?? false, canExecute: r.bool("can_execute") ?? true,
+            disabledAt: r.date("disabled_at"), mfaEnabled: r.bool("mfa_enabled") ?? false,
+            avatarUrl: r.string("avatar_url"),
             deleteAfter: r.date("delete_after"),
             createdAt: r.date("created_at") ?? Date(timeIntervalSince1970: 0))
     }

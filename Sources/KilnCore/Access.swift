@@ -102,8 +102,19 @@ public struct AccessMiddleware: Middleware {
                 .forbidden, message: "This API key's scopes do not include '\(permission)'",
                 details: ["permission": .string(permission)])
         }
+        let perm = catalog.permission(permission)
+        if perm?.scope == .instance && !p.isAdmin {
+            throw HTTPError(
+                .forbidden, message: "Only an instance admin may do this", details: ["permission": .string(permission)])
+        }
+        if perm?.execution == true && !p.canExecute {
+            throw HTTPError(
+                .forbidden,
+                message: "Your account may not run commands on this server until an instance admin allows it",
+                details: ["permission": .string(permission), "can_execute": false])
+        }
         guard permission != Permission.session.name && permission != Permission.authenticated.name,
-            let perm = catalog.permission(permission), perm.workspaceScoped
+            let perm, perm.workspaceScoped
         else { return nil }
         guard let wsID = try await workspaceID(request, context, p) else {
             throw HTTPError.validation("ws_id is required", field: "ws_id")
@@ -118,7 +129,24 @@ public struct AccessMiddleware: Middleware {
                 .forbidden, message: "Your role (\(role.rawValue)) in this workspace does not allow '\(permission)'",
                 details: ["permission": .string(permission), "role": .string(role.rawValue)])
         }
+        try await checkResources(request, context, wsID: wsID)
         return WorkspaceAccess(wsID: wsID, role: role)
+    }
+
+    /// Every resource the request names by id (in its path or query) must belong to the admitted
+    /// workspace: an id from another workspace answers 404, as an unknown one does, so a member of
+    /// one workspace learns nothing of another's. One check here covers every route.
+    func checkResources(_ request: Request, _ context: RequestContext, wsID: String) async throws {
+        var byName: [String: [ResourceWorkspace]] = [:]
+        for (name, lookup) in hooks.resourceWorkspaces { byName[name, default: []].append(lookup) }
+        for (name, lookups) in byName {
+            guard let id = context.parameters[name] ?? request.query[name], !id.isEmpty else { continue }
+            var owners: [String] = []
+            for lookup in lookups { if let ws = try await lookup(id) { owners.append(ws) } }
+            guard owners.contains(wsID) else {
+                throw HTTPError.notFound("No such \(name.replacingOccurrences(of: "_id", with: ""))")
+            }
+        }
     }
 
     /// A cookie-authenticated state change must come from our own origin and carry the CSRF token.

@@ -20,7 +20,8 @@ public protocol Mailer: Sendable {
     func send(_ message: MailMessage) async throws
 }
 
-/// Without an SMTP server: each message becomes a file in `<data-dir>/outbox/` and its link is logged.
+/// Without an SMTP server: each message becomes a file (0600) in `<data-dir>/outbox/`; the log names
+/// the file only, never the link or token in it (logs travel further than the data dir).
 public struct OutboxMailer: Mailer {
     public let directory: String
     public let from: String
@@ -51,12 +52,7 @@ public struct OutboxMailer: Mailer {
         else {
             throw HTTPError.unavailable("cannot write to the mail outbox")
         }
-        ServerLog.info(
-            "mail written to outbox",
-            [
-                "to": .string(m.to), "subject": .string(m.subject), "file": .string(path),
-                "link": m.link.map { .string($0) } ?? .null,
-            ])
+        ServerLog.info("mail written to outbox", ["file": .string(path)])
     }
 }
 

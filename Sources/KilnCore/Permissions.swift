@@ -7,28 +7,37 @@ import Synchronization
 /// holds it. Each module declares its own as constants and lists them in `permissions`; a route
 /// names one of these values, never a string.
 public struct Permission: Sendable, Hashable {
-    public enum Scope: String, Sendable { case workspace, user, special }
+    /// `instance`: held by instance admins only, never granted by a workspace role.
+    public enum Scope: String, Sendable { case workspace, user, instance, special }
     public let name: String
     public let description: String
     public let scope: Scope
     /// For workspace permissions: granted to this role and every role above it.
     public let minimumRole: Role
+    /// Starts processes on the server: also needs an account an instance admin allowed to execute.
+    public let execution: Bool
 
     /// A permission checked against the caller's role in the request's workspace.
-    public init(_ name: String, _ description: String, minimumRole: Role = .viewer) {
-        self.init(name, description, scope: .workspace, minimumRole: minimumRole)
+    public init(_ name: String, _ description: String, minimumRole: Role = .viewer, execution: Bool = false) {
+        self.init(name, description, scope: .workspace, minimumRole: minimumRole, execution: execution)
     }
 
-    init(_ name: String, _ description: String, scope: Scope, minimumRole: Role = .viewer) {
+    init(_ name: String, _ description: String, scope: Scope, minimumRole: Role = .viewer, execution: Bool = false) {
         self.name = name
         self.description = description
         self.scope = scope
         self.minimumRole = minimumRole
+        self.execution = execution
     }
 
     /// A permission about the caller's own account, not checked in a workspace.
     public static func user(_ name: String, _ description: String) -> Permission {
         Permission(name, description, scope: .user)
+    }
+
+    /// A permission of the instance's administrators (no workspace role grants it).
+    public static func instance(_ name: String, _ description: String) -> Permission {
+        Permission(name, description, scope: .instance)
     }
 
     /// Checked against the caller's role in the request's workspace (`ws_id`), else user-level.
@@ -69,11 +78,12 @@ public final class PermissionCatalog: Sendable {
 
     public init() {}
 
-    /// Registers `permission`, granted to `minimumRole` and every role above it.
+    /// Registers `permission`, granted to `minimumRole` and every role above it (an instance
+    /// permission to no role).
     public func register(_ permission: Permission) {
         state.withLock { s in
             s.permissions[permission.name] = permission
-            for r in Role.allCases where r >= permission.minimumRole {
+            for r in Role.allCases where r >= permission.minimumRole && permission.scope != .instance {
                 s.grants[r, default: []].insert(permission.name)
             }
         }
@@ -84,9 +94,10 @@ public final class PermissionCatalog: Sendable {
     public func grants(_ role: Role) -> Set<String> { state.withLock { $0.grants[role] ?? [] } }
     public func roles(granting name: String) -> [Role] { Role.allCases.filter { grants($0).contains(name) } }
 
-    /// What a user may hold at most: every user-level permission, plus what their highest role grants.
-    public func permissions(forHighestRole role: Role?) -> Set<String> {
-        var out = Set(all.filter { !$0.workspaceScoped }.map(\.name))
+    /// What a user may hold at most: every user-level permission, what their highest role grants,
+    /// and the instance permissions when they are an instance admin.
+    public func permissions(forHighestRole role: Role?, isAdmin: Bool = false) -> Set<String> {
+        var out = Set(all.filter { $0.scope == .user || (isAdmin && $0.scope == .instance) }.map(\.name))
         if let role { out.formUnion(grants(role)) }
         return out
     }
@@ -100,15 +111,21 @@ public struct Principal: Sendable, Equatable {
     /// API-key scopes (nil for sessions: the user's own permissions apply unnarrowed).
     public let scopes: Set<String>?
     public let mfaEnabled: Bool
-    /// When this session last proved a second factor (for step-up).
+    /// When this session last proved its owner (the password at sign-in or step-up, or the second
+    /// factor when MFA is on): step-up routes want it within 15 minutes.
     public let mfaVerifiedAt: Date?
     /// A session that passed the password but still owes its TOTP code.
     public let mfaPending: Bool
     public let csrfToken: String?
+    /// An instance admin (routes under /api/admin).
+    public let isAdmin: Bool
+    /// May start processes (shell, terminals, ssh, the agent's commands): an instance admin decides
+    /// for accounts that registered themselves.
+    public let canExecute: Bool
 
     public init(
         userID: String, kind: Kind, scopes: Set<String>? = nil, mfaEnabled: Bool = false, mfaVerifiedAt: Date? = nil,
-        mfaPending: Bool = false, csrfToken: String? = nil
+        mfaPending: Bool = false, csrfToken: String? = nil, isAdmin: Bool = false, canExecute: Bool = true
     ) {
         self.userID = userID
         self.kind = kind
@@ -117,6 +134,8 @@ public struct Principal: Sendable, Equatable {
         self.mfaVerifiedAt = mfaVerifiedAt
         self.mfaPending = mfaPending
         self.csrfToken = csrfToken
+        self.isAdmin = isAdmin
+        self.canExecute = canExecute
     }
 
     public var sessionID: String? { if case .session(let id) = kind { id } else { nil } }
@@ -130,15 +149,24 @@ public struct Principal: Sendable, Equatable {
             || scopes.contains(permission)
     }
 
-    /// Sensitive actions need a second factor proved within 15 minutes when the user has MFA on.
-    public func requireStepUp(now: Date, maxAge: TimeInterval = 900) throws {
-        guard mfaEnabled else { return }
-        if let at = mfaVerifiedAt, sessionID != nil, now.timeIntervalSince(at) <= maxAge { return }
+    /// Sensitive actions need the account's owner proved within 15 minutes: the second factor when
+    /// MFA is on, else the password (`POST /api/auth/step-up`). An API key cannot prove either (403).
+    public func requireStepUp(now: Date, maxAge: TimeInterval = Principal.stepUpMaxAge) throws {
+        guard sessionID != nil else {
+            throw HTTPError(
+                .forbidden, code: "step_up_required",
+                message: "This needs a signed-in session that confirms it again; an API key cannot")
+        }
+        if let at = mfaVerifiedAt, now.timeIntervalSince(at) <= maxAge, at <= now.addingTimeInterval(60) { return }
         throw HTTPError(
             .unauthorized, code: "step_up_required",
-            message: "Confirm with your second factor (POST /api/auth/mfa-verify) and try again",
+            message: mfaEnabled
+                ? "Confirm with your second factor (POST /api/auth/step-up with code) and try again"
+                : "Confirm with your password (POST /api/auth/step-up with password) and try again",
             headers: ["WWW-Authenticate": "step-up max_age=\(Int(maxAge))"])
     }
+
+    public static let stepUpMaxAge: TimeInterval = 900
 
     /// A short label for logs: `usr_…` or `usr_…/key_…`.
     public var logLabel: String {
@@ -201,10 +229,16 @@ public final class Hooks: Sendable {
     public typealias UserCreated = @Sendable (Transaction, _ userID: String, _ name: String, _ at: Date) throws -> Void
     public typealias UserPurged = @Sendable (Transaction, _ userID: String) throws -> Void
     public typealias ExportSection = @Sendable (_ userID: String) async throws -> JSONValue
+    /// A password reset: every credential of the account ends in the same transaction.
+    public typealias CredentialsReset = @Sendable (Transaction, _ userID: String, _ at: Date) throws -> Void
+    /// Whether an account may start processes (nil policy: everyone may).
+    public typealias ExecutionPolicy = @Sendable (_ userID: String) async throws -> Bool
 
     struct State {
         var userCreated: [UserCreated] = []
         var userPurged: [UserPurged] = []
+        var credentialsReset: [CredentialsReset] = []
+        var executionPolicy: ExecutionPolicy?
         var exports: [(String, ExportSection)] = []
         var resourceWorkspaces: [(param: String, lookup: ResourceWorkspace)] = []
         var defaultWorkspaces: [DefaultWorkspace] = []
@@ -218,6 +252,18 @@ public final class Hooks: Sendable {
 
     public func onUserCreated(_ f: @escaping UserCreated) { state.withLock { $0.userCreated.append(f) } }
     public func onUserPurged(_ f: @escaping UserPurged) { state.withLock { $0.userPurged.append(f) } }
+    public func onCredentialsReset(_ f: @escaping CredentialsReset) {
+        state.withLock { $0.credentialsReset.append(f) }
+    }
+    public func credentialsReset(_ tx: Transaction, userID: String, at: Date) throws {
+        for f in state.withLock({ $0.credentialsReset }) { try f(tx, userID, at) }
+    }
+    public func provideExecutionPolicy(_ f: @escaping ExecutionPolicy) { state.withLock { $0.executionPolicy = f } }
+    /// Whether `userID` may start processes on the server (shell jobs, terminals, the agent's commands).
+    public func mayExecute(userID: String) async throws -> Bool {
+        guard let f = state.withLock({ $0.executionPolicy }) else { return true }
+        return try await f(userID)
+    }
     /// A section of the account export (`GET /api/account/export-data`).
     public func exportSection(_ name: String, _ f: @escaping ExportSection) {
         state.withLock { $0.exports.append((name, f)) }

@@ -4,7 +4,8 @@ import KilnHTTP
 
 public enum PTYPermission {
     public static let open = Permission(
-        "pty:open", "Open, list, attach to and end your own terminals (a shell on the server)", minimumRole: .member)
+        "pty:open", "Open, list, attach to and end your own terminals (a shell on the server)", minimumRole: .member,
+        execution: true)
 }
 
 /// Terminals: real pseudo-terminals attached over WebSocket.

@@ -5,11 +5,13 @@ import KilnStore
 
 public enum ShellPermission {
     public static let run = Permission(
-        "shell:run", "Run commands and tests in a workspace's projects, cancel jobs", minimumRole: .member)
+        "shell:run", "Run commands and tests in a workspace's projects, cancel jobs", minimumRole: .member,
+        execution: true)
     public static let read = Permission(
         "shell:read", "See jobs, their output and recent commands", minimumRole: .viewer)
     public static let ssh = Permission(
-        "ssh:run", "Run commands on and copy files from the server's configured ssh hosts", minimumRole: .admin)
+        "ssh:run", "Run commands on and copy files from the server's configured ssh hosts", minimumRole: .admin,
+        execution: true)
 }
 
 /// Shell: commands and test runs inside a project, streamed and kept as jobs; ssh to configured hosts.

@@ -191,15 +191,22 @@ struct ShellRoutes: Sendable {
         return try .json(Page(all: shell.sshHosts()))
     }
 
+    /// ssh reaches other machines with the server's keys: a fresh step-up first.
+    func steppedUp(_ ctx: RequestContext) throws -> Principal {
+        let p = try ctx.requirePrincipal()
+        try p.requireStepUp(now: shell.clock.now())
+        return p
+    }
+
     @Sendable func sshRun(_ req: Request, _ ctx: RequestContext, _ input: SSHRunInput) async throws -> Response {
-        let id = try await shell.sshRun(
-            input, access: try ctx.requireWorkspace(), userID: try ctx.requirePrincipal().userID)
+        let p = try steppedUp(ctx)
+        let id = try await shell.sshRun(input, access: try ctx.requireWorkspace(), userID: p.userID)
         return try started(req, id)
     }
 
     @Sendable func sshPull(_ req: Request, _ ctx: RequestContext, _ input: SSHPullInput) async throws -> Response {
-        .json(
-            try await shell.sshPull(
-                input, access: try ctx.requireWorkspace(), userID: try ctx.requirePrincipal().userID), status: .created)
+        let p = try steppedUp(ctx)
+        return .json(
+            try await shell.sshPull(input, access: try ctx.requireWorkspace(), userID: p.userID), status: .created)
     }
 }

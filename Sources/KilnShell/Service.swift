@@ -47,6 +47,7 @@ public final class ShellService: JobLauncher {
     let projects: any ProjectDirectory
     let sshConfigPath: String
     let sandbox: Sandbox
+    let hooks: Hooks
     /// Running jobs one account may have.
     let maxPerUser: Int
     /// `--ssh-agent`: ssh jobs may use the server's agent socket.
@@ -63,6 +64,7 @@ public final class ShellService: JobLauncher {
         graceSeconds = s.config.double(ShellSettings.grace) ?? 3
         sshConfigPath = s.config.string(ShellSettings.sshConfig) ?? SSHConfig.defaultPath()
         sandbox = s.sandbox
+        hooks = s.hooks
         maxPerUser = s.config.int(ShellSettings.maxJobsPerUser) ?? 16
         passSSHAgent = s.config.string(ShellSettings.sshAgent) == "true"
     }
@@ -114,6 +116,13 @@ public final class ShellService: JobLauncher {
     public func start(_ spec: JobSpec) async throws -> String {
         guard !closing.load(ordering: .relaxed) else { throw APIError.unavailable("The server is shutting down") }
         if !spec.isKilnTool { try sandbox.requireUsable() }
+        // Every way to a process passes here (routes, tests, the agent's run_command and run_tests).
+        guard try await hooks.mayExecute(userID: spec.userID) else {
+            throw HTTPError(
+                .forbidden,
+                message: "Your account may not run commands on this server until an instance admin allows it",
+                details: ["can_execute": false])
+        }
         let running = live.withLock { $0.values.filter { $0.userID == spec.userID }.count }
         guard running < maxPerUser else {
             throw HTTPError(

@@ -22,7 +22,8 @@ struct WorkspaceRoutes: Sendable {
         r.add(
             .PATCH, "/api/workspaces/:ws_id", P.write, "Rename a workspace", limit: Self.small,
             reply: .of(Workspace.self), rename)
-        r.add(.DELETE, "/api/workspaces/:ws_id", P.delete, "Delete a workspace", reply: .noContent, delete)
+        r.add(
+            .DELETE, "/api/workspaces/:ws_id", P.delete, "Delete a workspace; needs step-up", reply: .noContent, delete)
         r.add(
             .GET, "/api/workspaces/:ws_id/members", P.membersRead, "Members and their roles", query: QueryParam.paging,
             reply: .page(of: Member.self), members)
@@ -35,8 +36,9 @@ struct WorkspaceRoutes: Sendable {
             limit: Self.small,
             reply: .of(Member.self), changeRole)
         r.add(
-            .DELETE, "/api/workspaces/:ws_id/members/:user_id", P.membersWrite, "Remove a member", reply: .noContent,
-            removeMember)
+            .DELETE, "/api/workspaces/:ws_id/members/:user_id", P.membersRead,
+            "Remove a member (admins and owners), or leave the workspace with your own id (not its last owner)",
+            reply: .noContent, removeMember)
         r.add(
             .GET, "/api/audit", P.auditRead,
             "A workspace's audit trail (filters actor, action, resource, since, until), newest first",

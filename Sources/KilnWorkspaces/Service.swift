@@ -80,6 +80,7 @@ public struct WorkspaceService: WorkspaceRoleResolver {
 
     func delete(_ wsID: String, by p: Principal, ip: String) async throws {
         let now = clock.now()
+        try p.requireStepUp(now: now)
         let store = self.store
         try await store.write { tx in
             try store.delete(tx, wsID)
@@ -111,6 +112,7 @@ public struct WorkspaceService: WorkspaceRoleResolver {
         _ wsID: String, email: String?, userID: String?, role: Role, by p: Principal, actorRole: Role, ip: String
     ) async throws -> Member {
         try checkRoleChange(actor: actorRole, from: nil, to: role)
+        if role >= .admin { try p.requireStepUp(now: clock.now()) }
         let target: User?
         if let userID {
             target = IDs.isValid(userID, prefix: "usr") ? try await users.user(id: userID) : nil
@@ -145,6 +147,7 @@ public struct WorkspaceService: WorkspaceRoleResolver {
         guard let old = try await self.role(userID: userID, wsID: wsID) else {
             throw APIError.notFound("No such member")
         }
+        if role >= .admin && role != old { try p.requireStepUp(now: now) }
         try checkRoleChange(actor: actorRole, from: old, to: role)
         let store = self.store
         try await store.write { tx in
@@ -163,10 +166,23 @@ public struct WorkspaceService: WorkspaceRoleResolver {
         return Member(userId: userID, email: u?.email, name: u?.name, role: role, joinedAt: now)
     }
 
+    /// Removes a member (admins and owners), or the caller leaves (any member but the last owner).
     func removeMember(_ wsID: String, userID: String, by p: Principal, actorRole: Role, ip: String) async throws {
         let now = clock.now()
         guard let old = try await role(userID: userID, wsID: wsID) else { throw APIError.notFound("No such member") }
-        try checkRoleChange(actor: actorRole, from: old, to: nil)
+        let leaving = userID == p.userID
+        if !leaving {
+            guard actorRole >= WorkspacePermission.membersWrite.minimumRole else {
+                throw HTTPError(
+                    .forbidden,
+                    message: "Your role (\(actorRole.rawValue)) may only remove yourself from this workspace",
+                    details: [
+                        "permission": .string(WorkspacePermission.membersWrite.name),
+                        "role": .string(actorRole.rawValue),
+                    ])
+            }
+            try checkRoleChange(actor: actorRole, from: old, to: nil)
+        }
         let store = self.store
         try await store.write { tx in
             if old == .owner, try store.ownerCount(tx, wsID) <= 1 {
@@ -176,7 +192,8 @@ public struct WorkspaceService: WorkspaceRoleResolver {
             try AuditLog.append(
                 tx,
                 AuditEvent(
-                    action: "member.removed", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: wsID,
+                    action: leaving ? "member.left" : "member.removed", actorUserID: p.userID, actorKeyID: p.apiKeyID,
+                    wsID: wsID,
                     resourceType: "user", resourceID: userID, ip: ip, details: ["role": .string(old.rawValue)]), at: now
             )
         }

@@ -59,6 +59,11 @@ import Testing
                     let r = try await keyAgent.call(method, target, json: body)
                     #expect(r.status == 403, "\(label) with a key lacking \(perm): \(r.status) \(r.text)")
                 }
+                // Instance administration: a workspace owner who is not an instance admin gets 403.
+                if catalog.permission(perm)?.scope == .instance {
+                    let r = try await owner.call(method, target, json: body)
+                    #expect(r.status == 403, "\(label) by a workspace owner who is no instance admin: \(r.status)")
+                }
                 if let p = catalog.permission(perm), p.workspaceScoped {
                     let o = try await outsider.call(method, target, json: body)
                     #expect(o.status == 404, "\(label) by a member of another workspace: \(o.status)")
@@ -70,6 +75,58 @@ import Testing
                 checked += 1
             }
             #expect(checked >= 20)
+        }
+    }
+
+    /// API keys cannot step up: every step-up route refuses even a key holding every scope it needs
+    /// (403 step_up_required), and a session that has not confirmed itself lately gets 401 with
+    /// WWW-Authenticate.
+    @Test func stepUpRoutesRefuseKeysAndStaleSessions() async throws {
+        let clock = ManualClock(Date())
+        let t = try TestApp(.inProcess, clock: clock)
+        try await using(t) { t in
+            let admin = try await makeAdmin(t)
+            let other = try await makeUser(t, "other@example.com")
+            let a = Agent(t)
+            try await a.login("admin@example.com", "a long enough password")
+            let ws = try await workspaceOf(a)
+            #expect(
+                try await a.call(
+                    "POST", "/api/workspaces/\(ws)/members", json: ["email": other.email, "role": "viewer"]
+                )
+                .status == 201)
+            let all = Set(t.app.services.catalog.all.map(\.name)).subtracting(["public", "session", "authenticated"])
+            let key = try await a.call("POST", "/api/account/api-keys", json: ["name": "all", "scopes": Array(all)])
+            #expect(key.status == 201, "\(key.text)")
+            let keyed = Agent(t)
+            keyed.bearer = try #require(key.json["key"] as? String)
+            let stepUp: [(String, String, [String: Any])] = [
+                ("POST", "/api/account/api-keys", ["name": "k", "scopes": ["account:read"]]),
+                ("POST", "/api/auth/mfa-disable", ["password": "a long enough password", "code": "000000"]),
+                ("POST", "/api/account/request-delete", [:]),
+                ("DELETE", "/api/workspaces/\(ws)", [:]),
+                ("PATCH", "/api/workspaces/\(ws)/members/\(other.id)", ["role": "admin"]),
+                ("POST", "/api/shell/ssh-run", ["ws_id": ws, "host": "h", "command": "true"]),
+                ("POST", "/api/shell/ssh-pull", ["ws_id": ws, "host": "h", "remote_path": "/x", "dest_path": "x"]),
+                ("POST", "/api/admin/users", ["email": "n@example.com"]),
+                ("POST", "/api/admin/users/\(other.id)/disable", [:]),
+                ("POST", "/api/admin/users/\(other.id)/allow-exec", [:]),
+                ("POST", "/api/admin/invitations", ["email": "n@example.com"]),
+                ("DELETE", "/api/admin/invitations/inv_0000000000000000000000", [:]),
+            ]
+            for (m, p, body) in stepUp {
+                let r = try await keyed.call(m, p, json: m == "DELETE" ? nil : body)
+                #expect(r.status == 403 && errorCode(r) == "step_up_required", "key: \(m) \(p): \(r.status) \(r.text)")
+            }
+            clock.advance(by: 16 * 60)
+            for (m, p, body) in stepUp where p != "/api/auth/mfa-disable" {
+                let r = try await a.call(m, p, json: m == "DELETE" ? nil : body)
+                #expect(
+                    r.status == 401 && errorCode(r) == "step_up_required"
+                        && r.headers["www-authenticate"] == "step-up max_age=900",
+                    "stale session: \(m) \(p): \(r.status) \(r.text)")
+            }
+            _ = admin
         }
     }
 }

@@ -11,7 +11,11 @@ import Testing
 @testable import KilnAuth
 @testable import KilnTestSupport
 
-final class Acks: Sendable { let list = Mutex<[String]>([]) }
+final class Acks: Sendable {
+    let list = Mutex<[String]>([])
+    /// Writers that have stopped (all tokens used, or the server gone).
+    let writersDone = Mutex(0)
+}
 
 /// kill -9 in the middle of a stream of acknowledged writes loses none of them.
 @Suite struct DurabilityTests {
@@ -33,7 +37,12 @@ final class Acks: Sendable { let list = Mutex<[String]>([]) }
         let port = Int.random(in: 20000...40000)
         let devnull = open("/dev/null", O_WRONLY | O_CLOEXEC)
         let pid = try ProcessRunner.spawn(
-            TestApp.kilnBinary, ["serve", "--port", "\(port)", "--data-dir", dir, "--log-level", "error"],
+            // Setup is rate-limited per client address: as a trusted proxy, the test gives each write its own.
+            TestApp.kilnBinary,
+            [
+                "serve", "--port", "\(port)", "--data-dir", dir, "--log-level", "error", "--trusted-proxy",
+                "127.0.0.1/32",
+            ],
             stdout: devnull, stderr: devnull)
         close(devnull)
         var reaped = false
@@ -56,12 +65,16 @@ final class Acks: Sendable { let list = Mutex<[String]>([]) }
         await withTaskGroup(of: Void.self) { group in
             for w in 0..<4 {
                 group.addTask {
+                    defer { acked.writersDone.withLock { $0 += 1 } }
                     for i in stride(from: w, to: allTokens.count, by: 4) {
                         let (uid, token) = allTokens[i]
                         guard
                             let r = try? await http(
                                 "POST", "http://127.0.0.1:\(port)/auth/setup",
-                                headers: ["Content-Type": "application/json"],
+                                headers: [
+                                    "Content-Type": "application/json",
+                                    "X-Forwarded-For": "10.0.\(i / 250).\(i % 250 + 1)",
+                                ],
                                 body: json(["token": token, "password": "password number \(i)"]))
                         else { return }
                         if r.status == 201 { acked.list.withLock { $0.append(uid) } } else { return }
@@ -69,7 +82,9 @@ final class Acks: Sendable { let list = Mutex<[String]>([]) }
                 }
             }
             group.addTask {
-                while acked.list.withLock({ $0.count }) < 40 { try? await Task.sleep(for: .milliseconds(5)) }
+                while acked.list.withLock({ $0.count }) < 40 && acked.writersDone.withLock({ $0 }) < 4 {
+                    try? await Task.sleep(for: .milliseconds(5))
+                }
                 kill(pid, SIGKILL)
             }
         }

@@ -67,8 +67,18 @@ import Testing
                 e.status.code == 401 && e.code == "step_up_required"
                     && e.headers["WWW-Authenticate"] == "step-up max_age=900")
         }
-        let noMFA = Principal(userID: "usr_1", kind: .session(id: "ses_1"))
+        // Without MFA the password proves it (at sign-in or POST /api/auth/step-up), within 15 minutes too.
+        let noMFA = Principal(userID: "usr_1", kind: .session(id: "ses_1"), mfaVerifiedAt: now.addingTimeInterval(-60))
         #expect(throws: Never.self) { try noMFA.requireStepUp(now: now) }
+        let neverConfirmed = Principal(userID: "usr_1", kind: .session(id: "ses_1"))
+        #expect(throws: HTTPError.self) { try neverConfirmed.requireStepUp(now: now) }
+        // An API key can never step up: 403, not 401 (there is nothing it could send).
+        do {
+            try p.requireStepUp(now: now)
+            Issue.record("an API key passed step-up")
+        } catch let e as HTTPError {
+            #expect(e.status.code == 403 && e.code == "step_up_required")
+        }
         var ctx = RequestContext(requestID: "req_1")
         #expect(throws: HTTPError.self) { try ctx.requirePrincipal() }
         ctx[PrincipalKey.self] = p

@@ -14,9 +14,10 @@ import Testing
             let shell: any JobLauncher = try #require(t.app.module(ShellModule.self)).service
             let service = try #require(t.app.module(ShellModule.self)).service
             let dir = t.dataDir
+            let user = try await makeUser(t, "jobs@example.com")
             let ok = try await shell.start(
                 JobSpec(
-                    wsID: "ws_servicetest", projectID: nil, userID: "usr_x", kind: "run",
+                    wsID: "ws_servicetest", projectID: nil, userID: user.id, kind: "run",
                     command: "printf 'a\\nb\\n'; echo oops >&2; exit 3", cwd: dir, displayCwd: ".", timeout: 60))
             let outcome = try #require(await shell.wait(ok))
             #expect(outcome.status == "failed" && outcome.exitCode == 3)
@@ -29,7 +30,7 @@ import Testing
 
             let long = try await shell.start(
                 JobSpec(
-                    wsID: "ws_servicetest", projectID: nil, userID: "usr_x", kind: "run", command: "sleep 600",
+                    wsID: "ws_servicetest", projectID: nil, userID: user.id, kind: "run", command: "sleep 600",
                     cwd: dir, displayCwd: ".", timeout: 60))
             #expect(shell.cancel(long, grace: 0))
             #expect(try #require(await shell.wait(long)).status == "cancelled")

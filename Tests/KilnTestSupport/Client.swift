@@ -170,6 +170,8 @@ final class Agent: @unchecked Sendable {
     var csrf: String?
     var bearer: String?
     var origin: String?
+    /// Sent as X-Forwarded-For (an app started with --trusted-proxy 127.0.0.1/32 takes it as the client).
+    var forwardedFor: String?
 
     init(_ base: String) {
         self.base = base
@@ -190,6 +192,7 @@ final class Agent: @unchecked Sendable {
         if let bearer { h["Authorization"] = "Bearer \(bearer)" }
         if sendCSRF, let csrf, !["GET", "HEAD"].contains(method) { h["X-CSRF-Token"] = csrf }
         if let origin { h["Origin"] = origin }
+        if let forwardedFor { h["X-Forwarded-For"] = forwardedFor }
         var data: Data? = nil
         if let body {
             data = json(body)

@@ -16,6 +16,17 @@ func makeUser(_ t: TestApp, _ email: String, password: String = "a long enough p
     return try await auth.completeSetup(SetupInput(token: token, email: nil, name: nil, password: password))
 }
 
+/// The instance's first account (the setup link): its owner and first instance admin.
+func makeAdmin(
+    _ t: TestApp, _ email: String = "admin@example.com", password: String = "a long enough password"
+)
+    async throws -> User
+{
+    let auth = try #require(t.app.module(AuthModule.self)).service
+    let token = try #require(try auth.makeOwnerSetupToken())
+    return try await auth.completeSetup(SetupInput(token: token, email: email, name: "Admin", password: password))
+}
+
 func workspaceOf(_ a: Agent) async throws -> String {
     let r = try await a.call("GET", "/api/workspaces")
     return try #require(((r.json["items"] as? [[String: Any]])?.first)?["id"] as? String)

@@ -114,17 +114,20 @@ assert set(items) == {"kiln-test", "kiln-included"}, items
 h = items["kiln-test"]
 assert h["hostname"] == "127.0.0.1" and h["port"] == int(sys.argv[2]) and h["identity_file"].endswith("id_ed25519"), h
 PY
-  curl -sN -H "$H" -H "$J" -d '{"host":"kiln-test","command":"echo remote-$((40+2)); exit 5"}' "$B/api/shell/ssh-run" > "$OUT/ssh-run.txt"
+  # ssh uses the server's own keys: a signed-in session that confirmed itself lately (the login
+  # just now counts); an API key is refused (403 step_up_required).
+  expect "ssh-run refuses an API key (403)" 403 "$(curl -s -o /dev/null -w '%{http_code}' -H "$H" -H "$J" -d '{"host":"kiln-test","command":"id"}' "$B/api/shell/ssh-run")"
+  curl -sN -b "$JAR" -H "X-CSRF-Token: $CSRF" -H "$J" -d '{"ws_id":"'$WS'","host":"kiln-test","command":"echo remote-$((40+2)); exit 5"}' "$B/api/shell/ssh-run" > "$OUT/ssh-run.txt"
   check "ssh-run streams the remote output" grep -q '"data":"remote-42\\n"' "$OUT/ssh-run.txt"
   check "ssh-run ends with the remote exit code" grep -q '"code":5' "$OUT/ssh-run.txt"
   head -c 100000 /dev/urandom > "$SSHDIR/remote.bin"
-  curl -s -H "$H" -H "$J" -d "{\"host\":\"kiln-test\",\"remote_path\":\"$SSHDIR/remote.bin\",\"project_id\":\"$PRJ\",\"dest_path\":\"pulled.bin\"}" \
+  curl -s -b "$JAR" -H "X-CSRF-Token: $CSRF" -H "$J" -d "{\"ws_id\":\"$WS\",\"host\":\"kiln-test\",\"remote_path\":\"$SSHDIR/remote.bin\",\"project_id\":\"$PRJ\",\"dest_path\":\"pulled.bin\"}" \
     "$B/api/shell/ssh-pull" > "$OUT/ssh-pull.json"
   check "ssh-pull writes the file into the project" cmp -s "$SSHDIR/remote.bin" "$PROJECTS/demo/pulled.bin"
   expect "ssh-pull reports the sha256" "$(sha256sum "$SSHDIR/remote.bin" | cut -d' ' -f1)" "$(jget 'd["sha256"]' < "$OUT/ssh-pull.json")"
-  expect "a host not in the config is refused (400)" 400 "$(curl -s -o /dev/null -w '%{http_code}' -H "$H" -H "$J" -d '{"host":"127.0.0.1","command":"id"}' "$B/api/shell/ssh-run")"
-  expect "ssh-pull destination outside the project is refused (400)" 400 "$(curl -s -o /dev/null -w '%{http_code}' -H "$H" -H "$J" \
-    -d "{\"host\":\"kiln-test\",\"remote_path\":\"$SSHDIR/remote.bin\",\"project_id\":\"$PRJ\",\"dest_path\":\"../escape.bin\"}" "$B/api/shell/ssh-pull")"
+  expect "a host not in the config is refused (400)" 400 "$(curl -s -o /dev/null -w '%{http_code}' -b "$JAR" -H "X-CSRF-Token: $CSRF" -H "$J" -d '{"ws_id":"'$WS'","host":"127.0.0.1","command":"id"}' "$B/api/shell/ssh-run")"
+  expect "ssh-pull destination outside the project is refused (400)" 400 "$(curl -s -o /dev/null -w '%{http_code}' -b "$JAR" -H "X-CSRF-Token: $CSRF" -H "$J" \
+    -d "{\"ws_id\":\"$WS\",\"host\":\"kiln-test\",\"remote_path\":\"$SSHDIR/remote.bin\",\"project_id\":\"$PRJ\",\"dest_path\":\"../escape.bin\"}" "$B/api/shell/ssh-pull")"
   check "nothing was written outside the project" test ! -e "$PROJECTS/escape.bin"
 fi
 

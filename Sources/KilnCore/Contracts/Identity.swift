@@ -9,6 +9,12 @@ public struct User: Codable, Sendable, Equatable, NullEncoding {
     public let name: String
     public let emailVerified: Bool
     public let isOwner: Bool
+    /// An instance admin (manages accounts and invitations under /api/admin).
+    public let isAdmin: Bool
+    /// May start processes on the server (shell, terminals, ssh, the agent's commands).
+    public let canExecute: Bool
+    /// When an instance admin disabled the account (nil: active).
+    public let disabledAt: Date?
     public let mfaEnabled: Bool
     public let avatarUrl: String?
     /// When a requested deletion happens (nil: none pending).
@@ -16,14 +22,18 @@ public struct User: Codable, Sendable, Equatable, NullEncoding {
     public let createdAt: Date
 
     public init(
-        id: String, email: String, name: String, emailVerified: Bool, isOwner: Bool, mfaEnabled: Bool,
-        avatarUrl: String?, deleteAfter: Date?, createdAt: Date
+        id: String, email: String, name: String, emailVerified: Bool, isOwner: Bool, isAdmin: Bool = false,
+        canExecute: Bool = true, disabledAt: Date? = nil, mfaEnabled: Bool, avatarUrl: String?, deleteAfter: Date?,
+        createdAt: Date
     ) {
         self.id = id
         self.email = email
         self.name = name
         self.emailVerified = emailVerified
         self.isOwner = isOwner
+        self.isAdmin = isAdmin
+        self.canExecute = canExecute
+        self.disabledAt = disabledAt
         self.mfaEnabled = mfaEnabled
         self.avatarUrl = avatarUrl
         self.deleteAfter = deleteAfter
@@ -60,6 +70,14 @@ public protocol UserDirectory: Sendable {
     func user(email: String) async throws -> User?
 }
 
+extension UserDirectory {
+    /// Whether the account is active (exists and is not disabled).
+    public func isActive(_ userID: String) async throws -> Bool {
+        guard let u = try await user(id: userID) else { return false }
+        return u.disabledAt == nil
+    }
+}
+
 /// What changes to a profile a user asked for (each field optional).
 public struct ProfileChange: Decodable, Sendable {
     public let name: String?
@@ -87,6 +105,9 @@ public protocol AccountOperations: UserDirectory {
 }
 
 extension Permission {
+    /// The instance's administration (accounts, invitations, execution rights); no workspace role grants it.
+    public static let instanceAdmin = Permission.instance(
+        "instance:admin", "Administer the instance: accounts, invitations, admins and who may run commands")
     /// A user's own account, used by the auth domain (which registers them) and the account domain.
     public static let accountRead = Permission.user(
         "account:read", "Read your own account: profile, sessions, API keys, your audit events, the data export")

@@ -37,6 +37,10 @@ public struct StaticFiles: Sendable {
             throw HTTPError.notFound()
         }
         if let file = try resolve(segs) { return try serve(file, request) }
+        // `/register` serves `register.html` (links in mails stay short).
+        if let last = segs.last, !last.contains("."), let page = try resolve(segs.dropLast() + [last + ".html"]) {
+            return try serve(page, request)
+        }
         let isAPI = segs.first.map { apiPrefixes.contains($0) } ?? false
         let looksLikeAsset = segs.last.map { $0.contains(".") } ?? false
         if spaFallback && !isAPI && !looksLikeAsset, let index = try resolve(["index.html"]) {

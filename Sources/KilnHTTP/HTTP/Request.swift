@@ -13,8 +13,9 @@ public struct Request: Sendable {
     public let version: HTTPVersion
     public var headers: HTTPHeaders
     public var body: RequestBody
-    /// The peer's IP address.
-    public let remoteAddress: String
+    /// The client's IP address: the peer's, or behind a trusted proxy the address it forwarded for
+    /// (set once, by the application's first middleware).
+    public var remoteAddress: String
     /// True when the request came over TLS.
     public let isSecure: Bool
 

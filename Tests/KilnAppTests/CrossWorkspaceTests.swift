@@ -1,0 +1,79 @@
+import Foundation
+import KilnCore
+import KilnHTTP
+import Testing
+
+@testable import KilnApp
+@testable import KilnTestSupport
+
+/// Every resource belongs to one workspace: each route with an id in its path, given a real id from
+/// another workspace, answers 404 to a member of a different workspace (with its own ws_id, and
+/// with none), exactly as for an id that does not exist.
+@Suite struct CrossWorkspaceTests {
+    @Test func everyIdTakingRouteRefusesAnotherWorkspacesResource() async throws {
+        let x = try await AgentFixture.make()
+        try await using(x) { x in
+            let t = x.f.t
+            x.model.script([.openai([ScriptedModel.text("done")] + ScriptedModel.finish("stop"))])
+            let (run, _) = try await x.runToEnd()
+            let job = try await x.f.start("sleep 30")
+            let rescan = try await x.f.a.call("POST", "/api/project/rescan", json: ["project_id": x.f.pid])
+            let rescanJob = try #require(rescan.json["job_id"] as? String, "\(rescan.text)")
+            let pty = try await x.f.a.call("POST", "/api/pty/spawn", json: ["ws_id": x.f.ws, "project_id": x.f.pid])
+            let ptyID = try #require(pty.json["id"] as? String, "\(pty.text)")
+            let ownerID = try #require(
+                (try await x.f.a.call("GET", "/api/auth/session").json["user"] as? [String: Any])?["id"] as? String)
+
+            _ = try await makeUser(t, "outsider@example.com")
+            let outsider = Agent(t)
+            try await outsider.login("outsider@example.com", "a long enough password")
+            let theirs = try await workspaceOf(outsider)
+            let ids: [String: [String]] = [
+                "run_id": [run], "job_id": [job, rescanJob], "pty_id": [ptyID], "ws_id": [x.f.ws], "user_id": [ownerID],
+            ]
+
+            let catalog = t.app.services.catalog
+            var checked = 0
+            for route in t.app.responder.routes {
+                guard let perm = route.metadata.permission.flatMap(catalog.permission), perm.workspaceScoped else {
+                    continue
+                }
+                let params = route.pattern.split(separator: "/").filter { $0.hasPrefix(":") }.map {
+                    String($0.dropFirst())
+                }
+                guard !params.isEmpty else { continue }
+                guard params.allSatisfy({ ids[$0] != nil }) else {
+                    Issue.record("\(route.pattern): an id parameter this test does not know; add a resource for it")
+                    continue
+                }
+                // Every combination of the known ids (job_id: a shell job and a rescan).
+                var paths = [route.pattern]
+                for p in params {
+                    paths = paths.flatMap { path in ids[p]!.map { path.replacingOccurrences(of: ":" + p, with: $0) } }
+                }
+                let method = route.method.rawValue
+                for path in paths {
+                    for wsID in [theirs, nil] as [String?] {
+                        let target = path + (wsID.map { "?ws_id=\($0)" } ?? "")
+                        var body: [String: Any]? = nil
+                        if ["POST", "PUT", "PATCH"].contains(method) {
+                            body = ["role": "viewer", "name": "x"]
+                            if let wsID { body?["ws_id"] = wsID }
+                        }
+                        let r = try await outsider.call(method, target, json: body)
+                        #expect(
+                            r.status == 404, "\(method) \(target) by another workspace's member: \(r.status) \(r.text)")
+                    }
+                    checked += 1
+                }
+            }
+            #expect(checked >= 16, "only \(checked) routes checked")
+            // The ids are real: their owner reaches them.
+            #expect(try await x.f.a.call("GET", "/api/agent/runs/\(run)").status == 200)
+            #expect(try await x.f.a.call("GET", "/api/shell/jobs/\(job)").status == 200)
+            #expect(try await x.f.a.call("GET", "/api/receipts/\(run)").status == 200)
+            #expect(try await x.f.a.call("POST", "/api/shell/cancel/\(job)").status == 200)
+            #expect(try await x.f.a.call("DELETE", "/api/pty/\(ptyID)").status == 200)
+        }
+    }
+}
