@@ -286,6 +286,7 @@ int kiln_open_beneath(int dirfd, const char *path, int flags) {
     struct open_how how;
     memset(&how, 0, sizeof how);
     how.flags = (uint64_t)(flags | O_CLOEXEC);
+    if (flags & O_CREAT) how.mode = 0644;  /* openat2 refuses O_CREAT without a mode; umask applies */
     how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
     long fd;
     do { fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how); } while (fd < 0 && errno == EINTR);

@@ -14,9 +14,11 @@ final class LiveRun: Sendable {
     }
     let id: String
     let userID: String
+    let wsID: String
     let state = Mutex(State())
-    init(id: String, userID: String) {
+    init(id: String, userID: String, wsID: String) {
         self.id = id
+        self.wsID = wsID
         self.userID = userID
     }
 }
@@ -36,6 +38,12 @@ final class AgentEngine: Sendable {
     let live = Mutex<[String: LiveRun]>([:])
     /// Set at shutdown: no run starts after the running ones were cancelled.
     let closing = Atomic<Bool>(false)
+    /// Runs one workspace may have going at once (`--max-agent-runs-per-workspace`).
+    let maxPerWorkspace: Int
+    static let maxRunsFlag = "--max-agent-runs-per-workspace"
+    static let maxRunsOption = Config.Option.int(
+        maxRunsFlag, env: "KILN_MAX_AGENT_RUNS_PER_WORKSPACE",
+        help: "agent runs one workspace may have going at once (default 8)", range: 1...10_000)
 
     init(
         services: Services, store: AgentStore, projects: any ProjectDirectory, jobs: any JobLauncher,
@@ -48,6 +56,7 @@ final class AgentEngine: Sendable {
         directory = projects
         snapshots = Snapshots(store: store, dir: services.dataDir + "/snapshots")
         self.observers = observers
+        maxPerWorkspace = services.config.int(Self.maxRunsFlag) ?? 8
     }
 
     static func topic(_ runID: String) -> String { "run:\(runID)" }
@@ -60,13 +69,20 @@ final class AgentEngine: Sendable {
     func start(project: ProjectRef, userID: String, provider: any ModelProvider, input: RunInput) async throws -> String
     {
         guard !closing.load(ordering: .relaxed) else { throw APIError.unavailable("The server is shutting down") }
+        let going = live.withLock { $0.values.filter { $0.wsID == project.wsID }.count }
+        guard going < maxPerWorkspace else {
+            throw HTTPError(
+                .tooManyRequests, code: "rate_limited",
+                message: "This workspace has \(going) agent runs going (the limit is \(maxPerWorkspace)); "
+                    + "wait for one or cancel it")
+        }
         for o in observers { try await o.runWillStart(wsID: project.wsID, userID: userID, model: input.model) }
         let id = IDs.make("run")
         let now = clock.now()
         try await store.insertRun(
             id: id, project: project, userID: userID, prompt: input.prompt, model: input.model, provider: provider.kind,
             maxSteps: input.maxSteps, at: now)
-        let run = LiveRun(id: id, userID: userID)
+        let run = LiveRun(id: id, userID: userID, wsID: project.wsID)
         live.withLock { $0[id] = run }
         await emit(
             id, "run.started",
@@ -318,8 +334,8 @@ final class AgentEngine: Sendable {
         var conflicts: [String] = []
         for r in snaps {
             let path = r.string("path") ?? ""
-            let current = FileManager.default.contents(atPath: project.root + "/" + path).map {
-                Crypto.hex(Crypto.sha256(Array($0)))
+            let current = (try? SafePath.readBeneath(root: project.root, relative: path, max: 1 << 30))?.map {
+                Crypto.hex(Crypto.sha256($0))
             }
             if current != r.string("sha_after") { conflicts.append(path) }
         }
@@ -332,18 +348,18 @@ final class AgentEngine: Sendable {
         var restored: [String] = []
         for r in snaps {
             let path = r.string("path") ?? ""
-            let abs: String
-            do { abs = try SafePath.resolveForCreate(root: project.root, relative: path) } catch { continue }
-            if r.bool("existed") == true, let file = r.string("file"),
-                let bytes = snapshots.read(runID: runID, file: file)
-            {
-                let tmp = abs + ".kiln-tmp-" + IDs.randomBase62(8)
-                guard FileManager.default.createFile(atPath: tmp, contents: Data(bytes)), rename(tmp, abs) == 0 else {
-                    unlink(tmp)
-                    throw APIError.conflict("Could not restore \(path)")
+            // Beneath the project through no symlink: a folder the project's own code swapped for a
+            // link since the run cannot lead the restore out.
+            do {
+                if r.bool("existed") == true, let file = r.string("file"),
+                    let bytes = snapshots.read(runID: runID, file: file)
+                {
+                    try SafePath.writeBeneath(root: project.root, relative: path, bytes: bytes, createFolders: true)
+                } else {
+                    try SafePath.removeBeneath(root: project.root, relative: path)
                 }
-            } else {
-                unlink(abs)
+            } catch let e as HTTPError {
+                throw APIError.conflict("Could not restore \(path): \(e.message)")
             }
             restored.append(path)
         }

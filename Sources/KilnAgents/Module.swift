@@ -27,7 +27,7 @@ public struct AgentsModule: KilnModule {
 
     public var migrations: [Migration] { AgentMigrations.all }
     public var permissions: [Permission] { [AgentPermission.run, AgentPermission.read, AgentPermission.prefs] }
-    public static var configOptions: [Config.Option] { ProviderSettings.options }
+    public static var configOptions: [Config.Option] { ProviderSettings.options + [AgentEngine.maxRunsOption] }
 
     public func register(_ routes: Routes) { AgentRoutes(agents: service).register(routes) }
 

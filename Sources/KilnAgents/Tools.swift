@@ -105,6 +105,20 @@ public enum ToolRegistry {
         } catch let e as HTTPError { throw ToolFailure(e.message) }
     }
 
+    /// A project file's bytes, opened beneath the project through no symlink (nil: no such file).
+    static func readBeneath(_ ctx: ToolContext, _ rel: String, max: Int = 16 << 20) throws -> [UInt8]? {
+        do { return try SafePath.readBeneath(root: ctx.project.root, relative: rel, max: max) } catch let e
+            as HTTPError
+        { throw ToolFailure(e.message) }
+    }
+
+    /// The normalised relative path (400-style problems become tool failures).
+    static func normalised(_ rel: String) throws -> String {
+        do { return try SafePath.segments(rel).joined(separator: "/") } catch let e as HTTPError {
+            throw ToolFailure(e.message)
+        }
+    }
+
     static func relative(_ ctx: ToolContext, _ abs: String) -> String {
         abs == ctx.project.root ? "." : String(abs.dropFirst(ctx.project.root.count + 1))
     }
@@ -130,9 +144,8 @@ public enum ToolRegistry {
         description: "Read a text file of the project, optionally lines start_line..end_line (1-based).",
         schema: obj(["path": str, "start_line": int, "end_line": int], required: ["path"])
     ) { ctx, a in
-        let p = try inside(ctx, string(a, "path")!)
-        guard let data = FileManager.default.contents(atPath: p) else {
-            throw ToolFailure("cannot read \(string(a, "path")!) (a directory?)")
+        guard let data = try readBeneath(ctx, string(a, "path")!) else {
+            throw ToolFailure("\(string(a, "path")!) does not exist")
         }
         guard !data.prefix(8000).contains(0) else { throw ToolFailure("\(string(a, "path")!) is a binary file") }
         let lines = String(decoding: data, as: UTF8.self).components(separatedBy: "\n")
@@ -181,24 +194,16 @@ public enum ToolRegistry {
             .joined(separator: "\n")
     }
 
-    static func change(_ ctx: ToolContext, _ abs: String, _ newText: [UInt8]) async throws {
-        let old = FileManager.default.contents(atPath: abs).map { Array($0) }
-        try await ctx.snapshots.save(runID: ctx.runID, path: relative(ctx, abs), prior: old)
-        let tmp = abs + ".kiln-tmp-" + IDs.randomBase62(8)
-        guard FileManager.default.createFile(atPath: tmp, contents: Data(newText)) else {
-            throw ToolFailure("cannot write \(relative(ctx, abs))")
-        }
-        // A replaced file keeps its permissions.
-        if old != nil, let attrs = try? FileManager.default.attributesOfItem(atPath: abs),
-            let mode = attrs[.posixPermissions]
-        {
-            try? FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: tmp)
-        }
-        guard rename(tmp, abs) == 0 else {
-            unlink(tmp)
-            throw ToolFailure("cannot replace \(relative(ctx, abs))")
-        }
-        let rel = relative(ctx, abs)
+    /// Replaces a project file (snapshotting what was there for rollback), beneath the project
+    /// through no symlink; `createFolders` makes missing folders.
+    static func change(_ ctx: ToolContext, _ rel: String, _ newText: [UInt8], createFolders: Bool = false) async throws
+    {
+        let old = try readBeneath(ctx, rel)
+        try await ctx.snapshots.save(runID: ctx.runID, path: rel, prior: old)
+        do {
+            try SafePath.writeBeneath(
+                root: ctx.project.root, relative: rel, bytes: newText, createFolders: createFolders)
+        } catch let e as HTTPError { throw ToolFailure(e.message) }
         await ctx.onFileChanged(
             rel,
             UnifiedDiff.make(
@@ -213,10 +218,8 @@ public enum ToolRegistry {
         schema: obj(
             ["path": str, "old_string": str, "new_string": str], required: ["path", "old_string", "new_string"])
     ) { ctx, a in
-        let p = try inside(ctx, string(a, "path")!)
-        guard let data = FileManager.default.contents(atPath: p) else {
-            throw ToolFailure("cannot read \(string(a, "path")!)")
-        }
+        let rel = try normalised(string(a, "path")!)
+        guard let data = try readBeneath(ctx, rel) else { throw ToolFailure("\(string(a, "path")!) does not exist") }
         let text = String(decoding: data, as: UTF8.self)
         let old = string(a, "old_string")!
         let new = string(a, "new_string")!
@@ -230,8 +233,8 @@ public enum ToolRegistry {
             )
         }
         let r = text.range(of: old)!
-        try await change(ctx, p, Array(text.replacingCharacters(in: r, with: new).utf8))
-        return "edited \(relative(ctx, p))"
+        try await change(ctx, rel, Array(text.replacingCharacters(in: r, with: new).utf8))
+        return "edited \(rel)"
     }
 
     static let writeFile = AgentTool(
@@ -241,28 +244,10 @@ public enum ToolRegistry {
         let rel = string(a, "path")!
         let content = string(a, "content")!
         guard content.utf8.count <= 4 << 20 else { throw ToolFailure("content is larger than 4 MiB") }
-        let segs: [String]
-        do { segs = try SafePath.segments(rel) } catch let e as HTTPError { throw ToolFailure(e.message) }
-        guard !segs.isEmpty else { throw ToolFailure("path names no file") }
-        // Create missing folders one level at a time, checking each stays inside the project.
-        var dir = ctx.project.root
-        for s in segs.dropLast() {
-            let next = dir + "/" + s
-            if !FileManager.default.fileExists(atPath: next) {
-                guard mkdir(next, 0o755) == 0 || errno == EEXIST else { throw ToolFailure("cannot create folder \(s)") }
-            }
-            guard let real = SafePath.real(next), SafePath.isInside(real, root: ctx.project.root) else {
-                throw ToolFailure("\(rel) leads outside the project (symlink)")
-            }
-            dir = real
-        }
-        let p = try inside(ctx, rel, create: true)
-        var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: p, isDirectory: &isDir), isDir.boolValue {
-            throw ToolFailure("\(rel) is a folder")
-        }
-        try await change(ctx, p, Array(content.utf8))
-        return "wrote \(relative(ctx, p)) (\(content.utf8.count) bytes)"
+        let path = try normalised(rel)
+        guard !path.isEmpty else { throw ToolFailure("path names no file") }
+        try await change(ctx, path, Array(content.utf8), createFolders: true)
+        return "wrote \(path) (\(content.utf8.count) bytes)"
     }
 
     static func tailText(_ o: JobOutcome) -> String {

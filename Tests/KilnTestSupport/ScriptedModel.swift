@@ -119,7 +119,9 @@ struct AgentFixture: Stoppable {
     let f: ShellFixture
     let model: ScriptedModel
 
-    static func make(anthropic: Bool = false) async throws -> AgentFixture {
+    static func make(
+        anthropic: Bool = false, configure: @escaping (inout Config) -> Void = { _ in }
+    ) async throws -> AgentFixture {
         let model = try ScriptedModel()
         let f = try await ShellFixture.make([
             "a.txt": "alpha\nbeta\ngamma\n",
@@ -131,6 +133,7 @@ struct AgentFixture: Stoppable {
             c.set("--llm-provider", anthropic ? "anthropic" : "openai")
             c.set("--llm-model", "test-model")
             c.set("--llm-api-key", "sk-test-not-a-secret")
+            configure(&c)
         }
         return AgentFixture(f: f, model: model)
     }

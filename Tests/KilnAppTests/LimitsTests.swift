@@ -1,0 +1,51 @@
+import Foundation
+import KilnCore
+import Testing
+
+@testable import KilnApp
+@testable import KilnTestSupport
+
+/// Running jobs per account, open terminals per account and agent runs per workspace are limited
+/// (each configurable), and each refusal is a 429 that says what to do.
+@Suite struct LimitsTests {
+    @Test func jobsTerminalsAndRunsAreLimited() async throws {
+        let x = try await AgentFixture.make { c in
+            c.set("--max-jobs-per-user", "2")
+            c.set("--max-terminals-per-user", "1")
+            c.set("--max-agent-runs-per-workspace", "1")
+        }
+        try await using(x) { x in
+            let f = x.f
+            let first = try await f.start("sleep 30")
+            let second = try await f.start("sleep 30")
+            let third = try await f.a.call(
+                "POST", "/api/shell/run", json: ["project_id": f.pid, "command": "true"],
+                headers: ["Accept": "application/json"])
+            #expect(third.status == 429 && errorCode(third) == "rate_limited", "\(third.text)")
+            #expect(third.text.contains("limit is 2"))
+            _ = try await f.a.call("POST", "/api/shell/cancel/\(first)")
+            _ = try await f.a.call("POST", "/api/shell/cancel/\(second)")
+            #expect(try await f.start("true").hasPrefix("job_"))
+
+            let pty = try await f.a.call("POST", "/api/pty/spawn", json: ["ws_id": f.ws])
+            #expect(pty.status == 201, "\(pty.text)")
+            let another = try await f.a.call("POST", "/api/pty/spawn", json: ["ws_id": f.ws])
+            #expect(another.status == 429 && another.text.contains("limit is 1"), "\(another.text)")
+            _ = try await f.a.call("DELETE", "/api/pty/\(pty.json["id"] as? String ?? "")")
+
+            // A slow model keeps the first run going while the second is refused.
+            x.model.script([
+                .openai((0..<40).map { ScriptedModel.text("w\($0) ") } + ScriptedModel.finish("stop"), delayMs: 50)
+            ])
+            let run = try await f.a.call(
+                "POST", "/api/agent/run", json: ["project_id": f.pid, "prompt": "go"],
+                headers: ["Accept": "application/json"])
+            #expect(run.status == 202 || run.status == 200, "\(run.text)")
+            let busy = try await f.a.call(
+                "POST", "/api/agent/run", json: ["project_id": f.pid, "prompt": "again"],
+                headers: ["Accept": "application/json"])
+            #expect(busy.status == 429 && busy.text.contains("limit is 1"), "\(busy.text)")
+            if let id = run.json["run_id"] as? String { _ = try await f.a.call("POST", "/api/agent/cancel/\(id)") }
+        }
+    }
+}
