@@ -4,6 +4,10 @@ and benchmarks. Not a model: it answers by rule, so runs are repeatable.
 Usage: fake_llm.py PORT [MODE]
   MODE agent (default): first turn records a finding and writes notes/agent.txt, second turn reads it,
                         third turn answers "done".
+  MODE probe: first turn runs `sh probe.sh agent` (run_command), reads ../other/secret.txt and writes
+                        ../escape-tool.txt, reads and writes through symlinks out of the project (all must be
+                        refused), then runs the project's tests;
+                        then answers "done".
   MODE ticker N MS [WAIT]: waits WAIT seconds (default 0), then streams N text deltas "t=<unix time>"
                         MS milliseconds apart, then stops (for fan-out latency measurements).
 """
@@ -54,6 +58,19 @@ class Handler(BaseHTTPRequestHandler):
             self.send_events([{"ticker": True}] * n + [chunk({}, "stop"), usage], delay=ms / 1000)
             return
         tools_done = sum(1 for m in msgs if m.get("role") == "tool")
+        if MODE == "probe":
+            if tools_done == 0:
+                events = [call(0, "p1", "run_command", {"command": "sh probe.sh agent"}),
+                          call(1, "p2", "read_file", {"path": "../other/secret.txt"}),
+                          call(2, "p3", "write_file", {"path": "../escape-tool.txt", "content": "x"}),
+                          call(3, "p4", "run_tests", {}),
+                          call(4, "p5", "read_file", {"path": "link-out.txt"}),
+                          call(5, "p6", "write_file", {"path": "link-dir/escape-tool.txt", "content": "x"}),
+                          chunk({}, "tool_calls")]
+            else:
+                events = [chunk({"content": "done"}), chunk({}, "stop")]
+            self.send_events(events + [usage])
+            return
         if tools_done == 0:
             events = [chunk({"content": "Recording what I see."}),
                       call(0, "c1", "record_finding", {"path": "README.md", "line": 1, "claim": "the README starts with hello", "evidence": "hello"}),

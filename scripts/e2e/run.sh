@@ -2,7 +2,9 @@
 # End-to-end checks with outside clients against the real binaries:
 #   - kiln-bench's /ws/echo: python `websockets` (text, binary, fragments, 16 MiB, ping, closes)
 #     and the Autobahn cases (kosoku), sections 1-7 and 9;
-#   - kiln serve: curl probes, promtool on /metrics, the OpenAPI document, schemathesis.
+#   - kiln serve: curl probes, promtool on /metrics, the OpenAPI document, schemathesis;
+#   - shell/terminals/ssh, agents and receipts, the network-safety attacks (security.sh), identity
+#     with pyotp and a headless browser.
 # Installs its Python tools into a venv under .build/. Stops everything it started.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -47,6 +49,11 @@ PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
 # --- agent runs with a scripted provider; receipts verified with hashlib + cryptography ---
 BIN="$BIN" OUT="$OUT" bash scripts/e2e/agents.sh | tee "$OUT/agents.txt"
 P=$(awk '/^agents e2e:/ { print $3 }' "$OUT/agents.txt"); F=$(awk '/^agents e2e:/ { print $5 }' "$OUT/agents.txt")
+PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
+
+# --- the network-safety attacks replayed: sandbox probes from a job, a terminal and an agent ---
+BIN="$BIN" OUT="$OUT" bash scripts/e2e/security.sh | tee "$OUT/security.txt"
+P=$(awk '/^security e2e:/ { print $3 }' "$OUT/security.txt"); F=$(awk '/^security e2e:/ { print $5 }' "$OUT/security.txt")
 PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
 
 # --- opt-in: a real small model served offline (slow: builds llama.cpp on first use) ---
