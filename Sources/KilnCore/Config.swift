@@ -230,7 +230,12 @@ public struct Config: Sendable {
     public static func helpText(_ options: [Option]) -> String {
         options.map { o in
             let flag = o.takesValue ? "\(o.flag) VALUE" : o.flag
-            return "  " + flag.padding(toLength: 26, withPad: " ", startingAt: 0) + o.help + "  [\(o.env)]"
+            // A flag too long for the column gets its help on the next line, never glued to it.
+            let lead =
+                flag.count < 26
+                ? flag.padding(toLength: 26, withPad: " ", startingAt: 0)
+                : flag + "\n" + String(repeating: " ", count: 28)
+            return "  " + lead + o.help + "  [\(o.env)]"
         }.joined(separator: "\n")
     }
 }

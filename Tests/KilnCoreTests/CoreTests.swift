@@ -133,3 +133,17 @@ import Testing
         }
     }
 }
+
+@Suite struct HelpTextTests {
+    /// A flag wider than the column keeps a space before its help (it moves to the next line).
+    @Test func longFlagsAreNotGluedToTheirHelp() {
+        let text = Config.helpText([
+            .text("--port", env: "KILN_PORT", help: "port"),
+            .text("--max-agent-runs-per-workspace", env: "KILN_X", help: "runs at once"),
+        ])
+        let lines = text.split(separator: "\n").map(String.init)
+        #expect(lines[0] == "  --port VALUE" + String(repeating: " ", count: 14) + "port  [KILN_PORT]")
+        #expect(lines[1] == "  --max-agent-runs-per-workspace VALUE")
+        #expect(lines[2] == String(repeating: " ", count: 28) + "runs at once  [KILN_X]")
+    }
+}
