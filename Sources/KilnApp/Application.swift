@@ -149,8 +149,9 @@ public final class Application: ModuleHost, @unchecked Sendable {
     public func module<M: KilnModule>(_ type: M.Type) -> M? { modules.lazy.compactMap { $0 as? M }.first }
 
     static func publicFiles(_ config: Config) -> StaticFiles? {
-        if let dir = config.publicDir { return StaticFiles(root: dir) }
-        return StaticFiles(root: FileManager.default.currentDirectoryPath + "/Public")
+        // Everything under /w/ is the workspace app, which reads its view from the URL.
+        let root = config.publicDir ?? FileManager.default.currentDirectoryPath + "/Public"
+        return StaticFiles(root: root, pages: ["w": "workspace.html"])
     }
 
     /// Creates the data dir (0700) if needed and checks it is a writable directory.

@@ -3,7 +3,7 @@ import KilnCore
 import KilnHTTP
 import KilnStore
 
-/// `/api/project/*`: open, browse, read, re-index, search, symbols, findings, recent.
+/// `/api/project/*`: open, list, browse, read, quick open, re-index, search, symbols, findings, recent.
 struct ProjectRoutes: Sendable {
     let projects: ProjectService
 
@@ -77,6 +77,17 @@ struct ProjectRoutes: Sendable {
             .GET, "/api/project/recent", read, "Your recently opened projects in a workspace, newest first",
             query: [.wsID],
             reply: .page(of: Project.self), recent)
+        r.add(
+            .GET, "/api/project/list", read, "Every project open in a workspace, by name", query: [.wsID],
+            reply: .page(of: Project.self), list)
+        r.add(
+            .GET, "/api/project/paths", read,
+            "Quick open: the project's indexed paths ranked against q (every character in order, case-insensitive; "
+                + "runs, word starts and the file name first), with the matched byte offsets",
+            query: [
+                .projectID, QueryParam("q", "what was typed (up to 256 bytes; empty: the shortest paths)"), .limit,
+            ],
+            reply: .page(of: PathMatch.self), paths)
     }
 
     @Sendable func load(_ req: Request, _ ctx: RequestContext, _ input: LoadInput) async throws -> Response {
@@ -191,5 +202,17 @@ struct ProjectRoutes: Sendable {
         let access = try ctx.requireWorkspace()
         return try .json(
             Page(all: try await projects.recent(userID: try ctx.requirePrincipal().userID, wsID: access.wsID)))
+    }
+
+    @Sendable func list(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        try .json(Page(all: try await projects.list(wsID: try ctx.requireWorkspace().wsID)))
+    }
+
+    @Sendable func paths(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        let (project, root) = try await self.project(req, ctx, nil, withGit: false)
+        let page = try PageRequest(query: req.query)
+        try await projects.ensureIndexed(project.id, root: root, vcs: project.vcs)
+        return try .json(
+            Page(all: try await projects.paths(projectID: project.id, q: req.query["q"] ?? "", limit: page.limit)))
     }
 }

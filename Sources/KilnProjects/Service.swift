@@ -240,6 +240,18 @@ public struct ProjectService: ProjectDirectory {
         try await store.recent(userID: userID, wsID: wsID).map { ProjectService.project($0) }
     }
 
+    func list(wsID: String) async throws -> [Project] {
+        try await store.projects(wsID: wsID).map { ProjectService.project($0) }
+    }
+
+    /// Quick open over the indexed paths (400 for a query over 256 bytes).
+    func paths(projectID: String, q: String, limit: Int) async throws -> [PathMatch] {
+        guard q.utf8.count <= PathFinder.maxQuery else {
+            throw APIError.validation("q is longer than \(PathFinder.maxQuery) bytes", field: "q")
+        }
+        return PathFinder.rank(try await store.paths(projectID), query: q, limit: limit)
+    }
+
     // MARK: ProjectDirectory (what other domains use)
 
     public func resolve(_ projectID: String?, access: WorkspaceAccess, userID: String) async throws -> ProjectRef {

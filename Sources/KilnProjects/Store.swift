@@ -20,6 +20,22 @@ struct ProjectStore: Sendable {
         }.flatMap { r in r.string("project_id").map { ($0, r.string("ws_id") ?? "") } }
     }
 
+    /// Every project of a workspace, by name.
+    func projects(wsID: String) async throws -> [Row] {
+        try await db.read { tx in
+            try tx.query("SELECT * FROM projects WHERE ws_id = ? ORDER BY name, id LIMIT 1000", wsID)
+        }
+    }
+
+    /// The indexed paths of a project.
+    func paths(_ projectID: String) async throws -> [String] {
+        try await db.read { tx in
+            try tx.query("SELECT path FROM project_files WHERE project_id = ?", projectID).compactMap {
+                $0.string("path")
+            }
+        }
+    }
+
     func recent(userID: String, wsID: String) async throws -> [Row] {
         try await db.read { tx in
             try tx.query(

@@ -18,7 +18,17 @@ import Testing
         try fm.createSymbolicLink(atPath: dir + "/public/escape.txt", withDestinationPath: dir + "/secret.txt")
         try fm.createSymbolicLink(
             atPath: dir + "/public/inside.txt", withDestinationPath: dir + "/public/assets/digits.txt")
-        files = try #require(StaticFiles(root: dir + "/public"))
+        try "<h1>workspace</h1>".write(toFile: dir + "/public/workspace.html", atomically: true, encoding: .utf8)
+        // A hashed vendor file and its precompressed copy (real gzip bytes, made by gzip(1)).
+        try fm.createDirectory(atPath: dir + "/public/vendor", withIntermediateDirectories: true)
+        let js = String(repeating: "console.log('kiln');\n", count: 200)
+        try js.write(toFile: dir + "/public/vendor/lib.0123abcdef.js", atomically: true, encoding: .utf8)
+        let gz = Process()
+        gz.executableURL = URL(fileURLWithPath: "/bin/gzip")
+        gz.arguments = ["-k", "-9", dir + "/public/vendor/lib.0123abcdef.js"]
+        try gz.run()
+        gz.waitUntilExit()
+        files = try #require(StaticFiles(root: dir + "/public", pages: ["w": "workspace.html"]))
     }
 
     func get(
@@ -94,5 +104,48 @@ import Testing
         #expect(StaticFiles.mimeType(for: "/a/b.JS") == "text/javascript; charset=utf-8")
         #expect(StaticFiles.mimeType(for: "/a/b.wasm") == "application/wasm")
         #expect(StaticFiles.mimeType(for: "/a.b/c") == "application/octet-stream")
+    }
+
+    /// Hashed names are immutable; the gzip copy answers only clients that accept it, never a range.
+    @Test func precompressedAndImmutable() async throws {
+        let plain = await get("/vendor/lib.0123abcdef.js")
+        #expect(plain.0 == 200 && plain.1.hasPrefix("console.log"))
+        #expect(plain.2["Content-Encoding"] == nil && plain.2["Vary"] == "Accept-Encoding")
+        #expect(plain.2["Cache-Control"] == "public, max-age=31536000, immutable")
+        let router = Router()
+        router.fallback = files.handler
+        let req = try Request(
+            method: .GET, target: "/vendor/lib.0123abcdef.js", headers: ["Accept-Encoding": "br, gzip"])
+        let res = await router.responder().handle(req)
+        guard case .bytes(let bytes) = res.body else {
+            Issue.record("no body")
+            return
+        }
+        #expect(res.headers["Content-Encoding"] == "gzip")
+        #expect(res.headers["Content-Type"] == "text/javascript; charset=utf-8")
+        #expect(bytes.prefix(2) == [0x1f, 0x8b] && bytes.count < 200)
+        #expect(res.headers["ETag"] != plain.2["ETag"])
+        #expect(await get("/vendor/lib.0123abcdef.js", ["Accept-Encoding": "gzip;q=0"]).2["Content-Encoding"] == nil)
+        let ranged = await get("/vendor/lib.0123abcdef.js", ["Accept-Encoding": "gzip", "Range": "bytes=0-6"])
+        #expect(ranged.0 == 206 && ranged.1 == "console" && ranged.2["Content-Encoding"] == nil)
+        #expect(await get("/assets/app.css").2["Cache-Control"] == "public, max-age=3600")
+        #expect(await get("/index.html").2["Cache-Control"] == "no-cache")
+    }
+
+    @Test func acceptEncodingParsing() {
+        #expect(StaticFiles.acceptsGzip("gzip"))
+        #expect(StaticFiles.acceptsGzip("deflate, gzip;q=0.5"))
+        #expect(StaticFiles.acceptsGzip("*"))
+        #expect(!StaticFiles.acceptsGzip("gzip;q=0, *"))
+        #expect(!StaticFiles.acceptsGzip("br"))
+        #expect(!StaticFiles.acceptsGzip(nil))
+        #expect(!StaticFiles.acceptsGzip("*;q=0"))
+    }
+
+    /// Every path under a page's prefix is that page, whatever follows.
+    @Test func appPagesOwnTheirPrefix() async {
+        #expect(await get("/w/ws_1/p/prj_2/file/Sources/a.swift").1 == "<h1>workspace</h1>")
+        #expect(await get("/w").1 == "<h1>workspace</h1>")
+        #expect(await get("/elsewhere").1 == "<h1>app</h1>")
     }
 }

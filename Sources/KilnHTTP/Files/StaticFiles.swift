@@ -5,26 +5,32 @@ import Foundation
 #endif
 
 /// Serves a folder: MIME types, strong `ETag` + `If-None-Match` (304), `Last-Modified` +
-/// `If-Modified-Since`, single `Range` (206/416), `Cache-Control`, no traversal or symlink escape,
-/// and an SPA fallback to `index.html` for unknown non-API paths.
+/// `If-Modified-Since`, single `Range` (206/416), `Cache-Control` (`immutable` for content-hashed
+/// names such as `app.3f2a9c01be.js`), a precompressed `<file>.gz` when the client accepts gzip,
+/// no traversal or symlink escape, single-page apps under their own prefix (`pages`), and an SPA
+/// fallback to `index.html` for unknown non-API paths.
 public struct StaticFiles: Sendable {
     public let root: String
     /// Serve `index.html` for unknown GETs outside `apiPrefixes` that look like page loads.
     public var spaFallback: Bool
     public var apiPrefixes: Set<String>
+    /// A first path segment that belongs to a single-page app: every GET under it serves that page
+    /// (`["w": "workspace.html"]` makes `/w/…/file/a.swift` load the workspace app).
+    public var pages: [String: String]
     /// Files up to this size are read at once; larger ones are streamed.
     public var inlineLimit = 1 << 20
 
     /// nil when `root` does not exist.
     public init?(
         root: String, spaFallback: Bool = true,
-        apiPrefixes: Set<String> = ["api", "auth", "healthz", "readyz", "metrics"]
+        apiPrefixes: Set<String> = ["api", "auth", "healthz", "readyz", "metrics"], pages: [String: String] = [:]
     ) {
         guard let real = realpath(root, nil) else { return nil }
         self.root = String(cString: real)
         free(real)
         self.spaFallback = spaFallback
         self.apiPrefixes = apiPrefixes
+        self.pages = pages
     }
 
     /// A handler for `Router.fallback`.
@@ -35,6 +41,9 @@ public struct StaticFiles: Sendable {
         let segs = request.pathSegments
         for s in segs where s.hasPrefix(".") || s.contains("/") || s.contains("\\") {
             throw HTTPError.notFound()
+        }
+        if let first = segs.first, let page = pages[first], let file = try resolve([page]) {
+            return try serve(file, request)
         }
         if let file = try resolve(segs) { return try serve(file, request) }
         // `/register` serves `register.html` (links in mails stay short).
@@ -73,16 +82,29 @@ public struct StaticFiles: Sendable {
         return FileInfo(path: realPath, size: Int(st.st_size), mtime: st.st_mtim)
     }
 
-    func serve(_ file: FileInfo, _ request: Request) throws -> Response {
+    func serve(_ original: FileInfo, _ request: Request) throws -> Response {
+        // A precompressed sibling answers a client that accepts gzip (not for ranges: those count
+        // bytes of the original).
+        var file = original
+        var encoding: String? = nil
+        let compressed = try? resolveSibling(original.path + ".gz")
+        if let compressed, request.headers["Range"] == nil,
+            StaticFiles.acceptsGzip(request.headers["Accept-Encoding"])
+        {
+            file = compressed
+            encoding = "gzip"
+        }
         let etag =
             "\"\(String(file.size, radix: 16))-\(String(Int(file.mtime.tv_sec), radix: 16))\(String(Int(file.mtime.tv_nsec), radix: 16))\""
         let lastModified = HTTPDate.format(epochSeconds: Int(file.mtime.tv_sec))
         var headers = HTTPHeaders()
-        headers.add("Content-Type", StaticFiles.mimeType(for: file.path))
+        headers.add("Content-Type", StaticFiles.mimeType(for: original.path))
+        if let encoding { headers.add("Content-Encoding", encoding) }
+        if compressed != nil { headers.add("Vary", "Accept-Encoding") }
         headers.add("ETag", etag)
         headers.add("Last-Modified", lastModified)
         headers.add("Accept-Ranges", "bytes")
-        headers.add("Cache-Control", file.path.hasSuffix(".html") ? "no-cache" : "public, max-age=3600")
+        headers.add("Cache-Control", StaticFiles.cacheControl(for: original.path))
         headers.add("X-Content-Type-Options", "nosniff")
 
         if let inm = request.headers["If-None-Match"] {
@@ -139,6 +161,45 @@ public struct StaticFiles: Sendable {
                     offset += chunk.count
                 }
             })
+    }
+
+    /// A file beside one already resolved (its `.gz`), if it is a regular file inside the root.
+    func resolveSibling(_ path: String) throws -> FileInfo? {
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, path.hasPrefix(root + "/") else { return nil }
+        return FileInfo(path: path, size: Int(st.st_size), mtime: st.st_mtim)
+    }
+
+    /// Pages are revalidated each time; a name carrying a content hash (`name.<8+ hex>.ext`) never
+    /// changes, so browsers keep it for a year without asking.
+    static func cacheControl(for path: String) -> String {
+        if path.hasSuffix(".html") { return "no-cache" }
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        let parts = name.split(separator: ".")
+        if parts.count >= 3,
+            parts.dropFirst().dropLast().contains(where: { p in
+                p.count >= 8 && p.allSatisfy { $0.isHexDigit && !$0.isUppercase }
+            })
+        {
+            return "public, max-age=31536000, immutable"
+        }
+        return "public, max-age=3600"
+    }
+
+    /// Whether `Accept-Encoding` allows gzip (`gzip` or `*` without `q=0`).
+    static func acceptsGzip(_ header: String?) -> Bool {
+        guard let header else { return false }
+        var gzip: Bool? = nil
+        var star = false
+        for item in header.split(separator: ",") {
+            let fields = item.split(separator: ";").map { trimOWS($0).lowercased() }
+            guard let coding = fields.first else { continue }
+            let zero = fields.dropFirst().contains { f in
+                f.hasPrefix("q=") && (Double(f.dropFirst(2)) ?? 1) == 0
+            }
+            if coding == "gzip" || coding == "x-gzip" { gzip = !zero } else if coding == "*" { star = !zero }
+        }
+        return gzip ?? star
     }
 
     static func read(_ path: String, offset: Int, length: Int) throws -> [UInt8] {
