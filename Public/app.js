@@ -14,6 +14,12 @@ async function api(method, path, body) {
   return { ok: r.ok, status: r.status, json };
 }
 
+// Where to go after signing in: the page that sent us here (same site only), else the workspace.
+function nextPage() {
+  const next = new URLSearchParams(location.search).get("next") || "";
+  return next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\") ? next : "/w/";
+}
+
 function say(text, bad) {
   const s = document.querySelector(".status");
   if (!s) return;
@@ -36,7 +42,7 @@ async function nav() {
   if (!n) return;
   const s = await session();
   if (s && !s.mfa_required) {
-    n.innerHTML = '<a href="/account.html">Account</a> <button type="button" id="logout" class="link">Sign out</button>';
+    n.innerHTML = '<a href="/w/">Workspace</a> <a href="/account.html">Account</a> <button type="button" id="logout" class="link">Sign out</button>';
     $("#logout").addEventListener("click", async () => { await api("POST", "/auth/logout"); location.href = "/login.html"; });
   } else {
     n.innerHTML = '<a href="/login.html">Sign in</a>';
@@ -83,13 +89,13 @@ const pages = {
         $("#mfa-form input").focus();
         return say("Password accepted. One more step.");
       }
-      location.href = "/account.html";
+      location.href = nextPage();
     });
     $("#mfa-form").addEventListener("submit", async (e) => {
       e.preventDefault();
       const r = await api("POST", "/api/auth/mfa-verify", formData(e.target));
       if (!r.ok) return say(errorText(r), true);
-      location.href = "/account.html";
+      location.href = nextPage();
     });
   },
 

@@ -1,7 +1,9 @@
-"""A real browser (headless Chromium via selenium, SE_OFFLINE=true) through Kiln's pages:
-first-run owner setup from the URL `kiln serve` prints, MFA enrolment on the account page,
-sign out, and sign in again through the form with a pyotp code. Screenshots of each step go to
-OUT/screenshots/. Usage: python browser.py BIN_DIR OUT_DIR
+"""A real browser (headless Chromium via selenium, SE_OFFLINE=true) through Kiln, as a new user would:
+first-run owner setup from the URL `kiln serve` prints, MFA enrolment on the account page, sign out,
+sign in again with a pyotp code; then the workspace app: open a project, quick-open a file, search and
+click a result (landing on the marked line), a terminal (`echo $((6*7))` read back from xterm's buffer,
+then reload and the replay), the tests as a job with their summary, and a file whose text is markup
+(it must stay text). Screenshots of each step go to OUT/screens/. Usage: python browser.py BIN_DIR OUT_DIR
 """
 import os
 import re
@@ -13,13 +15,14 @@ import time
 
 import pyotp
 from selenium import webdriver
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 bin_dir, out_dir = sys.argv[1], sys.argv[2]
-shots = os.path.join(out_dir, "screenshots")
+shots = os.path.join(out_dir, "screens")
 os.makedirs(shots, exist_ok=True)
 results = []
 
@@ -31,7 +34,23 @@ def check(name, ok):
 
 sock = socket.socket(); sock.bind(("127.0.0.1", 0)); port = sock.getsockname()[1]; sock.close()
 data = tempfile.mkdtemp()
-server = subprocess.Popen([os.path.join(bin_dir, "kiln"), "serve", "--port", str(port), "--data-dir", data],
+# A project: a pytest suite, a README whose text is markup, a long file.
+roots = tempfile.mkdtemp()
+demo = os.path.join(roots, "demo")
+os.makedirs(os.path.join(demo, "src"))
+files = {
+    "src/__init__.py": "",
+    "src/calc.py": "def add(a, b):\n    return a + b\n",
+    "test_calc.py": "from src.calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+    "pytest.ini": "[pytest]\n",
+    "README.md": "# Demo\n\n<img src=x onerror=\"window.__xss=1\"> <script>window.__xss=2</script> [x](javascript:window.__xss=3)\n",
+    "long.txt": "".join(f"line {i}\n" for i in range(1, 3001)),
+}
+for name, text in files.items():
+    with open(os.path.join(demo, name), "w") as f:
+        f.write(text)
+server = subprocess.Popen([os.path.join(bin_dir, "kiln"), "serve", "--port", str(port), "--data-dir", data,
+                           "--projects-root", roots],
                           stdout=subprocess.PIPE, stderr=open(os.path.join(out_dir, "browser-serve.log"), "w"), text=True, cwd=os.getcwd())
 setup_url = None
 deadline = time.time() + 30
@@ -66,6 +85,80 @@ def fill(form_css, values):
     return form
 
 
+def visible(css):
+    return wait.until(lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()), None))
+
+
+def terminal_text(tid):
+    return driver.execute_script("return window.kilnTerminalText && window.kilnTerminalText(arguments[0])", tid) or ""
+
+
+def workspace_flow():
+    where = visible("input[name=where]")
+    where.send_keys(demo)
+    where.submit()
+    wait.until(EC.url_contains("/p/prj_"))
+    visible("a.tree-file[data-path='README.md']")
+    shot("project")
+    check("open a project: its tree is listed", True)
+
+    visible("a.tree-file[data-path='README.md']").click()
+    visible(".file-view .src")
+    shot("markup-file")
+    text = visible(".file-view .src").text
+    check("a file whose text is markup shows as text and runs nothing",
+          "<img src=x" in text and "<script>" in text and driver.execute_script("return window.__xss") is None
+          and not driver.find_elements(By.CSS_SELECTOR, ".file-view img, .file-view script"))
+
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.CONTROL, "p")
+    visible("#quick-input").send_keys("calcpy")
+    wait.until(lambda d: "src/calc.py" in d.find_element(By.ID, "quick-list").text)
+    shot("quick-open")
+    visible("#quick-input").send_keys(Keys.ENTER)
+    wait.until(EC.url_contains("/file/src/calc.py"))
+    check("quick open (Ctrl+P, fuzzy) opens src/calc.py", "return a + b" in visible(".file-view .src").text)
+
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.CONTROL, Keys.SHIFT, "f")
+    q = visible(".search-form input[name=q]")
+    q.send_keys("line 2999")
+    q.submit()
+    visible("a.hit").click()
+    wait.until(EC.url_contains("long.txt#L2999"))
+    mark = visible(".line-mark")
+    time.sleep(0.3)
+    # The marked band is where line 2999's number is, and on screen.
+    ok = driver.execute_script("""
+        const m = arguments[0].getBoundingClientRect(), code = document.querySelector('.file-view:not([hidden]) .code').getBoundingClientRect();
+        const g = [...document.querySelectorAll('.file-view:not([hidden]) .gutter')].pop();
+        const first = +g.textContent.split('\\n', 1)[0];
+        const y = g.getBoundingClientRect().top + (2999 - first) * 20;
+        return Math.abs(m.top - y) < 2 && m.top >= code.top && m.bottom <= code.bottom;""", mark)
+    shot("search-hit")
+    check("search, click a result: the file opens at line 2999, marked and in view", ok)
+
+    visible("#btn-terminal").click()
+    wait.until(EC.url_contains("/terminal/pty_"))
+    tid = driver.current_url.split("/terminal/")[1]
+    wait.until(lambda d: "$" in terminal_text(tid))
+    driver.switch_to.active_element.send_keys("echo $((6*7))\n")
+    wait.until(lambda d: "\n42" in terminal_text(tid))
+    shot("terminal")
+    check("terminal: echo $((6*7)) prints 42 in xterm's buffer", True)
+    driver.refresh()
+    wait.until(lambda d: "42" in terminal_text(tid))
+    shot("terminal-replay")
+    check("terminal: after a reload the replay shows it again", "echo $((6*7))" in terminal_text(tid))
+
+    driver.get(driver.current_url.split("/terminal/")[0])
+    visible("#run-tests").click()
+    wait.until(lambda d: "passed" in visible(".job-result").text)
+    shot("test-job")
+    check("the tests as a job: pytest 1 passed", "pytest: 1 passed, 0 failed" in visible(".job-result").text)
+    driver.refresh()
+    wait.until(lambda d: "passed" in visible(".job-result").text)
+    check("the job's output is back after a reload", "1 passed" in visible(".job-out").text)
+
+
 try:
     email, password = "owner@example.com", "correct horse battery staple"
     driver.get(setup_url)
@@ -80,7 +173,8 @@ try:
     driver.find_element(By.ID, "setup-login").click()
     wait.until(EC.visibility_of_element_located((By.ID, "login-form")))
     fill("#login-form", {"email": email, "password": password}).submit()
-    wait.until(EC.url_contains("/account.html"))
+    wait.until(EC.url_contains("/w/ws_"))
+    driver.get(driver.current_url.split("/w/")[0] + "/account.html")
     wait.until(EC.text_to_be_present_in_element((By.ID, "mfa-state"), "Off"))
     shot("account")
     check("signed in to the account page", "Your account" in driver.page_source)
@@ -113,10 +207,11 @@ try:
     # A step after the enrolment's (each step is accepted once) and within ±1 of now.
     step = max(int(time.time() // 30), enrol_step + 1)
     fill("#mfa-form", {"code": totp.at(step * 30)}).submit()
-    wait.until(EC.url_contains("/account.html"))
-    wait.until(EC.text_to_be_present_in_element((By.ID, "mfa-state"), "On"))
+    wait.until(EC.url_contains("/w/ws_"))
+    wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "input[name=where]")))
     shot("signed-in-with-mfa")
-    check("signed in again with password and TOTP code", "account.html" in driver.current_url)
+    check("signed in again with password and TOTP code, landing in the workspace", "/w/ws_" in driver.current_url)
+    workspace_flow()
 except Exception as e:  # a step that did not happen: record it with a screenshot
     shot("failure")
     check(f"browser flow ({type(e).__name__}: {e})", False)

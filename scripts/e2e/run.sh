@@ -67,11 +67,11 @@ fi
 BIN="$BIN" OUT="$OUT" bash scripts/e2e/identity.sh | tee "$OUT/identity.txt"
 PASSED=$((PASSED + $(awk '/^identity e2e:/ { print $3 }' "$OUT/identity.txt" || echo 0)))
 FAILED=$((FAILED + $(awk '/^identity e2e:/ { print $5 }' "$OUT/identity.txt" || echo 1)))
-rm -rf "$OUT/screenshots"
+rm -rf "$OUT/screens"
 SE_OFFLINE=true python3 scripts/e2e/browser.py "$BIN" "$OUT" | tee "$OUT/browser.txt"
 PASSED=$((PASSED + $(awk '/^browser e2e:/ { print $3 }' "$OUT/browser.txt" || echo 0)))
 FAILED=$((FAILED + $(awk '/^browser e2e:/ { print $5 }' "$OUT/browser.txt" || echo 1)))
-echo "screenshots: $OUT/screenshots/"
+echo "screenshots: $OUT/screens/"
 
 echo "e2e: $PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]
