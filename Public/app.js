@@ -4,14 +4,58 @@
 const $ = (sel) => document.querySelector(sel);
 let csrf = null;
 
-async function api(method, path, body) {
+async function api(method, path, body, stepUp = true) {
   const headers = {};
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (csrf && method !== "GET") headers["X-CSRF-Token"] = csrf;
   const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), credentials: "same-origin" });
   const json = r.status === 204 ? {} : await r.json().catch(() => ({}));
   if (json.csrf_token) csrf = json.csrf_token;
+  // A sensitive action asks for the password or a code once, then is retried once.
+  if (r.status === 401 && json?.error?.code === "step_up_required" && stepUp && (await askStepUp())) {
+    return api(method, path, body, false);
+  }
   return { ok: r.ok, status: r.status, json };
+}
+
+// The step-up prompt: a dialog asking for the password or an authenticator code; true once accepted.
+function askStepUp() {
+  let dlg = document.getElementById("dlg-stepup");
+  if (!dlg) {
+    dlg = document.createElement("dialog");
+    dlg.id = "dlg-stepup";
+    dlg.setAttribute("aria-label", "Confirm it is you");
+    const form = document.createElement("form");
+    const label = document.createElement("label");
+    label.textContent = "Password or authenticator code ";
+    const input = document.createElement("input");
+    input.name = "secret"; input.type = "password"; input.required = true; input.autocomplete = "current-password";
+    label.append(input);
+    const p = document.createElement("p");
+    p.textContent = "This action needs your password, or a code from your authenticator app, from the last 15 minutes.";
+    const err = document.createElement("p");
+    err.className = "status bad"; err.id = "stepup-error"; err.setAttribute("role", "alert");
+    const ok = document.createElement("button"); ok.type = "submit"; ok.textContent = "Confirm";
+    const cancel = document.createElement("button"); cancel.type = "button"; cancel.textContent = "Cancel"; cancel.id = "stepup-cancel";
+    form.append(p, label, err, ok, cancel);
+    dlg.append(form);
+    document.body.append(dlg);
+  }
+  const form = dlg.querySelector("form"), err = dlg.querySelector("#stepup-error");
+  form.reset(); err.textContent = "";
+  return new Promise((resolve) => {
+    const finish = (v) => { dlg.close(); resolve(v); };
+    form.onsubmit = async (e) => {
+      e.preventDefault();
+      const secret = new FormData(form).get("secret");
+      const body = /^[0-9]{6}$/.test(secret) || /^[a-z0-9]{4,5}-[a-z0-9]{4,5}$/i.test(secret) ? { code: secret } : { password: secret };
+      const r = await api("POST", "/api/auth/step-up", body, false);
+      if (r.ok) finish(true); else err.textContent = errorText(r);
+    };
+    dlg.querySelector("#stepup-cancel").onclick = () => finish(false);
+    dlg.showModal();
+    form.querySelector("input").focus();
+  });
 }
 
 // Where to go after signing in: the page that sent us here (same site only), else the workspace.
@@ -239,9 +283,12 @@ const pages = {
       const body = { name: d.name, scopes: d.scopes.split(",").map((s) => s.trim()).filter(Boolean) };
       if (d.expires_in_days) body.expires_in_days = Number(d.expires_in_days);
       const r = await api("POST", "/api/account/api-keys", body);
-      if (!r.ok) return say(r.json?.error?.code === "step_up_required" ? "Confirm with your authenticator first: sign out and in again, then retry." : errorText(r), true);
+      if (!r.ok) return say(errorText(r), true);
       $("#key-once").hidden = false;
       $("#key-value").textContent = r.json.key;
+      $("#key-copy").onclick = async () => {
+        try { await navigator.clipboard.writeText(r.json.key); say("Copied."); } catch { say("Select the key and copy it by hand.", true); }
+      };
       e.target.reset();
       loadKeys();
     });

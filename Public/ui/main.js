@@ -5,10 +5,13 @@
 //   /w/<ws>/p/<project>/file/<path>#L10-L20  a file, lines 10-20 marked
 //   /w/<ws>/p/<project>/search?q=…           search results
 //   /w/<ws>/p/<project>/terminal/<id>        a terminal;  …/job/<id>  a job's output
+//   /w/<ws>/p/<project>/agent, …/run/<id>    agent runs: start one, history; one run streamed
+//   /w/<ws>/p/<project>/budget, …/receipts   spend per day and the caps; the receipt chain
 import { api, session, APIError } from "./api.js";
 import { h, $ } from "./dom.js";
 import { fileView, searchView, quickOpen, markLines } from "./code.js";
 import { terminalView, jobView, projectHome } from "./run.js";
+import { agentView, runView, budgetView, receiptsView } from "./agent.js";
 
 export const state = { ws: null, project: null, projects: [], user: null, tabs: [], views: new Map() };
 
@@ -41,6 +44,7 @@ async function boot() {
   $("#btn-quick").onclick = () => state.project && quickOpen();
   $("#btn-search").onclick = () => state.project && go(`${base()}/search`);
   $("#btn-terminal").onclick = () => state.project && newTerminal();
+  $("#btn-agent").onclick = () => state.project && go(`${base()}/agent`);
   $("#show-ignored").onchange = () => loadTree();
   $("#ws-select").onchange = (e) => go(`/w/${e.target.value}`);
   $("#project-select").onchange = (e) => go(e.target.value ? `/w/${state.ws}/p/${e.target.value}` : `/w/${state.ws}`);
@@ -66,7 +70,7 @@ function viewKey() {
   const r = parse();
   if (!r.project) return `ws:${r.ws}`;
   if (!r.kind) return `home:${r.project}`;
-  if (r.kind === "search") return `search:${r.project}`;
+  if (["search", "agent", "budget", "receipts"].includes(r.kind)) return `${r.kind}:${r.project}`;
   return `${r.kind}:${r.project}:${r.rest}`;
 }
 
@@ -103,6 +107,10 @@ async function makeView(r) {
   if (r.kind === "search") return searchView();
   if (r.kind === "terminal") return terminalView(r.rest);
   if (r.kind === "job") return jobView(r.rest);
+  if (r.kind === "agent") return agentView();
+  if (r.kind === "run") return runView(r.rest);
+  if (r.kind === "budget") return budgetView();
+  if (r.kind === "receipts") return receiptsView();
   throw new Error("Unknown view " + r.kind);
 }
 
@@ -210,7 +218,8 @@ async function statusBar() {
   try {
     const today = new Date().toISOString().slice(0, 10);
     const l = await api("GET", `/api/budget/ledger?ws_id=${state.ws}&since=${today}`);
-    $("#st-budget").textContent = `today $${((l.totals?.cost_usd_micros || 0) / 1e6).toFixed(2)}`;
+    const c = l.totals?.cost_usd_micros || 0;
+    $("#st-budget").textContent = `today $${(c / 1e6).toFixed(c && c < 10000 ? 4 : 2)}`;
   } catch { $("#st-budget").textContent = ""; }
 }
 

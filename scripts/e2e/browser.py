@@ -2,8 +2,11 @@
 first-run owner setup from the URL `kiln serve` prints, MFA enrolment on the account page, sign out,
 sign in again with a pyotp code; then the workspace app: open a project, quick-open a file, search and
 click a result (landing on the marked line), a terminal (`echo $((6*7))` read back from xterm's buffer,
-then reload and the replay), the tests as a job with their summary, and a file whose text is markup
-(it must stay text). Screenshots of each step go to OUT/screens/. Usage: python browser.py BIN_DIR OUT_DIR
+then reload and the replay), the tests as a job with their summary, a file whose text is markup (it
+must stay text), an agent run against the scripted model (fake_llm.py, mode ui: its message carries
+markup too) with a cost estimate, streamed text and a diff, rolled back; the run in the budget chart
+and its receipt verified; an API key created after a step-up prompt; and no request to another origin.
+Screenshots of each step go to OUT/screens/. Usage: python browser.py BIN_DIR OUT_DIR
 """
 import os
 import re
@@ -12,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import sqlite3
 
 import pyotp
 from selenium import webdriver
@@ -49,8 +54,11 @@ files = {
 for name, text in files.items():
     with open(os.path.join(demo, name), "w") as f:
         f.write(text)
+sock = socket.socket(); sock.bind(("127.0.0.1", 0)); llm_port = sock.getsockname()[1]; sock.close()
+llm = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_llm.py"), str(llm_port), "ui"])
 server = subprocess.Popen([os.path.join(bin_dir, "kiln"), "serve", "--port", str(port), "--data-dir", data,
-                           "--projects-root", roots],
+                           "--projects-root", roots, "--llm-base-url", f"http://127.0.0.1:{llm_port}/v1",
+                           "--llm-model", "gpt-4o-mini"],
                           stdout=subprocess.PIPE, stderr=open(os.path.join(out_dir, "browser-serve.log"), "w"), text=True, cwd=os.getcwd())
 setup_url = None
 deadline = time.time() + 30
@@ -158,6 +166,72 @@ def workspace_flow():
     wait.until(lambda d: "passed" in visible(".job-result").text)
     check("the job's output is back after a reload", "1 passed" in visible(".job-out").text)
 
+    # An agent run: estimate, stream, diff, rollback; then the budget and the receipt.
+    visible("#btn-agent").click()
+    visible("textarea[name=prompt]").send_keys("take notes about this project")
+    wait.until(lambda d: "Estimated cost $" in visible("section:not([hidden]) p[role=status]").text)
+    shot("agent-estimate")
+    check("the agent form shows a cost estimate before the run", True)
+    visible("section:not([hidden]) form button[type=submit]").click()
+    wait.until(EC.url_contains("/run/run_"))
+    wait.until(lambda d: "Completed" in visible(".run-status").text)
+    shot("agent-run")
+    msg = visible(".run-log .msg").text
+    check("the run's streamed text is shown (markdown rendered: bold)",
+          "Recording what I see" in msg and bool(driver.find_elements(By.CSS_SELECTOR, ".run-log .msg strong")))
+    hrefs = [a.get_attribute("href") or "" for a in driver.find_elements(By.CSS_SELECTOR, ".run-log a")]
+    check("markup in the model's message stays text: no <img>, no javascript: link, nothing ran",
+          "<img src=x" in msg and not driver.find_elements(By.CSS_SELECTOR, ".run-log img")
+          and not any(h.lower().startswith("javascript:") for h in hrefs) and driver.execute_script("return window.__xss") is None)
+    check("the file change is shown as a diff", "+written by the agent" in visible(".diff").text)
+    check("… and the file is in the project", os.path.exists(os.path.join(demo, "notes", "agent.txt")))
+    visible(".receipt button").click()
+    wait.until(lambda d: "ok" in visible(".verify-result").text)
+    check("the run's receipt verifies", visible(".verify-result").text.startswith("ok"))
+    visible(".run-view .row button:not(.secondary)").click()
+    wait.until(lambda d: "Rolled back" in visible(".run-status").text)
+    shot("agent-rolled-back")
+    check("rollback: the file the run created is gone again", not os.path.exists(os.path.join(demo, "notes", "agent.txt")))
+    driver.get(driver.current_url.split("/run/")[0] + "/budget")
+    visible(".chart")
+    shot("budget")
+    check("the run is in the budget chart (a bar for today)", len(driver.find_elements(By.CSS_SELECTOR, ".chart rect")) >= 1)
+    driver.get(driver.current_url.split("/budget")[0] + "/receipts")
+    visible("section:not([hidden]) .row button").click()
+    wait.until(lambda d: visible("section:not([hidden]) .row p").text != "")
+    check("the receipt chain verifies from the receipts page", visible("section:not([hidden]) .row p").text.startswith("ok"))
+
+    # An API key after a step-up prompt: the session's last factor is made 20 minutes old (as if
+    # time had passed) in the database, so creating a key asks for a code first.
+    db = sqlite3.connect(os.path.join(data, "kiln.db"))
+    db.execute("UPDATE sessions SET mfa_verified_at = mfa_verified_at - 1200000 WHERE mfa_verified_at IS NOT NULL")
+    db.commit(); db.close()
+    driver.get(driver.current_url.split("/w/")[0] + "/account.html")
+    form = visible("#key-form")
+    form.find_element(By.NAME, "name").send_keys("ci")
+    form.find_element(By.NAME, "scopes").send_keys("workspace:list")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    visible("#dlg-stepup input").send_keys("a code is not a password")
+    visible("#dlg-stepup button[type=submit]").click()
+    wait.until(lambda d: visible("#stepup-error").text != "")
+    check("a wrong secret in the step-up prompt is refused there", not driver.find_element(By.ID, "key-value").text)
+    # With MFA on, step-up wants a code: one of a later step than the sign-in's, within the window.
+    field = visible("#dlg-stepup input")
+    while int(time.time() // 30) + 1 < step + 1:  # the sign-in may have used the next step already
+        time.sleep(1)
+    field.clear(); field.send_keys(totp.at(max(int(time.time() // 30), step + 1) * 30))
+    shot("step-up")
+    visible("#dlg-stepup button[type=submit]").click()
+    wait.until(lambda d: d.find_element(By.ID, "key-value").text.startswith("kf_"))
+    shot("api-key")
+    check("an API key is created after the step-up prompt, shown once", driver.find_element(By.ID, "key-value").text.startswith("kf_"))
+
+    # Nothing came from another origin (every resource the pages loaded was this server's).
+    origin = driver.current_url.split("/account.html")[0]
+    foreign = [e["name"] for e in driver.execute_script("return performance.getEntriesByType('resource').map(e => ({name: e.name}))")
+               if not e["name"].startswith(origin)]
+    check("no page loads anything from another origin", not foreign)
+
 
 try:
     email, password = "owner@example.com", "correct horse battery staple"
@@ -217,6 +291,7 @@ except Exception as e:  # a step that did not happen: record it with a screensho
     check(f"browser flow ({type(e).__name__}: {e})", False)
 finally:
     driver.quit()
+    llm.terminate()
     server.terminate()
     server.wait(timeout=15)
 

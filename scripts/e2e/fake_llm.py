@@ -4,6 +4,8 @@ and benchmarks. Not a model: it answers by rule, so runs are repeatable.
 Usage: fake_llm.py PORT [MODE]
   MODE agent (default): first turn records a finding and writes notes/agent.txt, second turn reads it,
                         third turn answers "done".
+  MODE ui: as agent, but the first message carries markup (<img onerror>, a javascript: link) that a
+                        browser must show as text.
   MODE probe: first turn runs `sh probe.sh agent` (run_command), reads ../other/secret.txt and writes
                         ../escape-tool.txt, reads and writes through symlinks out of the project (all must be
                         refused), then runs the project's tests;
@@ -72,7 +74,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_events(events + [usage])
             return
         if tools_done == 0:
-            events = [chunk({"content": "Recording what I see."}),
+            intro = "Recording what I see." if MODE != "ui" else (
+                "Recording **what I see**. <img src=x onerror=\"window.__xss=4\"> [click](javascript:window.__xss=5)")
+            events = [chunk({"content": intro}),
                       call(0, "c1", "record_finding", {"path": "README.md", "line": 1, "claim": "the README starts with hello", "evidence": "hello"}),
                       call(1, "c2", "write_file", {"path": "notes/agent.txt", "content": "written by the agent\n"}),
                       chunk({}, "tool_calls")]
