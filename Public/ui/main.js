@@ -1,6 +1,7 @@
 // The workspace app: one page under /w/ whose view is read from the URL, so every view has a link
 // and a reload restores it.
 //   /w/<ws>                                  projects of the workspace (open a folder, clone)
+//   /w/<ws>/members, /w/<ws>/audit, /w/<ws>/admin   members and roles; the audit trail; instance admin
 //   /w/<ws>/p/<project>                      the project: rescan, findings, run a command or the tests, jobs
 //   /w/<ws>/p/<project>/file/<path>#L10-L20  a file, lines 10-20 marked
 //   /w/<ws>/p/<project>/search?q=…           search results
@@ -12,6 +13,7 @@ import { h, $ } from "./dom.js";
 import { fileView, searchView, quickOpen, markLines } from "./code.js";
 import { terminalView, jobView, projectHome } from "./run.js";
 import { agentView, runView, budgetView, receiptsView } from "./agent.js";
+import { membersView, auditView, adminView } from "./admin.js";
 
 export const state = { ws: null, project: null, projects: [], user: null, tabs: [], views: new Map() };
 
@@ -31,6 +33,7 @@ export function base() { return `/w/${state.ws}/p/${state.project.id}`; }
 function parse() {
   const parts = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
   // parts[0] === "w"
+  if (parts[2] && parts[2] !== "p") return { ws: parts[1], project: null, kind: parts[2], rest: "" };
   return { ws: parts[1], project: parts[2] === "p" ? parts[3] : null, kind: parts[4] || null, rest: parts.slice(5).join("/") };
 }
 
@@ -41,12 +44,16 @@ async function boot() {
     return;
   }
   state.user = s.user;
+  $("#admin-link").hidden = !s.is_admin && !s.user?.is_admin;
   $("#btn-quick").onclick = () => state.project && quickOpen();
   $("#btn-search").onclick = () => state.project && go(`${base()}/search`);
   $("#btn-terminal").onclick = () => state.project && newTerminal();
   $("#btn-agent").onclick = () => state.project && go(`${base()}/agent`);
   $("#show-ignored").onchange = () => loadTree();
   $("#ws-select").onchange = (e) => go(`/w/${e.target.value}`);
+  for (const [id, kind] of [["members-link", "members"], ["audit-link", "audit"], ["admin-link", "admin"]]) {
+    $("#" + id).onclick = (e) => { e.preventDefault(); go(`/w/${state.ws}/${kind}`); };
+  }
   $("#project-select").onchange = (e) => go(e.target.value ? `/w/${state.ws}/p/${e.target.value}` : `/w/${state.ws}`);
   document.addEventListener("keydown", (e) => {
     const mod = e.ctrlKey || e.metaKey;
@@ -68,7 +75,7 @@ async function newTerminal() {
 
 function viewKey() {
   const r = parse();
-  if (!r.project) return `ws:${r.ws}`;
+  if (!r.project) return `ws:${r.ws}:${r.kind || ""}`;
   if (!r.kind) return `home:${r.project}`;
   if (["search", "agent", "budget", "receipts"].includes(r.kind)) return `${r.kind}:${r.project}`;
   return `${r.kind}:${r.project}:${r.rest}`;
@@ -101,6 +108,9 @@ async function routeNow() {
 }
 
 async function makeView(r) {
+  if (!r.project && r.kind === "members") return { ...(await membersView()), closable: false };
+  if (!r.project && r.kind === "audit") return { ...(await auditView()), closable: false };
+  if (!r.project && r.kind === "admin") return { ...(await adminView()), closable: false };
   if (!r.project) return projectsView();
   if (!r.kind) return { ...(await projectHome()), closable: false };
   if (r.kind === "file") return fileView(r.rest);
@@ -142,6 +152,7 @@ async function enterProject(id) {
   $("#project-select").value = id ?? "";
   state.tabs = id ? JSON.parse(sessionStorage.getItem(`kiln.tabs.${id}`) || "[]") : [];
   $("#side").hidden = !id;
+  $("#project-actions").hidden = !id;
   if (id) { await loadTree(); statusBar(); }
 }
 

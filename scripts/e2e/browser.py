@@ -226,8 +226,27 @@ def workspace_flow():
     shot("api-key")
     check("an API key is created after the step-up prompt, shown once", driver.find_element(By.ID, "key-value").text.startswith("kf_"))
 
+    # Workspace and instance admin pages.
+    driver.get(driver.current_url.split("/account.html")[0] + "/w/")
+    visible("#members-link").click()
+    check("members page lists the owner with its role",
+          wait.until(lambda d: "owner@example.com" in visible("section:not([hidden]) table").text))
+    visible("#audit-link").click()
+    f = visible("form[aria-label='Filter the audit trail']")
+    f.find_element(By.NAME, "action").send_keys("project.loaded")
+    f.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda d: "project.loaded" in visible("section:not([hidden]) tbody").text)
+    check("the audit trail filtered by action", all("project.loaded" in r.text for r in driver.find_elements(By.CSS_SELECTOR, "section:not([hidden]) tbody tr")))
+    visible("#admin-link").click()
+    i = visible("form[aria-label='Invite someone'] input[name=email]")
+    i.send_keys("newcomer@example.com")
+    i.submit()
+    wait.until(lambda d: "/register?invitation=kin_" in visible(".once").text)
+    shot("admin")
+    check("the instance admin page invites an address (a single-use link)", True)
+
     # Nothing came from another origin (every resource the pages loaded was this server's).
-    origin = driver.current_url.split("/account.html")[0]
+    origin = driver.current_url.split("/w/")[0]
     foreign = [e["name"] for e in driver.execute_script("return performance.getEntriesByType('resource').map(e => ({name: e.name}))")
                if not e["name"].startswith(origin)]
     check("no page loads anything from another origin", not foreign)
