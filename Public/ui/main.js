@@ -214,7 +214,7 @@ async function expand(ul, path) {
       ul.append(h("li", { role: "treeitem" }, a));
     }
   }
-  if (ul.id === "tree") ul.dataset.loaded = "1";
+  if (ul.id === "tree") { ul.dataset.loaded = "1"; performance.mark("kiln:tree-rendered"); }
 }
 
 // --- status bar: index state, running jobs, spend today ---

@@ -128,6 +128,12 @@ import Testing
         #expect(await get("/vendor/lib.0123abcdef.js", ["Accept-Encoding": "gzip;q=0"]).2["Content-Encoding"] == nil)
         let ranged = await get("/vendor/lib.0123abcdef.js", ["Accept-Encoding": "gzip", "Range": "bytes=0-6"])
         #expect(ranged.0 == 206 && ranged.1 == "console" && ranged.2["Content-Encoding"] == nil)
+        // Edited after compressing: the stale .gz is not used.
+        let path = dir + "/public/vendor/lib.0123abcdef.js"
+        let later = Date().addingTimeInterval(60)
+        try FileManager.default.setAttributes([.modificationDate: later], ofItemAtPath: path)
+        let stale = await get("/vendor/lib.0123abcdef.js", ["Accept-Encoding": "gzip"])
+        #expect(stale.2["Content-Encoding"] == nil && stale.1.hasPrefix("console.log"))
         #expect(await get("/assets/app.css").2["Cache-Control"] == "public, max-age=3600")
         #expect(await get("/index.html").2["Cache-Control"] == "no-cache")
     }

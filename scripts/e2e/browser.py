@@ -101,14 +101,25 @@ def terminal_text(tid):
     return driver.execute_script("return window.kilnTerminalText && window.kilnTerminalText(arguments[0])", tid) or ""
 
 
+def unnamed_controls():
+    """Visible buttons, inputs, selects and links without an accessible name (label, aria-label, text, title)."""
+    return driver.execute_script("""
+        return [...document.querySelectorAll('button, input, select, textarea, a[href]')].filter(e => e.offsetParent !== null)
+          .filter(e => !((e.labels && e.labels.length) || e.getAttribute('aria-label') || e.textContent.trim() || e.title || e.placeholder || e.type === 'hidden'))
+          .map(e => e.outerHTML.slice(0, 80));""")
+
+
 def workspace_flow():
     where = visible("input[name=where]")
     where.send_keys(demo)
     where.submit()
     wait.until(EC.url_contains("/p/prj_"))
+    global workspace_url
+    workspace_url = driver.current_url.split("#")[0]
     visible("a.tree-file[data-path='README.md']")
     shot("project")
     check("open a project: its tree is listed", True)
+    check(f"every visible control on the project page has an accessible name {unnamed_controls()}", not unnamed_controls())
 
     visible("a.tree-file[data-path='README.md']").click()
     visible(".file-view .src")
@@ -126,6 +137,13 @@ def workspace_flow():
     wait.until(EC.url_contains("/file/src/calc.py"))
     check("quick open (Ctrl+P, fuzzy) opens src/calc.py", "return a + b" in visible(".file-view .src").text)
 
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.CONTROL, "p")
+    visible("#quick-input").send_keys("@test_add")
+    wait.until(lambda d: "test_calc.py:4" in d.find_element(By.ID, "quick-list").text)
+    visible("#quick-input").send_keys(Keys.ENTER)
+    wait.until(EC.url_contains("/file/test_calc.py#L4"))
+    check("go to symbol (@test_add) opens its file at its line", bool(visible(".line-mark")))
+
     driver.find_element(By.TAG_NAME, "body").send_keys(Keys.CONTROL, Keys.SHIFT, "f")
     q = visible(".search-form input[name=q]")
     q.send_keys("line 2999")
@@ -142,6 +160,7 @@ def workspace_flow():
         const y = g.getBoundingClientRect().top + (2999 - first) * 20;
         return Math.abs(m.top - y) < 2 && m.top >= code.top && m.bottom <= code.bottom;""", mark)
     shot("search-hit")
+    check(f"every visible control on the file view has an accessible name {unnamed_controls()}", not unnamed_controls())
     check("search, click a result: the file opens at line 2999, marked and in view", ok)
 
     visible("#btn-terminal").click()
@@ -244,6 +263,16 @@ def workspace_flow():
     wait.until(lambda d: "/register?invitation=kin_" in visible(".once").text)
     shot("admin")
     check("the instance admin page invites an address (a single-use link)", True)
+
+    check(f"every visible control on the admin page has an accessible name {unnamed_controls()}", not unnamed_controls())
+    # A phone: nothing wider than the screen on the project and file views.
+    driver.set_window_size(390, 844)
+    driver.get(workspace_url + "/file/src/calc.py")
+    visible(".file-view .src")
+    wide = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+    shot("phone-file")
+    check(f"390x844: the file view fits the screen (overflow {wide}px)", wide <= 0)
+    driver.set_window_size(1100, 1400)
 
     # Nothing came from another origin (every resource the pages loaded was this server's).
     origin = driver.current_url.split("/w/")[0]

@@ -87,7 +87,7 @@ public struct StaticFiles: Sendable {
         // bytes of the original).
         var file = original
         var encoding: String? = nil
-        let compressed = try? resolveSibling(original.path + ".gz")
+        let compressed = try? resolveSibling(original.path + ".gz", of: original)
         if let compressed, request.headers["Range"] == nil,
             StaticFiles.acceptsGzip(request.headers["Accept-Encoding"])
         {
@@ -163,11 +163,15 @@ public struct StaticFiles: Sendable {
             })
     }
 
-    /// A file beside one already resolved (its `.gz`), if it is a regular file inside the root.
-    func resolveSibling(_ path: String) throws -> FileInfo? {
+    /// The `.gz` beside a resolved file, if it is a regular file inside the root and not older than
+    /// the original (a file edited after compressing is served as it is now, never the stale copy).
+    func resolveSibling(_ path: String, of original: FileInfo) throws -> FileInfo? {
         var st = stat()
         guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, path.hasPrefix(root + "/") else { return nil }
-        return FileInfo(path: path, size: Int(st.st_size), mtime: st.st_mtim)
+        let older =
+            st.st_mtim.tv_sec < original.mtime.tv_sec
+            || (st.st_mtim.tv_sec == original.mtime.tv_sec && st.st_mtim.tv_nsec < original.mtime.tv_nsec)
+        return older ? nil : FileInfo(path: path, size: Int(st.st_size), mtime: st.st_mtim)
     }
 
     /// Pages are revalidated each time; a name carrying a content hash (`name.<8+ hex>.ext`) never
