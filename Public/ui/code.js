@@ -35,7 +35,7 @@ export function parseLines(hash) {
   return [Math.min(a, b), Math.max(a, b)];
 }
 
-export function markLines(view, range) {
+function markLines(view, range) {
   view.marks.replaceChildren();
   if (!range) return;
   view.marks.append(h("div", { class: "line-mark" }));

@@ -15,14 +15,6 @@ export function h(tag, attrs = {}, ...children) {
 
 export const $ = (sel, root = document) => root.querySelector(sel);
 
-// Only http(s) and same-site links are ever put in an href (no javascript:, data: …).
-export function safeHref(url) {
-  try {
-    const u = new URL(url, location.origin);
-    return u.protocol === "http:" || u.protocol === "https:" ? u.href : "#";
-  } catch { return "#"; }
-}
-
 export function formatBytes(n) {
   if (n < 1024) return `${n} B`;
   if (n < 1 << 20) return `${(n / 1024).toFixed(1)} KiB`;

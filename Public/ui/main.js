@@ -10,7 +10,7 @@
 //   /w/<ws>/p/<project>/budget, …/receipts   spend per day and the caps; the receipt chain
 import { api, session, APIError } from "./api.js";
 import { h, $ } from "./dom.js";
-import { fileView, searchView, quickOpen, markLines } from "./code.js";
+import { fileView, searchView, quickOpen } from "./code.js";
 import { terminalView, jobView, projectHome } from "./run.js";
 import { agentView, runView, budgetView, receiptsView } from "./agent.js";
 import { membersView, auditView, adminView } from "./admin.js";
@@ -199,7 +199,7 @@ async function expand(ul, path) {
   for (const it of items) {
     const p = path ? `${path}/${it.name}` : it.name;
     if (it.type === "dir") {
-      const sub = h("ul", { role: "group", hidden: true });
+      const sub = h("ul", { hidden: true });
       const btn = h("button", { type: "button", class: "tree-dir", "aria-expanded": "false", "data-path": p }, it.name);
       btn.onclick = async () => {
         const open = btn.getAttribute("aria-expanded") === "true";
@@ -207,11 +207,11 @@ async function expand(ul, path) {
         sub.hidden = open;
         if (!open && !sub.childElementCount) await expand(sub, p);
       };
-      ul.append(h("li", { role: "treeitem" }, btn, sub));
+      ul.append(h("li", {}, btn, sub));
     } else {
       const a = h("a", { href: `${base()}/file/${p.split("/").map(encodeURIComponent).join("/")}`, class: "tree-file" + (it.git_status ? " git-" + it.git_status.replace("?", "u") : ""), "data-path": p }, it.name);
       a.onclick = (e) => { e.preventDefault(); go(a.getAttribute("href")); };
-      ul.append(h("li", { role: "treeitem" }, a));
+      ul.append(h("li", {}, a));
     }
   }
   if (ul.id === "tree") { ul.dataset.loaded = "1"; performance.mark("kiln:tree-rendered"); }
@@ -258,5 +258,4 @@ function projectsView() {
   return { el: h("section", { class: "pad" }, h("h1", { text: "Projects" }), list, h("h2", { text: "Open a project" }), form), title: "Projects", closable: false };
 }
 
-export { markLines };
 boot().catch((e) => say(e.message, true));
