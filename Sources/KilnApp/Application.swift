@@ -10,6 +10,7 @@ import KilnHTTP
 import KilnPTY
 import KilnProjects
 import KilnReceipts
+import KilnSecrets
 import KilnShell
 import KilnStore
 import KilnWorkspaces
@@ -84,7 +85,8 @@ public final class Application: ModuleHost, @unchecked Sendable {
         let receipts = ReceiptsModule(services: s, projects: projects.service, pricing: budget.service.pricing)
         let agents = AgentsModule(
             services: s, projects: projects.service, jobs: shell.service, observers: [budget.service, receipts.service])
-        return [auth, account, workspaces, projects, shell, pty, agents, budget, receipts]
+        let secrets = SecretsModule(services: s)
+        return [auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets]
     }
 
     /// Opens (or creates) the data dir and database, applies migrations, registers every route.

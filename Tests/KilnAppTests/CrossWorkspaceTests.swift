@@ -41,7 +41,9 @@ import Testing
                 let params = route.pattern.split(separator: "/").filter { $0.hasPrefix(":") }.map {
                     String($0.dropFirst())
                 }
-                guard !params.isEmpty else { continue }
+                // A secret's name is not an id: it is a key within the request's own workspace (the same
+                // name elsewhere is another secret), so those routes are covered by SecretsTests.
+                guard !params.isEmpty, params != ["name"] else { continue }
                 guard params.allSatisfy({ ids[$0] != nil }) else {
                     Issue.record("\(route.pattern): an id parameter this test does not know; add a resource for it")
                     continue

@@ -147,3 +147,39 @@ import Testing
         #expect(lines[2] == String(repeating: " ", count: 28) + "runs at once  [KILN_X]")
     }
 }
+
+@Suite struct RedactionTests {
+    let r = Redactor([SecretValue(name: "TOKEN", value: "s3cr3t/v+lue"), SecretValue(name: "OTHER", value: "abc def")])
+
+    @Test func everyFormIsReplaced() {
+        let b64 = Data("s3cr3t/v+lue".utf8).base64EncodedString()
+        let text = "x s3cr3t/v+lue y \(b64) z s3cr3t%2Fv%2Blue w s3cr3t%2fv%2blue q abc+def"
+        let out = r.redact(text)
+        #expect(!out.contains("s3cr3t") && !out.contains(b64.trimmingCharacters(in: ["="])))
+        #expect(out.hasPrefix("x [secret:TOKEN] y [secret:TOKEN]"), "\(out)")
+        #expect(out.hasSuffix("q [secret:OTHER]"), "\(out)")
+        #expect(r.redact("nothing here") == "nothing here")
+    }
+
+    /// Split at every byte, the stream gives the same result as the whole.
+    @Test func aSecretSplitAcrossPiecesIsStillReplaced() {
+        let text = Array("before s3cr3t/v+lue middle s3cr3t/v+lu end s3cr3".utf8)
+        let whole = r.redact(text)
+        for cut in 1..<text.count {
+            var s = StreamRedactor(r)
+            let got = s.feed(Array(text[..<cut])) + s.feed(Array(text[cut...])) + s.finish()
+            #expect(got == whole, "cut at \(cut)")
+        }
+        var s = StreamRedactor(r)
+        var got: [UInt8] = []
+        for b in text { got += s.feed([b]) }
+        got += s.finish()
+        #expect(got == whole)
+        #expect(String(decoding: whole, as: UTF8.self) == "before [secret:TOKEN] middle s3cr3t/v+lu end s3cr3")
+    }
+
+    @Test func anEmptyRedactorPassesEverything() {
+        var s = StreamRedactor(Redactor([]))
+        #expect(s.feed(Array("abc".utf8)) == Array("abc".utf8))
+    }
+}

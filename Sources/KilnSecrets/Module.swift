@@ -1,0 +1,30 @@
+import Foundation
+import KilnCore
+import KilnHTTP
+import KilnStore
+
+public enum SecretsPermission {
+    public static let list = Permission(
+        "secrets:list", "See a workspace's secret names, versions and when they were used (never values)",
+        minimumRole: .member)
+    public static let reveal = Permission(
+        "secrets:reveal", "Read a secret's value (with step-up, never with an API key)", minimumRole: .admin)
+    public static let write = Permission("secrets:write", "Set and delete a workspace's secrets", minimumRole: .admin)
+}
+
+/// Secrets: values a workspace keeps encrypted (envelope encryption under the master key) and hands
+/// to jobs, terminals and agent runs by name, never to logs or transcripts.
+public struct SecretsModule: KilnModule {
+    public let name = "secrets"
+    /// What other domains use (`SecretProvider`): values by name, for one use, audited.
+    public let service: SecretsService
+
+    public init(services: Services) { service = SecretsService(services: services) }
+
+    public var migrations: [Migration] { SecretsMigrations.all }
+    public var permissions: [Permission] {
+        [SecretsPermission.list, SecretsPermission.reveal, SecretsPermission.write]
+    }
+
+    public func register(_ routes: Routes) { SecretsRoutes(secrets: service).register(routes) }
+}

@@ -1,0 +1,156 @@
+import Foundation
+import KilnCore
+import KilnCrypto
+import KilnHTTP
+import KilnStore
+
+/// Setting, listing, revealing and using a workspace's secrets. Values exist in plaintext only in
+/// memory, on their way to a use or to a reveal.
+public final class SecretsService: SecretProvider, Sendable {
+    let store: SecretsStore
+    let clock: any Clock
+    let masterKey: [UInt8]
+
+    init(services: Services) {
+        store = SecretsStore(db: services.db)
+        clock = services.clock
+        masterKey = services.masterKey
+    }
+
+    static func info(_ r: Row) -> SecretInfo {
+        SecretInfo(
+            name: r.string("name") ?? "", version: r.int("version") ?? 0, createdAt: r.date("created_at") ?? Date(),
+            updatedAt: r.date("updated_at") ?? Date(), updatedBy: r.string("updated_by"),
+            expiresAt: r.date("expires_at"),
+            lastUsedAt: r.date("last_used_at"))
+    }
+
+    func list(wsID: String) async throws -> [SecretInfo] { try await store.list(wsID).map(Self.info) }
+
+    func versions(wsID: String, name: String) async throws -> [SecretVersion] {
+        let name = try SecretRules.validName(name)
+        guard try await store.current(wsID, name) != nil else { throw APIError.notFound("No secret \(name)") }
+        return try await store.versions(wsID, name).map {
+            SecretVersion(
+                version: $0.int("version") ?? 0, createdAt: $0.date("created_at") ?? Date(),
+                createdBy: $0.string("created_by"), expiresAt: $0.date("expires_at"))
+        }
+    }
+
+    /// Sets a new version; returns it and whether the secret is new.
+    func set(
+        wsID: String, name: String, value: String, expiresAt: String?, userID: String, ip: String
+    ) async throws -> (SecretInfo, created: Bool) {
+        let name = try SecretRules.validName(name)
+        guard !value.isEmpty, value.utf8.count <= SecretRules.maxValue else {
+            throw APIError.validation("value must be 1 byte to 64 KiB", field: "value")
+        }
+        let now = clock.now()
+        var expiry: Date? = nil
+        if let expiresAt {
+            guard let d = HTTPDate.parseISO8601(expiresAt), d > now else {
+                throw APIError.validation("expires_at must be a time in the future (ISO 8601)", field: "expires_at")
+            }
+            expiry = d
+        }
+        let master = masterKey
+        let bytes = Array(value.utf8)
+        return try await store.db.write { [store, expiry] tx in
+            let existed = try store.current(tx, wsID, name) != nil
+            let version = try store.nextVersion(tx, wsID, name)
+            let sealed = try Envelope.seal(bytes, master: master, wsID: wsID, name: name, version: version)
+            try store.put(
+                tx, wsID: wsID, name: name, version: version, sealed: sealed, userID: userID, expiresAt: expiry,
+                keep: SecretRules.keptVersions, at: now)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: existed ? "secret.updated" : "secret.created", actorUserID: userID, wsID: wsID,
+                    resourceType: "secret", resourceID: name, ip: ip, details: ["version": .int(version)]), at: now)
+            return (Self.info(try store.current(tx, wsID, name)!), !existed)
+        }
+    }
+
+    /// The value, for a person who stepped up; audited with the reason they gave.
+    func reveal(
+        wsID: String, name: String, reason: String?, userID: String, ip: String
+    ) async throws -> (
+        SecretInfo, String
+    ) {
+        let name = try SecretRules.validName(name)
+        if let reason, reason.utf8.count > 500 { throw APIError.validation("reason is too long", field: "reason") }
+        let now = clock.now()
+        let master = masterKey
+        return try await store.db.write { [store] tx in
+            guard let cur = try store.current(tx, wsID, name) else { throw APIError.notFound("No secret \(name)") }
+            let value = try Self.open(tx, store, master, wsID, name, cur.int("version") ?? 0)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "secret.revealed", actorUserID: userID, wsID: wsID, resourceType: "secret",
+                    resourceID: name, ip: ip, details: ["reason": reason.map { .string($0) } ?? .null]), at: now)
+            return (Self.info(cur), value)
+        }
+    }
+
+    func delete(wsID: String, name: String, userID: String, ip: String) async throws {
+        let name = try SecretRules.validName(name)
+        let now = clock.now()
+        try await store.db.write { [store] tx in
+            guard try store.delete(tx, wsID, name) else { throw APIError.notFound("No secret \(name)") }
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "secret.deleted", actorUserID: userID, wsID: wsID, resourceType: "secret",
+                    resourceID: name, ip: ip), at: now)
+        }
+    }
+
+    static func open(
+        _ tx: Transaction, _ store: SecretsStore, _ master: [UInt8], _ wsID: String, _ name: String, _ version: Int
+    ) throws -> String {
+        guard let row = try store.sealed(tx, wsID, name, version), let wrapped = row.blob("wrapped_key"),
+            let ct = row.blob("ciphertext")
+        else { throw APIError.conflict("Secret \(name) has no stored value") }
+        let sealed = Envelope.Sealed(keyID: row.string("key_id") ?? "", wrappedKey: wrapped, ciphertext: ct)
+        guard let bytes = try? Envelope.open(sealed, master: master, wsID: wsID, name: name, version: version) else {
+            throw APIError.conflict("Secret \(name) cannot be decrypted with this server's master key")
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    // MARK: SecretProvider
+
+    public func use(_ names: [String], wsID: String, userID: String, purpose: String) async throws -> [SecretValue] {
+        guard !names.isEmpty else { return [] }
+        guard names.count <= 32 else { throw APIError.validation("At most 32 secrets per use", field: "secrets") }
+        let unique = Array(Set(try names.map { try SecretRules.validName($0) })).sorted()
+        let now = clock.now()
+        let master = masterKey
+        return try await store.db.write { [store] tx in
+            var out: [SecretValue] = []
+            for name in unique {
+                guard let cur = try store.current(tx, wsID, name) else {
+                    throw APIError.validation("No secret \(name) in this workspace", field: "secrets")
+                }
+                if let exp = cur.date("expires_at"), exp <= now {
+                    throw APIError.validation("Secret \(name) expired", field: "secrets")
+                }
+                let value = try Self.open(tx, store, master, wsID, name, cur.int("version") ?? 0)
+                guard value.utf8.count >= SecretRules.minInjectable else {
+                    throw APIError.validation(
+                        "Secret \(name) is shorter than \(SecretRules.minInjectable) bytes, too short to be redacted "
+                            + "from output reliably; it cannot be injected", field: "secrets")
+                }
+                out.append(SecretValue(name: name, value: value))
+            }
+            try store.markUsed(tx, wsID, unique, at: now)
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "secret.used", actorUserID: userID, wsID: wsID, resourceType: "secret",
+                    resourceID: unique.joined(separator: ","), details: ["purpose": .string(purpose)]), at: now)
+            return out
+        }
+    }
+}
