@@ -140,9 +140,11 @@ final class AgentEngine: Sendable {
         var msgSeq = 1
         var callSeq = 0
         let findingCounter = Mutex(0)
+        let redactor = Redactor(input.secrets)
         var outcome: (type: String, data: JSONValue, status: String, summary: String?, error: String?, reason: String?)
         let ctx = ToolContext(
-            project: project, runID: id, userID: run.userID, directory: directory, jobs: jobs, snapshots: snapshots,
+            project: project, runID: id, userID: run.userID, secrets: input.secrets, directory: directory, jobs: jobs,
+            snapshots: snapshots,
             onJob: { job in run.state.withLock { $0.job = job } },
             onFileChanged: { [self] path, diff in
                 await self.emit(id, "file.changed", ["path": .string(path), "diff": .string(diff)])
@@ -234,6 +236,8 @@ final class AgentEngine: Sendable {
                             + ToolRegistry.all.map(\.name).joined(separator: ", ")
                     }
                     if run.state.withLock({ $0.cancelled }) { throw CancellationError() }
+                    // A secret's value never reaches the transcript, the events or the model.
+                    output = redactor.redact(output)
                     callSeq += 1
                     let (seq, okFlag, out) = (callSeq, ok, output)
                     try? await store.insertToolCall(

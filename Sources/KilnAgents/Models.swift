@@ -10,6 +10,8 @@ public struct RunInput: Sendable {
     public var maxSteps: Int
     public var temperature: Double?
     public var instructions: String?
+    /// Secrets handed to the run's commands (and redacted from every tool result).
+    public var secrets: [SecretValue] = []
 }
 
 /// `POST /api/agent/run`.
@@ -18,6 +20,8 @@ struct StartInput: Decodable, Sendable {
     let prompt: String
     let model: String?
     let maxSteps: Int?
+    /// Secrets by name for the run's commands.
+    let secrets: [String]?
 }
 
 /// `POST /api/agent/rollback`.

@@ -18,9 +18,12 @@ public struct AgentsModule: KilnModule {
     public let service: AgentService
 
     /// `observers` are told of every run's start, usage and end (budgets, receipts).
-    public init(services: Services, projects: any ProjectDirectory, jobs: any JobLauncher, observers: [any RunObserver])
-    {
-        service = AgentService(services: services, projects: projects, jobs: jobs, observers: observers)
+    public init(
+        services: Services, projects: any ProjectDirectory, jobs: any JobLauncher, observers: [any RunObserver],
+        secrets: (any SecretProvider)? = nil
+    ) {
+        service = AgentService(
+            services: services, projects: projects, jobs: jobs, observers: observers, secrets: secrets)
         let agents = service
         services.hooks.workspaceOf(param: "run_id") { id in try await agents.workspaceOf(id) }
     }

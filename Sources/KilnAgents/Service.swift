@@ -14,14 +14,18 @@ public struct AgentService: Sendable {
     let clock: any Clock
     /// The server's model provider (nil: none configured).
     let server: ProviderSettings?
+    let secrets: (any SecretProvider)?
 
     static let unavailable =
         "No model provider is configured. Start kiln with --llm-base-url (an OpenAI-compatible /v1 URL or "
         + "https://api.anthropic.com), --llm-model and KILN_LLM_API_KEY; scripts/local-model.sh serves a small local model"
 
     /// `observers` follow every run (budgets, receipts), in order.
-    public init(services: Services, projects: any ProjectDirectory, jobs: any JobLauncher, observers: [any RunObserver])
-    {
+    public init(
+        services: Services, projects: any ProjectDirectory, jobs: any JobLauncher, observers: [any RunObserver],
+        secrets: (any SecretProvider)? = nil
+    ) {
+        self.secrets = secrets
         store = AgentStore(db: services.db)
         engine = AgentEngine(services: services, store: store, projects: projects, jobs: jobs, observers: observers)
         self.projects = projects
@@ -132,11 +136,16 @@ public struct AgentService: Sendable {
         let project = try await projects.resolve(input.projectId, access: access, userID: userID)
         let p = try await prefs(userID: userID, wsID: access.wsID)
         let (prov, model) = try provider(p)
+        var values: [SecretValue] = []
+        if let names = input.secrets, !names.isEmpty {
+            guard let secrets else { throw APIError.unavailable("Secrets are not available on this server") }
+            values = try await secrets.use(names, wsID: access.wsID, userID: userID, purpose: "agent.run")
+        }
         return try await engine.start(
             project: project, userID: userID, provider: prov,
             input: RunInput(
                 prompt: input.prompt, model: input.model ?? model, maxSteps: input.maxSteps ?? p.maxSteps ?? 20,
-                temperature: p.temperature, instructions: p.systemInstructions))
+                temperature: p.temperature, instructions: p.systemInstructions, secrets: values))
     }
 
     /// The run to follow: the one named, else the caller's latest in flight.

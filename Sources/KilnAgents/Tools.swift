@@ -9,6 +9,8 @@ public struct ToolContext: Sendable {
     public let project: ProjectRef
     public let runID: String
     public let userID: String
+    /// Secrets the run's commands get in their environment.
+    let secrets: [SecretValue]
     let directory: any ProjectDirectory
     let jobs: any JobLauncher
     let snapshots: Snapshots
@@ -270,7 +272,7 @@ public enum ToolRegistry {
         let id = try await ctx.jobs.start(
             JobSpec(
                 wsID: ctx.project.wsID, projectID: ctx.project.id, userID: ctx.userID, kind: "agent",
-                command: cmd, cwd: ctx.project.root, displayCwd: ".", timeout: timeout))
+                command: cmd, cwd: ctx.project.root, displayCwd: ".", timeout: timeout, secrets: ctx.secrets))
         ctx.onJob(id)
         defer { ctx.onJob(nil) }
         guard let o = await ctx.jobs.wait(id) else { throw ToolFailure("the command's job was lost") }
@@ -285,7 +287,10 @@ public enum ToolRegistry {
     ) { ctx, a in
         let timeout = Double(min(max(integer(a, "timeout_s") ?? 900, 1), 3600))
         let id: String
-        do { id = try await ctx.jobs.startTests(project: ctx.project, userID: ctx.userID, timeout: timeout) } catch let
+        do {
+            id = try await ctx.jobs.startTests(
+                project: ctx.project, userID: ctx.userID, timeout: timeout, secrets: ctx.secrets)
+        } catch let
             e as HTTPError
         { throw ToolFailure(e.message) }
         ctx.onJob(id)

@@ -79,13 +79,15 @@ public final class Application: ModuleHost, @unchecked Sendable {
         let account = AccountModule(services: s, accounts: auth.service)
         let workspaces = WorkspacesModule(services: s, users: auth.service)
         let projects = ProjectsModule(services: s)
-        let shell = ShellModule(services: s, projects: projects.service)
-        let pty = PTYModule(services: s, projects: projects.service)
+        let secrets = SecretsModule(services: s)
+        let shell = ShellModule(services: s, projects: projects.service, secrets: secrets.service)
+        let pty = PTYModule(services: s, projects: projects.service, secrets: secrets.service)
         let budget = BudgetModule(services: s, projects: projects.service, tools: AgentToolCatalog())
         let receipts = ReceiptsModule(services: s, projects: projects.service, pricing: budget.service.pricing)
         let agents = AgentsModule(
-            services: s, projects: projects.service, jobs: shell.service, observers: [budget.service, receipts.service])
-        let secrets = SecretsModule(services: s)
+            services: s, projects: projects.service, jobs: shell.service,
+            observers: [budget.service, receipts.service],
+            secrets: secrets.service)
         return [auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets]
     }
 

@@ -10,6 +10,8 @@ struct SpawnInput: Decodable, Sendable {
     let rows: Int?
     let shell: String?
     let cwd: String?
+    /// Secrets by name, put into the shell's environment (their values redacted from its output).
+    let secrets: [String]?
 }
 
 /// A terminal as `POST /api/pty/spawn` answers it.

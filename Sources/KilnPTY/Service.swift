@@ -29,10 +29,15 @@ final class TerminalService: Sendable {
     let maxPerUser: Int
     let projects: any ProjectDirectory
     let sandbox: Sandbox
+    let secrets: (any SecretProvider)?
     /// Exited terminals stay listed (for their exit code and replay) this long after the last viewer left.
     static let keepExitedSeconds = 600.0
 
-    init(idleSeconds: Double, maxPerUser: Int = 16, projects: any ProjectDirectory, sandbox: Sandbox) {
+    init(
+        idleSeconds: Double, maxPerUser: Int = 16, projects: any ProjectDirectory, sandbox: Sandbox,
+        secrets: (any SecretProvider)? = nil
+    ) {
+        self.secrets = secrets
         self.idleSeconds = idleSeconds
         self.maxPerUser = maxPerUser
         self.projects = projects
@@ -93,12 +98,19 @@ final class TerminalService: Sendable {
                 throw APIError.validation("cwd is not a directory", field: "cwd")
             }
         }
+        var values: [SecretValue] = []
+        if let names = input.secrets, !names.isEmpty {
+            guard let secrets else { throw APIError.unavailable("Secrets are not available on this server") }
+            values = try await secrets.use(names, wsID: access.wsID, userID: userID, purpose: "pty.open")
+        }
         return try spawn(
-            userID: userID, wsID: access.wsID, project: project, shell: shell, cwd: cwd, cols: cols, rows: rows)
+            userID: userID, wsID: access.wsID, project: project, shell: shell, cwd: cwd, cols: cols, rows: rows,
+            secrets: values)
     }
 
     func spawn(
-        userID: String, wsID: String, project: ProjectRef?, shell: String, cwd: String?, cols: Int, rows: Int
+        userID: String, wsID: String, project: ProjectRef?, shell: String, cwd: String?, cols: Int, rows: Int,
+        secrets: [SecretValue] = []
     ) throws -> Terminal {
         guard !closing.load(ordering: .relaxed) else { throw APIError.unavailable("The server is shutting down") }
         let count = all.withLock { $0.values.filter { $0.userID == userID && !$0.exited }.count }
@@ -109,9 +121,10 @@ final class TerminalService: Sendable {
         }
         let launch: Sandbox.Launch
         do {
+            var env = ["SHELL": shell]
+            for s in secrets { env[s.name] = s.value }
             launch = try sandbox.launch(
-                [shell, "-i"], workspace: wsID, project: project?.root, cwd: cwd, environment: ["SHELL": shell],
-                terminal: true)
+                [shell, "-i"], workspace: wsID, project: project?.root, cwd: cwd, environment: env, terminal: true)
         } catch let e as HTTPError {
             throw e
         } catch {
@@ -126,7 +139,7 @@ final class TerminalService: Sendable {
         }
         let t = Terminal(
             id: IDs.make("pty"), userID: userID, wsID: wsID, projectID: project?.id, shell: shell, cwd: cwd ?? "~",
-            pid: started.pid, master: started.master, cols: cols, rows: rows)
+            pid: started.pid, master: started.master, cols: cols, rows: rows, redactor: Redactor(secrets))
         all.withLock { $0[t.id] = t }
         Thread { t.pump(onExit: {}) }.start()
         return t

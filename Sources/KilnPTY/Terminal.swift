@@ -40,12 +40,15 @@ final class Terminal: Sendable {
     let createdAt: Date
     let state: Mutex<State>
     let writes: DispatchQueue
+    /// The secrets this shell was given: replaced in its output before the ring and the viewers.
+    let redactor: Redactor
 
     init(
         id: String, userID: String, wsID: String, projectID: String?, shell: String, cwd: String, pid: pid_t,
-        master: Int32, cols: Int, rows: Int
+        master: Int32, cols: Int, rows: Int, redactor: Redactor = Redactor([])
     ) {
         self.id = id
+        self.redactor = redactor
         self.userID = userID
         self.wsID = wsID
         self.projectID = projectID
@@ -85,9 +88,25 @@ final class Terminal: Sendable {
         }
     }
 
+    /// Into the ring and onto every viewer's socket under the lock, so a viewer attaching now gets
+    /// these bytes either in its replay or after it, never both and never before it.
+    func deliver(_ bytes: [UInt8], _ count: Int? = nil) -> [Viewer] {
+        let n = count ?? bytes.count
+        guard n > 0 else { return state.withLock { Array($0.viewers.values) } }
+        return bytes.withUnsafeBytes { raw in
+            state.withLock { s -> [Viewer] in
+                let chunk = UnsafeRawBufferPointer(rebasing: raw[0..<n])
+                s.ring.append(chunk)
+                for v in s.viewers.values { v.output(chunk) }
+                return Array(s.viewers.values)
+            }
+        }
+    }
+
     /// The reader (its own thread): terminal output to the ring and the viewers, until the shell ends.
     func pump(onExit: @escaping @Sendable () -> Void) {
         var buf = [UInt8](repeating: 0, count: 128 * 1024)
+        var redacting = StreamRedactor(redactor)
         while true {
             var n = buf.withUnsafeMutableBytes { read(master, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
@@ -104,16 +123,7 @@ final class Terminal: Sendable {
                 let more = buf.withUnsafeMutableBytes { read(master, $0.baseAddress! + n, $0.count - n) }
                 if more > 0 { n += more } else if more < 0 && errno == EINTR { continue } else { break }
             }
-            // Into the ring and onto every viewer's socket under the lock, so a viewer attaching now
-            // gets these bytes either in its replay or after it, never both and never before it.
-            let viewers = buf.withUnsafeBytes { raw in
-                state.withLock { s -> [Viewer] in
-                    let chunk = UnsafeRawBufferPointer(rebasing: raw[0..<n])
-                    s.ring.append(chunk)
-                    for v in s.viewers.values { v.output(chunk) }
-                    return Array(s.viewers.values)
-                }
-            }
+            let viewers = redactor.isEmpty ? deliver(buf, n) : deliver(redacting.feed(Array(buf[0..<n])))
             // Back-pressure: wait while a viewer is far behind, but never forever.
             var waited = 0.0
             while let slow = viewers.first(where: { $0.pendingBytes > Terminal.viewerHighWater && !$0.isClosed }) {
@@ -125,6 +135,7 @@ final class Terminal: Sendable {
                 waited += 0.0002
             }
         }
+        if !redactor.isEmpty { _ = deliver(redacting.finish()) }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let code = status & 0x7f == 0 ? Int((status >> 8) & 0xff) : 128 + Int(status & 0x7f)

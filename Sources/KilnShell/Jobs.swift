@@ -62,10 +62,16 @@ final class RunningJob: Sendable {
     let started: Date
     let startNanos = kilnMonotonicNanos()
     let timeout: Double
+    /// The secrets handed to this job: replaced in its output before it is kept or sent anywhere.
+    let redactor: Redactor
     let state = Mutex(State())
 
-    init(id: String, userID: String, pid: pid_t, sandboxed: Bool, started: Date, timeout: Double) {
+    init(
+        id: String, userID: String, pid: pid_t, sandboxed: Bool, started: Date, timeout: Double,
+        redactor: Redactor = Redactor([])
+    ) {
         self.id = id
+        self.redactor = redactor
         self.sandboxed = sandboxed
         self.userID = userID
         self.pid = pid
@@ -173,6 +179,11 @@ final class RunningJob: Sendable {
         var buf = [UInt8](repeating: 0, count: 65536)
         // Incomplete UTF-8 sequences are carried to the next read so events split on character boundaries.
         var carry: [[UInt8]] = [[], []]
+        var redactors = [StreamRedactor(redactor), StreamRedactor(redactor)]
+        func emit(_ i: Int, _ data: [UInt8], end: Bool = false) {
+            let out = redactors[i].feed(data) + (end ? redactors[i].finish() : [])
+            if !out.isEmpty { push(i + 1, out[...]) }
+        }
         var status: Int32 = 0
         var exited = false
         var exitedAt: Double = 0
@@ -204,10 +215,8 @@ final class RunningJob: Sendable {
                 let n = buf.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, 65536) }
                 if n <= 0 {
                     if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
-                    if !carry[i].isEmpty {
-                        push(i + 1, carry[i][...])
-                        carry[i] = []
-                    }
+                    emit(i, carry[i], end: true)
+                    carry[i] = []
                     close(fds[i].fd)
                     fds[i].fd = -1
                     continue
@@ -216,7 +225,7 @@ final class RunningJob: Sendable {
                 let cut = RunningJob.utf8Boundary(data)
                 carry[i] = Array(data[cut...])
                 data.removeSubrange(cut...)
-                if !data.isEmpty { push(i + 1, data[...]) }
+                if !data.isEmpty { emit(i, data) }
             }
             if !exited {
                 let w = waitpid(pid, &status, WNOHANG)
@@ -227,7 +236,7 @@ final class RunningJob: Sendable {
             }
         }
         for i in 0..<2 where fds[i].fd >= 0 {
-            if !carry[i].isEmpty { push(i + 1, carry[i][...]) }
+            emit(i, carry[i], end: true)
             close(fds[i].fd)
         }
         if !exited { while waitpid(pid, &status, 0) < 0 && errno == EINTR {} }

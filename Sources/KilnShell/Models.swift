@@ -32,6 +32,8 @@ struct RunInput: Decodable, Sendable {
     let cwd: String?
     let env: [String: String]?
     let timeoutS: Double?
+    /// Secrets by name, put into the environment (their values redacted from the output).
+    let secrets: [String]?
 }
 
 /// `POST /api/shell/test`.

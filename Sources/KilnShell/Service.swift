@@ -48,6 +48,7 @@ public final class ShellService: JobLauncher {
     let sshConfigPath: String
     let sandbox: Sandbox
     let hooks: Hooks
+    let secrets: (any SecretProvider)?
     /// Running jobs one account may have.
     let maxPerUser: Int
     /// `--ssh-agent`: ssh jobs may use the server's agent socket.
@@ -56,7 +57,8 @@ public final class ShellService: JobLauncher {
     /// Set at shutdown: no job starts after the running ones were stopped.
     let closing = Atomic<Bool>(false)
 
-    public init(services s: Services, projects: any ProjectDirectory) {
+    public init(services s: Services, projects: any ProjectDirectory, secrets: (any SecretProvider)? = nil) {
+        self.secrets = secrets
         store = ShellStore(db: s.db)
         bus = s.bus
         clock = s.clock
@@ -156,7 +158,7 @@ public final class ShellService: JobLauncher {
         close(devnull)
         let job = RunningJob(
             id: id, userID: spec.userID, pid: pid, sandboxed: launch.path == sandbox.bwrap && !spec.isKilnTool,
-            started: now, timeout: spec.timeout)
+            started: now, timeout: spec.timeout, redactor: Redactor(spec.secrets))
         live.withLock { $0[id] = job }
         try await store.setPID(id, Int(pid))
         try await bus.publish(
@@ -195,8 +197,10 @@ public final class ShellService: JobLauncher {
         }
         do {
             // Without a project a job starts in the workspace's private HOME.
+            var env = spec.env
+            for s in spec.secrets { env[s.name] = s.value }
             return try sandbox.launch(
-                argv, workspace: spec.wsID, project: root, cwd: root == nil ? nil : spec.cwd, environment: spec.env)
+                argv, workspace: spec.wsID, project: root, cwd: root == nil ? nil : spec.cwd, environment: env)
         } catch let e as HTTPError {
             throw e
         } catch {
@@ -288,7 +292,9 @@ public final class ShellService: JobLauncher {
         TestRunners.detect(root: root).map { TestCommand(runner: $0.runner, command: $0.command) }
     }
 
-    public func startTests(project: ProjectRef, userID: String, timeout: Double) async throws -> String {
+    public func startTests(
+        project: ProjectRef, userID: String, timeout: Double, secrets: [SecretValue] = []
+    ) async throws -> String {
         let saved = try await store.testCommand(project.id)
         let detected = TestRunners.detect(root: project.root)
         guard let command = saved ?? detected?.command else {
@@ -303,7 +309,7 @@ public final class ShellService: JobLauncher {
         let id = try await start(
             JobSpec(
                 wsID: project.wsID, projectID: project.id, userID: userID, kind: "test", command: command,
-                cwd: project.root, displayCwd: ".", timeout: timeout))
+                cwd: project.root, displayCwd: ".", timeout: timeout, secrets: secrets))
         setSummarizer(id) { o in
             TestRunners.summarize(
                 runner: runner,
@@ -319,16 +325,26 @@ public final class ShellService: JobLauncher {
         try Validate.command(input.command)
         let project = try await projects.resolve(input.projectId, access: access, userID: userID)
         let (cwd, shown) = try Self.cwd(in: project.root, input.cwd)
+        let env = try Self.validateEnv(input.env)
+        let timeout = try Self.timeout(input.timeoutS)
+        let values = try await useSecrets(input.secrets, wsID: access.wsID, userID: userID, purpose: "shell.run")
         return try await start(
             JobSpec(
                 wsID: access.wsID, projectID: project.id, userID: userID, kind: "run", command: input.command,
-                cwd: cwd, displayCwd: shown, env: try Self.validateEnv(input.env),
-                timeout: try Self.timeout(input.timeoutS)))
+                cwd: cwd, displayCwd: shown, env: env, timeout: timeout, secrets: values))
+    }
+
+    /// The values of the secrets a request names (none without a secrets domain or names).
+    func useSecrets(_ names: [String]?, wsID: String, userID: String, purpose: String) async throws -> [SecretValue] {
+        guard let names, !names.isEmpty else { return [] }
+        guard let secrets else { throw APIError.unavailable("Secrets are not available on this server") }
+        return try await secrets.use(names, wsID: wsID, userID: userID, purpose: purpose)
     }
 
     func runTests(_ input: TestInput, access: WorkspaceAccess, userID: String) async throws -> String {
         let project = try await projects.resolve(input.projectId, access: access, userID: userID)
-        return try await startTests(project: project, userID: userID, timeout: try Self.timeout(input.timeoutS))
+        return try await startTests(
+            project: project, userID: userID, timeout: try Self.timeout(input.timeoutS), secrets: [])
     }
 
     static func cwd(in root: String, _ cwd: String?) throws -> (String, String) {
