@@ -47,7 +47,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
     static let moduleTypes: [any KilnModule.Type] = [
         AuthModule.self, AccountModule.self, WorkspacesModule.self, ProjectsModule.self, ShellModule.self,
         PTYModule.self,
-        AgentsModule.self, BudgetModule.self, ReceiptsModule.self,
+        AgentsModule.self, BudgetModule.self, ReceiptsModule.self, SecretsModule.self,
     ]
 
     /// What `kiln serve` understands: the server's own options and every module's.
@@ -108,7 +108,8 @@ public final class Application: ModuleHost, @unchecked Sendable {
             db = try Database(path: dataDir + "/kiln.db")
             try Application.restrictFiles(dataDir: dataDir)
         }
-        let masterKey = ephemeral ? Crypto.randomBytes(32) : try Application.loadMasterKey(dataDir: dataDir)
+        let masterKey =
+            ephemeral ? MasterKey(Crypto.randomBytes(32), path: nil) : try Application.loadMasterKey(dataDir: dataDir)
         let catalog = PermissionCatalog()
         let templatesDir =
             FileManager.default.fileExists(atPath: "Templates")
@@ -139,6 +140,8 @@ public final class Application: ModuleHost, @unchecked Sendable {
         allMigrations = CoreModule.migrations + modules.flatMap(\.migrations)
         for m in modules { for p in m.permissions { catalog.register(p) } }
         appliedOnStart = try db.migrate(allMigrations)
+        // An interrupted master key rotation is finished or undone before anything opens a sealed value.
+        if let note = try services.masterKey.recover(db) { ServerLog.warn(note, [:]) }
         CoreModule(app: self).register(routes)
         for m in modules { m.register(routes) }
         if !routes.problems.isEmpty {
@@ -186,29 +189,18 @@ public final class Application: ModuleHost, @unchecked Sendable {
     }
 
     /// `KILN_MASTER_KEY` (64 hex characters) or `<data-dir>/master.key`, made on first start with mode 0600.
-    static func loadMasterKey(dataDir: String) throws -> [UInt8] {
+    static func loadMasterKey(dataDir: String) throws -> MasterKey {
         if let env = ProcessInfo.processInfo.environment["KILN_MASTER_KEY"], !env.isEmpty {
             guard let key = Crypto.fromHex(env.trimmingCharacters(in: .whitespacesAndNewlines)), key.count == 32 else {
                 throw Config.ConfigError("KILN_MASTER_KEY must be 64 hex characters (32 bytes)")
             }
-            return key
+            return MasterKey(key, path: nil, fromEnvironment: true)
         }
         let path = dataDir + "/master.key"
-        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
-            guard let key = Crypto.fromHex(text.trimmingCharacters(in: .whitespacesAndNewlines)), key.count == 32 else {
-                throw Config.ConfigError("\(path) is damaged: expected 64 hex characters")
-            }
-            return key
-        }
+        if FileManager.default.fileExists(atPath: path) { return MasterKey(try MasterKey.read(path), path: path) }
         let key = Crypto.randomBytes(32)
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw Config.ConfigError("cannot create \(path)") }
-        let hex = Array((Crypto.hex(key) + "\n").utf8)
-        let written = hex.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        fsync(fd)
-        close(fd)
-        guard written == hex.count else { throw Config.ConfigError("cannot write \(path)") }
-        return key
+        try MasterKey.write(key, to: path)
+        return MasterKey(key, path: path)
     }
 
     public var responder: RouterResponder { router.responder() }

@@ -11,7 +11,7 @@ struct CoreModule: Sendable {
 
     /// The core tables: the event store, the audit log and the readiness probe's row.
     static var migrations: [Migration] {
-        EventBus.migrations + AuditLog.migrations + [
+        EventBus.migrations + AuditLog.migrations + MasterKey.migrations + [
             Migration(
                 module: "core", version: 1, name: "readiness probe row",
                 sql: """

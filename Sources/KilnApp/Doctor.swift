@@ -40,6 +40,31 @@ public enum Doctor {
         }
     }
 
+    /// The master key's id (a fingerprint, never the key), whether the database was sealed with it,
+    /// and a rotation left unfinished.
+    static func masterKey(dataDir: String) -> ([String], Bool) {
+        let path = dataDir + "/master.key"
+        if let env = ProcessInfo.processInfo.environment["KILN_MASTER_KEY"], !env.isEmpty {
+            return (["ok   master key from KILN_MASTER_KEY"], true)
+        }
+        guard FileManager.default.fileExists(atPath: path) else { return ([], true) }
+        guard let key = try? MasterKey.read(path) else { return (["FAIL \(path) is damaged"], false) }
+        var lines = ["ok   master key id \(MasterKey.fingerprint(key))"]
+        var ok = true
+        if FileManager.default.fileExists(atPath: path + ".next") {
+            lines.append(
+                "WARN master.key.next exists: a rotation was interrupted; the next start finishes or undoes it")
+        }
+        if FileManager.default.fileExists(atPath: dataDir + "/kiln.db"),
+            let db = try? Database(path: dataDir + "/kiln.db", readers: 1),
+            let recorded = try? MasterKey.recorded(db), recorded != MasterKey.fingerprint(key)
+        {
+            lines.append("FAIL the database was sealed with master key \(recorded), not this one")
+            ok = false
+        }
+        return (lines, ok)
+    }
+
     public static func run(config: Config) -> Report {
         var lines: [String] = []
         var ok = true
@@ -60,6 +85,9 @@ public enum Doctor {
         let (modeLines, modesOK) = fileModes(dataDir: config.dataDir)
         lines += modeLines
         ok = ok && modesOK
+        let (keyLines, keysOK) = masterKey(dataDir: config.dataDir)
+        lines += keyLines
+        ok = ok && keysOK
         let sandbox = Sandbox.configured(config, dataDir: config.dataDir)
         if sandbox.isolates {
             lines.append("ok   sandbox: \(sandbox.summary)")

@@ -8,11 +8,27 @@ extension AuthService {
     static let recoveryCodeCount = 10
 
     func seal(_ secret: [UInt8], userID: String) throws -> [UInt8] {
-        try Crypto.seal(secret, key: masterKey, aad: Array("mfa:\(userID)".utf8))
+        try Crypto.seal(secret, key: masterKey.bytes, aad: Array("mfa:\(userID)".utf8))
     }
 
     func open(_ box: [UInt8], userID: String) throws -> [UInt8] {
-        try Crypto.open(box, key: masterKey, aad: Array("mfa:\(userID)".utf8))
+        try Crypto.open(box, key: masterKey.bytes, aad: Array("mfa:\(userID)".utf8))
+    }
+
+    /// A master key rotation: every MFA secret (enabled or pending) re-sealed under the new key, in
+    /// the rotation's transaction.
+    static func resealMFA(_ tx: Transaction, store: AuthStore, old: [UInt8], new: [UInt8]) throws {
+        for row in try store.sealedMFA(tx) {
+            guard let id = row.string("id") else { continue }
+            let aad = Array("mfa:\(id)".utf8)
+            let secret = try row.blob("mfa_secret").map {
+                try Crypto.seal(try Crypto.open($0, key: old, aad: aad), key: new, aad: aad)
+            }
+            let pending = try row.blob("mfa_pending_secret").map {
+                try Crypto.seal(try Crypto.open($0, key: old, aad: aad), key: new, aad: aad)
+            }
+            try store.setSealedMFA(tx, userID: id, secret: secret, pending: pending)
+        }
     }
 
     /// Starts enrolment: a new secret (enabled only after the first good code) and recovery codes.

@@ -18,6 +18,10 @@ public struct AuthModule: KilnModule {
             try await auth.resolveSession(token: token, ip: ip, userAgent: ua)
         }
         services.hooks.provideExecutionPolicy { uid in try await auth.mayExecute(userID: uid) }
+        let store = auth.store
+        services.hooks.onMasterKeyRotation { tx, old, new in
+            try AuthService.resealMFA(tx, store: store, old: old, new: new)
+        }
     }
 
     public var migrations: [Migration] { AuthMigrations.all }

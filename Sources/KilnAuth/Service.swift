@@ -13,7 +13,7 @@ public final class AuthService: AccountOperations {
     let mailer: any Mailer
     let templates: MailTemplates
     let baseURL: BaseURL
-    let masterKey: [UInt8]
+    let masterKey: MasterKey
 
     static let setupTokenLifetime: TimeInterval = 24 * 3600
     static let verifyTokenLifetime: TimeInterval = 24 * 3600
@@ -37,7 +37,8 @@ public final class AuthService: AccountOperations {
         db: Database, clock: any Clock, hooks: Hooks = Hooks(),
         mailer: any Mailer = OutboxMailer(directory: NSTemporaryDirectory() + "kiln-outbox"),
         templates: MailTemplates = MailTemplates(directory: nil), baseURL: BaseURL = BaseURL("http://127.0.0.1:8080"),
-        masterKey: [UInt8] = Crypto.randomBytes(32), registration: RegistrationPolicy = RegistrationPolicy()
+        masterKey: MasterKey = MasterKey(Crypto.randomBytes(32), path: nil),
+        registration: RegistrationPolicy = RegistrationPolicy()
     ) {
         self.registration = registration
         self.store = AuthStore(db: db)

@@ -8,6 +8,17 @@ import KilnStore
 struct AuthStore: Sendable {
     let db: Database
 
+    /// Users with a sealed MFA secret, enabled or pending (a master key rotation re-seals them).
+    func sealedMFA(_ tx: Transaction) throws -> [Row] {
+        try tx.query(
+            "SELECT id, mfa_secret, mfa_pending_secret FROM users WHERE mfa_secret IS NOT NULL OR mfa_pending_secret IS NOT NULL"
+        )
+    }
+
+    func setSealedMFA(_ tx: Transaction, userID: String, secret: [UInt8]?, pending: [UInt8]?) throws {
+        try tx.run("UPDATE users SET mfa_secret = ?, mfa_pending_secret = ? WHERE id = ?", secret, pending, userID)
+    }
+
     static let userColumns =
         "id, email, name, email_verified, is_owner, is_admin, can_execute, disabled_at, mfa_enabled, avatar_url, "
         + "delete_after, created_at"

@@ -87,8 +87,8 @@ public struct Services: Sendable {
     /// Background tasks, cancelled and awaited on shutdown.
     public let jobs: JobRunner
     public let dataDir: String
-    /// 32 bytes that wrap per-secret data keys (never logged).
-    public let masterKey: [UInt8]
+    /// The key that seals per-secret data keys and MFA secrets (never logged; rotatable).
+    public let masterKey: MasterKey
     public let hooks: Hooks
     public let catalog: PermissionCatalog
     public let mailer: any Mailer
@@ -102,7 +102,7 @@ public struct Services: Sendable {
 
     public init(
         config: Config, db: Database, clock: any Clock, bus: EventBus, jobs: JobRunner, dataDir: String,
-        masterKey: [UInt8],
+        masterKey: MasterKey,
         hooks: Hooks, catalog: PermissionCatalog, mailer: any Mailer, templates: MailTemplates, baseURL: BaseURL,
         sandbox: Sandbox
     ) {

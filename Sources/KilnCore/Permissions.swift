@@ -233,11 +233,14 @@ public final class Hooks: Sendable {
     public typealias CredentialsReset = @Sendable (Transaction, _ userID: String, _ at: Date) throws -> Void
     /// Whether an account may start processes (nil policy: everyone may).
     public typealias ExecutionPolicy = @Sendable (_ userID: String) async throws -> Bool
+    /// A master key rotation: re-seal what this domain sealed with `old` under `new`, in `tx`.
+    public typealias MasterKeyRotation = @Sendable (Transaction, _ old: [UInt8], _ new: [UInt8]) throws -> Void
 
     struct State {
         var userCreated: [UserCreated] = []
         var userPurged: [UserPurged] = []
         var credentialsReset: [CredentialsReset] = []
+        var masterKeyRotations: [MasterKeyRotation] = []
         var executionPolicy: ExecutionPolicy?
         var exports: [(String, ExportSection)] = []
         var resourceWorkspaces: [(param: String, lookup: ResourceWorkspace)] = []
@@ -257,6 +260,12 @@ public final class Hooks: Sendable {
     }
     public func credentialsReset(_ tx: Transaction, userID: String, at: Date) throws {
         for f in state.withLock({ $0.credentialsReset }) { try f(tx, userID, at) }
+    }
+    public func onMasterKeyRotation(_ f: @escaping MasterKeyRotation) {
+        state.withLock { $0.masterKeyRotations.append(f) }
+    }
+    public func rotateMasterKey(_ tx: Transaction, old: [UInt8], new: [UInt8]) throws {
+        for f in state.withLock({ $0.masterKeyRotations }) { try f(tx, old, new) }
     }
     public func provideExecutionPolicy(_ f: @escaping ExecutionPolicy) { state.withLock { $0.executionPolicy = f } }
     /// Whether `userID` may start processes on the server (shell jobs, terminals, the agent's commands).

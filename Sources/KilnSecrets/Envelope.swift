@@ -1,4 +1,5 @@
 import Foundation
+import KilnCore
 import KilnCrypto
 
 /// Envelope encryption: each secret version has its own data key (AES-256-GCM), and the data key is
@@ -15,9 +16,14 @@ enum Envelope {
         Array("kiln-secret/\(part)/\(wsID)/\(name)/\(version)".utf8)
     }
 
-    /// A short public fingerprint of a master key (which key sealed a row; `kiln doctor` shows it).
-    static func keyID(_ master: [UInt8]) -> String {
-        String(Crypto.hex(Crypto.sha256(Array("kiln-master-key-id/".utf8) + master)).prefix(16))
+    static func keyID(_ master: [UInt8]) -> String { MasterKey.fingerprint(master) }
+
+    /// The same data key sealed under a new master key (rotation); the value's ciphertext stays.
+    static func rewrap(
+        _ wrapped: [UInt8], old: [UInt8], new: [UInt8], wsID: String, name: String, version: Int
+    ) throws -> [UInt8] {
+        let dataKey = try Crypto.open(wrapped, key: old, aad: aad(wsID, name, version, "key"))
+        return try Crypto.seal(dataKey, key: new, aad: aad(wsID, name, version, "key"))
     }
 
     static func seal(_ value: [UInt8], master: [UInt8], wsID: String, name: String, version: Int) throws -> Sealed {

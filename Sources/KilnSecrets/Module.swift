@@ -22,6 +22,17 @@ public struct SecretsModule: KilnModule {
     public init(services: Services) { service = SecretsService(services: services) }
 
     public var migrations: [Migration] { SecretsMigrations.all }
+    static let crashFlag = "--test-crash-at"
+    #if DEBUG
+        /// Debug builds only: SIGKILL at the N-th crash point of a master key rotation (crash tests).
+        public static var configOptions: [Config.Option] {
+            [
+                .int(
+                    crashFlag, env: "KILN_TEST_CRASH_AT", help: "debug builds: crash at the N-th rotation step",
+                    range: 1...1_000_000)
+            ]
+        }
+    #endif
     public var permissions: [Permission] {
         [SecretsPermission.list, SecretsPermission.reveal, SecretsPermission.write]
     }

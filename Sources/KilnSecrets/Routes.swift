@@ -22,6 +22,11 @@ struct SecretsRoutes: Sendable {
                 + "value up to 64 KiB, optional expires_at",
             limit: 80 * 1024, reply: .of(SecretInfo.self), set)
         r.add(
+            .POST, "/api/secrets/rotate-master", .instanceAdmin,
+            "A new master key (instance admin, step-up): every secret's data key and every MFA secret re-sealed in one "
+                + "transaction; a crash at any point leaves everything readable with one of the two keys",
+            reply: .json(Schema.object(["key_id": Schema.string, "resealed": Schema.integer])), rotate)
+        r.add(
             .GET, "/api/secrets/:name/versions", SecretsPermission.list, "A secret's kept versions, newest first",
             query: [.wsID], reply: .page(of: SecretVersion.self), versions)
         r.add(
@@ -51,6 +56,13 @@ struct SecretsRoutes: Sendable {
             wsID: try ctx.requireWorkspace().wsID, name: try ctx.parameter("name"), value: input.value,
             expiresAt: input.expiresAt, userID: try ctx.requirePrincipal().userID, ip: req.remoteAddress)
         return try .json(info, status: created ? .created : .ok)
+    }
+
+    @Sendable func rotate(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        let p = try ctx.requirePrincipal()
+        try p.requireStepUp(now: secrets.clock.now())
+        let (keyID, n) = try await secrets.rotateMaster(userID: p.userID, ip: req.remoteAddress)
+        return .json(JSONValue.object(["key_id": .string(keyID), "resealed": .int(n)]))
     }
 
     @Sendable func versions(_ req: Request, _ ctx: RequestContext) async throws -> Response {

@@ -3,18 +3,24 @@ import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnStore
+import Synchronization
 
 /// Setting, listing, revealing and using a workspace's secrets. Values exist in plaintext only in
 /// memory, on their way to a use or to a reveal.
 public final class SecretsService: SecretProvider, Sendable {
     let store: SecretsStore
     let clock: any Clock
-    let masterKey: [UInt8]
+    let masterKey: MasterKey
+    let hooks: Hooks
+    let crash: CrashPoints
+    let rotating = Mutex(false)
 
     init(services: Services) {
         store = SecretsStore(db: services.db)
         clock = services.clock
         masterKey = services.masterKey
+        hooks = services.hooks
+        crash = CrashPoints(services.config.int(SecretsModule.crashFlag))
     }
 
     static func info(_ r: Row) -> SecretInfo {
@@ -58,7 +64,8 @@ public final class SecretsService: SecretProvider, Sendable {
         return try await store.db.write { [store, expiry] tx in
             let existed = try store.current(tx, wsID, name) != nil
             let version = try store.nextVersion(tx, wsID, name)
-            let sealed = try Envelope.seal(bytes, master: master, wsID: wsID, name: name, version: version)
+            // The key is read inside the (serialised) write: a rotation cannot slip in between.
+            let sealed = try Envelope.seal(bytes, master: master.bytes, wsID: wsID, name: name, version: version)
             try store.put(
                 tx, wsID: wsID, name: name, version: version, sealed: sealed, userID: userID, expiresAt: expiry,
                 keep: SecretRules.keptVersions, at: now)
@@ -83,7 +90,7 @@ public final class SecretsService: SecretProvider, Sendable {
         let master = masterKey
         return try await store.db.write { [store] tx in
             guard let cur = try store.current(tx, wsID, name) else { throw APIError.notFound("No secret \(name)") }
-            let value = try Self.open(tx, store, master, wsID, name, cur.int("version") ?? 0)
+            let value = try Self.open(tx, store, master.bytes, wsID, name, cur.int("version") ?? 0)
             try AuditLog.append(
                 tx,
                 AuditEvent(
@@ -119,6 +126,69 @@ public final class SecretsService: SecretProvider, Sendable {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    // MARK: Master key rotation
+
+    /// A new master key: every data key (and every other domain's sealed value, through the hooks)
+    /// re-sealed in one transaction; see `MasterKey` for what a crash at any point leaves.
+    func rotateMaster(userID: String, ip: String) async throws -> (keyID: String, resealed: Int) {
+        guard let next = masterKey.nextPath, !masterKey.fromEnvironment else {
+            throw APIError.conflict(
+                "This server's master key comes from KILN_MASTER_KEY (or lives only in memory); rotate it where it is kept"
+            )
+        }
+        let started = rotating.withLock { busy -> Bool in
+            if busy { return false }
+            busy = true
+            return true
+        }
+        guard started else { throw APIError.conflict("A master key rotation is already running") }
+        defer { rotating.withLock { $0 = false } }
+        let old = masterKey.bytes
+        let new = Crypto.randomBytes(32)
+        crash.pass("before writing master.key.next")
+        try MasterKey.write(new, to: next, replace: true)
+        crash.pass("after writing master.key.next")
+        let now = clock.now()
+        let (master, hooks, crash) = (masterKey, hooks, crash)
+        let count: Int
+        do {
+            count = try await store.db.write { [store] tx in
+                var n = 0
+                for row in try store.allSealed(tx) {
+                    let (ws, name, version) = (
+                        row.string("ws_id") ?? "", row.string("name") ?? "", row.int("version") ?? 0
+                    )
+                    guard let wrapped = row.blob("wrapped_key") else { continue }
+                    let rewrapped = try Envelope.rewrap(
+                        wrapped, old: old, new: new, wsID: ws, name: name, version: version)
+                    try store.reseal(tx, ws, name, version, wrapped: rewrapped, keyID: MasterKey.fingerprint(new))
+                    n += 1
+                    crash.pass("after re-sealing data key \(n)")
+                }
+                try hooks.rotateMasterKey(tx, old: old, new: new)
+                crash.pass("after the other domains re-sealed")
+                try MasterKey.record(tx, keyID: MasterKey.fingerprint(new), rotatedAt: now)
+                try AuditLog.append(
+                    tx,
+                    AuditEvent(
+                        action: "master_key.rotated", actorUserID: userID, resourceType: "master_key",
+                        resourceID: MasterKey.fingerprint(new), ip: ip, details: ["resealed": .int(n)]), at: now)
+                crash.pass("before commit")
+                // In memory inside the writer: every later write seals with the new key.
+                master.replace(new)
+                return n
+            }
+        } catch {
+            master.replace(old)
+            unlink(next)
+            throw error
+        }
+        crash.pass("after commit")
+        try masterKey.commitNext()
+        crash.pass("after renaming master.key.next")
+        return (MasterKey.fingerprint(new), count)
+    }
+
     // MARK: SecretProvider
 
     public func use(_ names: [String], wsID: String, userID: String, purpose: String) async throws -> [SecretValue] {
@@ -136,7 +206,7 @@ public final class SecretsService: SecretProvider, Sendable {
                 if let exp = cur.date("expires_at"), exp <= now {
                     throw APIError.validation("Secret \(name) expired", field: "secrets")
                 }
-                let value = try Self.open(tx, store, master, wsID, name, cur.int("version") ?? 0)
+                let value = try Self.open(tx, store, master.bytes, wsID, name, cur.int("version") ?? 0)
                 guard value.utf8.count >= SecretRules.minInjectable else {
                     throw APIError.validation(
                         "Secret \(name) is shorter than \(SecretRules.minInjectable) bytes, too short to be redacted "

@@ -74,6 +74,20 @@ struct SecretsStore: Sendable {
         return try tx.run("DELETE FROM secrets WHERE ws_id = ? AND name = ?", wsID, name) > 0
     }
 
+    /// Every kept version's sealed data key (for a master key rotation).
+    func allSealed(_ tx: Transaction) throws -> [Row] {
+        try tx.query("SELECT ws_id, name, version, wrapped_key FROM secret_versions")
+    }
+
+    func reseal(
+        _ tx: Transaction, _ wsID: String, _ name: String, _ version: Int, wrapped: [UInt8], keyID: String
+    ) throws {
+        try tx.run(
+            "UPDATE secret_versions SET wrapped_key = ?, key_id = ? WHERE ws_id = ? AND name = ? AND version = ?",
+            wrapped,
+            keyID, wsID, name, version)
+    }
+
     func markUsed(_ tx: Transaction, _ wsID: String, _ names: [String], at now: Date) throws {
         for n in names { try tx.run("UPDATE secrets SET last_used_at = ? WHERE ws_id = ? AND name = ?", now, wsID, n) }
     }

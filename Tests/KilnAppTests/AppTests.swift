@@ -189,6 +189,6 @@ import Testing
         let first = try String(contentsOfFile: path, encoding: .utf8)
         let again = try Application.loadMasterKey(dataDir: t.dataDir)
         #expect(first.trimmingCharacters(in: .whitespacesAndNewlines).count == 64)
-        #expect(again == t.app.services.masterKey)
+        #expect(again.bytes == t.app.services.masterKey.bytes)
     }
 }
