@@ -11,7 +11,7 @@ let strict: [SwiftSetting] = [
 let layers: [Target.Dependency] = ["CShims", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"]
 let domains: [Target.Dependency] = [
     "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects", "KilnShell", "KilnPTY", "KilnAgents", "KilnBudget", "KilnReceipts",
-    "KilnSecrets",
+    "KilnSecrets", "KilnPolicy",
 ]
 
 let package = Package(
@@ -44,6 +44,7 @@ let package = Package(
         .target(name: "KilnBudget", dependencies: layers, swiftSettings: strict),
         .target(name: "KilnReceipts", dependencies: layers, swiftSettings: strict),
         .target(name: "KilnSecrets", dependencies: layers, swiftSettings: strict),
+        .target(name: "KilnPolicy", dependencies: layers, swiftSettings: strict),
 
         .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "COpenSSL"] + domains, swiftSettings: strict),
 
@@ -71,6 +72,7 @@ let package = Package(
         .testTarget(name: "KilnBudgetTests", dependencies: ["KilnBudget", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnReceiptsTests", dependencies: ["KilnReceipts", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnSecretsTests", dependencies: ["KilnSecrets", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
+        .testTarget(name: "KilnPolicyTests", dependencies: ["KilnPolicy", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnTestSupport"] + layers + domains, swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -35,6 +35,8 @@ final class AgentEngine: Sendable {
     let directory: any ProjectDirectory
     let snapshots: Snapshots
     let observers: [any RunObserver]
+    /// Judges each tool call before it runs (a denial becomes the tool's result).
+    let policy: (any PolicyEngine)?
     let live = Mutex<[String: LiveRun]>([:])
     /// Set at shutdown: no run starts after the running ones were cancelled.
     let closing = Atomic<Bool>(false)
@@ -47,8 +49,9 @@ final class AgentEngine: Sendable {
 
     init(
         services: Services, store: AgentStore, projects: any ProjectDirectory, jobs: any JobLauncher,
-        observers: [any RunObserver]
+        observers: [any RunObserver], policy: (any PolicyEngine)? = nil
     ) {
+        self.policy = policy
         self.store = store
         bus = services.bus
         clock = services.clock
@@ -119,6 +122,27 @@ final class AgentEngine: Sendable {
 
     func latestLive(userID: String) -> String? {
         live.withLock { Array($0.values) }.filter { $0.userID == userID }.map(\.id).sorted().last
+    }
+
+    /// Why the workspace's policy stops this tool call (nil: it may run). `require_approval` stops it
+    /// too until approvals can park a run.
+    func policyRefusal(project: ProjectRef, userID: String, _ tool: String, _ args: JSONValue?) async -> String? {
+        guard let policy else { return nil }
+        var c = PolicyContext(actorKind: "agent")
+        if case .object(let o) = args ?? .null {
+            if case .string(let s) = o["command"] ?? .null { c.command = s }
+            if case .string(let s) = o["path"] ?? .null { c.path = s }
+        }
+        do {
+            let d = try await policy.decide(
+                wsID: project.wsID, userID: userID, action: "agent.tool.\(tool)", context: c)
+            if d.effect == .allow { return nil }
+            return "error: the workspace's policy does not allow this call"
+                + (d.ruleId.map { " (rule \($0))" } ?? "") + (d.reason.map { ": \($0)" } ?? "")
+                + (d.effect == .requireApproval ? "; it needs an approval" : "")
+        } catch {
+            return "error: the workspace's policy could not be read, so the call was not made"
+        }
     }
 
     static func systemPrompt(_ project: ProjectRef, _ extra: String?) -> String {
@@ -213,7 +237,13 @@ final class AgentEngine: Sendable {
                         ])
                     var ok = true
                     var output: String
-                    if let tool = ToolRegistry.named(call.name) {
+                    if let tool = ToolRegistry.named(call.name),
+                        let refusal = await policyRefusal(project: project, userID: run.userID, call.name, parsed)
+                    {
+                        _ = tool
+                        ok = false
+                        output = refusal
+                    } else if let tool = ToolRegistry.named(call.name) {
                         do {
                             guard let parsed else {
                                 throw ToolFailure(

@@ -272,7 +272,8 @@ public enum ToolRegistry {
         let id = try await ctx.jobs.start(
             JobSpec(
                 wsID: ctx.project.wsID, projectID: ctx.project.id, userID: ctx.userID, kind: "agent",
-                command: cmd, cwd: ctx.project.root, displayCwd: ".", timeout: timeout, secrets: ctx.secrets))
+                command: cmd, cwd: ctx.project.root, displayCwd: ".", timeout: timeout, secrets: ctx.secrets,
+                actorKind: "agent"))
         ctx.onJob(id)
         defer { ctx.onJob(nil) }
         guard let o = await ctx.jobs.wait(id) else { throw ToolFailure("the command's job was lost") }
@@ -289,7 +290,7 @@ public enum ToolRegistry {
         let id: String
         do {
             id = try await ctx.jobs.startTests(
-                project: ctx.project, userID: ctx.userID, timeout: timeout, secrets: ctx.secrets)
+                project: ctx.project, userID: ctx.userID, timeout: timeout, secrets: ctx.secrets, actorKind: "agent")
         } catch let
             e as HTTPError
         { throw ToolFailure(e.message) }

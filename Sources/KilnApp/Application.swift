@@ -8,6 +8,7 @@ import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnPTY
+import KilnPolicy
 import KilnProjects
 import KilnReceipts
 import KilnSecrets
@@ -47,7 +48,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
     static let moduleTypes: [any KilnModule.Type] = [
         AuthModule.self, AccountModule.self, WorkspacesModule.self, ProjectsModule.self, ShellModule.self,
         PTYModule.self,
-        AgentsModule.self, BudgetModule.self, ReceiptsModule.self, SecretsModule.self,
+        AgentsModule.self, BudgetModule.self, ReceiptsModule.self, SecretsModule.self, PolicyModule.self,
     ]
 
     /// What `kiln serve` understands: the server's own options and every module's.
@@ -79,16 +80,18 @@ public final class Application: ModuleHost, @unchecked Sendable {
         let account = AccountModule(services: s, accounts: auth.service)
         let workspaces = WorkspacesModule(services: s, users: auth.service)
         let projects = ProjectsModule(services: s)
-        let secrets = SecretsModule(services: s)
-        let shell = ShellModule(services: s, projects: projects.service, secrets: secrets.service)
-        let pty = PTYModule(services: s, projects: projects.service, secrets: secrets.service)
+        let policy = PolicyModule(services: s)
+        let secrets = SecretsModule(services: s, policy: policy.service)
+        let shell = ShellModule(
+            services: s, projects: projects.service, secrets: secrets.service, policy: policy.service)
+        let pty = PTYModule(services: s, projects: projects.service, secrets: secrets.service, policy: policy.service)
         let budget = BudgetModule(services: s, projects: projects.service, tools: AgentToolCatalog())
         let receipts = ReceiptsModule(services: s, projects: projects.service, pricing: budget.service.pricing)
         let agents = AgentsModule(
             services: s, projects: projects.service, jobs: shell.service,
             observers: [budget.service, receipts.service],
-            secrets: secrets.service)
-        return [auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets]
+            secrets: secrets.service, policy: policy.service)
+        return [auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets, policy]
     }
 
     /// Opens (or creates) the data dir and database, applies migrations, registers every route.

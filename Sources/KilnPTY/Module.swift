@@ -13,12 +13,15 @@ public struct PTYModule: KilnModule {
     public let name = "pty"
     let terminals: TerminalService
 
-    public init(services: Services, projects: any ProjectDirectory, secrets: (any SecretProvider)? = nil) {
+    public init(
+        services: Services, projects: any ProjectDirectory, secrets: (any SecretProvider)? = nil,
+        policy: (any PolicyEngine)? = nil
+    ) {
         terminals = TerminalService(
             idleSeconds: Double(services.config.int(PTYSettings.idleMinutes) ?? 30) * 60,
             maxPerUser: services.config.int(PTYSettings.maxPerUser) ?? 16, projects: projects,
             sandbox: services.sandbox,
-            secrets: secrets)
+            secrets: secrets, policy: policy)
         let t = terminals
         services.hooks.workspaceOf(param: "pty_id") { id in t.get(id)?.wsID }
     }

@@ -30,14 +30,16 @@ final class TerminalService: Sendable {
     let projects: any ProjectDirectory
     let sandbox: Sandbox
     let secrets: (any SecretProvider)?
+    let policy: (any PolicyEngine)?
     /// Exited terminals stay listed (for their exit code and replay) this long after the last viewer left.
     static let keepExitedSeconds = 600.0
 
     init(
         idleSeconds: Double, maxPerUser: Int = 16, projects: any ProjectDirectory, sandbox: Sandbox,
-        secrets: (any SecretProvider)? = nil
+        secrets: (any SecretProvider)? = nil, policy: (any PolicyEngine)? = nil
     ) {
         self.secrets = secrets
+        self.policy = policy
         self.idleSeconds = idleSeconds
         self.maxPerUser = maxPerUser
         self.projects = projects
@@ -67,6 +69,9 @@ final class TerminalService: Sendable {
         guard (1...1000).contains(cols) else { throw APIError.validation("cols must be from 1 to 1000", field: "cols") }
         guard (1...1000).contains(rows) else { throw APIError.validation("rows must be from 1 to 1000", field: "rows") }
         try sandbox.requireUsable()
+        if let policy {
+            try await policy.check(wsID: access.wsID, userID: userID, action: "pty.open", context: PolicyContext())
+        }
         let shell =
             input.shell ?? ProcessInfo.processInfo.environment["SHELL"].flatMap {
                 FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil

@@ -19,7 +19,9 @@ public struct SecretsModule: KilnModule {
     /// What other domains use (`SecretProvider`): values by name, for one use, audited.
     public let service: SecretsService
 
-    public init(services: Services) { service = SecretsService(services: services) }
+    public init(services: Services, policy: (any PolicyEngine)? = nil) {
+        service = SecretsService(services: services, policy: policy)
+    }
 
     public var migrations: [Migration] { SecretsMigrations.all }
     static let crashFlag = "--test-crash-at"

@@ -14,8 +14,10 @@ public final class SecretsService: SecretProvider, Sendable {
     let hooks: Hooks
     let crash: CrashPoints
     let rotating = Mutex(false)
+    let policy: (any PolicyEngine)?
 
-    init(services: Services) {
+    init(services: Services, policy: (any PolicyEngine)? = nil) {
+        self.policy = policy
         store = SecretsStore(db: services.db)
         clock = services.clock
         masterKey = services.masterKey
@@ -133,7 +135,8 @@ public final class SecretsService: SecretProvider, Sendable {
     func rotateMaster(userID: String, ip: String) async throws -> (keyID: String, resealed: Int) {
         guard let next = masterKey.nextPath, !masterKey.fromEnvironment else {
             throw APIError.conflict(
-                "This server's master key comes from KILN_MASTER_KEY (or lives only in memory); rotate it where it is kept"
+                "This server's master key comes from KILN_MASTER_KEY (or lives only in memory); "
+                    + "rotate it where it is kept"
             )
         }
         let started = rotating.withLock { busy -> Bool in
@@ -195,6 +198,12 @@ public final class SecretsService: SecretProvider, Sendable {
         guard !names.isEmpty else { return [] }
         guard names.count <= 32 else { throw APIError.validation("At most 32 secrets per use", field: "secrets") }
         let unique = Array(Set(try names.map { try SecretRules.validName($0) })).sorted()
+        if let policy {
+            for name in unique {
+                try await policy.check(
+                    wsID: wsID, userID: userID, action: "secrets.use", context: PolicyContext(secret: name))
+            }
+        }
         let now = clock.now()
         let master = masterKey
         return try await store.db.write { [store] tx in

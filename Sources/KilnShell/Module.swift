@@ -20,8 +20,11 @@ public struct ShellModule: KilnModule {
     /// The job runner; agents get it as a `JobLauncher`.
     public let service: ShellService
 
-    public init(services: Services, projects: any ProjectDirectory, secrets: (any SecretProvider)? = nil) {
-        service = ShellService(services: services, projects: projects, secrets: secrets)
+    public init(
+        services: Services, projects: any ProjectDirectory, secrets: (any SecretProvider)? = nil,
+        policy: (any PolicyEngine)? = nil
+    ) {
+        service = ShellService(services: services, projects: projects, secrets: secrets, policy: policy)
         let shell = service
         services.hooks.workspaceOf(param: "job_id") { id in try await shell.workspaceOf(id) }
     }

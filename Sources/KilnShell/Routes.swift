@@ -106,15 +106,19 @@ struct ShellRoutes: Sendable {
 
     @Sendable func runCommand(_ req: Request, _ ctx: RequestContext, _ input: RunInput) async throws -> Response {
         _ = try Self.base64(req)
+        let p = try ctx.requirePrincipal()
         let id = try await shell.run(
-            input, access: try ctx.requireWorkspace(), userID: try ctx.requirePrincipal().userID)
+            input, access: try ctx.requireWorkspace(), userID: p.userID,
+            actorKind: p.apiKeyID == nil ? "user" : "api_key")
         return try started(req, id)
     }
 
     @Sendable func runTests(_ req: Request, _ ctx: RequestContext, _ input: TestInput) async throws -> Response {
         _ = try Self.base64(req)
+        let p = try ctx.requirePrincipal()
         let id = try await shell.runTests(
-            input, access: try ctx.requireWorkspace(), userID: try ctx.requirePrincipal().userID)
+            input, access: try ctx.requireWorkspace(), userID: p.userID,
+            actorKind: p.apiKeyID == nil ? "user" : "api_key")
         return try started(req, id)
     }
 

@@ -49,6 +49,7 @@ public final class ShellService: JobLauncher {
     let sandbox: Sandbox
     let hooks: Hooks
     let secrets: (any SecretProvider)?
+    let policy: (any PolicyEngine)?
     /// Running jobs one account may have.
     let maxPerUser: Int
     /// `--ssh-agent`: ssh jobs may use the server's agent socket.
@@ -57,8 +58,12 @@ public final class ShellService: JobLauncher {
     /// Set at shutdown: no job starts after the running ones were stopped.
     let closing = Atomic<Bool>(false)
 
-    public init(services s: Services, projects: any ProjectDirectory, secrets: (any SecretProvider)? = nil) {
+    public init(
+        services s: Services, projects: any ProjectDirectory, secrets: (any SecretProvider)? = nil,
+        policy: (any PolicyEngine)? = nil
+    ) {
         self.secrets = secrets
+        self.policy = policy
         store = ShellStore(db: s.db)
         bus = s.bus
         clock = s.clock
@@ -125,6 +130,12 @@ public final class ShellService: JobLauncher {
                 message: "Your account may not run commands on this server until an instance admin allows it",
                 details: ["can_execute": false])
         }
+        // The workspace's policy (an agent's call was judged as its tool call already).
+        if let policy, spec.actorKind != "agent", let action = Self.policyAction(spec.kind) {
+            try await policy.check(
+                wsID: spec.wsID, userID: spec.userID, action: action,
+                context: PolicyContext(command: spec.command, host: spec.host, actorKind: spec.actorKind))
+        }
         let running = live.withLock { $0.values.filter { $0.userID == spec.userID }.count }
         guard running < maxPerUser else {
             throw HTTPError(
@@ -174,6 +185,15 @@ public final class ShellService: JobLauncher {
             _ = publisher
         }.start()
         return id
+    }
+
+    static func policyAction(_ kind: String) -> String? {
+        switch kind {
+        case "run": "shell.run"
+        case "test": "shell.test"
+        case "ssh": "ssh.run"
+        default: nil
+        }
     }
 
     /// How the job's process starts: user code through the sandbox (its project read-write), Kiln's
@@ -293,7 +313,7 @@ public final class ShellService: JobLauncher {
     }
 
     public func startTests(
-        project: ProjectRef, userID: String, timeout: Double, secrets: [SecretValue] = []
+        project: ProjectRef, userID: String, timeout: Double, secrets: [SecretValue] = [], actorKind: String = "user"
     ) async throws -> String {
         let saved = try await store.testCommand(project.id)
         let detected = TestRunners.detect(root: project.root)
@@ -309,7 +329,7 @@ public final class ShellService: JobLauncher {
         let id = try await start(
             JobSpec(
                 wsID: project.wsID, projectID: project.id, userID: userID, kind: "test", command: command,
-                cwd: project.root, displayCwd: ".", timeout: timeout, secrets: secrets))
+                cwd: project.root, displayCwd: ".", timeout: timeout, secrets: secrets, actorKind: actorKind))
         setSummarizer(id) { o in
             TestRunners.summarize(
                 runner: runner,
@@ -321,7 +341,11 @@ public final class ShellService: JobLauncher {
     // MARK: Starting from requests
 
     /// A command in a project folder (`cwd` relative to it, path-checked).
-    func run(_ input: RunInput, access: WorkspaceAccess, userID: String) async throws -> String {
+    func run(
+        _ input: RunInput, access: WorkspaceAccess, userID: String, actorKind: String = "user"
+    ) async throws
+        -> String
+    {
         try Validate.command(input.command)
         let project = try await projects.resolve(input.projectId, access: access, userID: userID)
         let (cwd, shown) = try Self.cwd(in: project.root, input.cwd)
@@ -331,7 +355,7 @@ public final class ShellService: JobLauncher {
         return try await start(
             JobSpec(
                 wsID: access.wsID, projectID: project.id, userID: userID, kind: "run", command: input.command,
-                cwd: cwd, displayCwd: shown, env: env, timeout: timeout, secrets: values))
+                cwd: cwd, displayCwd: shown, env: env, timeout: timeout, secrets: values, actorKind: actorKind))
     }
 
     /// The values of the secrets a request names (none without a secrets domain or names).
@@ -341,10 +365,15 @@ public final class ShellService: JobLauncher {
         return try await secrets.use(names, wsID: wsID, userID: userID, purpose: purpose)
     }
 
-    func runTests(_ input: TestInput, access: WorkspaceAccess, userID: String) async throws -> String {
+    func runTests(
+        _ input: TestInput, access: WorkspaceAccess, userID: String, actorKind: String = "user"
+    ) async throws
+        -> String
+    {
         let project = try await projects.resolve(input.projectId, access: access, userID: userID)
         return try await startTests(
-            project: project, userID: userID, timeout: try Self.timeout(input.timeoutS), secrets: [])
+            project: project, userID: userID, timeout: try Self.timeout(input.timeoutS), secrets: [],
+            actorKind: actorKind)
     }
 
     static func cwd(in root: String, _ cwd: String?) throws -> (String, String) {

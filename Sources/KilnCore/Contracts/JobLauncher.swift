@@ -21,14 +21,17 @@ public struct JobSpec: Sendable {
     public var isKilnTool: Bool
     /// Secrets put into the environment by name; their values are redacted from the output.
     public var secrets: [SecretValue]
+    /// Who acts, for policies: `user`, `api_key`, or `agent` (whose tool call was judged already).
+    public var actorKind: String
 
     public init(
         wsID: String, projectID: String?, userID: String, kind: String, command: String, argv: [String]? = nil,
         cwd: String, displayCwd: String, env: [String: String] = [:], timeout: Double, host: String? = nil,
-        isKilnTool: Bool = false, secrets: [SecretValue] = []
+        isKilnTool: Bool = false, secrets: [SecretValue] = [], actorKind: String = "user"
     ) {
         self.isKilnTool = isKilnTool
         self.secrets = secrets
+        self.actorKind = actorKind
         self.wsID = wsID
         self.projectID = projectID
         self.userID = userID
@@ -78,7 +81,9 @@ public protocol JobLauncher: Sendable {
     /// Starts a job; returns its id once its `started` event is stored.
     func start(_ spec: JobSpec) async throws -> String
     /// Starts the project's test command as a job whose exit event carries a summary.
-    func startTests(project: ProjectRef, userID: String, timeout: Double, secrets: [SecretValue]) async throws -> String
+    func startTests(
+        project: ProjectRef, userID: String, timeout: Double, secrets: [SecretValue], actorKind: String
+    ) async throws -> String
     /// Waits for a job this process runs; nil when it is not running here.
     func wait(_ jobID: String) async -> JobOutcome?
     /// Stops a job (SIGTERM, SIGKILL after `grace` seconds); false when it is not running.

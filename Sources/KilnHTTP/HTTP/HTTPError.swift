@@ -45,6 +45,7 @@ public struct HTTPError: HTTPResponseError, Sendable, CustomStringConvertible {
         case 405: "method_not_allowed"
         case 408: "timeout"
         case 409: "conflict"
+        case 412: "precondition_failed"
         case 413: "payload_too_large"
         case 415: "unsupported_media_type"
         case 429: "rate_limited"

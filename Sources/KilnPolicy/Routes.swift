@@ -1,0 +1,71 @@
+import Foundation
+import KilnCore
+import KilnHTTP
+
+/// `/api/policies/*`: the workspace's policy (versioned, If-Match), a dry-run evaluation, history.
+struct PolicyRoutes: Sendable {
+    let policy: PolicyService
+
+    func register(_ routes: Routes) {
+        let r = routes.tagged("policies")
+        r.add(
+            .GET, "/api/policies", PolicyPermission.read,
+            "The policy in force: {version, rules, defaults}; ETag is the version (send it back as If-Match)",
+            query: [.wsID], reply: .json(Schema.any), get)
+        r.add(
+            .PUT, "/api/policies", PolicyPermission.manage,
+            "Replace the policy (a new version): rules {id, action, effect: allow|deny|require_approval, when?, "
+                + "reason?} (the first matching rule wins) and defaults per action family; unknown fields, actions or "
+                + "conditions are "
+                + "a 400 naming them; 412 when If-Match is not the current version",
+            limit: PolicyLimits.maxDocumentBytes, reply: .json(Schema.any), put)
+        r.add(
+            .POST, "/api/policies/evaluate", PolicyPermission.read,
+            "A dry run: what the policy decides for {action, context} → {effect, rule_id, reason}", limit: 64 * 1024,
+            reply: .of(PolicyDecision.self), evaluate)
+        r.add(
+            .GET, "/api/policies/history", PolicyPermission.read,
+            "Every version with who made it and when, newest first",
+            query: [.wsID] + QueryParam.paging, reply: .page(of: PolicyVersion.self), history)
+    }
+
+    @Sendable func get(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        let doc = try await policy.document(wsID: try ctx.requireWorkspace().wsID)
+        var res = Response.json(doc)
+        if case .object(let o) = doc, case .int(let v) = o["version"] ?? .null { res.headers["ETag"] = "\"\(v)\"" }
+        return res
+    }
+
+    @Sendable func put(_ req: Request, _ ctx: RequestContext, _ body: JSONValue) async throws -> Response {
+        var ifMatch: Int? = nil
+        if let h = req.headers["If-Match"] {
+            guard let v = Int(h.trimmingCharacters(in: CharacterSet(charactersIn: "\" W/"))) else {
+                throw APIError.validation("If-Match must be the policy's ETag (its version)", field: "If-Match")
+            }
+            ifMatch = v
+        }
+        let access = try ctx.requireWorkspace()
+        _ = try await policy.put(
+            wsID: access.wsID, body: body, ifMatch: ifMatch, userID: try ctx.requirePrincipal().userID,
+            ip: req.remoteAddress)
+        let doc = try await policy.document(wsID: access.wsID)
+        var res = Response.json(doc)
+        if case .object(let o) = doc, case .int(let v) = o["version"] ?? .null { res.headers["ETag"] = "\"\(v)\"" }
+        return res
+    }
+
+    @Sendable func evaluate(_ req: Request, _ ctx: RequestContext, _ input: EvaluateInput) async throws -> Response {
+        guard PolicyActions.isKnown(input.action) else {
+            throw APIError.validation("Unknown action '\(input.action)'", field: "action")
+        }
+        return try .json(
+            try await policy.decide(
+                wsID: try ctx.requireWorkspace().wsID, userID: try ctx.requirePrincipal().userID, action: input.action,
+                context: input.context ?? PolicyContext()))
+    }
+
+    @Sendable func history(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        try .json(
+            try await policy.history(wsID: try ctx.requireWorkspace().wsID, page: try PageRequest(query: req.query)))
+    }
+}
