@@ -2,6 +2,7 @@
 // and a reload restores it.
 //   /w/<ws>                                  projects of the workspace (open a folder, clone)
 //   /w/<ws>/members, /w/<ws>/audit, /w/<ws>/admin   members and roles; the audit trail; instance admin
+//   /w/<ws>/secrets, /w/<ws>/policies               the workspace's secrets; its policy
 //   /w/<ws>/p/<project>                      the project: rescan, findings, run a command or the tests, jobs
 //   /w/<ws>/p/<project>/file/<path>#L10-L20  a file, lines 10-20 marked
 //   /w/<ws>/p/<project>/search?q=…           search results
@@ -14,6 +15,7 @@ import { fileView, searchView, quickOpen } from "./code.js";
 import { terminalView, jobView, projectHome } from "./run.js";
 import { agentView, runView, budgetView, receiptsView } from "./agent.js";
 import { membersView, auditView, adminView } from "./admin.js";
+import { secretsView, policiesView } from "./guard.js";
 
 export const state = { ws: null, project: null, projects: [], user: null, tabs: [], views: new Map() };
 
@@ -51,7 +53,7 @@ async function boot() {
   $("#btn-agent").onclick = () => state.project && go(`${base()}/agent`);
   $("#show-ignored").onchange = () => loadTree();
   $("#ws-select").onchange = (e) => go(`/w/${e.target.value}`);
-  for (const [id, kind] of [["members-link", "members"], ["audit-link", "audit"], ["admin-link", "admin"]]) {
+  for (const [id, kind] of [["members-link", "members"], ["audit-link", "audit"], ["admin-link", "admin"], ["secrets-link", "secrets"], ["policies-link", "policies"]]) {
     $("#" + id).onclick = (e) => { e.preventDefault(); go(`/w/${state.ws}/${kind}`); };
   }
   $("#project-select").onchange = (e) => go(e.target.value ? `/w/${state.ws}/p/${e.target.value}` : `/w/${state.ws}`);
@@ -111,6 +113,8 @@ async function makeView(r) {
   if (!r.project && r.kind === "members") return { ...(await membersView()), closable: false };
   if (!r.project && r.kind === "audit") return { ...(await auditView()), closable: false };
   if (!r.project && r.kind === "admin") return { ...(await adminView()), closable: false };
+  if (!r.project && r.kind === "secrets") return { ...(await secretsView()), closable: false };
+  if (!r.project && r.kind === "policies") return { ...(await policiesView()), closable: false };
   if (!r.project) return projectsView();
   if (!r.kind) return { ...(await projectHome()), closable: false };
   if (r.kind === "file") return fileView(r.rest);

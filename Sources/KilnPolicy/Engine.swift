@@ -31,9 +31,40 @@ struct CompiledPolicy: Sendable {
     let version: Int
     let rules: [Rule]
     let defaults: [String: PolicyEffect]
+    /// For each known action, the rules that can apply to it, in order: a decision looks at those
+    /// only (a few of hundreds), and matches no action pattern at run time.
+    let byAction: [String: [Int]]
+
+    init(version: Int, rules: [Rule], defaults: [String: PolicyEffect]) {
+        self.version = version
+        self.rules = rules
+        self.defaults = defaults
+        var index: [String: [Int]] = [:]
+        for action in PolicyActions.fixed {
+            index[action] = rules.indices.filter { rules[$0].action.matches(action) }
+        }
+        byAction = index
+    }
+
+    /// The facts as bytes, converted once per decision rather than once per rule.
+    struct Facts {
+        let c: PolicyContext
+        let path: [UInt8]?
+        let host: [UInt8]?
+        let secret: [UInt8]?
+        init(_ c: PolicyContext) {
+            self.c = c
+            path = c.path.map { Array($0.utf8) }
+            host = c.host.map { Array($0.lowercased().utf8) }
+            secret = c.secret.map { Array($0.utf8) }
+        }
+    }
 
     func decide(_ action: String, _ c: PolicyContext) -> PolicyDecision {
-        for r in rules where r.action.matches(action) && Self.holds(r, c) {
+        let facts = Facts(c)
+        let candidates = byAction[action] ?? rules.indices.filter { rules[$0].action.matches(action) }
+        for i in candidates where Self.holds(rules[i], facts) {
+            let r = rules[i]
             return PolicyDecision(effect: r.effect, ruleID: r.id, reason: r.reason)
         }
         let family = PolicyActions.family(of: action)
@@ -44,14 +75,16 @@ struct CompiledPolicy: Sendable {
     }
 
     /// Every condition a rule names must hold; a condition on a field the action does not carry fails.
-    static func holds(_ r: Rule, _ c: PolicyContext) -> Bool {
-        if let re = r.command { guard let v = c.command, re.matches(v) else { return false } }
-        if let g = r.path { guard let v = c.path, g.matches(v) else { return false } }
-        if let g = r.host { guard let v = c.host, g.matches(v.lowercased()) else { return false } }
-        if let g = r.secret { guard let v = c.secret, g.matches(v) else { return false } }
+    static func holds(_ r: Rule, _ f: Facts) -> Bool {
+        let c = f.c
+        if let g = r.path { guard let v = f.path, g.matches(v[...]) else { return false } }
+        if let g = r.host { guard let v = f.host, g.matches(v[...]) else { return false } }
+        if let g = r.secret { guard let v = f.secret, g.matches(v[...]) else { return false } }
         if let roles = r.actorRoles { guard let v = c.actorRole, roles.contains(v) else { return false } }
         if let k = r.actorKind { guard c.actorKind == k else { return false } }
         if let over = r.costOver { guard let v = c.costUsdMicros, v > over else { return false } }
+        // The regular expression last: the dearest check runs only when the cheap ones held.
+        if let re = r.command { guard let v = c.command, re.matches(v) else { return false } }
         return true
     }
 }
@@ -63,6 +96,7 @@ struct Glob: Sendable {
     init(_ pattern: String) { parts = Array(pattern.utf8) }
 
     func matches(_ s: String) -> Bool { Self.match(parts[...], Array(s.utf8)[...]) }
+    func matches(_ s: ArraySlice<UInt8>) -> Bool { Self.match(parts[...], s) }
 
     static func match(_ p: ArraySlice<UInt8>, _ s: ArraySlice<UInt8>) -> Bool {
         var p = p

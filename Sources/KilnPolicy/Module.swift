@@ -23,4 +23,13 @@ public struct PolicyModule: KilnModule {
     public var permissions: [Permission] { [PolicyPermission.read, PolicyPermission.manage] }
 
     public func register(_ routes: Routes) { PolicyRoutes(policy: service).register(routes) }
+
+    public static var commands: [Command] {
+        [
+            Command(
+                name: "policy", usage: "policy bench [--rules N]",
+                help: "time policy decisions (for scripts/bench/policy.sh)",
+                run: PolicyBench.run)
+        ]
+    }
 }

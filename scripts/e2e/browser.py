@@ -274,6 +274,37 @@ def workspace_flow():
     check(f"390x844: the file view fits the screen (overflow {wide}px)", wide <= 0)
     driver.set_window_size(1100, 1400)
 
+    # Secrets: set one through the form, reveal it (with a reason for the audit trail).
+    driver.set_window_size(1100, 1400)
+    visible("#secrets-link").click()
+    form = visible("form[aria-label='Set a secret']")
+    form.find_element(By.NAME, "name").send_keys("DEPLOY_TOKEN")
+    form.find_element(By.NAME, "value").send_keys("deploy-token-value-1")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda d: "DEPLOY_TOKEN" in visible("section:not([hidden]) tbody").text)
+    visible("button[aria-label='Reveal DEPLOY_TOKEN']").click()
+    wait.until(EC.alert_is_present())
+    driver.switch_to.alert.send_keys("checking the browser flow")
+    driver.switch_to.alert.accept()
+    wait.until(lambda d: "deploy-token-value-1" in visible(".once").text)
+    shot("secrets")
+    check("secrets page: set a secret, list it without its value, reveal it", True)
+    # Policy: a deny rule saved as JSON, then tried with a dry run.
+    visible("#policies-link").click()
+    editor = visible("textarea[aria-label='Policy document (JSON)']")
+    editor.clear()
+    editor.send_keys('{"rules": [{"id": "no-rm", "action": "shell.run", "effect": "deny", "when": {"command": "rm -rf"}}], "defaults": {}}')
+    visible("section:not([hidden]) .row button").click()
+    wait.until(lambda d: "Saved as version 1" in visible("section:not([hidden]) p[role=status]").text)
+    ev = visible("form[aria-label='Try the policy']")
+    ev.find_element(By.NAME, "action").send_keys("shell.run")
+    ev.find_element(By.NAME, "context").send_keys('{"command": "rm -rf /tmp/x"}')
+    ev.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda d: "deny" in driver.find_elements(By.CSS_SELECTOR, "section:not([hidden]) p[role=status]")[-1].text)
+    shot("policy")
+    check("policy page: save a rule (version 1), the dry run says deny (rule no-rm)",
+          "no-rm" in driver.find_elements(By.CSS_SELECTOR, "section:not([hidden]) p[role=status]")[-1].text)
+
     # Nothing came from another origin (every resource the pages loaded was this server's).
     origin = driver.current_url.split("/w/")[0]
     foreign = [e["name"] for e in driver.execute_script("return performance.getEntriesByType('resource').map(e => ({name: e.name}))")
