@@ -31,7 +31,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
     let metrics = HTTPMetrics()
     let startedAt = Date()
     /// When readiness was last probed, and what it found.
-    let readiness = Mutex<(at: UInt64, checks: [String: JSONValue])?>(nil)
+    let readiness = Mutex<(at: Date, checks: [String: JSONValue])?>(nil)
     public private(set) var server: HTTPServer?
     public let modules: [any KilnModule]
     public let allMigrations: [Migration]

@@ -30,8 +30,11 @@ import Testing
         }
     }
 
+    /// On a manual clock, so a slow machine cannot stretch the twenty calls past the window.
     @Test func readinessIsProbedAtMostEveryFiveSeconds() async throws {
-        try await withTestApp(.inProcess) { t in
+        let clock = ManualClock(Date())
+        let t = try TestApp(.inProcess, clock: clock)
+        try await using(t) { t in
             func probedAt() async throws -> Int64? {
                 try await t.app.services.db.read { tx in
                     try tx.first("SELECT checked_at FROM core_probe WHERE id = 1")?.int64("checked_at")
@@ -40,7 +43,12 @@ import Testing
             #expect(try await t.request("GET", "/readyz").status == 200)
             let first = try #require(try await probedAt())
             for _ in 0..<20 { #expect(try await t.request("GET", "/readyz").status == 200) }
+            clock.advance(by: 4.9)
+            #expect(try await t.request("GET", "/readyz").status == 200)
             #expect(try await probedAt() == first)
+            clock.advance(by: 0.2)
+            #expect(try await t.request("GET", "/readyz").status == 200)
+            #expect(try await probedAt() != first)
         }
     }
 

@@ -91,6 +91,6 @@ struct MisdeclaredModule: KilnModule {
         ] {
             #expect(flags.contains(flag), "\(flag)")
         }
-        #expect(Set(Application.commands.map(\.name)) == ["admin", "receipts"])
+        #expect(Set(Application.commands.map(\.name)) == ["admin", "receipts", "policy"])
     }
 }
