@@ -127,7 +127,8 @@ import Testing
     }
 
     @Test func concurrentEndsGiveOneGapFreeChain() async throws {
-        let x = try await AgentFixture.priced()
+        // Twelve runs at once: above the default of 8 per workspace, so the limit is raised here.
+        let x = try await AgentFixture.priced { $0.set("--max-agent-runs-per-workspace", "16") }
         try await using(x) { x in
             x.model.script((0..<12).map { _ in .openai([M.text("ok")] + M.finish("stop")) })
             let runs = try await withThrowingTaskGroup(of: String.self) { g in

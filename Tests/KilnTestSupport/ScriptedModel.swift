@@ -157,7 +157,7 @@ func testPricingFile() throws -> String {
 }
 
 extension AgentFixture {
-    static func priced() async throws -> AgentFixture {
+    static func priced(configure: @escaping (inout Config) -> Void = { _ in }) async throws -> AgentFixture {
         let model = try ScriptedModel()
         let pricing = try testPricingFile()
         let f = try await ShellFixture.make(["a.txt": "alpha\nbeta\ngamma\n", "c.txt": "one\ntwo\n"]) { c in
@@ -165,6 +165,7 @@ extension AgentFixture {
             c.set("--llm-provider", "openai")
             c.set("--llm-model", "test-model")
             c.set("--pricing", pricing)
+            configure(&c)
         }
         return AgentFixture(f: f, model: model)
     }
