@@ -6,6 +6,9 @@ Usage: fake_llm.py PORT [MODE]
                         third turn answers "done".
   MODE ui: as agent, but the first message carries markup (<img onerror>, a javascript: link) that a
                         browser must show as text.
+  MODE secret: first turn runs `echo "$API_TOKEN"` and its base64 (run_command) and reads config.txt
+                        (read_file), then answers "done". With FAKE_LLM_BODIES=file every request body
+                        received is appended to that file (to prove what reached the provider).
   MODE probe: first turn runs `sh probe.sh agent` (run_command), reads ../other/secret.txt and writes
                         ../escape-tool.txt, reads and writes through symlinks out of the project (all must be
                         refused), then runs the project's tests;
@@ -13,7 +16,7 @@ Usage: fake_llm.py PORT [MODE]
   MODE ticker N MS [WAIT]: waits WAIT seconds (default 0), then streams N text deltas "t=<unix time>"
                         MS milliseconds apart, then stops (for fan-out latency measurements).
 """
-import json, sys, time
+import json, os, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT = int(sys.argv[1])
@@ -51,7 +54,11 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if os.environ.get("FAKE_LLM_BODIES"):
+            with open(os.environ["FAKE_LLM_BODIES"], "ab") as f:
+                f.write(raw + b"\n")
+        body = json.loads(raw or b"{}")
         msgs = body.get("messages", [])
         usage = {"choices": [], "usage": {"prompt_tokens": 200 + 10 * len(msgs), "completion_tokens": 20, "total_tokens": 0}}
         if MODE == "ticker":
@@ -60,6 +67,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_events([{"ticker": True}] * n + [chunk({}, "stop"), usage], delay=ms / 1000)
             return
         tools_done = sum(1 for m in msgs if m.get("role") == "tool")
+        if MODE == "secret":
+            if tools_done == 0:
+                events = [call(0, "s1", "run_command", {"command": 'echo "token=$API_TOKEN"; printf %s "$API_TOKEN" | base64'}),
+                          call(1, "s2", "read_file", {"path": "config.txt"}),
+                          chunk({}, "tool_calls")]
+            else:
+                events = [chunk({"content": "done"}), chunk({}, "stop")]
+            self.send_events(events + [usage])
+            return
         if MODE == "probe":
             if tools_done == 0:
                 events = [call(0, "p1", "run_command", {"command": "sh probe.sh agent"}),

@@ -56,6 +56,11 @@ BIN="$BIN" OUT="$OUT" bash scripts/e2e/security.sh | tee "$OUT/security.txt"
 P=$(awk '/^security e2e:/ { print $3 }' "$OUT/security.txt"); F=$(awk '/^security e2e:/ { print $5 }' "$OUT/security.txt")
 PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
 
+# --- secrets handed to a job, a terminal and an agent, never seen again; a policy stops them ---
+BIN="$BIN" OUT="$OUT" bash scripts/e2e/secrets.sh | tee "$OUT/secrets.txt"
+P=$(awk '/^secrets e2e:/ { print $3 }' "$OUT/secrets.txt"); F=$(awk '/^secrets e2e:/ { print $5 }' "$OUT/secrets.txt")
+PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
+
 # --- opt-in: a real small model served offline (slow: builds llama.cpp on first use) ---
 if [ "${KILN_E2E_LOCAL_LLM:-0}" = 1 ]; then
   BIN="$BIN" OUT="$OUT" bash scripts/e2e/local_llm.sh | tee "$OUT/local-llm.txt"
