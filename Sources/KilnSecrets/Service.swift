@@ -88,6 +88,10 @@ public final class SecretsService: SecretProvider, Sendable {
     ) {
         let name = try SecretRules.validName(name)
         if let reason, reason.utf8.count > 500 { throw APIError.validation("reason is too long", field: "reason") }
+        if let policy {
+            try await policy.check(
+                wsID: wsID, userID: userID, action: "secrets.reveal", context: PolicyContext(secret: name))
+        }
         let now = clock.now()
         let master = masterKey
         return try await store.db.write { [store] tx in

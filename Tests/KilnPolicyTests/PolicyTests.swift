@@ -145,6 +145,7 @@ import Testing
                 ],
                 ["id": "no-terminals", "action": "pty.open", "effect": "deny"],
                 ["id": "no-prod", "action": "secrets.use", "effect": "deny", "when": ["secret": "PROD_*"]],
+                ["id": "no-peeking", "action": "secrets.reveal", "effect": "deny", "when": ["secret": "PROD_*"]],
             ]
             #expect(try await f.a.call("PUT", "/api/policies", json: ["ws_id": f.ws, "rules": rules]).status == 200)
             try "keep\n".write(toFile: f.dir + "/keep.txt", atomically: true, encoding: .utf8)
@@ -162,6 +163,8 @@ import Testing
             let use = try await f.a.call(
                 "POST", "/api/shell/run", json: ["project_id": f.pid, "command": "true", "secrets": ["PROD_DB"]])
             #expect(use.status == 403 && use.text.contains("no-prod"), "\(use.text)")
+            let peek = try await f.a.call("GET", "/api/secrets/PROD_DB?ws_id=\(f.ws)")
+            #expect(peek.status == 403 && peek.text.contains("no-peeking") && !peek.text.contains("prod-password"))
 
             // The agent's call is stopped with a tool result naming the rule; the file stays.
             x.model.script([
