@@ -28,15 +28,13 @@ struct CompiledPolicy: Sendable {
         }
     }
 
-    let version: Int
     let rules: [Rule]
     let defaults: [String: PolicyEffect]
     /// For each known action, the rules that can apply to it, in order: a decision looks at those
     /// only (a few of hundreds), and matches no action pattern at run time.
     let byAction: [String: [Int]]
 
-    init(version: Int, rules: [Rule], defaults: [String: PolicyEffect]) {
-        self.version = version
+    init(rules: [Rule], defaults: [String: PolicyEffect]) {
         self.rules = rules
         self.defaults = defaults
         var index: [String: [Int]] = [:]

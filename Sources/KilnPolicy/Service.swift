@@ -38,7 +38,7 @@ public final class PolicyService: PolicyEngine, Sendable {
 
     /// Stores a new version after validating it; `ifMatch` (the version the editor saw) must be current.
     func put(wsID: String, body: JSONValue, ifMatch: Int?, userID: String, ip: String) async throws -> Int {
-        let (compiled, canonical) = try Self.compile(body, version: 0)
+        let (compiled, canonical) = try Self.compile(body)
         let now = clock.now()
         let version = try await store.db.write { [store] tx -> Int in
             let current = try store.latest(tx, wsID)?.int("version") ?? 0
@@ -59,8 +59,7 @@ public final class PolicyService: PolicyEngine, Sendable {
                     details: ["version": .int(current + 1), "rules": .int(compiled.rules.count)]), at: now)
             return current + 1
         }
-        let stored = CompiledPolicy(version: version, rules: compiled.rules, defaults: compiled.defaults)
-        cache.withLock { $0[wsID] = stored }
+        cache.withLock { $0[wsID] = compiled }
         return version
     }
 
@@ -90,12 +89,12 @@ public final class PolicyService: PolicyEngine, Sendable {
     func compiled(_ wsID: String) async throws -> CompiledPolicy {
         if let c = cache.withLock({ $0[wsID] }) { return c }
         guard let row = try await store.latest(wsID), let text = row.string("document") else {
-            let empty = CompiledPolicy(version: 0, rules: [], defaults: [:])
+            let empty = CompiledPolicy(rules: [], defaults: [:])
             cache.withLock { $0[wsID] = empty }
             return empty
         }
         let doc = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
-        let (c, _) = try Self.compile(doc, version: row.int("version") ?? 0)
+        let (c, _) = try Self.compile(doc)
         cache.withLock { $0[wsID] = c }
         return c
     }
@@ -104,7 +103,7 @@ public final class PolicyService: PolicyEngine, Sendable {
 
     /// Validates a document and compiles it; every unknown field, action, effect or condition is a
     /// 400 that names it. Returns the compiled form and the document as stored.
-    static func compile(_ body: JSONValue, version: Int) throws -> (CompiledPolicy, String) {
+    static func compile(_ body: JSONValue) throws -> (CompiledPolicy, String) {
         guard case .object(let top) = body else {
             throw APIError.validation("The policy must be a JSON object", field: "rules")
         }
@@ -152,7 +151,7 @@ public final class PolicyService: PolicyEngine, Sendable {
         stored["ws_id"] = nil
         stored["rules"] = .array(rawRules)
         stored["defaults"] = .object(defaults.mapValues { .string($0.rawValue) })
-        return (CompiledPolicy(version: version, rules: rules, defaults: defaults), JSONValue.object(stored).jsonText)
+        return (CompiledPolicy(rules: rules, defaults: defaults), JSONValue.object(stored).jsonText)
     }
 
     static func compileRule(_ raw: JSONValue, index i: Int) throws -> CompiledPolicy.Rule {

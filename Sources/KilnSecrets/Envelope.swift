@@ -16,8 +16,6 @@ enum Envelope {
         Array("kiln-secret/\(part)/\(wsID)/\(name)/\(version)".utf8)
     }
 
-    static func keyID(_ master: [UInt8]) -> String { MasterKey.fingerprint(master) }
-
     /// The same data key sealed under a new master key (rotation); the value's ciphertext stays.
     static func rewrap(
         _ wrapped: [UInt8], old: [UInt8], new: [UInt8], wsID: String, name: String, version: Int
@@ -30,7 +28,7 @@ enum Envelope {
         let dataKey = Crypto.randomBytes(32)
         let ct = try Crypto.seal(value, key: dataKey, aad: aad(wsID, name, version, "value"))
         let wrapped = try Crypto.seal(dataKey, key: master, aad: aad(wsID, name, version, "key"))
-        return Sealed(keyID: keyID(master), wrappedKey: wrapped, ciphertext: ct)
+        return Sealed(keyID: MasterKey.fingerprint(master), wrappedKey: wrapped, ciphertext: ct)
     }
 
     static func open(_ s: Sealed, master: [UInt8], wsID: String, name: String, version: Int) throws -> [UInt8] {

@@ -180,9 +180,14 @@ final class RunningJob: Sendable {
         // Incomplete UTF-8 sequences are carried to the next read so events split on character boundaries.
         var carry: [[UInt8]] = [[], []]
         var redactors = [StreamRedactor(redactor), StreamRedactor(redactor)]
+        // Without secrets the feed hands the bytes back as they are (no copy on this hot path).
         func emit(_ i: Int, _ data: [UInt8], end: Bool = false) {
-            let out = redactors[i].feed(data) + (end ? redactors[i].finish() : [])
+            let out = redactors[i].feed(data)
             if !out.isEmpty { push(i + 1, out[...]) }
+            if end {
+                let rest = redactors[i].finish()
+                if !rest.isEmpty { push(i + 1, rest[...]) }
+            }
         }
         var status: Int32 = 0
         var exited = false

@@ -12,7 +12,7 @@ import Testing
 @Suite struct PolicyTests {
     static func compile(_ rules: [[String: Any]], defaults: [String: String] = [:]) throws -> CompiledPolicy {
         let data = try JSONSerialization.data(withJSONObject: ["rules": rules, "defaults": defaults])
-        return try PolicyService.compile(try JSONDecoder().decode(JSONValue.self, from: data), version: 1).0
+        return try PolicyService.compile(try JSONDecoder().decode(JSONValue.self, from: data)).0
     }
 
     @Test func firstMatchingRuleWinsThenDefaultsThenAllow() throws {
@@ -80,7 +80,7 @@ import Testing
     func badDocumentsNameWhatIsWrong(_ doc: String, _ named: String) throws {
         let v = try JSONDecoder().decode(JSONValue.self, from: Data(doc.utf8))
         do {
-            _ = try PolicyService.compile(v, version: 1)
+            _ = try PolicyService.compile(v)
             Issue.record("accepted: \(doc)")
         } catch let e as HTTPError {
             #expect(e.status == .badRequest && e.message.contains(named), "\(e.message)")

@@ -122,7 +122,8 @@ import Testing
         #expect(throws: (any Error).self) { try Envelope.open(s, master: master, wsID: "ws_a", name: "A", version: 2) }
         let other = [UInt8](repeating: 8, count: 32)
         #expect(throws: (any Error).self) { try Envelope.open(s, master: other, wsID: "ws_a", name: "A", version: 1) }
-        #expect(Envelope.keyID(master) != Envelope.keyID(other) && Envelope.keyID(master).count == 16)
+        #expect(
+            MasterKey.fingerprint(master) != MasterKey.fingerprint(other) && MasterKey.fingerprint(master).count == 16)
     }
 
     /// A ciphertext copied into another secret's row (in the database) does not decrypt there.

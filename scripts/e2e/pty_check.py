@@ -5,6 +5,7 @@ Prints one `ok`/`FAIL` line per check and a summary `pty e2e: N passed, M failed
 """
 import asyncio, json, sys, time, urllib.request
 import websockets
+from wslib import read_until
 
 BASE, KEY, PROJECT = sys.argv[1], sys.argv[2], sys.argv[3]
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -29,25 +30,6 @@ def api(method, path, body=None):
             return r.status, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"null")
-
-
-async def read_until(ws, needle: bytes, timeout=10.0):
-    """Terminal bytes until `needle` appears (text control frames are collected too)."""
-    buf, controls = b"", []
-    deadline = time.monotonic() + timeout
-    while needle not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        try:
-            m = await asyncio.wait_for(ws.recv(), left)
-        except (asyncio.TimeoutError, websockets.ConnectionClosed):
-            break
-        if isinstance(m, bytes):
-            buf += m
-        else:
-            controls.append(json.loads(m))
-    return buf, controls
 
 
 async def main():

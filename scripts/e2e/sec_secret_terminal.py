@@ -3,24 +3,12 @@
 Usage: sec_secret_terminal.py BASE_URL API_KEY PROJECT_ID SECRET_NAME
 Prints what the terminal showed live, a line `--- replay ---`, and what a reattaching viewer got.
 """
-import asyncio, json, sys, time, urllib.request
+import asyncio, json, sys, urllib.request
 import websockets
+from wslib import read_until
 
 BASE, KEY, PROJECT, NAME = sys.argv[1:5]
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-async def read_until(ws, needle, timeout=15.0):
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while needle not in buf and time.monotonic() < deadline:
-        try:
-            m = await asyncio.wait_for(ws.recv(), deadline - time.monotonic())
-        except (asyncio.TimeoutError, websockets.ConnectionClosed):
-            break
-        if isinstance(m, bytes):
-            buf += m
-    return buf
 
 
 async def main():
@@ -30,9 +18,9 @@ async def main():
         t = json.loads(r.read())
     async with websockets.connect(t["ws_url"], additional_headers=AUTH, max_size=None) as ws:
         await ws.send(f'echo "[${NAME}]"; printf %s "${NAME}" | base64; echo end-$((6*7))\r'.encode())
-        live = await read_until(ws, b"end-42\r\n")
+        live, _ = await read_until(ws, b"end-42\r\n", 15)
     async with websockets.connect(t["ws_url"], additional_headers=AUTH, max_size=None) as ws:
-        replay = await read_until(ws, b"end-42\r\n", timeout=5)
+        replay, _ = await read_until(ws, b"end-42\r\n", timeout=5)
     sys.stdout.write(live.decode("utf-8", "replace") + "\n--- replay ---\n" + replay.decode("utf-8", "replace"))
 
 

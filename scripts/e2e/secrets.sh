@@ -28,10 +28,9 @@ DATA=$WORK/data
 PID=$!
 trap 'kill $PID $LLM_PID 2>/dev/null; wait 2>/dev/null' EXIT
 wait_http "$B/healthz" || { echo "kiln serve did not start"; exit 1; }
-TOKEN=$(grep -oE 'kst_[A-Za-z0-9]{40}' "$OUT/secrets-serve.out" | head -1)
-curl -s -o /dev/null -H "$J" -d "{\"token\":\"$TOKEN\",\"email\":\"owner@example.com\",\"password\":\"$PW\"}" "$B/auth/setup"
+setup_owner "$OUT/secrets-serve.out" "$B" owner@example.com "$PW"
 JAR=$WORK/jar
-CSRF=$(curl -s -c "$JAR" -H "$J" -d "{\"email\":\"owner@example.com\",\"password\":\"$PW\"}" "$B/auth/login" | jget 'd["csrf_token"]')
+CSRF=$(login_csrf "$B" owner@example.com "$PW" "$JAR")
 S=(-b "$JAR" -H "X-CSRF-Token: $CSRF" -H "$J")
 SCOPES='["workspace:list","project:write","project:read","shell:run","shell:read","pty:open","agent:run","agent:read","secrets:list","secrets:write","policy:manage"]'
 KEY=$(curl -s "${S[@]}" -d "{\"name\":\"e2e\",\"scopes\":$SCOPES}" "$B/api/account/api-keys" | jget 'd["key"]')

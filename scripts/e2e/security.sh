@@ -65,11 +65,10 @@ errcode() { curl -s "$@" | jget 'd["error"]["code"]'; }
 # --- who may join ---
 expect "register on a fresh server: 403 registration_closed" registration_closed \
   "$(errcode -H "$J" -d "{\"email\":\"x@example.com\",\"password\":\"$PW\",\"name\":\"X\"}" "$B/auth/register")"
-TOKEN=$(grep -oE 'kst_[A-Za-z0-9]{40}' "$OUT/security-serve.out" | head -1)
 expect "a wrong setup token is refused (400)" 400 "$(code -H "$J" -d "{\"token\":\"kst_$(printf 'x%.0s' $(seq 40))\",\"email\":\"a@example.com\",\"password\":\"$PW\"}" "$B/auth/setup")"
-curl -s -o /dev/null -H "$J" -d "{\"token\":\"$TOKEN\",\"email\":\"owner@example.com\",\"name\":\"Owner\",\"password\":\"$PW\"}" "$B/auth/setup"
+setup_owner "$OUT/security-serve.out" "$B" owner@example.com "$PW"
 JAR=$WORK/jar
-CSRF=$(curl -s -c "$JAR" -H "$J" -d "{\"email\":\"owner@example.com\",\"password\":\"$PW\"}" "$B/auth/login" | jget 'd["csrf_token"]')
+CSRF=$(login_csrf "$B" owner@example.com "$PW" "$JAR")
 S=(-b "$JAR" -H "X-CSRF-Token: $CSRF" -H "$J")
 SCOPES='["workspace:list","workspace:read","workspace:delete","project:read","project:write","shell:run","shell:read","pty:open","agent:run","agent:read","account:write","instance:admin"]'
 KEY=$(curl -s "${S[@]}" -d "{\"name\":\"sec\",\"scopes\":$SCOPES}" "$B/api/account/api-keys" | jget 'd["key"]')
@@ -197,7 +196,7 @@ SETUP=$(curl -s "${S[@]}" -d '{"email":"mallory@example.com","name":"Mallory"}' 
 MTOKEN=${SETUP##*token=}
 expect "the admin-made account sets its password" 201 "$(code -H "$J" -d "{\"token\":\"$MTOKEN\",\"email\":\"mallory@example.com\",\"password\":\"$PW\"}" "$B/auth/setup")"
 MJAR=$WORK/mjar
-MCSRF=$(curl -s -c "$MJAR" -H "$J" -d "{\"email\":\"mallory@example.com\",\"password\":\"$PW\"}" "$B/auth/login" | jget 'd["csrf_token"]')
+MCSRF=$(login_csrf "$B" mallory@example.com "$PW" "$MJAR")
 M=(-b "$MJAR" -H "X-CSRF-Token: $MCSRF" -H "$J")
 MWS=$(curl -s -b "$MJAR" "$B/api/workspaces" | jget 'd["items"][0]["id"]')
 check "the second account has its own workspace" test -n "$MWS" -a "$MWS" != "$WS"
@@ -240,7 +239,7 @@ expect "open registration: 201" 201 "$(code -H "$J" -d "{\"email\":\"eve@example
 sleep 0.3
 curl -s -o /dev/null "$(grep -rhoE 'http://[^ ]+/auth/verify\?token=[A-Za-z0-9_]+' "$DATA2/outbox" | head -1)"
 EJAR=$WORK/ejar
-ECSRF=$(curl -s -c "$EJAR" -H "$J" -d "{\"email\":\"eve@example.com\",\"password\":\"$PW\"}" "$B2/auth/login" | jget 'd["csrf_token"]')
+ECSRF=$(login_csrf "$B2" eve@example.com "$PW" "$EJAR")
 E=(-b "$EJAR" -H "X-CSRF-Token: $ECSRF" -H "$J")
 expect "the session reports can_execute false" False "$(curl -s -b "$EJAR" "$B2/api/auth/session" | jget 'd["can_execute"]')"
 EWS=$(curl -s -b "$EJAR" "$B2/api/workspaces" | jget 'd["items"][0]["id"]')
