@@ -85,7 +85,7 @@ import Testing
         // and after commit, after the rename = 12; ten of them, in random order.
         let points = Array((1...12).shuffled().prefix(10))
         for (round, point) in ([nil] + points.map { Optional($0) }).enumerated() {
-            let port = Int.random(in: 20000...40000)
+            let port = Self.freePort()
             func serve(_ extra: [String]) throws -> pid_t {
                 let devnull = open("/dev/null", O_WRONLY | O_CLOEXEC)
                 defer { close(devnull) }
@@ -94,8 +94,9 @@ import Testing
                     ["serve", "--port", "\(port)", "--data-dir", dir, "--log-level", "error"] + extra,
                     stdout: devnull, stderr: devnull)
             }
+            // Generous: under the full suite a debug server can take seconds to start.
             func up() async -> Bool {
-                for _ in 0..<100 {
+                for _ in 0..<600 {
                     if (try? await http("GET", "http://127.0.0.1:\(port)/healthz"))?.status == 200 { return true }
                     try? await Task.sleep(for: .milliseconds(50))
                 }
@@ -164,5 +165,21 @@ import Testing
             lastKey = key
         }
         #expect(!lastKey.isEmpty)
+    }
+
+    /// A port nobody listens on now (bound to 0 and released).
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, len) == 0 ? getsockname(fd, $0, &len) : -1
+            }
+        }
+        return Int(UInt16(bigEndian: addr.sin_port))
     }
 }
