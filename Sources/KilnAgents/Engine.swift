@@ -11,6 +11,8 @@ final class LiveRun: Sendable {
         var cancelled = false
         var job: String?
         var task: Task<Void, Never>?
+        /// Decisions on its tool calls that waited for an approval (for the receipt).
+        var approvals: [RunRecord.Approval] = []
     }
     let id: String
     let userID: String
@@ -37,6 +39,8 @@ final class AgentEngine: Sendable {
     let observers: [any RunObserver]
     /// Judges each tool call before it runs (a denial becomes the tool's result).
     let policy: (any PolicyEngine)?
+    /// Where a call a rule holds for approval waits (the run's status is `waiting_approval` meanwhile).
+    let approvals: (any ApprovalGate)?
     let live = Mutex<[String: LiveRun]>([:])
     /// Set at shutdown: no run starts after the running ones were cancelled.
     let closing = Atomic<Bool>(false)
@@ -49,9 +53,10 @@ final class AgentEngine: Sendable {
 
     init(
         services: Services, store: AgentStore, projects: any ProjectDirectory, jobs: any JobLauncher,
-        observers: [any RunObserver], policy: (any PolicyEngine)? = nil
+        observers: [any RunObserver], policy: (any PolicyEngine)? = nil, approvals: (any ApprovalGate)? = nil
     ) {
         self.policy = policy
+        self.approvals = approvals
         self.store = store
         bus = services.bus
         clock = services.clock
@@ -124,24 +129,90 @@ final class AgentEngine: Sendable {
         live.withLock { Array($0.values) }.filter { $0.userID == userID }.map(\.id).sorted().last
     }
 
-    /// Why the workspace's policy stops this tool call (nil: it may run). `require_approval` stops it
-    /// too until approvals can park a run.
-    func policyRefusal(project: ProjectRef, userID: String, _ tool: String, _ args: JSONValue?) async -> String? {
+    /// Why the workspace's policy stops this tool call (nil: it may run). A call a rule holds for
+    /// approval waits here until it is decided: the run's status is `waiting_approval`, and no model
+    /// turn (so no token spend) happens meanwhile.
+    func policyRefusal(_ run: LiveRun, project: ProjectRef, call: ToolCall, _ args: JSONValue?) async throws -> String?
+    {
         guard let policy else { return nil }
         var c = PolicyContext(actorKind: "agent")
         if case .object(let o) = args ?? .null {
             if case .string(let s) = o["command"] ?? .null { c.command = s }
             if case .string(let s) = o["path"] ?? .null { c.path = s }
         }
+        let action = "agent.tool.\(call.name)"
+        let d: PolicyDecision
         do {
-            let d = try await policy.decide(
-                wsID: project.wsID, userID: userID, action: "agent.tool.\(tool)", context: c)
-            if d.effect == .allow { return nil }
-            return "error: the workspace's policy does not allow this call"
-                + (d.ruleId.map { " (rule \($0))" } ?? "") + (d.reason.map { ": \($0)" } ?? "")
-                + (d.effect == .requireApproval ? "; it needs an approval" : "")
+            d = try await policy.decide(wsID: project.wsID, userID: run.userID, action: action, context: c)
         } catch {
             return "error: the workspace's policy could not be read, so the call was not made"
+        }
+        let rule = (d.ruleId.map { " (rule \($0))" } ?? "") + (d.reason.map { ": \($0)" } ?? "")
+        switch d.effect {
+        case .allow: return nil
+        case .deny: return "error: the workspace's policy does not allow this call" + rule
+        case .requireApproval:
+            guard let approvals else {
+                return "error: the workspace's policy requires an approval for this call" + rule
+                    + ", and this server cannot ask for one"
+            }
+            return try await awaitApproval(
+                run, gate: approvals, call: call,
+                ApprovalRequest(
+                    wsID: project.wsID, action: action, context: c, decision: d, requestedBy: run.userID,
+                    runID: run.id, callID: call.id), rule: rule)
+        }
+    }
+
+    /// Parks the run on an approval; nil when approved, else the tool result that says why not.
+    func awaitApproval(
+        _ run: LiveRun, gate: any ApprovalGate, call: ToolCall, _ request: ApprovalRequest, rule: String
+    ) async throws -> String? {
+        let ticket: ApprovalTicket
+        do { ticket = try await gate.open(request) } catch {
+            return "error: the call needs an approval" + rule + ", which could not be requested"
+        }
+        try? await store.setLiveStatus(run.id, "waiting_approval")
+        await emit(
+            run.id, "approval.required",
+            [
+                "approval_id": .string(ticket.id), "call_id": .string(call.id), "tool": .string(call.name),
+                "action": .string(request.action), "rule_id": request.decision.ruleId.map { .string($0) } ?? .null,
+                "reason": request.decision.reason.map { .string($0) } ?? .null,
+                "expires_at": .string(HTTPDate.iso8601(ticket.expiresAt)),
+            ])
+        let waited = kilnMonotonicNanos()
+        let outcome = await gate.outcome(of: ticket.id)
+        let waitedMs = Int((kilnMonotonicNanos() &- waited) / 1_000_000)
+        let (decision, by, why): (String, String?, String?) =
+            switch outcome {
+            case .approved(let by): ("approved", by, nil)
+            case .rejected(let by, let reason): ("rejected", by, reason)
+            case .expired: ("expired", nil, "nobody decided before it expired")
+            case .cancelled: ("cancelled", nil, nil)
+            }
+        run.state.withLock {
+            $0.approvals.append(
+                RunRecord.Approval(
+                    approvalID: ticket.id, callID: call.id, action: request.action, decision: decision, decidedBy: by,
+                    decidedAt: clock.now()))
+        }
+        if case .cancelled = outcome { throw CancellationError() }
+        try? await store.setLiveStatus(run.id, "running")
+        await emit(
+            run.id, "approval.resolved",
+            [
+                "approval_id": .string(ticket.id), "call_id": .string(call.id), "decision": .string(decision),
+                "decided_by": by.map { .string($0) } ?? .null, "reason": why.map { .string($0) } ?? .null,
+                "waited_ms": .int(waitedMs),
+            ])
+        switch outcome {
+        case .approved: return nil
+        case .expired:
+            return "error: the call needed an approval" + rule + " and nobody approved it in time, so it was not made"
+        default:
+            return "error: the call was rejected by an approver" + (why.map { ": \($0)" } ?? "")
+                + "; it was not made"
         }
     }
 
@@ -237,10 +308,9 @@ final class AgentEngine: Sendable {
                         ])
                     var ok = true
                     var output: String
-                    if let tool = ToolRegistry.named(call.name),
-                        let refusal = await policyRefusal(project: project, userID: run.userID, call.name, parsed)
+                    if ToolRegistry.named(call.name) != nil,
+                        let refusal = try await policyRefusal(run, project: project, call: call, parsed)
                     {
-                        _ = tool
                         ok = false
                         output = refusal
                     } else if let tool = ToolRegistry.named(call.name) {
@@ -357,7 +427,8 @@ final class AgentEngine: Sendable {
             runID: id, wsID: project.wsID, projectID: project.id, userID: run.userID, model: input.model,
             prompt: input.prompt,
             status: status, startedAt: started, endedAt: now, inputTokens: tokens.0, outputTokens: tokens.1,
-            steps: tokens.2, calls: calls, files: files.sorted { $0.path < $1.path }, findings: findings)
+            steps: tokens.2, calls: calls, files: files.sorted { $0.path < $1.path }, findings: findings,
+            approvals: run.state.withLock { $0.approvals })
         for o in observers { await o.runEnded(record) }
     }
 

@@ -20,10 +20,11 @@ public struct AgentsModule: KilnModule {
     /// `observers` are told of every run's start, usage and end (budgets, receipts).
     public init(
         services: Services, projects: any ProjectDirectory, jobs: any JobLauncher, observers: [any RunObserver],
-        secrets: (any SecretProvider)? = nil, policy: (any PolicyEngine)? = nil
+        secrets: (any SecretProvider)? = nil, policy: (any PolicyEngine)? = nil, approvals: (any ApprovalGate)? = nil
     ) {
         service = AgentService(
-            services: services, projects: projects, jobs: jobs, observers: observers, secrets: secrets, policy: policy)
+            services: services, projects: projects, jobs: jobs, observers: observers, secrets: secrets, policy: policy,
+            approvals: approvals)
         let agents = service
         services.hooks.workspaceOf(param: "run_id") { id in try await agents.workspaceOf(id) }
     }

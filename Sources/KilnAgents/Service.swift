@@ -23,12 +23,13 @@ public struct AgentService: Sendable {
     /// `observers` follow every run (budgets, receipts), in order.
     public init(
         services: Services, projects: any ProjectDirectory, jobs: any JobLauncher, observers: [any RunObserver],
-        secrets: (any SecretProvider)? = nil, policy: (any PolicyEngine)? = nil
+        secrets: (any SecretProvider)? = nil, policy: (any PolicyEngine)? = nil, approvals: (any ApprovalGate)? = nil
     ) {
         self.secrets = secrets
         store = AgentStore(db: services.db)
         engine = AgentEngine(
-            services: services, store: store, projects: projects, jobs: jobs, observers: observers, policy: policy)
+            services: services, store: store, projects: projects, jobs: jobs, observers: observers, policy: policy,
+            approvals: approvals)
         self.projects = projects
         self.jobs = jobs
         bus = services.bus

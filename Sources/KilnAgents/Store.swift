@@ -32,7 +32,9 @@ struct AgentStore: Sendable {
     }
 
     func runningRunIDs() async throws -> [String] {
-        try await db.read { tx in try tx.query("SELECT id FROM agent_runs WHERE status = 'running'") }.compactMap {
+        try await db.read { tx in
+            try tx.query("SELECT id FROM agent_runs WHERE status IN ('running', 'waiting_approval')")
+        }.compactMap {
             $0.string("id")
         }
     }
@@ -43,6 +45,15 @@ struct AgentStore: Sendable {
                 """
                 UPDATE agent_runs SET status = 'failed', error = 'the server restarted', reason = 'server_restart', ended_at = ? WHERE id = ?
                 """, now, id)
+        }
+    }
+
+    /// `running` ⇄ `waiting_approval` while a tool call waits for a decision.
+    func setLiveStatus(_ id: String, _ status: String) async throws {
+        _ = try await db.write { tx in
+            try tx.run(
+                "UPDATE agent_runs SET status = ? WHERE id = ? AND status IN ('running', 'waiting_approval')", status,
+                id)
         }
     }
 

@@ -83,14 +83,17 @@ public final class Application: ModuleHost, @unchecked Sendable {
         let policy = PolicyModule(services: s)
         let secrets = SecretsModule(services: s, policy: policy.service)
         let shell = ShellModule(
-            services: s, projects: projects.service, secrets: secrets.service, policy: policy.service)
-        let pty = PTYModule(services: s, projects: projects.service, secrets: secrets.service, policy: policy.service)
+            services: s, projects: projects.service, secrets: secrets.service, policy: policy.service,
+            approvals: policy.approvals)
+        let pty = PTYModule(
+            services: s, projects: projects.service, secrets: secrets.service, policy: policy.service,
+            approvals: policy.approvals)
         let budget = BudgetModule(services: s, projects: projects.service, tools: AgentToolCatalog())
         let receipts = ReceiptsModule(services: s, projects: projects.service, pricing: budget.service.pricing)
         let agents = AgentsModule(
             services: s, projects: projects.service, jobs: shell.service,
             observers: [budget.service, receipts.service],
-            secrets: secrets.service, policy: policy.service)
+            secrets: secrets.service, policy: policy.service, approvals: policy.approvals)
         return [auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets, policy]
     }
 

@@ -47,7 +47,7 @@ struct ErrorMiddleware: Middleware {
     func handle(_ request: Request, context: RequestContext, next: Handler) async throws -> Response {
         do { return try await next(request, context) } catch {
             let inner = ErrorWithHeaders.unwrap(error)
-            if !(inner is any HTTPResponseError) && !(inner is DecodingError) {
+            if !(inner is any HTTPResponseError) && !(inner is DecodingError) && !(inner is any EarlyResponse) {
                 ServerLog.error(
                     "internal error",
                     [

@@ -3,9 +3,9 @@ import KilnCore
 import KilnHTTP
 
 /// `POST /api/pty/spawn` (every field optional).
-struct SpawnInput: Decodable, Sendable {
-    let wsId: String?
-    let projectId: String?
+struct SpawnInput: Codable, Sendable {
+    var wsId: String?
+    var projectId: String?
     let cols: Int?
     let rows: Int?
     let shell: String?

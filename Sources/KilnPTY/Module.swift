@@ -15,15 +15,23 @@ public struct PTYModule: KilnModule {
 
     public init(
         services: Services, projects: any ProjectDirectory, secrets: (any SecretProvider)? = nil,
-        policy: (any PolicyEngine)? = nil
+        policy: (any PolicyEngine)? = nil, approvals: (any ApprovalGate)? = nil
     ) {
         terminals = TerminalService(
             idleSeconds: Double(services.config.int(PTYSettings.idleMinutes) ?? 30) * 60,
             maxPerUser: services.config.int(PTYSettings.maxPerUser) ?? 16, projects: projects,
             sandbox: services.sandbox,
-            secrets: secrets, policy: policy)
+            secrets: secrets, policy: policy, approvals: approvals)
         let t = terminals
         services.hooks.workspaceOf(param: "pty_id") { id in t.get(id)?.wsID }
+        let hooks = services.hooks
+        // An approved spawn starts the terminal; its requester attaches to the pty_id on the approval.
+        approvals?.onApproved(kind: "pty.open") { a in
+            let access = try await a.access(hooks, needs: PTYPermission.open)
+            let term = try await t.spawn(
+                try a.input(SpawnInput.self), access: access, userID: a.userID, grants: a.grants)
+            return ["pty_id": .string(term.id), "ws_path": .string("/api/pty/\(term.id)/stream")]
+        }
     }
 
     public var permissions: [Permission] { [PTYPermission.open] }

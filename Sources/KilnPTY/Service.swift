@@ -31,13 +31,17 @@ final class TerminalService: Sendable {
     let sandbox: Sandbox
     let secrets: (any SecretProvider)?
     let policy: (any PolicyEngine)?
+    /// Where a `require_approval` rule parks a spawn until it is decided.
+    let approvals: (any ApprovalGate)?
     /// Exited terminals stay listed (for their exit code and replay) this long after the last viewer left.
     static let keepExitedSeconds = 600.0
 
     init(
         idleSeconds: Double, maxPerUser: Int = 16, projects: any ProjectDirectory, sandbox: Sandbox,
-        secrets: (any SecretProvider)? = nil, policy: (any PolicyEngine)? = nil
+        secrets: (any SecretProvider)? = nil, policy: (any PolicyEngine)? = nil,
+        approvals: (any ApprovalGate)? = nil
     ) {
+        self.approvals = approvals
         self.secrets = secrets
         self.policy = policy
         self.idleSeconds = idleSeconds
@@ -63,15 +67,16 @@ final class TerminalService: Sendable {
     }
 
     /// Checks a spawn request: size, shell, and the working directory (in the project when it names one).
-    func spawn(_ input: SpawnInput, access: WorkspaceAccess, userID: String) async throws -> Terminal {
+    /// A `require_approval` rule (on terminals or a secret) parks the spawn: 202 with the approval,
+    /// and the terminal starts when it is approved (`grants`), ready to attach.
+    func spawn(
+        _ input: SpawnInput, access: WorkspaceAccess, userID: String, grants: [PolicyGrant] = []
+    ) async throws -> Terminal {
         let cols = input.cols ?? 80
         let rows = input.rows ?? 24
         guard (1...1000).contains(cols) else { throw APIError.validation("cols must be from 1 to 1000", field: "cols") }
         guard (1...1000).contains(rows) else { throw APIError.validation("rows must be from 1 to 1000", field: "rows") }
         try sandbox.requireUsable()
-        if let policy {
-            try await policy.check(wsID: access.wsID, userID: userID, action: "pty.open", context: PolicyContext())
-        }
         let shell =
             input.shell ?? ProcessInfo.processInfo.environment["SHELL"].flatMap {
                 FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil
@@ -103,14 +108,28 @@ final class TerminalService: Sendable {
                 throw APIError.validation("cwd is not a directory", field: "cwd")
             }
         }
-        var values: [SecretValue] = []
-        if let names = input.secrets, !names.isEmpty {
-            guard let secrets else { throw APIError.unavailable("Secrets are not available on this server") }
-            values = try await secrets.use(names, wsID: access.wsID, userID: userID, purpose: "pty.open")
+        var fixed = input
+        fixed.wsId = access.wsID
+        fixed.projectId = project?.id
+        let (proj, policy, secrets) = (project, policy, secrets)
+        return try await approvals.parking(
+            wsID: access.wsID, userID: userID, kind: "pty.open", payload: ["input": try JSONValue(encoding: fixed)],
+            grants: grants
+        ) {
+            if let policy {
+                try await policy.check(
+                    wsID: access.wsID, userID: userID, action: "pty.open", context: PolicyContext(), grants: grants)
+            }
+            var values: [SecretValue] = []
+            if let names = input.secrets, !names.isEmpty {
+                guard let secrets else { throw APIError.unavailable("Secrets are not available on this server") }
+                values = try await secrets.use(
+                    names, wsID: access.wsID, userID: userID, purpose: "pty.open", grants: grants)
+            }
+            return try spawn(
+                userID: userID, wsID: access.wsID, project: proj, shell: shell, cwd: cwd, cols: cols, rows: rows,
+                secrets: values)
         }
-        return try spawn(
-            userID: userID, wsID: access.wsID, project: project, shell: shell, cwd: cwd, cols: cols, rows: rows,
-            secrets: values)
     }
 
     func spawn(

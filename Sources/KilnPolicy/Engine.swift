@@ -17,6 +17,8 @@ struct CompiledPolicy: Sendable {
         let actorRoles: Set<String>?
         let actorKind: String?
         let costOver: Int?
+        /// `require_approval` only: the requester may approve their own request.
+        var selfApproval = false
     }
 
     /// `NSRegularExpression` wrapped for Sendable use (it is immutable once made).
@@ -63,7 +65,7 @@ struct CompiledPolicy: Sendable {
         let candidates = byAction[action] ?? rules.indices.filter { rules[$0].action.matches(action) }
         for i in candidates where Self.holds(rules[i], facts) {
             let r = rules[i]
-            return PolicyDecision(effect: r.effect, ruleID: r.id, reason: r.reason)
+            return PolicyDecision(effect: r.effect, ruleID: r.id, reason: r.reason, selfApproval: r.selfApproval)
         }
         let family = PolicyActions.family(of: action)
         if let d = defaults[family] {

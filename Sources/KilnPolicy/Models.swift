@@ -21,9 +21,14 @@ struct EvaluateInput: Decodable, Sendable, SchemaRequiredFields {
 enum PolicyLimits {
     static let maxRules = 1000
     static let maxDocumentBytes = 512 * 1024
-    static let ruleKeys: Set<String> = ["id", "action", "effect", "when", "reason"]
+    static let ruleKeys: Set<String> = ["id", "action", "effect", "when", "reason", "self_approval"]
     static let whenKeys: Set<String> = [
         "command", "path", "host", "secret", "actor_role", "actor_kind", "cost_usd_micros",
     ]
     static let actorKinds: Set<String> = ["user", "api_key", "agent"]
+}
+
+/// `POST /api/approvals/:approval_id/approve|reject`.
+struct DecisionInput: Decodable, Sendable {
+    let reason: String?
 }

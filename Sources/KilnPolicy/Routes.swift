@@ -69,3 +69,70 @@ struct PolicyRoutes: Sendable {
             try await policy.history(wsID: try ctx.requireWorkspace().wsID, page: try PageRequest(query: req.query)))
     }
 }
+
+/// `/api/approvals/*`: the actions parked by `require_approval`, and their decisions.
+struct ApprovalRoutes: Sendable {
+    let approvals: ApprovalService
+
+    func register(_ routes: Routes) {
+        let r = routes.tagged("approvals")
+        r.add(
+            .GET, "/api/approvals", PolicyPermission.readApprovals,
+            "Approvals of the workspace, newest first (state=pending for those waiting)",
+            query: [.wsID, QueryParam("state", "pending, approved, rejected or cancelled")] + QueryParam.paging,
+            reply: .json(Schema.page(Schema.any)), list)
+        r.add(
+            .GET, "/api/approvals/events", PolicyPermission.readApprovals,
+            "SSE: approval.required and approval.resolved as they happen (resumable with Last-Event-ID)",
+            query: [.wsID, QueryParam("cursor", "resume after this event id")], reply: .events(), events)
+        r.add(
+            .GET, "/api/approvals/:approval_id", PolicyPermission.readApprovals,
+            "One approval: {id, action, context, rule_id, requested_by, run_id, state, expires_at, decided_by, "
+                + "result {job_id | pty_id | error}}",
+            reply: .json(Schema.any), get)
+        r.add(
+            .POST, "/api/approvals/:approval_id/approve", PolicyPermission.decide,
+            "Approve (step-up; not by the requester unless the rule allows self-approval): the waiting run goes on, "
+                + "a parked request runs and its job id shows on the approval; 409 when no longer pending",
+            limit: 4096, body: .optional, reply: .json(Schema.any), approve)
+        r.add(
+            .POST, "/api/approvals/:approval_id/reject", PolicyPermission.decide,
+            "Reject with {reason}: the run gets a tool result saying so, a parked request never runs", limit: 4096,
+            body: .optional, reply: .json(Schema.any), reject)
+    }
+
+    @Sendable func list(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        try .json(
+            try await approvals.list(
+                wsID: try ctx.requireWorkspace().wsID, state: req.query["state"].flatMap { $0.isEmpty ? nil : $0 },
+                page: try PageRequest(query: req.query)))
+    }
+
+    @Sendable func events(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        try approvals.bus.sse(topic: ApprovalService.topic(try ctx.requireWorkspace().wsID), request: req)
+    }
+
+    @Sendable func get(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        _ = try ctx.requireWorkspace()
+        return .json(try await approvals.get(try ctx.parameter("approval_id")))
+    }
+
+    @Sendable func approve(_ req: Request, _ ctx: RequestContext, _ input: DecisionInput) async throws -> Response {
+        let p = try ctx.requirePrincipal()
+        try p.requireStepUp(now: approvals.clock.now())
+        _ = try ctx.requireWorkspace()
+        return .json(
+            try await approvals.decide(
+                try ctx.parameter("approval_id"), approve: true, userID: p.userID, reason: input.reason,
+                ip: req.remoteAddress))
+    }
+
+    @Sendable func reject(_ req: Request, _ ctx: RequestContext, _ input: DecisionInput) async throws -> Response {
+        let p = try ctx.requirePrincipal()
+        _ = try ctx.requireWorkspace()
+        return .json(
+            try await approvals.decide(
+                try ctx.parameter("approval_id"), approve: false, userID: p.userID, reason: input.reason,
+                ip: req.remoteAddress))
+    }
+}

@@ -223,10 +223,21 @@ public final class PolicyService: PolicyEngine, Sendable {
             }
             cost = n
         }
-        return CompiledPolicy.Rule(
+        var selfApproval = false
+        switch r["self_approval"] {
+        case nil, .null: break
+        case .bool(let b) where effect == .requireApproval || !b: selfApproval = b
+        case .bool:
+            throw APIError.validation(
+                "\(at) (\(id)): self_approval applies to require_approval rules only", field: "\(at).self_approval")
+        default: throw APIError.validation("\(at).self_approval must be true or false", field: "\(at).self_approval")
+        }
+        var rule = CompiledPolicy.Rule(
             id: id, action: Glob(action), effect: effect, reason: reason, command: command,
             path: try text("path").map(Glob.init), host: try text("host").map { Glob($0.lowercased()) },
             secret: try text("secret").map(Glob.init), actorRoles: roles, actorKind: kind, costOver: cost)
+        rule.selfApproval = selfApproval
+        return rule
     }
 }
 

@@ -33,3 +33,71 @@ struct PolicyStore: Sendable {
         }
     }
 }
+
+/// The approvals' SQL: one row per parked action, pending until decided, expired or withdrawn.
+struct ApprovalStore: Sendable {
+    let db: Database
+
+    func insert(
+        _ tx: Transaction, id: String, _ r: ApprovalRequest, context: String, resumePayload: String?,
+        resumeGrants: String?, at now: Date, expires: Date
+    ) throws {
+        try tx.run(
+            """
+            INSERT INTO approvals (id, ws_id, action, context, rule_id, reason, self_approval, requested_by, run_id,
+                call_id, state, created_at, expires_at, resume_kind, resume_payload, resume_grants)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)
+            """, id, r.wsID, r.action, context, r.decision.ruleId, r.decision.reason, r.decision.selfApproval ? 1 : 0,
+            r.requestedBy, r.runID, r.callID, now, expires, r.resume?.kind, resumePayload, resumeGrants)
+    }
+
+    func get(_ id: String) async throws -> Row? {
+        try await db.read { tx in try tx.first("SELECT * FROM approvals WHERE id = ?", id) }
+    }
+
+    func get(_ tx: Transaction, _ id: String) throws -> Row? {
+        try tx.first("SELECT * FROM approvals WHERE id = ?", id)
+    }
+
+    func workspaceOf(_ id: String) async throws -> String? {
+        try await db.read { tx in try tx.first("SELECT ws_id FROM approvals WHERE id = ?", id)?.string("ws_id") }
+    }
+
+    /// Newest first, after the page's cursor (its created_at and id).
+    func list(_ wsID: String, state: String?, page: PageRequest) async throws -> [Row] {
+        var q = Query("SELECT * FROM approvals WHERE ws_id = ?", wsID)
+        q.and("state = ?", ifGiven: state)
+        try page.newestFirst(&q, timeColumn: "created_at", idColumn: "id")
+        let query = q
+        return try await db.read { tx in try query.rows(tx) }
+    }
+
+    /// Ends a pending approval; false when it was no longer pending.
+    func decide(
+        _ tx: Transaction, _ id: String, state: String, by userID: String?, reason: String?, at now: Date
+    ) throws -> Bool {
+        try tx.run(
+            """
+            UPDATE approvals SET state = ?, decided_by = ?, decision_reason = ?, decided_at = ?
+            WHERE id = ? AND state = 'pending'
+            """, state, userID, reason, now, id) > 0
+    }
+
+    func setResult(_ id: String, _ result: String) async throws {
+        _ = try await db.write { tx in try tx.run("UPDATE approvals SET result = ? WHERE id = ?", result, id) }
+    }
+
+    func due(at now: Date) async throws -> [Row] {
+        try await db.read { tx in
+            try tx.query(
+                "SELECT id, ws_id, run_id FROM approvals WHERE state = 'pending' AND expires_at <= ? LIMIT 500", now)
+        }
+    }
+
+    /// Pending approvals a run waits for (none survive a restart: their runs ended with the process).
+    func pendingForRuns() async throws -> [Row] {
+        try await db.read { tx in
+            try tx.query("SELECT id, ws_id, run_id FROM approvals WHERE state = 'pending' AND run_id IS NOT NULL")
+        }
+    }
+}

@@ -39,6 +39,23 @@ public enum ReceiptChain {
 
     /// The receipt body for a finished run (integers and strings only, null for absent hashes).
     static func body(_ r: RunRecord, seq: Int, prev: String, cost: Int) -> JSONValue {
+        var b = fields(r, seq: seq, prev: prev, cost: cost)
+        // Only runs that met an approval carry the list, so every other body is signed as before.
+        if !r.approvals.isEmpty {
+            b["approvals"] = .array(
+                r.approvals.map {
+                    [
+                        "approval_id": .string($0.approvalID), "call_id": .string($0.callID),
+                        "action": .string($0.action), "decision": .string($0.decision),
+                        "decided_by": $0.decidedBy.map { .string($0) } ?? .null,
+                        "decided_at": .string(iso($0.decidedAt)),
+                    ]
+                })
+        }
+        return .object(b)
+    }
+
+    static func fields(_ r: RunRecord, seq: Int, prev: String, cost: Int) -> [String: JSONValue] {
         [
             "seq": .int(seq), "run_id": .string(r.runID), "ws_id": .string(r.wsID), "project_id": .string(r.projectID),
             "prev_hash": .string(prev), "user": .string(r.userID), "model": .string(r.model),

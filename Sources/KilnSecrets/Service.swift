@@ -198,14 +198,17 @@ public final class SecretsService: SecretProvider, Sendable {
 
     // MARK: SecretProvider
 
-    public func use(_ names: [String], wsID: String, userID: String, purpose: String) async throws -> [SecretValue] {
+    public func use(
+        _ names: [String], wsID: String, userID: String, purpose: String, grants: [PolicyGrant]
+    ) async throws -> [SecretValue] {
         guard !names.isEmpty else { return [] }
         guard names.count <= 32 else { throw APIError.validation("At most 32 secrets per use", field: "secrets") }
         let unique = Array(Set(try names.map { try SecretRules.validName($0) })).sorted()
         if let policy {
             for name in unique {
                 try await policy.check(
-                    wsID: wsID, userID: userID, action: "secrets.use", context: PolicyContext(secret: name))
+                    wsID: wsID, userID: userID, action: "secrets.use", context: PolicyContext(secret: name),
+                    grants: grants)
             }
         }
         let now = clock.now()

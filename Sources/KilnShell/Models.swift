@@ -26,8 +26,8 @@ public struct ShellJob: Codable, Sendable, NullEncoding {
 }
 
 /// `POST /api/shell/run`.
-struct RunInput: Decodable, Sendable {
-    let projectId: String?
+struct RunInput: Codable, Sendable {
+    var projectId: String?
     let command: String
     let cwd: String?
     let env: [String: String]?
@@ -37,7 +37,7 @@ struct RunInput: Decodable, Sendable {
 }
 
 /// `POST /api/shell/test`.
-struct TestInput: Decodable, Sendable {
+struct TestInput: Codable, Sendable {
     let projectId: String?
     let timeoutS: Double?
 }
@@ -49,7 +49,7 @@ struct SettingsInput: Decodable, Sendable {
 }
 
 /// `POST /api/shell/ssh-run`.
-struct SSHRunInput: Decodable, Sendable {
+struct SSHRunInput: Codable, Sendable {
     let host: String
     let command: String
     let timeoutS: Double?

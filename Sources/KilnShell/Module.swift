@@ -22,9 +22,11 @@ public struct ShellModule: KilnModule {
 
     public init(
         services: Services, projects: any ProjectDirectory, secrets: (any SecretProvider)? = nil,
-        policy: (any PolicyEngine)? = nil
+        policy: (any PolicyEngine)? = nil, approvals: (any ApprovalGate)? = nil
     ) {
-        service = ShellService(services: services, projects: projects, secrets: secrets, policy: policy)
+        service = ShellService(
+            services: services, projects: projects, secrets: secrets, policy: policy, approvals: approvals)
+        service.registerResumers()
         let shell = service
         services.hooks.workspaceOf(param: "job_id") { id in try await shell.workspaceOf(id) }
     }

@@ -173,18 +173,25 @@ extension ShellService {
         return h
     }
 
-    func sshRun(_ input: SSHRunInput, access: WorkspaceAccess, userID: String) async throws -> String {
+    func sshRun(
+        _ input: SSHRunInput, access: WorkspaceAccess, userID: String, grants: [PolicyGrant] = []
+    ) async throws -> String {
         try Validate.command(input.command)
         let host = try sshHost(input.host)
         guard ProcessRunner.which("ssh") != nil else {
             throw APIError.programMissing("ssh", install: "apt-get install openssh-client")
         }
         let home = ProcessInfo.processInfo.environment["HOME"] ?? "/"
-        return try await start(
-            JobSpec(
-                wsID: access.wsID, projectID: nil, userID: userID, kind: "ssh", command: input.command,
-                argv: ["ssh"] + sshOptions + ["--", host.host, input.command], cwd: home, displayCwd: "~",
-                timeout: try Self.timeout(input.timeoutS), host: host.host, isKilnTool: true))
+        var spec = JobSpec(
+            wsID: access.wsID, projectID: nil, userID: userID, kind: "ssh", command: input.command,
+            argv: ["ssh"] + sshOptions + ["--", host.host, input.command], cwd: home, displayCwd: "~",
+            timeout: try Self.timeout(input.timeoutS), host: host.host, isKilnTool: true)
+        spec.grants = grants
+        let parked = spec
+        return try await approvals.parking(
+            wsID: access.wsID, userID: userID, kind: "ssh.run", payload: ["input": try JSONValue(encoding: input)],
+            grants: grants
+        ) { try await start(parked) }
     }
 
     /// Copies a remote file into the project (to a temporary name first, then renamed into place).

@@ -50,6 +50,8 @@ public final class ShellService: JobLauncher {
     let hooks: Hooks
     let secrets: (any SecretProvider)?
     let policy: (any PolicyEngine)?
+    /// Where a `require_approval` rule parks a REST caller's job until it is decided.
+    let approvals: (any ApprovalGate)?
     /// Running jobs one account may have.
     let maxPerUser: Int
     /// `--ssh-agent`: ssh jobs may use the server's agent socket.
@@ -60,10 +62,11 @@ public final class ShellService: JobLauncher {
 
     public init(
         services s: Services, projects: any ProjectDirectory, secrets: (any SecretProvider)? = nil,
-        policy: (any PolicyEngine)? = nil
+        policy: (any PolicyEngine)? = nil, approvals: (any ApprovalGate)? = nil
     ) {
         self.secrets = secrets
         self.policy = policy
+        self.approvals = approvals
         store = ShellStore(db: s.db)
         bus = s.bus
         clock = s.clock
@@ -134,7 +137,8 @@ public final class ShellService: JobLauncher {
         if let policy, spec.actorKind != "agent", let action = Self.policyAction(spec.kind) {
             try await policy.check(
                 wsID: spec.wsID, userID: spec.userID, action: action,
-                context: PolicyContext(command: spec.command, host: spec.host, actorKind: spec.actorKind))
+                context: PolicyContext(command: spec.command, host: spec.host, actorKind: spec.actorKind),
+                grants: spec.grants)
         }
         let running = live.withLock { $0.values.filter { $0.userID == spec.userID }.count }
         guard running < maxPerUser else {
@@ -315,6 +319,14 @@ public final class ShellService: JobLauncher {
     public func startTests(
         project: ProjectRef, userID: String, timeout: Double, secrets: [SecretValue] = [], actorKind: String = "user"
     ) async throws -> String {
+        try await startTests(
+            project: project, userID: userID, timeout: timeout, secrets: secrets, actorKind: actorKind, grants: [])
+    }
+
+    func startTests(
+        project: ProjectRef, userID: String, timeout: Double, secrets: [SecretValue], actorKind: String,
+        grants: [PolicyGrant]
+    ) async throws -> String {
         let saved = try await store.testCommand(project.id)
         let detected = TestRunners.detect(root: project.root)
         guard let command = saved ?? detected?.command else {
@@ -326,10 +338,11 @@ public final class ShellService: JobLauncher {
                 details: ["field": "project_id"])
         }
         let runner = saved != nil ? (detected?.command == saved ? detected!.runner : "custom") : detected!.runner
-        let id = try await start(
-            JobSpec(
-                wsID: project.wsID, projectID: project.id, userID: userID, kind: "test", command: command,
-                cwd: project.root, displayCwd: ".", timeout: timeout, secrets: secrets, actorKind: actorKind))
+        var spec = JobSpec(
+            wsID: project.wsID, projectID: project.id, userID: userID, kind: "test", command: command,
+            cwd: project.root, displayCwd: ".", timeout: timeout, secrets: secrets, actorKind: actorKind)
+        spec.grants = grants
+        let id = try await start(spec)
         setSummarizer(id) { o in
             TestRunners.summarize(
                 runner: runner,
@@ -340,40 +353,83 @@ public final class ShellService: JobLauncher {
 
     // MARK: Starting from requests
 
-    /// A command in a project folder (`cwd` relative to it, path-checked).
+    /// Starts a command in a project folder (`cwd` relative to it, path-checked); a `require_approval` rule (on the command or a secret it uses) parks it
+    /// instead: 202 with the approval, and the job starts when it is approved (`grants`).
     func run(
-        _ input: RunInput, access: WorkspaceAccess, userID: String, actorKind: String = "user"
-    ) async throws
-        -> String
-    {
+        _ input: RunInput, access: WorkspaceAccess, userID: String, actorKind: String = "user",
+        grants: [PolicyGrant] = []
+    ) async throws -> String {
         try Validate.command(input.command)
         let project = try await projects.resolve(input.projectId, access: access, userID: userID)
         let (cwd, shown) = try Self.cwd(in: project.root, input.cwd)
         let env = try Self.validateEnv(input.env)
         let timeout = try Self.timeout(input.timeoutS)
-        let values = try await useSecrets(input.secrets, wsID: access.wsID, userID: userID, purpose: "shell.run")
-        return try await start(
-            JobSpec(
+        var fixed = input
+        fixed.projectId = project.id
+        return try await approvals.parking(
+            wsID: access.wsID, userID: userID, kind: "shell.run",
+            payload: ["input": try JSONValue(encoding: fixed), "actor_kind": .string(actorKind)], grants: grants
+        ) {
+            let values = try await useSecrets(
+                input.secrets, wsID: access.wsID, userID: userID, purpose: "shell.run", grants: grants)
+            var spec = JobSpec(
                 wsID: access.wsID, projectID: project.id, userID: userID, kind: "run", command: input.command,
-                cwd: cwd, displayCwd: shown, env: env, timeout: timeout, secrets: values, actorKind: actorKind))
+                cwd: cwd, displayCwd: shown, env: env, timeout: timeout, secrets: values, actorKind: actorKind)
+            spec.grants = grants
+            return try await start(spec)
+        }
     }
 
     /// The values of the secrets a request names (none without a secrets domain or names).
-    func useSecrets(_ names: [String]?, wsID: String, userID: String, purpose: String) async throws -> [SecretValue] {
+    func useSecrets(
+        _ names: [String]?, wsID: String, userID: String, purpose: String, grants: [PolicyGrant] = []
+    ) async throws -> [SecretValue] {
         guard let names, !names.isEmpty else { return [] }
         guard let secrets else { throw APIError.unavailable("Secrets are not available on this server") }
-        return try await secrets.use(names, wsID: wsID, userID: userID, purpose: purpose)
+        return try await secrets.use(names, wsID: wsID, userID: userID, purpose: purpose, grants: grants)
     }
 
     func runTests(
-        _ input: TestInput, access: WorkspaceAccess, userID: String, actorKind: String = "user"
-    ) async throws
-        -> String
-    {
+        _ input: TestInput, access: WorkspaceAccess, userID: String, actorKind: String = "user",
+        grants: [PolicyGrant] = []
+    ) async throws -> String {
         let project = try await projects.resolve(input.projectId, access: access, userID: userID)
-        return try await startTests(
-            project: project, userID: userID, timeout: try Self.timeout(input.timeoutS), secrets: [],
-            actorKind: actorKind)
+        let timeout = try Self.timeout(input.timeoutS)
+        return try await approvals.parking(
+            wsID: access.wsID, userID: userID, kind: "shell.test",
+            payload: [
+                "input": try JSONValue(encoding: TestInput(projectId: project.id, timeoutS: input.timeoutS)),
+                "actor_kind": .string(actorKind),
+            ], grants: grants
+        ) {
+            try await startTests(
+                project: project, userID: userID, timeout: timeout, secrets: [], actorKind: actorKind, grants: grants)
+        }
+    }
+
+    /// Resumes the parked jobs of approved approvals.
+    func registerResumers() {
+        guard let approvals else { return }
+        let hooks = hooks
+        approvals.onApproved(kind: "shell.run") { [self] a in
+            let access = try await a.access(hooks, needs: ShellPermission.run)
+            let id = try await run(
+                try a.input(RunInput.self), access: access, userID: a.userID, actorKind: a.text("actor_kind") ?? "user",
+                grants: a.grants)
+            return ["job_id": .string(id)]
+        }
+        approvals.onApproved(kind: "shell.test") { [self] a in
+            let access = try await a.access(hooks, needs: ShellPermission.run)
+            let id = try await runTests(
+                try a.input(TestInput.self), access: access, userID: a.userID,
+                actorKind: a.text("actor_kind") ?? "user", grants: a.grants)
+            return ["job_id": .string(id)]
+        }
+        approvals.onApproved(kind: "ssh.run") { [self] a in
+            let access = try await a.access(hooks, needs: ShellPermission.ssh)
+            let id = try await sshRun(try a.input(SSHRunInput.self), access: access, userID: a.userID, grants: a.grants)
+            return ["job_id": .string(id)]
+        }
     }
 
     static func cwd(in root: String, _ cwd: String?) throws -> (String, String) {

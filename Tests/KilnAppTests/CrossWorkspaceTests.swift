@@ -21,6 +21,12 @@ import Testing
             let rescanJob = try #require(rescan.json["job_id"] as? String, "\(rescan.text)")
             let pty = try await x.f.a.call("POST", "/api/pty/spawn", json: ["ws_id": x.f.ws, "project_id": x.f.pid])
             let ptyID = try #require(pty.json["id"] as? String, "\(pty.text)")
+            let rule: [String: Any] = [
+                "id": "hold", "action": "shell.run", "effect": "require_approval", "when": ["command": "^held"],
+            ]
+            _ = try await x.f.a.call("PUT", "/api/policies", json: ["ws_id": x.f.ws, "rules": [rule]])
+            let held = try await x.f.a.call("POST", "/api/shell/run", json: ["project_id": x.f.pid, "command": "held"])
+            let approval = try #require(held.json["approval_id"] as? String, "\(held.text)")
             let ownerID = try #require(
                 (try await x.f.a.call("GET", "/api/auth/session").json["user"] as? [String: Any])?["id"] as? String)
 
@@ -30,6 +36,7 @@ import Testing
             let theirs = try await workspaceOf(outsider)
             let ids: [String: [String]] = [
                 "run_id": [run], "job_id": [job, rescanJob], "pty_id": [ptyID], "ws_id": [x.f.ws], "user_id": [ownerID],
+                "approval_id": [approval],
             ]
 
             let catalog = t.app.services.catalog
@@ -74,6 +81,7 @@ import Testing
             #expect(try await x.f.a.call("GET", "/api/agent/runs/\(run)").status == 200)
             #expect(try await x.f.a.call("GET", "/api/shell/jobs/\(job)").status == 200)
             #expect(try await x.f.a.call("GET", "/api/receipts/\(run)").status == 200)
+            #expect(try await x.f.a.call("GET", "/api/approvals/\(approval)").json["state"] as? String == "pending")
             #expect(try await x.f.a.call("POST", "/api/shell/cancel/\(job)").status == 200)
             #expect(try await x.f.a.call("DELETE", "/api/pty/\(ptyID)").status == 200)
         }

@@ -23,6 +23,8 @@ public struct JobSpec: Sendable {
     public var secrets: [SecretValue]
     /// Who acts, for policies: `user`, `api_key`, or `agent` (whose tool call was judged already).
     public var actorKind: String
+    /// Approvals this very job was given (a `require_approval` rule lets it through once approved).
+    public var grants: [PolicyGrant] = []
 
     public init(
         wsID: String, projectID: String?, userID: String, kind: String, command: String, argv: [String]? = nil,

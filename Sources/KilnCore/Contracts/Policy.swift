@@ -37,11 +37,15 @@ public struct PolicyDecision: Codable, Sendable, Equatable {
     /// The rule that decided (nil: the family's default or the built-in allow).
     public let ruleId: String?
     public let reason: String?
+    /// For `require_approval`: whether the requester may approve their own request (the rule's
+    /// `self_approval`; by default someone else must).
+    public let selfApproval: Bool
 
-    public init(effect: PolicyEffect, ruleID: String?, reason: String?) {
+    public init(effect: PolicyEffect, ruleID: String?, reason: String?, selfApproval: Bool = false) {
         self.effect = effect
         ruleId = ruleID
         self.reason = reason
+        self.selfApproval = selfApproval
     }
 
     /// The refusal a caller gets for `deny`: 403 `policy_denied` naming the rule.
@@ -61,11 +65,10 @@ public protocol PolicyEngine: Sendable {
 }
 
 extension PolicyEngine {
-    /// Throws the 403 for `deny`; `require_approval` is refused the same way until approvals exist
-    /// for this caller (the caller handles it first when it can park the action).
+    /// Throws the 403 for `deny` and `ApprovalNeeded` for `require_approval` (a caller that can park
+    /// the action catches it; anywhere else it is a 403 too).
     public func check(wsID: String, userID: String?, action: String, context: PolicyContext) async throws {
-        let d = try await decide(wsID: wsID, userID: userID, action: action, context: context)
-        if d.effect != .allow { throw d.denial }
+        try await check(wsID: wsID, userID: userID, action: action, context: context, grants: [])
     }
 }
 

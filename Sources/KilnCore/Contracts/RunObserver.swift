@@ -66,6 +66,27 @@ public struct RunRecord: Sendable {
         }
     }
 
+    /// A decision on one of the run's tool calls that a rule held for approval.
+    public struct Approval: Sendable {
+        public let approvalID: String
+        public let callID: String
+        public let action: String
+        /// `approved`, `rejected`, `expired` or `cancelled`.
+        public let decision: String
+        public let decidedBy: String?
+        public let decidedAt: Date
+        public init(
+            approvalID: String, callID: String, action: String, decision: String, decidedBy: String?, decidedAt: Date
+        ) {
+            self.approvalID = approvalID
+            self.callID = callID
+            self.action = action
+            self.decision = decision
+            self.decidedBy = decidedBy
+            self.decidedAt = decidedAt
+        }
+    }
+
     public let runID: String
     public let wsID: String
     public let projectID: String
@@ -81,12 +102,14 @@ public struct RunRecord: Sendable {
     public let calls: [Call]
     public let files: [FileChange]
     public let findings: [Finding]
+    public let approvals: [Approval]
 
     public init(
         runID: String, wsID: String, projectID: String, userID: String, model: String, prompt: String, status: String,
         startedAt: Date, endedAt: Date, inputTokens: Int, outputTokens: Int, steps: Int, calls: [Call],
-        files: [FileChange], findings: [Finding]
+        files: [FileChange], findings: [Finding], approvals: [Approval] = []
     ) {
+        self.approvals = approvals
         self.runID = runID
         self.wsID = wsID
         self.projectID = projectID

@@ -14,5 +14,14 @@ public struct SecretValue: Sendable, Equatable {
 /// What the secrets domain offers the ones that run things: values by name, checked (known, not
 /// expired, long enough to redact), audited and marked as used. 400 names the secret at fault.
 public protocol SecretProvider: Sendable {
-    func use(_ names: [String], wsID: String, userID: String, purpose: String) async throws -> [SecretValue]
+    /// `grants`: approvals the use was given (for `secrets.use` rules that require one).
+    func use(
+        _ names: [String], wsID: String, userID: String, purpose: String, grants: [PolicyGrant]
+    ) async throws -> [SecretValue]
+}
+
+extension SecretProvider {
+    public func use(_ names: [String], wsID: String, userID: String, purpose: String) async throws -> [SecretValue] {
+        try await use(names, wsID: wsID, userID: userID, purpose: purpose, grants: [])
+    }
 }

@@ -83,6 +83,12 @@ public func errorBody(code: String, message: String, details: [String: JSONValue
     return Array(out.utf8)
 }
 
+/// Not a failure: an answer decided deep inside a service (an action parked for an approval → 202),
+/// thrown so that the routes it passes through need not know about it.
+public protocol EarlyResponse: Error {
+    var response: Response { get }
+}
+
 /// An error that a middleware passes on with headers its answer must carry (rate-limit counters…).
 public struct ErrorWithHeaders: Error {
     public let error: any Error
@@ -103,6 +109,7 @@ public struct ErrorWithHeaders: Error {
 extension Response {
     /// The shared error response for `error` (unknown errors become 500 `internal`, no detail leaked).
     public static func error(_ error: any Error, requestID: String) -> Response {
+        if let early = error as? any EarlyResponse { return early.response }
         if let wrapped = error as? ErrorWithHeaders {
             var res = Response.error(wrapped.error, requestID: requestID)
             for f in wrapped.headers.fields { res.headers.replace(f.name, f.value) }

@@ -198,7 +198,9 @@ public struct RouterResponder: Sendable {
     public func respond(_ request: Request, context: RequestContext) async -> Response {
         do { return try await chain(request, context) } catch {
             let inner = ErrorWithHeaders.unwrap(error)
-            if !(inner is any HTTPResponseError) && !(inner is DecodingError) && !(inner is CancellationError) {
+            if !(inner is any HTTPResponseError) && !(inner is DecodingError) && !(inner is CancellationError)
+                && !(inner is any EarlyResponse)
+            {
                 ServerLog.error(
                     "unhandled error",
                     ["request_id": .string(context.requestID), "error": .string(String(describing: error))])

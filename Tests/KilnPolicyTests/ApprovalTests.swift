@@ -1,0 +1,238 @@
+import Foundation
+import KilnCore
+import KilnHTTP
+import Testing
+
+@testable import KilnApp
+@testable import KilnPolicy
+@testable import KilnTestSupport
+
+/// `require_approval`: an agent's call parks the run until another member decides (approved: the edit
+/// lands; rejected or expired: the file stays), both in the receipt chain; a REST request is answered
+/// 202 and runs once approved, with its job id on the approval.
+@Suite struct ApprovalTests {
+    static var srcRule: [String: Any] {
+        [
+            "id": "src-needs-review", "action": "agent.tool.edit_file", "effect": "require_approval",
+            "when": ["path": "src/**"], "reason": "source changes need a second pair of eyes",
+        ]
+    }
+
+    /// A second member who may decide (signed in, so stepped up).
+    static func approver(_ f: ShellFixture, role: String = "member") async throws -> Agent {
+        let email = "approver-\(role)@example.com"
+        _ = try await makeUser(f.t, email)
+        _ = try await f.a.call("POST", "/api/workspaces/\(f.ws)/members", json: ["email": email, "role": role])
+        let b = Agent(f.t)
+        try await b.login(email, "a long enough password")
+        return b
+    }
+
+    /// The first pending approval of the workspace, waiting up to 20 s for it to appear.
+    static func pending(_ f: ShellFixture) async throws -> [String: Any] {
+        for _ in 0..<400 {
+            let r = try await f.a.call("GET", "/api/approvals?ws_id=\(f.ws)&state=pending")
+            if let first = (r.json["items"] as? [[String: Any]])?.first { return first }
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+        throw HTTPError(.notFound, message: "no approval appeared")
+    }
+
+    func startEdit(_ x: AgentFixture) async throws -> String {
+        try FileManager.default.createDirectory(atPath: x.f.dir + "/src", withIntermediateDirectories: true)
+        try "let answer = 41\n".write(toFile: x.f.dir + "/src/app.swift", atomically: true, encoding: .utf8)
+        #expect(
+            try await x.f.a.call("PUT", "/api/policies", json: ["ws_id": x.f.ws, "rules": [Self.srcRule]]).status
+                == 200)
+        x.model.script([
+            .openai(
+                ScriptedModel.call(
+                    "c1", "edit_file",
+                    ["path": "src/app.swift", "old_string": "41", "new_string": "42"])
+                    + ScriptedModel.finish("tool_calls")),
+            .openai([ScriptedModel.text("done")] + ScriptedModel.finish("stop")),
+        ])
+        let r = try await x.f.a.call(
+            "POST", "/api/agent/run", json: ["project_id": x.f.pid, "prompt": "fix the answer"],
+            headers: ["Accept": "application/json"])
+        return try #require(r.json["run_id"] as? String, "\(r.text)")
+    }
+
+    func receiptApprovals(_ x: AgentFixture, _ run: String) async throws -> [[String: Any]] {
+        for _ in 0..<100 {
+            let r = try await x.f.a.call("GET", "/api/receipts/\(run)")
+            if r.status == 200 { return r.json["approvals"] as? [[String: Any]] ?? [] }
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+        return []
+    }
+
+    @Test func approvedEditWaitsThenLandsAndIsReceipted() async throws {
+        let x = try await AgentFixture.make()
+        try await using(x) { x in
+            let b = try await Self.approver(x.f)
+            let run = try await startEdit(x)
+            let apv = try await Self.pending(x.f)
+            let id = try #require(apv["id"] as? String)
+            #expect(apv["action"] as? String == "agent.tool.edit_file" && apv["run_id"] as? String == run)
+            #expect(apv["rule_id"] as? String == "src-needs-review")
+            #expect((apv["context"] as? [String: Any])?["path"] as? String == "src/app.swift", "\(apv)")
+            // The run waits: its status says so, and nothing was written.
+            let waiting = try await x.f.a.call("GET", "/api/agent/runs/\(run)")
+            #expect(waiting.json["status"] as? String == "waiting_approval", "\(waiting.text)")
+            #expect(try String(contentsOfFile: x.f.dir + "/src/app.swift", encoding: .utf8) == "let answer = 41\n")
+            // Not by the requester (the rule does not allow self-approval); a viewer may not decide.
+            let own = try await x.f.a.call("POST", "/api/approvals/\(id)/approve", json: [:])
+            #expect(own.status == 403, "\(own.text)")
+            let viewer = try await Self.approver(x.f, role: "viewer")
+            #expect(try await viewer.call("GET", "/api/approvals/\(id)").status == 200)
+            #expect(try await viewer.call("POST", "/api/approvals/\(id)/approve", json: [:]).status == 403)
+
+            let ok = try await b.call("POST", "/api/approvals/\(id)/approve", json: ["reason": "looks right"])
+            #expect(ok.status == 200 && ok.json["state"] as? String == "approved", "\(ok.text)")
+            #expect(try await b.call("POST", "/api/approvals/\(id)/approve", json: [:]).status == 409)
+            let events = try await x.follow(run).text
+            #expect(events.contains("event: approval.required") && events.contains("event: approval.resolved"))
+            #expect(events.contains("event: run.completed"), "\(events)")
+            #expect(try String(contentsOfFile: x.f.dir + "/src/app.swift", encoding: .utf8) == "let answer = 42\n")
+            let receipted = try await receiptApprovals(x, run)
+            #expect(
+                receipted.first?["decision"] as? String == "approved"
+                    && receipted.first?["approval_id"] as? String == id)
+            #expect(try await x.f.a.call("POST", "/api/receipts/\(run)/verify").json["ok"] as? Bool == true)
+        }
+    }
+
+    @Test func rejectedEditLeavesTheFileAndTellsTheModel() async throws {
+        let x = try await AgentFixture.make()
+        try await using(x) { x in
+            let b = try await Self.approver(x.f)
+            let run = try await startEdit(x)
+            let id = try #require(try await Self.pending(x.f)["id"] as? String)
+            let no = try await b.call("POST", "/api/approvals/\(id)/reject", json: ["reason": "not like this"])
+            #expect(no.status == 200 && no.json["state"] as? String == "rejected", "\(no.text)")
+            let events = try await x.follow(run).text
+            #expect(events.contains("rejected") && events.contains("not like this"), "\(events)")
+            #expect(events.contains("event: run.completed"))
+            #expect(try String(contentsOfFile: x.f.dir + "/src/app.swift", encoding: .utf8) == "let answer = 41\n")
+            // The model was told in the tool result.
+            let last = x.model.bodies.withLock { $0.last }.map { String(decoding: $0, as: UTF8.self) } ?? ""
+            #expect(last.contains("rejected"), "\(last)")
+            let receipted = try await receiptApprovals(x, run)
+            #expect(receipted.first?["decision"] as? String == "rejected")
+            #expect(try await x.chainRows().count == 1)
+        }
+    }
+
+    @Test func anExpiredApprovalRejects() async throws {
+        let x = try await AgentFixture.make { c in c.set("--approval-ttl", "1") }
+        try await using(x) { x in
+            let run = try await startEdit(x)
+            let id = try #require(try await Self.pending(x.f)["id"] as? String)
+            let events = try await x.follow(run).text
+            #expect(events.contains("\"decision\":\"expired\""), "\(events)")
+            #expect(try String(contentsOfFile: x.f.dir + "/src/app.swift", encoding: .utf8) == "let answer = 41\n")
+            let apv = try await x.f.a.call("GET", "/api/approvals/\(id)")
+            #expect(apv.json["state"] as? String == "rejected" && apv.json["expired"] as? Bool == true, "\(apv.text)")
+            let b = try await Self.approver(x.f)
+            #expect(try await b.call("POST", "/api/approvals/\(id)/approve", json: [:]).status == 409)
+            #expect(try await receiptApprovals(x, run).first?["decision"] as? String == "expired")
+        }
+    }
+
+    @Test func cancellingAWaitingRunWithdrawsItsApproval() async throws {
+        let x = try await AgentFixture.make()
+        try await using(x) { x in
+            let run = try await startEdit(x)
+            let id = try #require(try await Self.pending(x.f)["id"] as? String)
+            #expect(try await x.f.a.call("POST", "/api/agent/cancel/\(run)").status == 200)
+            #expect(try await x.follow(run).text.contains("event: run.cancelled"))
+            var state: String? = nil
+            for _ in 0..<100 {
+                state = try await x.f.a.call("GET", "/api/approvals/\(id)").json["state"] as? String
+                if state != "pending" { break }
+                try await Task.sleep(nanoseconds: 50_000_000)
+            }
+            #expect(state == "cancelled")
+        }
+    }
+
+    @Test func aRESTCommandIsParkedAndRunsOnceApproved() async throws {
+        let f = try await ShellFixture.make()
+        try await using(f) { f in
+            let rules: [[String: Any]] = [
+                ["id": "deploys", "action": "shell.run", "effect": "require_approval", "when": ["command": "^deploy"]],
+                [
+                    "id": "own-ok", "action": "shell.test", "effect": "require_approval", "self_approval": true,
+                ],
+            ]
+            #expect(try await f.a.call("PUT", "/api/policies", json: ["ws_id": f.ws, "rules": rules]).status == 200)
+            let b = try await Self.approver(f)
+            let parked = try await f.a.call(
+                "POST", "/api/shell/run", json: ["project_id": f.pid, "command": "deploy() { echo shipped; }; deploy"])
+            #expect(parked.status == 202, "\(parked.text)")
+            let id = try #require(parked.json["approval_id"] as? String)
+            #expect(parked.json["rule_id"] as? String == "deploys" && parked.json["state"] as? String == "pending")
+            #expect(
+                (try await f.a.call("GET", "/api/shell/jobs?project_id=\(f.pid)").json["items"] as? [Any])?.isEmpty
+                    == true)
+            // Other commands are not held.
+            #expect(output(try await f.run("echo free"), "stdout") == "free\n")
+
+            let ok = try await b.call("POST", "/api/approvals/\(id)/approve", json: [:])
+            #expect(ok.status == 200, "\(ok.text)")
+            let job = try #require(ok.json["job_id"] as? String, "\(ok.text)")
+            let events = try await f.a.call("GET", "/api/shell/jobs/\(job)/events").text
+            #expect(events.contains("shipped"), "\(events)")
+            let shown = try await f.a.call("GET", "/api/shell/jobs/\(job)")
+            #expect(shown.json["user_id"] as? String != nil)
+
+            // Rejected: nothing runs.
+            let second = try await f.a.call("POST", "/api/shell/run", json: ["project_id": f.pid, "command": "deploy"])
+            let id2 = try #require(second.json["approval_id"] as? String)
+            #expect(try await b.call("POST", "/api/approvals/\(id2)/reject", json: ["reason": "freeze"]).status == 200)
+            let after = try await f.a.call("GET", "/api/approvals/\(id2)")
+            #expect(after.json["job_id"] == nil && after.json["decision_reason"] as? String == "freeze")
+
+            // A rule with self_approval lets the requester approve their own.
+            try "test:\n\t@echo ok\n".write(toFile: f.dir + "/Makefile", atomically: true, encoding: .utf8)
+            let t = try await f.a.call("POST", "/api/shell/test", json: ["project_id": f.pid])
+            let id3 = try #require(t.json["approval_id"] as? String, "\(t.text)")
+            let mine = try await f.a.call("POST", "/api/approvals/\(id3)/approve", json: [:])
+            #expect(mine.status == 200 && mine.json["job_id"] is String, "\(mine.text)")
+
+            // Listing, filtering and bad input.
+            let all = try await f.a.call("GET", "/api/approvals?ws_id=\(f.ws)")
+            #expect((all.json["items"] as? [[String: Any]])?.count == 3)
+            let approved = try await f.a.call("GET", "/api/approvals?ws_id=\(f.ws)&state=approved&limit=1")
+            #expect((approved.json["items"] as? [Any])?.count == 1 && approved.json["next_cursor"] is String)
+            #expect(try await f.a.call("GET", "/api/approvals?ws_id=\(f.ws)&state=maybe").status == 400)
+            #expect(try await f.a.call("GET", "/api/approvals/apv_nope").status == 404)
+            #expect(try await f.a.call("GET", "/api/approvals/not-an-id").status == 404)
+            let long = String(repeating: "x", count: 2000)
+            #expect(
+                try await b.call("POST", "/api/approvals/\(id2)/reject", json: ["reason": long]).status == 400)
+        }
+    }
+
+    @Test func approvingNeedsAFreshSecondFactorAndNoAPIKey() async throws {
+        let f = try await ShellFixture.make()
+        try await using(f) { f in
+            let rules: [[String: Any]] = [["id": "all", "action": "shell.run", "effect": "require_approval"]]
+            #expect(try await f.a.call("PUT", "/api/policies", json: ["ws_id": f.ws, "rules": rules]).status == 200)
+            let b = try await Self.approver(f)
+            let id = try #require(
+                try await f.a.call("POST", "/api/shell/run", json: ["project_id": f.pid, "command": "true"]).json[
+                    "approval_id"] as? String)
+            let key = try await b.call(
+                "POST", "/api/account/api-keys",
+                json: ["name": "ci", "scopes": ["approvals:decide", "approvals:read"]])
+            let token = try #require(key.json["key"] as? String, "\(key.text)")
+            let k = Agent(f.t)
+            k.bearer = token
+            let viaKey = try await k.call("POST", "/api/approvals/\(id)/approve", json: [:])
+            #expect(viaKey.status == 403 && errorCode(viaKey) == "step_up_required", "\(viaKey.text)")
+            #expect(try await f.a.call("GET", "/api/approvals/\(id)").json["state"] as? String == "pending")
+        }
+    }
+}
