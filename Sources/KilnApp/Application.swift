@@ -81,7 +81,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
         let workspaces = WorkspacesModule(services: s, users: auth.service)
         let projects = ProjectsModule(services: s)
         let policy = PolicyModule(services: s)
-        let secrets = SecretsModule(services: s, policy: policy.service)
+        let secrets = SecretsModule(services: s, policy: policy.service, approvals: policy.approvals)
         let shell = ShellModule(
             services: s, projects: projects.service, secrets: secrets.service, policy: policy.service,
             approvals: policy.approvals)

@@ -91,6 +91,25 @@ public final class ApprovalService: ApprovalGate, Sendable {
         resumers.withLock { $0[kind] = resume }
     }
 
+    public func redeem(
+        _ id: String, userID: String, action: String, context: PolicyContext
+    ) async throws -> PolicyGrant {
+        guard IDs.isValid(id, prefix: "apv"), let row = try await store.get(id) else {
+            throw APIError.validation("No such approval", field: "approval_id")
+        }
+        let asked = try JSONCoding.decode(PolicyContext.self, from: Array((row.string("context") ?? "{}").utf8))
+        guard asked == context,
+            try await store.redeem(id, userID: userID, action: action, at: clock.now())
+        else {
+            throw HTTPError(
+                .conflict,
+                message: "This approval is not an approved \(action) of yours that is still to be collected "
+                    + "(its state: \(row.string("state") ?? "unknown"))",
+                details: ["field": "approval_id", "state": .string(row.string("state") ?? "")])
+        }
+        return PolicyGrant(approvalID: id, action: action, context: context)
+    }
+
     /// The outcome a stored row already has (nil while pending).
     static func outcome(_ row: Row) -> ApprovalOutcome? {
         switch row.string("state") {
@@ -261,6 +280,7 @@ public final class ApprovalService: ApprovalGate, Sendable {
             "created_at": date("created_at"), "expires_at": date("expires_at"), "decided_by": text("decided_by"),
             "decided_at": date("decided_at"), "decision_reason": text("decision_reason"), "result": json("result"),
             "expired": .bool(r.string("decision_reason") == "expired" && r.string("decided_by") == nil),
+            "redeemed_at": date("redeemed_at"),
         ]
         if let now, r.string("state") == "pending", let exp = r.date("expires_at"), exp <= now {
             o["state"] = "rejected"

@@ -37,7 +37,8 @@ enum PolicyMigrations {
                     resume_kind TEXT,
                     resume_payload TEXT,
                     resume_grants TEXT,
-                    result TEXT
+                    result TEXT,
+                    redeemed_at INTEGER
                 );
                 CREATE INDEX approvals_by_ws ON approvals (ws_id, created_at);
                 CREATE INDEX approvals_by_state ON approvals (state, expires_at);

@@ -83,6 +83,18 @@ struct ApprovalStore: Sendable {
             """, state, userID, reason, now, id) > 0
     }
 
+    /// Marks an approved approval as collected by its requester; false when it is not theirs, not
+    /// approved, for another action, or collected already.
+    func redeem(_ id: String, userID: String, action: String, at now: Date) async throws -> Bool {
+        try await db.write { tx in
+            try tx.run(
+                """
+                UPDATE approvals SET redeemed_at = ?
+                WHERE id = ? AND requested_by = ? AND action = ? AND state = 'approved' AND redeemed_at IS NULL
+                """, now, id, userID, action) > 0
+        }
+    }
+
     func setResult(_ id: String, _ result: String) async throws {
         _ = try await db.write { tx in try tx.run("UPDATE approvals SET result = ? WHERE id = ?", result, id) }
     }

@@ -19,8 +19,10 @@ public struct SecretsModule: KilnModule {
     /// What other domains use (`SecretProvider`): values by name, for one use, audited.
     public let service: SecretsService
 
-    public init(services: Services, policy: (any PolicyEngine)? = nil) {
-        service = SecretsService(services: services, policy: policy)
+    public init(
+        services: Services, policy: (any PolicyEngine)? = nil, approvals: (any ApprovalGate)? = nil
+    ) {
+        service = SecretsService(services: services, policy: policy, approvals: approvals)
     }
 
     public var migrations: [Migration] { SecretsMigrations.all }

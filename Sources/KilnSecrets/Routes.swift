@@ -15,7 +15,11 @@ struct SecretsRoutes: Sendable {
         r.add(
             .GET, "/api/secrets/:name", SecretsPermission.reveal,
             "Reveal a secret's value: needs step-up (never an API key), audited with ?reason=, Cache-Control: no-store",
-            query: [.wsID, QueryParam("reason", "why you read it (kept in the audit trail)")], reveal)
+            query: [
+                .wsID, QueryParam("reason", "why you read it (kept in the audit trail)"),
+                QueryParam(
+                    "approval_id", "an approved reveal of yours, collected once (when a rule requires approval)"),
+            ], reveal)
         r.add(
             .POST, "/api/secrets/:name", SecretsPermission.write,
             "Set a secret (a new version; the last 5 are kept): name A-Z0-9_ (an environment variable), "
@@ -43,7 +47,8 @@ struct SecretsRoutes: Sendable {
         try p.requireStepUp(now: secrets.clock.now())
         let (info, value) = try await secrets.reveal(
             wsID: try ctx.requireWorkspace().wsID, name: try ctx.parameter("name"), reason: req.query["reason"],
-            userID: p.userID, ip: req.remoteAddress)
+            userID: p.userID, ip: req.remoteAddress,
+            approvalID: req.query["approval_id"].flatMap { $0.isEmpty ? nil : $0 })
         guard case .object(var body) = try JSONValue(encoding: info) else { throw APIError(.internalServerError) }
         body["value"] = .string(value)
         var res = Response.json(JSONValue.object(body))

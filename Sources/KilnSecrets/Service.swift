@@ -15,9 +15,19 @@ public final class SecretsService: SecretProvider, Sendable {
     let crash: CrashPoints
     let rotating = Mutex(false)
     let policy: (any PolicyEngine)?
+    /// Where a reveal a rule holds for approval is parked.
+    let approvals: (any ApprovalGate)?
 
-    init(services: Services, policy: (any PolicyEngine)? = nil) {
+    init(services: Services, policy: (any PolicyEngine)? = nil, approvals: (any ApprovalGate)? = nil) {
         self.policy = policy
+        self.approvals = approvals
+        // An approved reveal is collected by its requester (GET …?approval_id=): its answer cannot wait.
+        approvals?.onApproved(kind: "secrets.reveal") { a in
+            let name = a.text("name") ?? ""
+            return [
+                "collect": .string("GET /api/secrets/\(name)?ws_id=\(a.wsID)&approval_id=\(a.approvalID)")
+            ]
+        }
         store = SecretsStore(db: services.db)
         clock = services.clock
         masterKey = services.masterKey
@@ -81,16 +91,29 @@ public final class SecretsService: SecretProvider, Sendable {
     }
 
     /// The value, for a person who stepped up; audited with the reason they gave.
+    /// A reveal a rule holds for approval is parked (202); once approved, its requester collects it
+    /// once with `approvalID`.
     func reveal(
-        wsID: String, name: String, reason: String?, userID: String, ip: String
+        wsID: String, name: String, reason: String?, userID: String, ip: String, approvalID: String? = nil
     ) async throws -> (
         SecretInfo, String
     ) {
         let name = try SecretRules.validName(name)
         if let reason, reason.utf8.count > 500 { throw APIError.validation("reason is too long", field: "reason") }
         if let policy {
-            try await policy.check(
-                wsID: wsID, userID: userID, action: "secrets.reveal", context: PolicyContext(secret: name))
+            var grants: [PolicyGrant] = []
+            if let approvalID, let approvals {
+                grants.append(
+                    try await approvals.redeem(
+                        approvalID, userID: userID, action: "secrets.reveal", context: PolicyContext(secret: name)))
+            }
+            try await approvals.parking(
+                wsID: wsID, userID: userID, kind: "secrets.reveal", payload: ["name": .string(name)], grants: grants
+            ) {
+                try await policy.check(
+                    wsID: wsID, userID: userID, action: "secrets.reveal", context: PolicyContext(secret: name),
+                    grants: grants)
+            }
         }
         let now = clock.now()
         let master = masterKey

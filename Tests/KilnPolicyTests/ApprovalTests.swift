@@ -215,6 +215,42 @@ import Testing
         }
     }
 
+    @Test func aRevealAndATerminalWaitForApprovalToo() async throws {
+        let f = try await ShellFixture.make()
+        try await using(f) { f in
+            let rules: [[String: Any]] = [
+                ["id": "peek", "action": "secrets.reveal", "effect": "require_approval", "when": ["secret": "PROD_*"]],
+                ["id": "shell", "action": "pty.open", "effect": "require_approval"],
+            ]
+            #expect(try await f.a.call("PUT", "/api/policies", json: ["ws_id": f.ws, "rules": rules]).status == 200)
+            let b = try await Self.approver(f, role: "admin")
+            _ = try await f.a.call("POST", "/api/secrets/PROD_DB", json: ["ws_id": f.ws, "value": "prod-password-1"])
+            _ = try await f.a.call("POST", "/api/secrets/PROD_API", json: ["ws_id": f.ws, "value": "prod-password-2"])
+            let parked = try await f.a.call("GET", "/api/secrets/PROD_DB?ws_id=\(f.ws)")
+            #expect(parked.status == 202 && !parked.text.contains("prod-password"), "\(parked.text)")
+            let id = try #require(parked.json["approval_id"] as? String)
+            let early = try await f.a.call("GET", "/api/secrets/PROD_DB?ws_id=\(f.ws)&approval_id=\(id)")
+            #expect(early.status == 409, "\(early.text)")
+            #expect(try await b.call("POST", "/api/approvals/\(id)/approve", json: [:]).status == 200)
+            // Only the requester collects it, only for that secret, and only once.
+            #expect(try await b.call("GET", "/api/secrets/PROD_DB?ws_id=\(f.ws)&approval_id=\(id)").status == 409)
+            #expect(try await f.a.call("GET", "/api/secrets/PROD_API?ws_id=\(f.ws)&approval_id=\(id)").status == 409)
+            let shown = try await f.a.call("GET", "/api/secrets/PROD_DB?ws_id=\(f.ws)&approval_id=\(id)")
+            #expect(shown.status == 200 && shown.json["value"] as? String == "prod-password-1", "\(shown.text)")
+            #expect(try await f.a.call("GET", "/api/secrets/PROD_DB?ws_id=\(f.ws)&approval_id=\(id)").status == 409)
+            #expect(try await f.a.call("GET", "/api/approvals/\(id)").json["redeemed_at"] is String)
+
+            let spawn = try await f.a.call("POST", "/api/pty/spawn", json: ["project_id": f.pid])
+            #expect(spawn.status == 202, "\(spawn.text)")
+            let pid = try #require(spawn.json["approval_id"] as? String)
+            let ok = try await b.call("POST", "/api/approvals/\(pid)/approve", json: [:])
+            let pty = try #require(ok.json["pty_id"] as? String, "\(ok.text)")
+            let mine = try await f.a.call("GET", "/api/pty?ws_id=\(f.ws)")
+            #expect(mine.text.contains(pty), "\(mine.text)")
+            #expect(try await f.a.call("DELETE", "/api/pty/\(pty)").status == 200)
+        }
+    }
+
     @Test func approvingNeedsAFreshSecondFactorAndNoAPIKey() async throws {
         let f = try await ShellFixture.make()
         try await using(f) { f in

@@ -172,6 +172,10 @@ public protocol ApprovalGate: Sendable {
     /// Registers what happens when a parked action of `kind` is approved; returns the ids it made
     /// (`{"job_id": …}`), shown on the approval.
     func onApproved(kind: String, _ resume: @escaping @Sendable (ApprovedAction) async throws -> [String: JSONValue])
+    /// An approved action its requester collects themselves (a reveal, whose answer cannot be sent
+    /// later): the grant for `action` on `context`, once, to the requester only; 409 when it is not
+    /// approved, already used, or for something else.
+    func redeem(_ id: String, userID: String, action: String, context: PolicyContext) async throws -> PolicyGrant
 }
 
 /// A REST action parked for an approval: answered 202 `{approval_id, state, expires_at, …}`.
