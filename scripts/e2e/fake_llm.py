@@ -13,6 +13,8 @@ Usage: fake_llm.py PORT [MODE]
                         ../escape-tool.txt, reads and writes through symlinks out of the project (all must be
                         refused), then runs the project's tests;
                         then answers "done".
+  MODE edit: first turn edits src/app.txt ("41" → "42", edit_file), then answers with the last tool
+                        result (so a refusal shows in the run's summary).
   MODE ticker N MS [WAIT]: waits WAIT seconds (default 0), then streams N text deltas "t=<unix time>"
                         MS milliseconds apart, then stops (for fan-out latency measurements).
 """
@@ -74,6 +76,15 @@ class Handler(BaseHTTPRequestHandler):
                           chunk({}, "tool_calls")]
             else:
                 events = [chunk({"content": "done"}), chunk({}, "stop")]
+            self.send_events(events + [usage])
+            return
+        if MODE == "edit":
+            if tools_done == 0:
+                events = [call(0, "e1", "edit_file", {"path": "src/app.txt", "old_string": "41", "new_string": "42"}),
+                          chunk({}, "tool_calls")]
+            else:
+                last = [m for m in msgs if m.get("role") == "tool"][-1].get("content", "")
+                events = [chunk({"content": "done: " + str(last)[:200]}), chunk({}, "stop")]
             self.send_events(events + [usage])
             return
         if MODE == "probe":

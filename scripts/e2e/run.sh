@@ -61,6 +61,11 @@ BIN="$BIN" OUT="$OUT" bash scripts/e2e/secrets.sh | tee "$OUT/secrets.txt"
 P=$(awk '/^secrets e2e:/ { print $3 }' "$OUT/secrets.txt"); F=$(awk '/^secrets e2e:/ { print $5 }' "$OUT/secrets.txt")
 PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
 
+# --- approvals: a held agent edit approved, rejected and expired; a held command run on approval ---
+BIN="$BIN" OUT="$OUT" bash scripts/e2e/approvals.sh | tee "$OUT/approvals.txt"
+P=$(awk '/^approvals e2e:/ { print $3 }' "$OUT/approvals.txt"); F=$(awk '/^approvals e2e:/ { print $5 }' "$OUT/approvals.txt")
+PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
+
 # --- opt-in: a real small model served offline (slow: builds llama.cpp on first use) ---
 if [ "${KILN_E2E_LOCAL_LLM:-0}" = 1 ]; then
   BIN="$BIN" OUT="$OUT" bash scripts/e2e/local_llm.sh | tee "$OUT/local-llm.txt"
