@@ -143,6 +143,16 @@ export async function runView(id) {
       t.el.classList.add(d.ok ? "ok" : "bad");
     },
     "file.changed": (d) => { files++; log.append(h("div", { class: "file-change" }, h("h3", {}, "Changed ", link(`${base()}/file/${d.path.split("/").map(encodeURIComponent).join("/")}`, d.path)), diffView(d.diff))); },
+    "approval.required": (d) => {
+      status.replaceChildren(`Waiting for an approval of ${d.tool} (rule ${d.rule_id || "default"})${d.reason ? `: ${d.reason}` : ""} — `,
+        link(`/w/${state.ws}/approvals`, "Approvals"));
+      status.className = "run-status";
+      log.append(h("div", { class: "approval muted", text: `Held for approval (${d.approval_id}) until ${new Date(d.expires_at).toLocaleString()}` }));
+    },
+    "approval.resolved": (d) => {
+      status.textContent = d.decision === "approved" ? "Approved; running…" : `Not approved (${d.decision}); the run goes on without that call`;
+      log.append(h("div", { class: `approval ${d.decision === "approved" ? "ok" : "bad"}`, text: `${d.decision}${d.decided_by ? ` by ${d.decided_by}` : ""}${d.reason ? `: ${d.reason}` : ""}` }));
+    },
     usage: (d) => { status.dataset.tokens = `${d.input_tokens}/${d.output_tokens}`; },
     "run.completed": (d) => ended("Completed" + (d.summary ? "" : ""), true),
     "run.failed": (d) => ended(`Failed: ${d.error || d.reason || ""}`, false),

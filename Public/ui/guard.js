@@ -1,5 +1,6 @@
-// Secrets and policies pages: a workspace's secrets (names only until revealed with step-up) and
-// its policy document (edited as JSON, saved with If-Match, tried with a dry run).
+// Secrets, policies and approvals pages: a workspace's secrets (names only until revealed with
+// step-up), its policy document (edited as JSON, saved with If-Match, tried with a dry run), and the
+// actions its rules hold for approval (approved with step-up, rejected with a reason, live).
 import { api, APIError } from "./api.js";
 import { h } from "./dom.js";
 import { state } from "./main.js";
@@ -22,6 +23,7 @@ export async function secretsView() {
     const reason = prompt(`Why do you need the value of ${name}? (kept in the audit trail)`) || "";
     try {
       const r = await api("GET", `/api/secrets/${name}?ws_id=${state.ws}&reason=${encodeURIComponent(reason)}`);
+      if (r.approval_id) return say(`Revealing ${name} needs an approval (rule ${r.rule_id || "default"}); once approved, collect it from the Approvals page.`);
       shown.replaceChildren(`${name} (version ${r.version}): `, h("code", { text: r.value }), " ",
         h("button", { type: "button", class: "secondary", onclick: () => shown.replaceChildren() }, "Hide"));
     } catch (e) { say(e.message, true); }
@@ -95,6 +97,63 @@ export async function policiesView() {
   await load();
   return { el: h("section", { class: "pad" }, h("h1", { text: "Policy" }), msg, editor, h("div", { class: "row" }, save),
     h("h2", { text: "Try it" }), evalForm, decision, h("h2", { text: "History" }), history), title: "Policy" };
+}
+
+export async function approvalsView() {
+  const rows = h("tbody"), msg = h("p", { role: "status" }), shown = h("p", { class: "once" });
+  const filter = h("select", { "aria-label": "Show" }, ...[["pending", "Pending"], ["", "All"]].map(([v, t]) => h("option", { value: v }, t)));
+  const say = (text, bad) => { msg.textContent = text; msg.className = bad ? "bad" : "ok"; };
+  const describe = (a) => Object.entries(a.context || {}).filter(([, v]) => v !== null).map(([k, v]) => `${k}: ${v}`).join(" · ");
+  const load = async () => {
+    const r = await api("GET", `/api/approvals?ws_id=${state.ws}${filter.value ? `&state=${filter.value}` : ""}`);
+    rows.replaceChildren(...r.items.map((a) => h("tr", {},
+      h("td", {}, h("code", { text: a.action }), h("div", { class: "muted", text: describe(a) })),
+      h("td", { text: a.rule_id || "default" }), h("td", { text: a.requested_by }),
+      h("td", { text: a.run_id || (a.job_id ? `job ${a.job_id}` : a.pty_id ? `terminal ${a.pty_id}` : "request") }),
+      h("td", {}, h("span", { class: `pill ${a.state === "approved" ? "ok" : a.state === "pending" ? "" : "bad"}`, text: a.expired ? "expired" : a.state })),
+      h("td", { text: a.state === "pending" ? `until ${when(a.expires_at)}` : `${a.decided_by || ""} ${when(a.decided_at)}${a.decision_reason ? ` · ${a.decision_reason}` : ""}` }),
+      h("td", { class: "row" }, ...actions(a)))));
+    if (!r.items.length) rows.append(h("tr", {}, h("td", { colspan: 7, class: "muted", text: filter.value ? "Nothing waits for a decision." : "No approvals yet." })));
+  };
+  function actions(a) {
+    const out = [];
+    if (a.state === "pending" && a.requested_by !== state.user?.id || a.state === "pending" && a.self_approval) {
+      out.push(h("button", { type: "button", "aria-label": `Approve ${a.action} (${a.id})`, onclick: () => decide(a, "approve") }, "Approve"));
+    }
+    if (a.state === "pending") out.push(h("button", { type: "button", class: "secondary", "aria-label": `Reject ${a.action} (${a.id})`, onclick: () => decide(a, "reject") }, "Reject"));
+    if (a.state === "approved" && a.action === "secrets.reveal" && a.requested_by === state.user?.id && !a.redeemed_at) {
+      out.push(h("button", { type: "button", "aria-label": `Collect ${a.context.secret}`, onclick: () => collect(a) }, "Reveal"));
+    }
+    return out;
+  }
+  async function decide(a, verb) {
+    const reason = verb === "reject" ? (prompt(`Why reject ${a.action}? (the requester and the run are told)`) ?? null) : undefined;
+    if (reason === null) return;
+    try { const r = await api("POST", `/api/approvals/${a.id}/${verb}`, reason ? { reason } : {}); say(`${r.state}${r.job_id ? ` · job ${r.job_id} started` : ""}${r.pty_id ? ` · terminal ${r.pty_id} open` : ""}`); load(); }
+    catch (e) { say(e.message, true); }
+  }
+  async function collect(a) {
+    try {
+      const r = await api("GET", `/api/secrets/${a.context.secret}?ws_id=${state.ws}&approval_id=${a.id}`);
+      shown.replaceChildren(`${r.name}: `, h("code", { text: r.value }), " ", h("button", { type: "button", class: "secondary", onclick: () => shown.replaceChildren() }, "Hide"));
+      load();
+    } catch (e) { say(e.message, true); }
+  }
+  filter.onchange = load;
+  await load();
+  // Live: a new or decided approval reloads the list (from now on, not the history).
+  let es = null, timer = null;
+  try {
+    es = new EventSource(`/api/approvals/events?ws_id=${state.ws}`);
+    const again = () => { clearTimeout(timer); timer = setTimeout(() => load().catch(() => {}), 200); };
+    es.addEventListener("approval.required", again);
+    es.addEventListener("approval.resolved", again);
+  } catch { es = null; }
+  return { el: h("section", { class: "pad" }, h("h1", { text: "Approvals" }),
+    h("p", { class: "muted", text: "Actions the workspace's policy holds (require_approval) wait here. Approving needs a fresh second factor, and someone other than the requester unless the rule allows self-approval." }),
+    h("div", { class: "row" }, h("label", {}, "Show ", filter)), msg, shown,
+    h("table", { class: "table" }, h("thead", {}, h("tr", {}, ...["Action", "Rule", "Requested by", "For", "State", "When", ""].map((t) => h("th", { text: t })))), rows)),
+    title: "Approvals", close: () => { es?.close(); clearTimeout(timer); } };
 }
 
 async function csrfToken() {

@@ -3,6 +3,7 @@
 //   /w/<ws>                                  projects of the workspace (open a folder, clone)
 //   /w/<ws>/members, /w/<ws>/audit, /w/<ws>/admin   members and roles; the audit trail; instance admin
 //   /w/<ws>/secrets, /w/<ws>/policies               the workspace's secrets; its policy
+//   /w/<ws>/approvals                               actions held for approval, decided here
 //   /w/<ws>/p/<project>                      the project: rescan, findings, run a command or the tests, jobs
 //   /w/<ws>/p/<project>/file/<path>#L10-L20  a file, lines 10-20 marked
 //   /w/<ws>/p/<project>/search?q=…           search results
@@ -15,7 +16,7 @@ import { fileView, searchView, quickOpen } from "./code.js";
 import { terminalView, jobView, projectHome } from "./run.js";
 import { agentView, runView, budgetView, receiptsView } from "./agent.js";
 import { membersView, auditView, adminView } from "./admin.js";
-import { secretsView, policiesView } from "./guard.js";
+import { secretsView, policiesView, approvalsView } from "./guard.js";
 
 export const state = { ws: null, project: null, projects: [], user: null, tabs: [], views: new Map() };
 
@@ -53,7 +54,7 @@ async function boot() {
   $("#btn-agent").onclick = () => state.project && go(`${base()}/agent`);
   $("#show-ignored").onchange = () => loadTree();
   $("#ws-select").onchange = (e) => go(`/w/${e.target.value}`);
-  for (const [id, kind] of [["members-link", "members"], ["audit-link", "audit"], ["admin-link", "admin"], ["secrets-link", "secrets"], ["policies-link", "policies"]]) {
+  for (const [id, kind] of [["members-link", "members"], ["audit-link", "audit"], ["admin-link", "admin"], ["secrets-link", "secrets"], ["policies-link", "policies"], ["approvals-link", "approvals"]]) {
     $("#" + id).onclick = (e) => { e.preventDefault(); go(`/w/${state.ws}/${kind}`); };
   }
   $("#project-select").onchange = (e) => go(e.target.value ? `/w/${state.ws}/p/${e.target.value}` : `/w/${state.ws}`);
@@ -71,6 +72,7 @@ async function boot() {
 async function newTerminal() {
   try {
     const t = await api("POST", "/api/pty/spawn", { project_id: state.project.id, cols: 100, rows: 30 });
+    if (t.approval_id) return say(`Held for approval (rule ${t.rule_id || "default"}); the terminal opens once an approver allows it.`);
     go(`${base()}/terminal/${t.id}`);
   } catch (e) { say(e.message, true); }
 }
@@ -115,6 +117,7 @@ async function makeView(r) {
   if (!r.project && r.kind === "admin") return { ...(await adminView()), closable: false };
   if (!r.project && r.kind === "secrets") return { ...(await secretsView()), closable: false };
   if (!r.project && r.kind === "policies") return { ...(await policiesView()), closable: false };
+  if (!r.project && r.kind === "approvals") return { ...(await approvalsView()), closable: false };
   if (!r.project) return projectsView();
   if (!r.kind) return { ...(await projectHome()), closable: false };
   if (r.kind === "file") return fileView(r.rest);

@@ -41,6 +41,7 @@ export async function projectHome() {
   async function start(path, body) {
     try {
       const r = await api("POST", path, body, { accept: "application/json" });
+      if (r.approval_id) return say(`Held for approval (rule ${r.rule_id || "default"}); it runs once an approver allows it on the Approvals page.`);
       go(`${base()}/job/${r.job_id}`);
     } catch (e) { say(e.message, true); }
   }

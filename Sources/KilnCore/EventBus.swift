@@ -272,10 +272,10 @@ public final class EventBus: Sendable {
     /// replayed first; live ones are then pushed by `publish` itself (see `Sink`).
     /// `rewrite` changes an event's data for this stream (a client that asked for another encoding).
     public func sse(
-        topic: String, request: Request, endTypes: Set<String> = [],
+        topic: String, request: Request, endTypes: Set<String> = [], startingAt start: Int = 0,
         rewrite: (@Sendable (BusEvent) -> String)? = nil
     ) throws -> Response {
-        let cursor = try SSE.resumeCursor(request) ?? 0
+        let cursor = try SSE.resumeCursor(request) ?? start
         return Response.sse { sse in
             let sink = self.subscribers.withLock { s -> Sink in
                 s.next += 1

@@ -83,7 +83,7 @@ struct ApprovalRoutes: Sendable {
             reply: .json(Schema.page(Schema.any)), list)
         r.add(
             .GET, "/api/approvals/events", PolicyPermission.readApprovals,
-            "SSE: approval.required and approval.resolved as they happen (resumable with Last-Event-ID)",
+            "SSE: approval.required and approval.resolved from now on (Last-Event-ID or cursor= resumes after that event)",
             query: [.wsID, QueryParam("cursor", "resume after this event id")], reply: .events(), events)
         r.add(
             .GET, "/api/approvals/:approval_id", PolicyPermission.readApprovals,
@@ -109,7 +109,10 @@ struct ApprovalRoutes: Sendable {
     }
 
     @Sendable func events(_ req: Request, _ ctx: RequestContext) async throws -> Response {
-        try approvals.bus.sse(topic: ApprovalService.topic(try ctx.requireWorkspace().wsID), request: req)
+        // A new follower hears what happens from now on; a resuming one gets what it missed.
+        let topic = ApprovalService.topic(try ctx.requireWorkspace().wsID)
+        let now = try SSE.resumeCursor(req) == nil ? try await approvals.bus.head(topic: topic) : 0
+        return try approvals.bus.sse(topic: topic, request: req, startingAt: now)
     }
 
     @Sendable func get(_ req: Request, _ ctx: RequestContext) async throws -> Response {

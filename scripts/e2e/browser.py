@@ -305,6 +305,24 @@ def workspace_flow():
     check("policy page: save a rule (version 1), the dry run says deny (rule no-rm)",
           "no-rm" in driver.find_elements(By.CSS_SELECTOR, "section:not([hidden]) p[role=status]")[-1].text)
 
+    # Approvals: a rule holds "echo held…" (self-approval allowed); the command form says so, and the
+    # approvals page approves it, which starts the job.
+    editor = visible("textarea[aria-label='Policy document (JSON)']")
+    editor.clear()
+    editor.send_keys('{"rules": [{"id": "hold", "action": "shell.run", "effect": "require_approval", "self_approval": true, "when": {"command": "^echo held"}}], "defaults": {}}')
+    visible("section:not([hidden]) .row button").click()
+    wait.until(lambda d: "Saved as version 2" in visible("section:not([hidden]) p[role=status]").text)
+    driver.get(workspace_url)
+    cmd = visible("form[aria-label='Run a command'] input[name=command]")
+    cmd.send_keys("echo held-and-approved")
+    cmd.submit()
+    wait.until(lambda d: "Held for approval" in d.find_element(By.TAG_NAME, "body").text)
+    visible("#approvals-link").click()
+    visible("button[aria-label^='Approve shell.run']").click()
+    wait.until(lambda d: "approved · job job_" in visible("section:not([hidden]) p[role=status]").text)
+    shot("approvals")
+    check("approvals: a held command is announced, listed, approved on the page, and its job starts", True)
+
     # Nothing came from another origin (every resource the pages loaded was this server's).
     origin = driver.current_url.split("/w/")[0]
     foreign = [e["name"] for e in driver.execute_script("return performance.getEntriesByType('resource').map(e => ({name: e.name}))")
