@@ -56,10 +56,10 @@ struct SSHRunInput: Codable, Sendable {
 }
 
 /// `POST /api/shell/ssh-pull`.
-struct SSHPullInput: Decodable, Sendable {
+struct SSHPullInput: Codable, Sendable {
     let host: String
     let remotePath: String
-    let projectId: String?
+    var projectId: String?
     let destPath: String
 }
 

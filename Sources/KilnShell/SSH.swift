@@ -195,7 +195,11 @@ extension ShellService {
     }
 
     /// Copies a remote file into the project (to a temporary name first, then renamed into place).
-    func sshPull(_ input: SSHPullInput, access: WorkspaceAccess, userID: String) async throws -> JSONValue {
+    /// The workspace's policy judges it (`ssh.pull`, with the host); a held pull runs on approval and
+    /// its result shows on the approval.
+    func sshPull(
+        _ input: SSHPullInput, access: WorkspaceAccess, userID: String, grants: [PolicyGrant] = []
+    ) async throws -> JSONValue {
         let remote = input.remotePath
         guard !remote.isEmpty, remote.utf8.count <= 4096, !remote.hasPrefix("-"),
             !remote.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f })
@@ -212,6 +216,18 @@ extension ShellService {
         }
         guard ProcessRunner.which("scp") != nil else {
             throw APIError.programMissing("scp", install: "apt-get install openssh-client")
+        }
+        if let policy {
+            var fixed = input
+            fixed.projectId = project.id
+            try await approvals.parking(
+                wsID: access.wsID, userID: userID, kind: "ssh.pull", payload: ["input": try JSONValue(encoding: fixed)],
+                grants: grants
+            ) {
+                try await policy.check(
+                    wsID: access.wsID, userID: userID, action: "ssh.pull",
+                    context: PolicyContext(path: input.destPath, host: host.host), grants: grants)
+            }
         }
         let tmp = (dest as NSString).deletingLastPathComponent + "/.kiln-pull-" + IDs.randomBase62(12)
         defer { unlink(tmp) }

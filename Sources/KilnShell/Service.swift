@@ -430,6 +430,12 @@ public final class ShellService: JobLauncher {
             let id = try await sshRun(try a.input(SSHRunInput.self), access: access, userID: a.userID, grants: a.grants)
             return ["job_id": .string(id)]
         }
+        approvals.onApproved(kind: "ssh.pull") { [self] a in
+            let access = try await a.access(hooks, needs: ShellPermission.ssh)
+            let pulled = try await sshPull(
+                try a.input(SSHPullInput.self), access: access, userID: a.userID, grants: a.grants)
+            return ["pulled": pulled]
+        }
     }
 
     static func cwd(in root: String, _ cwd: String?) throws -> (String, String) {

@@ -129,6 +129,18 @@ PY
   expect "ssh-pull destination outside the project is refused (400)" 400 "$(curl -s -o /dev/null -w '%{http_code}' -b "$JAR" -H "X-CSRF-Token: $CSRF" -H "$J" \
     -d "{\"ws_id\":\"$WS\",\"host\":\"kiln-test\",\"remote_path\":\"$SSHDIR/remote.bin\",\"project_id\":\"$PRJ\",\"dest_path\":\"../escape.bin\"}" "$B/api/shell/ssh-pull")"
   check "nothing was written outside the project" test ! -e "$PROJECTS/escape.bin"
+  # The workspace's policy judges pulls (ssh.pull, by host): denied, then held and approved by the owner
+  # (the rule allows self-approval), which performs the pull.
+  C=(-b "$JAR" -H "X-CSRF-Token: $CSRF" -H "$J")
+  PULL="{\"ws_id\":\"$WS\",\"host\":\"kiln-test\",\"remote_path\":\"$SSHDIR/remote.bin\",\"project_id\":\"$PRJ\",\"dest_path\":\"held.bin\"}"
+  curl -s -o /dev/null "${C[@]}" -X PUT -d "{\"ws_id\":\"$WS\",\"rules\":[{\"id\":\"no-pulls\",\"action\":\"ssh.pull\",\"effect\":\"deny\",\"when\":{\"host\":\"kiln-*\"}}]}" "$B/api/policies"
+  expect "policy: an ssh-pull from a denied host is refused, naming the rule" no-pulls "$(curl -s "${C[@]}" -d "$PULL" "$B/api/shell/ssh-pull" | jget 'd["error"]["details"]["rule_id"]')"
+  curl -s -o /dev/null "${C[@]}" -X PUT -d "{\"ws_id\":\"$WS\",\"rules\":[{\"id\":\"review-pulls\",\"action\":\"ssh.pull\",\"effect\":\"require_approval\",\"self_approval\":true}]}" "$B/api/policies"
+  APV=$(curl -s "${C[@]}" -d "$PULL" "$B/api/shell/ssh-pull" | jget 'd.get("approval_id", "")')
+  check "policy: a held ssh-pull is answered with an approval and writes nothing yet" sh -c "[ -n '$APV' ] && [ ! -e '$PROJECTS/demo/held.bin' ]"
+  curl -s "${C[@]}" -d '{}' "$B/api/approvals/$APV/approve" > "$OUT/ssh-pull-approved.json"
+  check "policy: approving it performs the pull (its sha256 on the approval)" sh -c "cmp -s '$SSHDIR/remote.bin' '$PROJECTS/demo/held.bin' && grep -q \"\$(sha256sum '$SSHDIR/remote.bin' | cut -d' ' -f1)\" '$OUT/ssh-pull-approved.json'"
+  curl -s -o /dev/null "${C[@]}" -X PUT -d "{\"ws_id\":\"$WS\",\"rules\":[]}" "$B/api/policies"
 fi
 
 echo "terminal e2e: $PASSED passed, $FAILED failed"
