@@ -83,7 +83,8 @@ struct ApprovalRoutes: Sendable {
             reply: .json(Schema.page(Schema.any)), list)
         r.add(
             .GET, "/api/approvals/events", PolicyPermission.readApprovals,
-            "SSE: approval.required and approval.resolved from now on (Last-Event-ID or cursor= resumes after that event)",
+            "SSE: approval.required and approval.resolved from now on "
+                + "(Last-Event-ID or cursor= resumes after that event)",
             query: [.wsID, QueryParam("cursor", "resume after this event id")], reply: .events(), events)
         r.add(
             .GET, "/api/approvals/:approval_id", PolicyPermission.readApprovals,

@@ -353,7 +353,8 @@ public final class ShellService: JobLauncher {
 
     // MARK: Starting from requests
 
-    /// Starts a command in a project folder (`cwd` relative to it, path-checked); a `require_approval` rule (on the command or a secret it uses) parks it
+    /// Starts a command in a project folder (`cwd` relative to it, path-checked); a
+    /// `require_approval` rule (on the command or a secret it uses) parks it
     /// instead: 202 with the approval, and the job starts when it is approved (`grants`).
     func run(
         _ input: RunInput, access: WorkspaceAccess, userID: String, actorKind: String = "user",
