@@ -79,8 +79,8 @@ public final class Application: ModuleHost, @unchecked Sendable {
         let auth = AuthModule(services: s)
         let account = AccountModule(services: s, accounts: auth.service)
         let workspaces = WorkspacesModule(services: s, users: auth.service)
-        let projects = ProjectsModule(services: s)
         let policy = PolicyModule(services: s)
+        let projects = ProjectsModule(services: s, policy: policy.service, approvals: policy.approvals)
         let secrets = SecretsModule(services: s, policy: policy.service, approvals: policy.approvals)
         let shell = ShellModule(
             services: s, projects: projects.service, secrets: secrets.service, policy: policy.service,

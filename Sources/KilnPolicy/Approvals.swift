@@ -148,17 +148,24 @@ public final class ApprovalService: ApprovalGate, Sendable {
                     + "self-approval)")
         }
         let outcome: ApprovalOutcome = approve ? .approved(by: userID) : .rejected(by: userID, reason: reason)
-        try await end(
-            id, state: approve ? "approved" : "rejected", outcome: outcome, by: userID, reason: reason, ip: ip)
+        // Two approvers at once: one wins the update; the other is told, and the action runs once.
+        guard
+            try await end(
+                id, state: approve ? "approved" : "rejected", outcome: outcome, by: userID, reason: reason, ip: ip)
+        else {
+            let state = try await store.get(id)?.string("state") ?? "decided"
+            throw HTTPError(.conflict, message: "This approval is already \(state)", details: ["state": .string(state)])
+        }
         if approve, let kind = row.string("resume_kind") { await resume(row, kind: kind) }
         return try await get(id)
     }
 
     /// Ends a pending approval (decision, expiry, withdrawal): stored and audited, its waiters woken,
-    /// approvers told. Nothing happens when it had ended already.
+    /// approvers told. Nothing happens (false) when it had ended already.
+    @discardableResult
     func end(
         _ id: String, state: String, outcome: ApprovalOutcome, by userID: String?, reason: String?, ip: String? = nil
-    ) async throws {
+    ) async throws -> Bool {
         let now = clock.now()
         let row = try await store.db.write { [store] tx -> Row? in
             guard try store.decide(tx, id, state: state, by: userID, reason: reason, at: now),
@@ -175,7 +182,7 @@ public final class ApprovalService: ApprovalGate, Sendable {
                     ]), at: now)
             return row
         }
-        guard let row else { return }
+        guard let row else { return false }
         let waiters = waiting.withLock { w -> [CheckedContinuation<ApprovalOutcome, Never>] in
             w.decided[id] = outcome
             if w.decided.count > 10_000 { w.decided.removeAll() }
@@ -186,6 +193,7 @@ public final class ApprovalService: ApprovalGate, Sendable {
             _ = try? await bus.publish(
                 topic: Self.topic(row.string("ws_id") ?? ""), type: "approval.resolved", data: shown.jsonText)
         }
+        return true
     }
 
     /// Runs an approved parked action as its requester; its ids (or its error) are kept on the approval.
@@ -288,7 +296,7 @@ public final class ApprovalService: ApprovalGate, Sendable {
             o["expired"] = true
         }
         if case .object(let res) = o["result"] ?? .null {
-            for k in ["job_id", "pty_id"] where res[k] != nil { o[k] = res[k] }
+            for k in ["job_id", "pty_id", "project_id"] where res[k] != nil { o[k] = res[k] }
         }
         return .object(o)
     }

@@ -54,7 +54,7 @@ struct FileContent {
 }
 
 /// `POST /api/project/load`.
-public struct LoadInput: Decodable, Sendable, SchemaRequiredFields {
+public struct LoadInput: Codable, Sendable, SchemaRequiredFields {
     public static let requiredFields = ["ws_id"]
     public let wsId: String?
     public let path: String?

@@ -16,9 +16,19 @@ public struct ProjectsModule: KilnModule {
     /// The projects service; other domains get it as a `ProjectDirectory`.
     public let service: ProjectService
 
-    public init(services: Services) {
-        service = ProjectService(services: services)
+    public init(
+        services: Services, policy: (any PolicyEngine)? = nil, approvals: (any ApprovalGate)? = nil
+    ) {
+        service = ProjectService(services: services, policy: policy, approvals: approvals)
         let projects = service
+        let hooks = services.hooks
+        approvals?.onApproved(kind: "project.clone") { a in
+            let access = try await a.access(hooks, needs: ProjectPermission.write)
+            let (p, _) = try await projects.load(
+                try a.input(LoadInput.self), access: access, userID: a.userID,
+                actorKind: a.text("actor_kind") ?? "user", grants: a.grants)
+            return ["project_id": .string(p.id)]
+        }
         services.hooks.workspaceOf(param: "project_id") { id in try await projects.workspaceOf(id) }
         services.hooks.workspaceOf(param: "job_id") { id in try await projects.workspaceOfRescan(id) }
         services.hooks.provideDefaultWorkspace { uid in try await projects.mostRecent(userID: uid)?.wsID }

@@ -91,8 +91,10 @@ struct ProjectRoutes: Sendable {
     }
 
     @Sendable func load(_ req: Request, _ ctx: RequestContext, _ input: LoadInput) async throws -> Response {
+        let p = try ctx.requirePrincipal()
         let (project, created) = try await projects.load(
-            input, access: try ctx.requireWorkspace(), userID: try ctx.requirePrincipal().userID)
+            input, access: try ctx.requireWorkspace(), userID: p.userID,
+            actorKind: p.apiKeyID == nil ? "user" : "api_key")
         return try .json(project, status: created ? .created : .ok)
     }
 

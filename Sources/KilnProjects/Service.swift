@@ -66,10 +66,16 @@ public struct ProjectService: ProjectDirectory {
     let git: Git
     /// Kiln's data dir: no project may contain it.
     let dataDir: String
+    /// Judges each clone's connection (`network.connect`, by host).
+    let policy: (any PolicyEngine)?
+    /// Where a clone a rule holds for approval waits.
+    let approvals: (any ApprovalGate)?
 
     static let maxFileBytes = 5 * 1024 * 1024
 
-    public init(services s: Services) {
+    public init(services s: Services, policy: (any PolicyEngine)? = nil, approvals: (any ApprovalGate)? = nil) {
+        self.policy = policy
+        self.approvals = approvals
         store = ProjectStore(db: s.db)
         clock = s.clock
         bus = s.bus
@@ -152,7 +158,10 @@ public struct ProjectService: ProjectDirectory {
 
     /// Opens a directory under a project root, or clones a repository into the first root.
     /// Returns the project and whether it was newly created.
-    func load(_ input: LoadInput, access: WorkspaceAccess, userID: String) async throws -> (Project, created: Bool) {
+    func load(
+        _ input: LoadInput, access: WorkspaceAccess, userID: String, actorKind: String = "user",
+        grants: [PolicyGrant] = []
+    ) async throws -> (Project, created: Bool) {
         guard !roots.isEmpty else {
             throw APIError.unavailable("No project root is usable on the server (--projects-root)")
         }
@@ -161,6 +170,17 @@ public struct ProjectService: ProjectDirectory {
         if let url = input.gitUrl {
             guard input.path == nil else {
                 throw APIError.validation("give either path or git_url, not both", field: "git_url")
+            }
+            // The clone connects out: the workspace's policy judges the host (a held clone runs on approval).
+            if let policy, let host = URLComponents(string: url)?.host?.lowercased(), !host.isEmpty {
+                try await approvals.parking(
+                    wsID: access.wsID, userID: userID, kind: "project.clone",
+                    payload: ["input": try JSONValue(encoding: input), "actor_kind": .string(actorKind)], grants: grants
+                ) {
+                    try await policy.check(
+                        wsID: access.wsID, userID: userID, action: "network.connect",
+                        context: PolicyContext(host: host, actorKind: actorKind), grants: grants)
+                }
             }
             dir = try await clone(url, name: input.name)
             gitURL = url

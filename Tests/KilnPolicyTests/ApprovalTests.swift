@@ -251,6 +251,53 @@ import Testing
         }
     }
 
+    @Test func twoApproversAtOnceStartTheActionOnce() async throws {
+        let f = try await ShellFixture.make()
+        try await using(f) { f in
+            let rules: [[String: Any]] = [["id": "all", "action": "shell.run", "effect": "require_approval"]]
+            #expect(try await f.a.call("PUT", "/api/policies", json: ["ws_id": f.ws, "rules": rules]).status == 200)
+            let b = try await Self.approver(f)
+            let c = try await Self.approver(f, role: "admin")
+            let id = try #require(
+                try await f.a.call("POST", "/api/shell/run", json: ["project_id": f.pid, "command": "echo once"]).json[
+                    "approval_id"] as? String)
+            async let first = b.call("POST", "/api/approvals/\(id)/approve", json: [:])
+            async let second = c.call("POST", "/api/approvals/\(id)/approve", json: [:])
+            let statuses = [try await first.status, try await second.status].sorted()
+            #expect(statuses == [200, 409], "\(statuses)")
+            let jobs = try await f.a.call("GET", "/api/shell/jobs?project_id=\(f.pid)")
+            #expect((jobs.json["items"] as? [Any])?.count == 1, "\(jobs.text)")
+        }
+    }
+
+    @Test func aCloneIsJudgedByItsHost() async throws {
+        let f = try await ShellFixture.make()
+        try await using(f) { f in
+            let rules: [[String: Any]] = [
+                ["id": "no-evil", "action": "network.connect", "effect": "deny", "when": ["host": "*.evil.example"]],
+                ["id": "ask-first", "action": "network.connect", "effect": "require_approval"],
+            ]
+            #expect(try await f.a.call("PUT", "/api/policies", json: ["ws_id": f.ws, "rules": rules]).status == 200)
+            let denied = try await f.a.call(
+                "POST", "/api/project/load", json: ["ws_id": f.ws, "git_url": "https://git.evil.example/x/y.git"])
+            #expect(denied.status == 403 && denied.text.contains("no-evil"), "\(denied.text)")
+            let held = try await f.a.call(
+                "POST", "/api/project/load", json: ["ws_id": f.ws, "git_url": "https://git.example.invalid/x/y.git"])
+            #expect(held.status == 202 && held.json["action"] as? String == "network.connect", "\(held.text)")
+            let id = try #require(held.json["approval_id"] as? String)
+            #expect(
+                (try await f.a.call("GET", "/api/approvals/\(id)").json["context"] as? [String: Any])?["host"]
+                    as? String
+                    == "git.example.invalid")
+            // Approved, the clone is tried as its requester; this host does not resolve, so the
+            // approval carries the clone's error instead of a project.
+            let b = try await Self.approver(f)
+            let ok = try await b.call("POST", "/api/approvals/\(id)/approve", json: [:])
+            #expect(ok.status == 200 && ok.json["project_id"] == nil, "\(ok.text)")
+            #expect(((ok.json["result"] as? [String: Any])?["error"] as? [String: Any])?["code"] != nil, "\(ok.text)")
+        }
+    }
+
     @Test func approvingNeedsAFreshSecondFactorAndNoAPIKey() async throws {
         let f = try await ShellFixture.make()
         try await using(f) { f in
