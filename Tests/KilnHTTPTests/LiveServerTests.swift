@@ -311,7 +311,9 @@ import Testing
         }
         let s = try LiveServer(r)
         try await using(s) { s in
-            let c = try RawClient(port: s.port, timeout: 10)
+            // A generous read timeout: under the whole suite on two cores the first bytes have taken
+            // over 10 s to come (this checks what arrives, not how fast).
+            let c = try RawClient(port: s.port, timeout: 60)
             c.send("GET /events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 5\r\n\r\n")
             let text = await c.read(until: ": heartbeat\n\n")
             #expect(text.contains("Content-Type: text/event-stream"))
@@ -319,8 +321,11 @@ import Testing
             #expect(text.contains("id: 7\nevent: tick\ndata: {\"n\":7}\n\n"))
             #expect(text.contains(": heartbeat\n\n"))
             c.closeNow()
-            for _ in 0..<100 where !cancelled.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
+            for _ in 0..<1500 where !cancelled.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
             #expect(cancelled.withLock { $0 })
+            for _ in 0..<500 where s.server.stats.streamingResponses.load(ordering: .relaxed) != 0 {
+                try await Task.sleep(for: .milliseconds(20))
+            }
             #expect(s.server.stats.streamingResponses.load(ordering: .relaxed) == 0)
         }
     }
