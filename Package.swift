@@ -11,7 +11,7 @@ let strict: [SwiftSetting] = [
 let layers: [Target.Dependency] = ["CShims", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"]
 let domains: [Target.Dependency] = [
     "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects", "KilnShell", "KilnPTY", "KilnAgents", "KilnBudget", "KilnReceipts",
-    "KilnSecrets", "KilnPolicy",
+    "KilnSecrets", "KilnPolicy", "KilnMCP",
 ]
 
 let package = Package(
@@ -45,6 +45,7 @@ let package = Package(
         .target(name: "KilnReceipts", dependencies: layers, swiftSettings: strict),
         .target(name: "KilnSecrets", dependencies: layers, swiftSettings: strict),
         .target(name: "KilnPolicy", dependencies: layers, swiftSettings: strict),
+        .target(name: "KilnMCP", dependencies: layers, swiftSettings: strict),
 
         .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "COpenSSL"] + domains, swiftSettings: strict),
 
@@ -73,6 +74,7 @@ let package = Package(
         .testTarget(name: "KilnReceiptsTests", dependencies: ["KilnReceipts", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnSecretsTests", dependencies: ["KilnSecrets", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnPolicyTests", dependencies: ["KilnPolicy", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
+        .testTarget(name: "KilnMCPTests", dependencies: ["KilnMCP", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnTestSupport"] + layers + domains, swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -135,11 +135,7 @@ final class AgentEngine: Sendable {
     func policyRefusal(_ run: LiveRun, project: ProjectRef, call: ToolCall, _ args: JSONValue?) async throws -> String?
     {
         guard let policy else { return nil }
-        var c = PolicyContext(actorKind: "agent")
-        if case .object(let o) = args ?? .null {
-            if case .string(let s) = o["command"] ?? .null { c.command = s }
-            if case .string(let s) = o["path"] ?? .null { c.path = s }
-        }
+        let c = Self.policyContext(actorKind: "agent", args)
         let action = "agent.tool.\(call.name)"
         let d: PolicyDecision
         do {
@@ -162,6 +158,16 @@ final class AgentEngine: Sendable {
                     wsID: project.wsID, action: action, context: c, decision: d, requestedBy: run.userID,
                     runID: run.id, callID: call.id), rule: rule)
         }
+    }
+
+    /// The facts a tool call is judged on: its command and path arguments.
+    static func policyContext(actorKind: String, _ args: JSONValue?) -> PolicyContext {
+        var c = PolicyContext(actorKind: actorKind)
+        if case .object(let o) = args ?? .null {
+            if case .string(let s) = o["command"] ?? .null { c.command = s }
+            if case .string(let s) = o["path"] ?? .null { c.path = s }
+        }
+        return c
     }
 
     /// Parks the run on an approval; nil when approved, else the tool result that says why not.

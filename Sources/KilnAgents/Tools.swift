@@ -19,6 +19,9 @@ public struct ToolContext: Sendable {
     /// Called after a file changed, with its unified diff.
     let onFileChanged: @Sendable (String, String) async -> Void
     let onFinding: @Sendable (String, Int, String, String) async throws -> Void
+    /// Who acts: `agent` inside a run (its tool call was judged already), else the caller's kind
+    /// (`user`, `api_key`), whose commands the shell judges again as `shell.run`.
+    var actorKind = "agent"
 }
 
 public struct ToolFailure: Error, CustomStringConvertible, Sendable {
@@ -201,7 +204,8 @@ public enum ToolRegistry {
     static func change(_ ctx: ToolContext, _ rel: String, _ newText: [UInt8], createFolders: Bool = false) async throws
     {
         let old = try readBeneath(ctx, rel)
-        try await ctx.snapshots.save(runID: ctx.runID, path: rel, prior: old)
+        // Outside a run (an MCP call) there is no run to roll back, so nothing to snapshot for.
+        if !ctx.runID.isEmpty { try await ctx.snapshots.save(runID: ctx.runID, path: rel, prior: old) }
         do {
             try SafePath.writeBeneath(
                 root: ctx.project.root, relative: rel, bytes: newText, createFolders: createFolders)
@@ -273,7 +277,7 @@ public enum ToolRegistry {
             JobSpec(
                 wsID: ctx.project.wsID, projectID: ctx.project.id, userID: ctx.userID, kind: "agent",
                 command: cmd, cwd: ctx.project.root, displayCwd: ".", timeout: timeout, secrets: ctx.secrets,
-                actorKind: "agent"))
+                actorKind: ctx.actorKind))
         ctx.onJob(id)
         defer { ctx.onJob(nil) }
         guard let o = await ctx.jobs.wait(id) else { throw ToolFailure("the command's job was lost") }
@@ -290,7 +294,8 @@ public enum ToolRegistry {
         let id: String
         do {
             id = try await ctx.jobs.startTests(
-                project: ctx.project, userID: ctx.userID, timeout: timeout, secrets: ctx.secrets, actorKind: "agent")
+                project: ctx.project, userID: ctx.userID, timeout: timeout, secrets: ctx.secrets,
+                actorKind: ctx.actorKind)
         } catch let
             e as HTTPError
         { throw ToolFailure(e.message) }

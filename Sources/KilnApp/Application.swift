@@ -7,6 +7,7 @@ import KilnBudget
 import KilnCore
 import KilnCrypto
 import KilnHTTP
+import KilnMCP
 import KilnPTY
 import KilnPolicy
 import KilnProjects
@@ -49,6 +50,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
         AuthModule.self, AccountModule.self, WorkspacesModule.self, ProjectsModule.self, ShellModule.self,
         PTYModule.self,
         AgentsModule.self, BudgetModule.self, ReceiptsModule.self, SecretsModule.self, PolicyModule.self,
+        MCPModule.self,
     ]
 
     /// What `kiln serve` understands: the server's own options and every module's.
@@ -94,7 +96,10 @@ public final class Application: ModuleHost, @unchecked Sendable {
             services: s, projects: projects.service, jobs: shell.service,
             observers: [budget.service, receipts.service],
             secrets: secrets.service, policy: policy.service, approvals: policy.approvals)
-        return [auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets, policy]
+        let mcp = MCPModule(
+            services: s, tools: agents.service, projects: projects.service, agents: agents.service,
+            receipts: receipts.service)
+        return [auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets, policy, mcp]
     }
 
     /// Opens (or creates) the data dir and database, applies migrations, registers every route.

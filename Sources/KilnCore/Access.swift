@@ -97,40 +97,17 @@ public struct AccessMiddleware: Middleware {
             // Browsers send cookies on cross-site WebSocket handshakes; only our own pages may open one.
             try checkOrigin(request)
         }
-        guard p.scopeAllows(permission) else {
-            throw HTTPError(
-                .forbidden, message: "This API key's scopes do not include '\(permission)'",
-                details: ["permission": .string(permission)])
-        }
-        let perm = catalog.permission(permission)
-        if perm?.scope == .instance && !p.isAdmin {
-            throw HTTPError(
-                .forbidden, message: "Only an instance admin may do this", details: ["permission": .string(permission)])
-        }
-        if perm?.execution == true && !p.canExecute {
-            throw HTTPError(
-                .forbidden,
-                message: "Your account may not run commands on this server until an instance admin allows it",
-                details: ["permission": .string(permission), "can_execute": false])
-        }
+        let authorizer = Authorizer(hooks: hooks, catalog: catalog)
+        try authorizer.checkPrincipal(p, permission)
         guard permission != Permission.session.name && permission != Permission.authenticated.name,
-            let perm, perm.workspaceScoped
+            let perm = catalog.permission(permission), perm.workspaceScoped
         else { return nil }
         guard let wsID = try await workspaceID(request, context, p) else {
             throw HTTPError.validation("ws_id is required", field: "ws_id")
         }
-        guard IDs.isValid(wsID, prefix: "ws"), let roles = hooks.roles,
-            let role = try await roles.role(userID: p.userID, wsID: wsID)
-        else {
-            throw HTTPError.notFound("Workspace not found")
-        }
-        guard catalog.grants(role).contains(permission) else {
-            throw HTTPError(
-                .forbidden, message: "Your role (\(role.rawValue)) in this workspace does not allow '\(permission)'",
-                details: ["permission": .string(permission), "role": .string(role.rawValue)])
-        }
+        let access = try await authorizer.role(p, permission, wsID: wsID)
         try await checkResources(request, context, wsID: wsID)
-        return WorkspaceAccess(wsID: wsID, role: role)
+        return access
     }
 
     /// Every resource the request names by id (in its path or query) must belong to the admitted
@@ -196,5 +173,59 @@ public struct AccessMiddleware: Middleware {
         }
         if let missing { throw HTTPError.notFound("No such \(missing.replacingOccurrences(of: "_id", with: ""))") }
         return try await hooks.defaultWorkspace(userID: p.userID)
+    }
+}
+
+/// The permission checks of one principal, apart from any request: API-key scopes, instance-admin
+/// and execution rights, and the role in a workspace. The access middleware uses it for each route;
+/// Kiln's MCP server for each tool call (one request, several workspaces and permissions).
+public struct Authorizer: Sendable {
+    let hooks: Hooks
+    let catalog: PermissionCatalog
+
+    public init(hooks: Hooks, catalog: PermissionCatalog) {
+        self.hooks = hooks
+        self.catalog = catalog
+    }
+
+    /// What does not depend on a workspace: the key's scopes, instance admin, execution.
+    public func checkPrincipal(_ p: Principal, _ permission: String) throws {
+        guard p.scopeAllows(permission) else {
+            throw HTTPError(
+                .forbidden, message: "This API key's scopes do not include '\(permission)'",
+                details: ["permission": .string(permission)])
+        }
+        let perm = catalog.permission(permission)
+        if perm?.scope == .instance && !p.isAdmin {
+            throw HTTPError(
+                .forbidden, message: "Only an instance admin may do this", details: ["permission": .string(permission)])
+        }
+        if perm?.execution == true && !p.canExecute {
+            throw HTTPError(
+                .forbidden,
+                message: "Your account may not run commands on this server until an instance admin allows it",
+                details: ["permission": .string(permission), "can_execute": false])
+        }
+    }
+
+    /// The caller's role in `wsID` must grant `permission` (404 for a workspace they are not in).
+    public func role(_ p: Principal, _ permission: String, wsID: String) async throws -> WorkspaceAccess {
+        guard IDs.isValid(wsID, prefix: "ws"), let roles = hooks.roles,
+            let role = try await roles.role(userID: p.userID, wsID: wsID)
+        else {
+            throw HTTPError.notFound("Workspace not found")
+        }
+        guard catalog.grants(role).contains(permission) else {
+            throw HTTPError(
+                .forbidden, message: "Your role (\(role.rawValue)) in this workspace does not allow '\(permission)'",
+                details: ["permission": .string(permission), "role": .string(role.rawValue)])
+        }
+        return WorkspaceAccess(wsID: wsID, role: role)
+    }
+
+    /// Both checks: the access to `wsID` under `permission`.
+    public func access(_ p: Principal, _ permission: String, wsID: String) async throws -> WorkspaceAccess {
+        try checkPrincipal(p, permission)
+        return try await role(p, permission, wsID: wsID)
     }
 }

@@ -274,6 +274,16 @@ public struct ProjectService: ProjectDirectory {
 
     // MARK: ProjectDirectory (what other domains use)
 
+    public func indexedPaths(_ project: ProjectRef) async throws -> [String] {
+        try await store.paths(project.id).sorted()
+    }
+
+    public func projects(wsID: String) async throws -> [ProjectRef] {
+        try await list(wsID: wsID).map {
+            ProjectRef(id: $0.id, wsID: $0.wsId, name: $0.name, root: $0.path, vcs: $0.vcs)
+        }
+    }
+
     public func resolve(_ projectID: String?, access: WorkspaceAccess, userID: String) async throws -> ProjectRef {
         let (p, root) = try await project(projectID, access: access, userID: userID, withGit: false)
         return ProjectRef(id: p.id, wsID: p.wsId, name: p.name, root: root, vcs: p.vcs)

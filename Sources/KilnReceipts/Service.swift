@@ -84,3 +84,13 @@ public struct ReceiptService: RunObserver {
         return ReceiptChain.verify(rows: rows, publicKey: key.publicKey, throughSeq: through)
     }
 }
+
+extension ReceiptService: ReceiptVerifier {
+    public func verifyChain(runID: String, wsID: String) async throws -> JSONValue? {
+        guard IDs.isValid(runID, prefix: "run") else { return nil }
+        do { return try await verify(runID: runID, in: wsID).json } catch let e as HTTPError where e.status == .notFound
+        {
+            return nil
+        }
+    }
+}

@@ -187,17 +187,28 @@ final class Agent: @unchecked Sendable {
         _ method: String, _ path: String, json body: [String: Any]? = nil, headers extra: [String: String] = [:],
         csrf sendCSRF: Bool = true
     ) async throws -> HTTPResult {
+        try await call(method, path, raw: body.map(json), headers: extra, csrf: sendCSRF)
+    }
+
+    /// A request with exactly these body bytes (Content-Type from `headers`, else JSON).
+    func call(
+        _ method: String, _ path: String, body: [UInt8], headers extra: [String: String] = [:]
+    ) async throws -> HTTPResult {
+        var h = extra
+        if h["Content-Type"] == nil { h["Content-Type"] = "application/json" }
+        return try await call(method, path, raw: Data(body), headers: h, csrf: true)
+    }
+
+    func call(
+        _ method: String, _ path: String, raw data: Data?, headers extra: [String: String], csrf sendCSRF: Bool
+    ) async throws -> HTTPResult {
         var h = extra
         if let session { h["Cookie"] = "kiln_session=\(session)" }
         if let bearer { h["Authorization"] = "Bearer \(bearer)" }
         if sendCSRF, let csrf, !["GET", "HEAD"].contains(method) { h["X-CSRF-Token"] = csrf }
         if let origin { h["Origin"] = origin }
         if let forwardedFor { h["X-Forwarded-For"] = forwardedFor }
-        var data: Data? = nil
-        if let body {
-            data = json(body)
-            h["Content-Type"] = "application/json"
-        }
+        if data != nil && h["Content-Type"] == nil { h["Content-Type"] = "application/json" }
         let r: HTTPResult
         if let app {
             r = try await inProcess(app, method, path, headers: h, body: data)

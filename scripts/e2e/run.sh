@@ -66,6 +66,11 @@ BIN="$BIN" OUT="$OUT" bash scripts/e2e/approvals.sh | tee "$OUT/approvals.txt"
 P=$(awk '/^approvals e2e:/ { print $3 }' "$OUT/approvals.txt"); F=$(awk '/^approvals e2e:/ { print $5 }' "$OUT/approvals.txt")
 PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
 
+# --- Kiln as an MCP server: the official MCP Python SDK in both protocol eras ---
+BIN="$BIN" OUT="$OUT" bash scripts/e2e/mcp.sh | tee "$OUT/mcp.txt"
+P=$(awk '/^mcp e2e:/ { print $3 }' "$OUT/mcp.txt"); F=$(awk '/^mcp e2e:/ { print $5 }' "$OUT/mcp.txt")
+PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
+
 # --- opt-in: a real small model served offline (slow: builds llama.cpp on first use) ---
 if [ "${KILN_E2E_LOCAL_LLM:-0}" = 1 ]; then
   BIN="$BIN" OUT="$OUT" bash scripts/e2e/local_llm.sh | tee "$OUT/local-llm.txt"

@@ -103,4 +103,8 @@ public protocol ProjectDirectory: Sendable {
     func symbols(_ project: ProjectRef, q: String, kind: String?, limit: Int) async throws -> [Symbol]
     /// One directory level, ignored entries hidden.
     func list(_ project: ProjectRef, path: String) async throws -> [TreeEntry]
+    /// The workspace's projects, by name.
+    func projects(wsID: String) async throws -> [ProjectRef]
+    /// The project's indexed file paths, sorted (empty until its first rescan).
+    func indexedPaths(_ project: ProjectRef) async throws -> [String]
 }

@@ -1,0 +1,43 @@
+import Foundation
+import KilnHTTP
+
+/// What a built-in tool answered when called outside an agent run.
+public struct ToolCallOutcome: Sendable {
+    public let text: String
+    /// False when the tool refused or failed (its text says why).
+    public let ok: Bool
+    public init(text: String, ok: Bool) {
+        self.text = text
+        self.ok = ok
+    }
+}
+
+/// The built-in agent tools, callable outside a run (Kiln's MCP server, the tool registry): the same
+/// code, path checks, sandbox and policy as inside a run. Implemented by the agents domain.
+public protocol ToolRunner: Sendable {
+    var tools: [ToolDescriptor] { get }
+    /// Runs `tool` as `userID` (an `actorKind` of `user` or `api_key`) in `project`. The workspace's
+    /// policy judges it as `agent.tool.<name>`; a refusal or a tool's failure is an outcome with
+    /// `ok: false`; unknown tools and bad arguments too.
+    func call(
+        tool: String, arguments: JSONValue, project: ProjectRef, userID: String, actorKind: String
+    ) async -> ToolCallOutcome
+}
+
+/// Agent runs as other domains start and read them (implemented by the agents domain).
+public protocol AgentRunner: Sendable {
+    /// Starts a run with the server's provider; returns its id (402 at a budget cap, 503 without a provider).
+    func startRun(
+        project: ProjectRef, access: WorkspaceAccess, userID: String, prompt: String, model: String?, maxSteps: Int?
+    ) async throws -> String
+    /// The run as `GET /api/agent/runs/:run_id` shows it (nil: no such run in `wsID`).
+    func run(_ runID: String, wsID: String) async throws -> JSONValue?
+    /// The workspace a run belongs to (nil: no such run).
+    func workspaceOf(runID: String) async throws -> String?
+}
+
+/// Checks a workspace's receipt chain up to a run (implemented by the receipts domain).
+public protocol ReceiptVerifier: Sendable {
+    /// `{ok, checked, first_break?}`; nil when the run has no receipt in `wsID`.
+    func verifyChain(runID: String, wsID: String) async throws -> JSONValue?
+}
