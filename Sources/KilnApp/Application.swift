@@ -98,7 +98,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
             secrets: secrets.service, policy: policy.service, approvals: policy.approvals)
         let mcp = MCPModule(
             services: s, tools: agents.service, projects: projects.service, agents: agents.service,
-            receipts: receipts.service)
+            receipts: receipts.service, policy: policy.service, secrets: secrets.service)
         return [auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets, policy, mcp]
     }
 

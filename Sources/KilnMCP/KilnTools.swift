@@ -156,12 +156,15 @@ struct KilnToolbox: Sendable {
     }
 
     /// Calls a tool as `p`. Refusals (permission, policy, a bad path) are error results.
-    func call(_ tool: KilnTool, _ args: [String: JSONValue], as p: Principal) async -> ToolResult {
+    /// `workspace`: where a call without `project_id` or `ws_id` acts (default: the caller's most recent).
+    func call(
+        _ tool: KilnTool, _ args: [String: JSONValue], as p: Principal, workspace inWS: String? = nil
+    ) async -> ToolResult {
         do {
             try authorizer.checkPrincipal(p, tool.permission)
             switch tool.kind {
             case .builtin:
-                let (project, _) = try await project(args["project_id"]?.stringValue, tool.permission, p)
+                let (project, _) = try await project(args["project_id"]?.stringValue, tool.permission, p, in: inWS)
                 var rest = args
                 rest["project_id"] = nil
                 let out = await runner.call(
@@ -169,7 +172,7 @@ struct KilnToolbox: Sendable {
                     actorKind: p.apiKeyID == nil ? "user" : "api_key")
                 return ToolResult(text: out.text, structured: ["output": .string(out.text)], isError: !out.ok)
             case .listProjects:
-                let wsID = try await workspace(args["ws_id"]?.stringValue, p)
+                let wsID = try await workspace(args["ws_id"]?.stringValue ?? inWS, p)
                 _ = try await authorizer.role(p, tool.permission, wsID: wsID)
                 let list = try await projects.projects(wsID: wsID)
                 let items: [JSONValue] = list.map {
@@ -185,7 +188,8 @@ struct KilnToolbox: Sendable {
             case .startAgentRun:
                 guard let agents else { return .failure("agent runs are not available") }
                 guard let prompt = args["prompt"]?.stringValue else { return .failure("prompt is required") }
-                let (project, access) = try await project(args["project_id"]?.stringValue, tool.permission, p)
+                let (project, access) = try await project(
+                    args["project_id"]?.stringValue, tool.permission, p, in: inWS)
                 var maxSteps: Int? = nil
                 if case .int(let n)? = args["max_steps"] { maxSteps = n }
                 let id = try await agents.startRun(
@@ -227,7 +231,7 @@ struct KilnToolbox: Sendable {
     /// The project named (in whichever workspace it is), else the caller's most recent one, with
     /// the access `permission` gives there.
     func project(
-        _ projectID: String?, _ permission: String, _ p: Principal
+        _ projectID: String?, _ permission: String, _ p: Principal, in inWS: String? = nil
     ) async throws -> (
         ProjectRef, WorkspaceAccess
     ) {
@@ -238,7 +242,7 @@ struct KilnToolbox: Sendable {
             }
             wsID = found.wsID
         } else {
-            wsID = try await workspace(nil, p)
+            wsID = try await workspace(inWS, p)
         }
         let access = try await authorizer.role(p, permission, wsID: wsID)
         return (try await projects.resolve(projectID, access: access, userID: p.userID), access)

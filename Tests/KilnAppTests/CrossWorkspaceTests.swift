@@ -27,6 +27,13 @@ import Testing
             _ = try await x.f.a.call("PUT", "/api/policies", json: ["ws_id": x.f.ws, "rules": [rule]])
             let held = try await x.f.a.call("POST", "/api/shell/run", json: ["project_id": x.f.pid, "command": "held"])
             let approval = try #require(held.json["approval_id"] as? String, "\(held.text)")
+            let token = try await x.f.a.call(
+                "POST", "/api/mcp/tokens", json: ["ws_id": x.f.ws, "name": "t", "token": "not-a-real-token"])
+            let tokenID = try #require(token.json["id"] as? String, "\(token.text)")
+            let server = try await x.f.a.call(
+                "POST", "/api/mcp/servers",
+                json: ["ws_id": x.f.ws, "name": "s", "transport": "http", "url": "https://mcp.example/mcp"])
+            let serverID = try #require(server.json["id"] as? String, "\(server.text)")
             let ownerID = try #require(
                 (try await x.f.a.call("GET", "/api/auth/session").json["user"] as? [String: Any])?["id"] as? String)
 
@@ -36,7 +43,7 @@ import Testing
             let theirs = try await workspaceOf(outsider)
             let ids: [String: [String]] = [
                 "run_id": [run], "job_id": [job, rescanJob], "pty_id": [ptyID], "ws_id": [x.f.ws], "user_id": [ownerID],
-                "approval_id": [approval],
+                "approval_id": [approval], "server_id": [serverID], "token_id": [tokenID],
             ]
 
             let catalog = t.app.services.catalog
@@ -82,6 +89,7 @@ import Testing
             #expect(try await x.f.a.call("GET", "/api/shell/jobs/\(job)").status == 200)
             #expect(try await x.f.a.call("GET", "/api/receipts/\(run)").status == 200)
             #expect(try await x.f.a.call("GET", "/api/approvals/\(approval)").json["state"] as? String == "pending")
+            #expect(try await x.f.a.call("GET", "/api/mcp/servers/\(serverID)").status == 200)
             #expect(try await x.f.a.call("POST", "/api/shell/cancel/\(job)").status == 200)
             #expect(try await x.f.a.call("DELETE", "/api/pty/\(ptyID)").status == 200)
         }

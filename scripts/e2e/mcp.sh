@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Kiln's MCP server with outside clients against `kiln serve`: the official MCP Python SDK
-# (mcp_client.py) in its default mode (server/discover, protocol 2026-07-28) and pinned to the
-# initialize handshake (2025-11-25): it lists tools, searches and reads a real project, edits a file
-# and sees the change on disk, gets isError for a path outside the project, lists and reads
-# resources; a key without shell:run does not see run_command. Then curl: GET /mcp is 405, a
-# browser session and another origin are refused, a batch is -32600.
+# MCP with outside clients against `kiln serve`.
+# Kiln as a server: the official MCP Python SDK (mcp_client.py) in its default mode (server/discover,
+# protocol 2026-07-28) and pinned to the initialize handshake (2025-11-25): it lists tools, searches and
+# reads a real project, edits a file and sees the change on disk, gets isError for a path outside the
+# project, lists and reads resources; a key without shell:run does not see run_command. Then curl: GET
+# /mcp is 405, a browser session and another origin are refused, a batch is -32600.
+# Kiln's registry: the same SDK's MCPServer (mcp_test_server.py) over HTTP (behind a bearer token) and
+# over stdio (started in the sandbox), registered with curl, refreshed (tools/list over three pages),
+# listed with namespaces, invoked through POST /api/mcp; bad arguments, a tool sleeping past the
+# timeout, an oversized result and a server dying mid-call are each a clear error; a private address
+# is refused unless allowed; the stdio server cannot read the data dir; every call is audited.
 # Called by scripts/e2e/run.sh (which provides the venv on PATH). BIN and OUT come from there.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -19,10 +24,17 @@ PASSED=0; FAILED=0
 
 PORT=$(free_port)
 B=http://127.0.0.1:$PORT
+# The stdio test server runs in the sandbox: it needs the venv, the Python it was made from, and the script.
+PYBASE=$(python3 -c 'import sys; print(sys.base_prefix)')
+VENV=$(python3 -c 'import sys; print(sys.prefix)')
 "$BIN/kiln" serve --port "$PORT" --data-dir "$WORK/data" --projects-root "$WORK/projects" \
+  --allow-private-network 127.0.0.1/32 --sandbox-mount "$VENV" --sandbox-mount "$PYBASE" --sandbox-mount "$ROOT/scripts/e2e" \
   > "$OUT/mcp-serve.out" 2> "$OUT/mcp-serve.log" &
 PID=$!
-trap 'kill $PID 2>/dev/null; wait 2>/dev/null' EXIT
+SRV_PORT=$(free_port)
+python3 "$ROOT/scripts/e2e/mcp_test_server.py" http "$SRV_PORT" e2e-server-token > "$OUT/mcp-test-server.log" 2>&1 &
+SRV=$!
+trap 'kill $PID $SRV 2>/dev/null; wait 2>/dev/null' EXIT
 wait_http "$B/healthz" || { echo "kiln serve did not start"; exit 1; }
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 
@@ -55,6 +67,50 @@ expect "GET /mcp is 405 (no server stream)" 405 "$(code -H "$H" "$B/mcp")"
 expect "a browser session is not an API key (401)" 401 "$(code "${S[@]}" -d '{"jsonrpc":"2.0","id":1,"method":"ping"}' "$B/mcp")"
 expect "another origin is refused (403)" 403 "$(code -H "$H" -H "$J" -H 'Origin: https://evil.example' -d '{"jsonrpc":"2.0","id":1,"method":"ping"}' "$B/mcp")"
 expect "a batch is -32600" -32600 "$(curl -s -H "$H" -H "$J" -d '[{"jsonrpc":"2.0","id":1,"method":"ping"}]' "$B/mcp" | jget 'd["error"]["code"]')"
+
+# --- The registry ---
+A=(-H "$H" -H "$J")
+FULLM='["workspace:list","project:read","mcp:read","mcp:manage","mcp:invoke"]'
+MKEY=$(curl -s "${S[@]}" -d "{\"name\":\"registry\",\"scopes\":$FULLM}" "$B/api/account/api-keys" | jget 'd["key"]')
+M=(-H "Authorization: Bearer $MKEY" -H "$J")
+for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$SRV_PORT/mcp" && break; sleep 0.1; done
+TOKEN=$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"name\":\"tester-token\",\"token\":\"e2e-server-token\"}" "$B/api/mcp/tokens")
+TOKEN_ID=$(echo "$TOKEN" | jget 'd["id"]')
+check "a token is stored and never shown again" sh -c "echo '$TOKEN' | grep -vq e2e-server-token && curl -s -H 'Authorization: Bearer $MKEY' '$B/api/mcp/tokens?ws_id=$WS' | grep -vq e2e-server-token"
+HTTP_ID=$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"name\":\"tester\",\"transport\":\"http\",\"url\":\"http://127.0.0.1:$SRV_PORT/mcp\",\"token_id\":\"$TOKEN_ID\"}" "$B/api/mcp/servers" | jget 'd["id"]')
+expect "the same name twice is 409" 409 "$(code "${M[@]}" -d "{\"ws_id\":\"$WS\",\"name\":\"tester\",\"transport\":\"http\",\"url\":\"http://127.0.0.1:$SRV_PORT/mcp\"}" "$B/api/mcp/servers")"
+expect "a bad name is 400" 400 "$(code "${M[@]}" -d "{\"ws_id\":\"$WS\",\"name\":\"Not OK\",\"transport\":\"http\",\"url\":\"http://127.0.0.1:1/mcp\"}" "$B/api/mcp/servers")"
+expect "refresh lists every page of the server's tools (6, two per page)" 6 "$(curl -s "${M[@]}" -X POST "$B/api/mcp/servers/$HTTP_ID/refresh" | jget 'd["tools"]')"
+expect "… speaking 2026-07-28 with it" 2026-07-28 "$(curl -s -H "Authorization: Bearer $MKEY" "$B/api/mcp/servers/$HTTP_ID" | jget 'd["protocol_version"]')"
+expect "health: it answers" True "$(curl -s -H "Authorization: Bearer $MKEY" "$B/api/mcp/servers/$HTTP_ID/health" | jget 'd["ok"]')"
+expect "the catalogue names its tools <server>.<tool> beside kiln.<tool>" "tester.add tester.big tester.crash tester.echo tester.peek tester.slow" \
+  "$(curl -s -H "Authorization: Bearer $MKEY" "$B/api/mcp?ws_id=$WS&q=tester" | jget '" ".join(i["name"] for i in d["items"])')"
+check "… Kiln's own tools are in it" sh -c "curl -s -H 'Authorization: Bearer $MKEY' '$B/api/mcp?ws_id=$WS' | grep -q '\"kiln.read_file\"'"
+expect "invoke: kiln.read_file reads the project through the registry" "1	def answer():" "$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"kiln.read_file\",\"arguments\":{\"path\":\"calc.py\",\"end_line\":1}}" "$B/api/mcp" | jget 'd["structured_content"]["output"].strip()')"
+expect "invoke: tester.add answers 42 (structured)" 42 "$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"tester.add\",\"arguments\":{\"a\":2,\"b\":40}}" "$B/api/mcp" | jget 'd["structured_content"]["result"]')"
+expect "invoke: arguments failing the schema are 400 naming the path" arguments.a "$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"tester.add\",\"arguments\":{\"a\":\"two\",\"b\":40}}" "$B/api/mcp" | jget 'd["error"]["details"]["field"]')"
+curl -s -o /dev/null "${M[@]}" -X PATCH -d '{"timeout_s":2}' "$B/api/mcp/servers/$HTTP_ID"
+START=$(date +%s)
+expect "invoke: a tool sleeping past the server's timeout is 504" 504 "$(code "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"tester.slow\",\"arguments\":{\"seconds\":20}}" "$B/api/mcp")"
+check "… after the timeout, not the sleep" test $(( $(date +%s) - START )) -lt 10
+expect "invoke: an oversized result is 502" 502 "$(code "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"tester.big\",\"arguments\":{\"kib\":6000}}" "$B/api/mcp")"
+expect "… and the server still answers" "hi" "$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"tester.echo\",\"arguments\":{\"text\":\"hi\"}}" "$B/api/mcp" | jget 'd["structured_content"]["result"]')"
+NOTOK=$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"name\":\"no-token\",\"transport\":\"http\",\"url\":\"http://127.0.0.1:$SRV_PORT/mcp\"}" "$B/api/mcp/servers" | jget 'd["id"]')
+expect "without its token the server refuses (502)" 502 "$(code "${M[@]}" -X POST "$B/api/mcp/servers/$NOTOK/refresh")"
+PRIV=$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"name\":\"private\",\"transport\":\"http\",\"url\":\"http://10.11.12.13/mcp\"}" "$B/api/mcp/servers" | jget 'd["id"]')
+check "a private address is refused unless allowed" sh -c "curl -s -H 'Authorization: Bearer $MKEY' -H '$J' -X POST '$B/api/mcp/servers/$PRIV/refresh' | grep -q 'private or reserved address'"
+LOOP=$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"name\":\"loopback2\",\"transport\":\"http\",\"url\":\"http://127.0.0.2:$SRV_PORT/mcp\"}" "$B/api/mcp/servers" | jget 'd["id"]')
+check "… also loopback outside the allowed range" sh -c "curl -s -H 'Authorization: Bearer $MKEY' -H '$J' -X POST '$B/api/mcp/servers/$LOOP/refresh' | grep -q 'private or reserved address'"
+
+STDIO_ID=$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"name\":\"local\",\"transport\":\"stdio\",\"command\":\"$VENV/bin/python\",\"args\":[\"$ROOT/scripts/e2e/mcp_test_server.py\",\"stdio\"]}" "$B/api/mcp/servers" | jget 'd["id"]')
+expect "stdio: refresh starts it in the sandbox and lists its tools" 6 "$(curl -s "${M[@]}" -X POST "$B/api/mcp/servers/$STDIO_ID/refresh" | jget 'd.get("tools")')"
+expect "stdio: the server cannot read the data dir" "cannot read: FileNotFoundError" "$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"local.peek\",\"arguments\":{\"path\":\"$WORK/data/kiln.db\"}}" "$B/api/mcp" | jget 'd["structured_content"]["result"]')"
+expect "stdio: a server dying mid-call is 502" 502 "$(code "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"local.crash\",\"arguments\":{}}" "$B/api/mcp")"
+expect "stdio: … and it is started again for the next call" again "$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"local.echo\",\"arguments\":{\"text\":\"again\"}}" "$B/api/mcp" | jget 'd["structured_content"]["result"]')"
+expect "a disabled server's tools are refused (409)" 409 "$(curl -s -o /dev/null -w '%{http_code}' "${M[@]}" -X PATCH -d '{"enabled":false}' "$B/api/mcp/servers/$STDIO_ID" >/dev/null; code "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"local.echo\",\"arguments\":{\"text\":\"x\"}}" "$B/api/mcp")"
+AUDITED=$(python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute(\"SELECT COUNT(*) FROM audit_log WHERE action = 'mcp.tool.called'\").fetchone()[0])" "$WORK/data/kiln.db")
+check "every call is audited ($AUDITED mcp.tool.called)" test "$AUDITED" -ge 8
+check "… without the argument values" sh -c "! python3 -c \"import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('SELECT details FROM audit_log WHERE action = ?', ('mcp.tool.called',)).fetchall())\" '$WORK/data/kiln.db' | grep -q again"
 
 echo "mcp e2e: $PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]

@@ -1,0 +1,135 @@
+import Foundation
+import KilnCore
+import KilnHTTP
+
+/// One catalogue of the tools a workspace may use, and calls into it.
+extension MCPRegistryService {
+    /// Kiln's own tools (`kiln.<tool>`, those the caller's key allows) and every registered server's
+    /// (`<server>.<tool>`), filtered by `q` (in the name or description).
+    func catalogue(wsID: String, q: String?, principal p: Principal) async throws -> [JSONValue] {
+        let needle = q?.lowercased().trimmingCharacters(in: .whitespaces) ?? ""
+        guard needle.utf8.count <= 200 else { throw APIError.validation("q is longer than 200 bytes", field: "q") }
+        func matches(_ name: String, _ description: String?) -> Bool {
+            needle.isEmpty || name.lowercased().contains(needle)
+                || (description?.lowercased().contains(needle) ?? false)
+        }
+        var items: [JSONValue] = []
+        for t in toolbox.visible(to: p) where matches("kiln." + t.name, t.description) {
+            items.append([
+                "name": .string("kiln." + t.name), "description": .string(t.description), "input_schema": t.input,
+                "output_schema": t.output, "origin": "kiln", "server": .null, "server_id": .null, "enabled": true,
+            ])
+        }
+        for r in try await store.tools(wsID: wsID) {
+            let name = (r.string("server_name") ?? "") + "." + (r.string("name") ?? "")
+            guard matches(name, r.string("description")) else { continue }
+            func schema(_ k: String) -> JSONValue {
+                r.string(k).flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) } ?? .null
+            }
+            items.append([
+                "name": .string(name), "description": r.string("description").map { .string($0) } ?? .null,
+                "input_schema": schema("input_schema"), "output_schema": schema("output_schema"), "origin": "mcp",
+                "server": .string(r.string("server_name") ?? ""), "server_id": .string(r.string("server_id") ?? ""),
+                "enabled": .bool(r.bool("server_enabled") ?? false),
+            ])
+        }
+        return items
+    }
+
+    /// Calls a catalogue tool: arguments checked against its schema (400 naming the failing path),
+    /// an external one judged by the policy as `mcp.<server>.<tool>`; every call audited (tool,
+    /// server, caller, outcome; never the argument values).
+    func invoke(
+        wsID: String, tool: String, arguments: JSONValue?, principal p: Principal, ip: String
+    ) async throws -> JSONValue {
+        let start = kilnMonotonicNanos()
+        var args: [String: JSONValue] = [:]
+        switch arguments {
+        case nil, .null?: break
+        case .object(let o)?: args = o
+        default: throw APIError.validation("arguments must be an object", field: "arguments")
+        }
+        func ms() -> Double { (Double(kilnMonotonicNanos() &- start) / 1e4).rounded() / 100 }
+        func check(_ schema: JSONValue) throws {
+            if let problem = SchemaCheck.problem(.object(args), against: schema, at: "arguments") {
+                throw HTTPError(
+                    .badRequest, code: "validation_failed", message: "\(problem.path) \(problem.message)",
+                    details: ["field": .string(problem.path)])
+            }
+        }
+        if tool.hasPrefix("kiln.") {
+            let name = String(tool.dropFirst(5))
+            guard let t = toolbox.visible(to: p).first(where: { $0.name == name }) else {
+                throw APIError.notFound("No tool \(tool.prefix(100)) in the catalogue")
+            }
+            try check(t.input)
+            let r = await toolbox.call(t, args, as: p, workspace: wsID)
+            try await audit(wsID, tool, server: nil, p, ok: !r.isError, ms: ms(), ip: ip)
+            return Self.answer(text: r.text, structured: r.structured, isError: r.isError, ms: ms())
+        }
+        guard let dot = tool.firstIndex(of: "."), dot != tool.startIndex else {
+            throw APIError.validation("tool must be kiln.<tool> or <server>.<tool>", field: "tool")
+        }
+        let serverName = String(tool[..<dot])
+        let toolName = String(tool[tool.index(after: dot)...])
+        guard let row = try await store.servers(wsID: wsID).first(where: { $0.string("name") == serverName }),
+            let listed = try await store.tools(wsID: wsID).first(where: {
+                $0.string("server_name") == serverName && $0.string("name") == toolName
+            })
+        else { throw APIError.notFound("No tool \(tool.prefix(100)) in the catalogue (refresh its server?)") }
+        guard row.bool("enabled") == true else { throw APIError.conflict("MCP server \(serverName) is disabled") }
+        let schema = listed.string("input_schema").flatMap {
+            try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8))
+        }
+        try check(schema ?? ["type": "object"])
+        if let policy {
+            try await policy.check(
+                wsID: wsID, userID: p.userID, action: "mcp.\(serverName).\(toolName)",
+                context: PolicyContext(actorKind: p.apiKeyID == nil ? "user" : "api_key"))
+        }
+        let server = try await remote(row, userID: p.userID)
+        let result: JSONValue
+        do {
+            result = try await client.request(
+                server, "tools/call", ["name": .string(toolName), "arguments": .object(args)])
+        } catch {
+            try? await audit(wsID, tool, server: serverName, p, ok: false, ms: ms(), ip: ip, failed: true)
+            throw Self.upstream(error, server: serverName)
+        }
+        let o = result.objectValue ?? [:]
+        let isError = o["isError"] == .bool(true)
+        try await audit(wsID, tool, server: serverName, p, ok: !isError, ms: ms(), ip: ip)
+        var answer: [String: JSONValue] = [
+            "content": o["content"] ?? .array([]), "is_error": .bool(isError), "duration_ms": .double(ms()),
+        ]
+        if let s = o["structuredContent"] { answer["structured_content"] = s }
+        return .object(answer)
+    }
+
+    static func answer(text: String, structured: JSONValue?, isError: Bool, ms: Double) -> JSONValue {
+        var o: [String: JSONValue] = [
+            "content": [["type": "text", "text": .string(text)]], "is_error": .bool(isError),
+            "duration_ms": .double(ms),
+        ]
+        if let structured, !isError { o["structured_content"] = structured }
+        return .object(o)
+    }
+
+    func audit(
+        _ wsID: String, _ tool: String, server: String?, _ p: Principal, ok: Bool, ms: Double, ip: String,
+        failed: Bool = false
+    ) async throws {
+        let now = clock.now()
+        _ = try await store.db.write { tx in
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "mcp.tool.called", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: wsID,
+                    resourceType: "mcp_tool", resourceID: tool, ip: ip,
+                    details: [
+                        "tool": .string(tool), "server": server.map { .string($0) } ?? .null,
+                        "outcome": .string(failed ? "failed" : ok ? "ok" : "error"), "duration_ms": .double(ms),
+                    ]), at: now)
+        }
+    }
+}
