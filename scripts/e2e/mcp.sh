@@ -34,7 +34,14 @@ PID=$!
 SRV_PORT=$(free_port)
 python3 "$ROOT/scripts/e2e/mcp_test_server.py" http "$SRV_PORT" e2e-server-token > "$OUT/mcp-test-server.log" 2>&1 &
 SRV=$!
-trap 'kill $PID $SRV 2>/dev/null; wait 2>/dev/null' EXIT
+# A server of the previous generation (SDK 1.x: initialize handshake only), in a venv of its own.
+LEGACY_VENV=$ROOT/.build/mcp1-venv
+[ -x "$LEGACY_VENV/bin/python" ] || python3 -m venv "$LEGACY_VENV"
+"$LEGACY_VENV/bin/pip" install -q --disable-pip-version-check mcp==1.26.0
+LEGACY_PORT=$(free_port)
+"$LEGACY_VENV/bin/python" "$ROOT/scripts/e2e/mcp_legacy_server.py" "$LEGACY_PORT" > "$OUT/mcp-legacy-server.log" 2>&1 &
+LEGACY=$!
+trap 'kill $PID $SRV $LEGACY 2>/dev/null; wait 2>/dev/null' EXIT
 wait_http "$B/healthz" || { echo "kiln serve did not start"; exit 1; }
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 
@@ -95,6 +102,11 @@ expect "invoke: a tool sleeping past the server's timeout is 504" 504 "$(code "$
 check "… after the timeout, not the sleep" test $(( $(date +%s) - START )) -lt 10
 expect "invoke: an oversized result is 502" 502 "$(code "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"tester.big\",\"arguments\":{\"kib\":6000}}" "$B/api/mcp")"
 expect "… and the server still answers" "hi" "$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"tester.echo\",\"arguments\":{\"text\":\"hi\"}}" "$B/api/mcp" | jget 'd["structured_content"]["result"]')"
+for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$LEGACY_PORT/mcp" && break; sleep 0.1; done
+OLD_ID=$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"name\":\"legacy\",\"transport\":\"http\",\"url\":\"http://127.0.0.1:$LEGACY_PORT/mcp\"}" "$B/api/mcp/servers" | jget 'd["id"]')
+expect "a server of the previous generation is refreshed over the initialize handshake" 2025-11-25 \
+  "$(curl -s "${M[@]}" -X POST "$B/api/mcp/servers/$OLD_ID/refresh" | jget 'd.get("protocol_version")')"
+expect "… and its tool answers (in its session)" LOUD "$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"legacy.shout\",\"arguments\":{\"text\":\"loud\"}}" "$B/api/mcp" | jget 'd["content"][0]["text"]')"
 NOTOK=$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"name\":\"no-token\",\"transport\":\"http\",\"url\":\"http://127.0.0.1:$SRV_PORT/mcp\"}" "$B/api/mcp/servers" | jget 'd["id"]')
 expect "without its token the server refuses (502)" 502 "$(code "${M[@]}" -X POST "$B/api/mcp/servers/$NOTOK/refresh")"
 PRIV=$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"name\":\"private\",\"transport\":\"http\",\"url\":\"http://10.11.12.13/mcp\"}" "$B/api/mcp/servers" | jget 'd["id"]')
@@ -109,7 +121,7 @@ expect "stdio: a server dying mid-call is 502" 502 "$(code "${M[@]}" -d "{\"ws_i
 expect "stdio: … and it is started again for the next call" again "$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"local.echo\",\"arguments\":{\"text\":\"again\"}}" "$B/api/mcp" | jget 'd["structured_content"]["result"]')"
 expect "a disabled server's tools are refused (409)" 409 "$(curl -s -o /dev/null -w '%{http_code}' "${M[@]}" -X PATCH -d '{"enabled":false}' "$B/api/mcp/servers/$STDIO_ID" >/dev/null; code "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"local.echo\",\"arguments\":{\"text\":\"x\"}}" "$B/api/mcp")"
 AUDITED=$(python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute(\"SELECT COUNT(*) FROM audit_log WHERE action = 'mcp.tool.called'\").fetchone()[0])" "$WORK/data/kiln.db")
-check "every call is audited ($AUDITED mcp.tool.called)" test "$AUDITED" -ge 8
+check "every call is audited ($AUDITED mcp.tool.called)" test "$AUDITED" -ge 9
 check "… without the argument values" sh -c "! python3 -c \"import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('SELECT details FROM audit_log WHERE action = ?', ('mcp.tool.called',)).fetchall())\" '$WORK/data/kiln.db' | grep -q again"
 
 echo "mcp e2e: $PASSED passed, $FAILED failed"
