@@ -41,6 +41,8 @@ final class AgentEngine: Sendable {
     let policy: (any PolicyEngine)?
     /// Where a call a rule holds for approval waits (the run's status is `waiting_approval` meanwhile).
     let approvals: (any ApprovalGate)?
+    /// The workspace's registry tools (the MCP domain), attached after both are built.
+    let external = Mutex<(any ExternalTools)?>(nil)
     let live = Mutex<[String: LiveRun]>([:])
     /// Set at shutdown: no run starts after the running ones were cancelled.
     let closing = Atomic<Bool>(false)
@@ -132,11 +134,12 @@ final class AgentEngine: Sendable {
     /// Why the workspace's policy stops this tool call (nil: it may run). A call a rule holds for
     /// approval waits here until it is decided: the run's status is `waiting_approval`, and no model
     /// turn (so no token spend) happens meanwhile.
-    func policyRefusal(_ run: LiveRun, project: ProjectRef, call: ToolCall, _ args: JSONValue?) async throws -> String?
-    {
+    func policyRefusal(
+        _ run: LiveRun, project: ProjectRef, call: ToolCall, _ args: JSONValue?, action given: String? = nil
+    ) async throws -> String? {
         guard let policy else { return nil }
         let c = Self.policyContext(actorKind: "agent", args)
-        let action = "agent.tool.\(call.name)"
+        let action = given ?? "agent.tool.\(call.name)"
         let d: PolicyDecision
         do {
             d = try await policy.decide(wsID: project.wsID, userID: run.userID, action: action, context: c)
@@ -158,6 +161,18 @@ final class AgentEngine: Sendable {
                     wsID: project.wsID, action: action, context: c, decision: d, requestedBy: run.userID,
                     runID: run.id, callID: call.id), rule: rule)
         }
+    }
+
+    /// A registry tool as the model sees it: provider APIs allow only [A-Za-z0-9_-] in tool names, so
+    /// `server.tool` is offered as `server__tool`.
+    static func modelFacing(_ d: ToolDescriptor) -> ToolDescriptor {
+        ToolDescriptor(
+            name: d.name.replacingOccurrences(of: ".", with: "__"), description: d.description, schema: d.schema)
+    }
+
+    /// The namespaced name of a registry tool the model called by its model-facing name.
+    static func externalName(_ called: String, in external: [ToolDescriptor]) -> String? {
+        external.first { $0.name == called || $0.name.replacingOccurrences(of: ".", with: "__") == called }?.name
     }
 
     /// The facts a tool call is judged on: its command and path arguments.
@@ -275,7 +290,8 @@ final class AgentEngine: Sendable {
                 let request = ModelRequest(
                     model: input.model, system: AgentEngine.systemPrompt(project, input.instructions),
                     messages: messages,
-                    tools: ToolRegistry.all.map(\.descriptor), temperature: input.temperature, maxTokens: 4096)
+                    tools: ToolRegistry.all.map(\.descriptor) + input.external.map(Self.modelFacing),
+                    temperature: input.temperature, maxTokens: 4096)
                 let turn = try await provider.turn(request) { [self] text in
                     await self.emit(id, "message.delta", ["text": .string(text)])
                 }
@@ -303,8 +319,12 @@ final class AgentEngine: Sendable {
                     final = turn.text
                     break
                 }
-                for call in turn.toolCalls {
+                for modelCall in turn.toolCalls {
                     try Task.checkCancellation()
+                    // A registry tool is shown and recorded by its namespaced name.
+                    var call = modelCall
+                    let externalName = Self.externalName(call.name, in: input.external)
+                    if let externalName { call.name = externalName }
                     let parsed = try? JSONDecoder().decode(JSONValue.self, from: Data(call.arguments.utf8))
                     await emit(
                         id, "tool.call",
@@ -335,11 +355,27 @@ final class AgentEngine: Sendable {
                             ok = false
                             output = "error: " + String(describing: error).prefix(500)
                         }
+                    } else if let externalName {
+                        if let refusal = try await policyRefusal(
+                            run, project: project, call: call, parsed, action: "mcp." + externalName)
+                        {
+                            ok = false
+                            output = refusal
+                        } else if let tools = external.withLock({ $0 }) {
+                            let o = await tools.call(
+                                wsID: project.wsID, name: externalName, arguments: parsed ?? .object([:]),
+                                userID: run.userID)
+                            ok = o.ok
+                            output = o.text
+                        } else {
+                            ok = false
+                            output = "error: registry tools are not available"
+                        }
                     } else {
                         ok = false
                         output =
                             "error: no tool named '\(call.name.prefix(100))'; the tools are "
-                            + ToolRegistry.all.map(\.name).joined(separator: ", ")
+                            + (ToolRegistry.all.map(\.name) + input.external.map(\.name)).joined(separator: ", ")
                     }
                     if run.state.withLock({ $0.cancelled }) { throw CancellationError() }
                     // A secret's value never reaches the transcript, the events or the model.
@@ -355,7 +391,8 @@ final class AgentEngine: Sendable {
                         : output
                     await emit(
                         id, "tool.result", ["call_id": .string(call.id), "ok": .bool(ok), "output": .string(shown)])
-                    let result = ChatMessage(role: "tool", content: output, toolCallId: call.id, toolName: call.name)
+                    let result = ChatMessage(
+                        role: "tool", content: output, toolCallId: call.id, toolName: modelCall.name)
                     messages.append(result)
                     await record(result)
                 }

@@ -12,6 +12,8 @@ public struct RunInput: Sendable {
     public var instructions: String?
     /// Secrets handed to the run's commands (and redacted from every tool result).
     public var secrets: [SecretValue] = []
+    /// Registry tools the run may call besides the built-in ones (namespaced `<server>.<tool>`).
+    public var external: [ToolDescriptor] = []
 }
 
 /// `POST /api/agent/run`.
@@ -22,6 +24,8 @@ struct StartInput: Decodable, Sendable {
     let maxSteps: Int?
     /// Secrets by name for the run's commands.
     let secrets: [String]?
+    /// Registry tools by name (`<server>.<tool>` or `<server>.*`); default: the preferences' `tools`.
+    var tools: [String]? = nil
 }
 
 /// `POST /api/agent/rollback`.
@@ -39,6 +43,7 @@ struct PrefsInput: Decodable, Sendable {
     let maxSteps: Int?
     let temperature: Double?
     let systemInstructions: String?
+    let tools: [String]?
 }
 
 /// `POST /api/shell/suggest`.
@@ -60,11 +65,14 @@ struct AgentPrefs: Codable, Sendable {
     var maxSteps: Int?
     var temperature: Double?
     var systemInstructions: String?
+    /// Registry tools runs get by default (`<server>.<tool>` or `<server>.*`).
+    var tools: [String]? = nil
 
     func overlaid(by o: AgentPrefs) -> AgentPrefs {
         AgentPrefs(
             provider: o.provider ?? provider, model: o.model ?? model, maxSteps: o.maxSteps ?? maxSteps,
-            temperature: o.temperature ?? temperature, systemInstructions: o.systemInstructions ?? systemInstructions)
+            temperature: o.temperature ?? temperature, systemInstructions: o.systemInstructions ?? systemInstructions,
+            tools: o.tools ?? tools)
     }
 }
 

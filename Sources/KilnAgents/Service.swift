@@ -118,9 +118,10 @@ public struct AgentService: Sendable {
         if let s = input.systemInstructions, s.utf8.count > 8192 {
             throw APIError.validation("system_instructions must be at most 8 KiB", field: "system_instructions")
         }
+        if let t = input.tools { _ = try await externalTools(t, wsID: access.wsID) }
         let value = AgentPrefs(
             provider: input.provider, model: input.model, maxSteps: input.maxSteps, temperature: input.temperature,
-            systemInstructions: input.systemInstructions)
+            systemInstructions: input.systemInstructions, tools: input.tools)
         let text = String(decoding: try JSONCoding.encode(value), as: UTF8.self)
         try await store.setPrefs(scope: scope, scopeID: scope == "user" ? userID : access.wsID, text, at: clock.now())
         return .object([
@@ -130,6 +131,20 @@ public struct AgentService: Sendable {
     }
 
     // MARK: Runs
+
+    /// The registry tools a selection names (checked: at most 64 entries, each known).
+    func externalTools(_ selection: [String], wsID: String) async throws -> [ToolDescriptor] {
+        guard !selection.isEmpty else { return [] }
+        guard selection.count <= 64 else { throw APIError.validation("tools: at most 64 entries", field: "tools") }
+        guard let external = engine.external.withLock({ $0 }) else {
+            throw APIError.unavailable("Registry tools are not available on this server")
+        }
+        return try await external.tools(wsID: wsID, selection: selection)
+    }
+
+    /// Hands runs the workspace's registry tools (set once the MCP domain is built, which itself
+    /// uses the agents' tools).
+    public func attach(externalTools: any ExternalTools) { engine.external.withLock { $0 = externalTools } }
 
     func start(_ input: StartInput, access: WorkspaceAccess, userID: String) async throws -> String {
         try Validate.text(input.prompt, field: "prompt", maxBytes: 32 * 1024)
@@ -143,11 +158,12 @@ public struct AgentService: Sendable {
             guard let secrets else { throw APIError.unavailable("Secrets are not available on this server") }
             values = try await secrets.use(names, wsID: access.wsID, userID: userID, purpose: "agent.run")
         }
+        let external = try await externalTools(input.tools ?? p.tools ?? [], wsID: access.wsID)
         return try await engine.start(
             project: project, userID: userID, provider: prov,
             input: RunInput(
                 prompt: input.prompt, model: input.model ?? model, maxSteps: input.maxSteps ?? p.maxSteps ?? 20,
-                temperature: p.temperature, instructions: p.systemInstructions, secrets: values))
+                temperature: p.temperature, instructions: p.systemInstructions, secrets: values, external: external))
     }
 
     /// The run to follow: the one named, else the caller's latest in flight.

@@ -99,6 +99,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
         let mcp = MCPModule(
             services: s, tools: agents.service, projects: projects.service, agents: agents.service,
             receipts: receipts.service, policy: policy.service, secrets: secrets.service)
+        agents.service.attach(externalTools: mcp.registry)
         return [auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets, policy, mcp]
     }
 

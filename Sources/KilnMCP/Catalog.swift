@@ -133,3 +133,98 @@ extension MCPRegistryService {
         }
     }
 }
+
+/// Registry tools in agent runs: selected by name, called like an invoke (schema-checked, audited).
+extension MCPRegistryService: ExternalTools {
+    public func tools(wsID: String, selection: [String]) async throws -> [ToolDescriptor] {
+        let rows = try await store.tools(wsID: wsID).filter { $0.bool("server_enabled") == true }
+        var out: [ToolDescriptor] = []
+        for entry in selection {
+            guard let dot = entry.firstIndex(of: "."), dot != entry.startIndex else {
+                throw APIError.validation("tools: '\(entry.prefix(100))' is not <server>.<tool>", field: "tools")
+            }
+            let server = String(entry[..<dot])
+            let tool = String(entry[entry.index(after: dot)...])
+            let matched = rows.filter {
+                $0.string("server_name") == server && (tool == "*" || $0.string("name") == tool)
+            }
+            guard !matched.isEmpty else {
+                throw APIError.validation(
+                    "tools: no enabled registry tool matches '\(entry.prefix(100))' (GET /api/mcp lists them)",
+                    field: "tools")
+            }
+            for r in matched {
+                let name = server + "." + (r.string("name") ?? "")
+                guard !out.contains(where: { $0.name == name }) else { continue }
+                let schema = r.string("input_schema").flatMap {
+                    try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8))
+                }
+                out.append(
+                    ToolDescriptor(
+                        name: name, description: r.string("description") ?? "", schema: schema ?? ["type": "object"]))
+            }
+        }
+        return out
+    }
+
+    public func call(wsID: String, name: String, arguments: JSONValue, userID: String) async -> ToolCallOutcome {
+        let start = kilnMonotonicNanos()
+        guard let dot = name.firstIndex(of: ".") else { return ToolCallOutcome(text: "error: no such tool", ok: false) }
+        let serverName = String(name[..<dot])
+        let toolName = String(name[name.index(after: dot)...])
+        func ms() -> Double { (Double(kilnMonotonicNanos() &- start) / 1e4).rounded() / 100 }
+        do {
+            guard let row = try await store.servers(wsID: wsID).first(where: { $0.string("name") == serverName }),
+                row.bool("enabled") == true,
+                let listed = try await store.tools(wsID: wsID).first(where: {
+                    $0.string("server_name") == serverName && $0.string("name") == toolName
+                })
+            else { return ToolCallOutcome(text: "error: the tool \(name) is not available", ok: false) }
+            let schema = listed.string("input_schema").flatMap {
+                try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8))
+            }
+            if let problem = SchemaCheck.problem(arguments, against: schema ?? ["type": "object"], at: "arguments") {
+                return ToolCallOutcome(text: "error: \(problem.path) \(problem.message)", ok: false)
+            }
+            let result = try await client.request(
+                try await remote(row, userID: userID), "tools/call",
+                ["name": .string(toolName), "arguments": arguments])
+            let o = result.objectValue ?? [:]
+            let isError = o["isError"] == .bool(true)
+            var text = ""
+            if case .array(let blocks)? = o["content"] {
+                for case .object(let b) in blocks {
+                    if let t = b["text"]?.stringValue {
+                        text += t
+                    } else if let type = b["type"]?.stringValue {
+                        text += "[\(type) content]"
+                    }
+                }
+            }
+            if text.isEmpty, let s = o["structuredContent"] { text = s.jsonText }
+            try? await auditRun(
+                wsID, name, server: serverName, userID: userID, outcome: isError ? "error" : "ok", ms: ms())
+            return ToolCallOutcome(text: isError ? "error: " + text : text, ok: !isError)
+        } catch {
+            try? await auditRun(wsID, name, server: serverName, userID: userID, outcome: "failed", ms: ms())
+            return ToolCallOutcome(text: "error: " + Self.upstream(error, server: serverName).message, ok: false)
+        }
+    }
+
+    func auditRun(
+        _ wsID: String, _ tool: String, server: String, userID: String, outcome: String, ms: Double
+    ) async throws {
+        let now = clock.now()
+        _ = try await store.db.write { tx in
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "mcp.tool.called", actorUserID: userID, wsID: wsID, resourceType: "mcp_tool",
+                    resourceID: tool,
+                    details: [
+                        "tool": .string(tool), "server": .string(server), "outcome": .string(outcome),
+                        "duration_ms": .double(ms), "via": "agent",
+                    ]), at: now)
+        }
+    }
+}

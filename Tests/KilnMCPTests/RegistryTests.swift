@@ -99,6 +99,78 @@ import Testing
         }
     }
 
+    @Test func anAgentRunCallsARegistryTool() async throws {
+        let (other, remoteKey) = try await Self.remote()
+        let x = try await AgentFixture.make { c in c.set("--allow-private-network", "127.0.0.1/32") }
+        try await using(x) { x in
+            try await using(other) { other in
+                let f = x.f
+                let token = try await f.a.call(
+                    "POST", "/api/mcp/tokens", json: ["ws_id": f.ws, "name": "other", "token": remoteKey])
+                let server = try await f.a.call(
+                    "POST", "/api/mcp/servers",
+                    json: [
+                        "ws_id": f.ws, "name": "other", "transport": "http", "url": other.t.base + "/mcp",
+                        "token_id": try #require(token.json["id"] as? String),
+                    ])
+                let id = try #require(server.json["id"] as? String)
+                #expect(try await f.a.call("POST", "/api/mcp/servers/\(id)/refresh").status == 200)
+                // An unknown selection is refused at the start.
+                let unknown = try await f.a.call(
+                    "POST", "/api/agent/run",
+                    json: ["project_id": f.pid, "prompt": "x", "tools": ["other.nope"]],
+                    headers: ["Accept": "application/json"])
+                #expect(unknown.status == 400 && unknown.text.contains("other.nope"), "\(unknown.text)")
+
+                x.model.script([
+                    .openai(
+                        ScriptedModel.call("r1", "other__read_file", ["path": "hello.txt"])
+                            + ScriptedModel.finish("tool_calls")),
+                    .openai([ScriptedModel.text("done")] + ScriptedModel.finish("stop")),
+                ])
+                let r = try await f.a.call(
+                    "POST", "/api/agent/run",
+                    json: ["project_id": f.pid, "prompt": "read the remote file", "tools": ["other.*"]],
+                    headers: ["Accept": "application/json"])
+                let run = try #require(r.json["run_id"] as? String, "\(r.text)")
+                let events = try await x.follow(run).text
+                #expect(events.contains("\"tool\":\"other.read_file\""), "\(events)")
+                #expect(events.contains("hello from the other side"))
+                // The model was offered the tool under a name its API accepts.
+                let first = x.model.bodies.withLock { $0.first }.map { String(decoding: $0, as: UTF8.self) } ?? ""
+                #expect(first.contains("other__read_file"))
+                var receipt: [String: Any] = [:]
+                for _ in 0..<100 {
+                    let rc = try await f.a.call("GET", "/api/receipts/\(run)")
+                    if rc.status == 200 {
+                        receipt = rc.json
+                        break
+                    }
+                    try await Task.sleep(nanoseconds: 50_000_000)
+                }
+                let tools = (receipt["tool_calls"] as? [[String: Any]])?.compactMap { $0["tool"] as? String }
+                #expect(tools == ["other.read_file"], "\(receipt)")
+
+                // The policy judges it as mcp.<server>.<tool> inside runs too.
+                let rules: [[String: Any]] = [["id": "no-remote", "action": "mcp.other.*", "effect": "deny"]]
+                #expect(
+                    try await f.a.call("PUT", "/api/policies", json: ["ws_id": f.ws, "rules": rules]).status == 200)
+                x.model.script([
+                    .openai(
+                        ScriptedModel.call("r2", "other__read_file", ["path": "hello.txt"])
+                            + ScriptedModel.finish("tool_calls")),
+                    .openai([ScriptedModel.text("ok")] + ScriptedModel.finish("stop")),
+                ])
+                let r2 = try await f.a.call(
+                    "POST", "/api/agent/run",
+                    json: ["project_id": f.pid, "prompt": "again", "tools": ["other.read_file"]],
+                    headers: ["Accept": "application/json"])
+                let denied = try await x.follow(try #require(r2.json["run_id"] as? String)).text
+                #expect(denied.contains("no-remote") && !denied.contains("hello from the other side"), "\(denied)")
+            }
+        }
+    }
+
     @Test func badRegistrationsAndTheGuard() async throws {
         let f = try await ShellFixture.make()
         try await using(f) { f in

@@ -41,3 +41,14 @@ public protocol ReceiptVerifier: Sendable {
     /// `{ok, checked, first_break?}`; nil when the run has no receipt in `wsID`.
     func verifyChain(runID: String, wsID: String) async throws -> JSONValue?
 }
+
+/// Tools of a workspace's registered MCP servers, as agent runs use them (implemented by the MCP
+/// domain). Names are namespaced `<server>.<tool>`.
+public protocol ExternalTools: Sendable {
+    /// The tools `selection` names (`server.tool`, or `server.*` for all of a server's), enabled
+    /// ones only; 400 naming an entry that matches nothing.
+    func tools(wsID: String, selection: [String]) async throws -> [ToolDescriptor]
+    /// Calls one (arguments checked against its schema; failures are outcomes with `ok: false`).
+    /// The caller has judged it by the policy already.
+    func call(wsID: String, name: String, arguments: JSONValue, userID: String) async -> ToolCallOutcome
+}
