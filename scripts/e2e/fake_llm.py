@@ -15,6 +15,8 @@ Usage: fake_llm.py PORT [MODE]
                         then answers "done".
   MODE edit: first turn edits src/app.txt ("41" → "42", edit_file), then answers with the last tool
                         result (so a refusal shows in the run's summary).
+  MODE mcp: first turn calls the registry tool tester.add (offered as tester__add) with 2 and 40, then
+                        answers with its result.
   MODE ticker N MS [WAIT]: waits WAIT seconds (default 0), then streams N text deltas "t=<unix time>"
                         MS milliseconds apart, then stops (for fan-out latency measurements).
 """
@@ -76,6 +78,14 @@ class Handler(BaseHTTPRequestHandler):
                           chunk({}, "tool_calls")]
             else:
                 events = [chunk({"content": "done"}), chunk({}, "stop")]
+            self.send_events(events + [usage])
+            return
+        if MODE == "mcp":
+            if tools_done == 0:
+                events = [call(0, "m1", "tester__add", {"a": 2, "b": 40}), chunk({}, "tool_calls")]
+            else:
+                last = [m for m in msgs if m.get("role") == "tool"][-1].get("content", "")
+                events = [chunk({"content": "the sum is " + str(last)[:100]}), chunk({}, "stop")]
             self.send_events(events + [usage])
             return
         if MODE == "edit":

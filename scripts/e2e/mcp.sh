@@ -27,8 +27,11 @@ B=http://127.0.0.1:$PORT
 # The stdio test server runs in the sandbox: it needs the venv, the Python it was made from, and the script.
 PYBASE=$(python3 -c 'import sys; print(sys.base_prefix)')
 VENV=$(python3 -c 'import sys; print(sys.prefix)')
+LLM_PORT=$(free_port)
+python3 "$ROOT/scripts/e2e/fake_llm.py" "$LLM_PORT" mcp > "$OUT/mcp-fake-llm.log" 2>&1 &
+LLM=$!
 "$BIN/kiln" serve --port "$PORT" --data-dir "$WORK/data" --projects-root "$WORK/projects" \
-  --allow-private-network 127.0.0.1/32 --sandbox-mount "$VENV" --sandbox-mount "$PYBASE" --sandbox-mount "$ROOT/scripts/e2e" \
+  --llm-base-url "http://127.0.0.1:$LLM_PORT/v1" --llm-model fake-model --allow-private-network 127.0.0.1/32 --sandbox-mount "$VENV" --sandbox-mount "$PYBASE" --sandbox-mount "$ROOT/scripts/e2e" \
   > "$OUT/mcp-serve.out" 2> "$OUT/mcp-serve.log" &
 PID=$!
 SRV_PORT=$(free_port)
@@ -41,7 +44,7 @@ LEGACY_VENV=$ROOT/.build/mcp1-venv
 LEGACY_PORT=$(free_port)
 "$LEGACY_VENV/bin/python" "$ROOT/scripts/e2e/mcp_legacy_server.py" "$LEGACY_PORT" > "$OUT/mcp-legacy-server.log" 2>&1 &
 LEGACY=$!
-trap 'kill $PID $SRV $LEGACY 2>/dev/null; wait 2>/dev/null' EXIT
+trap 'kill $PID $SRV $LEGACY $LLM 2>/dev/null; wait 2>/dev/null' EXIT
 wait_http "$B/healthz" || { echo "kiln serve did not start"; exit 1; }
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 
@@ -95,6 +98,13 @@ expect "the catalogue names its tools <server>.<tool> beside kiln.<tool>" "teste
 check "… Kiln's own tools are in it" sh -c "curl -s -H 'Authorization: Bearer $MKEY' '$B/api/mcp?ws_id=$WS' | grep -q '\"kiln.read_file\"'"
 expect "invoke: kiln.read_file reads the project through the registry" "1	def answer():" "$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"kiln.read_file\",\"arguments\":{\"path\":\"calc.py\",\"end_line\":1}}" "$B/api/mcp" | jget 'd["structured_content"]["output"].strip()')"
 expect "invoke: tester.add answers 42 (structured)" 42 "$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"tester.add\",\"arguments\":{\"a\":2,\"b\":40}}" "$B/api/mcp" | jget 'd["structured_content"]["result"]')"
+# From an agent run (scripted model): the call in its events and its signed receipt.
+curl -sN "${S[@]}" -d "{\"project_id\":\"$PRJ\",\"prompt\":\"add them\",\"tools\":[\"tester.add\"]}" "$B/api/agent/run" > "$WORK/agent.sse"
+RUN=$(grep -m1 -o '"run_id":"run_[A-Za-z0-9]*"' "$WORK/agent.sse" | cut -d'"' -f4)
+check "agent run: the registry tool call is in its events by its namespaced name" grep -q '"tool":"tester.add"' "$WORK/agent.sse"
+check "agent run: … with the server's answer" grep -q 'the sum is 42' "$WORK/agent.sse"
+sleep 0.5
+expect "agent run: … and in its receipt" tester.add "$(curl -s -b "$JAR" "$B/api/receipts/$RUN" | jget '",".join(c["tool"] for c in d["tool_calls"])')"
 expect "invoke: arguments failing the schema are 400 naming the path" arguments.a "$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"tester.add\",\"arguments\":{\"a\":\"two\",\"b\":40}}" "$B/api/mcp" | jget 'd["error"]["details"]["field"]')"
 curl -s -o /dev/null "${M[@]}" -X PATCH -d '{"timeout_s":2}' "$B/api/mcp/servers/$HTTP_ID"
 START=$(date +%s)
@@ -121,7 +131,7 @@ expect "stdio: a server dying mid-call is 502" 502 "$(code "${M[@]}" -d "{\"ws_i
 expect "stdio: … and it is started again for the next call" again "$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"local.echo\",\"arguments\":{\"text\":\"again\"}}" "$B/api/mcp" | jget 'd["structured_content"]["result"]')"
 expect "a disabled server's tools are refused (409)" 409 "$(curl -s -o /dev/null -w '%{http_code}' "${M[@]}" -X PATCH -d '{"enabled":false}' "$B/api/mcp/servers/$STDIO_ID" >/dev/null; code "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"local.echo\",\"arguments\":{\"text\":\"x\"}}" "$B/api/mcp")"
 AUDITED=$(python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute(\"SELECT COUNT(*) FROM audit_log WHERE action = 'mcp.tool.called'\").fetchone()[0])" "$WORK/data/kiln.db")
-check "every call is audited ($AUDITED mcp.tool.called)" test "$AUDITED" -ge 9
+check "every call is audited ($AUDITED mcp.tool.called)" test "$AUDITED" -ge 10
 check "… without the argument values" sh -c "! python3 -c \"import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('SELECT details FROM audit_log WHERE action = ?', ('mcp.tool.called',)).fetchall())\" '$WORK/data/kiln.db' | grep -q again"
 
 echo "mcp e2e: $PASSED passed, $FAILED failed"
