@@ -55,8 +55,15 @@ public final class Application: ModuleHost, @unchecked Sendable {
 
     /// What `kiln serve` understands: the server's own options and every module's.
     public static var configOptions: [Config.Option] {
-        Config.coreOptions + [trustedProxyOption] + moduleTypes.flatMap { $0.configOptions }
+        Config.coreOptions + [trustedProxyOption, rateLimitOption] + moduleTypes.flatMap { $0.configOptions }
     }
+
+    static let rateLimitFlag = "--rate-limit"
+    /// Requests per second each account or API key may make, with a burst of a minute's worth.
+    static let rateLimitOption = Config.Option.int(
+        rateLimitFlag, env: "KILN_RATE_LIMIT",
+        help: "requests per second per account or API key (default 10, bursts of 60 seconds' worth)",
+        range: 1...1_000_000)
 
     static let trustedProxyFlag = "--trusted-proxy"
     /// `--trusted-proxy CIDR`, repeatable: whose X-Forwarded-For names the client.
@@ -146,7 +153,9 @@ public final class Application: ModuleHost, @unchecked Sendable {
         if let u = config.publicURL { trusted.insert(u.hasSuffix("/") ? String(u.dropLast()) : u) }
         router.add(
             middleware: AccessMiddleware(
-                hooks: services.hooks, catalog: catalog, buckets: TokenBuckets(capacity: 600, refillPerSecond: 10),
+                hooks: services.hooks, catalog: catalog, buckets: TokenBuckets(
+                    capacity: 60 * (config.int(Application.rateLimitFlag) ?? 10),
+                    refillPerSecond: Double(config.int(Application.rateLimitFlag) ?? 10)),
                 clock: clock, trustedOrigins: trusted))
         modules = Application.buildModules(services) + extraModules
         allMigrations = CoreModule.migrations + modules.flatMap(\.migrations)
