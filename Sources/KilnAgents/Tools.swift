@@ -175,14 +175,15 @@ public enum ToolRegistry {
         schema: obj(["query": str, "regex": bool, "path": str], required: ["query"])
     ) { ctx, a in
         let matches: [SearchMatch]
+        let total: Int
         do {
-            matches = try await ctx.directory.search(
+            (matches, total) = try await ctx.directory.search(
                 ctx.project, q: string(a, "query")!, regex: flag(a, "regex"), caseSensitive: false,
-                pathGlob: string(a, "path"))
+                pathGlob: string(a, "path"), limit: 50)
         } catch let e as HTTPError { throw ToolFailure(e.message) }
         if matches.isEmpty { return "no matches" }
-        return matches.prefix(50).map { "\($0.path):\($0.line): \($0.text)" }.joined(separator: "\n")
-            + (matches.count > 50 ? "\n… \(matches.count - 50) more" : "")
+        return matches.map { "\($0.path):\($0.line): \($0.text)" }.joined(separator: "\n")
+            + (total > matches.count ? "\n… \(total - matches.count) more" : "")
     }
 
     static let findSymbol = AgentTool(

@@ -305,12 +305,14 @@ public struct ProjectService: ProjectDirectory {
     }
 
     public func search(
-        _ p: ProjectRef, q: String, regex: Bool, caseSensitive: Bool, pathGlob: String?
-    ) async throws -> [SearchMatch] {
+        _ p: ProjectRef, q: String, regex: Bool, caseSensitive: Bool, pathGlob: String?, limit: Int
+    ) async throws -> (matches: [SearchMatch], total: Int) {
         try await ensureIndexed(p.id, root: p.root, vcs: p.vcs)
-        return try await search(
-            projectID: p.id, root: p.root, .init(q: q, regex: regex, caseSensitive: caseSensitive, pathGlob: pathGlob)
-        ).items
+        // Only the page is read again for its text and context.
+        let (items, total) = try await search(
+            projectID: p.id, root: p.root, .init(q: q, regex: regex, caseSensitive: caseSensitive, pathGlob: pathGlob),
+            limit: limit)
+        return (items, total)
     }
 
     public func symbols(_ p: ProjectRef, q: String, kind: String?, limit: Int) async throws -> [Symbol] {

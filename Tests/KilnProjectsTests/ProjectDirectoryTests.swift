@@ -37,9 +37,12 @@ import Testing
                     p.id, access: WorkspaceAccess(wsID: "ws_other", role: .owner), userID: "usr_a")
             }
             #expect(try await projects.list(ref, path: "").map(\.path) == ["src"])
-            let hits = try await projects.search(
-                ref, q: "hello there", regex: false, caseSensitive: false, pathGlob: nil)
-            #expect(hits.map(\.path) == ["src/a.swift"] && hits.first?.line == 1)
+            let (hits, total) = try await projects.search(
+                ref, q: "hello there", regex: false, caseSensitive: false, pathGlob: nil, limit: 10)
+            #expect(hits.map(\.path) == ["src/a.swift"] && hits.first?.line == 1 && total == 1)
+            let (none, all) = try await projects.search(
+                ref, q: "hello there", regex: false, caseSensitive: false, pathGlob: nil, limit: 0)
+            #expect(none.isEmpty && all == 1)
             #expect(try await projects.symbols(ref, q: "greet", kind: nil, limit: 5).first?.name == "greet")
         }
     }

@@ -96,10 +96,11 @@ public protocol ProjectDirectory: Sendable {
     func lookup(_ projectID: String) async throws -> ProjectRef?
     /// Re-indexes the project in the foreground (after an agent changed files, say).
     func reindex(_ project: ProjectRef) async throws
-    /// Full-text search (the project is indexed first when it never was).
+    /// Full-text search (the project is indexed first when it never was): the first `limit` matches
+    /// (best first) and how many there are.
     func search(
-        _ project: ProjectRef, q: String, regex: Bool, caseSensitive: Bool, pathGlob: String?
-    ) async throws -> [SearchMatch]
+        _ project: ProjectRef, q: String, regex: Bool, caseSensitive: Bool, pathGlob: String?, limit: Int
+    ) async throws -> (matches: [SearchMatch], total: Int)
     func symbols(_ project: ProjectRef, q: String, kind: String?, limit: Int) async throws -> [Symbol]
     /// One directory level, ignored entries hidden.
     func list(_ project: ProjectRef, path: String) async throws -> [TreeEntry]
