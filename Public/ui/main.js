@@ -4,6 +4,7 @@
 //   /w/<ws>/members, /w/<ws>/audit, /w/<ws>/admin   members and roles; the audit trail; instance admin
 //   /w/<ws>/secrets, /w/<ws>/policies               the workspace's secrets; its policy
 //   /w/<ws>/approvals                               actions held for approval, decided here
+//   /w/<ws>/mcp                                     the tool registry: MCP servers, credentials, catalogue
 //   /w/<ws>/p/<project>                      the project: rescan, findings, run a command or the tests, jobs
 //   /w/<ws>/p/<project>/file/<path>#L10-L20  a file, lines 10-20 marked
 //   /w/<ws>/p/<project>/search?q=…           search results
@@ -17,6 +18,7 @@ import { terminalView, jobView, projectHome } from "./run.js";
 import { agentView, runView, budgetView, receiptsView } from "./agent.js";
 import { membersView, auditView, adminView } from "./admin.js";
 import { secretsView, policiesView, approvalsView } from "./guard.js";
+import { mcpView } from "./mcp.js";
 
 export const state = { ws: null, project: null, projects: [], user: null, tabs: [], views: new Map() };
 
@@ -54,7 +56,7 @@ async function boot() {
   $("#btn-agent").onclick = () => state.project && go(`${base()}/agent`);
   $("#show-ignored").onchange = () => loadTree();
   $("#ws-select").onchange = (e) => go(`/w/${e.target.value}`);
-  for (const [id, kind] of [["members-link", "members"], ["audit-link", "audit"], ["admin-link", "admin"], ["secrets-link", "secrets"], ["policies-link", "policies"], ["approvals-link", "approvals"]]) {
+  for (const [id, kind] of [["members-link", "members"], ["audit-link", "audit"], ["admin-link", "admin"], ["secrets-link", "secrets"], ["policies-link", "policies"], ["approvals-link", "approvals"], ["mcp-link", "mcp"]]) {
     $("#" + id).onclick = (e) => { e.preventDefault(); go(`/w/${state.ws}/${kind}`); };
   }
   $("#project-select").onchange = (e) => go(e.target.value ? `/w/${state.ws}/p/${e.target.value}` : `/w/${state.ws}`);
@@ -118,6 +120,7 @@ async function makeView(r) {
   if (!r.project && r.kind === "secrets") return { ...(await secretsView()), closable: false };
   if (!r.project && r.kind === "policies") return { ...(await policiesView()), closable: false };
   if (!r.project && r.kind === "approvals") return { ...(await approvalsView()), closable: false };
+  if (!r.project && r.kind === "mcp") return { ...(await mcpView()), closable: false };
   if (!r.project) return projectsView();
   if (!r.kind) return { ...(await projectHome()), closable: false };
   if (r.kind === "file") return fileView(r.rest);

@@ -24,7 +24,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 bin_dir, out_dir = sys.argv[1], sys.argv[2]
 shots = os.path.join(out_dir, "screens")
@@ -322,6 +322,24 @@ def workspace_flow():
     wait.until(lambda d: "approved · job job_" in visible("section:not([hidden]) p[role=status]").text)
     shot("approvals")
     check("approvals: a held command is announced, listed, approved on the page, and its job starts", True)
+
+    # The tool registry: register a server (the outbound guard refuses its loopback address, and the
+    # page says so), then call one of Kiln's own tools from the catalogue.
+    visible("#mcp-link").click()
+    visible("section:not([hidden]) details summary").click()
+    reg = visible("form[aria-label='Register an MCP server']")
+    reg.find_element(By.NAME, "name").send_keys("local")
+    reg.find_element(By.NAME, "target").send_keys("http://127.0.0.1:9/mcp")
+    reg.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda d: "Registered local" in visible("section:not([hidden]) p[role=status]").text)
+    visible("button[aria-label='Refresh local']").click()
+    wait.until(lambda d: "private or reserved" in visible("section:not([hidden]) p[role=status]").text)
+    check("tools page: a server is registered, and refreshing it shows the outbound guard's refusal", True)
+    Select(visible("select[aria-label='Tool']")).select_by_value("kiln.list_projects")
+    visible("form[aria-label='Call a tool'] button[type=submit]").click()
+    wait.until(lambda d: "demo" in visible("pre[aria-label='Tool result']").text)
+    shot("tools")
+    check("tools page: a catalogue tool is called from the page and its result shown", True)
 
     # Nothing came from another origin (every resource the pages loaded was this server's).
     origin = driver.current_url.split("/w/")[0]
