@@ -153,7 +153,8 @@ public final class Application: ModuleHost, @unchecked Sendable {
         if let u = config.publicURL { trusted.insert(u.hasSuffix("/") ? String(u.dropLast()) : u) }
         router.add(
             middleware: AccessMiddleware(
-                hooks: services.hooks, catalog: catalog, buckets: TokenBuckets(
+                hooks: services.hooks, catalog: catalog,
+                buckets: TokenBuckets(
                     capacity: 60 * (config.int(Application.rateLimitFlag) ?? 10),
                     refillPerSecond: Double(config.int(Application.rateLimitFlag) ?? 10)),
                 clock: clock, trustedOrigins: trusted))

@@ -119,16 +119,26 @@ extension MCPRegistryService {
         _ wsID: String, _ tool: String, server: String?, _ p: Principal, ok: Bool, ms: Double, ip: String,
         failed: Bool = false
     ) async throws {
+        try await audit(
+            wsID, tool, server: server, userID: p.userID, keyID: p.apiKeyID, ip: ip,
+            outcome: failed ? "failed" : ok ? "ok" : "error", ms: ms, via: "api")
+    }
+
+    /// `mcp.tool.called`: which tool of which server, who, how it went, how long; never the arguments.
+    func audit(
+        _ wsID: String, _ tool: String, server: String?, userID: String, keyID: String?, ip: String?,
+        outcome: String, ms: Double, via: String
+    ) async throws {
         let now = clock.now()
         _ = try await store.db.write { tx in
             try AuditLog.append(
                 tx,
                 AuditEvent(
-                    action: "mcp.tool.called", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: wsID,
+                    action: "mcp.tool.called", actorUserID: userID, actorKeyID: keyID, wsID: wsID,
                     resourceType: "mcp_tool", resourceID: tool, ip: ip,
                     details: [
                         "tool": .string(tool), "server": server.map { .string($0) } ?? .null,
-                        "outcome": .string(failed ? "failed" : ok ? "ok" : "error"), "duration_ms": .double(ms),
+                        "outcome": .string(outcome), "duration_ms": .double(ms), "via": .string(via),
                     ]), at: now)
         }
     }
@@ -202,29 +212,15 @@ extension MCPRegistryService: ExternalTools {
                 }
             }
             if text.isEmpty, let s = o["structuredContent"] { text = s.jsonText }
-            try? await auditRun(
-                wsID, name, server: serverName, userID: userID, outcome: isError ? "error" : "ok", ms: ms())
+            try? await audit(
+                wsID, name, server: serverName, userID: userID, keyID: nil, ip: nil, outcome: isError ? "error" : "ok",
+                ms: ms(), via: "agent")
             return ToolCallOutcome(text: isError ? "error: " + text : text, ok: !isError)
         } catch {
-            try? await auditRun(wsID, name, server: serverName, userID: userID, outcome: "failed", ms: ms())
+            try? await audit(
+                wsID, name, server: serverName, userID: userID, keyID: nil, ip: nil, outcome: "failed", ms: ms(),
+                via: "agent")
             return ToolCallOutcome(text: "error: " + Self.upstream(error, server: serverName).message, ok: false)
-        }
-    }
-
-    func auditRun(
-        _ wsID: String, _ tool: String, server: String, userID: String, outcome: String, ms: Double
-    ) async throws {
-        let now = clock.now()
-        _ = try await store.db.write { tx in
-            try AuditLog.append(
-                tx,
-                AuditEvent(
-                    action: "mcp.tool.called", actorUserID: userID, wsID: wsID, resourceType: "mcp_tool",
-                    resourceID: tool,
-                    details: [
-                        "tool": .string(tool), "server": .string(server), "outcome": .string(outcome),
-                        "duration_ms": .double(ms), "via": "agent",
-                    ]), at: now)
         }
     }
 }
