@@ -8,6 +8,7 @@ import KilnCore
 import KilnCrypto
 import KilnHTTP
 import KilnMCP
+import KilnNotebooks
 import KilnPTY
 import KilnPolicy
 import KilnProjects
@@ -50,7 +51,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
         AuthModule.self, AccountModule.self, WorkspacesModule.self, ProjectsModule.self, ShellModule.self,
         PTYModule.self,
         AgentsModule.self, BudgetModule.self, ReceiptsModule.self, SecretsModule.self, PolicyModule.self,
-        MCPModule.self,
+        MCPModule.self, NotebooksModule.self,
     ]
 
     /// What `kiln serve` understands: the server's own options and every module's.
@@ -107,7 +108,10 @@ public final class Application: ModuleHost, @unchecked Sendable {
             services: s, tools: agents.service, projects: projects.service, agents: agents.service,
             receipts: receipts.service, policy: policy.service, secrets: secrets.service)
         agents.service.attach(externalTools: mcp.registry)
-        return [auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets, policy, mcp]
+        let notebooks = NotebooksModule(services: s, projects: projects.service)
+        return [
+            auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets, policy, mcp, notebooks,
+        ]
     }
 
     /// Opens (or creates) the data dir and database, applies migrations, registers every route.

@@ -34,6 +34,11 @@ import Testing
                 "POST", "/api/mcp/servers",
                 json: ["ws_id": x.f.ws, "name": "s", "transport": "http", "url": "https://mcp.example/mcp"])
             let serverID = try #require(server.json["id"] as? String, "\(server.text)")
+            let notebook = try await x.f.a.call(
+                "POST", "/api/notebook", json: ["project_id": x.f.pid, "path": "cross.ipynb"])
+            let nbID = try #require(notebook.json["id"] as? String, "\(notebook.text)")
+            let cell = try await x.f.a.call("POST", "/api/notebook/\(nbID)/cells", json: ["cell_type": "code"])
+            let cellID = try #require(cell.json["id"] as? String, "\(cell.text)")
             let ownerID = try #require(
                 (try await x.f.a.call("GET", "/api/auth/session").json["user"] as? [String: Any])?["id"] as? String)
 
@@ -44,6 +49,7 @@ import Testing
             let ids: [String: [String]] = [
                 "run_id": [run], "job_id": [job, rescanJob], "pty_id": [ptyID], "ws_id": [x.f.ws], "user_id": [ownerID],
                 "approval_id": [approval], "server_id": [serverID], "token_id": [tokenID],
+                "nb_id": [nbID], "cell_id": [cellID],
             ]
 
             let catalog = t.app.services.catalog
@@ -90,6 +96,7 @@ import Testing
             #expect(try await x.f.a.call("GET", "/api/receipts/\(run)").status == 200)
             #expect(try await x.f.a.call("GET", "/api/approvals/\(approval)").json["state"] as? String == "pending")
             #expect(try await x.f.a.call("GET", "/api/mcp/servers/\(serverID)").status == 200)
+            #expect(try await x.f.a.call("GET", "/api/notebook/\(nbID)").status == 200)
             #expect(try await x.f.a.call("POST", "/api/shell/cancel/\(job)").status == 200)
             #expect(try await x.f.a.call("DELETE", "/api/pty/\(ptyID)").status == 200)
         }

@@ -71,6 +71,11 @@ BIN="$BIN" OUT="$OUT" bash scripts/e2e/mcp.sh | tee "$OUT/mcp.txt"
 P=$(awk '/^mcp e2e:/ { print $3 }' "$OUT/mcp.txt"); F=$(awk '/^mcp e2e:/ { print $5 }' "$OUT/mcp.txt")
 PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
 
+# --- notebooks: made and edited with curl, validated with nbformat; a 4.4 notebook kept whole ---
+BIN="$BIN" OUT="$OUT" bash scripts/e2e/notebooks.sh | tee "$OUT/notebooks.txt"
+P=$(awk '/^notebooks e2e:/ { print $3 }' "$OUT/notebooks.txt"); F=$(awk '/^notebooks e2e:/ { print $5 }' "$OUT/notebooks.txt")
+PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
+
 # --- opt-in: a real small model served offline (slow: builds llama.cpp on first use) ---
 if [ "${KILN_E2E_LOCAL_LLM:-0}" = 1 ]; then
   BIN="$BIN" OUT="$OUT" bash scripts/e2e/local_llm.sh | tee "$OUT/local-llm.txt"

@@ -1,0 +1,18 @@
+import KilnStore
+
+enum NotebookMigrations {
+    static let all = [
+        Migration(
+            module: "notebooks", version: 1, name: "notebook ids for project paths",
+            sql: """
+                CREATE TABLE notebooks (
+                    id TEXT PRIMARY KEY,
+                    project_id TEXT NOT NULL,
+                    path TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    last_run_at INTEGER,
+                    UNIQUE (project_id, path)
+                );
+                """)
+    ]
+}

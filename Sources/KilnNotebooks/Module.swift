@@ -1,0 +1,34 @@
+import Foundation
+import KilnCore
+import KilnHTTP
+import KilnStore
+
+public enum NotebookPermission {
+    public static let read = Permission(
+        "notebook:read", "Open the workspace's notebooks and read their cells and outputs", minimumRole: .viewer)
+    public static let write = Permission(
+        "notebook:write", "Create notebooks and add, change, move and remove their cells", minimumRole: .member)
+    public static let run = Permission(
+        "notebook:run", "Run notebook cells on a kernel in the project's sandbox", minimumRole: .member,
+        execution: true)
+}
+
+/// Notebooks: Jupyter `.ipynb` files in a project, edited cell by cell (the file stays a plain
+/// notebook that JupyterLab, VS Code and nbconvert open unchanged).
+public struct NotebooksModule: KilnModule {
+    public let name = "notebooks"
+    let service: NotebookService
+
+    public init(services: Services, projects: any ProjectDirectory) {
+        service = NotebookService(services: services, projects: projects)
+        let s = service
+        services.hooks.workspaceOf(param: "nb_id") { id in try await s.workspaceOf(id) }
+    }
+
+    public var migrations: [Migration] { NotebookMigrations.all }
+    public var permissions: [Permission] {
+        [NotebookPermission.read, NotebookPermission.write, NotebookPermission.run]
+    }
+
+    public func register(_ routes: Routes) { NotebookRoutes(notebooks: service).register(routes) }
+}

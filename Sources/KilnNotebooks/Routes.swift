@@ -1,0 +1,105 @@
+import Foundation
+import KilnCore
+import KilnHTTP
+
+/// `/api/notebook/*`: notebooks in a project, their cells, with ETags for concurrent editors.
+struct NotebookRoutes: Sendable {
+    let notebooks: NotebookService
+
+    func register(_ routes: Routes) {
+        let r = routes.tagged("notebooks")
+        let small = 2 << 20
+        let cellParams = "; If-Match: the notebook's ETag (412 when stale)"
+        r.add(
+            .GET, "/api/notebook", NotebookPermission.read,
+            "The project's notebooks: {id, path, cells, kernel, etag, last_run_at}",
+            query: [QueryParam("project_id", "the project (default: your most recent)")],
+            reply: .json(Schema.page(Schema.any)), list)
+        r.add(
+            .POST, "/api/notebook", NotebookPermission.write,
+            "Create a notebook {project_id, path, kernel?} (nbformat 4.5, kernel python3 by default); 409 when the file exists",
+            limit: small, reply: .json(Schema.any, status: .created), create)
+        r.add(
+            .GET, "/api/notebook/:nb_id", NotebookPermission.read,
+            "The notebook: its metadata and cells {id, cell_type, source, metadata, outputs, execution_count}; ETag header",
+            reply: .json(Schema.any), get)
+        r.add(
+            .POST, "/api/notebook/:nb_id/cells", NotebookPermission.write,
+            "Add a cell {index?, cell_type: code|markdown|raw, source}" + cellParams, limit: small,
+            reply: .json(Schema.any, status: .created), addCell)
+        r.add(
+            .PATCH, "/api/notebook/:nb_id/cells/:cell_id", NotebookPermission.write,
+            "Change a cell {source?, cell_type?, metadata?}" + cellParams, limit: small, reply: .json(Schema.any),
+            patchCell)
+        r.add(
+            .DELETE, "/api/notebook/:nb_id/cells/:cell_id", NotebookPermission.write, "Remove a cell" + cellParams,
+            reply: .noContent, deleteCell)
+        r.add(
+            .POST, "/api/notebook/:nb_id/cells/:cell_id/move", NotebookPermission.write,
+            "Move a cell to {index}" + cellParams, limit: 4096, reply: .json(Schema.any), moveCell)
+    }
+
+    /// The ETag a client sent back (quotes and a weak prefix dropped).
+    static func ifMatch(_ req: Request) throws -> String? {
+        guard let h = req.headers["If-Match"] else { return nil }
+        let v = h.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "W/", with: "")
+            .trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+        guard !v.isEmpty, v.utf8.count <= 64 else {
+            throw APIError.validation("If-Match must be the notebook's ETag", field: "If-Match")
+        }
+        return v
+    }
+
+    static func tagged(_ body: JSONValue, _ etag: String, status: HTTPStatus = .ok) -> Response {
+        var res = Response.json(body, status: status)
+        res.headers["ETag"] = "\"\(etag)\""
+        return res
+    }
+
+    @Sendable func list(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        let items = try await notebooks.list(
+            projectID: req.query["project_id"], access: try ctx.requireWorkspace(),
+            userID: try ctx.requirePrincipal().userID)
+        return .json(JSONValue.object(["items": .array(items), "next_cursor": .null]))
+    }
+
+    @Sendable func create(_ req: Request, _ ctx: RequestContext, _ input: CreateInput) async throws -> Response {
+        let (doc, etag) = try await notebooks.create(
+            input, access: try ctx.requireWorkspace(), userID: try ctx.requirePrincipal().userID)
+        return Self.tagged(doc, etag, status: .created)
+    }
+
+    @Sendable func get(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        let (doc, etag) = try await notebooks.get(try ctx.parameter("nb_id"), access: try ctx.requireWorkspace())
+        return Self.tagged(doc, etag)
+    }
+
+    @Sendable func addCell(_ req: Request, _ ctx: RequestContext, _ input: AddCellInput) async throws -> Response {
+        let (cell, etag) = try await notebooks.addCell(
+            try ctx.parameter("nb_id"), input, access: try ctx.requireWorkspace(), ifMatch: try Self.ifMatch(req))
+        return Self.tagged(cell, etag, status: .created)
+    }
+
+    @Sendable func patchCell(_ req: Request, _ ctx: RequestContext, _ input: PatchCellInput) async throws -> Response {
+        let (cell, etag) = try await notebooks.patchCell(
+            try ctx.parameter("nb_id"), try ctx.parameter("cell_id"), input, access: try ctx.requireWorkspace(),
+            ifMatch: try Self.ifMatch(req))
+        return Self.tagged(cell, etag)
+    }
+
+    @Sendable func deleteCell(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        let etag = try await notebooks.deleteCell(
+            try ctx.parameter("nb_id"), try ctx.parameter("cell_id"), access: try ctx.requireWorkspace(),
+            ifMatch: try Self.ifMatch(req))
+        var res = Response(status: .noContent)
+        res.headers["ETag"] = "\"\(etag)\""
+        return res
+    }
+
+    @Sendable func moveCell(_ req: Request, _ ctx: RequestContext, _ input: MoveInput) async throws -> Response {
+        let (cell, etag) = try await notebooks.moveCell(
+            try ctx.parameter("nb_id"), try ctx.parameter("cell_id"), to: input.index,
+            access: try ctx.requireWorkspace(), ifMatch: try Self.ifMatch(req))
+        return Self.tagged(cell, etag)
+    }
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Notebooks with outside tools against `kiln serve`: a notebook made and edited with curl (cells
+# added, changed, moved, removed, each with the ETag as If-Match) validates with nbformat
+# (`validate` and `iter_validate`); a 4.4 notebook written by nbformat without cell ids opens, is
+# edited and saved as 4.5 with every metadata field and output it had; a stale If-Match is 412 and
+# an edit made outside Kiln is noticed.
+# Called by scripts/e2e/run.sh (which provides the venv on PATH). BIN and OUT come from there.
+set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+BIN=${BIN:?}; OUT=${OUT:?}
+J='Content-Type: application/json'
+PW='a long enough password'
+WORK=$OUT/notebooks
+rm -rf "$WORK"; mkdir -p "$WORK/projects/nb"
+PASSED=0; FAILED=0
+# A 4.4 notebook as nbformat wrote them before cell ids, with custom metadata and an output.
+python3 - "$WORK/projects/nb/old.ipynb" <<'PY'
+import sys, nbformat
+nb = nbformat.v4.new_notebook()
+nb.nbformat_minor = 4
+nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+nb.metadata["x_team"] = {"owner": "data", "tags": ["a", "b"]}
+code = nbformat.v4.new_code_cell("x = 21\nx * 2", execution_count=1,
+    outputs=[nbformat.v4.new_output("execute_result", data={"text/plain": "42"}, execution_count=1)])
+code.metadata["collapsed"] = False
+nb.cells = [nbformat.v4.new_markdown_cell("# Old"), code]
+for c in nb.cells:
+    c.pop("id", None)
+with open(sys.argv[1], "w") as f:
+    f.write(nbformat.writes(nb, version=nbformat.NO_CONVERT))
+PY
+PORT=$(free_port)
+B=http://127.0.0.1:$PORT
+"$BIN/kiln" serve --port "$PORT" --data-dir "$WORK/data" --projects-root "$WORK/projects" \
+  > "$OUT/notebooks-serve.out" 2> "$OUT/notebooks-serve.log" &
+PID=$!
+trap 'kill $PID 2>/dev/null; wait 2>/dev/null' EXIT
+wait_http "$B/healthz" || { echo "kiln serve did not start"; exit 1; }
+setup_owner "$OUT/notebooks-serve.out" "$B" owner@example.com "$PW"
+CSRF=$(login_csrf "$B" owner@example.com "$PW" "$WORK/jar")
+S=(-b "$WORK/jar" -H "X-CSRF-Token: $CSRF" -H "$J")
+WS=$(curl -s -b "$WORK/jar" "$B/api/workspaces" | jget 'd["items"][0]["id"]')
+PRJ=$(curl -s "${S[@]}" -d "{\"ws_id\":\"$WS\",\"path\":\"$WORK/projects/nb\"}" "$B/api/project/load" | jget 'd["id"]')
+# call METHOD PATH [BODY]: prints the body, and the ETag to $WORK/etag.
+call() {
+  local extra=(); [ -n "${ETAG:-}" ] && extra=(-H "If-Match: $ETAG")
+  curl -s -D "$WORK/h" "${S[@]}" "${extra[@]}" -X "$1" ${3:+-d "$3"} "$B$2"
+  grep -i '^etag:' "$WORK/h" | tr -d '\r' | awk '{ print $2 }' > "$WORK/etag"
+}
+ETAG= call POST /api/notebook "{\"project_id\":\"$PRJ\",\"path\":\"made/new.ipynb\"}" > "$WORK/created.json"
+NB=$(jget 'd["id"]' < "$WORK/created.json"); ETAG=$(cat "$WORK/etag")
+C1=$(call POST "/api/notebook/$NB/cells" '{"cell_type":"code","source":"x = 21"}' | jget 'd["id"]'); ETAG=$(cat "$WORK/etag")
+C2=$(call POST "/api/notebook/$NB/cells" '{"cell_type":"markdown","source":"# Notes\nwith two lines"}' | jget 'd["id"]'); ETAG=$(cat "$WORK/etag")
+C3=$(call POST "/api/notebook/$NB/cells" '{"cell_type":"raw","source":"raw"}' | jget 'd["id"]'); ETAG=$(cat "$WORK/etag")
+call PATCH "/api/notebook/$NB/cells/$C1" '{"source":"x = 21\nx * 2","metadata":{"tags":["answer"]}}' > /dev/null; ETAG=$(cat "$WORK/etag")
+call POST "/api/notebook/$NB/cells/$C2/move" '{"index":0}' > /dev/null; ETAG=$(cat "$WORK/etag")
+OLD_ETAG=$ETAG
+call DELETE "/api/notebook/$NB/cells/$C3" > /dev/null; ETAG=$(cat "$WORK/etag")
+VALID=$(python3 - "$WORK/projects/nb/made/new.ipynb" <<'PY'
+import sys, nbformat
+nb = nbformat.read(sys.argv[1], as_version=nbformat.NO_CONVERT)
+nbformat.validate(nb)
+problems = list(nbformat.validator.iter_validate(nb))
+print(nb.nbformat, nb.nbformat_minor, len(nb.cells), nb.cells[0].cell_type, repr(nb.cells[1].source), len(problems))
+PY
+)
+expect "a notebook made and edited with curl validates with nbformat (4.5, 2 cells, no problems)" "4 5 2 markdown 'x = 21\\nx * 2' 0" "$VALID"
+expect "a stale If-Match is 412" 412 "$(curl -s -o /dev/null -w '%{http_code}' "${S[@]}" -H "If-Match: $OLD_ETAG" -X PATCH -d '{"source":"y"}' "$B/api/notebook/$NB/cells/$C1")"
+
+# The 4.4 notebook: found after a rescan, opened, edited, saved as 4.5 with everything it had.
+curl -s -o /dev/null "${S[@]}" -H 'Accept: application/json' -d "{\"project_id\":\"$PRJ\"}" "$B/api/project/rescan"
+OLD=""
+for _ in $(seq 1 100); do
+  OLD=$(curl -s -b "$WORK/jar" "$B/api/notebook?project_id=$PRJ" | jget 'next((i["id"] for i in d["items"] if i["path"] == "old.ipynb"), "")')
+  [ -n "$OLD" ] && break; sleep 0.1
+done
+check "a 4.4 notebook is listed" test -n "$OLD"
+ETAG= call GET "/api/notebook/$OLD" > "$WORK/old.json"; ETAG=$(cat "$WORK/etag")
+expect "its cells get ids to edit by" "cell-1 cell-2" "$(jget '" ".join(c["id"] for c in d["cells"])' < "$WORK/old.json")"
+call PATCH "/api/notebook/$OLD/cells/cell-1" '{"source":"# Old, edited in Kiln"}' > /dev/null
+KEPT=$(python3 - "$WORK/projects/nb/old.ipynb" <<'PY'
+import sys, nbformat
+nb = nbformat.read(sys.argv[1], as_version=nbformat.NO_CONVERT)
+nbformat.validate(nb)
+c = nb.cells[1]
+print(nb.nbformat_minor, nb.metadata["x_team"]["tags"], nb.cells[0].source, c.metadata["collapsed"], c.outputs[0]["data"]["text/plain"], c.execution_count, len(list(nbformat.validator.iter_validate(nb))))
+PY
+)
+expect "… saved as 4.5, valid, with its metadata and outputs" "5 ['a', 'b'] # Old, edited in Kiln False 42 1 0" "$KEPT"
+sed -i 's/edited in Kiln/edited in JupyterLab/' "$WORK/projects/nb/old.ipynb"
+expect "an edit made outside Kiln is noticed (the old ETag is 412)" 412 "$(curl -s -o /dev/null -w '%{http_code}' "${S[@]}" -H "If-Match: $(cat "$WORK/etag")" -X PATCH -d '{"source":"z"}' "$B/api/notebook/$OLD/cells/cell-2")"
+check "… and reading it again shows the outside edit" sh -c "curl -s -b '$WORK/jar' '$B/api/notebook/$OLD' | grep -q 'edited in JupyterLab'"
+
+echo "notebooks e2e: $PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
