@@ -17,11 +17,13 @@ struct NotebookRoutes: Sendable {
             reply: .json(Schema.page(Schema.any)), list)
         r.add(
             .POST, "/api/notebook", NotebookPermission.write,
-            "Create a notebook {project_id, path, kernel?} (nbformat 4.5, kernel python3 by default); 409 when the file exists",
+            "Create a notebook {project_id, path, kernel?} (nbformat 4.5, kernel python3 by default); "
+                + "409 when the file exists",
             limit: small, reply: .json(Schema.any, status: .created), create)
         r.add(
             .GET, "/api/notebook/:nb_id", NotebookPermission.read,
-            "The notebook: its metadata and cells {id, cell_type, source, metadata, outputs, execution_count}; ETag header",
+            "The notebook: its metadata and cells {id, cell_type, source, metadata, outputs, execution_count}; "
+                + "ETag header",
             reply: .json(Schema.any), get)
         r.add(
             .POST, "/api/notebook/:nb_id/cells", NotebookPermission.write,
