@@ -31,6 +31,11 @@ struct MoveInput: Decodable, Sendable, SchemaRequiredFields {
     let index: Int
 }
 
+/// `POST /api/notebook/:nb_id/run-all`.
+struct RunAllInput: Decodable, Sendable {
+    let continueOnError: Bool?
+}
+
 enum NotebookLimits {
     static let maxSource = 1 << 20
     static let maxCells = 10_000

@@ -26,6 +26,15 @@ public struct NotebooksModule: KilnModule {
     }
 
     public var migrations: [Migration] { NotebookMigrations.all }
+    public static var configOptions: [Config.Option] { NotebookRunner.options }
+
+    public func start(_ jobs: JobRunner) throws {
+        let runner = service.runner
+        jobs.every(60, name: "reap idle notebook kernels") { await runner.reap() }
+    }
+
+    /// Every kernel is shut down.
+    public func shutdown() async { await service.runner.stopAll() }
     public var permissions: [Permission] {
         [NotebookPermission.read, NotebookPermission.write, NotebookPermission.run]
     }

@@ -135,6 +135,13 @@ struct NotebookFile: Sendable {
         return c
     }
 
+    /// An output as the API shows it: stream text as one string.
+    static func shownOutput(_ out: JSONValue) -> JSONValue {
+        guard case .object(var x) = out else { return out }
+        if x["text"] != nil { x["text"] = .string(text(x["text"])) }
+        return .object(x)
+    }
+
     /// A cell as the API shows it: the source (and stream texts) as single strings.
     static func shown(_ c: [String: JSONValue]) -> JSONValue {
         var o = c

@@ -39,6 +39,54 @@ struct NotebookRoutes: Sendable {
         r.add(
             .POST, "/api/notebook/:nb_id/cells/:cell_id/move", NotebookPermission.write,
             "Move a cell to {index}" + cellParams, limit: 4096, reply: .json(Schema.any), moveCell)
+        r.add(
+            .POST, "/api/notebook/run/:nb_id/:cell_id", NotebookPermission.run,
+            "Run a cell on the notebook's kernel: SSE cell.started {execution_count}, stream {name, text}, "
+                + "display_data/execute_result {data, metadata}, error {ename, evalue, traceback}, cell.completed "
+                + "{status, duration_ms}; with Accept: application/json, waits and answers the outputs",
+            reply: .events(), runCell)
+        r.add(
+            .POST, "/api/notebook/:nb_id/run-all", NotebookPermission.run,
+            "Run every code cell in order {continue_on_error?}; stops at the first error unless asked not to",
+            limit: 4096, body: .optional, reply: .json(Schema.any), runAll)
+        r.add(
+            .POST, "/api/notebook/:nb_id/interrupt", NotebookPermission.run,
+            "Interrupt the running cell (KeyboardInterrupt in Python)", reply: .json(Schema.any), interrupt)
+        r.add(
+            .POST, "/api/notebook/:nb_id/restart", NotebookPermission.run,
+            "Restart the notebook's kernel (its state is gone), or start a dead one", reply: .json(Schema.any), restart)
+        r.add(
+            .GET, "/api/notebook/:nb_id/kernel", NotebookPermission.read,
+            "The kernel: {state: none|starting|idle|busy|dead, kernel, language, since}", reply: .json(Schema.any),
+            kernel)
+    }
+
+    @Sendable func runCell(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        let (runID, task) = try await notebooks.run(
+            try ctx.parameter("nb_id"), cellID: try ctx.parameter("cell_id"), access: try ctx.requireWorkspace(),
+            userID: try ctx.requirePrincipal().userID, ip: req.remoteAddress)
+        if req.prefersJSON { return .json(await task.value) }
+        return try notebooks.runner.bus.sse(
+            topic: NotebookRunner.topic(runID), request: req, endTypes: ["cell.completed"])
+    }
+
+    @Sendable func runAll(_ req: Request, _ ctx: RequestContext, _ input: RunAllInput) async throws -> Response {
+        .json(
+            try await notebooks.runAll(
+                try ctx.parameter("nb_id"), continueOnError: input.continueOnError ?? false,
+                access: try ctx.requireWorkspace(), userID: try ctx.requirePrincipal().userID, ip: req.remoteAddress))
+    }
+
+    @Sendable func interrupt(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        .json(try await notebooks.interrupt(try ctx.parameter("nb_id"), access: try ctx.requireWorkspace()))
+    }
+
+    @Sendable func restart(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        .json(try await notebooks.restart(try ctx.parameter("nb_id"), access: try ctx.requireWorkspace()))
+    }
+
+    @Sendable func kernel(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        .json(try await notebooks.kernelInfo(try ctx.parameter("nb_id"), access: try ctx.requireWorkspace()))
     }
 
     /// The ETag a client sent back (quotes and a weak prefix dropped).

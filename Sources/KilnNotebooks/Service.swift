@@ -15,11 +15,13 @@ public final class NotebookService: Sendable {
     let clock: any Clock
     /// One change at a time per server, so two editors' read-modify-writes cannot interleave.
     let editing = Mutex(())
+    let runner: NotebookRunner
 
     init(services: Services, projects: any ProjectDirectory) {
         store = NotebookStore(db: services.db)
         self.projects = projects
         clock = services.clock
+        runner = NotebookRunner(services: services)
     }
 
     /// `nb_` + a hash of the project and path: the same path always has the same id.
@@ -231,5 +233,101 @@ public final class NotebookService: Sendable {
             nb.cells.insert(cell, at: index)
             return NotebookFile.shown(cell)
         }
+    }
+
+    // MARK: Running
+
+    /// Starts a code cell on the notebook's kernel; its events go to `nbrun:<run_id>` and its outputs
+    /// into the file when it ends. Returns the run's id and its outcome to wait for.
+    func run(
+        _ nbID: String, cellID: String, access: WorkspaceAccess, userID: String, ip: String
+    ) async throws -> (String, Task<JSONValue, Never>) {
+        let (project, path, _) = try await locate(nbID, access: access)
+        let nb = try Self.read(project, path)
+        guard let at = nb.index(of: cellID) else { throw APIError.notFound("No cell \(cellID.prefix(64))") }
+        let cell = nb.cells[at]
+        let code = NotebookFile.text(cell["source"])
+        let runID = IDs.make("nbr")
+        let now = clock.now()
+        _ = try await store.db.write { tx in
+            try AuditLog.append(
+                tx,
+                AuditEvent(
+                    action: "notebook.cell.run", actorUserID: userID, wsID: access.wsID, resourceType: "notebook",
+                    resourceID: nbID, ip: ip,
+                    details: [
+                        "cell_id": .string(cellID), "source_sha256": .string(NotebookRunner.sourceHash(code)),
+                        "run_id": .string(runID),
+                    ]), at: now)
+        }
+        guard cell["cell_type"]?.stringValue == "code" else {
+            // Markdown and raw cells have nothing to run.
+            _ = try? await runner.bus.publish(
+                topic: NotebookRunner.topic(runID), type: "cell.completed",
+                data: #"{"status":"ok","duration_ms":0,"execution_count":null}"#)
+            return (runID, Task { ["status": "ok", "execution_count": .null, "outputs": [], "duration_ms": 0] })
+        }
+        let kernel = try await runner.kernel(nbID, project: project, name: nb.kernel ?? "python3")
+        let task = Task { () -> JSONValue in
+            let r = await runner.execute(kernel, code: code, runID: runID)
+            try? await store.setRun(nbID, at: clock.now())
+            // Outputs go into the cell if it is still there (an editor may have removed it meanwhile).
+            _ = try? await mutate(nbID, access: access, ifMatch: nil) { nb in
+                guard let i = nb.index(of: cellID) else { return }
+                nb.cells[i]["outputs"] = NotebookRunner.stored(r.outputs)
+                nb.cells[i]["execution_count"] = r.count.map { .int($0) } ?? .null
+            }
+            return [
+                "run_id": .string(runID), "status": .string(r.status),
+                "execution_count": r.count.map { .int($0) } ?? .null, "duration_ms": .int(r.ms),
+                "outputs": .array(r.outputs.map(NotebookFile.shownOutput)),
+            ]
+        }
+        return (runID, task)
+    }
+
+    /// Runs every code cell in order; stops at the first error unless `continueOnError`.
+    func runAll(
+        _ nbID: String, continueOnError: Bool, access: WorkspaceAccess, userID: String, ip: String
+    ) async throws -> JSONValue {
+        let (project, path, _) = try await locate(nbID, access: access)
+        let ids = try Self.read(project, path).cells.filter { $0["cell_type"]?.stringValue == "code" }.compactMap {
+            $0["id"]?.stringValue
+        }
+        var results: [JSONValue] = []
+        for id in ids {
+            let (_, task) = try await run(nbID, cellID: id, access: access, userID: userID, ip: ip)
+            let r = await task.value
+            results.append([
+                "cell_id": .string(id), "status": r.objectValue?["status"] ?? "ok",
+                "execution_count": r.objectValue?["execution_count"] ?? .null,
+            ])
+            if r.objectValue?["status"]?.stringValue != "ok" && !continueOnError { break }
+        }
+        return ["cells": .array(results)]
+    }
+
+    func kernelInfo(_ nbID: String, access: WorkspaceAccess) async throws -> JSONValue {
+        _ = try await locate(nbID, access: access)
+        guard let k = runner.existing(nbID) else { return ["state": "none", "kernel": .null, "language": .null] }
+        return await k.info
+    }
+
+    func interrupt(_ nbID: String, access: WorkspaceAccess) async throws -> JSONValue {
+        _ = try await locate(nbID, access: access)
+        guard let k = runner.existing(nbID) else { throw APIError.conflict("The notebook has no kernel running") }
+        await k.interrupt()
+        return await k.info
+    }
+
+    func restart(_ nbID: String, access: WorkspaceAccess) async throws -> JSONValue {
+        let (project, path, _) = try await locate(nbID, access: access)
+        if let k = runner.existing(nbID), await k.state != .dead {
+            await k.restart()
+            return await k.info
+        }
+        let nb = try Self.read(project, path)
+        let k = try await runner.kernel(nbID, project: project, name: nb.kernel ?? "python3")
+        return await k.info
     }
 }

@@ -161,14 +161,13 @@ import Testing
                 try await Task.sleep(for: .milliseconds(25))
             }
             let job = try #require(jobID)
-            let t0 = Date()
             let c = try await x.f.a.call("POST", "/api/agent/cancel/\(run)")
             #expect(c.status == 200)
             let ev = parseSSE(try await x.follow(run).text)
             #expect(
                 ev.last?.event == "run.cancelled"
                     && ev.filter { AgentTestsSupport.terminal.contains($0.event) }.count == 1)
-            #expect(Date().timeIntervalSince(t0) < 5)
+            // Killed (signal 9), not waited for: the command ignores SIGTERM and would sleep a minute.
             let jobState = try await x.f.a.call("GET", "/api/shell/jobs/\(job)")
             #expect(jobState.json["status"] as? String == "cancelled" && jobState.json["signal"] as? Int == 9)
             #expect(try await x.f.a.call("POST", "/api/agent/cancel/\(run)").status == 409)

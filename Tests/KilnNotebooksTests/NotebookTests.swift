@@ -183,4 +183,32 @@ import Testing
                 try await v.call("POST", "/api/notebook", json: ["project_id": f.pid, "path": "v.ipynb"]).status == 403)
         }
     }
+
+    @Test func runningWithoutJupyterSays503AndEditingStillWorks() async throws {
+        let f = try await ShellFixture.make { c in c.set("--notebook-python", "/bin/false") }
+        try await using(f) { f in
+            let a = f.a
+            let nb = try #require(
+                try await a.call("POST", "/api/notebook", json: ["project_id": f.pid, "path": "k.ipynb"]).json["id"]
+                    as? String)
+            let cell = try #require(
+                try await a.call("POST", "/api/notebook/\(nb)/cells", json: ["cell_type": "code", "source": "1"]).json[
+                    "id"] as? String)
+            let run = try await a.call(
+                "POST", "/api/notebook/run/\(nb)/\(cell)", headers: ["Accept": "application/json"])
+            #expect(run.status == 503 && run.text.contains("pip install jupyter_client ipykernel"), "\(run.text)")
+            #expect(try await a.call("GET", "/api/notebook/\(nb)/kernel").json["state"] as? String == "none")
+            #expect(try await a.call("POST", "/api/notebook/\(nb)/interrupt").status == 409)
+            #expect(try await a.call("POST", "/api/notebook/run/\(nb)/nope").status == 404)
+            // A markdown cell has nothing to run; editing goes on without a kernel.
+            let md = try #require(
+                try await a.call("POST", "/api/notebook/\(nb)/cells", json: ["cell_type": "markdown", "source": "# x"])
+                    .json["id"] as? String)
+            let done = try await a.call(
+                "POST", "/api/notebook/run/\(nb)/\(md)", headers: ["Accept": "application/json"])
+            #expect(done.status == 200 && done.json["status"] as? String == "ok", "\(done.text)")
+            #expect(
+                try await a.call("PATCH", "/api/notebook/\(nb)/cells/\(cell)", json: ["source": "2"]).status == 200)
+        }
+    }
 }

@@ -3,7 +3,11 @@
 # added, changed, moved, removed, each with the ETag as If-Match) validates with nbformat
 # (`validate` and `iter_validate`); a 4.4 notebook written by nbformat without cell ids opens, is
 # edited and saved as 4.5 with every metadata field and output it had; a stale If-Match is 412 and
-# an edit made outside Kiln is noticed.
+# an edit made outside Kiln is noticed. Then a real ipykernel (in the sandbox): x = 21 then x * 2
+# (execute_result 42) over SSE, stdout and stderr, a PNG via IPython.display.Image, a raised error
+# with its traceback, a time.sleep(60) interrupted within 2 s, a restart that loses the state, the data
+# dir and Kiln's /proc/<pid>/environ unreadable; the saved file validates and `jupyter nbconvert
+# --execute` re-runs it.
 # Called by scripts/e2e/run.sh (which provides the venv on PATH). BIN and OUT come from there.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -31,7 +35,10 @@ with open(sys.argv[1], "w") as f:
 PY
 PORT=$(free_port)
 B=http://127.0.0.1:$PORT
+VENV=$(python3 -c 'import sys; print(sys.prefix)')
+PYBASE=$(python3 -c 'import sys; print(sys.base_prefix)')
 "$BIN/kiln" serve --port "$PORT" --data-dir "$WORK/data" --projects-root "$WORK/projects" \
+  --notebook-python "$VENV/bin/python" --sandbox-mount "$VENV" --sandbox-mount "$PYBASE" \
   > "$OUT/notebooks-serve.out" 2> "$OUT/notebooks-serve.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait 2>/dev/null' EXIT
@@ -90,6 +97,50 @@ expect "… saved as 4.5, valid, with its metadata and outputs" "5 ['a', 'b'] # 
 sed -i 's/edited in Kiln/edited in JupyterLab/' "$WORK/projects/nb/old.ipynb"
 expect "an edit made outside Kiln is noticed (the old ETag is 412)" 412 "$(curl -s -o /dev/null -w '%{http_code}' "${S[@]}" -H "If-Match: $(cat "$WORK/etag")" -X PATCH -d '{"source":"z"}' "$B/api/notebook/$OLD/cells/cell-2")"
 check "… and reading it again shows the outside edit" sh -c "curl -s -b '$WORK/jar' '$B/api/notebook/$OLD' | grep -q 'edited in JupyterLab'"
+
+# --- Running cells on a real ipykernel, in the sandbox ---
+K=$(ETAG= call POST /api/notebook "{\"project_id\":\"$PRJ\",\"path\":\"run.ipynb\"}" | jget 'd["id"]')
+add() { ETAG= call POST "/api/notebook/$K/cells" "$(python3 -c 'import json,sys; print(json.dumps({"cell_type":"code","source":sys.argv[1]}))' "$1")" | jget 'd["id"]'; }
+run_json() { curl -s "${S[@]}" -H 'Accept: application/json' -X POST "$B/api/notebook/run/$K/$1"; }
+X1=$(add 'x = 21'); X2=$(add 'x * 2')
+X3=$(add 'import sys; print("to out"); print("to err", file=sys.stderr)')
+X4=$(add $'from IPython.display import Image\nimport base64\nImage(data=base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="))')
+X5=$(add 'raise ValueError("boom")')
+X6=$(add 'import time; time.sleep(60)')
+X7=$(add "open('$WORK/data/kiln.db', 'rb').read(10)")
+X8=$(add "open('/proc/$PID/environ', 'rb').read(10)")
+expect "run x = 21 (json)" ok "$(run_json "$X1" | jget 'd["status"]')"
+curl -sN "${S[@]}" -X POST "$B/api/notebook/run/$K/$X2" > "$WORK/x2.sse"
+check "x * 2 streams cell.started, execute_result 42 and cell.completed (SSE)" sh -c "grep -q '^event: cell.started' '$WORK/x2.sse' && grep -q '\"text/plain\":\"42\"' '$WORK/x2.sse' && grep -q '^event: cell.completed' '$WORK/x2.sse'"
+expect "stdout and stderr come as streams" "stdout:to out|stderr:to err" "$(run_json "$X3" | jget '"|".join(o["name"] + ":" + o["text"].strip() for o in d["outputs"])')"
+expect "a PNG comes as an image/png bundle" image/png "$(run_json "$X4" | jget '",".join(k for o in d["outputs"] for k in o.get("data", {}) if k.startswith("image"))')"
+expect "a raised error comes with its name and traceback" "ValueError True" "$(run_json "$X5" | jget 'd["outputs"][0]["ename"] + " " + str(len(d["outputs"][0]["traceback"]) > 0)')"
+(sleep 1; curl -s -o /dev/null "${S[@]}" -X POST "$B/api/notebook/$K/interrupt") &
+START=$(date +%s%N)
+expect "time.sleep(60) is interrupted (KeyboardInterrupt)" KeyboardInterrupt "$(run_json "$X6" | jget 'd["outputs"][0]["ename"]')"
+check "… within 2 s of the interrupt" test $(( ($(date +%s%N) - START) / 1000000 )) -lt 3500
+expect "the data dir is not there in the kernel's sandbox" FileNotFoundError "$(run_json "$X7" | jget 'd["outputs"][0]["ename"]')"
+expect "nor Kiln's /proc/<pid>/environ" FileNotFoundError "$(run_json "$X8" | jget 'd["outputs"][0]["ename"]')"
+expect "the kernel says idle" idle "$(curl -s -b "$WORK/jar" "$B/api/notebook/$K/kernel" | jget 'd["state"]')"
+curl -s -o /dev/null "${S[@]}" -X POST "$B/api/notebook/$K/restart"
+expect "after a restart the state is gone" NameError "$(run_json "$X2" | jget 'd["outputs"][0]["ename"]')"
+SAVED=$(python3 - "$WORK/projects/nb/run.ipynb" <<'PY'
+import sys, nbformat
+nb = nbformat.read(sys.argv[1], as_version=nbformat.NO_CONVERT)
+nbformat.validate(nb)
+kinds = [o["output_type"] for c in nb.cells for o in c.get("outputs", [])]
+print(len(list(nbformat.validator.iter_validate(nb))), nb.cells[2].outputs[0]["name"], "image/png" in nb.cells[3].outputs[0]["data"], "error" in kinds)
+PY
+)
+expect "the saved file validates, with its outputs in nbformat's shapes" "0 stdout True True" "$SAVED"
+# nbconvert re-runs it (without the cells that fail or wait on purpose).
+python3 - "$WORK/projects/nb/run.ipynb" "$WORK/rerun.ipynb" <<'PY'
+import sys, nbformat
+nb = nbformat.read(sys.argv[1], as_version=4)
+nb.cells = nb.cells[:4]
+nbformat.write(nb, sys.argv[2])
+PY
+check "jupyter nbconvert --to notebook --execute re-runs the saved cells" jupyter nbconvert --to notebook --execute "$WORK/rerun.ipynb" --output "$WORK/rerun-out.ipynb"
 
 echo "notebooks e2e: $PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]

@@ -1,0 +1,175 @@
+import Foundation
+import KilnCore
+import KilnCrypto
+import KilnHTTP
+import Synchronization
+
+/// Runs notebook cells: one kernel per notebook (started through the sandbox in the project, with the
+/// bridge on the notebook Python), each run's events on the bus (`nbrun:<id>`), its outputs written
+/// back into the file in nbformat's shapes with the execution count.
+final class NotebookRunner: Sendable {
+    let sandbox: Sandbox
+    let bus: EventBus
+    let clock: any Clock
+    let python: String
+    let idleSeconds: Double
+    let kernels = Mutex<[String: NotebookKernel]>([:])
+    /// Output kept in the file per cell; beyond it the rest is dropped with a note.
+    static let maxKeptOutput = 8 << 20
+
+    static let pythonFlag = "--notebook-python"
+    static let idleFlag = "--kernel-idle-minutes"
+    static let options: [Config.Option] = [
+        .text(
+            pythonFlag, env: "KILN_NOTEBOOK_PYTHON",
+            help: "the Python (with jupyter_client and ipykernel) that drives notebook kernels (default python3)"),
+        .int(
+            idleFlag, env: "KILN_KERNEL_IDLE_MINUTES", help: "minutes an unused notebook kernel lives (default 60)",
+            range: 1...10_080),
+    ]
+
+    init(services: Services) {
+        sandbox = services.sandbox
+        bus = services.bus
+        clock = services.clock
+        python = services.config.string(Self.pythonFlag) ?? "python3"
+        idleSeconds = Double((services.config.int(Self.idleFlag) ?? 60) * 60)
+    }
+
+    static func topic(_ runID: String) -> String { "nbrun:\(runID)" }
+
+    /// The notebook's kernel, started when it has none (or a dead one).
+    func kernel(_ nbID: String, project: ProjectRef, name: String) async throws -> NotebookKernel {
+        if let k = kernels.withLock({ $0[nbID] }), await k.state != .dead { return k }
+        let launch: Sandbox.Launch
+        do {
+            launch = try sandbox.launch(
+                [python, "-c", KernelBridge.source, name], workspace: project.wsID, project: project.root,
+                cwd: project.root)
+        } catch let e as HTTPError { throw e }
+        let k = NotebookKernel(process: try KernelProcess.start(launch), kernelName: name)
+        kernels.withLock { $0[nbID] = k }
+        do { try await k.start() } catch {
+            await k.stop()
+            kernels.withLock { if $0[nbID] === k { $0[nbID] = nil } }
+            throw APIError.unavailable(
+                "Notebook kernels need jupyter_client and ipykernel for \(python) (pip install jupyter_client ipykernel): "
+                    + ((error as? HTTPError)?.message ?? "the kernel did not start"))
+        }
+        return k
+    }
+
+    func existing(_ nbID: String) -> NotebookKernel? { kernels.withLock { $0[nbID] } }
+
+    /// Ends kernels nobody used for `--kernel-idle-minutes`.
+    func reap() async {
+        let all = kernels.withLock { $0 }
+        let now = Date()
+        for (id, k) in all {
+            let idle = now.timeIntervalSince(await k.lastUsed)
+            if await k.state != .busy && idle > idleSeconds {
+                await k.stop()
+                kernels.withLock { if $0[id] === k { $0[id] = nil } }
+            }
+        }
+    }
+
+    func stopAll() async {
+        let all = kernels.withLock { d -> [NotebookKernel] in
+            defer { d.removeAll() }
+            return Array(d.values)
+        }
+        for k in all { await k.stop() }
+    }
+
+    /// Runs a code cell's source on the kernel: publishes its events and returns its outcome with the
+    /// outputs as nbformat stores them.
+    func execute(
+        _ kernel: NotebookKernel, code: String, runID: String
+    ) async -> (status: String, count: Int?, outputs: [JSONValue], ms: Int) {
+        let start = kilnMonotonicNanos()
+        let topic = Self.topic(runID)
+        var outputs: [JSONValue] = []
+        var kept = 0
+        var dropped = 0
+        var status = "ok"
+        var count: Int? = nil
+        func keep(_ o: JSONValue) {
+            let size = o.jsonText.utf8.count
+            if kept + size > Self.maxKeptOutput {
+                dropped += size
+                return
+            }
+            kept += size
+            // Consecutive stream text of one name is one output, as Jupyter keeps it.
+            if case .object(let new) = o, new["output_type"] == "stream", case .object(var last)? = outputs.last,
+                last["output_type"] == "stream", last["name"] == new["name"]
+            {
+                last["text"] = .string(NotebookFile.text(last["text"]) + NotebookFile.text(new["text"]))
+                outputs[outputs.count - 1] = .object(last)
+                return
+            }
+            outputs.append(o)
+        }
+        for await e in await kernel.execute(code, id: runID) {
+            guard case .object(var o) = e, let type = o["event"]?.stringValue else { continue }
+            o["event"] = nil
+            o["id"] = nil
+            switch type {
+            case "started":
+                if case .int(let n)? = o["execution_count"] { count = n }
+                _ = try? await bus.publish(topic: topic, type: "cell.started", data: JSONValue.object(o).jsonText)
+            case "stream":
+                keep(["output_type": "stream", "name": o["name"] ?? "stdout", "text": o["text"] ?? ""])
+                _ = try? await bus.publish(topic: topic, type: "stream", data: JSONValue.object(o).jsonText)
+            case "display_data", "execute_result":
+                var out: [String: JSONValue] = [
+                    "output_type": .string(type), "data": o["data"] ?? [:], "metadata": o["metadata"] ?? [:],
+                ]
+                if type == "execute_result" { out["execution_count"] = o["execution_count"] ?? .null }
+                keep(.object(out))
+                _ = try? await bus.publish(topic: topic, type: type, data: JSONValue.object(o).jsonText)
+            case "error":
+                keep([
+                    "output_type": "error", "ename": o["ename"] ?? "", "evalue": o["evalue"] ?? "",
+                    "traceback": o["traceback"] ?? [],
+                ])
+                _ = try? await bus.publish(topic: topic, type: "error", data: JSONValue.object(o).jsonText)
+            case "done":
+                status = o["status"]?.stringValue ?? "ok"
+                if case .int(let n)? = o["execution_count"] { count = n }
+            case "dead":
+                status = "dead"
+                _ = try? await bus.publish(topic: topic, type: "kernel.dead", data: JSONValue.object(o).jsonText)
+            default: break
+            }
+        }
+        await kernel.finished()
+        if dropped > 0 {
+            outputs.append([
+                "output_type": "stream", "name": "stderr",
+                "text": .string(
+                    "[Kiln: \(dropped) more bytes of output were not kept (the limit is 8 MiB per cell)]\n"),
+            ])
+        }
+        let ms = Int((kilnMonotonicNanos() &- start) / 1_000_000)
+        _ = try? await bus.publish(
+            topic: topic, type: "cell.completed",
+            data: JSONValue.object([
+                "status": .string(status), "duration_ms": .int(ms), "execution_count": count.map { .int($0) } ?? .null,
+            ]).jsonText)
+        return (status, count, outputs, ms)
+    }
+
+    /// Outputs as nbformat stores them: multiline text as lists of lines.
+    static func stored(_ outputs: [JSONValue]) -> JSONValue {
+        .array(
+            outputs.map { o in
+                guard case .object(var x) = o else { return o }
+                if let t = x["text"] { x["text"] = NotebookFile.lines(NotebookFile.text(t)) }
+                return .object(x)
+            })
+    }
+
+    static func sourceHash(_ code: String) -> String { Crypto.hex(Crypto.sha256(Array(code.utf8))) }
+}
