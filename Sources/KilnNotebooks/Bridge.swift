@@ -24,7 +24,8 @@ enum KernelBridge {
         try:
             from jupyter_client.manager import KernelManager
         except Exception as e:
-            send({"event": "fatal", "message": "jupyter_client is not installed for this Python (pip install jupyter_client ipykernel): %s" % e})
+            send({"event": "fatal",
+                  "message": "jupyter_client is missing (pip install jupyter_client ipykernel): %s" % e})
             sys.exit(3)
 
         kernel_name = sys.argv[1] if len(sys.argv) > 1 else "python3"

@@ -53,7 +53,8 @@ final class NotebookRunner: Sendable {
             await k.stop()
             kernels.withLock { if $0[nbID] === k { $0[nbID] = nil } }
             throw APIError.unavailable(
-                "Notebook kernels need jupyter_client and ipykernel for \(python) (pip install jupyter_client ipykernel): "
+                "Notebook kernels need jupyter_client and ipykernel for \(python) "
+                    + "(pip install jupyter_client ipykernel): "
                     + ((error as? HTTPError)?.message ?? "the kernel did not start"))
         }
         return k
