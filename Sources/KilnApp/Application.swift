@@ -108,7 +108,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
             services: s, tools: agents.service, projects: projects.service, agents: agents.service,
             receipts: receipts.service, policy: policy.service, secrets: secrets.service)
         agents.service.attach(externalTools: mcp.registry)
-        let notebooks = NotebooksModule(services: s, projects: projects.service)
+        let notebooks = NotebooksModule(services: s, projects: projects.service, policy: policy.service)
         return [
             auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets, policy, mcp, notebooks,
         ]

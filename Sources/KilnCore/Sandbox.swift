@@ -130,9 +130,11 @@ public struct Sandbox: Sendable {
     /// A user process of workspace `workspace`: `argv` run in `cwd` (a folder inside `project`, or
     /// nil for the private HOME), with `environment` added to the built one. `terminal`: the caller
     /// gives it a PTY (keeps the session, so job control works, and sets TERM).
+    /// `extraReadOnly`: more folders this one process sees read-only (a notebook kernel's interpreter
+    /// and its environment); never the data dir, which stays hidden under any of them.
     public func launch(
         _ argv: [String], workspace: String, project: String?, cwd: String?, environment extra: [String: String] = [:],
-        terminal: Bool = false
+        terminal: Bool = false, extraReadOnly: [String] = []
     ) throws -> Launch {
         try requireUsable()
         // The owner is a workspace (or, for Kiln's git in a project folder, the project).
@@ -155,8 +157,13 @@ public struct Sandbox: Sendable {
         guard let bwrap else {
             return Launch(path: resolved, arguments: Array(argv.dropFirst()), environment: env, cwd: cwd ?? home)
         }
+        let more = extraReadOnly.filter {
+            $0.hasPrefix("/") && $0 != "/" && FileManager.default.fileExists(atPath: $0)
+                && !visibleReadOnly.contains($0)
+                && !SafePath.isInside($0, root: dataDir)
+        }
         let args = Self.bubblewrapArguments(
-            readOnly: visibleReadOnly, project: project, home: (home, insideHome), tmp: tmp,
+            readOnly: visibleReadOnly + more, project: project, home: (home, insideHome), tmp: tmp,
             hide: [dataDir], cwd: cwd ?? insideHome, uid: uid, gid: gid, network: network, newSession: !terminal)
         return Launch(
             path: bwrap, arguments: args + ["--", resolved] + argv.dropFirst(), environment: env, cwd: cwd ?? home)

@@ -96,11 +96,15 @@ actor NotebookKernel {
     enum State: String { case starting, idle, busy, dead }
     let process: KernelProcess
     let kernelName: String
+    /// Set once the kernel is dead, readable without waiting on the actor.
+    nonisolated let isDead = Atomic<Bool>(false)
     private(set) var state: State = .starting
     private(set) var since = Date()
     private(set) var language = ""
     private(set) var lastUsed = Date()
     private var ready: CheckedContinuation<Void, any Error>?
+    /// Others who asked for this kernel while it was starting.
+    private var alsoWaiting: [CheckedContinuation<Void, any Error>] = []
     private var restarting: CheckedContinuation<Void, Never>?
     private var current: AsyncStream<JSONValue>.Continuation?
     private var turn: [CheckedContinuation<Void, Never>] = []
@@ -127,9 +131,19 @@ actor NotebookKernel {
         }
     }
 
+    /// Returns once the kernel is ready (at once unless it is still starting).
+    func waitReady() async throws {
+        guard state == .starting else {
+            if state == .dead { throw APIError.unavailable(fatal ?? "the kernel is dead; restart it") }
+            return
+        }
+        try await withCheckedThrowingContinuation { alsoWaiting.append($0) }
+    }
+
     private func set(_ s: State) {
         state = s
         since = Date()
+        if s == .dead { isDead.store(true, ordering: .relaxed) }
     }
 
     func route(_ e: JSONValue) {
@@ -140,12 +154,16 @@ actor NotebookKernel {
             set(.idle)
             ready?.resume()
             ready = nil
+            for w in alsoWaiting { w.resume() }
+            alsoWaiting.removeAll()
         case "fatal":
             let message = e.objectValue?["message"]?.stringValue ?? "the kernel could not start"
             fatal = message
             set(.dead)
             ready?.resume(throwing: APIError.unavailable(message))
             ready = nil
+            for w in alsoWaiting { w.resume(throwing: APIError.unavailable(message)) }
+            alsoWaiting.removeAll()
         case "restarted":
             set(running ? .busy : .idle)
             restarting?.resume()
@@ -154,6 +172,8 @@ actor NotebookKernel {
             set(.dead)
             ready?.resume(throwing: APIError.unavailable(fatal ?? "the kernel ended before it was ready"))
             ready = nil
+            for w in alsoWaiting { w.resume(throwing: APIError.unavailable(fatal ?? "the kernel ended")) }
+            alsoWaiting.removeAll()
             current?.yield(e)
             current?.finish()
             current = nil

@@ -19,8 +19,8 @@ public struct NotebooksModule: KilnModule {
     public let name = "notebooks"
     let service: NotebookService
 
-    public init(services: Services, projects: any ProjectDirectory) {
-        service = NotebookService(services: services, projects: projects)
+    public init(services: Services, projects: any ProjectDirectory, policy: (any PolicyEngine)? = nil) {
+        service = NotebookService(services: services, projects: projects, policy: policy)
         let s = service
         services.hooks.workspaceOf(param: "nb_id") { id in try await s.workspaceOf(id) }
     }

@@ -62,19 +62,22 @@ struct NotebookRoutes: Sendable {
     }
 
     @Sendable func runCell(_ req: Request, _ ctx: RequestContext) async throws -> Response {
+        let p = try ctx.requirePrincipal()
         let (runID, task) = try await notebooks.run(
             try ctx.parameter("nb_id"), cellID: try ctx.parameter("cell_id"), access: try ctx.requireWorkspace(),
-            userID: try ctx.requirePrincipal().userID, ip: req.remoteAddress)
+            userID: p.userID, ip: req.remoteAddress, actorKind: p.apiKeyID == nil ? "user" : "api_key")
         if req.prefersJSON { return .json(await task.value) }
         return try notebooks.runner.bus.sse(
             topic: NotebookRunner.topic(runID), request: req, endTypes: ["cell.completed"])
     }
 
     @Sendable func runAll(_ req: Request, _ ctx: RequestContext, _ input: RunAllInput) async throws -> Response {
-        .json(
+        let p = try ctx.requirePrincipal()
+        return .json(
             try await notebooks.runAll(
                 try ctx.parameter("nb_id"), continueOnError: input.continueOnError ?? false,
-                access: try ctx.requireWorkspace(), userID: try ctx.requirePrincipal().userID, ip: req.remoteAddress))
+                access: try ctx.requireWorkspace(), userID: p.userID, ip: req.remoteAddress,
+                actorKind: p.apiKeyID == nil ? "user" : "api_key"))
     }
 
     @Sendable func interrupt(_ req: Request, _ ctx: RequestContext) async throws -> Response {

@@ -14,6 +14,8 @@ final class NotebookRunner: Sendable {
     let python: String
     let idleSeconds: Double
     let kernels = Mutex<[String: NotebookKernel]>([:])
+    /// Where the notebook Python and its environment live (asked once), shown read-only to kernels.
+    let interpreter = Mutex<[String]?>(nil)
     /// Output kept in the file per cell; beyond it the rest is dropped with a note.
     static let maxKeptOutput = 8 << 20
 
@@ -39,16 +41,43 @@ final class NotebookRunner: Sendable {
     static func topic(_ runID: String) -> String { "nbrun:\(runID)" }
 
     /// The notebook's kernel, started when it has none (or a dead one).
+    /// The notebook Python's prefix, base prefix and real executable's folder: a virtualenv wherever
+    /// it lives (even under /tmp or a home folder) and the Python it was made from.
+    func interpreterFolders() async -> [String] {
+        if let known = interpreter.withLock({ $0 }) { return known }
+        let probe =
+            "import os, sys; print(sys.prefix); print(sys.base_prefix); "
+            + "print(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))"
+        var folders: [String] = []
+        if let out = try? await ProcessRunner.run(python, ["-I", "-c", probe], timeout: 20), out.status == 0 {
+            folders = Array(
+                Set(
+                    String(decoding: out.stdout, as: UTF8.self).split(separator: "\n").map(String.init).filter {
+                        $0.hasPrefix("/") && $0 != "/"
+                    }))
+        }
+        let found = folders.sorted()
+        interpreter.withLock { $0 = found }
+        return found
+    }
+
     func kernel(_ nbID: String, project: ProjectRef, name: String) async throws -> NotebookKernel {
-        if let k = kernels.withLock({ $0[nbID] }), await k.state != .dead { return k }
-        let launch: Sandbox.Launch
-        do {
-            launch = try sandbox.launch(
+        let interpreterFolders = await interpreterFolders()
+        // Found or started under the lock: a kernel another request is starting is waited for, not
+        // started twice.
+        let (k, fresh) = try kernels.withLock { d -> (NotebookKernel, Bool) in
+            if let k = d[nbID], !k.isDead.load(ordering: .relaxed) { return (k, false) }
+            let launch = try sandbox.launch(
                 [python, "-c", KernelBridge.source, name], workspace: project.wsID, project: project.root,
-                cwd: project.root)
-        } catch let e as HTTPError { throw e }
-        let k = NotebookKernel(process: try KernelProcess.start(launch), kernelName: name)
-        kernels.withLock { $0[nbID] = k }
+                cwd: project.root, extraReadOnly: interpreterFolders)
+            let k = NotebookKernel(process: try KernelProcess.start(launch), kernelName: name)
+            d[nbID] = k
+            return (k, true)
+        }
+        if !fresh {
+            try await k.waitReady()
+            return k
+        }
         do { try await k.start() } catch {
             await k.stop()
             kernels.withLock { if $0[nbID] === k { $0[nbID] = nil } }

@@ -16,12 +16,15 @@ public final class NotebookService: Sendable {
     /// One change at a time per server, so two editors' read-modify-writes cannot interleave.
     let editing = Mutex(())
     let runner: NotebookRunner
+    /// Judges each run (`notebook.run`, with the notebook's path).
+    let policy: (any PolicyEngine)?
 
-    init(services: Services, projects: any ProjectDirectory) {
+    init(services: Services, projects: any ProjectDirectory, policy: (any PolicyEngine)? = nil) {
         store = NotebookStore(db: services.db)
         self.projects = projects
         clock = services.clock
         runner = NotebookRunner(services: services)
+        self.policy = policy
     }
 
     /// `nb_` + a hash of the project and path: the same path always has the same id.
@@ -240,9 +243,15 @@ public final class NotebookService: Sendable {
     /// Starts a code cell on the notebook's kernel; its events go to `nbrun:<run_id>` and its outputs
     /// into the file when it ends. Returns the run's id and its outcome to wait for.
     func run(
-        _ nbID: String, cellID: String, access: WorkspaceAccess, userID: String, ip: String
+        _ nbID: String, cellID: String, access: WorkspaceAccess, userID: String, ip: String,
+        actorKind: String = "user"
     ) async throws -> (String, Task<JSONValue, Never>) {
         let (project, path, _) = try await locate(nbID, access: access)
+        if let policy {
+            try await policy.check(
+                wsID: access.wsID, userID: userID, action: "notebook.run",
+                context: PolicyContext(path: path, actorKind: actorKind))
+        }
         let nb = try Self.read(project, path)
         guard let at = nb.index(of: cellID) else { throw APIError.notFound("No cell \(cellID.prefix(64))") }
         let cell = nb.cells[at]
@@ -288,7 +297,8 @@ public final class NotebookService: Sendable {
 
     /// Runs every code cell in order; stops at the first error unless `continueOnError`.
     func runAll(
-        _ nbID: String, continueOnError: Bool, access: WorkspaceAccess, userID: String, ip: String
+        _ nbID: String, continueOnError: Bool, access: WorkspaceAccess, userID: String, ip: String,
+        actorKind: String = "user"
     ) async throws -> JSONValue {
         let (project, path, _) = try await locate(nbID, access: access)
         let ids = try Self.read(project, path).cells.filter { $0["cell_type"]?.stringValue == "code" }.compactMap {
@@ -296,7 +306,8 @@ public final class NotebookService: Sendable {
         }
         var results: [JSONValue] = []
         for id in ids {
-            let (_, task) = try await run(nbID, cellID: id, access: access, userID: userID, ip: ip)
+            let (_, task) = try await run(
+                nbID, cellID: id, access: access, userID: userID, ip: ip, actorKind: actorKind)
             let r = await task.value
             results.append([
                 "cell_id": .string(id), "status": r.objectValue?["status"] ?? "ok",

@@ -200,6 +200,15 @@ import Testing
             #expect(try await a.call("GET", "/api/notebook/\(nb)/kernel").json["state"] as? String == "none")
             #expect(try await a.call("POST", "/api/notebook/\(nb)/interrupt").status == 409)
             #expect(try await a.call("POST", "/api/notebook/run/\(nb)/nope").status == 404)
+            // The policy judges runs by the notebook's path, before any kernel is tried.
+            let rules: [[String: Any]] = [
+                ["id": "no-k", "action": "notebook.run", "effect": "deny", "when": ["path": "k.ipynb"]]
+            ]
+            #expect(try await a.call("PUT", "/api/policies", json: ["ws_id": f.ws, "rules": rules]).status == 200)
+            let denied = try await a.call(
+                "POST", "/api/notebook/run/\(nb)/\(cell)", headers: ["Accept": "application/json"])
+            #expect(denied.status == 403 && denied.text.contains("no-k"), "\(denied.text)")
+            #expect(try await a.call("PUT", "/api/policies", json: ["ws_id": f.ws, "rules": []]).status == 200)
             // A markdown cell has nothing to run; editing goes on without a kernel.
             let md = try #require(
                 try await a.call("POST", "/api/notebook/\(nb)/cells", json: ["cell_type": "markdown", "source": "# x"])

@@ -35,10 +35,10 @@ with open(sys.argv[1], "w") as f:
 PY
 PORT=$(free_port)
 B=http://127.0.0.1:$PORT
+# The venv and the Python it was made from are shown to kernels by Kiln itself (no --sandbox-mount).
 VENV=$(python3 -c 'import sys; print(sys.prefix)')
-PYBASE=$(python3 -c 'import sys; print(sys.base_prefix)')
 "$BIN/kiln" serve --port "$PORT" --data-dir "$WORK/data" --projects-root "$WORK/projects" \
-  --notebook-python "$VENV/bin/python" --sandbox-mount "$VENV" --sandbox-mount "$PYBASE" \
+  --notebook-python "$VENV/bin/python" \
   > "$OUT/notebooks-serve.out" 2> "$OUT/notebooks-serve.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait 2>/dev/null' EXIT
