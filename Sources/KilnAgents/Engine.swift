@@ -43,6 +43,8 @@ final class AgentEngine: Sendable {
     let approvals: (any ApprovalGate)?
     /// The workspace's registry tools (the MCP domain), attached after both are built.
     let external = Mutex<(any ExternalTools)?>(nil)
+    /// Notebooks (the notebooks domain), attached after both are built.
+    let notebooks = Mutex<(any NotebookCells)?>(nil)
     let live = Mutex<[String: LiveRun]>([:])
     /// Set at shutdown: no run starts after the running ones were cancelled.
     let closing = Atomic<Bool>(false)
@@ -272,7 +274,7 @@ final class AgentEngine: Sendable {
                 }
                 try await store.insertFinding(
                     runID: id, seq: seq, path: path, line: line, claim: claim, evidence: evidence)
-            })
+            }, notebooks: notebooks.withLock { $0 })
         func record(_ m: ChatMessage) async {
             msgSeq += 1
             let seq = msgSeq

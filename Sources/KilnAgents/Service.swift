@@ -146,6 +146,9 @@ public struct AgentService: Sendable {
     /// uses the agents' tools).
     public func attach(externalTools: any ExternalTools) { engine.external.withLock { $0 = externalTools } }
 
+    /// Hands runs the notebooks (read_notebook, run_cell), built after the agents.
+    public func attach(notebooks: any NotebookCells) { engine.notebooks.withLock { $0 = notebooks } }
+
     func start(_ input: StartInput, access: WorkspaceAccess, userID: String) async throws -> String {
         try Validate.text(input.prompt, field: "prompt", maxBytes: 32 * 1024)
         try Validate.maxSteps(input.maxSteps)

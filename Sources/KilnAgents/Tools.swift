@@ -22,6 +22,8 @@ public struct ToolContext: Sendable {
     /// Who acts: `agent` inside a run (its tool call was judged already), else the caller's kind
     /// (`user`, `api_key`), whose commands the shell judges again as `shell.run`.
     var actorKind = "agent"
+    /// Notebooks (the notebooks domain), for read_notebook and run_cell.
+    var notebooks: (any NotebookCells)? = nil
 }
 
 public struct ToolFailure: Error, CustomStringConvertible, Sendable {
@@ -49,6 +51,7 @@ public struct AgentToolCatalog: ToolCatalog {
 public enum ToolRegistry {
     public static let all: [AgentTool] = [
         listFiles, readFile, search, findSymbol, editFile, writeFile, runCommand, runTests, recordFinding,
+        readNotebook, runCell,
     ]
     public static func named(_ n: String) -> AgentTool? { all.first { $0.name == n } }
 
@@ -322,5 +325,34 @@ public enum ToolRegistry {
         }
         try await ctx.onFinding(relative(ctx, p), line, claim, evidence)
         return "recorded"
+    }
+
+    static func notebooks(_ ctx: ToolContext) throws -> any NotebookCells {
+        guard let n = ctx.notebooks else { throw ToolFailure("notebooks are not available on this server") }
+        return n
+    }
+
+    static let readNotebook = AgentTool(
+        name: "read_notebook",
+        description: "Read a Jupyter notebook (.ipynb) of the project: each cell's id, type, source and outputs.",
+        schema: obj(["path": str], required: ["path"])
+    ) { ctx, a in
+        do { return try await notebooks(ctx).readNotebook(project: ctx.project, path: string(a, "path")!) } catch let e
+            as HTTPError
+        { throw ToolFailure(e.message) }
+    }
+
+    static let runCell = AgentTool(
+        name: "run_cell",
+        description:
+            "Run one cell (by its id, see read_notebook) of a project notebook on its kernel; returns the cell's outputs.",
+        schema: obj(["path": str, "cell_id": str], required: ["path", "cell_id"])
+    ) { ctx, a in
+        let r: (ok: Bool, text: String)
+        do {
+            r = try await notebooks(ctx).runCell(
+                project: ctx.project, path: string(a, "path")!, cellID: string(a, "cell_id")!, userID: ctx.userID)
+        } catch let e as HTTPError { throw ToolFailure(e.message) }
+        return r.text
     }
 }

@@ -109,6 +109,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
             receipts: receipts.service, policy: policy.service, secrets: secrets.service)
         agents.service.attach(externalTools: mcp.registry)
         let notebooks = NotebooksModule(services: s, projects: projects.service, policy: policy.service)
+        agents.service.attach(notebooks: notebooks.service)
         return [
             auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets, policy, mcp, notebooks,
         ]

@@ -63,6 +63,8 @@ struct KilnToolbox: Sendable {
         switch name {
         case "edit_file", "write_file": "project:write"
         case "run_command", "run_tests": "shell:run"
+        case "run_cell": "notebook:run"
+        case "read_notebook": "notebook:read"
         default: "project:read"
         }
     }

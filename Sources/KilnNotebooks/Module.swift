@@ -17,7 +17,8 @@ public enum NotebookPermission {
 /// notebook that JupyterLab, VS Code and nbconvert open unchanged).
 public struct NotebooksModule: KilnModule {
     public let name = "notebooks"
-    let service: NotebookService
+    /// The notebooks; agent runs use them as `NotebookCells`.
+    public let service: NotebookService
 
     public init(services: Services, projects: any ProjectDirectory, policy: (any PolicyEngine)? = nil) {
         service = NotebookService(services: services, projects: projects, policy: policy)

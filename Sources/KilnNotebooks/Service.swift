@@ -247,7 +247,8 @@ public final class NotebookService: Sendable {
         actorKind: String = "user"
     ) async throws -> (String, Task<JSONValue, Never>) {
         let (project, path, _) = try await locate(nbID, access: access)
-        if let policy {
+        // An agent's run_cell was judged as its tool call already.
+        if let policy, actorKind != "agent" {
             try await policy.check(
                 wsID: access.wsID, userID: userID, action: "notebook.run",
                 context: PolicyContext(path: path, actorKind: actorKind))
@@ -340,5 +341,69 @@ public final class NotebookService: Sendable {
         let nb = try Self.read(project, path)
         let k = try await runner.kernel(nbID, project: project, name: nb.kernel ?? "python3")
         return await k.info
+    }
+}
+
+extension NotebookService: NotebookCells {
+    /// The id of a notebook path in a project (made on first sight).
+    func nbID(_ project: ProjectRef, _ path: String) async throws -> String {
+        let clean = try Self.checkPath(path)
+        return try await store.id(
+            projectID: project.id, path: clean, newID: Self.makeID(projectID: project.id, path: clean), at: clock.now())
+    }
+
+    public func readNotebook(project: ProjectRef, path: String) async throws -> String {
+        let nb = try Self.read(project, try Self.checkPath(path))
+        var out = "notebook \(path) (kernel \(nb.kernel ?? "none"), \(nb.cells.count) cells)\n"
+        for c in nb.cells {
+            let id = c["id"]?.stringValue ?? ""
+            let type = c["cell_type"]?.stringValue ?? ""
+            var head = "--- cell \(id) (\(type)"
+            if case .int(let n)? = c["execution_count"] { head += ", run \(n)" }
+            out += head + ")\n" + NotebookFile.text(c["source"]) + "\n"
+            if case .array(let outputs)? = c["outputs"], !outputs.isEmpty {
+                out += "[outputs]\n" + Self.outputsText(outputs) + "\n"
+            }
+            if out.utf8.count > 64 * 1024 {
+                out += "… (truncated; the notebook is longer)\n"
+                break
+            }
+        }
+        return out
+    }
+
+    public func runCell(
+        project: ProjectRef, path: String, cellID: String, userID: String
+    ) async throws -> (
+        ok: Bool, text: String
+    ) {
+        let id = try await nbID(project, path)
+        let (_, task) = try await run(
+            id, cellID: cellID, access: WorkspaceAccess(wsID: project.wsID, role: .member), userID: userID,
+            ip: "agent", actorKind: "agent")
+        let r = await task.value.objectValue ?? [:]
+        let status = r["status"]?.stringValue ?? "ok"
+        var text = "status: \(status)"
+        if case .int(let n)? = r["execution_count"] { text += ", execution count \(n)" }
+        if case .array(let outputs)? = r["outputs"], !outputs.isEmpty { text += "\n" + Self.outputsText(outputs) }
+        return (status == "ok", text)
+    }
+
+    /// Outputs as a model reads them: stream text, text/plain of results, errors by name and value.
+    static func outputsText(_ outputs: [JSONValue]) -> String {
+        var out = ""
+        for o in outputs {
+            guard case .object(let x) = o else { continue }
+            switch x["output_type"]?.stringValue {
+            case "stream": out += NotebookFile.text(x["text"])
+            case "error":
+                out += "\(x["ename"]?.stringValue ?? "Error"): \(x["evalue"]?.stringValue ?? "")\n"
+            default:
+                let data = x["data"]?.objectValue ?? [:]
+                if let t = data["text/plain"] { out += NotebookFile.text(t) + "\n" }
+                for k in data.keys.sorted() where k.hasPrefix("image/") { out += "[\(k) image]\n" }
+            }
+        }
+        return out.utf8.count > 12_000 ? String(out.utf8.prefix(12_000)).map { $0 + "…" } ?? "" : out
     }
 }

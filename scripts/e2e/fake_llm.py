@@ -17,6 +17,8 @@ Usage: fake_llm.py PORT [MODE]
                         result (so a refusal shows in the run's summary).
   MODE mcp: first turn calls the registry tool tester.add (offered as tester__add) with 2 and 40, then
                         answers with its result.
+  MODE notebook: first turn reads run.ipynb (read_notebook), the second runs its first code cell
+                        (run_cell, the id taken from what it read), then answers with the cell's output.
   MODE ticker N MS [WAIT]: waits WAIT seconds (default 0), then streams N text deltas "t=<unix time>"
                         MS milliseconds apart, then stops (for fan-out latency measurements).
 """
@@ -78,6 +80,19 @@ class Handler(BaseHTTPRequestHandler):
                           chunk({}, "tool_calls")]
             else:
                 events = [chunk({"content": "done"}), chunk({}, "stop")]
+            self.send_events(events + [usage])
+            return
+        if MODE == "notebook":
+            tool_msgs = [m for m in msgs if m.get("role") == "tool"]
+            if tools_done == 0:
+                events = [call(0, "n1", "read_notebook", {"path": "run.ipynb"}), chunk({}, "tool_calls")]
+            elif tools_done == 1:
+                import re
+                found = re.search(r"--- cell (\S+) \(code", str(tool_msgs[-1].get("content", "")))
+                events = [call(0, "n2", "run_cell", {"path": "run.ipynb", "cell_id": found.group(1) if found else "none"}),
+                          chunk({}, "tool_calls")]
+            else:
+                events = [chunk({"content": "cell said: " + str(tool_msgs[-1].get("content", ""))[:200]}), chunk({}, "stop")]
             self.send_events(events + [usage])
             return
         if MODE == "mcp":

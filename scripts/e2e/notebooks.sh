@@ -37,11 +37,14 @@ PORT=$(free_port)
 B=http://127.0.0.1:$PORT
 # The venv and the Python it was made from are shown to kernels by Kiln itself (no --sandbox-mount).
 VENV=$(python3 -c 'import sys; print(sys.prefix)')
+LLM_PORT=$(free_port)
+python3 "$(dirname "${BASH_SOURCE[0]}")/fake_llm.py" "$LLM_PORT" notebook > "$OUT/notebooks-llm.log" 2>&1 &
+LLM=$!
 "$BIN/kiln" serve --port "$PORT" --data-dir "$WORK/data" --projects-root "$WORK/projects" \
-  --notebook-python "$VENV/bin/python" \
+  --notebook-python "$VENV/bin/python" --llm-base-url "http://127.0.0.1:$LLM_PORT/v1" --llm-model fake-model \
   > "$OUT/notebooks-serve.out" 2> "$OUT/notebooks-serve.log" &
 PID=$!
-trap 'kill $PID 2>/dev/null; wait 2>/dev/null' EXIT
+trap 'kill $PID $LLM 2>/dev/null; wait 2>/dev/null' EXIT
 wait_http "$B/healthz" || { echo "kiln serve did not start"; exit 1; }
 setup_owner "$OUT/notebooks-serve.out" "$B" owner@example.com "$PW"
 CSRF=$(login_csrf "$B" owner@example.com "$PW" "$WORK/jar")
@@ -133,6 +136,13 @@ print(len(list(nbformat.validator.iter_validate(nb))), nb.cells[2].outputs[0]["n
 PY
 )
 expect "the saved file validates, with its outputs in nbformat's shapes" "0 stdout True True" "$SAVED"
+# An agent run reads the notebook and runs a cell (fake_llm.py mode notebook), receipted like other tools.
+curl -sN "${S[@]}" -d "{\"project_id\":\"$PRJ\",\"prompt\":\"run the first cell\"}" "$B/api/agent/run" > "$WORK/agent.sse"
+RUN=$(grep -m1 -o '"run_id":"run_[A-Za-z0-9]*"' "$WORK/agent.sse" | cut -d'"' -f4)
+check "agent: read_notebook and run_cell were called" sh -c "grep -q '\"tool\":\"read_notebook\"' '$WORK/agent.sse' && grep -q '\"tool\":\"run_cell\"' '$WORK/agent.sse'"
+check "agent: the cell ran on the kernel (status ok)" grep -q 'status: ok, execution count' "$WORK/agent.sse"
+sleep 0.5
+expect "agent: both calls are in its receipt" "read_notebook,run_cell" "$(curl -s -b "$WORK/jar" "$B/api/receipts/$RUN" | jget '",".join(c["tool"] for c in d["tool_calls"])')"
 # nbconvert re-runs it (without the cells that fail or wait on purpose).
 python3 - "$WORK/projects/nb/run.ipynb" "$WORK/rerun.ipynb" <<'PY'
 import sys, nbformat

@@ -76,7 +76,7 @@ extension PolicyEngine {
 public enum PolicyActions {
     public static let agentTools = [
         "list_files", "read_file", "search", "find_symbol", "edit_file", "write_file", "run_command", "run_tests",
-        "record_finding",
+        "record_finding", "read_notebook", "run_cell",
     ]
     public static let fixed =
         agentTools.map { "agent.tool." + $0 } + [

@@ -52,3 +52,15 @@ public protocol ExternalTools: Sendable {
     /// The caller has judged it by the policy already.
     func call(wsID: String, name: String, arguments: JSONValue, userID: String) async -> ToolCallOutcome
 }
+
+/// Notebooks as agent tools see them (implemented by the notebooks domain).
+public protocol NotebookCells: Sendable {
+    /// The notebook at `path` as text for a model: each cell's id, type, source and text outputs.
+    func readNotebook(project: ProjectRef, path: String) async throws -> String
+    /// Runs a cell on the notebook's kernel as `userID`; its outputs as text (ok: false when it raised).
+    func runCell(
+        project: ProjectRef, path: String, cellID: String, userID: String
+    ) async throws -> (
+        ok: Bool, text: String
+    )
+}
