@@ -84,7 +84,10 @@ enum KernelBridge {
                     count = c.get("execution_count")
                     send({"event": "started", "id": rid, "execution_count": count})
                 elif t == "stream":
-                    send({"event": "stream", "id": rid, "name": c.get("name"), "text": c.get("text", "")})
+                    # A kernel batches output; large batches go out in 64 KiB pieces.
+                    text = c.get("text", "")
+                    for i in range(0, max(len(text), 1), 65536):
+                        send({"event": "stream", "id": rid, "name": c.get("name"), "text": text[i:i + 65536]})
                 elif t in ("display_data", "execute_result", "update_display_data"):
                     ev = {"event": "execute_result" if t == "execute_result" else "display_data", "id": rid,
                           "data": c.get("data", {}), "metadata": c.get("metadata", {})}

@@ -124,21 +124,36 @@ final class NotebookRunner: Sendable {
         var dropped = 0
         var status = "ok"
         var count: Int? = nil
+        // Consecutive stream text of one name is one output, as Jupyter keeps it: its pieces are
+        // gathered and joined once.
+        var pending: (name: JSONValue, parts: [String])? = nil
+        func flush() {
+            guard let p = pending else { return }
+            outputs.append(["output_type": "stream", "name": p.name, "text": .string(p.parts.joined())])
+            pending = nil
+        }
         func keep(_ o: JSONValue) {
-            let size = o.jsonText.utf8.count
+            let size: Int
+            if case .object(let x) = o, x["output_type"] == "stream" {
+                size = NotebookFile.text(x["text"]).utf8.count + 64
+            } else {
+                size = o.jsonText.utf8.count
+            }
             if kept + size > Self.maxKeptOutput {
                 dropped += size
                 return
             }
             kept += size
-            // Consecutive stream text of one name is one output, as Jupyter keeps it.
-            if case .object(let new) = o, new["output_type"] == "stream", case .object(var last)? = outputs.last,
-                last["output_type"] == "stream", last["name"] == new["name"]
-            {
-                last["text"] = .string(NotebookFile.text(last["text"]) + NotebookFile.text(new["text"]))
-                outputs[outputs.count - 1] = .object(last)
+            if case .object(let x) = o, x["output_type"] == "stream", let name = x["name"] {
+                if let p = pending, p.name == name {
+                    pending!.parts.append(NotebookFile.text(x["text"]))
+                    return
+                }
+                flush()
+                pending = (name, [NotebookFile.text(x["text"])])
                 return
             }
+            flush()
             outputs.append(o)
         }
         for await e in await kernel.execute(code, id: runID) {
@@ -151,7 +166,13 @@ final class NotebookRunner: Sendable {
                 _ = try? await bus.publish(topic: topic, type: "cell.started", data: JSONValue.object(o).jsonText)
             case "stream":
                 keep(["output_type": "stream", "name": o["name"] ?? "stdout", "text": o["text"] ?? ""])
-                _ = try? await bus.publish(topic: topic, type: "stream", data: JSONValue.object(o).jsonText)
+                // A kernel batches output: a large batch goes out in pieces, so no event outgrows a
+                // subscriber's buffer.
+                for piece in Self.pieces(o["text"]?.stringValue ?? "") {
+                    _ = try? await bus.publish(
+                        topic: topic, type: "stream",
+                        data: JSONValue.object(["name": o["name"] ?? "stdout", "text": .string(piece)]).jsonText)
+                }
             case "display_data", "execute_result":
                 var out: [String: JSONValue] = [
                     "output_type": .string(type), "data": o["data"] ?? [:], "metadata": o["metadata"] ?? [:],
@@ -175,6 +196,7 @@ final class NotebookRunner: Sendable {
             }
         }
         await kernel.finished()
+        flush()
         if dropped > 0 {
             outputs.append([
                 "output_type": "stream", "name": "stderr",
@@ -199,6 +221,22 @@ final class NotebookRunner: Sendable {
                 if let t = x["text"] { x["text"] = NotebookFile.lines(NotebookFile.text(t)) }
                 return .object(x)
             })
+    }
+
+    /// Text cut into pieces of at most 64 KiB, at character boundaries.
+    static func pieces(_ text: String, max: Int = 64 * 1024) -> [String] {
+        let bytes = Array(text.utf8)
+        guard bytes.count > max else { return [text] }
+        var out: [String] = []
+        var start = 0
+        while start < bytes.count {
+            var end = min(start + max, bytes.count)
+            // Back off to a character boundary (a UTF-8 continuation byte is 10xxxxxx).
+            while end < bytes.count && end > start + 1 && (bytes[end] & 0xC0) == 0x80 { end -= 1 }
+            out.append(String(decoding: bytes[start..<end], as: UTF8.self))
+            start = end
+        }
+        return out
     }
 
     static func sourceHash(_ code: String) -> String { Crypto.hex(Crypto.sha256(Array(code.utf8))) }
