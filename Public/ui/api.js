@@ -13,6 +13,9 @@ export class APIError extends Error {
   }
 }
 
+/// The session's CSRF token, for requests made with fetch directly (event streams of a POST).
+export function csrfToken() { return csrf; }
+
 export async function session() {
   const r = await fetch("/api/auth/session", { credentials: "same-origin" });
   if (!r.ok) return null;

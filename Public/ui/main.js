@@ -8,6 +8,7 @@
 //   /w/<ws>/p/<project>                      the project: rescan, findings, run a command or the tests, jobs
 //   /w/<ws>/p/<project>/file/<path>#L10-L20  a file, lines 10-20 marked
 //   /w/<ws>/p/<project>/search?q=…           search results
+//   /w/<ws>/p/<project>/notebooks, …/notebook/<path>  the project's notebooks; one notebook
 //   /w/<ws>/p/<project>/terminal/<id>        a terminal;  …/job/<id>  a job's output
 //   /w/<ws>/p/<project>/agent, …/run/<id>    agent runs: start one, history; one run streamed
 //   /w/<ws>/p/<project>/budget, …/receipts   spend per day and the caps; the receipt chain
@@ -19,6 +20,7 @@ import { agentView, runView, budgetView, receiptsView } from "./agent.js";
 import { membersView, auditView, adminView } from "./admin.js";
 import { secretsView, policiesView, approvalsView } from "./guard.js";
 import { mcpView } from "./mcp.js";
+import { notebooksView, notebookView } from "./notebook.js";
 
 export const state = { ws: null, project: null, projects: [], user: null, tabs: [], views: new Map() };
 
@@ -124,6 +126,8 @@ async function makeView(r) {
   if (!r.project) return projectsView();
   if (!r.kind) return { ...(await projectHome()), closable: false };
   if (r.kind === "file") return fileView(r.rest);
+  if (r.kind === "notebooks") return notebooksView();
+  if (r.kind === "notebook") return notebookView(r.rest);
   if (r.kind === "search") return searchView();
   if (r.kind === "terminal") return terminalView(r.rest);
   if (r.kind === "job") return jobView(r.rest);

@@ -58,7 +58,7 @@ export async function projectHome() {
   const el = h("section", { class: "pad" },
     h("h1", { text: p.name }),
     h("p", { class: "muted", text: `${p.path} · ${p.vcs}${p.branch ? " · " + p.branch : ""}${p.head_commit ? " @ " + p.head_commit.slice(0, 10) : ""}` }),
-    h("nav", { class: "row", "aria-label": "Project pages" }, ...[["agent", "Agent runs"], ["budget", "Budget"], ["receipts", "Receipts"], ["search", "Search"]]
+    h("nav", { class: "row", "aria-label": "Project pages" }, ...[["agent", "Agent runs"], ["notebooks", "Notebooks"], ["budget", "Budget"], ["receipts", "Receipts"], ["search", "Search"]]
       .map(([k, t]) => h("a", { href: `${base()}/${k}`, onclick: (e) => { e.preventDefault(); go(`${base()}/${k}`); }, text: t }))),
     h("div", { class: "row" }, rescan, progress),
     h("h2", { text: "Run" }), cmd,

@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import subprocess
+import json
 import sys
 import tempfile
 import time
@@ -58,7 +59,7 @@ sock = socket.socket(); sock.bind(("127.0.0.1", 0)); llm_port = sock.getsockname
 llm = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_llm.py"), str(llm_port), "ui"])
 server = subprocess.Popen([os.path.join(bin_dir, "kiln"), "serve", "--port", str(port), "--data-dir", data,
                            "--projects-root", roots, "--llm-base-url", f"http://127.0.0.1:{llm_port}/v1",
-                           "--llm-model", "gpt-4o-mini"],
+                           "--llm-model", "gpt-4o-mini", "--notebook-python", sys.executable],
                           stdout=subprocess.PIPE, stderr=open(os.path.join(out_dir, "browser-serve.log"), "w"), text=True, cwd=os.getcwd())
 setup_url = None
 deadline = time.time() + 30
@@ -340,6 +341,24 @@ def workspace_flow():
     wait.until(lambda d: "demo" in visible("pre[aria-label='Tool result']").text)
     shot("tools")
     check("tools page: a catalogue tool is called from the page and its result shown", True)
+
+    # A notebook: made from the project's notebooks page, a code cell run with Shift-Enter on a real
+    # kernel, its output shown and saved.
+    driver.get(workspace_url + "/notebooks")
+    nf = visible("form[aria-label='New notebook']")
+    nf.find_element(By.NAME, "path").send_keys("ui.ipynb")
+    nf.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    visible("section:not([hidden]).notebook")
+    driver.find_element(By.XPATH, "//section[not(@hidden)]//button[text()='+ code']").click()
+    src = visible("section:not([hidden]) textarea.nb-src")
+    src.send_keys("print(6 * 7)")
+    src.send_keys(Keys.SHIFT, Keys.ENTER)
+    wait.until(lambda d: "42" in visible("section:not([hidden]) .nb-outputs").text)
+    wait.until(lambda d: "[1]" in visible("section:not([hidden]) .nb-count").text)
+    shot("notebook")
+    saved = json.load(open(os.path.join(demo, "ui.ipynb")))
+    check("notebook page: a cell run with Shift-Enter shows 42 and the output is saved in the file",
+          saved["cells"][0]["outputs"][0]["text"] in (["42\n"], "42\n"))
 
     # Nothing came from another origin (every resource the pages loaded was this server's).
     origin = driver.current_url.split("/w/")[0]
