@@ -96,6 +96,8 @@ actor NotebookKernel {
     enum State: String { case starting, idle, busy, dead }
     let process: KernelProcess
     let kernelName: String
+    /// Who started it (the kernels-per-user limit counts it against them).
+    nonisolated let startedBy: String
     /// Set once the kernel is dead, readable without waiting on the actor.
     nonisolated let isDead = Atomic<Bool>(false)
     private(set) var state: State = .starting
@@ -111,9 +113,10 @@ actor NotebookKernel {
     private var running = false
     private var fatal: String?
 
-    init(process: KernelProcess, kernelName: String) {
+    init(process: KernelProcess, kernelName: String, startedBy: String) {
         self.process = process
         self.kernelName = kernelName
+        self.startedBy = startedBy
     }
 
     /// Reads the bridge's events until it ends; waits for the kernel to be ready.

@@ -85,7 +85,10 @@ struct NotebookRoutes: Sendable {
     }
 
     @Sendable func restart(_ req: Request, _ ctx: RequestContext) async throws -> Response {
-        .json(try await notebooks.restart(try ctx.parameter("nb_id"), access: try ctx.requireWorkspace()))
+        .json(
+            try await notebooks.restart(
+                try ctx.parameter("nb_id"), access: try ctx.requireWorkspace(),
+                userID: try ctx.requirePrincipal().userID))
     }
 
     @Sendable func kernel(_ req: Request, _ ctx: RequestContext) async throws -> Response {

@@ -21,6 +21,7 @@ final class NotebookRunner: Sendable {
 
     static let pythonFlag = "--notebook-python"
     static let idleFlag = "--kernel-idle-minutes"
+    static let perUserFlag = "--kernels-per-user"
     static let options: [Config.Option] = [
         .text(
             pythonFlag, env: "KILN_NOTEBOOK_PYTHON",
@@ -28,7 +29,11 @@ final class NotebookRunner: Sendable {
         .int(
             idleFlag, env: "KILN_KERNEL_IDLE_MINUTES", help: "minutes an unused notebook kernel lives (default 60)",
             range: 1...10_080),
+        .int(
+            perUserFlag, env: "KILN_KERNELS_PER_USER", help: "notebook kernels one account may start (default 4)",
+            range: 1...1000),
     ]
+    let perUser: Int
 
     init(services: Services) {
         sandbox = services.sandbox
@@ -36,6 +41,7 @@ final class NotebookRunner: Sendable {
         clock = services.clock
         python = services.config.string(Self.pythonFlag) ?? "python3"
         idleSeconds = Double((services.config.int(Self.idleFlag) ?? 60) * 60)
+        perUser = services.config.int(Self.perUserFlag) ?? 4
     }
 
     static func topic(_ runID: String) -> String { "nbrun:\(runID)" }
@@ -61,16 +67,23 @@ final class NotebookRunner: Sendable {
         return found
     }
 
-    func kernel(_ nbID: String, project: ProjectRef, name: String) async throws -> NotebookKernel {
+    func kernel(_ nbID: String, project: ProjectRef, name: String, userID: String) async throws -> NotebookKernel {
         let interpreterFolders = await interpreterFolders()
         // Found or started under the lock: a kernel another request is starting is waited for, not
         // started twice.
         let (k, fresh) = try kernels.withLock { d -> (NotebookKernel, Bool) in
             if let k = d[nbID], !k.isDead.load(ordering: .relaxed) { return (k, false) }
+            let mine = d.values.filter { $0.startedBy == userID && !$0.isDead.load(ordering: .relaxed) }.count
+            guard mine < perUser else {
+                throw HTTPError(
+                    .tooManyRequests, code: "rate_limited",
+                    message: "You have \(mine) notebook kernels running (the limit is \(perUser)); they end after "
+                        + "\(Int(idleSeconds / 60)) idle minutes")
+            }
             let launch = try sandbox.launch(
                 [python, "-c", KernelBridge.source, name], workspace: project.wsID, project: project.root,
                 cwd: project.root, extraReadOnly: interpreterFolders)
-            let k = NotebookKernel(process: try KernelProcess.start(launch), kernelName: name)
+            let k = NotebookKernel(process: try KernelProcess.start(launch), kernelName: name, startedBy: userID)
             d[nbID] = k
             return (k, true)
         }

@@ -277,7 +277,7 @@ public final class NotebookService: Sendable {
                 data: #"{"status":"ok","duration_ms":0,"execution_count":null}"#)
             return (runID, Task { ["status": "ok", "execution_count": .null, "outputs": [], "duration_ms": 0] })
         }
-        let kernel = try await runner.kernel(nbID, project: project, name: nb.kernel ?? "python3")
+        let kernel = try await runner.kernel(nbID, project: project, name: nb.kernel ?? "python3", userID: userID)
         let task = Task { () -> JSONValue in
             let r = await runner.execute(kernel, code: code, runID: runID)
             try? await store.setRun(nbID, at: clock.now())
@@ -332,14 +332,14 @@ public final class NotebookService: Sendable {
         return await k.info
     }
 
-    func restart(_ nbID: String, access: WorkspaceAccess) async throws -> JSONValue {
+    func restart(_ nbID: String, access: WorkspaceAccess, userID: String) async throws -> JSONValue {
         let (project, path, _) = try await locate(nbID, access: access)
         if let k = runner.existing(nbID), await k.state != .dead {
             await k.restart()
             return await k.info
         }
         let nb = try Self.read(project, path)
-        let k = try await runner.kernel(nbID, project: project, name: nb.kernel ?? "python3")
+        let k = try await runner.kernel(nbID, project: project, name: nb.kernel ?? "python3", userID: userID)
         return await k.info
     }
 }

@@ -41,7 +41,7 @@ LLM_PORT=$(free_port)
 python3 "$(dirname "${BASH_SOURCE[0]}")/fake_llm.py" "$LLM_PORT" notebook > "$OUT/notebooks-llm.log" 2>&1 &
 LLM=$!
 "$BIN/kiln" serve --port "$PORT" --data-dir "$WORK/data" --projects-root "$WORK/projects" \
-  --notebook-python "$VENV/bin/python" --llm-base-url "http://127.0.0.1:$LLM_PORT/v1" --llm-model fake-model \
+  --notebook-python "$VENV/bin/python" --kernels-per-user 2 --llm-base-url "http://127.0.0.1:$LLM_PORT/v1" --llm-model fake-model \
   > "$OUT/notebooks-serve.out" 2> "$OUT/notebooks-serve.log" &
 PID=$!
 trap 'kill $PID $LLM 2>/dev/null; wait 2>/dev/null' EXIT
@@ -143,6 +143,13 @@ check "agent: read_notebook and run_cell were called" sh -c "grep -q '\"tool\":\
 check "agent: the cell ran on the kernel (status ok)" grep -q 'status: ok, execution count' "$WORK/agent.sse"
 sleep 0.5
 expect "agent: both calls are in its receipt" "read_notebook,run_cell" "$(curl -s -b "$WORK/jar" "$B/api/receipts/$RUN" | jget '",".join(c["tool"] for c in d["tool_calls"])')"
+# Kernels per user (2 here): a second notebook gets one, a third is refused until one ends.
+K2=$(ETAG= call POST /api/notebook "{\"project_id\":\"$PRJ\",\"path\":\"k2.ipynb\"}" | jget 'd["id"]')
+K3=$(ETAG= call POST /api/notebook "{\"project_id\":\"$PRJ\",\"path\":\"k3.ipynb\"}" | jget 'd["id"]')
+Y2=$(ETAG= call POST "/api/notebook/$K2/cells" '{"cell_type":"code","source":"1"}' | jget 'd["id"]')
+Y3=$(ETAG= call POST "/api/notebook/$K3/cells" '{"cell_type":"code","source":"1"}' | jget 'd["id"]')
+expect "a second notebook gets a kernel" ok "$(curl -s "${S[@]}" -H 'Accept: application/json' -X POST "$B/api/notebook/run/$K2/$Y2" | jget 'd["status"]')"
+expect "a third is refused (429) past --kernels-per-user 2" 429 "$(curl -s -o /dev/null -w '%{http_code}' "${S[@]}" -H 'Accept: application/json' -X POST "$B/api/notebook/run/$K3/$Y3")"
 # nbconvert re-runs it (without the cells that fail or wait on purpose).
 python3 - "$WORK/projects/nb/run.ipynb" "$WORK/rerun.ipynb" <<'PY'
 import sys, nbformat
