@@ -143,13 +143,21 @@ check "agent: read_notebook and run_cell were called" sh -c "grep -q '\"tool\":\
 check "agent: the cell ran on the kernel (status ok)" grep -q 'status: ok, execution count' "$WORK/agent.sse"
 sleep 0.5
 expect "agent: both calls are in its receipt" "read_notebook,run_cell" "$(curl -s -b "$WORK/jar" "$B/api/receipts/$RUN" | jget '",".join(c["tool"] for c in d["tool_calls"])')"
-# Kernels per user (2 here): a second notebook gets one, a third is refused until one ends.
+# The 4.4 notebook runs too, and keeps what it had.
+expect "the 4.4 notebook's code cell runs (42)" 42 "$(curl -s "${S[@]}" -H 'Accept: application/json' -X POST "$B/api/notebook/run/$OLD/cell-2" | jget 'd["outputs"][0]["data"]["text/plain"]')"
+KEPT2=$(python3 - "$WORK/projects/nb/old.ipynb" <<'PY'
+import sys, nbformat
+nb = nbformat.read(sys.argv[1], as_version=nbformat.NO_CONVERT)
+nbformat.validate(nb)
+c = nb.cells[1]
+print(nb.metadata["x_team"]["owner"], c.metadata["collapsed"], c.outputs[0]["data"]["text/plain"], c.execution_count is not None)
+PY
+)
+expect "… saved with its metadata and the new output" "data False 42 True" "$KEPT2"
+# Kernels per user (2 here; run.ipynb and old.ipynb hold them): a third notebook's run is refused.
 K2=$(ETAG= call POST /api/notebook "{\"project_id\":\"$PRJ\",\"path\":\"k2.ipynb\"}" | jget 'd["id"]')
-K3=$(ETAG= call POST /api/notebook "{\"project_id\":\"$PRJ\",\"path\":\"k3.ipynb\"}" | jget 'd["id"]')
 Y2=$(ETAG= call POST "/api/notebook/$K2/cells" '{"cell_type":"code","source":"1"}' | jget 'd["id"]')
-Y3=$(ETAG= call POST "/api/notebook/$K3/cells" '{"cell_type":"code","source":"1"}' | jget 'd["id"]')
-expect "a second notebook gets a kernel" ok "$(curl -s "${S[@]}" -H 'Accept: application/json' -X POST "$B/api/notebook/run/$K2/$Y2" | jget 'd["status"]')"
-expect "a third is refused (429) past --kernels-per-user 2" 429 "$(curl -s -o /dev/null -w '%{http_code}' "${S[@]}" -H 'Accept: application/json' -X POST "$B/api/notebook/run/$K3/$Y3")"
+expect "a third kernel is refused (429) past --kernels-per-user 2" 429 "$(curl -s -o /dev/null -w '%{http_code}' "${S[@]}" -H 'Accept: application/json' -X POST "$B/api/notebook/run/$K2/$Y2")"
 # nbconvert re-runs it (without the cells that fail or wait on purpose).
 python3 - "$WORK/projects/nb/run.ipynb" "$WORK/rerun.ipynb" <<'PY'
 import sys, nbformat
