@@ -55,6 +55,23 @@ extension AgentService: ToolRunner, AgentRunner {
 
     public func workspaceOf(runID: String) async throws -> String? { try await workspaceOf(runID) }
 
+    public func shareable(_ runID: String, wsID: String) async throws -> JSONValue? {
+        guard let run = try await run(runID, wsID: wsID), case .object(let o) = run else { return nil }
+        // The diffs as the run streamed them (file.changed events, kept with the run's events).
+        var diffs: [JSONValue] = []
+        for e in try await bus.stored(topic: AgentEngine.topic(runID), limit: 100_000) where e.type == "file.changed" {
+            if let d = try? JSONDecoder().decode(JSONValue.self, from: Data(e.data.utf8)) { diffs.append(d) }
+        }
+        var shown: [String: JSONValue] = [:]
+        for k in [
+            "run_id", "id", "prompt", "model", "status", "summary", "started_at", "ended_at", "transcript", "steps",
+        ] {
+            if let v = o[k] { shown[k] = v }
+        }
+        shown["diffs"] = .array(diffs)
+        return .object(shown)
+    }
+
     public func run(_ runID: String, wsID: String) async throws -> JSONValue? {
         guard IDs.isValid(runID, prefix: "run") else { return nil }
         do { return try await detail(runID, in: wsID) } catch let e as HTTPError where e.status == .notFound {

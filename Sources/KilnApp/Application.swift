@@ -4,6 +4,7 @@ import KilnAccount
 import KilnAgents
 import KilnAuth
 import KilnBudget
+import KilnCollab
 import KilnCore
 import KilnCrypto
 import KilnHTTP
@@ -51,7 +52,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
         AuthModule.self, AccountModule.self, WorkspacesModule.self, ProjectsModule.self, ShellModule.self,
         PTYModule.self,
         AgentsModule.self, BudgetModule.self, ReceiptsModule.self, SecretsModule.self, PolicyModule.self,
-        MCPModule.self, NotebooksModule.self,
+        MCPModule.self, NotebooksModule.self, CollabModule.self,
     ]
 
     /// What `kiln serve` understands: the server's own options and every module's.
@@ -110,8 +111,10 @@ public final class Application: ModuleHost, @unchecked Sendable {
         agents.service.attach(externalTools: mcp.registry)
         let notebooks = NotebooksModule(services: s, projects: projects.service, policy: policy.service)
         agents.service.attach(notebooks: notebooks.service)
+        let collab = CollabModule(services: s, agents: agents.service, receipts: receipts.service)
         return [
             auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets, policy, mcp, notebooks,
+            collab,
         ]
     }
 

@@ -28,7 +28,9 @@ public struct AccessMiddleware: Middleware {
     public static let sessionCookie = "kiln_session"
 
     public func handle(_ request: Request, context: RequestContext, next: Handler) async throws -> Response {
-        guard let permission = context.route?.metadata.permission, context.route?.pattern.hasPrefix("(") == false else {
+        guard let permission = context.route?.metadata.permission, context.route?.pattern.hasPrefix("(") == false,
+            permission != Permission.anonymous.name
+        else {
             return try await next(request, context)
         }
         let principal = try await authenticate(request)

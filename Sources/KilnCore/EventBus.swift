@@ -257,6 +257,17 @@ public final class EventBus: Sendable {
         return out
     }
 
+    /// The stored events of `topic` after `cursor`, at most `limit` (for reading a finished stream).
+    public func stored(topic: String, after cursor: Int = 0, limit: Int = 500) async throws -> [BusEvent] {
+        try await db.read { tx in
+            try tx.query(EventBus.replayPage, topic, cursor)
+        }.prefix(limit).map { r in
+            BusEvent(
+                topic: topic, seq: r.int("seq") ?? 0, type: r.string("type") ?? "", data: r.string("data") ?? "null",
+                createdAt: r.date("created_at") ?? Date())
+        }
+    }
+
     /// The newest seq of `topic` (0 when empty).
     public func head(topic: String) async throws -> Int {
         try await db.read { try $0.first("SELECT MAX(seq) AS m FROM events WHERE topic = ?", topic)?.int("m") ?? 0 }

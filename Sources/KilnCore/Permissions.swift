@@ -52,6 +52,9 @@ public struct Permission: Sendable, Hashable {
         "session", "Any session, even one that still owes its second factor", scope: .special)
     /// Routes any fully signed-in principal may call.
     public static let authenticated = Permission("authenticated", "Any signed-in caller", scope: .special)
+    /// Routes anyone may call where no credential is even read (a share link's page: a visitor's
+    /// session cookie is neither looked up nor refreshed there).
+    public static let anonymous = Permission("anonymous", "Anyone; no credential is read", scope: .special)
 }
 
 /// Workspace roles and what each grants.
@@ -144,8 +147,10 @@ public struct Principal: Sendable, Equatable {
     /// Whether API-key scopes allow `permission` (sessions are not narrowed).
     public func scopeAllows(_ permission: String) -> Bool {
         guard let scopes else { return true }
-        return [Permission.publicAccess.name, Permission.session.name, Permission.authenticated.name].contains(
-            permission)
+        return [
+            Permission.publicAccess.name, Permission.session.name, Permission.authenticated.name,
+            Permission.anonymous.name,
+        ].contains(permission)
             || scopes.contains(permission)
     }
 

@@ -86,6 +86,13 @@ public struct ReceiptService: RunObserver {
 }
 
 extension ReceiptService: ReceiptVerifier {
+    public func receipt(runID: String, wsID: String) async throws -> JSONValue? {
+        guard IDs.isValid(runID, prefix: "run") else { return nil }
+        do { return ReceiptChain.served(try await receipt(runID: runID, in: wsID)) } catch let e as HTTPError
+            where e.status == .notFound
+        { return nil }
+    }
+
     public func verifyChain(runID: String, wsID: String) async throws -> JSONValue? {
         guard IDs.isValid(runID, prefix: "run") else { return nil }
         do { return try await verify(runID: runID, in: wsID).json } catch let e as HTTPError where e.status == .notFound

@@ -80,8 +80,10 @@ import Testing
             for route in t.app.responder.routes {
                 let p = try #require(route.metadata.permission, "\(route.method) \(route.pattern) has no permission")
                 #expect(
-                    [Permission.publicAccess.name, Permission.session.name, Permission.authenticated.name].contains(p)
-                        || known.contains(p), "\(route.pattern): unknown permission \(p)")
+                    [
+                        Permission.publicAccess.name, Permission.session.name, Permission.authenticated.name,
+                        Permission.anonymous.name,
+                    ].contains(p) || known.contains(p), "\(route.pattern): unknown permission \(p)")
             }
             // OpenAPI documents exactly the registered routes.
             let doc = try await t.request("GET", "/api/openapi.json")

@@ -39,6 +39,9 @@ import Testing
             let nbID = try #require(notebook.json["id"] as? String, "\(notebook.text)")
             let cell = try await x.f.a.call("POST", "/api/notebook/\(nbID)/cells", json: ["cell_type": "code"])
             let cellID = try #require(cell.json["id"] as? String, "\(cell.text)")
+            let link = try await x.f.a.call(
+                "POST", "/api/collab/share-link", json: ["ws_id": x.f.ws, "subject": ["type": "run", "id": run]])
+            let linkID = try #require(link.json["id"] as? String, "\(link.text)")
             let ownerID = try #require(
                 (try await x.f.a.call("GET", "/api/auth/session").json["user"] as? [String: Any])?["id"] as? String)
 
@@ -49,7 +52,7 @@ import Testing
             let ids: [String: [String]] = [
                 "run_id": [run], "job_id": [job, rescanJob], "pty_id": [ptyID], "ws_id": [x.f.ws], "user_id": [ownerID],
                 "approval_id": [approval], "server_id": [serverID], "token_id": [tokenID],
-                "nb_id": [nbID], "cell_id": [cellID],
+                "nb_id": [nbID], "cell_id": [cellID], "link_id": [linkID],
             ]
 
             let catalog = t.app.services.catalog

@@ -95,6 +95,17 @@ DECISIONS=$(for r in "$RUN1" "$RUN2" "$RUN3"; do curl -s -b "$JAR" "$B/api/recei
 expect "receipts: approved, rejected, expired in the chain" "approved rejected expired " "$DECISIONS"
 expect "receipts: the chain verifies" True "$(curl -s "${S[@]}" -X POST "$B/api/receipts/$RUN3/verify" | jget 'd["ok"]')"
 
+# A share link of the approved run: opened with curl and no cookies, its JSON form, then revoked.
+LINK=$(curl -s "${S[@]}" -d "{\"ws_id\":\"$WS\",\"subject\":{\"type\":\"run\",\"id\":\"$RUN1\"},\"expires_in_hours\":2}" "$B/api/collab/share-link")
+LPATH=$(echo "$LINK" | jget 'd["path"]'); LID=$(echo "$LINK" | jget 'd["id"]')
+curl -s -D "$WORK/share.h" "$B$LPATH" > "$WORK/share.html"
+check "share link: the run's page opens without cookies, with its diff" sh -c "grep -q 'HTTP/1.1 200' '$WORK/share.h' && grep -q 'answer = 42' '$WORK/share.html'"
+check "share link: no-referrer, noindex, no cookie set" sh -c "grep -qi '^referrer-policy: no-referrer' '$WORK/share.h' && grep -qi '^x-robots-tag: noindex' '$WORK/share.h' && ! grep -qi '^set-cookie' '$WORK/share.h'"
+check "share link: nothing of the workspace beyond the run (no ws or project id)" sh -c "! grep -q '$WS' '$WORK/share.html'"
+expect "share link: the JSON form shows the same run" "$RUN1" "$(curl -s "$B$LPATH.json" | jget 'd["subject"]["id"]')"
+curl -s -o /dev/null "${S[@]}" -X DELETE "$B/api/collab/share-links/$LID"
+expect "share link: revoked, it is 404 at once" 404 "$(code "$B$LPATH")"
+
 # The same rules through REST: 202, then the job runs on approval.
 curl -s "${S[@]}" -H 'Accept: application/json' -d "{\"project_id\":\"$PRJ\",\"command\":\"deploy() { echo shipped; }; deploy\"}" -w '\n%{http_code}' "$B/api/shell/run" > "$WORK/parked.txt"
 expect "REST: a held command is answered 202" 202 "$(tail -1 "$WORK/parked.txt")"

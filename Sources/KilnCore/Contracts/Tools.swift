@@ -34,12 +34,17 @@ public protocol AgentRunner: Sendable {
     func run(_ runID: String, wsID: String) async throws -> JSONValue?
     /// The workspace a run belongs to (nil: no such run).
     func workspaceOf(runID: String) async throws -> String?
+    /// What a share link of a run shows: its prompt, status, transcript and the diff of each file it
+    /// changed (nil: no such run in `wsID`).
+    func shareable(_ runID: String, wsID: String) async throws -> JSONValue?
 }
 
 /// Checks a workspace's receipt chain up to a run (implemented by the receipts domain).
 public protocol ReceiptVerifier: Sendable {
     /// `{ok, checked, first_break?}`; nil when the run has no receipt in `wsID`.
     func verifyChain(runID: String, wsID: String) async throws -> JSONValue?
+    /// The run's signed receipt as served (nil: none yet).
+    func receipt(runID: String, wsID: String) async throws -> JSONValue?
 }
 
 /// Tools of a workspace's registered MCP servers, as agent runs use them (implemented by the MCP

@@ -1,0 +1,69 @@
+import Foundation
+import KilnHTTP
+
+/// The read-only page of a share link: plain HTML, every text escaped, no script.
+enum SharePage {
+    static func escape(_ s: String) -> String {
+        var out = ""
+        out.reserveCapacity(s.utf8.count)
+        for ch in s {
+            switch ch {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(ch)
+            }
+        }
+        return out
+    }
+
+    static func text(_ v: JSONValue?) -> String {
+        switch v {
+        case .string(let s)?: s
+        case .int(let n)?: String(n)
+        case nil, .null?: ""
+        case let other?: other.jsonText
+        }
+    }
+
+    static func render(_ shared: JSONValue) -> String {
+        let o = shared.objectValue ?? [:]
+        let run = o["run"]?.objectValue ?? [:]
+        var h = """
+            <!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
+            <meta name="viewport" content="width=device-width, initial-scale=1">
+            <title>Shared agent run</title></head><body>
+            <h1>Shared agent run</h1>
+            """
+        h += "<p>Status: \(escape(text(run["status"]))) · model \(escape(text(run["model"]))) · started "
+        h += "\(escape(text(run["started_at"]))) · this link expires \(escape(text(o["expires_at"])))</p>"
+        h += "<h2>Prompt</h2><pre>\(escape(text(run["prompt"])))</pre>"
+        if let summary = run["summary"], summary != .null { h += "<h2>Summary</h2><pre>\(escape(text(summary)))</pre>" }
+        h += "<h2>Transcript</h2>"
+        if case .array(let msgs)? = run["transcript"] {
+            for m in msgs {
+                let x = m.objectValue ?? [:]
+                h += "<h3>\(escape(text(x["role"])))</h3><pre>\(escape(text(x["content"])))</pre>"
+            }
+        }
+        h += "<h2>Changes</h2>"
+        if case .array(let diffs)? = run["diffs"], !diffs.isEmpty {
+            for d in diffs {
+                let x = d.objectValue ?? [:]
+                h += "<h3>\(escape(text(x["path"])))</h3><pre>\(escape(text(x["diff"])))</pre>"
+            }
+        } else {
+            h += "<p>No files changed.</p>"
+        }
+        if let receipt = o["receipt"], receipt != .null {
+            h += "<h2>Receipt</h2><pre>\(escape(receipt.jsonText))</pre>"
+        }
+        return h + "</body></html>\n"
+    }
+}
+
+extension JSONValue {
+    var objectValue: [String: JSONValue]? { if case .object(let o) = self { o } else { nil } }
+}

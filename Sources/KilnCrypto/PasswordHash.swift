@@ -1,0 +1,24 @@
+/// Password hashing with scrypt: `scrypt$N$r$p$salt$hash` (base64url), verified in constant time.
+/// Account passwords and share-link passwords use it alike.
+public enum PasswordHash {
+    static let logN = 15, r = 8, p = 1
+
+    public static func make(_ password: String) throws -> String {
+        let salt = Crypto.randomBytes(16)
+        let dk = try Crypto.scrypt(
+            password: Array(password.utf8), salt: salt, n: 1 << UInt64(logN), r: UInt64(r), p: UInt64(p), length: 32)
+        return "scrypt$\(logN)$\(r)$\(p)$\(Base64URL.encode(salt))$\(Base64URL.encode(dk))"
+    }
+
+    public static func verify(_ password: String, against stored: String) -> Bool {
+        let parts = stored.split(separator: "$").map(String.init)
+        guard parts.count == 6, parts[0] == "scrypt", let logN = Int(parts[1]), (10...20).contains(logN),
+            let r = Int(parts[2]), (1...32).contains(r), let p = Int(parts[3]), (1...16).contains(p),
+            let salt = Base64URL.decode(parts[4]), let expected = Base64URL.decode(parts[5]), !expected.isEmpty,
+            let dk = try? Crypto.scrypt(
+                password: Array(password.utf8), salt: salt, n: 1 << UInt64(logN), r: UInt64(r), p: UInt64(p),
+                length: expected.count)
+        else { return false }
+        return Crypto.constantTimeEqual(dk, expected)
+    }
+}
