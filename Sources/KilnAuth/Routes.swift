@@ -196,8 +196,7 @@ struct AuthRoutes: Sendable {
 /// The small page browsers get from the verification link.
 enum VerifyPage {
     static func html(ok: Bool, message: String) -> String {
-        let safe = message.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-            .replacingOccurrences(of: ">", with: "&gt;")
+        let safe = HTMLText.escape(message)
         return """
             <!doctype html>
             <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
