@@ -49,7 +49,3 @@ enum SharePage {
         return h + "</body></html>\n"
     }
 }
-
-extension JSONValue {
-    var objectValue: [String: JSONValue]? { if case .object(let o) = self { o } else { nil } }
-}

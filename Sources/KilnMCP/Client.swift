@@ -143,7 +143,7 @@ final class MCPClient: Sendable {
         }
         if case .object(let e)? = o["error"] {
             throw RPCError(
-                code: e["code"].flatMap { if case .int(let n) = $0 { n } else { nil } } ?? MCPWire.internalError,
+                code: e["code"]?.intValue ?? MCPWire.internalError,
                 message: String((e["message"]?.stringValue ?? "error").prefix(500)), data: e["data"])
         }
         guard let result = o["result"] else { throw RemoteFailure(description: "the server's answer has no result") }

@@ -166,8 +166,3 @@ enum RPCReply {
         ["jsonrpc": "2.0", "id": id, "error": e.json]
     }
 }
-
-extension JSONValue {
-    var stringValue: String? { if case .string(let s) = self { s } else { nil } }
-    var objectValue: [String: JSONValue]? { if case .object(let o) = self { o } else { nil } }
-}

@@ -195,8 +195,3 @@ enum NotebookJSON {
         }
     }
 }
-
-extension JSONValue {
-    var stringValue: String? { if case .string(let s) = self { s } else { nil } }
-    var objectValue: [String: JSONValue]? { if case .object(let o) = self { o } else { nil } }
-}

@@ -240,15 +240,3 @@ public final class PolicyService: PolicyEngine, Sendable {
         return rule
     }
 }
-
-extension JSONValue {
-    fileprivate var stringValue: String? { if case .string(let s) = self { s } else { nil } }
-    fileprivate var intValue: Int? {
-        switch self {
-        case .int(let n): n
-        case .double(let d) where d == d.rounded() && abs(d) < 9e15: Int(d)
-        default: nil
-        }
-    }
-    fileprivate var objectValue: [String: JSONValue]? { if case .object(let o) = self { o } else { nil } }
-}

@@ -34,47 +34,39 @@ if python3 scripts/e2e/ws_check.py "ws://127.0.0.1:$PORT/ws/echo"; then pass "we
 rm -rf "$OUT/autobahn"
 if python3 scripts/e2e/autobahn.py "ws://127.0.0.1:$PORT/ws/echo" "$OUT/autobahn"; then pass "Autobahn sections 1-7, 9"; else fail "Autobahn sections 1-7, 9"; fi
 
+# suite NAME: runs scripts/e2e/NAME.sh and adds its "NAME e2e: P passed, F failed" line to the totals
+# (a script that ends without that line counts as one failure).
+suite() {
+  BIN="$BIN" OUT="$OUT" bash "scripts/e2e/$1.sh" | tee "$OUT/$1.txt"
+  local p f
+  p=$(awk -v n="$1" '$1 == n && $2 == "e2e:" { print $3 }' "$OUT/$1.txt")
+  f=$(awk -v n="$1" '$1 == n && $2 == "e2e:" { print $5 }' "$OUT/$1.txt")
+  PASSED=$((PASSED + ${p:-0})); FAILED=$((FAILED + ${f:-1}))
+}
+
 # --- kiln serve ---
-BIN="$BIN" OUT="$OUT" bash scripts/e2e/app.sh | tee "$OUT/app.txt"
-APP_PASSED=$(awk '/^app e2e:/ { print $3 }' "$OUT/app.txt")
-APP_FAILED=$(awk '/^app e2e:/ { print $5 }' "$OUT/app.txt")
-PASSED=$((PASSED + ${APP_PASSED:-0}))
-FAILED=$((FAILED + ${APP_FAILED:-1}))
+suite app
 
 # --- shell, terminals (python websockets) and ssh (a real sshd) ---
-BIN="$BIN" OUT="$OUT" bash scripts/e2e/terminal.sh | tee "$OUT/terminal.txt"
-P=$(awk '/^terminal e2e:/ { print $3 }' "$OUT/terminal.txt"); F=$(awk '/^terminal e2e:/ { print $5 }' "$OUT/terminal.txt")
-PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
+suite terminal
 
 # --- agent runs with a scripted provider; receipts verified with hashlib + cryptography ---
-BIN="$BIN" OUT="$OUT" bash scripts/e2e/agents.sh | tee "$OUT/agents.txt"
-P=$(awk '/^agents e2e:/ { print $3 }' "$OUT/agents.txt"); F=$(awk '/^agents e2e:/ { print $5 }' "$OUT/agents.txt")
-PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
+suite agents
 
 # --- the network-safety attacks replayed: sandbox probes from a job, a terminal and an agent ---
-BIN="$BIN" OUT="$OUT" bash scripts/e2e/security.sh | tee "$OUT/security.txt"
-P=$(awk '/^security e2e:/ { print $3 }' "$OUT/security.txt"); F=$(awk '/^security e2e:/ { print $5 }' "$OUT/security.txt")
-PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
+suite security
 
 # --- secrets handed to a job, a terminal and an agent, never seen again; a policy stops them ---
-BIN="$BIN" OUT="$OUT" bash scripts/e2e/secrets.sh | tee "$OUT/secrets.txt"
-P=$(awk '/^secrets e2e:/ { print $3 }' "$OUT/secrets.txt"); F=$(awk '/^secrets e2e:/ { print $5 }' "$OUT/secrets.txt")
-PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
+suite secrets
 
 # --- approvals: a held agent edit approved, rejected and expired; a held command run on approval ---
-BIN="$BIN" OUT="$OUT" bash scripts/e2e/approvals.sh | tee "$OUT/approvals.txt"
-P=$(awk '/^approvals e2e:/ { print $3 }' "$OUT/approvals.txt"); F=$(awk '/^approvals e2e:/ { print $5 }' "$OUT/approvals.txt")
-PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
+suite approvals
 
 # --- Kiln as an MCP server: the official MCP Python SDK in both protocol eras ---
-BIN="$BIN" OUT="$OUT" bash scripts/e2e/mcp.sh | tee "$OUT/mcp.txt"
-P=$(awk '/^mcp e2e:/ { print $3 }' "$OUT/mcp.txt"); F=$(awk '/^mcp e2e:/ { print $5 }' "$OUT/mcp.txt")
-PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
+suite mcp
 
 # --- notebooks: made and edited with curl, validated with nbformat; a 4.4 notebook kept whole ---
-BIN="$BIN" OUT="$OUT" bash scripts/e2e/notebooks.sh | tee "$OUT/notebooks.txt"
-P=$(awk '/^notebooks e2e:/ { print $3 }' "$OUT/notebooks.txt"); F=$(awk '/^notebooks e2e:/ { print $5 }' "$OUT/notebooks.txt")
-PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
+suite notebooks
 
 # --- opt-in: a real small model served offline (slow: builds llama.cpp on first use) ---
 if [ "${KILN_E2E_LOCAL_LLM:-0}" = 1 ]; then
@@ -84,13 +76,11 @@ if [ "${KILN_E2E_LOCAL_LLM:-0}" = 1 ]; then
 fi
 
 # --- identity: curl + pyotp, then a real browser ---
-BIN="$BIN" OUT="$OUT" bash scripts/e2e/identity.sh | tee "$OUT/identity.txt"
-PASSED=$((PASSED + $(awk '/^identity e2e:/ { print $3 }' "$OUT/identity.txt" || echo 0)))
-FAILED=$((FAILED + $(awk '/^identity e2e:/ { print $5 }' "$OUT/identity.txt" || echo 1)))
+suite identity
 rm -rf "$OUT/screens"
 SE_OFFLINE=true python3 scripts/e2e/browser.py "$BIN" "$OUT" | tee "$OUT/browser.txt"
-PASSED=$((PASSED + $(awk '/^browser e2e:/ { print $3 }' "$OUT/browser.txt" || echo 0)))
-FAILED=$((FAILED + $(awk '/^browser e2e:/ { print $5 }' "$OUT/browser.txt" || echo 1)))
+P=$(awk '/^browser e2e:/ { print $3 }' "$OUT/browser.txt"); F=$(awk '/^browser e2e:/ { print $5 }' "$OUT/browser.txt")
+PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
 echo "screenshots: $OUT/screens/"
 
 echo "e2e: $PASSED passed, $FAILED failed"

@@ -105,3 +105,18 @@ public enum JSONValue: Sendable, Equatable, Codable, ExpressibleByStringLiteral,
         out += "\""
     }
 }
+
+extension JSONValue {
+    /// The string, when this is one.
+    public var stringValue: String? { if case .string(let s) = self { s } else { nil } }
+    /// The object's members, when this is one.
+    public var objectValue: [String: JSONValue]? { if case .object(let o) = self { o } else { nil } }
+    /// A whole number, also when JSON spelled it as a float (`3.0`).
+    public var intValue: Int? {
+        switch self {
+        case .int(let n): n
+        case .double(let d) where d == d.rounded() && abs(d) < 9e15: Int(d)
+        default: nil
+        }
+    }
+}
