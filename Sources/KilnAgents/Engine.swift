@@ -17,11 +17,13 @@ final class LiveRun: Sendable {
     let id: String
     let userID: String
     let wsID: String
+    let projectID: String?
     let state = Mutex(State())
-    init(id: String, userID: String, wsID: String) {
+    init(id: String, userID: String, wsID: String, projectID: String? = nil) {
         self.id = id
         self.wsID = wsID
         self.userID = userID
+        self.projectID = projectID
     }
 }
 
@@ -73,8 +75,12 @@ final class AgentEngine: Sendable {
 
     static func topic(_ runID: String) -> String { "run:\(runID)" }
 
+    /// Publishes a run's event; a live run's events carry its workspace, starter and project.
     func emit(_ runID: String, _ type: String, _ data: JSONValue) async {
-        _ = try? await bus.publish(topic: AgentEngine.topic(runID), type: type, data: data.jsonText)
+        let scope = live.withLock { $0[runID] }.map {
+            EventScope(wsID: $0.wsID, actorID: $0.userID, projectID: $0.projectID)
+        }
+        _ = try? await bus.publish(topic: AgentEngine.topic(runID), type: type, data: data.jsonText, scope: scope)
     }
 
     /// Starts a run; returns once `run.started` is stored.
@@ -94,7 +100,7 @@ final class AgentEngine: Sendable {
         try await store.insertRun(
             id: id, project: project, userID: userID, prompt: input.prompt, model: input.model, provider: provider.kind,
             maxSteps: input.maxSteps, at: now)
-        let run = LiveRun(id: id, userID: userID, wsID: project.wsID)
+        let run = LiveRun(id: id, userID: userID, wsID: project.wsID, projectID: project.id)
         live.withLock { $0[id] = run }
         await emit(
             id, "run.started",

@@ -207,6 +207,12 @@ public struct AgentService: Sendable {
                 action: "agent.rollback", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: access.wsID,
                 resourceType: "agent_run", resourceID: input.runId, ip: ip,
                 details: ["paths": .array(restored.map { .string($0) }), "force": .bool(force)]), at: clock.now())
+        _ = try? await bus.publish(
+            topic: EventBus.workspaceTopic(access.wsID), type: "run.rolled_back",
+            data: JSONValue.object([
+                "run_id": .string(input.runId), "paths": .array(restored.map { .string($0) }),
+            ]).jsonText,
+            scope: EventScope(wsID: access.wsID, actorID: p.userID, projectID: project.id))
         return restored
     }
 

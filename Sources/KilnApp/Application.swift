@@ -111,7 +111,11 @@ public final class Application: ModuleHost, @unchecked Sendable {
         agents.service.attach(externalTools: mcp.registry)
         let notebooks = NotebooksModule(services: s, projects: projects.service, policy: policy.service)
         agents.service.attach(notebooks: notebooks.service)
-        let collab = CollabModule(services: s, agents: agents.service, receipts: receipts.service)
+        let collab = CollabModule(
+            services: s,
+            CollabDependencies(
+                agents: agents.service, receipts: receipts.service, members: workspaces.service, users: auth.service,
+                accounts: auth.service, projects: projects.service, pricing: budget.service.pricing))
         return [
             auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets, policy, mcp, notebooks,
             collab,

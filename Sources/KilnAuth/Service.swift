@@ -6,7 +6,7 @@ import KilnStore
 
 /// Accounts: setup links, registration, verification, login and sessions, password reset, TOTP
 /// MFA, profile and deletion. Other modules use this public API, never the tables.
-public final class AuthService: AccountOperations {
+public final class AuthService: AccountOperations, InvitedAccounts {
     let store: AuthStore
     let clock: any Clock
     let hooks: Hooks
@@ -245,6 +245,46 @@ public final class AuthService: AccountOperations {
         return try await user(id: id)!
     }
 
+    /// An account made through a workspace invitation (collab): verified at once, since its owner
+    /// opened the link mailed to the address; `--registration` does not apply (an admin invited it).
+    public func registerInvited(
+        email raw: String, name rawName: String, password: String, ip: String
+    ) async throws
+        -> User
+    {
+        try limit("register", ip: ip)
+        let email = try AuthService.validEmail(raw)
+        let name = try AuthService.validName(rawName)
+        if let problem = Passwords.problem(password) { throw APIError.validation(problem, field: "password") }
+        let hash = try Passwords.hash(password)
+        let id = IDs.make("usr")
+        let now = clock.now()
+        let (hooks, store) = (self.hooks, self.store)
+        do {
+            try await store.write { tx in
+                if let stale = try store.expiredUnverified(
+                    tx, email: email, before: now.addingTimeInterval(-AuthService.verifyTokenLifetime))
+                {
+                    try hooks.userPurged(tx, userID: stale)
+                    try store.deleteUser(tx, userID: stale)
+                }
+                try store.insertUser(
+                    tx, id: id, email: email, name: name, passwordHash: hash, verified: true, owner: false,
+                    via: "workspace_invitation", at: now)
+                try hooks.userCreated(tx, userID: id, name: name, at: now)
+                try AuditLog.append(
+                    tx,
+                    AuditEvent(
+                        action: "account.registered", actorUserID: id, resourceType: "user", resourceID: id, ip: ip,
+                        details: ["via": "workspace_invitation"]), at: now)
+            }
+        } catch let e as StoreError where e.isUniqueViolation {
+            throw APIError.conflict("An account with this email already exists; sign in to accept the invitation")
+        }
+        guard let user = try await user(id: id) else { throw APIError.notFound("No such account") }
+        return user
+    }
+
     static func checkInvitation(_ row: Row?, email: String, now: Date) throws {
         guard let row, row["used_at"] == .null, let exp = row.date("expires_at"), exp > now else {
             throw APIError.validation("This invitation is not valid, was used already, or expired", field: "invitation")
@@ -358,16 +398,7 @@ public final class AuthService: AccountOperations {
 
     // MARK: Validation
 
-    static func validEmail(_ raw: String) throws -> String {
-        let e = raw.trimmingCharacters(in: .whitespaces)
-        let parts = e.split(separator: "@", omittingEmptySubsequences: false)
-        guard e.utf8.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains("."),
-            !parts[1].hasPrefix("."),
-            !parts[1].hasSuffix("."),
-            !e.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "<" || $0 == ">" || $0 == "," || $0 == ";" })
-        else { throw APIError.validation("email is not a valid address", field: "email") }
-        return e
-    }
+    static func validEmail(_ raw: String) throws -> String { try Validate.email(raw) }
 
     static func validName(_ raw: String) throws -> String {
         let n = raw.trimmingCharacters(in: .whitespacesAndNewlines)

@@ -7,22 +7,37 @@ public enum CollabPermission {
     public static let read = Permission(
         "collab:read", "See the workspace's activity, reviews and share links", minimumRole: .viewer)
     public static let write = Permission(
-        "collab:write", "Share, invite, request and give reviews", minimumRole: .member)
+        "collab:write", "Share, request and give reviews, comment", minimumRole: .member)
 }
 
-/// Collab: for now share links (a run shown read-only to anyone with the link).
+/// Collab: the workspace's activity feed (built from the bus), notifications, invitations, reviews
+/// and share links.
 public struct CollabModule: KilnModule {
     public let name = "collab"
     let service: CollabService
+    let feed: CollabFeed
 
-    public init(services: Services, agents: (any AgentRunner)?, receipts: (any ReceiptVerifier)?) {
-        service = CollabService(services: services, agents: agents, receipts: receipts)
+    public init(services: Services, _ dependencies: CollabDependencies) {
+        service = CollabService(services: services, dependencies)
+        feed = CollabFeed(collab: service, bus: services.bus)
         let s = service
         services.hooks.workspaceOf(param: "link_id") { id in try await s.workspaceOf(id) }
+        services.hooks.workspaceOf(param: "review_id") { id in try await s.reviewWorkspace(id) }
+        services.hooks.workspaceOf(param: "invitation") { id in try await s.invitationWorkspace(id) }
+        services.hooks.onUserPurged { tx, uid in try s.store.purgeUser(tx, userID: uid) }
     }
 
     public var migrations: [Migration] { CollabMigrations.all }
     public var permissions: [Permission] { [CollabPermission.read, CollabPermission.write] }
 
     public func register(_ routes: Routes) { CollabRoutes(collab: service).register(routes) }
+
+    public func start(_ jobs: JobRunner) throws {
+        let feed = self.feed
+        jobs.run("collab feed") { await feed.run() }
+        let s = service
+        jobs.every(60, name: "notification mail") { try await s.mailDue() }
+    }
+
+    public func shutdown() async { feed.stop() }
 }

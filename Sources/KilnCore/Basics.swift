@@ -10,6 +10,18 @@ public enum IDs {
 
     public static func make(_ prefix: String, length: Int = 22) -> String { prefix + "_" + randomBase62(length) }
 
+    /// An id that sorts by creation time (milliseconds, 8 base62 digits, then 16 random ones), for
+    /// lists paged newest first by id.
+    public static func ordered(_ prefix: String, at now: Date) -> String {
+        var ms = UInt64(max(0, now.timeIntervalSince1970 * 1000))
+        var digits = [UInt8](repeating: alphabet[0], count: 8)
+        for i in stride(from: 7, through: 0, by: -1) {
+            digits[i] = alphabet[Int(ms % 62)]
+            ms /= 62
+        }
+        return prefix + "_" + String(decoding: digits, as: UTF8.self) + randomBase62(16)
+    }
+
     /// Uniform base62 from crypto randomness (rejection sampling: no modulo bias).
     public static func randomBase62(_ length: Int) -> String {
         var out = [UInt8]()

@@ -16,6 +16,21 @@ public struct BusEvent: Sendable, Equatable {
     var sseBytes: [UInt8] { SSEEvent(id: String(seq), event: type, data: data).encoded }
 }
 
+/// Who and where an event is about, given by its publisher so that observers (the activity feed)
+/// can tell which workspace an event belongs to without reading every domain's tables.
+/// Not stored with the event: replayed events carry none.
+public struct EventScope: Sendable, Equatable {
+    public let wsID: String
+    /// The user who acted (nil: the system, a restart say).
+    public let actorID: String?
+    public let projectID: String?
+    public init(wsID: String, actorID: String?, projectID: String? = nil) {
+        self.wsID = wsID
+        self.actorID = actorID
+        self.projectID = projectID
+    }
+}
+
 /// In-process pub/sub whose topics keep a persisted sequence: a subscriber resumes from any
 /// cursor (after the producer finished, or after a restart) and then receives live events.
 /// Each subscriber has a bounded buffer; one that falls too far behind is ended with
@@ -158,6 +173,8 @@ public final class EventBus: Sendable {
     let db: Database
     let clock: any Clock
     let bufferLimit: Int
+    /// Called with every scoped event once it is stored, in publish order per topic (feeds, notifications).
+    private let observers = Mutex<[@Sendable (BusEvent, EventScope) -> Void]>([])
     private let subscribers = Mutex<(next: Int, byTopic: [String: [Subscriber]], sinks: [String: [Sink]])>(
         (0, [:], [:]))
 
@@ -174,9 +191,16 @@ public final class EventBus: Sendable {
         }
     }
 
+    /// Registers a function called (synchronously, so it must only hand the event on) with each
+    /// event published with a scope.
+    public func observe(_ f: @escaping @Sendable (BusEvent, EventScope) -> Void) {
+        observers.withLock { $0.append(f) }
+    }
+
     /// Appends an event to `topic` (durably) and delivers it to live subscribers. Returns its seq.
+    /// A `scope` (the workspace and the actor) hands the event to the observers as well.
     @discardableResult
-    public func publish(topic: String, type: String, data: String) async throws -> Int {
+    public func publish(topic: String, type: String, data: String, scope: EventScope? = nil) async throws -> Int {
         let now = clock.now()
         let seq = try await db.write { tx -> Int in
             let next = (try tx.first("SELECT MAX(seq) AS m FROM events WHERE topic = ?", topic)?.int("m") ?? 0) + 1
@@ -185,13 +209,20 @@ public final class EventBus: Sendable {
                 data, now)
             return next
         }
-        deliver(BusEvent(topic: topic, seq: seq, type: type, data: data, createdAt: now))
+        let event = BusEvent(topic: topic, seq: seq, type: type, data: data, createdAt: now)
+        deliver(event)
+        if let scope { for f in observers.withLock({ $0 }) { f(event, scope) } }
         return seq
     }
 
     @discardableResult
-    public func publish<T: Encodable>(topic: String, type: String, value: T) async throws -> Int {
-        try await publish(topic: topic, type: type, data: String(decoding: try JSONCoding.encode(value), as: UTF8.self))
+    public func publish<T: Encodable>(
+        topic: String, type: String, value: T, scope: EventScope? = nil
+    ) async throws
+        -> Int
+    {
+        try await publish(
+            topic: topic, type: type, data: String(decoding: try JSONCoding.encode(value), as: UTF8.self), scope: scope)
     }
 
     private func deliver(_ e: BusEvent) {

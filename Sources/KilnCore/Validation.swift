@@ -3,6 +3,19 @@ import KilnHTTP
 
 /// Checks for fields several domains accept, so each rule and its message exist once.
 public enum Validate {
+    /// A mail address as accounts and invitations accept it (trimmed): one `@`, a dotted domain,
+    /// nothing a mail header could be split on.
+    public static func email(_ raw: String, field: String = "email") throws -> String {
+        let e = raw.trimmingCharacters(in: .whitespaces)
+        let parts = e.split(separator: "@", omittingEmptySubsequences: false)
+        guard e.utf8.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains("."),
+            !parts[1].hasPrefix("."),
+            !parts[1].hasSuffix("."),
+            !e.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "<" || $0 == ">" || $0 == "," || $0 == ";" })
+        else { throw APIError.validation("\(field) is not a valid address", field: field) }
+        return e
+    }
+
     /// A model name: 1 to 200 bytes (nil passes: the default applies).
     public static func model(_ m: String?, field: String = "model") throws {
         if let m, m.isEmpty || m.utf8.count > 200 {

@@ -359,18 +359,20 @@ extension ProjectService {
         try await store.startRescan(jobID: jobID, projectID: pid, wsID: project.wsId, at: clock.now())
         let (me, bus) = (self, self.bus)
         let vcs = project.vcs
+        let scope = EventScope(wsID: project.wsId, actorID: userID, projectID: pid)
         jobs.run("rescan \(jobID)") {
             do {
                 let stats = try await me.rescan(projectID: pid, root: root, vcs: vcs, jobID: jobID)
                 let statsJSON = String(decoding: try JSONCoding.encode(stats), as: UTF8.self)
                 try await me.store.finishRescan(jobID: jobID, projectID: pid, stats: statsJSON, at: me.clock.now())
                 try await bus.publish(topic: ProjectService.rescanTopic(jobID), type: "progress", value: stats)
-                try await bus.publish(topic: ProjectService.rescanTopic(jobID), type: "done", value: stats)
+                try await bus.publish(
+                    topic: ProjectService.rescanTopic(jobID), type: "done", value: stats, scope: scope)
             } catch {
                 try? await me.store.failRescan(jobID: jobID, projectID: pid, at: me.clock.now())
                 _ = try? await bus.publish(
                     topic: ProjectService.rescanTopic(jobID), type: "failed",
-                    data: JSONValue.object(["message": .string("Rescan failed")]).jsonText)
+                    data: JSONValue.object(["message": .string("Rescan failed")]).jsonText, scope: scope)
                 throw error
             }
         }

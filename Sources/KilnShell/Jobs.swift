@@ -64,13 +64,16 @@ final class RunningJob: Sendable {
     let timeout: Double
     /// The secrets handed to this job: replaced in its output before it is kept or sent anywhere.
     let redactor: Redactor
+    /// A person's job (not an agent's tool call): its start and exit reach the activity feed.
+    let scope: EventScope?
     let state = Mutex(State())
 
     init(
         id: String, userID: String, pid: pid_t, sandboxed: Bool, started: Date, timeout: Double,
-        redactor: Redactor = Redactor([])
+        redactor: Redactor = Redactor([]), scope: EventScope? = nil
     ) {
         self.id = id
+        self.scope = scope
         self.redactor = redactor
         self.sandboxed = sandboxed
         self.userID = userID

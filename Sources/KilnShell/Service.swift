@@ -173,15 +173,17 @@ public final class ShellService: JobLauncher {
         close(devnull)
         let job = RunningJob(
             id: id, userID: spec.userID, pid: pid, sandboxed: launch.path == sandbox.bwrap && !spec.isKilnTool,
-            started: now, timeout: spec.timeout, redactor: Redactor(spec.secrets))
+            started: now, timeout: spec.timeout, redactor: Redactor(spec.secrets),
+            scope: spec.actorKind == "agent"
+                ? nil : EventScope(wsID: spec.wsID, actorID: spec.userID, projectID: spec.projectID))
         live.withLock { $0[id] = job }
         try await store.setPID(id, Int(pid))
         try await bus.publish(
             topic: Self.topic(id), type: "started",
             data: JSONValue.object([
                 "job_id": .string(id), "pid": .int(Int(pid)), "command": .string(spec.command),
-                "cwd": .string(spec.displayCwd),
-            ]).jsonText)
+                "cwd": .string(spec.displayCwd), "kind": .string(spec.kind),
+            ]).jsonText, scope: job.scope)
         let publisher = Task { await self.publishLoop(job) }
         let grace = graceSeconds
         Thread {
@@ -280,7 +282,8 @@ public final class ShellService: JobLauncher {
             exit["stderr_bytes"] = .int(errBytes)
         }
         if let summary { exit["summary"] = summary }
-        _ = try? await bus.publish(topic: Self.topic(job.id), type: "exit", data: JSONValue.object(exit).jsonText)
+        _ = try? await bus.publish(
+            topic: Self.topic(job.id), type: "exit", data: JSONValue.object(exit).jsonText, scope: job.scope)
         live.withLock { $0[job.id] = nil }
         job.resolve(o)
     }

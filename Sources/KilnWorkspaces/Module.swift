@@ -10,10 +10,8 @@ public enum WorkspacePermission {
     public static let write = Permission("workspace:write", "Rename a workspace", minimumRole: .admin)
     public static let delete = Permission(
         "workspace:delete", "Delete a workspace and everything in it", minimumRole: .owner)
-    public static let membersRead = Permission(
-        "members:read", "See a workspace's members and roles", minimumRole: .viewer)
-    public static let membersWrite = Permission(
-        "members:write", "Add and remove members, change roles", minimumRole: .admin)
+    public static let membersRead = Permission.membersRead
+    public static let membersWrite = Permission.membersWrite
     public static let auditRead = Permission("audit:read", "Read a workspace's audit trail", minimumRole: .admin)
 }
 

@@ -4,15 +4,56 @@ import KilnHTTP
 import KilnStore
 
 /// Workspaces, their members and roles. The access check asks it for a caller's role.
-public struct WorkspaceService: WorkspaceRoleResolver {
+/// Membership changes are published on the workspace topic (`member.joined`, `member.left`,
+/// `member.removed`, `member.role_changed`) for the activity feed and notifications.
+public struct WorkspaceService: WorkspaceMembers {
     let store: WorkspaceStore
     let clock: any Clock
     let users: any UserDirectory
+    let bus: EventBus
 
     public init(services: Services, users: any UserDirectory) {
         store = WorkspaceStore(db: services.db)
         clock = services.clock
         self.users = users
+        bus = services.bus
+    }
+
+    /// `{user_id, role, from?}` on `ws:<id>`, scoped to the actor.
+    func publishMember(
+        _ type: String, wsID: String, userID: String, role: Role?, from: Role? = nil, actor: String
+    ) async {
+        var data: [String: JSONValue] = ["user_id": .string(userID)]
+        if let role { data["role"] = .string(role.rawValue) }
+        if let from { data["from"] = .string(from.rawValue) }
+        _ = try? await bus.publish(
+            topic: EventBus.workspaceTopic(wsID), type: type, data: JSONValue.object(data).jsonText,
+            scope: EventScope(wsID: wsID, actorID: actor))
+    }
+
+    public func memberRoles(wsID: String) async throws -> [(userID: String, role: Role)] {
+        try await store.memberships(wsID, after: "", limit: 10_000).map { ($0.0, $0.1) }
+    }
+
+    public func workspaceName(_ wsID: String) async throws -> String? { try await store.name(wsID) }
+
+    public func join(wsID: String, userID: String, role: Role, invitedBy: String, ip: String) async throws {
+        let now = clock.now()
+        let store = self.store
+        do {
+            try await store.write { tx in
+                try store.addMember(tx, wsID, userID: userID, role: role, at: now)
+                try AuditLog.append(
+                    tx,
+                    AuditEvent(
+                        action: "member.joined", actorUserID: userID, wsID: wsID, resourceType: "user",
+                        resourceID: userID, ip: ip,
+                        details: ["role": .string(role.rawValue), "invited_by": .string(invitedBy)]), at: now)
+            }
+        } catch let e as StoreError where e.isConstraintViolation {
+            throw APIError.conflict("You are a member of this workspace already")
+        }
+        await publishMember("member.joined", wsID: wsID, userID: userID, role: role, actor: userID)
     }
 
     static func validName(_ raw: String) throws -> String {
@@ -137,6 +178,7 @@ public struct WorkspaceService: WorkspaceRoleResolver {
         } catch let e as StoreError where e.isConstraintViolation {
             throw APIError.conflict("That account is a member already")
         }
+        await publishMember("member.added", wsID: wsID, userID: target.id, role: role, actor: p.userID)
         return Member(userId: target.id, email: target.email, name: target.name, role: role, joinedAt: now)
     }
 
@@ -161,6 +203,10 @@ public struct WorkspaceService: WorkspaceRoleResolver {
                     action: "member.role_changed", actorUserID: p.userID, actorKeyID: p.apiKeyID, wsID: wsID,
                     resourceType: "user", resourceID: userID, ip: ip,
                     details: ["from": .string(old.rawValue), "to": .string(role.rawValue)]), at: now)
+        }
+        if role != old {
+            await publishMember(
+                "member.role_changed", wsID: wsID, userID: userID, role: role, from: old, actor: p.userID)
         }
         let u = try await users.user(id: userID)
         return Member(userId: userID, email: u?.email, name: u?.name, role: role, joinedAt: now)
@@ -197,6 +243,8 @@ public struct WorkspaceService: WorkspaceRoleResolver {
                     resourceType: "user", resourceID: userID, ip: ip, details: ["role": .string(old.rawValue)]), at: now
             )
         }
+        await publishMember(
+            leaving ? "member.left" : "member.removed", wsID: wsID, userID: userID, role: old, actor: p.userID)
     }
 
     func purge(_ tx: Transaction, userID: String) throws { try store.purge(tx, userID: userID) }

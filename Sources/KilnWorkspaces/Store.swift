@@ -90,6 +90,10 @@ struct WorkspaceStore: Sendable {
         }
     }
 
+    func name(_ wsID: String) async throws -> String? {
+        try await db.read { tx in try tx.first("SELECT name FROM workspaces WHERE id = ?", wsID)?.string("name") }
+    }
+
     func addMember(_ tx: Transaction, _ wsID: String, userID: String, role: Role, at now: Date) throws {
         try tx.run(
             "INSERT INTO memberships (ws_id, user_id, role, created_at) VALUES (?, ?, ?, ?)", wsID, userID,

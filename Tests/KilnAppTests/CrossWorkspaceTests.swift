@@ -42,6 +42,16 @@ import Testing
             let link = try await x.f.a.call(
                 "POST", "/api/collab/share-link", json: ["ws_id": x.f.ws, "subject": ["type": "run", "id": run]])
             let linkID = try #require(link.json["id"] as? String, "\(link.text)")
+            let invite = try await x.f.a.call(
+                "POST", "/api/collab/invite", json: ["ws_id": x.f.ws, "email": "invitee@example.com", "role": "viewer"])
+            let invitationID = try #require(invite.json["id"] as? String, "\(invite.text)")
+            let reviewerID = try await makeUser(t, "reviewer@example.com").id
+            _ = try await x.f.a.call(
+                "POST", "/api/workspaces/\(x.f.ws)/members", json: ["email": "reviewer@example.com", "role": "member"])
+            let review = try await x.f.a.call(
+                "POST", "/api/collab/request-review",
+                json: ["ws_id": x.f.ws, "subject": ["type": "run", "id": run], "reviewers": [reviewerID]])
+            let reviewID = try #require(review.json["id"] as? String, "\(review.text)")
             let ownerID = try #require(
                 (try await x.f.a.call("GET", "/api/auth/session").json["user"] as? [String: Any])?["id"] as? String)
 
@@ -53,6 +63,7 @@ import Testing
                 "run_id": [run], "job_id": [job, rescanJob], "pty_id": [ptyID], "ws_id": [x.f.ws], "user_id": [ownerID],
                 "approval_id": [approval], "server_id": [serverID], "token_id": [tokenID],
                 "nb_id": [nbID], "cell_id": [cellID], "link_id": [linkID],
+                "review_id": [reviewID], "invitation": [invitationID],
             ]
 
             let catalog = t.app.services.catalog
@@ -100,6 +111,7 @@ import Testing
             #expect(try await x.f.a.call("GET", "/api/approvals/\(approval)").json["state"] as? String == "pending")
             #expect(try await x.f.a.call("GET", "/api/mcp/servers/\(serverID)").status == 200)
             #expect(try await x.f.a.call("GET", "/api/notebook/\(nbID)").status == 200)
+            #expect(try await x.f.a.call("GET", "/api/collab/reviews/\(reviewID)").status == 200)
             #expect(try await x.f.a.call("POST", "/api/shell/cancel/\(job)").status == 200)
             #expect(try await x.f.a.call("DELETE", "/api/pty/\(ptyID)").status == 200)
         }

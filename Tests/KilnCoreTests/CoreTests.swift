@@ -102,10 +102,21 @@ import Testing
     }
 
     @Test func timeoutKillsTheProcessGroup() async throws {
-        let start = Date()
-        let r = try await ProcessRunner.run("sh", ["-c", "sleep 30 & sleep 30"], timeout: 0.5)
+        let pidFile = NSTemporaryDirectory() + "kiln-group-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: pidFile) }
+        let r = try await ProcessRunner.run("sh", ["-c", "sleep 30 & echo $! > \(pidFile); sleep 30"], timeout: 0.5)
         #expect(r.status == 124)
-        #expect(Date().timeIntervalSince(start) < 20)
+        // The command's own child went with it: the whole group was killed, not only the shell.
+        let written = try String(contentsOfFile: pidFile, encoding: .utf8)
+        let child = try #require(Int32(written.trimmingCharacters(in: .whitespacesAndNewlines)))
+        var gone = false
+        for _ in 0..<100 where !gone {
+            // Killed and not yet reaped (a zombie: state Z in /proc) counts as gone.
+            let stat = (try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8)) ?? ""
+            gone = kill(child, 0) != 0 || stat.split(separator: ")").last?.dropFirst().first == "Z"
+            if !gone { try await Task.sleep(nanoseconds: 20_000_000) }
+        }
+        #expect(gone, "the background sleep \(child) outlived the timeout")
     }
 
     @Test func missingProgramsAndWorkingDirectory() async throws {

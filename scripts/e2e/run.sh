@@ -68,6 +68,9 @@ suite mcp
 # --- notebooks: made and edited with curl, validated with nbformat; a 4.4 notebook kept whole ---
 suite notebooks
 
+# --- collab: two people, an invitation, a review told live, the activity feed, share links ---
+suite collab
+
 # --- opt-in: a real small model served offline (slow: builds llama.cpp on first use) ---
 if [ "${KILN_E2E_LOCAL_LLM:-0}" = 1 ]; then
   BIN="$BIN" OUT="$OUT" bash scripts/e2e/local_llm.sh | tee "$OUT/local-llm.txt"

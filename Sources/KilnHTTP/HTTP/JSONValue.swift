@@ -1,3 +1,5 @@
+import Foundation
+
 /// A JSON value, for free-form fields such as error details.
 public enum JSONValue: Sendable, Equatable, Codable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral,
     ExpressibleByBooleanLiteral, ExpressibleByDictionaryLiteral, ExpressibleByArrayLiteral
@@ -111,6 +113,11 @@ extension JSONValue {
     public var stringValue: String? { if case .string(let s) = self { s } else { nil } }
     /// The object's members, when this is one.
     public var objectValue: [String: JSONValue]? { if case .object(let o) = self { o } else { nil } }
+    /// The elements, when this is an array.
+    public var arrayValue: [JSONValue]? { if case .array(let a) = self { a } else { nil } }
+
+    /// Parses JSON text (an event's data, a stored column).
+    public init(parsing text: String) throws { self = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) }
     /// A whole number, also when JSON spelled it as a float (`3.0`).
     public var intValue: Int? {
         switch self {
