@@ -203,7 +203,7 @@ final class CollabFeed: Sendable {
             for m in (data["mentions"]?.arrayValue ?? []).compactMap(\.stringValue) where m != actor {
                 try await collab.notify(
                     m, kind: "mention", wsID: scope.wsID, title: "\(actorName) mentioned you on \(title)",
-                    subject: ("review", id), actor: actor)
+                    subject: ("review", id), actor: actor, detail: ["comment_id": data["comment_id"] ?? .null])
             }
         default:
             let verdict = data["verdict"]?.stringValue ?? "comment"

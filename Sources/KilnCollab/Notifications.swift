@@ -23,14 +23,15 @@ extension CollabService {
     /// Tells `userID` about something, as their settings for `kind` say.
     func notify(
         _ userID: String, kind: String, wsID: String?, title: String, subject: (type: String, id: String),
-        actor: String?
+        actor: String?, detail: [String: JSONValue] = [:]
     ) async throws {
         guard !userID.isEmpty else { return }
         let mode = try await store.settings(userID: userID)[kind] ?? "in_app"
         guard mode != "off" else { return }
         let now = clock.now()
         let id = IDs.ordered("ntf", at: now)
-        let subjectJSON: JSONValue = ["type": .string(subject.type), "id": .string(subject.id)]
+        let subjectJSON = JSONValue.object(
+            detail.merging(["type": .string(subject.type), "id": .string(subject.id)]) { $1 })
         try await store.insertNotification(
             id: id, userID: userID, wsID: wsID, kind: kind, title: title, subject: subjectJSON.jsonText, actor: actor,
             mailPending: mode == "email", at: now)

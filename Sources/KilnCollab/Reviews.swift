@@ -210,10 +210,9 @@ extension CollabService {
         guard !tokens.isEmpty, let members else { return [] }
         var out: [String] = []
         for (uid, _) in try await members.memberRoles(wsID: wsID) {
-            guard let u = try await users?.user(id: uid) else { continue }
+            let p = try await person(uid)
             let names: Set<String> = [
-                u.name.lowercased().filter { !$0.isWhitespace }, String(u.email.lowercased().prefix { $0 != "@" }),
-                uid.lowercased(),
+                p.name.lowercased().filter { !$0.isWhitespace }, p.handle.lowercased(), uid.lowercased(),
             ]
             if !names.isDisjoint(with: tokens) { out.append(uid) }
         }

@@ -50,8 +50,9 @@ public final class CollabService: Sendable {
     let baseURL: BaseURL
     /// Wrong passwords per link in the current ten minutes.
     let wrongPasswords = Mutex<[String: (count: Int, since: Date)]>([:])
-    /// Display names by user id (bounded; names change rarely and only label feed items).
-    let names = Mutex<[String: String]>([:])
+    /// Names and mail handles by user id, kept a minute (they label feed items and resolve
+    /// @mentions, which would otherwise read every member's account for each comment).
+    let people = Mutex<[String: (name: String, handle: String, at: Date)]>([:])
 
     init(services: Services, _ d: CollabDependencies) {
         store = CollabStore(db: services.db)
@@ -69,16 +70,23 @@ public final class CollabService: Sendable {
         baseURL = services.baseURL
     }
 
+    /// A user's display name and the part of their address before the `@` (their id when unknown).
+    func person(_ userID: String) async throws -> (name: String, handle: String) {
+        let now = clock.now()
+        if let p = people.withLock({ $0[userID] }), now.timeIntervalSince(p.at) < 60 { return (p.name, p.handle) }
+        let u = try await users?.user(id: userID)
+        let p = (name: u?.name ?? userID, handle: String((u?.email ?? "").prefix { $0 != "@" }), at: now)
+        people.withLock {
+            if $0.count > 5000 { $0.removeAll() }
+            $0[userID] = p
+        }
+        return (p.name, p.handle)
+    }
+
     /// A user's display name (their id when unknown).
     func name(_ userID: String) async throws -> String {
         if userID.isEmpty { return "someone" }
-        if let n = names.withLock({ $0[userID] }) { return n }
-        let n = try await users?.user(id: userID)?.name ?? userID
-        names.withLock {
-            if $0.count > 5000 { $0.removeAll() }
-            $0[userID] = n
-        }
-        return n
+        return try await person(userID).name
     }
 
     func projectName(_ projectID: String?) async throws -> String {
