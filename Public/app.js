@@ -157,6 +157,36 @@ const pages = {
     });
   },
 
+  // A workspace invitation (/invite/<token>): the signed-in invitee joins; someone new registers
+  // through it (the account is for the invited address) and is signed in.
+  async invite() {
+    const token = location.pathname.split("/").filter(Boolean)[1] || "";
+    const path = `/api/collab/invitations/${encodeURIComponent(token)}/accept`;
+    const s = await session();
+    const joined = (ws) => { location.href = `/w/${ws}`; };
+    if (s && !s.mfa_required) {
+      $("#invite-me").textContent = s.user.email;
+      $("#accept-signed-in").hidden = false;
+      $("#accept").addEventListener("click", async () => {
+        const r = await api("POST", path, {});
+        if (!r.ok) return say(errorText(r), true);
+        joined(r.json.ws_id);
+      });
+      return;
+    }
+    $("#invite-signin").href = "/login.html?next=" + encodeURIComponent(location.pathname);
+    $("#accept-new").hidden = false;
+    $("#invite-register-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const body = formData(e.target);
+      const r = await api("POST", path, body);
+      if (!r.ok) return say(errorText(r), true);
+      const login = await api("POST", "/auth/login", { email: r.json.email, password: body.password });
+      if (!login.ok) return say("Your account is ready: sign in.", false);
+      joined(r.json.ws_id);
+    });
+  },
+
   async forgot() {
     $("#forgot-form").addEventListener("submit", async (e) => {
       e.preventDefault();

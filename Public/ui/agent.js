@@ -1,6 +1,7 @@
 // Agent runs (start with a cost estimate, stream, diffs, cancel, rollback, receipt), the budget
 // (per-day spend as an inline SVG chart, the caps) and the receipt chain.
 import { api, stream, APIError } from "./api.js";
+import { shareButton } from "./collab.js";
 import { h } from "./dom.js";
 import { markdown } from "./markdown.js";
 import { state, go, base, say, retitle } from "./main.js";
@@ -74,7 +75,7 @@ export async function runView(id) {
   const receipt = h("div", { class: "receipt" });
   const cancel = h("button", { type: "button", class: "secondary" }, "Cancel");
   const rollback = h("button", { type: "button", hidden: true }, "Roll back");
-  actions.append(cancel, rollback);
+  actions.append(cancel, rollback, shareButton({ type: "run", id }));
   let current = null, es = null, files = 0;
   const view = { el: h("section", { class: "pad run-view" }, h("h1", { text: "Agent run" }), status, actions, log, receipt), title: "Run", close: () => es?.close() };
 
@@ -244,5 +245,5 @@ export async function receiptsView() {
   const table = h("table", { class: "table" }, h("tr", {}, ...["Seq", "Run", "Status", "Cost", "Hash"].map((t) => h("th", { text: t }))),
     ...rows.map((x) => h("tr", {}, h("td", { text: String(x.seq) }), h("td", {}, link(`${base()}/run/${x.run_id}`, x.run_id)),
       h("td", { text: x.status }), h("td", { text: usd(x.cost_usd_micros) }), h("td", {}, h("code", { text: x.hash.slice(0, 16) + "…" })))));
-  return { el: h("section", { class: "pad" }, h("h1", { text: "Receipts" }), h("div", { class: "row" }, verify, result), table), title: "Receipts" };
+  return { el: h("section", { class: "pad" }, h("h1", { text: "Receipts" }), h("div", { class: "row" }, verify, rows.length ? shareButton({ type: "receipt_chain", id: rows.reduce((a, b) => (b.seq > a.seq ? b : a)).run_id }, "Share the chain…") : null, result), table), title: "Receipts" };
 }

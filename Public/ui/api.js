@@ -63,9 +63,19 @@ function askStepUp() {
   });
 }
 
+// Every open stream. A page kept in the back/forward cache would keep their connections open, and a
+// browser allows only six to one server (the next page would wait for one forever): they are closed
+// when the page is left, and a page brought back from that cache is loaded afresh.
+const streams = new Set();
+window.addEventListener("pagehide", () => { for (const es of streams) es.close(); streams.clear(); });
+window.addEventListener("pageshow", (e) => { if (e.persisted) location.reload(); });
+
 // A Server-Sent Events stream (cookies included); `on` maps event names to handlers of parsed data.
 export function stream(path, on) {
   const es = new EventSource(path, { withCredentials: true });
   for (const [name, fn] of Object.entries(on)) es.addEventListener(name, (e) => fn(JSON.parse(e.data), e));
+  streams.add(es);
+  const close = es.close.bind(es);
+  es.close = () => { streams.delete(es); close(); };
   return es;
 }

@@ -1,6 +1,7 @@
 // Code: the file viewer (line numbers, highlighting, line-range links, large files a slice at a
 // time), search results grouped by file, and quick open.
 import { api } from "./api.js";
+import { shareButton } from "./collab.js";
 import { h, $, formatBytes } from "./dom.js";
 import { state, go, base, say, currentKey } from "./main.js";
 
@@ -53,7 +54,8 @@ export async function fileView(path) {
   const code = h("div", { class: "code", tabindex: "0", "aria-label": `Contents of ${path}` }, marks, body);
   const info = h("span", { class: "muted" });
   const el = h("section", { class: "file-view" }, h("div", { class: "file-head" }, h("strong", { text: path }), " ", info,
-    h("a", { href: url("&raw=1"), download: path.split("/").pop(), class: "small" }, "raw")), code);
+    h("a", { href: url("&raw=1"), download: path.split("/").pop(), class: "small" }, "raw"), " ",
+    shareButton({ type: "file", id, path }, "Share…")), code);
   const view = { el, title: path.split("/").pop(), marks, total: null, loaded: 0, loading: false };
   const ext = path.includes(".") ? path.split(".").pop().toLowerCase() : "";
   const language = LANG[ext] || ext;

@@ -5,6 +5,8 @@
 //   /w/<ws>/secrets, /w/<ws>/policies               the workspace's secrets; its policy
 //   /w/<ws>/approvals                               actions held for approval, decided here
 //   /w/<ws>/mcp                                     the tool registry: MCP servers, credentials, catalogue
+//   /w/<ws>/activity, /w/<ws>/notifications         the workspace's activity (live); your notifications
+//   /w/<ws>/reviews, /w/<ws>/review/<id>, /w/<ws>/invite   reviews; one review; invitations
 //   /w/<ws>/p/<project>                      the project: rescan, findings, run a command or the tests, jobs
 //   /w/<ws>/p/<project>/file/<path>#L10-L20  a file, lines 10-20 marked
 //   /w/<ws>/p/<project>/search?q=…           search results
@@ -21,6 +23,7 @@ import { membersView, auditView, adminView } from "./admin.js";
 import { secretsView, policiesView, approvalsView } from "./guard.js";
 import { mcpView } from "./mcp.js";
 import { notebooksView, notebookView } from "./notebook.js";
+import { activityView, notificationsView, reviewsView, reviewView, inviteView, startBell } from "./collab.js";
 
 export const state = { ws: null, project: null, projects: [], user: null, tabs: [], views: new Map() };
 
@@ -40,7 +43,7 @@ export function base() { return `/w/${state.ws}/p/${state.project.id}`; }
 function parse() {
   const parts = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
   // parts[0] === "w"
-  if (parts[2] && parts[2] !== "p") return { ws: parts[1], project: null, kind: parts[2], rest: "" };
+  if (parts[2] && parts[2] !== "p") return { ws: parts[1], project: null, kind: parts[2], rest: parts.slice(3).join("/") };
   return { ws: parts[1], project: parts[2] === "p" ? parts[3] : null, kind: parts[4] || null, rest: parts.slice(5).join("/") };
 }
 
@@ -58,7 +61,7 @@ async function boot() {
   $("#btn-agent").onclick = () => state.project && go(`${base()}/agent`);
   $("#show-ignored").onchange = () => loadTree();
   $("#ws-select").onchange = (e) => go(`/w/${e.target.value}`);
-  for (const [id, kind] of [["members-link", "members"], ["audit-link", "audit"], ["admin-link", "admin"], ["secrets-link", "secrets"], ["policies-link", "policies"], ["approvals-link", "approvals"], ["mcp-link", "mcp"]]) {
+  for (const [id, kind] of [["members-link", "members"], ["audit-link", "audit"], ["admin-link", "admin"], ["secrets-link", "secrets"], ["policies-link", "policies"], ["approvals-link", "approvals"], ["mcp-link", "mcp"], ["activity-link", "activity"], ["reviews-link", "reviews"], ["invite-link", "invite"]]) {
     $("#" + id).onclick = (e) => { e.preventDefault(); go(`/w/${state.ws}/${kind}`); };
   }
   $("#project-select").onchange = (e) => go(e.target.value ? `/w/${state.ws}/p/${e.target.value}` : `/w/${state.ws}`);
@@ -70,6 +73,7 @@ async function boot() {
   window.addEventListener("popstate", route);
   window.addEventListener("hashchange", () => { const v = state.views.get(viewKey()); if (v?.onHash) v.onHash(); });
   setInterval(statusBar, 10000);
+  startBell().catch(() => {});
   await route();
 }
 
@@ -83,7 +87,7 @@ async function newTerminal() {
 
 function viewKey() {
   const r = parse();
-  if (!r.project) return `ws:${r.ws}:${r.kind || ""}`;
+  if (!r.project) return `ws:${r.ws}:${r.kind || ""}:${r.rest}`;
   if (!r.kind) return `home:${r.project}`;
   if (["search", "agent", "budget", "receipts"].includes(r.kind)) return `${r.kind}:${r.project}`;
   return `${r.kind}:${r.project}:${r.rest}`;
@@ -123,6 +127,11 @@ async function makeView(r) {
   if (!r.project && r.kind === "policies") return { ...(await policiesView()), closable: false };
   if (!r.project && r.kind === "approvals") return { ...(await approvalsView()), closable: false };
   if (!r.project && r.kind === "mcp") return { ...(await mcpView()), closable: false };
+  if (!r.project && r.kind === "activity") return { ...(await activityView()), closable: false };
+  if (!r.project && r.kind === "notifications") return { ...(await notificationsView()), closable: false };
+  if (!r.project && r.kind === "reviews") return { ...(await reviewsView()), closable: false };
+  if (!r.project && r.kind === "review") return { ...(await reviewView(r.rest)), closable: false };
+  if (!r.project && r.kind === "invite") return { ...(await inviteView()), closable: false };
   if (!r.project) return projectsView();
   if (!r.kind) return { ...(await projectHome()), closable: false };
   if (r.kind === "file") return fileView(r.rest);

@@ -190,9 +190,10 @@ public final class Application: ModuleHost, @unchecked Sendable {
     public func module<M: KilnModule>(_ type: M.Type) -> M? { modules.lazy.compactMap { $0 as? M }.first }
 
     static func publicFiles(_ config: Config) -> StaticFiles? {
-        // Everything under /w/ is the workspace app, which reads its view from the URL.
+        // Everything under /w/ is the workspace app, which reads its view from the URL;
         let root = config.publicDir ?? FileManager.default.currentDirectoryPath + "/Public"
-        return StaticFiles(root: root, pages: ["w": "workspace.html"])
+        // /invite/<token> is the invitation page, which reads its token from the URL.
+        return StaticFiles(root: root, pages: ["w": "workspace.html", "invite": "invite.html"])
     }
 
     /// Creates the data dir (0700) if needed and checks it is a writable directory.

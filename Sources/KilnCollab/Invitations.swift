@@ -127,6 +127,9 @@ extension CollabService {
         let role = Role(rawValue: inv.string("role") ?? "") ?? .member
         let invitedBy = inv.string("invited_by") ?? ""
         guard let members, let accounts else { throw APIError.unavailable("Invitations are not available") }
+        guard try await members.workspaceName(wsID) != nil else {
+            throw APIError.notFound("The workspace of this invitation was deleted")
+        }
         if let principal {
             guard let user = try await users?.user(id: principal.userID), user.emailVerified,
                 user.email.lowercased() == email.lowercased()

@@ -265,6 +265,10 @@ public final class CollabService: Sendable {
             }
         }
         let wsID = r.string("ws_id") ?? ""
+        // A deleted workspace's links show nothing, whatever of it other domains still keep.
+        if let members, try await members.workspaceName(wsID) == nil {
+            throw APIError.notFound("This link does not exist or was revoked")
+        }
         let type = r.string("subject_type") ?? "run"
         let subjectID = r.string("subject_id") ?? ""
         var shown: [String: JSONValue] = ["expires_at": .string(HTTPDate.iso8601(expires))]

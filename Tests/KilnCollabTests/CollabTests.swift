@@ -408,6 +408,10 @@ import Testing
             let c = try await anon.call("GET", (chain.json["path"] as? String ?? "") + ".json")
             #expect((c.json["chain"] as? [String: Any])?["ok"] as? Bool == true, "\(c.text)")
             #expect(!c.text.contains(f.ws) && !c.text.contains(f.pid))
+
+            // A deleted workspace's links show nothing.
+            #expect(try await f.a.call("DELETE", "/api/workspaces/\(f.ws)").status == 204)
+            #expect(try await anon.call("GET", path + ".json").status == 404)
         }
     }
 }

@@ -74,6 +74,8 @@ options = webdriver.ChromeOptions()
 options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1100,1400"]:
     options.add_argument(arg)
+# The page's console, printed when a step fails.
+options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=options)
 wait = WebDriverWait(driver, 15)
 n = 0
@@ -195,6 +197,7 @@ def workspace_flow():
     visible("section:not([hidden]) form button[type=submit]").click()
     wait.until(EC.url_contains("/run/run_"))
     wait.until(lambda d: "Completed" in visible(".run-status").text)
+    run_url = driver.current_url
     shot("agent-run")
     msg = visible(".run-log .msg").text
     check("the run's streamed text is shown (markdown rendered: bold)",
@@ -360,6 +363,64 @@ def workspace_flow():
     check("notebook page: a cell run with Shift-Enter shows 42 and the output is saved in the file",
           saved["cells"][0]["outputs"][0]["text"] in (["42\n"], "42\n"))
 
+    # Collab: the activity panel lists the run; the bell counts the run's notification and clearing
+    # it on the notifications page updates the bell live; a share link made in the run's dialog opens
+    # its read-only page; an invitation made on the invite page is taken up through /invite/<token>
+    # by someone new who registers there and lands in the workspace, then asks for a review.
+    ws_id = workspace_url.split("/w/")[1].split("/")[0]
+    visible("#activity-link").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "section:not([hidden]) .feed li[data-kind='run.completed']"))
+    shot("activity")
+    check("activity page: the agent run is in the workspace's feed", True)
+    wait.until(lambda d: d.find_element(By.ID, "bell-count").text not in ("", "0"))
+    check("the bell counts the unread notification of the run that ended", True)
+    visible("#bell").click()
+    wait.until(lambda d: "Your agent run completed" in visible("section:not([hidden]) .feed").text)
+    driver.find_element(By.XPATH, "//section[not(@hidden)]//button[text()='Mark all read']").click()
+    wait.until(lambda d: not d.find_element(By.ID, "bell-count").is_displayed())
+    shot("notifications")
+    check("notifications page: marking all read clears the bell live", True)
+    check(f"every visible control on the notifications page has an accessible name {unnamed_controls()}", not unnamed_controls())
+    driver.get(run_url)
+    wait.until(EC.element_to_be_clickable((By.XPATH, "//section[not(@hidden)]//button[text()='Share…']"))).click()
+    dlg = visible("dialog[aria-label='Share']")
+    dlg.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "dialog input[aria-label='Link']").get_attribute("value"))
+    shared = driver.find_element(By.CSS_SELECTOR, "dialog input[aria-label='Link']").get_attribute("value")
+    shot("share-dialog")
+    driver.get(shared)
+    check("share dialog: the link opens the run's read-only page",
+          "Shared agent run" in driver.page_source and "take notes about this project" in driver.page_source)
+    driver.get(f"{workspace_url.split('/w/')[0]}/w/{ws_id}/invite")
+    inv = visible("form[aria-label='Invite someone']")
+    inv.find_element(By.NAME, "email").send_keys("friend@example.com")
+    inv.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda d: "Invitation mailed" in visible("section:not([hidden]) p[role=status]").text)
+    check("invite page: an invitation is mailed and listed as pending", "pending" in visible("section:not([hidden]) table").text)
+    link = None
+    for name in sorted(os.listdir(os.path.join(data, "outbox"))):
+        text = open(os.path.join(data, "outbox", name)).read()
+        m = re.search(r"http://\S+/invite/kwi_\w+", text)
+        if "To: friend@example.com" in text and m:
+            link = m.group(0)
+    driver.delete_all_cookies()
+    driver.get(link)
+    form = visible("#invite-register-form")
+    fill("#invite-register-form", {"name": "Friend", "password": "another long password"})
+    shot("invite-page")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(EC.url_contains(f"/w/{ws_id}"))
+    check("the invitation page registers someone new, who lands in the workspace", True)
+    visible("#reviews-link").click()
+    rf = visible("form[aria-label='Request a review']")
+    rf.find_element(By.NAME, "id").send_keys(run_url.split("/run/")[1])
+    Select(rf.find_element(By.NAME, "reviewers")).select_by_index(0)
+    rf.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(EC.url_contains("/review/rev_"))
+    wait.until(lambda d: "Review:" in visible("section:not([hidden]) h1").text)
+    shot("review")
+    check("reviews page: the new member asks the owner for a review of the run", "waiting" in visible("section:not([hidden])").text)
+
     # Nothing came from another origin (every resource the pages loaded was this server's).
     origin = driver.current_url.split("/w/")[0]
     foreign = [e["name"] for e in driver.execute_script("return performance.getEntriesByType('resource').map(e => ({name: e.name}))")
@@ -423,6 +484,12 @@ try:
 except Exception as e:  # a step that did not happen: record it with a screenshot
     shot("failure")
     check(f"browser flow ({type(e).__name__}: {e})", False)
+    try:
+        print("     status bar:", driver.execute_script("return document.querySelector('#st-msg')?.textContent"))
+    except Exception:
+        pass
+    for entry in driver.get_log("browser")[-20:]:
+        print("     console:", entry.get("level"), entry.get("message", "")[:300])
 finally:
     driver.quit()
     llm.terminate()
