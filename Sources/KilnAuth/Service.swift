@@ -201,24 +201,17 @@ public final class AuthService: AccountOperations, InvitedAccounts {
         let id = IDs.make("usr")
         let token = "kvt_" + IDs.randomBase62(43)
         let invited = invitationHash != nil
-        let (hooks, store) = (self.hooks, self.store)
+        let store = self.store
         do {
             try await store.write { tx in
-                // An address whose registration was never confirmed within a day may register again.
-                if let stale = try store.expiredUnverified(
-                    tx, email: email, before: now.addingTimeInterval(-AuthService.verifyTokenLifetime))
-                {
-                    try hooks.userPurged(tx, userID: stale)
-                    try store.deleteUser(tx, userID: stale)
-                }
                 var invitationID: String? = nil
                 if let invitationHash {
                     let inv = try store.invitation(tx, hash: invitationHash)
                     try Self.checkInvitation(inv, email: email, now: now)
                     invitationID = inv?.string("id")
                 }
-                try store.insertUser(
-                    tx, id: id, email: email, name: name, passwordHash: hash, verified: invited, owner: false,
+                try self.insertRegistered(
+                    tx, id: id, email: email, name: name, passwordHash: hash, verified: invited,
                     via: invited ? "invitation" : "registration", at: now)
                 if let invitationID {
                     guard try store.useInvitation(tx, id: invitationID, by: id, at: now) else {
@@ -230,13 +223,8 @@ public final class AuthService: AccountOperations, InvitedAccounts {
                         tx, hash: Crypto.sha256Hex(Array(token.utf8)), userID: id, purpose: "verify", email: email,
                         at: now, expires: now.addingTimeInterval(AuthService.verifyTokenLifetime))
                 }
-                try hooks.userCreated(tx, userID: id, name: name, at: now)
-                try AuditLog.append(
-                    tx,
-                    AuditEvent(
-                        action: "account.registered", actorUserID: id, resourceType: "user", resourceID: id, ip: ip,
-                        details: ["via": .string(invited ? "invitation" : "registration")]),
-                    at: now)
+                try self.registered(
+                    tx, id: id, name: name, via: invited ? "invitation" : "registration", ip: ip, at: now)
             }
         } catch let e as StoreError where e.isUniqueViolation {
             throw APIError.conflict("An account with this email already exists")
@@ -259,30 +247,48 @@ public final class AuthService: AccountOperations, InvitedAccounts {
         let hash = try Passwords.hash(password)
         let id = IDs.make("usr")
         let now = clock.now()
-        let (hooks, store) = (self.hooks, self.store)
+        let store = self.store
         do {
             try await store.write { tx in
-                if let stale = try store.expiredUnverified(
-                    tx, email: email, before: now.addingTimeInterval(-AuthService.verifyTokenLifetime))
-                {
-                    try hooks.userPurged(tx, userID: stale)
-                    try store.deleteUser(tx, userID: stale)
-                }
-                try store.insertUser(
-                    tx, id: id, email: email, name: name, passwordHash: hash, verified: true, owner: false,
-                    via: "workspace_invitation", at: now)
-                try hooks.userCreated(tx, userID: id, name: name, at: now)
-                try AuditLog.append(
-                    tx,
-                    AuditEvent(
-                        action: "account.registered", actorUserID: id, resourceType: "user", resourceID: id, ip: ip,
-                        details: ["via": "workspace_invitation"]), at: now)
+                try self.insertRegistered(
+                    tx, id: id, email: email, name: name, passwordHash: hash, verified: true,
+                    via: "workspace_invitation",
+                    at: now)
+                try self.registered(tx, id: id, name: name, via: "workspace_invitation", ip: ip, at: now)
             }
         } catch let e as StoreError where e.isUniqueViolation {
             throw APIError.conflict("An account with this email already exists; sign in to accept the invitation")
         }
         guard let user = try await user(id: id) else { throw APIError.notFound("No such account") }
         return user
+    }
+
+    /// Inside a registration's write: frees an address whose registration was never confirmed within a
+    /// day (it may register again), then inserts the account.
+    func insertRegistered(
+        _ tx: Transaction, id: String, email: String, name: String, passwordHash: String, verified: Bool, via: String,
+        at now: Date
+    ) throws {
+        if let stale = try store.expiredUnverified(
+            tx, email: email, before: now.addingTimeInterval(-AuthService.verifyTokenLifetime))
+        {
+            try hooks.userPurged(tx, userID: stale)
+            try store.deleteUser(tx, userID: stale)
+        }
+        try store.insertUser(
+            tx, id: id, email: email, name: name, passwordHash: passwordHash, verified: verified, owner: false,
+            via: via,
+            at: now)
+    }
+
+    /// The other domains' part of a new account (its own workspace…) and the audit event, in its write.
+    func registered(_ tx: Transaction, id: String, name: String, via: String, ip: String, at now: Date) throws {
+        try hooks.userCreated(tx, userID: id, name: name, at: now)
+        try AuditLog.append(
+            tx,
+            AuditEvent(
+                action: "account.registered", actorUserID: id, resourceType: "user", resourceID: id, ip: ip,
+                details: ["via": .string(via)]), at: now)
     }
 
     static func checkInvitation(_ row: Row?, email: String, now: Date) throws {

@@ -1,6 +1,5 @@
 import Foundation
 import KilnCore
-import KilnCrypto
 import KilnHTTP
 
 /// `/api/collab/*`: activity, notifications, invitations, reviews and share links; and the share
@@ -191,15 +190,7 @@ struct CollabRoutes: Sendable {
     /// CSRF token, so no other site can make it join a workspace.
     @Sendable func accept(_ req: Request, _ ctx: RequestContext, _ input: AcceptInput) async throws -> Response {
         let principal = ctx[PrincipalKey.self]
-        if let p = principal, p.sessionID != nil {
-            guard let sent = req.headers["X-CSRF-Token"], let expected = p.csrfToken,
-                Crypto.constantTimeEqual(Array(sent.utf8), Array(expected.utf8))
-            else {
-                throw HTTPError(
-                    .forbidden, message: "Missing or wrong X-CSRF-Token (GET /api/auth/session gives it)",
-                    details: ["header": "X-CSRF-Token"])
-            }
-        }
+        if let p = principal, p.sessionID != nil { try AccessMiddleware.checkCSRF(req, p) }
         if let p = principal, p.mfaPending { throw APIError.unauthenticated() }
         return .json(
             try await collab.accept(

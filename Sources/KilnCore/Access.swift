@@ -131,6 +131,12 @@ public struct AccessMiddleware: Middleware {
     /// A cookie-authenticated state change must come from our own origin and carry the CSRF token.
     func checkOriginAndCSRF(_ request: Request, _ p: Principal) throws {
         try checkOrigin(request)
+        try Self.checkCSRF(request, p)
+    }
+
+    /// The session's CSRF token must be in `X-CSRF-Token` (compared in constant time). Also for a
+    /// public route that acts for the signed-in caller when there is one (accepting an invitation).
+    public static func checkCSRF(_ request: Request, _ p: Principal) throws {
         guard let sent = request.headers["X-CSRF-Token"], let expected = p.csrfToken,
             Crypto.constantTimeEqual(Array(sent.utf8), Array(expected.utf8))
         else {
