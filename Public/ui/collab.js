@@ -10,6 +10,7 @@ const KINDS = {
   review_requested: "A review is asked of you", review_verdict: "A verdict on your review request",
   mention: "You are mentioned", run_ended: "A run you started ended", invited: "You are invited or added",
   role_changed: "Your role changed", share_link_opened: "Your share link is opened the first time",
+  approval_requested: "An action waits for an approval", approval_decided: "Your held action is decided",
 };
 
 // --- the bell: the unread count, live ---
@@ -29,6 +30,7 @@ export async function startBell() {
 function itemLink(subject) {
   if (!subject) return null;
   if (subject.type === "review") return `/w/${state.ws}/review/${subject.id}`;
+  if (subject.type === "approval") return `/w/${state.ws}/approvals`;
   if (subject.type === "run") {
     const p = state.projects[0];
     return p ? `/w/${state.ws}/p/${p.id}/run/${subject.id}` : null;
@@ -40,7 +42,7 @@ function itemLink(subject) {
 export async function activityView() {
   const list = h("ol", { class: "feed", "aria-label": "Activity" });
   const more = h("button", { type: "button", class: "secondary", hidden: true }, "Older");
-  const kind = h("select", { "aria-label": "Show" }, ...[["", "Everything"], ["run", "Agent runs"], ["file", "File changes"], ["job", "Jobs"], ["test", "Test runs"], ["review", "Reviews"], ["member", "Members"], ["share_link", "Share links"], ["project", "Rescans"]].map(([v, t]) => h("option", { value: v, text: t })));
+  const kind = h("select", { "aria-label": "Show" }, ...[["", "Everything"], ["run", "Agent runs"], ["file", "File changes"], ["job", "Jobs"], ["test", "Test runs"], ["review", "Reviews"], ["member", "Members"], ["share_link", "Share links"], ["approval", "Approvals"], ["project", "Rescans"]].map(([v, t]) => h("option", { value: v, text: t })));
   let cursor = null, es = null, seen = new Set();
   const row = (i) => {
     const link = itemLink(i.subject);
@@ -73,7 +75,7 @@ export async function activityView() {
     list.querySelector("li.muted")?.remove();
     list.prepend(row(i));
   };
-  for (const k of ["run.started", "run.completed", "run.failed", "run.cancelled", "file.changed", "run.rolled_back", "job.finished", "test.finished", "project.rescanned", "project.rescan_failed", "member.joined", "member.added", "member.left", "member.removed", "member.role_changed", "review.requested", "review.commented", "review.verdict", "share_link.created", "share_link.revoked", "invitation.created"]) {
+  for (const k of ["run.started", "run.completed", "run.failed", "run.cancelled", "file.changed", "run.rolled_back", "job.finished", "test.finished", "project.rescanned", "project.rescan_failed", "member.joined", "member.added", "member.left", "member.removed", "member.role_changed", "review.requested", "review.commented", "review.verdict", "share_link.created", "share_link.revoked", "invitation.created", "approval.requested", "approval.approved", "approval.rejected", "approval.expired", "approval.cancelled"]) {
     es.addEventListener(k, onItem);
   }
   return { el: h("section", { class: "pad" }, h("h1", { text: "Activity" }), h("div", { class: "row" }, kind), list, more), title: "Activity", close: () => es?.close() };

@@ -27,6 +27,7 @@ final class CollabFeed: Sendable {
         "ws:run.rolled_back", "ws:member.joined", "ws:member.added", "ws:member.left", "ws:member.removed",
         "ws:member.role_changed", "ws:review.requested", "ws:review.commented", "ws:review.verdict",
         "ws:share_link.created", "ws:share_link.revoked", "ws:share_link.opened", "ws:invitation.created",
+        "approvals:approval.required", "approvals:approval.resolved",
     ]
 
     init(collab: CollabService, bus: EventBus) {
@@ -116,6 +117,8 @@ final class CollabFeed: Sendable {
                 summary: type == "done"
                     ? "rescanned \(name)" + (files.map { " (\($0) files)" } ?? "") : "rescan of \(name) failed",
                 at: e.createdAt)
+        case ("approvals", let type):
+            try await approval(type, data, scope, at: e.createdAt)
         case ("ws", let type) where type.hasPrefix("member."):
             try await member(type, data, scope, at: e.createdAt)
         case ("ws", "review.requested"), ("ws", "review.commented"), ("ws", "review.verdict"):
@@ -151,6 +154,37 @@ final class CollabFeed: Sendable {
             }
         default:
             break
+        }
+    }
+
+    /// An action a policy held: the members who may decide are told (not the requester); once decided,
+    /// the requester is told how.
+    func approval(_ type: String, _ data: [String: JSONValue], _ scope: EventScope, at: Date) async throws {
+        let id = data["id"]?.stringValue ?? ""
+        let action = data["action"]?.stringValue ?? "an action"
+        let requester = data["requested_by"]?.stringValue ?? ""
+        if type == "approval.required" {
+            try await record(
+                "approval.requested", scope, subject: ("approval", id, action),
+                summary: "asked for an approval of \(action)", at: at)
+            let who = try await collab.name(requester)
+            for (uid, role) in try await collab.members?.memberRoles(wsID: scope.wsID) ?? []
+            where uid != requester && role >= .member {
+                try await collab.notify(
+                    uid, kind: "approval_requested", wsID: scope.wsID,
+                    title: "\(who) waits for an approval of \(action)",
+                    subject: ("approval", id), actor: requester)
+            }
+            return
+        }
+        let state = data["expired"] == .bool(true) ? "expired" : data["state"]?.stringValue ?? "decided"
+        guard state != "pending" else { return }
+        try await record(
+            "approval.\(state)", scope, subject: ("approval", id, action), summary: "\(state) \(action)", at: at)
+        if requester != scope.actorID {
+            try await collab.notify(
+                requester, kind: "approval_decided", wsID: scope.wsID, title: "Your \(action) was \(state)",
+                subject: ("approval", id), actor: scope.actorID)
         }
     }
 

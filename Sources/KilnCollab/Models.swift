@@ -94,6 +94,7 @@ struct SettingsInput: Decodable, Sendable, SchemaRequiredFields {
 enum NotificationKind {
     static let all = [
         "review_requested", "review_verdict", "mention", "run_ended", "invited", "role_changed", "share_link_opened",
+        "approval_requested", "approval_decided",
     ]
     static let modes: Set<String> = ["in_app", "email", "off"]
     /// At most one mail per kind and user in this time; the rest wait and go out together.

@@ -62,7 +62,9 @@ public final class ApprovalService: ApprovalGate, Sendable {
                     ]), at: now)
         }
         if let row = try await store.get(id), let shown = try? Self.approval(row) {
-            _ = try? await bus.publish(topic: Self.topic(r.wsID), type: "approval.required", data: shown.jsonText)
+            _ = try? await bus.publish(
+                topic: Self.topic(r.wsID), type: "approval.required", data: shown.jsonText,
+                scope: EventScope(wsID: r.wsID, actorID: r.requestedBy))
         }
         return ApprovalTicket(id: id, expiresAt: expires)
     }
@@ -190,8 +192,10 @@ public final class ApprovalService: ApprovalGate, Sendable {
         }
         for c in waiters { c.resume(returning: outcome) }
         if let shown = try? Self.approval(row) {
+            let wsID = row.string("ws_id") ?? ""
             _ = try? await bus.publish(
-                topic: Self.topic(row.string("ws_id") ?? ""), type: "approval.resolved", data: shown.jsonText)
+                topic: Self.topic(wsID), type: "approval.resolved", data: shown.jsonText,
+                scope: EventScope(wsID: wsID, actorID: row.string("decided_by")))
         }
         return true
     }

@@ -375,6 +375,37 @@ import Testing
         }
     }
 
+    @Test func heldActionsAreToldToTheirDecidersAndTheRequester() async throws {
+        let f = try await ShellFixture.make()
+        try await using(f) { f in
+            let (rita, _) = try await Self.member(f, "rita@example.com")
+            let rule: [String: Any] = [
+                "id": "hold", "action": "shell.run", "effect": "require_approval", "when": ["command": "^held"],
+            ]
+            #expect(try await f.a.call("PUT", "/api/policies", json: ["ws_id": f.ws, "rules": [rule]]).status == 200)
+            let held = try await f.a.call("POST", "/api/shell/run", json: ["project_id": f.pid, "command": "held"])
+            let approval = try #require(held.json["approval_id"] as? String, "\(held.text)")
+            func kinds(_ a: Agent) async throws -> [String] {
+                Self.items(try await a.call("GET", "/api/collab/notifications")).compactMap { $0["kind"] as? String }
+            }
+            for _ in 0..<100 where try await !kinds(rita).contains("approval_requested") {
+                try await Task.sleep(nanoseconds: 20_000_000)
+            }
+            #expect(try await kinds(rita).contains("approval_requested"))
+            #expect(try await !kinds(f.a).contains("approval_requested"), "the requester is not asked")
+            #expect(try await rita.call("POST", "/api/approvals/\(approval)/approve", json: [:]).status == 200)
+            for _ in 0..<100 where try await !kinds(f.a).contains("approval_decided") {
+                try await Task.sleep(nanoseconds: 20_000_000)
+            }
+            let told = Self.items(try await f.a.call("GET", "/api/collab/notifications")).first {
+                $0["kind"] as? String == "approval_decided"
+            }
+            #expect((told?["title"] as? String)?.contains("approved") == true, "\(String(describing: told))")
+            let feed = try await Self.feed(f, until: "approval.approved")
+            #expect(feed.contains { $0["kind"] as? String == "approval.requested" })
+        }
+    }
+
     @Test func aFileAndAReceiptChainShared() async throws {
         let x = try await AgentFixture.make()
         try await using(x) { x in
