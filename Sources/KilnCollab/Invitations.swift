@@ -31,6 +31,13 @@ extension CollabService {
         }
         let now = clock.now()
         if i.role >= .admin { try p.requireStepUp(now: now) }
+        let made = try await store.invitationsMade(wsID: access.wsID, since: now.addingTimeInterval(-3600))
+        guard made < InviteLimits.perHour else {
+            throw HTTPError(
+                .tooManyRequests, code: "rate_limited",
+                message:
+                    "This workspace sent \(made) invitations in the last hour (the limit is \(InviteLimits.perHour))")
+        }
         let existing = try await users?.user(email: email)
         if let existing, try await members?.role(userID: existing.id, wsID: access.wsID) != nil {
             throw APIError.conflict("That address belongs to a member already")

@@ -44,6 +44,8 @@ struct AcceptInput: Decodable, Sendable {
 
 enum InviteLimits {
     static let lifetime: TimeInterval = 7 * 24 * 3600
+    /// Invitations (mails) a workspace may send in an hour.
+    static let perHour = 50
 }
 
 /// `POST /api/collab/request-review`.
@@ -99,4 +101,6 @@ enum NotificationKind {
     static let modes: Set<String> = ["in_app", "email", "off"]
     /// At most one mail per kind and user in this time; the rest wait and go out together.
     static let mailInterval: TimeInterval = 600
+    /// Notifications are kept this long.
+    static let kept: TimeInterval = 90 * 24 * 3600
 }

@@ -37,6 +37,9 @@ public struct CollabModule: KilnModule {
         jobs.run("collab feed") { await feed.run() }
         let s = service
         jobs.every(60, name: "notification mail") { try await s.mailDue() }
+        jobs.every(3600, name: "old notifications") {
+            _ = try await s.store.purgeNotifications(before: s.clock.now().addingTimeInterval(-NotificationKind.kept))
+        }
     }
 
     public func shutdown() async { feed.stop() }

@@ -189,6 +189,11 @@ struct CollabStore: Sendable {
         }
     }
 
+    /// Notifications older than `before` go (read or not, they are history by then).
+    func purgeNotifications(before: Date) async throws -> Int {
+        try await db.write { tx in try tx.run("DELETE FROM notifications WHERE created_at < ?", before) }
+    }
+
     func purgeUser(_ tx: Transaction, userID: String) throws {
         try tx.run("DELETE FROM notifications WHERE user_id = ?", userID)
         try tx.run("DELETE FROM notification_settings WHERE user_id = ?", userID)
@@ -212,6 +217,15 @@ struct CollabStore: Sendable {
             INSERT INTO ws_invitations (id, ws_id, email, role, token_hash, invited_by, created_at, expires_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             """, id, wsID, email, role, tokenHash, by, now, expires)
+    }
+
+    /// Invitations made in the workspace since `since` (a cap on how many mails a workspace sends).
+    func invitationsMade(wsID: String, since: Date) async throws -> Int {
+        try await db.read { tx in
+            try tx.first(
+                "SELECT COUNT(*) AS n FROM ws_invitations WHERE ws_id = ? AND created_at > ?", wsID, since)?.int("n")
+                ?? 0
+        }
     }
 
     func invitations(wsID: String) async throws -> [Row] {

@@ -204,6 +204,11 @@ import Testing
                     "POST", "/api/collab/invite", json: ["ws_id": f.ws, "email": "o@example.com", "role": "member"]
                 )
                 .status == 201)
+
+            // At most 50 invitations (mails) a workspace an hour.
+            for _ in 0..<50 { _ = try await invite("many-\(UUID().uuidString.prefix(8))@example.com") }
+            let over = try await invite("one-more@example.com")
+            #expect(over.status == 429 && over.json["error"] != nil, "\(over.text)")
         }
     }
 
