@@ -11,7 +11,7 @@ let strict: [SwiftSetting] = [
 let layers: [Target.Dependency] = ["CShims", "KilnCore", "KilnHTTP", "KilnStore", "KilnCrypto"]
 let domains: [Target.Dependency] = [
     "KilnAuth", "KilnAccount", "KilnWorkspaces", "KilnProjects", "KilnShell", "KilnPTY", "KilnAgents", "KilnBudget", "KilnReceipts",
-    "KilnSecrets", "KilnPolicy", "KilnMCP", "KilnNotebooks", "KilnCollab",
+    "KilnSecrets", "KilnPolicy", "KilnMCP", "KilnNotebooks", "KilnCollab", "KilnBrowser",
 ]
 
 let package = Package(
@@ -48,6 +48,7 @@ let package = Package(
         .target(name: "KilnMCP", dependencies: layers, swiftSettings: strict),
         .target(name: "KilnNotebooks", dependencies: layers, swiftSettings: strict),
         .target(name: "KilnCollab", dependencies: layers, swiftSettings: strict),
+        .target(name: "KilnBrowser", dependencies: layers, swiftSettings: strict),
 
         .target(name: "KilnApp", dependencies: ["KilnHTTP", "KilnCore", "KilnStore", "KilnCrypto", "COpenSSL"] + domains, swiftSettings: strict),
 
@@ -78,6 +79,7 @@ let package = Package(
         .testTarget(name: "KilnPolicyTests", dependencies: ["KilnPolicy", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnMCPTests", dependencies: ["KilnMCP", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnNotebooksTests", dependencies: ["KilnNotebooks", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
+        .testTarget(name: "KilnBrowserTests", dependencies: ["KilnBrowser", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnCollabTests", dependencies: ["KilnCollab", "KilnAuth", "KilnTestSupport", "KilnApp"] + layers, swiftSettings: strict),
         .testTarget(name: "KilnAppTests", dependencies: ["KilnApp", "KilnTestSupport"] + layers + domains, swiftSettings: strict),
     ],

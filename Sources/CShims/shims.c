@@ -155,6 +155,12 @@ static void child_reset_signals(void) {
 
 int kiln_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd,
                int stdin_fd, int stdout_fd, int stderr_fd, int new_pgroup) {
+    return kiln_spawn_fds(path, argv, envp, cwd, stdin_fd, stdout_fd, stderr_fd, new_pgroup, NULL, 0);
+}
+
+int kiln_spawn_fds(const char *path, char *const argv[], char *const envp[], const char *cwd,
+                   int stdin_fd, int stdout_fd, int stderr_fd, int new_pgroup, const int *extra, int nextra) {
+    if (nextra < 0 || nextra > 8) return -EINVAL;
     int errpipe[2];
     if (pipe2(errpipe, O_CLOEXEC) != 0) return -errno;
     pid_t pid = fork();
@@ -165,6 +171,15 @@ int kiln_spawn(const char *path, char *const argv[], char *const envp[], const c
         if (stdin_fd >= 0) dup2(stdin_fd, 0);
         if (stdout_fd >= 0) dup2(stdout_fd, 1);
         if (stderr_fd >= 0) dup2(stderr_fd, 2);
+        /* Moved above the targets first, so an fd already numbered 3 or 4 is not overwritten early. */
+        int high[8];
+        for (int i = 0; i < nextra; i++) {
+            high[i] = fcntl(extra[i], F_DUPFD_CLOEXEC, 64);
+            if (high[i] < 0) { int e = errno; (void)!write(errpipe[1], &e, sizeof e); _exit(127); }
+        }
+        for (int i = 0; i < nextra; i++) {
+            if (dup2(high[i], 3 + i) < 0) { int e = errno; (void)!write(errpipe[1], &e, sizeof e); _exit(127); }
+        }
         if (cwd && chdir(cwd) != 0) { int e = errno; (void)!write(errpipe[1], &e, sizeof e); _exit(127); }
         execve(path, argv, envp);
         int e = errno; (void)!write(errpipe[1], &e, sizeof e); _exit(127);

@@ -3,6 +3,7 @@ import Glibc
 import KilnAccount
 import KilnAgents
 import KilnAuth
+import KilnBrowser
 import KilnBudget
 import KilnCollab
 import KilnCore
@@ -52,7 +53,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
         AuthModule.self, AccountModule.self, WorkspacesModule.self, ProjectsModule.self, ShellModule.self,
         PTYModule.self,
         AgentsModule.self, BudgetModule.self, ReceiptsModule.self, SecretsModule.self, PolicyModule.self,
-        MCPModule.self, NotebooksModule.self, CollabModule.self,
+        MCPModule.self, NotebooksModule.self, CollabModule.self, BrowserModule.self,
     ]
 
     /// What `kiln serve` understands: the server's own options and every module's.
@@ -116,9 +117,10 @@ public final class Application: ModuleHost, @unchecked Sendable {
             CollabDependencies(
                 agents: agents.service, receipts: receipts.service, members: workspaces.service, users: auth.service,
                 accounts: auth.service, projects: projects.service, pricing: budget.service.pricing))
+        let browser = BrowserModule(services: s, secrets: secrets.service)
         return [
             auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets, policy, mcp, notebooks,
-            collab,
+            collab, browser,
         ]
     }
 

@@ -15,7 +15,10 @@ public enum Doctor {
         ("ctags", "symbol lookup for more languages (universal-ctags)", "apt-get install -y universal-ctags"),
         ("ssh", "running commands on SSH hosts", "apt-get install -y openssh-client"),
         ("scp", "copying files from SSH hosts", "apt-get install -y openssh-client"),
-        ("chromium", "browser screenshots", "apt-get install -y chromium"),
+        (
+            "chromium", "browser runs: smoke checks with screenshots (POST /api/browser/run)",
+            "apt-get install -y chromium"
+        ),
         ("python3", "notebook cells", "apt-get install -y python3"),
     ]
 

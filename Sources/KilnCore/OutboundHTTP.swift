@@ -131,6 +131,10 @@ public struct OutboundHTTP: Sendable {
             return (String(l[..<colon]), l[l.index(after: colon)...].trimmingCharacters(in: .whitespaces))
         }
         func header(_ n: String) -> String? { headers.first { $0.0.caseInsensitiveCompare(n) == .orderedSame }?.1 }
+        // An answer to HEAD, and a 1xx, 204 or 304, has no body whatever its Content-Length says (RFC 9112 §6.3).
+        if r.method == "HEAD" || (100..<200).contains(status) || status == 204 || status == 304 {
+            return Response(status: status, headers: headers, body: [])
+        }
         var body = Array(buffer[(headEnd! + 4)...])
         let chunked = header("Transfer-Encoding")?.lowercased().contains("chunked") == true
         let length = chunked ? nil : header("Content-Length").flatMap { Int($0) }

@@ -73,9 +73,10 @@ public enum ProcessRunner {
     }
 
     /// Starts `path` with the given fds as stdin/stdout/stderr (-1 keeps Kiln's own) in a new process group.
+    /// `extra`: fds the child also gets, as 3, 4, … in that order.
     public static func spawn(
         _ path: String, _ args: [String], stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1,
-        cwd: String? = nil, environment: [String: String]? = nil
+        cwd: String? = nil, environment: [String: String]? = nil, extra: [Int32] = []
     ) throws -> pid_t {
         // Never the server's own environment: its KILN_* settings, provider keys and agent socket stay here.
         let env = (environment ?? Sandbox.toolEnvironment(home: ProcessInfo.processInfo.environment["HOME"] ?? "/"))
@@ -88,7 +89,11 @@ public enum ProcessRunner {
         }
         let pid = argv.withUnsafeBufferPointer { a in
             envp.withUnsafeBufferPointer { e in
-                kiln_spawn(path, a.baseAddress, e.baseAddress, cwd, stdin, stdout, stderr, 1)
+                extra.withUnsafeBufferPointer { x in
+                    kiln_spawn_fds(
+                        path, a.baseAddress, e.baseAddress, cwd, stdin, stdout, stderr, 1, x.baseAddress,
+                        Int32(x.count))
+                }
             }
         }
         guard pid > 0 else { throw SpawnError(description: "cannot start \(path): \(String(cString: strerror(-pid)))") }
@@ -97,11 +102,11 @@ public enum ProcessRunner {
 
     /// Starts a sandbox launch with the given fds (see `spawn`).
     public static func spawn(
-        _ launch: Sandbox.Launch, stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1
+        _ launch: Sandbox.Launch, stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1, extra: [Int32] = []
     ) throws -> pid_t {
         try spawn(
             launch.path, launch.arguments, stdin: stdin, stdout: stdout, stderr: stderr, cwd: launch.cwd,
-            environment: launch.environment)
+            environment: launch.environment, extra: extra)
     }
 
     /// Starts a sandbox launch on a new pseudo-terminal as its controlling terminal, in its own session.

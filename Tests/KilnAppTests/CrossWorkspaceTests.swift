@@ -52,6 +52,20 @@ import Testing
                 "POST", "/api/collab/request-review",
                 json: ["ws_id": x.f.ws, "subject": ["type": "run", "id": run], "reviewers": [reviewerID]])
             let reviewID = try #require(review.json["id"] as? String, "\(review.text)")
+            // A browser run and its screenshot (rows as a finished run leaves them; no Chromium needed here).
+            let (brun, shot) = ("brun_0000000000crossws", "shot_0000000000crossws")
+            _ = try await t.app.services.db.write { tx in
+                try tx.run(
+                    """
+                    INSERT INTO browser_runs (id, ws_id, user_id, kind, url, status, created_at)
+                    VALUES (?, ?, 'usr_x', 'smoke', 'https://example.com/', 'passed', 0)
+                    """, brun, x.f.ws)
+                try tx.run(
+                    """
+                    INSERT INTO browser_shots (id, run_id, name, width, height, bytes, created_at)
+                    VALUES (?, ?, 'page', 1, 1, 1, 0)
+                    """, shot, brun)
+            }
             let ownerID = try #require(
                 (try await x.f.a.call("GET", "/api/auth/session").json["user"] as? [String: Any])?["id"] as? String)
 
@@ -63,7 +77,7 @@ import Testing
                 "run_id": [run], "job_id": [job, rescanJob], "pty_id": [ptyID], "ws_id": [x.f.ws], "user_id": [ownerID],
                 "approval_id": [approval], "server_id": [serverID], "token_id": [tokenID],
                 "nb_id": [nbID], "cell_id": [cellID], "link_id": [linkID],
-                "review_id": [reviewID], "invitation": [invitationID],
+                "review_id": [reviewID], "invitation": [invitationID], "browser_run_id": [brun], "shot_id": [shot],
             ]
 
             let catalog = t.app.services.catalog
@@ -112,6 +126,7 @@ import Testing
             #expect(try await x.f.a.call("GET", "/api/mcp/servers/\(serverID)").status == 200)
             #expect(try await x.f.a.call("GET", "/api/notebook/\(nbID)").status == 200)
             #expect(try await x.f.a.call("GET", "/api/collab/reviews/\(reviewID)").status == 200)
+            #expect(try await x.f.a.call("GET", "/api/browser/runs/\(brun)").status == 200)
             #expect(try await x.f.a.call("POST", "/api/shell/cancel/\(job)").status == 200)
             #expect(try await x.f.a.call("DELETE", "/api/pty/\(ptyID)").status == 200)
         }

@@ -51,6 +51,10 @@ int kiln_errno(void);
  * argv/envp NULL-terminated. Returns pid or -errno. */
 int kiln_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd,
                int stdin_fd, int stdout_fd, int stderr_fd, int new_pgroup);
+/* kiln_spawn, and the child also gets extra[i] as fd 3 + i (a pipe a program is told to use, such as
+ * Chromium's --remote-debugging-pipe on 3 and 4). */
+int kiln_spawn_fds(const char *path, char *const argv[], char *const envp[], const char *cwd,
+                   int stdin_fd, int stdout_fd, int stderr_fd, int new_pgroup, const int *extra, int nextra);
 /* forkpty + chdir + execve in C. Returns pid or -errno; writes the master fd. */
 int kiln_forkpty(int *master_fd, const char *path, char *const argv[], char *const envp[],
                  const char *cwd, unsigned short cols, unsigned short rows);

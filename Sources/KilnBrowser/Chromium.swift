@@ -1,0 +1,105 @@
+import Foundation
+import KilnCore
+import KilnHTTP
+
+/// One headless Chromium for one run: started through the sandbox like every process Kiln starts for
+/// a user, driven over a pipe (no debugging port), with a profile folder of its own that is removed
+/// when the browser is gone. `stop` kills the whole sandbox (or process group), so no Chromium
+/// process outlives its run.
+final class ChromiumProcess: Sendable {
+    let pid: pid_t
+    let sandboxed: Bool
+    let cdp: CDPConnection
+    /// The profile folder as the server sees it.
+    let profile: String
+    private let exited = Exited()
+
+    final class Exited: Sendable {
+        let done = DispatchSemaphore(value: 0)
+    }
+
+    /// Chromium's own names on Debian, Ubuntu and elsewhere, tried in this order on PATH.
+    static let names = ["chromium", "chromium-browser", "google-chrome", "headless_shell"]
+
+    static func find(_ configured: String?) -> String? {
+        if let configured { return ProcessRunner.which(configured) }
+        return names.lazy.compactMap { ProcessRunner.which($0) }.first
+    }
+
+    static func start(
+        binary: String, sandbox: Sandbox, wsID: String, runID: String, viewport: (Int, Int)
+    ) throws -> ChromiumProcess {
+        // The profile lives in the workspace's private home of the sandbox (its path inside is $HOME).
+        let probe = try sandbox.launch(["true"], workspace: wsID, project: nil, cwd: nil)
+        let insideHome = probe.environment["HOME"] ?? "/tmp"
+        let profileName = ".kiln-browser/" + runID
+        let profile = probe.cwd + "/" + profileName
+        try FileManager.default.createDirectory(
+            atPath: profile, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let argv = [
+            binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--remote-debugging-pipe", "--user-data-dir=\(insideHome)/\(profileName)", "--no-first-run",
+            "--no-default-browser-check", "--disable-extensions", "--disable-background-networking", "--disable-sync",
+            "--disable-component-update", "--disable-default-apps", "--mute-audio", "--hide-scrollbars",
+            "--metrics-recording-only", "--password-store=basic", "--use-mock-keychain",
+            "--window-size=\(viewport.0),\(viewport.1)", "about:blank",
+        ]
+        let launch = try sandbox.launch(argv, workspace: wsID, project: nil, cwd: nil)
+        let (commandsRead, commandsWrite) = try ProcessRunner.pipePair()
+        let (answersRead, answersWrite) = try ProcessRunner.pipePair()
+        let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer {
+            close(commandsRead)
+            close(answersWrite)
+            if devnull >= 0 { close(devnull) }
+        }
+        let pid: pid_t
+        do {
+            pid = try ProcessRunner.spawn(
+                launch, stdin: devnull, stdout: devnull, stderr: devnull, extra: [commandsRead, answersWrite])
+        } catch {
+            close(commandsWrite)
+            close(answersRead)
+            try? FileManager.default.removeItem(atPath: profile)
+            throw error
+        }
+        let cdp = CDPConnection(toBrowser: commandsWrite, fromBrowser: answersRead)
+        let browser = ChromiumProcess(
+            pid: pid, sandboxed: sandbox.bwrap != nil && launch.path == sandbox.bwrap, cdp: cdp, profile: profile)
+        let exited = browser.exited
+        // Reaped on a thread of its own; then the pipes close and the profile goes.
+        Thread {
+            _ = ProcessRunner.wait(pid)
+            cdp.close()
+            close(commandsWrite)
+            close(answersRead)
+            try? FileManager.default.removeItem(atPath: profile)
+            exited.done.signal()
+        }.start()
+        return browser
+    }
+
+    private init(pid: pid_t, sandboxed: Bool, cdp: CDPConnection, profile: String) {
+        self.pid = pid
+        self.sandboxed = sandboxed
+        self.cdp = cdp
+        self.profile = profile
+    }
+
+    /// Kills the browser and everything it started, and waits until it is reaped and its profile gone.
+    func stop() async {
+        if sandboxed {
+            Sandbox.signal(pid, SIGKILL, sandboxed: true)
+        }
+        kill(-pid, SIGKILL)
+        kill(pid, SIGKILL)
+        let exited = self.exited
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                exited.done.wait()
+                exited.done.signal()
+                c.resume()
+            }
+        }
+    }
+}
