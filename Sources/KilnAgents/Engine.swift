@@ -47,6 +47,8 @@ final class AgentEngine: Sendable {
     let external = Mutex<(any ExternalTools)?>(nil)
     /// Notebooks (the notebooks domain), attached after both are built.
     let notebooks = Mutex<(any NotebookCells)?>(nil)
+    /// Browser checks (the browser domain), attached after both are built.
+    let browser = Mutex<(any BrowserChecks)?>(nil)
     let live = Mutex<[String: LiveRun]>([:])
     /// Set at shutdown: no run starts after the running ones were cancelled.
     let closing = Atomic<Bool>(false)
@@ -280,7 +282,8 @@ final class AgentEngine: Sendable {
                 }
                 try await store.insertFinding(
                     runID: id, seq: seq, path: path, line: line, claim: claim, evidence: evidence)
-            }, notebooks: notebooks.withLock { $0 })
+            }, notebooks: notebooks.withLock { $0 }, browser: browser.withLock { $0 },
+            onEvent: { [self] type, data in await self.emit(id, type, data) })
         func record(_ m: ChatMessage) async {
             msgSeq += 1
             let seq = msgSeq

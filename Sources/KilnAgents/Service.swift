@@ -148,6 +148,8 @@ public struct AgentService: Sendable {
 
     /// Hands runs the notebooks (read_notebook, run_cell), built after the agents.
     public func attach(notebooks: any NotebookCells) { engine.notebooks.withLock { $0 = notebooks } }
+    /// Hands runs browser checks (browser_check), built after the agents.
+    public func attach(browser: any BrowserChecks) { engine.browser.withLock { $0 = browser } }
 
     func start(_ input: StartInput, access: WorkspaceAccess, userID: String) async throws -> String {
         try Validate.text(input.prompt, field: "prompt", maxBytes: 32 * 1024)

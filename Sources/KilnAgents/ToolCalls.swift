@@ -31,7 +31,7 @@ extension AgentService: ToolRunner, AgentRunner {
             project: project, runID: "", userID: userID, secrets: [], directory: projects, jobs: jobs,
             snapshots: engine.snapshots, onJob: { _ in }, onFileChanged: { _, _ in changed.set() },
             onFinding: { _, _, _, _ in throw ToolFailure("findings belong to agent runs") }, actorKind: actorKind,
-            notebooks: engine.notebooks.withLock { $0 })
+            notebooks: engine.notebooks.withLock { $0 }, browser: engine.browser.withLock { $0 })
         do {
             let out = try await t.run(ctx, try ToolRegistry.validate(arguments, t.schema))
             if changed.isSet { try? await projects.reindex(project) }

@@ -24,6 +24,10 @@ public struct ToolContext: Sendable {
     var actorKind = "agent"
     /// Notebooks (the notebooks domain), for read_notebook and run_cell.
     var notebooks: (any NotebookCells)? = nil
+    /// Browser checks (the browser domain), for browser_check.
+    var browser: (any BrowserChecks)? = nil
+    /// Adds an event to the run's stream (a browser check's screenshots).
+    var onEvent: @Sendable (String, JSONValue) async -> Void = { _, _ in }
 }
 
 public struct ToolFailure: Error, CustomStringConvertible, Sendable {
@@ -51,7 +55,7 @@ public struct AgentToolCatalog: ToolCatalog {
 public enum ToolRegistry {
     public static let all: [AgentTool] = [
         listFiles, readFile, search, findSymbol, editFile, writeFile, runCommand, runTests, recordFinding,
-        readNotebook, runCell,
+        readNotebook, runCell, browserCheck,
     ]
     public static func named(_ n: String) -> AgentTool? { all.first { $0.name == n } }
 
@@ -353,6 +357,35 @@ public enum ToolRegistry {
             r = try await notebooks(ctx).runCell(
                 project: ctx.project, path: string(a, "path")!, cellID: string(a, "cell_id")!, userID: ctx.userID)
         } catch let e as HTTPError { throw ToolFailure(e.message) }
+        return r.text
+    }
+
+    static let browserCheck = AgentTool(
+        name: "browser_check",
+        description:
+            "Check a web page in headless Chromium (only origins on the workspace's browser allowlist): kind smoke "
+            + "loads url and reports the HTTP status, title, console errors, failed and blocked requests; kind flow "
+            + "also runs steps ({action: goto|click|type|press|wait_for|expect|screenshot, selector?, text?, url?, "
+            + "key?}) and stops at the first that fails. Screenshots are attached to the run.",
+        schema: obj(
+            [
+                "kind": ["type": "string", "enum": ["smoke", "flow"]], "url": str,
+                "steps": ["type": "array", "items": ["type": "object"]],
+            ], required: ["kind", "url"])
+    ) { ctx, a in
+        guard let browser = ctx.browser else { throw ToolFailure("browser checks are not available on this server") }
+        let r: (runID: String, status: String, text: String, screenshots: [JSONValue])
+        do {
+            r = try await browser.check(
+                wsID: ctx.project.wsID, userID: ctx.userID, kind: string(a, "kind")!, url: string(a, "url")!,
+                steps: a["steps"]?.arrayValue)
+        } catch let e as HTTPError { throw ToolFailure(e.message) }
+        for shot in r.screenshots {
+            var o = shot.objectValue ?? [:]
+            o["browser_run_id"] = .string(r.runID)
+            await ctx.onEvent("browser.screenshot", .object(o))
+        }
+        guard r.status == "passed" else { throw ToolFailure("the check \(r.status): \(r.text)") }
         return r.text
     }
 }

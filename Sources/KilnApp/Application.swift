@@ -118,6 +118,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
                 agents: agents.service, receipts: receipts.service, members: workspaces.service, users: auth.service,
                 accounts: auth.service, projects: projects.service, pricing: budget.service.pricing))
         let browser = BrowserModule(services: s, secrets: secrets.service)
+        agents.service.attach(browser: browser.service)
         return [
             auth, account, workspaces, projects, shell, pty, agents, budget, receipts, secrets, policy, mcp, notebooks,
             collab, browser,

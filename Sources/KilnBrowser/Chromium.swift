@@ -15,7 +15,10 @@ final class ChromiumProcess: Sendable {
     private let exited = Exited()
 
     final class Exited: Sendable {
+        /// Reaped, its pipes closed and its profile removed.
         let done = DispatchSemaphore(value: 0)
+        /// And no process of it left at all (the kernel takes a sandbox's processes down a moment later).
+        let gone = DispatchSemaphore(value: 0)
     }
 
     /// Chromium's own names on Debian, Ubuntu and elsewhere, tried in this order on PATH.
@@ -75,8 +78,31 @@ final class ChromiumProcess: Sendable {
             close(answersRead)
             try? FileManager.default.removeItem(atPath: profile)
             exited.done.signal()
+            // The sandbox's end kills what ran in it, but the kernel takes those processes down a
+            // moment later: the browser's slot is free once none of them is left.
+            for _ in 0..<300 where ChromiumProcess.lingering(runID) { usleep(10_000) }
+            exited.gone.signal()
         }.start()
         return browser
+    }
+
+    /// Whether any process still carries this run's profile on its command line.
+    static func lingering(_ runID: String) -> Bool {
+        let marker = Array(".kiln-browser/\(runID)".utf8)
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where Int(entry) != nil {
+            guard let cmd = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"), !cmd.isEmpty else {
+                continue
+            }
+            let bytes = Array(cmd)
+            if bytes.count >= marker.count,
+                (0...(bytes.count - marker.count)).contains(where: {
+                    bytes[$0..<$0 + marker.count].elementsEqual(marker)
+                })
+            {
+                return true
+            }
+        }
+        return false
     }
 
     private init(pid: pid_t, sandboxed: Bool, cdp: CDPConnection, profile: String) {
@@ -93,11 +119,18 @@ final class ChromiumProcess: Sendable {
         }
         kill(-pid, SIGKILL)
         kill(pid, SIGKILL)
-        let exited = self.exited
+        await Self.wait(exited.done)
+    }
+
+    /// Waits until no process of this browser is left (after `stop`).
+    func gone() async { await Self.wait(exited.gone) }
+
+    /// Waits for a one-time signal without holding a thread of the pool (and leaves it signalled).
+    static func wait(_ s: DispatchSemaphore) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             DispatchQueue.global().async {
-                exited.done.wait()
-                exited.done.signal()
+                s.wait()
+                s.signal()
                 c.resume()
             }
         }

@@ -114,6 +114,8 @@ struct BrowserJob: Sendable {
         result["status"] = .string(status)
         result["duration_ms"] = .int(Int((kilnMonotonicNanos() &- started) / 1_000_000))
         await finish(status, result)
+        // The slot is handed on once every process of this browser is gone.
+        await browser.gone()
     }
 
     /// Load the URL; report the HTTP status, the final URL after redirects, the title, timings (TTFB,

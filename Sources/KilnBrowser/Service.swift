@@ -9,7 +9,7 @@ import Synchronization
 /// against the workspace's allowlist and the outbound guard. Events on `browser:<run>`:
 /// `browser.queued`, `browser.started`, `browser.console`, `browser.request_failed`,
 /// `browser.screenshot {id, width, height}`, `browser.completed {status, summary}`.
-public final class BrowserService: Sendable {
+public final class BrowserService: BrowserChecks {
     let store: BrowserStore
     let bus: EventBus
     let clock: any Clock
@@ -161,6 +161,46 @@ public final class BrowserService: Sendable {
             viewport: (viewport.0, viewport.1), timeout: timeout, gate: gate, steps: steps, secrets: values)
         Task { await job.run() }
         return id
+    }
+
+    /// An agent's browser_check: a run like any other (queued, allowlisted, recorded), waited for.
+    public func check(
+        wsID: String, userID: String, kind: String, url: String, steps: [JSONValue]?
+    ) async throws -> (runID: String, status: String, text: String, screenshots: [JSONValue]) {
+        guard kind == "smoke" || kind == "flow" else {
+            throw APIError.validation("kind must be smoke or flow", field: "kind")
+        }
+        let input = BrowserRunInput(wsId: wsID, kind: kind, url: url, steps: steps, viewport: nil, timeoutS: nil)
+        let id = try await start(input, wsID: wsID, userID: userID)
+        var row = try await store.run(id)
+        // The run's own deadline bounds this wait (plus time queued behind others).
+        for _ in 0..<(10 * 60 * 5) where !["passed", "failed", "cancelled"].contains(row?.string("status") ?? "") {
+            try await Task.sleep(nanoseconds: 200_000_000)
+            row = try await store.run(id)
+        }
+        guard let row else { throw APIError.notFound("The browser run is gone") }
+        let status = row.string("status") ?? "failed"
+        let result = row.string("result").flatMap { try? JSONValue(parsing: $0) }?.objectValue ?? [:]
+        var lines = ["browser run \(id): \(status)"]
+        for k in ["error", "http_status", "final_url", "title"] {
+            if let v = result[k], v != .null { lines.append("\(k): \(v.stringValue ?? v.jsonText)") }
+        }
+        for (k, label) in [
+            ("console_errors", "console errors"), ("failed_requests", "failed requests"),
+            ("blocked_requests", "blocked requests"), ("steps", "steps"),
+        ] {
+            if let list = result[k]?.arrayValue, !list.isEmpty {
+                lines.append("\(label):")
+                lines += list.prefix(20).map { "- " + $0.jsonText }
+            }
+        }
+        let shots = try await store.shots(id).map { s -> JSONValue in
+            [
+                "id": .string(s.string("id") ?? ""), "name": .string(s.string("name") ?? ""),
+                "width": .int(s.int("width") ?? 0), "height": .int(s.int("height") ?? 0),
+            ]
+        }
+        return (id, status, String(lines.joined(separator: "\n").prefix(16_000)), shots)
     }
 
     /// Cancels a queued or running run (its browser is killed at once).

@@ -240,9 +240,11 @@ final class TestSite: Sendable {
                 #expect(r.status == 202, "\(r.text)")
                 ids.append(try #require(r.json["run_id"] as? String))
             }
+            // Chromium forks helpers that carry its command line for a moment, so browsers are told
+            // apart by their run (their profile), not counted by process.
             var most = 0
             for _ in 0..<600 {
-                most = max(most, Self.browsers(of: f.t.dataDir))
+                most = max(most, Self.browserRuns().count)
                 let states = try await ids.asyncMap {
                     try await f.a.call("GET", "/api/browser/runs/\($0)").json["status"] as? String ?? ""
                 }
@@ -276,6 +278,62 @@ final class TestSite: Sendable {
             }
             #expect(try await f.a.call("GET", "/api/browser/runs/\(slowID)").json["status"] as? String == "cancelled")
             #expect(try Self.profiles(under: f.t.dataDir).isEmpty)
+
+            // The browser killed with SIGKILL from outside: the run fails, nothing of it is left.
+            let doomed = try await f.a.call(
+                "POST", "/api/browser/run",
+                json: [
+                    "ws_id": f.ws, "kind": "flow", "url": site.base + "/",
+                    "steps": [["wait_for": ["selector": "#never", "timeout_ms": 30000]]],
+                ], headers: ["Accept": "application/json"])
+            let doomedID = try #require(doomed.json["run_id"] as? String)
+            var pids: [Int32] = []
+            for _ in 0..<200 where pids.isEmpty {
+                pids = Self.browserPIDs()
+                if pids.isEmpty { try await Task.sleep(nanoseconds: 25_000_000) }
+            }
+            #expect(!pids.isEmpty)
+            for pid in pids { kill(pid, SIGKILL) }
+            for _ in 0..<200 {
+                if try await f.a.call("GET", "/api/browser/runs/\(doomedID)").json["status"] as? String == "failed" {
+                    break
+                }
+                try await Task.sleep(nanoseconds: 25_000_000)
+            }
+            #expect(try await f.a.call("GET", "/api/browser/runs/\(doomedID)").json["status"] as? String == "failed")
+            for _ in 0..<200 where Self.anyChromium() { try await Task.sleep(nanoseconds: 25_000_000) }
+            #expect(!Self.anyChromium(), "no orphaned Chromium process (renderers, zygotes) after the kill")
+            #expect(try Self.profiles(under: f.t.dataDir).isEmpty)
+        }
+    }
+
+    @Test(.enabled(if: available)) func anAgentChecksThePageItChanged() async throws {
+        let kilnPort = Mutex(0)
+        let site = try TestSite { kilnPort.withLock { $0 } }
+        defer { Task { await site.stop() } }
+        let x = try await AgentFixture.make { c in c.moduleValues["--allow-private-network"] = ["127.0.0.1/32"] }
+        try await using(x) { x in
+            let f = x.f
+            _ = try await f.a.call(
+                "PUT", "/api/browser/allowlist", json: ["ws_id": f.ws, "entries": [["pattern": site.base]]])
+            x.model.script([
+                .openai(
+                    ScriptedModel.call("b1", "browser_check", ["kind": "smoke", "url": site.base + "/signup"])
+                        + ScriptedModel.finish("tool_calls")),
+                .openai([ScriptedModel.text("the page works")] + ScriptedModel.finish("stop")),
+            ])
+            let (run, last) = try await x.runToEnd("check the sign-up page")
+            #expect(last?.event == "run.completed", "\(String(describing: last))")
+            let events = parseSSE(try await x.follow(run).text)
+            let shot = try #require(events.first { $0.event == "browser.screenshot" }, "\(events.map(\.event))")
+            #expect(
+                shot.data["width"] as? Int == 1280
+                    && (shot.data["browser_run_id"] as? String)?.hasPrefix("brun_") == true)
+            let result = events.first { $0.event == "tool.result" }.map { "\($0.data)" } ?? ""
+            #expect(result.contains("passed"), "\(result)")
+            // In the receipt: the call, and that it held.
+            let receipt = try await f.a.call("GET", "/api/receipts/\(run)")
+            #expect(receipt.text.contains("browser_check"), "\(receipt.text)")
         }
     }
 
@@ -342,25 +400,45 @@ final class TestSite: Sendable {
         return out
     }
 
-    /// Chromium processes whose profile is under this data dir.
-    static func browsers(of dir: String) -> Int {
+    static func cmdlines() -> [(Int32, [Substring])] {
         let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        var n = 0
-        for pid in pids where Int(pid) != nil {
-            guard let cmd = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { continue }
-            let args = String(decoding: cmd, as: UTF8.self).split(separator: "\0")
-            // The browser process itself (not its renderers and helpers, which carry --type=).
-            if args.contains(where: { $0.hasPrefix("--user-data-dir=") && $0.contains(".kiln-browser/brun_") })
-                && !args.contains(where: { $0.hasPrefix("--type=") })
-                && !args.contains(where: { $0.hasSuffix("bwrap") })
-                && args.first.map({ !$0.hasSuffix("bwrap") }) == true
-            {
-                n += 1
+        return pids.compactMap { p in
+            guard let pid = Int32(p), let cmd = FileManager.default.contents(atPath: "/proc/\(p)/cmdline") else {
+                return nil
+            }
+            return (pid, String(decoding: cmd, as: UTF8.self).split(separator: "\0"))
+        }
+    }
+
+    /// The browser processes of runs (not their renderers and helpers, which carry --type=).
+    static func browserPIDs() -> [Int32] {
+        cmdlines().filter { _, args in
+            args.contains { $0.hasPrefix("--user-data-dir=") && $0.contains(".kiln-browser/brun_") }
+                && !args.contains { $0.hasPrefix("--type=") }
+                // Not the sandbox around it, nor the shell of Debian's /usr/bin/chromium script (and
+                // its subshells) before it execs the browser.
+                && args.first.map { !$0.hasSuffix("bwrap") && !$0.hasSuffix("sh") } == true
+        }.map(\.0)
+    }
+
+    /// The runs whose Chromium is up now (by the profile on any of its processes' command lines).
+    static func browserRuns() -> Set<String> {
+        var runs = Set<String>()
+        for (_, args) in cmdlines() {
+            for a in args where a.hasPrefix("--user-data-dir=") {
+                if let r = a.range(of: "brun_") { runs.insert(String(a[r.lowerBound...].prefix { $0 != "/" })) }
             }
         }
-        _ = dir
-        return n
+        return runs
     }
+
+    /// Any process of a run's Chromium at all (helpers included), or its sandbox.
+    static func anyChromium() -> Bool {
+        cmdlines().contains { _, args in args.contains { $0.contains(".kiln-browser/brun_") } }
+    }
+
+    /// Runs with a Chromium up now (the suite runs its tests one at a time).
+    static func browsers(of dir: String) -> Int { browserRuns().count }
 }
 
 extension Array {

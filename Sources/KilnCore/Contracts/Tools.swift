@@ -69,3 +69,12 @@ public protocol NotebookCells: Sendable {
         ok: Bool, text: String
     )
 }
+
+/// Browser checks as agent tools use them (implemented by the browser domain).
+public protocol BrowserChecks: Sendable {
+    /// Runs a smoke or flow check of `url` in the workspace (its allowlist applies) and waits for it:
+    /// the run's id, its status, a summary for a model, and its screenshots `{id, name, width, height}`.
+    func check(
+        wsID: String, userID: String, kind: String, url: String, steps: [JSONValue]?
+    ) async throws -> (runID: String, status: String, text: String, screenshots: [JSONValue])
+}
