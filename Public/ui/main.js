@@ -7,6 +7,7 @@
 //   /w/<ws>/mcp                                     the tool registry: MCP servers, credentials, catalogue
 //   /w/<ws>/activity, /w/<ws>/notifications         the workspace's activity (live); your notifications
 //   /w/<ws>/reviews, /w/<ws>/review/<id>, /w/<ws>/invite   reviews; one review; invitations
+//   /w/<ws>/browser, /w/<ws>/browser-run/<id>       browser checks and the allowlist; one run
 //   /w/<ws>/p/<project>                      the project: rescan, findings, run a command or the tests, jobs
 //   /w/<ws>/p/<project>/file/<path>#L10-L20  a file, lines 10-20 marked
 //   /w/<ws>/p/<project>/search?q=…           search results
@@ -23,6 +24,7 @@ import { membersView, auditView, adminView } from "./admin.js";
 import { secretsView, policiesView, approvalsView } from "./guard.js";
 import { mcpView } from "./mcp.js";
 import { notebooksView, notebookView } from "./notebook.js";
+import { browserView, browserRunView } from "./browser.js";
 import { activityView, notificationsView, reviewsView, reviewView, inviteView, startBell } from "./collab.js";
 
 export const state = { ws: null, project: null, projects: [], user: null, tabs: [], views: new Map() };
@@ -61,7 +63,7 @@ async function boot() {
   $("#btn-agent").onclick = () => state.project && go(`${base()}/agent`);
   $("#show-ignored").onchange = () => loadTree();
   $("#ws-select").onchange = (e) => go(`/w/${e.target.value}`);
-  for (const [id, kind] of [["members-link", "members"], ["audit-link", "audit"], ["admin-link", "admin"], ["secrets-link", "secrets"], ["policies-link", "policies"], ["approvals-link", "approvals"], ["mcp-link", "mcp"], ["activity-link", "activity"], ["reviews-link", "reviews"], ["invite-link", "invite"]]) {
+  for (const [id, kind] of [["members-link", "members"], ["audit-link", "audit"], ["admin-link", "admin"], ["secrets-link", "secrets"], ["policies-link", "policies"], ["approvals-link", "approvals"], ["mcp-link", "mcp"], ["activity-link", "activity"], ["reviews-link", "reviews"], ["invite-link", "invite"], ["browser-link", "browser"]]) {
     $("#" + id).onclick = (e) => { e.preventDefault(); go(`/w/${state.ws}/${kind}`); };
   }
   $("#project-select").onchange = (e) => go(e.target.value ? `/w/${state.ws}/p/${e.target.value}` : `/w/${state.ws}`);
@@ -132,6 +134,8 @@ async function makeView(r) {
   if (!r.project && r.kind === "reviews") return { ...(await reviewsView()), closable: false };
   if (!r.project && r.kind === "review") return { ...(await reviewView(r.rest)), closable: false };
   if (!r.project && r.kind === "invite") return { ...(await inviteView()), closable: false };
+  if (!r.project && r.kind === "browser") return { ...(await browserView()), closable: false };
+  if (!r.project && r.kind === "browser-run") return { ...(await browserRunView(r.rest)), closable: false };
   if (!r.project) return projectsView();
   if (!r.kind) return { ...(await projectHome()), closable: false };
   if (r.kind === "file") return fileView(r.rest);

@@ -57,7 +57,16 @@ for name, text in files.items():
         f.write(text)
 sock = socket.socket(); sock.bind(("127.0.0.1", 0)); llm_port = sock.getsockname()[1]; sock.close()
 llm = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_llm.py"), str(llm_port), "ui"])
+# A site for the browser checks page, on a loopback address of its own that only it is allowed
+# (--allow-private-network 127.0.0.2/32), so the rest of 127.0.0.0/8 stays refused.
+site = tempfile.mkdtemp()
+with open(os.path.join(site, "index.html"), "w") as f:
+    f.write("<!doctype html><html lang=en><head><title>UI site</title></head><body><h1>Hello from the site</h1></body></html>")
+sock = socket.socket(); sock.bind(("127.0.0.2", 0)); site_port = sock.getsockname()[1]; sock.close()
+site_server = subprocess.Popen([sys.executable, "-m", "http.server", str(site_port), "--bind", "127.0.0.2", "--directory", site],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 server = subprocess.Popen([os.path.join(bin_dir, "kiln"), "serve", "--port", str(port), "--data-dir", data,
+                           "--allow-private-network", "127.0.0.2/32",
                            "--projects-root", roots, "--llm-base-url", f"http://127.0.0.1:{llm_port}/v1",
                            "--llm-model", "gpt-4o-mini", "--notebook-python", sys.executable],
                           stdout=subprocess.PIPE, stderr=open(os.path.join(out_dir, "browser-serve.log"), "w"), text=True, cwd=os.getcwd())
@@ -391,6 +400,26 @@ def workspace_flow():
     driver.get(shared)
     check("share dialog: the link opens the run's read-only page",
           "Shared agent run" in driver.page_source and "take notes about this project" in driver.page_source)
+    # Browser checks: the allowlist saved on the page, a smoke run started there, its screenshot shown.
+    driver.get(f"{workspace_url.split('/w/')[0]}/w/{ws_id}")
+    visible("#browser-link").click()
+    allow = visible("textarea[aria-label='Allowed origins, one per line']")
+    allow.clear()
+    allow.send_keys(f"http://127.0.0.2:{site_port}  the UI test site")
+    driver.find_element(By.XPATH, "//section[not(@hidden)]//button[text()='Save the allowlist']").click()
+    wait.until(lambda d: "Saved." in d.find_element(By.XPATH, "//section[not(@hidden)]//button[text()='Save the allowlist']/following-sibling::p").text)
+    bf = visible("form[aria-label='Run a browser check']")
+    bf.find_element(By.NAME, "url").send_keys(f"http://127.0.0.2:{site_port}/")
+    bf.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(EC.url_contains("/browser-run/brun_"))
+    WebDriverWait(driver, 60).until(lambda d: "passed" in visible("section:not([hidden]) p[role=status]").text)
+    WebDriverWait(driver, 15).until(lambda d: d.execute_script(
+        "const i = document.querySelector('section:not([hidden]) .shots img'); return !!i && i.complete && i.naturalWidth > 0"))
+    shot("browser-run")
+    check("browser page: the allowlist is saved, a smoke run passes and its screenshot is shown",
+          "UI site" in visible("section:not([hidden]) p[role=status]").text)
+    check(f"every visible control on the browser run page has an accessible name {unnamed_controls()}", not unnamed_controls())
+
     driver.get(f"{workspace_url.split('/w/')[0]}/w/{ws_id}/invite")
     inv = visible("form[aria-label='Invite someone']")
     inv.find_element(By.NAME, "email").send_keys("friend@example.com")
@@ -493,6 +522,7 @@ except Exception as e:  # a step that did not happen: record it with a screensho
 finally:
     driver.quit()
     llm.terminate()
+    site_server.terminate()
     server.terminate()
     server.wait(timeout=15)
 
