@@ -80,6 +80,7 @@ final class ChromiumProcess: Sendable {
             exited.done.signal()
             // The sandbox's end kills what ran in it, but the kernel takes those processes down a
             // moment later: the browser's slot is free once none of them is left.
+            // (Reading a dying process's command line waits for it, so this also waits out the kernel.)
             for _ in 0..<300 where ChromiumProcess.lingering(runID) { usleep(10_000) }
             exited.gone.signal()
         }.start()

@@ -71,6 +71,9 @@ suite notebooks
 # --- collab: two people, an invitation, a review told live, the activity feed, share links ---
 suite collab
 
+# --- browser runs: smoke, flow and marketing checks of a site Python serves, driven with curl ---
+suite browser_runs
+
 # --- opt-in: a real small model served offline (slow: builds llama.cpp on first use) ---
 if [ "${KILN_E2E_LOCAL_LLM:-0}" = 1 ]; then
   BIN="$BIN" OUT="$OUT" bash scripts/e2e/local_llm.sh | tee "$OUT/local-llm.txt"
