@@ -104,6 +104,9 @@ final class CDPConnection: Sendable {
         }
     }
 
+    /// Whether the browser went away (every command fails from now on).
+    var isClosed: Bool { state.withLock { $0.closed } }
+
     /// Fails every waiting command and ends the event stream (the browser went away or was killed).
     func close() {
         let pending = state.withLock { s -> [CheckedContinuation<JSONValue, any Error>] in

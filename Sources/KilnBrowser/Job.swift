@@ -109,6 +109,15 @@ struct BrowserJob: Sendable {
                     ? "The run took longer than \(timeout) s"
                     : s.isCancelled(runID) ? "cancelled" : redactor.redact("\(error)"))
         }
+        // A cancel or the deadline ends the run whatever step it was in (a step that failed because
+        // its browser was killed under it failed for that reason).
+        if s.isCancelled(runID) {
+            status = "cancelled"
+            result["error"] = "cancelled"
+        } else if timedOut.value {
+            status = "failed"
+            result["error"] = .string("The run took longer than \(timeout) s")
+        }
         watchdog.cancel()
         await browser.stop()
         result["status"] = .string(status)

@@ -223,7 +223,7 @@ final class PageSession: Sendable {
 
     /// Waits for the load event and a quiet network (500 ms), or the deadline.
     func settle(deadline: UInt64) async {
-        while kilnMonotonicNanos() < deadline {
+        while kilnMonotonicNanos() < deadline && !cdp.isClosed {
             let quiet = state.withLock { s in
                 s.loadFired && s.inflight.isEmpty && kilnMonotonicNanos() &- s.lastNetwork > 500_000_000
             }

@@ -276,7 +276,8 @@ final class TestSite: Sendable {
                 }
                 try await Task.sleep(nanoseconds: 25_000_000)
             }
-            #expect(try await f.a.call("GET", "/api/browser/runs/\(slowID)").json["status"] as? String == "cancelled")
+            let after = try await f.a.call("GET", "/api/browser/runs/\(slowID)")
+            #expect(after.json["status"] as? String == "cancelled", "\(after.text)")
             #expect(try Self.profiles(under: f.t.dataDir).isEmpty)
 
             // The browser killed with SIGKILL from outside: the run fails, nothing of it is left.
