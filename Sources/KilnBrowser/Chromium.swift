@@ -87,19 +87,26 @@ final class ChromiumProcess: Sendable {
         return browser
     }
 
-    /// Whether any process still carries this run's profile on its command line.
+    /// Whether any process still carries this run's profile on its command line. Read with plain
+    /// system calls into one buffer: this runs every 10 ms while a browser is torn down.
     static func lingering(_ runID: String) -> Bool {
         let marker = Array(".kiln-browser/\(runID)".utf8)
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where Int(entry) != nil {
-            guard let cmd = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"), !cmd.isEmpty else {
-                continue
+        guard let dir = opendir("/proc") else { return false }
+        defer { closedir(dir) }
+        var buf = [UInt8](repeating: 0, count: 8192)
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
-            let bytes = Array(cmd)
-            if bytes.count >= marker.count,
-                (0...(bytes.count - marker.count)).contains(where: {
-                    bytes[$0..<$0 + marker.count].elementsEqual(marker)
-                })
-            {
+            guard let first = name.utf8.first, first >= 48, first <= 57 else { continue }
+            let fd = open("/proc/\(name)/cmdline", O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            close(fd)
+            guard n >= marker.count else { continue }
+            if (0...(n - marker.count)).contains(where: { i in
+                buf[i] == marker[0] && buf[i..<i + marker.count].elementsEqual(marker)
+            }) {
                 return true
             }
         }

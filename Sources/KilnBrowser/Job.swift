@@ -1,3 +1,4 @@
+import CShims
 import Foundation
 import KilnCore
 import KilnHTTP
@@ -125,6 +126,7 @@ struct BrowserJob: Sendable {
         await finish(status, result)
         // The slot is handed on once every process of this browser is gone.
         await browser.gone()
+        _ = kiln_malloc_trim()
     }
 
     /// Load the URL; report the HTTP status, the final URL after redirects, the title, timings (TTFB,

@@ -206,7 +206,7 @@ final class PageSession: Sendable {
 
     // MARK: Actions
 
-    /// Loads `url` and waits for the load event and then half a second without network traffic (or
+    /// Loads `url` and waits for the load event and then 300 ms without network traffic (or
     /// the deadline). Returns the navigation error, if the browser gave one.
     func navigate(_ url: String, deadline: UInt64) async throws -> String? {
         state.withLock {
@@ -221,11 +221,12 @@ final class PageSession: Sendable {
         return nil
     }
 
-    /// Waits for the load event and a quiet network (500 ms), or the deadline.
+    /// Waits for the load event and then a quiet network (no request for 300 ms: a page that loads more
+    /// after its load event is waited for), or the deadline.
     func settle(deadline: UInt64) async {
         while kilnMonotonicNanos() < deadline && !cdp.isClosed {
             let quiet = state.withLock { s in
-                s.loadFired && s.inflight.isEmpty && kilnMonotonicNanos() &- s.lastNetwork > 500_000_000
+                s.loadFired && s.inflight.isEmpty && kilnMonotonicNanos() &- s.lastNetwork > 300_000_000
             }
             if quiet { return }
             try? await Task.sleep(nanoseconds: 50_000_000)
