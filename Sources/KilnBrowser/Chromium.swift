@@ -29,8 +29,11 @@ final class ChromiumProcess: Sendable {
         return names.lazy.compactMap { ProcessRunner.which($0) }.first
     }
 
+    /// `allowlist`: every connection of the browser to an origin not on it goes to a proxy that is
+    /// not there, so it fails whatever made it (WebSockets and workers too, which the DevTools
+    /// protocol cannot pause); the requests it can pause are checked and reported one by one.
     static func start(
-        binary: String, sandbox: Sandbox, wsID: String, runID: String, viewport: (Int, Int)
+        binary: String, sandbox: Sandbox, wsID: String, runID: String, viewport: (Int, Int), allowlist: Allowlist
     ) throws -> ChromiumProcess {
         // The profile lives in the workspace's private home of the sandbox (its path inside is $HOME).
         let probe = try sandbox.launch(["true"], workspace: wsID, project: nil, cwd: nil)
@@ -45,7 +48,8 @@ final class ChromiumProcess: Sendable {
             "--no-default-browser-check", "--disable-extensions", "--disable-background-networking", "--disable-sync",
             "--disable-component-update", "--disable-default-apps", "--mute-audio", "--hide-scrollbars",
             "--metrics-recording-only", "--password-store=basic", "--use-mock-keychain",
-            "--window-size=\(viewport.0),\(viewport.1)", "about:blank",
+            "--window-size=\(viewport.0),\(viewport.1)", "--proxy-server=\(Self.nowhere)",
+            "--proxy-bypass-list=\(Self.bypass(allowlist))", "about:blank",
         ]
         let launch = try sandbox.launch(argv, workspace: wsID, project: nil, cwd: nil)
         let (commandsRead, commandsWrite) = try ProcessRunner.pipePair()
@@ -85,6 +89,18 @@ final class ChromiumProcess: Sendable {
             exited.gone.signal()
         }.start()
         return browser
+    }
+
+    /// A proxy that refuses every connection (the discard port of an address nothing listens on).
+    static let nowhere = "http://127.0.0.1:9"
+
+    /// Chromium's bypass list for the allowlist; `<-loopback>` first, so loopback addresses go to the
+    /// proxy too unless an entry names them.
+    static func bypass(_ allowlist: Allowlist) -> String {
+        (["<-loopback>"]
+            + allowlist.entries.map { e in
+                e.scheme + "://" + e.host + (e.port.map { ":\($0)" } ?? "")
+            }).joined(separator: ";")
     }
 
     /// Whether any process still carries this run's profile on its command line. Read with plain

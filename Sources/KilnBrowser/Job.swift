@@ -60,7 +60,8 @@ struct BrowserJob: Sendable {
         let browser: ChromiumProcess
         do {
             browser = try ChromiumProcess.start(
-                binary: binary, sandbox: s.sandbox, wsID: wsID, runID: runID, viewport: viewport)
+                binary: binary, sandbox: s.sandbox, wsID: wsID, runID: runID, viewport: viewport,
+                allowlist: gate.allowlist)
         } catch {
             await finish("failed", ["status": "failed", "error": .string("Chromium did not start: \(error)")])
             return

@@ -111,6 +111,23 @@ final class PageSession: Sendable {
             } else {
                 _ = try? await send("Fetch.continueRequest", ["requestId": .string(id)])
             }
+        case "Network.webSocketCreated":
+            let url = p["url"]?.stringValue ?? ""
+            let http =
+                url.hasPrefix("wss:")
+                ? "https:" + url.dropFirst(4) : url.hasPrefix("ws:") ? "http:" + url.dropFirst(3) : url
+            if let why = gate.refusal(String(http)) {
+                let item: JSONValue = [
+                    "url": .string(redactor.redact(String(url.prefix(2000)))), "reason": .string(redactor.redact(why)),
+                    "resource_type": "WebSocket", "blocked": true,
+                ]
+                let kept = state.withLock { s -> Bool in
+                    guard s.blocked.count < Self.maxListed else { return false }
+                    s.blocked.append(item)
+                    return true
+                }
+                if kept { await report("browser.request_failed", item) }
+            }
         case "Network.requestWillBeSent":
             let id = p["requestId"]?.stringValue ?? ""
             let url = p["request"]?.objectValue?["url"]?.stringValue ?? ""

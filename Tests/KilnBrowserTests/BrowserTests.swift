@@ -68,6 +68,14 @@ final class TestSite: Sendable {
                 </body></html>
                 """)
         }
+        router.on(.GET, "/ws", RouteMetadata()) { req, _ in
+            let target = req.query["to"] ?? "127.0.0.1:9"
+            return page(
+                """
+                <!doctype html><html><head><title>Sockets</title></head><body>
+                <script>const s = new WebSocket("ws://\(HTMLText.escape(target))/socket");</script></body></html>
+                """)
+        }
         router.on(.GET, "/away", RouteMetadata()) { _, _ in
             Response(status: HTTPStatus(302), headers: ["Location": "https://elsewhere.not-allowed.example/"])
         }
@@ -221,6 +229,25 @@ final class TestSite: Sendable {
             let awayBlocked = (away["blocked_requests"] as? [[String: Any]] ?? []).compactMap { $0["url"] as? String }
             #expect(awayBlocked.contains("https://elsewhere.not-allowed.example/"), "\(away)")
             #expect(away["status"] as? String == "failed")
+            // A WebSocket (which the DevTools protocol cannot pause) to a server off the list: reported,
+            // and it never reaches that server.
+            let victimHits = Mutex(0)
+            let victimRouter = Router()
+            victimRouter.on(.GET, "/socket", RouteMetadata()) { _, _ in
+                victimHits.withLock { $0 += 1 }
+                return Response(status: .ok)
+            }
+            var vc = ServerConfiguration()
+            vc.host = "127.0.0.1"
+            vc.port = 0
+            vc.eventLoops = 1
+            let victim = try HTTPServer(configuration: vc, responder: victimRouter.responder())
+            try victim.start()
+            let ws = try await Self.run(f, ["kind": "smoke", "url": site.base + "/ws?to=127.0.0.1:\(victim.port)"])
+            await victim.shutdown()
+            let wsBlocked = (ws["blocked_requests"] as? [[String: Any]] ?? []).compactMap { $0["url"] as? String }
+            #expect(wsBlocked.contains("ws://127.0.0.1:\(victim.port)/socket"), "\(ws)")
+            #expect(victimHits.withLock { $0 } == 0, "the WebSocket reached the server off the list")
             // Not on the list at all: refused before a browser starts.
             let off = try await f.a.call(
                 "POST", "/api/browser/run", json: ["ws_id": f.ws, "kind": "smoke", "url": "https://example.com/"])

@@ -4,7 +4,7 @@
 # console error, the blocked script, a PNG whose size `file` and the answer agree on), a flow that
 # signs up and one whose broken selector fails with a screenshot, marketing at three widths (the
 # missing description, the image without alt, the broken link), the cloud metadata address, Kiln's
-# own port and a redirect off the allowlist blocked; five runs at once with at most two Chromiums
+# own port (an image and a WebSocket) and a redirect off the allowlist blocked; five runs at once with at most two Chromiums
 # (counted with ps), and after a cancel and a kill -9 of a browser, no Chromium and no profile left.
 # Called by scripts/e2e/run.sh (which provides the venv on PATH). BIN and OUT come from there.
 set -uo pipefail
@@ -94,6 +94,9 @@ run reach "{\"ws_id\":\"$WS\",\"kind\":\"smoke\",\"url\":\"$SITE/reach.html?kiln
 expect "blocked: the cloud metadata address" True \
   "$(j 'any(b["url"].startswith("http://169.254.169.254/") for b in d["blocked_requests"])' reach)"
 expect "blocked: Kiln's own port" True "$(j "any(b['url'] == 'http://127.0.0.1:$PORT/healthz' for b in d['blocked_requests'])" reach)"
+expect "blocked: a WebSocket to Kiln's port (reported)" True \
+  "$(j "any(b['url'] == 'ws://127.0.0.1:$PORT/api/pty/pty_reach/stream' for b in d['blocked_requests'])" reach)"
+check "blocked: ... and it never reached Kiln (no such request in its log)" sh -c "! grep -q 'pty_reach\|/api/pty/:pty_id/stream' '$OUT/browser_runs-serve.log'"
 run away "{\"ws_id\":\"$WS\",\"kind\":\"smoke\",\"url\":\"$SITE/away\"}"
 expect "blocked: a redirect to an origin off the allowlist" True \
   "$(j 'any(b["url"] == "https://elsewhere.not-allowed.example/" for b in d["blocked_requests"])' away)"
