@@ -83,6 +83,20 @@ final class RequestGate: Sendable {
         self.guardian = guardian
     }
 
+    /// The allowlist's host names (not wildcards, not address literals) with the first address the
+    /// outbound guard admits for each; a name it refuses is left out (its requests are refused anyway).
+    func pins() -> [(host: String, address: IPAddress)] {
+        var out: [(host: String, address: IPAddress)] = []
+        for e in allowlist.entries where !e.host.hasPrefix("*.") && !e.host.hasPrefix("[") && IPAddress(e.host) == nil {
+            guard !out.contains(where: { $0.host == e.host }), let all = try? guardian.resolve(e.host),
+                // An IPv4 address when there is one (a server listening on 127.0.0.1 only is common).
+                let a = all.first(where: \.isV4) ?? all.first
+            else { continue }
+            out.append((e.host, a))
+        }
+        return out
+    }
+
     func refusal(_ raw: String) -> String? {
         guard let url = URL(string: raw), let scheme = url.scheme?.lowercased() else { return "not a valid URL" }
         if ["data", "blob", "about"].contains(scheme) { return nil }

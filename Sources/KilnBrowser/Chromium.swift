@@ -33,7 +33,8 @@ final class ChromiumProcess: Sendable {
     /// not there, so it fails whatever made it (WebSockets and workers too, which the DevTools
     /// protocol cannot pause); the requests it can pause are checked and reported one by one.
     static func start(
-        binary: String, sandbox: Sandbox, wsID: String, runID: String, viewport: (Int, Int), allowlist: Allowlist
+        binary: String, sandbox: Sandbox, wsID: String, runID: String, viewport: (Int, Int), allowlist: Allowlist,
+        pins: [(host: String, address: IPAddress)] = []
     ) throws -> ChromiumProcess {
         // The profile lives in the workspace's private home of the sandbox (its path inside is $HOME).
         let probe = try sandbox.launch(["true"], workspace: wsID, project: nil, cwd: nil)
@@ -42,15 +43,17 @@ final class ChromiumProcess: Sendable {
         let profile = probe.cwd + "/" + profileName
         try FileManager.default.createDirectory(
             atPath: profile, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let argv = [
-            binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--remote-debugging-pipe", "--user-data-dir=\(insideHome)/\(profileName)", "--no-first-run",
-            "--no-default-browser-check", "--disable-extensions", "--disable-background-networking", "--disable-sync",
-            "--disable-component-update", "--disable-default-apps", "--mute-audio", "--hide-scrollbars",
-            "--metrics-recording-only", "--password-store=basic", "--use-mock-keychain",
-            "--window-size=\(viewport.0),\(viewport.1)", "--proxy-server=\(Self.nowhere)",
-            "--proxy-bypass-list=\(Self.bypass(allowlist))", "about:blank",
-        ]
+        let argv =
+            [
+                binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--remote-debugging-pipe", "--user-data-dir=\(insideHome)/\(profileName)", "--no-first-run",
+                "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
+                "--disable-sync",
+                "--disable-component-update", "--disable-default-apps", "--mute-audio", "--hide-scrollbars",
+                "--metrics-recording-only", "--password-store=basic", "--use-mock-keychain",
+                "--window-size=\(viewport.0),\(viewport.1)", "--proxy-server=\(Self.nowhere)",
+                "--proxy-bypass-list=\(Self.bypass(allowlist))",
+            ] + (pins.isEmpty ? [] : ["--host-resolver-rules=\(Self.resolverRules(pins))"]) + ["about:blank"]
         let launch = try sandbox.launch(argv, workspace: wsID, project: nil, cwd: nil)
         let (commandsRead, commandsWrite) = try ProcessRunner.pipePair()
         let (answersRead, answersWrite) = try ProcessRunner.pipePair()
@@ -101,6 +104,12 @@ final class ChromiumProcess: Sendable {
             + allowlist.entries.map { e in
                 e.scheme + "://" + e.host + (e.port.map { ":\($0)" } ?? "")
             }).joined(separator: ";")
+    }
+
+    /// `MAP host address` for each allowlisted name, so the browser connects to the very address the
+    /// outbound guard checked (a name cannot answer differently a moment later: no DNS rebinding).
+    static func resolverRules(_ pins: [(host: String, address: IPAddress)]) -> String {
+        pins.map { "MAP \($0.host) " + ($0.address.isV4 ? "\($0.address)" : "[\($0.address)]") }.joined(separator: ",")
     }
 
     /// Whether any process still carries this run's profile on its command line. Read with plain

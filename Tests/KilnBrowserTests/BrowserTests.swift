@@ -95,7 +95,7 @@ final class TestSite: Sendable {
         let kilnPort = Mutex(0)
         let site = try TestSite { kilnPort.withLock { $0 } }
         let f = try await ShellFixture.make { c in
-            c.moduleValues["--allow-private-network"] = ["127.0.0.1/32"]
+            c.moduleValues["--allow-private-network"] = ["127.0.0.1/32", "::1/128"]
             configure(&c)
         }
         kilnPort.withLock { $0 = f.t.port }
@@ -248,6 +248,17 @@ final class TestSite: Sendable {
             let wsBlocked = (ws["blocked_requests"] as? [[String: Any]] ?? []).compactMap { $0["url"] as? String }
             #expect(wsBlocked.contains("ws://127.0.0.1:\(victim.port)/socket"), "\(ws)")
             #expect(victimHits.withLock { $0 } == 0, "the WebSocket reached the server off the list")
+            // A host name on the list is pinned to the address the guard checked: Chromium is told
+            // `MAP localhost 127.0.0.1` and loads the page through it.
+            _ = try await f.a.call(
+                "PUT", "/api/browser/allowlist",
+                json: [
+                    "ws_id": f.ws, "entries": [["pattern": site.base], ["pattern": "http://localhost:\(site.port)"]],
+                ])
+            let pinned = try await Self.run(f, ["kind": "smoke", "url": "http://localhost:\(site.port)/signup"])
+            #expect(pinned["status"] as? String == "passed" && pinned["title"] as? String == "Sign up", "\(pinned)")
+            let gate = try await f.t.app.module(BrowserModule.self)!.service.gate(wsID: f.ws)
+            #expect(ChromiumProcess.resolverRules(gate.pins()) == "MAP localhost 127.0.0.1")
             // Not on the list at all: refused before a browser starts.
             let off = try await f.a.call(
                 "POST", "/api/browser/run", json: ["ws_id": f.ws, "kind": "smoke", "url": "https://example.com/"])
