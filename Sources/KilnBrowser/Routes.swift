@@ -38,7 +38,7 @@ struct BrowserRoutes: Sendable {
             query: [.cursor], reply: .events(), events)
         r.add(
             .POST, "/api/browser/runs/:browser_run_id/cancel", P.run, "Cancel a queued or running run",
-            limit: 1024, body: .optional, reply: .json(Schema.any), cancel)
+            limit: 16 * 1024, body: .optional, reply: .json(Schema.any), cancel)
         r.add(
             .GET, "/api/browser/runs/:browser_run_id/screenshots/:shot_id", P.read, "A screenshot (PNG)",
             reply: Reply(.ok, nil, contentType: "image/png"), screenshot)

@@ -30,10 +30,10 @@ struct CollabRoutes: Sendable {
             notifications)
         r.add(
             .POST, "/api/collab/notifications/:nid/read", Permission.authenticated, "Mark one notification read",
-            limit: 1024, body: .optional, reply: .json(Schema.any), markRead)
+            limit: 16 * 1024, body: .optional, reply: .json(Schema.any), markRead)
         r.add(
             .POST, "/api/collab/notifications/read-all", Permission.authenticated, "Mark every notification read",
-            limit: 1024, body: .optional, reply: .json(Schema.any), markAllRead)
+            limit: 16 * 1024, body: .optional, reply: .json(Schema.any), markAllRead)
         r.add(
             .GET, "/api/collab/notifications/stream", Permission.authenticated,
             "Your notifications as they come (SSE `notification` with unread_count, `read` when the count drops); "
@@ -45,11 +45,11 @@ struct CollabRoutes: Sendable {
             reply: .json(Schema.any), settings)
         r.add(
             .PUT, "/api/collab/notification-settings", Permission.authenticated,
-            "Set {settings: {kind: in_app|email|off}}", limit: 4096, reply: .json(Schema.any), putSettings)
+            "Set {settings: {kind: in_app|email|off}}", limit: 16 * 1024, reply: .json(Schema.any), putSettings)
         r.add(
             .POST, "/api/collab/invite", Permission.membersWrite,
             "Invite {ws_id, email, role}: a single-use link (seven days) is mailed; only owners invite owners",
-            limit: 4096, reply: .json(Schema.any, status: .created), invite)
+            limit: 16 * 1024, reply: .json(Schema.any, status: .created), invite)
         r.add(
             .GET, "/api/collab/invitations", Permission.membersRead,
             "The workspace's invitations: pending, accepted, expired or revoked", query: [.wsID],
@@ -61,7 +61,7 @@ struct CollabRoutes: Sendable {
             .POST, "/api/collab/invitations/:invitation/accept", Permission.publicAccess,
             "Accept an invitation by its token: signed in (the invited, verified address) you join; without an "
                 + "account send {name, password} to register through it",
-            limit: 4096, body: .optional, reply: .json(Schema.any), accept)
+            limit: 16 * 1024, body: .optional, reply: .json(Schema.any), accept)
         r.add(
             .POST, "/api/collab/request-review", P.write,
             "Ask for a review {ws_id, subject: {type: run|file|diff|job, id, path?, lines?}, reviewers: [user_id], "
@@ -78,18 +78,19 @@ struct CollabRoutes: Sendable {
             reply: .json(Schema.any), review)
         r.add(
             .POST, "/api/collab/reviews/:review_id/comments", P.write,
-            "Comment {body, path?, line?}; @name mentions a member (notified)", limit: 16 * 1024,
+            "Comment {body, path?, line?}; @name mentions a member (notified)", limit: 64 * 1024,
             reply: .json(Schema.any, status: .created), comment)
         r.add(
             .POST, "/api/collab/reviews/:review_id/verdict", P.write,
-            "A reviewer's verdict {verdict: approve|request_changes|comment}", limit: 1024, reply: .json(Schema.any),
+            "A reviewer's verdict {verdict: approve|request_changes|comment}", limit: 16 * 1024,
+            reply: .json(Schema.any),
             verdict)
         r.add(
             .POST, "/api/collab/share-link", P.write,
             "Share read-only {ws_id, subject: {type: run|file|receipt_chain, id, path? (a file's, id being the "
                 + "project)}, expires_in_hours (≤ 720, default 72), password?} → {id, url, expires_at}; the token "
                 + "is shown once",
-            limit: 8192, reply: .json(Schema.any, status: .created), create)
+            limit: 16 * 1024, reply: .json(Schema.any, status: .created), create)
         r.add(
             .GET, "/api/collab/share-links", P.read,
             "The workspace's share links: subject, state (active, expired, revoked), views", query: [.wsID],
