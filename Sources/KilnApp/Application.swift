@@ -235,10 +235,10 @@ public final class Application: ModuleHost, @unchecked Sendable {
             return MasterKey(key, path: nil, fromEnvironment: true)
         }
         let path = dataDir + "/master.key"
-        if FileManager.default.fileExists(atPath: path) { return MasterKey(try MasterKey.read(path), path: path) }
-        let key = Crypto.randomBytes(32)
-        try MasterKey.write(key, to: path)
-        return MasterKey(key, path: path)
+        // Made once even when several servers start together on an empty data dir: whoever links
+        // it first wins, and everyone reads that one.
+        try MasterKey.createOnce(path, contents: Array((Crypto.hex(Crypto.randomBytes(32)) + "\n").utf8))
+        return MasterKey(try MasterKey.read(path), path: path)
     }
 
     public var responder: RouterResponder { router.responder() }

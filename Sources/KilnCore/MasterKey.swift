@@ -112,6 +112,29 @@ public final class MasterKey: Sendable {
         syncFolder(of: path)
     }
 
+    /// Makes `path` with `contents` (0600, synced) unless it exists, atomically: the contents go to a
+    /// file of this process's own first and are then linked into place, which fails when another
+    /// process got there first, so two servers starting together on one data dir end with the same
+    /// file, complete, and neither overwrites the other. True when this call made it.
+    @discardableResult
+    public static func createOnce(_ path: String, contents: [UInt8]) throws -> Bool {
+        if FileManager.default.fileExists(atPath: path) { return false }
+        let tmp = path + ".new-\(getpid())-\(IDs.randomBase62(8))"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw Config.ConfigError("cannot create \(tmp)") }
+        defer { unlink(tmp) }
+        let written = contents.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let synced = fsync(fd) == 0
+        close(fd)
+        guard written == contents.count, synced else { throw Config.ConfigError("cannot write \(tmp)") }
+        if link(tmp, path) != 0 {
+            guard errno == EEXIST else { throw Config.ConfigError("cannot create \(path)") }
+            return false
+        }
+        syncFolder(of: path)
+        return true
+    }
+
     static func syncFolder(of path: String) {
         let fd = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd >= 0 {

@@ -14,6 +14,13 @@ public enum ReceiptChain {
     /// The server's receipt key, made on first start (0600 in the data dir).
     public static func loadKey(dataDir: String, create: Bool) throws -> Ed25519Key? {
         let path = dataDir + "/receipt.key"
+        if create && !FileManager.default.fileExists(atPath: path) {
+            // Made once even when several servers start together: the first link wins, all read it.
+            let fresh = try Ed25519Key.generate()
+            do { try MasterKey.createOnce(path, contents: Array(Base64URL.encode(fresh.seed).utf8)) } catch {
+                throw Crypto.Failure.invalidInput("cannot write \(path)")
+            }
+        }
         if let data = FileManager.default.contents(atPath: path) {
             guard
                 let seed = Base64URL.decode(
@@ -24,15 +31,7 @@ public enum ReceiptChain {
             }
             return try Ed25519Key(seed: seed)
         }
-        guard create else { return nil }
-        let key = try Ed25519Key.generate()
-        let tmp = path + ".tmp"
-        guard
-            FileManager.default.createFile(
-                atPath: tmp, contents: Data(Base64URL.encode(key.seed).utf8), attributes: [.posixPermissions: 0o600]),
-            rename(tmp, path) == 0
-        else { throw Crypto.Failure.invalidInput("cannot write \(path)") }
-        return key
+        return nil
     }
 
     static func iso(_ d: Date) -> String { HTTPDate.iso8601(d) }
