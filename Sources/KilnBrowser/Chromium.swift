@@ -83,15 +83,26 @@ final class ChromiumProcess: Sendable {
             cdp.close()
             close(commandsWrite)
             close(answersRead)
-            try? FileManager.default.removeItem(atPath: profile)
+            ChromiumProcess.remove(profile)
             exited.done.signal()
             // The sandbox's end kills what ran in it, but the kernel takes those processes down a
             // moment later: the browser's slot is free once none of them is left.
             // (Reading a dying process's command line waits for it, so this also waits out the kernel.)
             for _ in 0..<300 where ChromiumProcess.lingering(runID) { usleep(10_000) }
+            // Again, in case a process still dying had a file open in it the first time.
+            ChromiumProcess.remove(profile)
             exited.gone.signal()
         }.start()
         return browser
+    }
+
+    /// Removes a profile folder, trying a few times while a dying process may still hold files in it.
+    static func remove(_ profile: String) {
+        for _ in 0..<10 {
+            try? FileManager.default.removeItem(atPath: profile)
+            if !FileManager.default.fileExists(atPath: profile) { return }
+            usleep(20_000)
+        }
     }
 
     /// A proxy that refuses every connection (the discard port of an address nothing listens on).

@@ -143,9 +143,7 @@ final class TestSite: Sendable {
             #expect(size?.0 == 1280 && size?.0 == shot["width"] as? Int && size?.1 == shot["height"] as? Int)
             #expect((size?.1 ?? 0) > 1500, "the whole tall page: \(String(describing: size))")
             // No profile left behind.
-            let home = f.t.dataDir
-            let leftovers = try Self.profiles(under: home)
-            #expect(leftovers.isEmpty, "\(leftovers)")
+            #expect(try await Self.noProfiles(f.t.dataDir), "profiles left behind")
         }
     }
 
@@ -293,7 +291,7 @@ final class TestSite: Sendable {
                 #expect(try await f.a.call("GET", "/api/browser/runs/\(id)").json["status"] as? String == "passed")
             }
             #expect(most >= 1 && most <= 2, "\(most) browsers at once")
-            #expect(try Self.profiles(under: f.t.dataDir).isEmpty)
+            #expect(try await Self.noProfiles(f.t.dataDir))
 
             // A cancel kills the browser at once; nothing of it is left.
             let slow = try await f.a.call(
@@ -316,7 +314,7 @@ final class TestSite: Sendable {
             }
             let after = try await f.a.call("GET", "/api/browser/runs/\(slowID)")
             #expect(after.json["status"] as? String == "cancelled", "\(after.text)")
-            #expect(try Self.profiles(under: f.t.dataDir).isEmpty)
+            #expect(try await Self.noProfiles(f.t.dataDir))
 
             // The browser killed with SIGKILL from outside: the run fails, nothing of it is left.
             let doomed = try await f.a.call(
@@ -342,7 +340,7 @@ final class TestSite: Sendable {
             #expect(try await f.a.call("GET", "/api/browser/runs/\(doomedID)").json["status"] as? String == "failed")
             for _ in 0..<200 where Self.anyChromium() { try await Task.sleep(nanoseconds: 25_000_000) }
             #expect(!Self.anyChromium(), "no orphaned Chromium process (renderers, zygotes) after the kill")
-            #expect(try Self.profiles(under: f.t.dataDir).isEmpty)
+            #expect(try await Self.noProfiles(f.t.dataDir))
         }
     }
 
@@ -428,6 +426,16 @@ final class TestSite: Sendable {
     }
 
     static func items(_ r: HTTPResult) -> [[String: Any]] { r.json["items"] as? [[String: Any]] ?? [] }
+
+    /// Whether no profile folder is left (within five seconds: the last is removed when the last
+    /// process of its browser is gone, a moment after the run reports).
+    static func noProfiles(_ dir: String) async throws -> Bool {
+        for _ in 0..<100 {
+            if try profiles(under: dir).isEmpty { return true }
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+        return false
+    }
 
     /// Profile folders of browser runs left anywhere under the data dir.
     static func profiles(under dir: String) throws -> [String] {
