@@ -34,8 +34,15 @@ set +e
 swift test "${FLAGS[@]}" > .build/swift-test.log 2>&1
 rc=$?
 set -e
-grep -vE '^(Test Case|Test Suite|◇|✔ Test [a-z]|\[[0-9]+/[0-9]+\])' .build/swift-test.log | tail -40
-[ $rc = 0 ] || { echo "swift test failed (exit $rc); full log: .build/swift-test.log"; exit 1; }
+grep -vE '^(Test Case|Test Suite|◇|✔ Test [a-z]|\[[0-9]+/[0-9]+\]|\{")' .build/swift-test.log | tail -40
+if [ $rc != 0 ]; then
+  # CI shows only the end of the output: repeat what failed last, so it is on screen.
+  echo "== what failed"
+  grep -E -A4 '✘|recorded an issue|error: |Fatal error|Test Case .* failed' .build/swift-test.log \
+    | grep -vE '^\{"' | tail -60 || true
+  echo "swift test failed (exit $rc); full log: .build/swift-test.log"
+  exit 1
+fi
 UNIT=$(grep -oE 'Test run with [0-9]+ tests?' .build/swift-test.log | grep -oE '[0-9]+' | tail -1)
 [ -n "$UNIT" ] || { echo "swift test ran no tests"; exit 1; }
 echo "== end-to-end"
