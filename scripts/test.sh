@@ -2,13 +2,15 @@
 # The whole test suite (the README's test command; .ci/run calls it):
 #   1. installs what the tests need (Debian packages; Python tools go into a venv under .build/),
 #   2. checks the architecture (scripts/check-architecture.sh), builds everything with warnings as errors,
-#   3. runs `swift test` (unit and in-process integration tests on real sockets),
+#   3. starts a throwaway PostgreSQL 15 under .build/pg (SCRAM, TLS) and runs `swift test` (unit and
+#      in-process integration tests on real sockets; the PostgreSQL driver's against that server),
 #   4. runs the end-to-end checks in scripts/e2e/ against the real binaries with outside clients,
 #   5. runs each fuzz target briefly (FUZZ_SECONDS, default 15; 0 skips).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 . scripts/lib/deps.sh
+. scripts/lib/postgres.sh
 ensure_packages libsqlite3-dev libssl-dev curl openssl ca-certificates
 ensure_python_venv
 ensure_packages chromium chromium-driver git
@@ -30,6 +32,8 @@ FLAGS=(-Xswiftc -warnings-as-errors)
 echo "== build (warnings are errors)"
 swift build --build-tests "${FLAGS[@]}"
 echo "== swift test"
+start_test_postgres
+trap stop_test_postgres EXIT
 set +e
 swift test "${FLAGS[@]}" > .build/swift-test.log 2>&1
 rc=$?

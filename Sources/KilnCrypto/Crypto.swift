@@ -131,6 +131,36 @@ public enum Crypto {
         return out
     }
 
+    /// PBKDF2 with HMAC-SHA-256 (RFC 8018), as SCRAM-SHA-256 salts a password (RFC 7677).
+    public static func pbkdf2SHA256(password: [UInt8], salt: [UInt8], iterations: Int, length: Int = 32) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: length)
+        let pw = password.map { CChar(bitPattern: $0) }
+        let ok = pw.withUnsafeBufferPointer { p in
+            salt.withUnsafeBufferPointer { s in
+                out.withUnsafeMutableBufferPointer { o in
+                    PKCS5_PBKDF2_HMAC(
+                        p.baseAddress, Int32(pw.count), s.baseAddress, Int32(salt.count), Int32(iterations),
+                        EVP_sha256(), Int32(length), o.baseAddress)
+                }
+            }
+        }
+        precondition(ok == 1, "PBKDF2 failed")
+        return out
+    }
+
+    /// MD5 as lower-case hex: only for protocols that still name it (PostgreSQL's old md5 password
+    /// exchange), never for anything Kiln itself protects.
+    public static func md5Hex(_ data: [UInt8]) -> String {
+        var out = [UInt8](repeating: 0, count: 16)
+        var len: UInt32 = 0
+        _ = data.withUnsafeBytes { d in
+            out.withUnsafeMutableBufferPointer {
+                EVP_Digest(d.baseAddress, d.count, $0.baseAddress, &len, EVP_md5(), nil)
+            }
+        }
+        return hex(out)
+    }
+
     /// Compares in time independent of where the inputs differ.
     public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
