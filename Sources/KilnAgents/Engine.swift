@@ -34,6 +34,8 @@ final class AgentEngine: Sendable {
 
     let store: AgentStore
     let bus: EventBus
+    /// This instance (stored with each run: who holds it).
+    let instanceID: String
     let clock: any Clock
     let jobs: any JobLauncher
     let directory: any ProjectDirectory
@@ -68,6 +70,7 @@ final class AgentEngine: Sendable {
         self.store = store
         bus = services.bus
         clock = services.clock
+        instanceID = services.instances.id
         self.jobs = jobs
         directory = projects
         snapshots = Snapshots(store: store, dir: services.dataDir + "/snapshots")
@@ -101,7 +104,7 @@ final class AgentEngine: Sendable {
         let now = clock.now()
         try await store.insertRun(
             id: id, project: project, userID: userID, prompt: input.prompt, model: input.model, provider: provider.kind,
-            maxSteps: input.maxSteps, at: now)
+            maxSteps: input.maxSteps, instance: instanceID, at: now)
         let run = LiveRun(id: id, userID: userID, wsID: project.wsID, projectID: project.id)
         live.withLock { $0[id] = run }
         await emit(

@@ -72,6 +72,9 @@ enum AgentMigrations {
                     updated_at INTEGER NOT NULL,
                     PRIMARY KEY (scope, scope_id)
                 );
-                """)
+                """),
+        Migration(
+            module: "agents", version: 2, name: "the instance running each run",
+            sql: "ALTER TABLE agent_runs ADD COLUMN instance_id TEXT"),
     ]
 }

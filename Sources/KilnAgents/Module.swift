@@ -27,6 +27,7 @@ public struct AgentsModule: KilnModule {
             approvals: approvals)
         let agents = service
         services.hooks.workspaceOf(param: "run_id") { id in try await agents.workspaceOf(id) }
+        services.instances.onRecover("agents") { alive in try await agents.recover(alive: alive) }
     }
 
     public var migrations: [Migration] { AgentMigrations.all }
@@ -34,11 +35,6 @@ public struct AgentsModule: KilnModule {
     public static var configOptions: [Config.Option] { ProviderSettings.options + [AgentEngine.maxRunsOption] }
 
     public func register(_ routes: Routes) { AgentRoutes(agents: service).register(routes) }
-
-    public func start(_ jobs: JobRunner) throws {
-        let agents = service
-        jobs.run("agents-recover") { try await agents.recoverAfterRestart() }
-    }
 
     /// Every run in flight is cancelled, and has published its end, before this returns.
     public func shutdown() async { await service.engine.stopAll() }

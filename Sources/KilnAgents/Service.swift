@@ -11,6 +11,7 @@ public struct AgentService: Sendable {
     let projects: any ProjectDirectory
     let jobs: any JobLauncher
     let bus: EventBus
+    let instances: Instances
     let clock: any Clock
     /// The server's model provider (nil: none configured).
     let server: ProviderSettings?
@@ -34,16 +35,19 @@ public struct AgentService: Sendable {
         self.jobs = jobs
         bus = services.bus
         clock = services.clock
+        instances = services.instances
         server = ProviderSettings.from(services.config)
     }
 
-    /// Runs that were going when the server stopped end as failed, so followers' streams end.
-    func recoverAfterRestart() async throws {
-        for id in try await store.runningRunIDs() where !engine.isLive(id) {
-            try await store.failAfterRestart(id, at: clock.now())
+    /// Runs whose server stopped (a restart, a crash, an instance that stopped beating) end as
+    /// `lost`, once, whichever survivor gets there first; `run.failed` ends followers' streams.
+    func recover(alive: Set<String>) async throws {
+        for (id, instance) in try await store.runningRuns() where !alive.contains(instance ?? "") && !engine.isLive(id)
+        {
+            guard try await store.markLost(id, at: clock.now()) else { continue }
             try await bus.publish(
                 topic: AgentEngine.topic(id), type: "run.failed",
-                data: #"{"error":"the server restarted during the run","reason":"server_restart"}"#)
+                data: #"{"error":"the server running the run stopped","reason":"instance_lost","status":"lost"}"#)
         }
     }
 
@@ -189,6 +193,9 @@ public struct AgentService: Sendable {
         let r = try await run(runID, in: access.wsID)
         guard engine.cancel(runID) else {
             let status = r.string("status") ?? ""
+            if status == "running" || status == "waiting_approval" {
+                throw try await instances.misdirected("Run \(runID)", holder: try await store.instanceOf(runID))
+            }
             throw HTTPError(
                 .conflict, message: "The run is not running (status \(status.isEmpty ? "?" : status))",
                 details: ["status": .string(status)])

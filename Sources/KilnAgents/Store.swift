@@ -12,14 +12,15 @@ struct AgentStore: Sendable {
 
     func insertRun(
         id: String, project: ProjectRef, userID: String, prompt: String, model: String, provider: String, maxSteps: Int,
-        at now: Date
+        instance: String, at now: Date
     ) async throws {
         _ = try await db.write { tx in
             try tx.run(
                 """
-                INSERT INTO agent_runs (id, ws_id, project_id, user_id, prompt, model, provider, status, max_steps, started_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)
-                """, id, project.wsID, project.id, userID, prompt, model, provider, maxSteps, now)
+                INSERT INTO agent_runs (id, ws_id, project_id, user_id, prompt, model, provider, status, max_steps,
+                    started_at, instance_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)
+                """, id, project.wsID, project.id, userID, prompt, model, provider, maxSteps, now, instance)
             try tx.run(
                 "INSERT INTO agent_messages (run_id, seq, role, content, created_at) VALUES (?, 1, 'user', ?, ?)", id,
                 prompt, now)
@@ -31,21 +32,29 @@ struct AgentStore: Sendable {
         try await db.read { tx in try tx.first("SELECT ws_id, project_id, status FROM agent_runs WHERE id = ?", id) }
     }
 
-    func runningRunIDs() async throws -> [String] {
+    /// Runs in flight with the instance running each.
+    func runningRuns() async throws -> [(id: String, instance: String?)] {
         try await db.read { tx in
-            try tx.query("SELECT id FROM agent_runs WHERE status IN ('running', 'waiting_approval')")
-        }.compactMap {
-            $0.string("id")
+            try tx.query("SELECT id, instance_id FROM agent_runs WHERE status IN ('running', 'waiting_approval')")
+        }.compactMap { r in r.string("id").map { ($0, r.string("instance_id")) } }
+    }
+
+    func instanceOf(_ id: String) async throws -> String? {
+        try await db.read { tx in
+            try tx.first("SELECT instance_id FROM agent_runs WHERE id = ?", id)?.string("instance_id")
         }
     }
 
-    func failAfterRestart(_ id: String, at now: Date) async throws {
-        _ = try await db.write { tx in
+    /// True when this call ended the run as lost (another survivor may have been first).
+    func markLost(_ id: String, at now: Date) async throws -> Bool {
+        try await db.write { tx in
             try tx.run(
                 """
-                UPDATE agent_runs SET status = 'failed', error = 'the server restarted', reason = 'server_restart', ended_at = ? WHERE id = ?
+                UPDATE agent_runs
+                SET status = 'lost', error = 'the server running it stopped', reason = 'instance_lost', ended_at = ?
+                WHERE id = ? AND status IN ('running', 'waiting_approval')
                 """, now, id)
-        }
+        } > 0
     }
 
     /// `running` ⇄ `waiting_approval` while a tool call waits for a decision.

@@ -139,7 +139,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
             db = try Database(path: "file:kiln-ephemeral-\(UUID().uuidString)?mode=memory&cache=shared", readers: 1)
         } else {
             try Application.restrictFiles(dataDir: dataDir)
-            db = try Database(path: dataDir + "/kiln.db")
+            db = try config.openDatabase()
             try Application.restrictFiles(dataDir: dataDir)
         }
         let masterKey =
@@ -149,7 +149,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
             FileManager.default.fileExists(atPath: "Templates")
             ? FileManager.default.currentDirectoryPath + "/Templates" : nil
         services = Services(
-            config: config, db: db, clock: clock, bus: EventBus(db: db, clock: clock), jobs: JobRunner(),
+            config: config, db: db, clock: clock, bus: try EventBus(db: db, clock: clock), jobs: JobRunner(),
             dataDir: dataDir, masterKey: masterKey, hooks: Hooks(), catalog: catalog,
             mailer: try config.smtpURL.map { try SMTPMailer(url: $0, from: config.mailFrom) as any Mailer }
                 ?? OutboxMailer(directory: dataDir + "/outbox", from: config.mailFrom),
@@ -174,7 +174,7 @@ public final class Application: ModuleHost, @unchecked Sendable {
                     refillPerSecond: Double(config.int(Application.rateLimitFlag) ?? 10)),
                 clock: clock, trustedOrigins: trusted))
         modules = Application.buildModules(services) + extraModules
-        allMigrations = CoreModule.migrations + modules.flatMap(\.migrations)
+        allMigrations = CoreModule.migrations + Instances.migrations + modules.flatMap(\.migrations)
         for m in modules { for p in m.permissions { catalog.register(p) } }
         appliedOnStart = try db.migrate(allMigrations)
         // An interrupted master key rotation is finished or undone before anything opens a sealed value.
@@ -256,14 +256,23 @@ public final class Application: ModuleHost, @unchecked Sendable {
         ]
     }
 
-    /// Starts each module's background work (once).
-    public func startModules() throws {
+    /// Starts each module's background work (once), then registers this instance, which runs the
+    /// modules' recovery of work left by a previous process or a lost instance.
+    public func startModules(registerInstance: Bool = true) throws {
         let first = lifecycle.withLock { () -> Bool in
             defer { started = true }
             return !started
         }
         guard first else { return }
         for m in modules { try m.start(services.jobs) }
+        if registerInstance { startInstance() }
+    }
+
+    private func startInstance() {
+        let s = services
+        s.jobs.run("instance") {
+            try await s.instances.start(url: s.config.instanceURL ?? s.baseURL.string, jobs: s.jobs)
+        }
     }
 
     /// Binds and starts serving; returns the bound port.
@@ -277,11 +286,12 @@ public final class Application: ModuleHost, @unchecked Sendable {
         if c.eventLoops > 0 { sc.eventLoops = c.eventLoops }
         sc.tlsCertificatePath = c.tlsCert
         sc.tlsKeyPath = c.tlsKey
-        try startModules()
+        try startModules(registerInstance: false)
         let s = try HTTPServer(configuration: sc, responder: router.responder())
         try s.start()
         server = s
         if c.publicURL == nil { services.baseURL.set(c.baseURL(boundPort: s.port)) }
+        startInstance()
         return s.port
     }
 
@@ -307,6 +317,8 @@ public final class Application: ModuleHost, @unchecked Sendable {
         server?.stopAccepting()
         for m in modules.reversed() { await m.shutdown() }
         await server?.shutdown()
+        await services.instances.end()
         await services.jobs.shutdown()
+        services.bus.close()
     }
 }

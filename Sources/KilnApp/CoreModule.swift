@@ -189,6 +189,19 @@ extension Application {
             help: "Event-bus subscribers (SSE streams following a topic).",
             value: Double(services.bus.subscriberCount))
         let pool = services.db.poolStats
+        if let pg = services.db.postgresPool {
+            for (name, type, help, value) in [
+                ("kiln_db_pg_connections_open", "gauge", "PostgreSQL connections open in the pool.", pg.open),
+                ("kiln_db_pg_connections_busy", "gauge", "PostgreSQL connections in use.", pg.busy),
+                ("kiln_db_pg_connections_opened_total", "counter", "PostgreSQL connections opened.", pg.opened),
+                (
+                    "kiln_db_pg_connections_dropped_total", "counter",
+                    "PostgreSQL connections dropped as broken (server restart, network).", pg.dropped
+                ),
+            ] {
+                prometheusMetric(&out, name: name, type: type, help: help, value: Double(value))
+            }
+        }
         prometheusMetric(
             &out, name: "kiln_db_pool_readers", type: "gauge", help: "Reader connections in the SQLite pool.",
             value: Double(pool.readers))

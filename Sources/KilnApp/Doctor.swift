@@ -22,14 +22,61 @@ public enum Doctor {
         ("python3", "notebook cells", "apt-get install -y python3"),
     ]
 
-    /// Recomputes the audit chain of the database in the data dir.
+    /// The PostgreSQL server --database-url names: reachable, its version, TLS, connections and,
+    /// where this role may read it, replication lag.
+    static func postgres(config: Config) -> ([String], Bool) {
+        guard let url = config.databaseURL else { return ([], true) }
+        let pg: PostgresConfig
+        do {
+            pg = try PostgresConfig(url: url, password: ProcessInfo.processInfo.environment["KILN_DATABASE_PASSWORD"])
+        } catch { return (["FAIL --database-url: \(error)"], false) }
+        let conn: PostgresConnection
+        do { conn = try PostgresPool.connect(pg) } catch {
+            return (["FAIL PostgreSQL at \(pg.redacted): \(error)"], false)
+        }
+        defer { conn.close() }
+        var lines = ["ok   PostgreSQL \(conn.serverVersion) at \(pg.redacted)"]
+        if let tls = conn.tlsDescription {
+            lines.append("ok   database connection encrypted: \(tls)")
+        } else {
+            lines.append("WARN database connection not encrypted (sslmode=\(pg.sslMode.rawValue))")
+        }
+        let stats = try? conn.query(
+            """
+            SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()) AS here,
+                   current_setting('max_connections')::bigint AS max, pg_is_in_recovery() AS standby
+            """, [])
+        if let r = stats?.rows.first {
+            lines.append(
+                "ok   connections: \(r.int("here") ?? 0) open to this database, server allows \(r.int("max") ?? 0); "
+                    + "each kiln instance opens up to \(config.databasePool)")
+            if r.bool("standby") == true {
+                lines.append("FAIL the server is a standby (read-only): point --database-url at the primary")
+                return (lines, false)
+            }
+        }
+        if let lag = try? conn.query(
+            """
+            SELECT application_name AS name, COALESCE(EXTRACT(EPOCH FROM replay_lag), 0)::float8 AS lag
+            FROM pg_stat_replication
+            """, [])
+        {
+            if lag.rows.isEmpty { lines.append("--   replication: no standby connected (or not visible to this role)") }
+            for r in lag.rows {
+                lines.append("ok   replication to \(r.string("name") ?? "?"): replay lag \(r.double("lag") ?? 0) s")
+            }
+        }
+        return (lines, true)
+    }
+
+    /// Recomputes the audit chain of the database in the data dir (or at --database-url).
     public static func verifyAudit(config: Config) -> Report {
         let path = config.dataDir + "/kiln.db"
-        guard FileManager.default.fileExists(atPath: path) else {
+        guard config.databaseURL != nil || FileManager.default.fileExists(atPath: path) else {
             return Report(lines: ["FAIL no database at \(path)"], ok: false)
         }
         do {
-            let db = try Database(path: path, readers: 1)
+            let db = try config.openDatabase(readers: 1)
             let v = try AuditLog.verify(db)
             if let broken = v.brokenAt {
                 return Report(
@@ -45,7 +92,8 @@ public enum Doctor {
 
     /// The master key's id (a fingerprint, never the key), whether the database was sealed with it,
     /// and a rotation left unfinished.
-    static func masterKey(dataDir: String) -> ([String], Bool) {
+    static func masterKey(config: Config) -> ([String], Bool) {
+        let dataDir = config.dataDir
         let path = dataDir + "/master.key"
         if let env = ProcessInfo.processInfo.environment["KILN_MASTER_KEY"], !env.isEmpty {
             return (["ok   master key from KILN_MASTER_KEY"], true)
@@ -58,8 +106,8 @@ public enum Doctor {
             lines.append(
                 "WARN master.key.next exists: a rotation was interrupted; the next start finishes or undoes it")
         }
-        if FileManager.default.fileExists(atPath: dataDir + "/kiln.db"),
-            let db = try? Database(path: dataDir + "/kiln.db", readers: 1),
+        if config.databaseURL != nil || FileManager.default.fileExists(atPath: dataDir + "/kiln.db"),
+            let db = try? config.openDatabase(readers: 1),
             let recorded = try? MasterKey.recorded(db), recorded != MasterKey.fingerprint(key)
         {
             lines.append("FAIL the database was sealed with master key \(recorded), not this one")
@@ -73,6 +121,11 @@ public enum Doctor {
         var ok = true
         lines.append("kiln \(KilnVersion.version)")
         lines.append("ok   SQLite \(Database.sqliteVersion)")
+        if config.databaseURL != nil {
+            let (dbLines, dbOK) = postgres(config: config)
+            lines += dbLines
+            ok = ok && dbOK
+        }
         lines.append("ok   " + String(cString: OpenSSL_version(OPENSSL_VERSION)))
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: config.dataDir, isDirectory: &isDir) {
@@ -88,7 +141,7 @@ public enum Doctor {
         let (modeLines, modesOK) = fileModes(dataDir: config.dataDir)
         lines += modeLines
         ok = ok && modesOK
-        let (keyLines, keysOK) = masterKey(dataDir: config.dataDir)
+        let (keyLines, keysOK) = masterKey(config: config)
         lines += keyLines
         ok = ok && keysOK
         let sandbox = Sandbox.configured(config, dataDir: config.dataDir)

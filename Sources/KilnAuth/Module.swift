@@ -9,9 +9,11 @@ public struct AuthModule: KilnModule {
     /// Accounts and sessions; the application hands it to the domains that need accounts.
     public let service: AuthService
     let secureCookies: Bool
+    let instances: Instances
 
     public init(services: Services) {
         service = AuthService(services: services)
+        instances = services.instances
         secureCookies = services.config.secureCookies
         let auth = service
         services.hooks.provideSessions { token, ip, ua in
@@ -35,8 +37,10 @@ public struct AuthModule: KilnModule {
 
     public func start(_ jobs: JobRunner) throws {
         let auth = service
-        jobs.every(3600, name: "purge deleted accounts") { try await auth.purgeDueAccounts() }
-        jobs.every(3600, name: "expire unconfirmed registrations") { try await auth.purgeExpiredRegistrations() }
+        instances.everyOnce(jobs, 3600, name: "purge deleted accounts") { try await auth.purgeDueAccounts() }
+        instances.everyOnce(jobs, 3600, name: "expire unconfirmed registrations") {
+            try await auth.purgeExpiredRegistrations()
+        }
     }
 
     public static var commands: [Command] {

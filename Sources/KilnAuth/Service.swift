@@ -64,7 +64,8 @@ public final class AuthService: AccountOperations, InvitedAccounts {
 
     // MARK: Setup links
 
-    /// A fresh owner setup token (older unused owner tokens stop working). Only while there are no users.
+    /// A fresh owner setup token (unused owner tokens older than a minute stop working). Only while
+    /// there are no users.
     public func makeOwnerSetupToken() throws -> String? {
         let token = "kst_" + IDs.randomBase62(40)
         let now = clock.now()

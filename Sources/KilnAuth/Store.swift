@@ -163,8 +163,12 @@ struct AuthStore: Sendable {
 
     // MARK: Setup tokens
 
+    /// Unused owner tokens older than a minute stop working; younger ones were made by other
+    /// instances starting beside this one on the same database, whose printed links stay good.
     func replaceOwnerSetupToken(_ tx: Transaction, hash: String, at now: Date, expires: Date) throws {
-        try tx.run("DELETE FROM setup_tokens WHERE purpose = 'owner' AND used_at IS NULL")
+        try tx.run(
+            "DELETE FROM setup_tokens WHERE purpose = 'owner' AND used_at IS NULL AND created_at < ?",
+            now.addingTimeInterval(-60))
         try tx.run(
             "INSERT INTO setup_tokens (token_hash, purpose, user_id, created_at, expires_at) VALUES (?, 'owner', NULL, ?, ?)",
             hash, now, expires)

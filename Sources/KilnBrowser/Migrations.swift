@@ -35,6 +35,9 @@ enum BrowserMigrations {
                     created_at INTEGER NOT NULL
                 );
                 CREATE INDEX browser_shots_by_run ON browser_shots (run_id, created_at);
-                """)
+                """),
+        Migration(
+            module: "browser", version: 2, name: "the instance holding each run",
+            sql: "ALTER TABLE browser_runs ADD COLUMN instance_id TEXT"),
     ]
 }

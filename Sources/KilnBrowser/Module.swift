@@ -22,6 +22,7 @@ public struct BrowserModule: KilnModule {
         service = BrowserService(services: services, secrets: secrets)
         let s = service
         services.hooks.workspaceOf(param: "browser_run_id") { id in try await s.workspaceOfRun(id) }
+        services.instances.onRecover("browser") { alive in try await s.recover(alive: alive) }
     }
 
     public var migrations: [Migration] { BrowserMigrations.all }
@@ -29,11 +30,6 @@ public struct BrowserModule: KilnModule {
     public var permissions: [Permission] { [BrowserPermission.read, BrowserPermission.run, BrowserPermission.manage] }
 
     public func register(_ routes: Routes) { BrowserRoutes(browser: service).register(routes) }
-
-    public func start(_ jobs: JobRunner) throws {
-        let s = service
-        jobs.run("recover browser runs") { try await s.recoverAfterRestart() }
-    }
 
     public func shutdown() async { await service.stopAll() }
 }

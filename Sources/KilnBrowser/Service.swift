@@ -13,6 +13,7 @@ public final class BrowserService: BrowserChecks {
     let store: BrowserStore
     let bus: EventBus
     let clock: any Clock
+    let instances: Instances
     let sandbox: Sandbox
     let guardian: OutboundGuard
     let binary: String?
@@ -36,6 +37,7 @@ public final class BrowserService: BrowserChecks {
         store = BrowserStore(db: services.db)
         bus = services.bus
         clock = services.clock
+        instances = services.instances
         sandbox = services.sandbox
         guardian = services.outbound
         binary = ChromiumProcess.find(services.config.string(Self.chromiumFlag))
@@ -153,7 +155,8 @@ public final class BrowserService: BrowserChecks {
             values = try await secrets.use(names, wsID: wsID, userID: userID, purpose: "browser run")
         }
         let id = IDs.ordered("brun", at: clock.now())
-        try await store.insertRun(id: id, wsID: wsID, userID: userID, kind: i.kind, url: i.url, at: clock.now())
+        try await store.insertRun(
+            id: id, wsID: wsID, userID: userID, kind: i.kind, url: i.url, instance: instances.id, at: clock.now())
         live.withLock { $0[id] = (nil, false) }
         await publish(id, "browser.queued", ["run_id": .string(id), "kind": .string(i.kind), "url": .string(i.url)])
         let job = BrowserJob(
@@ -211,7 +214,13 @@ public final class BrowserService: BrowserChecks {
             l[id] = (entry.browser, true)
             return .some(entry.browser)
         }
-        guard let browser else { throw APIError.conflict("The run is over") }
+        guard let browser else {
+            let status = try await run(id, wsID: wsID).string("status") ?? ""
+            if status == "queued" || status == "running" {
+                throw try await instances.misdirected("Browser run \(id)", holder: try await store.instanceOf(id))
+            }
+            throw APIError.conflict("The run is over")
+        }
         await browser?.stop()
         slots.cancel(id)
     }
@@ -290,12 +299,14 @@ public final class BrowserService: BrowserChecks {
         return try await store.workspaceOfRun(id)
     }
 
-    /// Runs a previous process left unfinished end as failed, so their streams end.
-    func recoverAfterRestart() async throws {
-        for id in try await store.unfinished() where live.withLock({ $0[id] == nil }) {
-            let result: JSONValue = ["status": "failed", "error": "the server restarted during the run"]
-            try await store.finish(id, status: "failed", result: result.jsonText, at: clock.now())
-            await publish(id, "browser.completed", ["status": "failed", "summary": result])
+    /// Runs whose server stopped (a restart, a crash, a lost instance) end as `lost`, once, so
+    /// their streams end.
+    func recover(alive: Set<String>) async throws {
+        for (id, instance) in try await store.unfinished()
+        where !alive.contains(instance ?? "") && live.withLock({ $0[id] == nil }) {
+            let result: JSONValue = ["status": "lost", "error": "the server running the run stopped"]
+            guard try await store.finishLost(id, result: result.jsonText, at: clock.now()) else { continue }
+            await publish(id, "browser.completed", ["status": "lost", "summary": result])
         }
     }
 

@@ -21,13 +21,15 @@ struct BrowserStore: Sendable {
         }
     }
 
-    func insertRun(id: String, wsID: String, userID: String, kind: String, url: String, at now: Date) async throws {
+    func insertRun(
+        id: String, wsID: String, userID: String, kind: String, url: String, instance: String, at now: Date
+    ) async throws {
         _ = try await db.write { tx in
             try tx.run(
                 """
-                INSERT INTO browser_runs (id, ws_id, user_id, kind, url, status, created_at)
-                VALUES (?, ?, ?, ?, ?, 'queued', ?)
-                """, id, wsID, userID, kind, url, now)
+                INSERT INTO browser_runs (id, ws_id, user_id, kind, url, status, created_at, instance_id)
+                VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)
+                """, id, wsID, userID, kind, url, now, instance)
         }
     }
 
@@ -44,12 +46,27 @@ struct BrowserStore: Sendable {
         }
     }
 
-    /// Runs left queued or running by a previous process.
-    func unfinished() async throws -> [String] {
+    /// Runs queued or running, with the instance holding each.
+    func unfinished() async throws -> [(id: String, instance: String?)] {
         try await db.read { tx in
-            try tx.query("SELECT id FROM browser_runs WHERE status IN ('queued', 'running')").compactMap {
-                $0.string("id")
-            }
+            try tx.query("SELECT id, instance_id FROM browser_runs WHERE status IN ('queued', 'running')")
+        }.compactMap { r in r.string("id").map { ($0, r.string("instance_id")) } }
+    }
+
+    /// Ends a run its instance left; true when this call did (another survivor may have been first).
+    func finishLost(_ id: String, result: String, at now: Date) async throws -> Bool {
+        try await db.write { tx in
+            try tx.run(
+                """
+                UPDATE browser_runs SET status = 'lost', result = ?, ended_at = ?
+                WHERE id = ? AND status IN ('queued', 'running')
+                """, result, now, id)
+        } > 0
+    }
+
+    func instanceOf(_ id: String) async throws -> String? {
+        try await db.read { tx in
+            try tx.first("SELECT instance_id FROM browser_runs WHERE id = ?", id)?.string("instance_id")
         }
     }
 

@@ -16,9 +16,11 @@ public struct CollabModule: KilnModule {
     public let name = "collab"
     let service: CollabService
     let feed: CollabFeed
+    let instances: Instances
 
     public init(services: Services, _ dependencies: CollabDependencies) {
         service = CollabService(services: services, dependencies)
+        instances = services.instances
         feed = CollabFeed(collab: service, bus: services.bus)
         let s = service
         services.hooks.workspaceOf(param: "link_id") { id in try await s.workspaceOf(id) }
@@ -36,8 +38,8 @@ public struct CollabModule: KilnModule {
         let feed = self.feed
         jobs.run("collab feed") { await feed.run() }
         let s = service
-        jobs.every(60, name: "notification mail") { try await s.mailDue() }
-        jobs.every(3600, name: "old notifications") {
+        instances.everyOnce(jobs, 60, name: "notification mail") { try await s.mailDue() }
+        instances.everyOnce(jobs, 3600, name: "old notifications") {
             _ = try await s.store.purgeNotifications(before: s.clock.now().addingTimeInterval(-NotificationKind.kept))
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import KilnStore
 
 /// Server configuration. Precedence: command-line flags > `KILN_*` environment > defaults.
 public struct Config: Sendable {
@@ -19,6 +20,13 @@ public struct Config: Sendable {
     /// SMTP relay for mail; without it mail goes to `<data-dir>/outbox/`.
     public var smtpURL: String? = nil
     public var mailFrom = "Kiln <kiln@localhost>"
+    /// PostgreSQL shared by several instances; without it SQLite in the data dir.
+    public var databaseURL: String? = nil
+    public var databasePool = 16
+    /// The URL other instances name when they send a client here (421); default: the base URL.
+    public var instanceURL: String? = nil
+    /// Seconds without a heartbeat after which an instance's running work is marked lost.
+    public var instanceTimeout: Double = 15
     /// The modules' own options, by flag, as given (a repeatable option keeps every value). Each module
     /// declares its options and reads its section through `string`, `int`, `double` and `strings`.
     public var moduleValues: [String: [String]] = [:]
@@ -164,6 +172,34 @@ public struct Config: Sendable {
                 c.smtpURL = v.isEmpty ? nil : v
             },
             Option(
+                flag: "--database-url", env: "KILN_DATABASE_URL",
+                help:
+                    "PostgreSQL instead of SQLite: postgres://user@host:5432/db?sslmode=verify-full "
+                    + "(password in the URL or KILN_DATABASE_PASSWORD)"
+            ) { c, v in
+                if v.isEmpty { return c.databaseURL = nil }
+                do { _ = try PostgresConfig(url: v) } catch { throw ConfigError("--database-url: \(error)") }
+                c.databaseURL = v
+            },
+            Option(
+                flag: "--database-pool", env: "KILN_DATABASE_POOL",
+                help: "PostgreSQL connections per instance (default 16)"
+            ) { c, v in
+                c.databasePool = try int("--database-pool", v, 1...500)
+            },
+            Option(
+                flag: "--instance-url", env: "KILN_INSTANCE_URL",
+                help: "this instance's own URL, for clients sent here by another instance (default: the base URL)"
+            ) { c, v in
+                c.instanceURL = v.isEmpty ? nil : v
+            },
+            Option(
+                flag: "--instance-timeout", env: "KILN_INSTANCE_TIMEOUT",
+                help: "seconds without a heartbeat before an instance's running work is marked lost (default 15)"
+            ) { c, v in
+                c.instanceTimeout = Double(try int("--instance-timeout", v, 3...3600))
+            },
+            Option(
                 flag: "--mail-from", env: "KILN_MAIL_FROM",
                 help: "sender of Kiln's mail (default Kiln <kiln@localhost>)"
             ) { c, v in
@@ -237,5 +273,21 @@ public struct Config: Sendable {
                 : flag + "\n" + String(repeating: " ", count: 28)
             return "  " + lead + o.help + "  [\(o.env)]"
         }.joined(separator: "\n")
+    }
+}
+
+extension Config {
+    /// The store this configuration names: PostgreSQL at --database-url (its password from the URL
+    /// or KILN_DATABASE_PASSWORD), else SQLite at <data-dir>/kiln.db.
+    public func openDatabase(
+        readers: Int = 4, environment: [String: String] = ProcessInfo.processInfo.environment
+    )
+        throws -> Database
+    {
+        if let databaseURL {
+            let pg = try PostgresConfig(url: databaseURL, password: environment["KILN_DATABASE_PASSWORD"])
+            return try Database(postgres: pg, connections: databasePool)
+        }
+        return try Database(path: dataDir + "/kiln.db", readers: readers)
     }
 }

@@ -177,11 +177,83 @@ public final class EventBus: Sendable {
     private let observers = Mutex<[@Sendable (BusEvent, EventScope) -> Void]>([])
     private let subscribers = Mutex<(next: Int, byTopic: [String: [Subscriber]], sinks: [String: [Sink]])>(
         (0, [:], [:]))
+    /// On PostgreSQL, events reach this instance's subscribers through NOTIFY (see `relay`).
+    private let listener = Mutex<PostgresListener?>(nil)
+    /// The last seq relayed per topic that has subscribers here.
+    private let relayed = Mutex<[String: Int]>([:])
+    static let channel = "kiln_events"
 
-    public init(db: Database, clock: any Clock = SystemClock(), bufferLimit: Int = 1024) {
+    public init(db: Database, clock: any Clock = SystemClock(), bufferLimit: Int = 1024) throws {
         self.db = db
         self.clock = clock
         self.bufferLimit = bufferLimit
+        let l = try db.listen(
+            channel: EventBus.channel, onNotify: { [weak self] n in self?.relay(n.payload) },
+            onReconnect: { [weak self] in self?.catchUp() })
+        listener.withLock { $0 = l }
+    }
+
+    /// Stops following other instances' events.
+    public func close() { listener.withLock { $0?.stop() } }
+
+    /// Several instances on one PostgreSQL: an event is stored and announced with NOTIFY in the
+    /// same transaction, and every instance (the publisher too) hands it to its subscribers from
+    /// its listener, one thread, in commit order, which per topic is seq order. The announcement
+    /// carries the event when it fits (8000 bytes is NOTIFY's limit), else only topic and seq; a
+    /// subscriber past a gap (a reconnect lost announcements) is fed from the table first.
+    private func relay(_ payload: String) {
+        guard let v = (try? JSONValue(parsing: payload))?.objectValue, let topic = v["t"]?.stringValue,
+            let seq = v["s"]?.intValue
+        else { return }
+        let watched = subscribers.withLock { $0.byTopic[topic] != nil || $0.sinks[topic] != nil }
+        guard watched else {
+            relayed.withLock { $0[topic] = nil }
+            return
+        }
+        let last = relayed.withLock { $0[topic] }
+        if let last, seq <= last { return }
+        if let type = v["y"]?.stringValue, let data = v["d"]?.stringValue, last == nil || last! + 1 == seq {
+            let at = Date(timeIntervalSince1970: Double(v["c"]?.intValue ?? 0) / 1000)
+            relayed.withLock { $0[topic] = seq }
+            deliver(BusEvent(topic: topic, seq: seq, type: type, data: data, createdAt: at))
+            return
+        }
+        feed(topic, after: last ?? seq - 1)
+    }
+
+    /// Delivers `topic`'s stored events after `cursor` (from the listener thread).
+    private func feed(_ topic: String, after cursor: Int) {
+        var after = cursor
+        while let page = try? db.readSync({ tx in try tx.query(EventBus.replayPage, topic, after) }), !page.isEmpty {
+            for r in page {
+                let e = BusEvent(
+                    topic: topic, seq: r.int("seq") ?? 0, type: r.string("type") ?? "",
+                    data: r.string("data") ?? "null",
+                    createdAt: r.date("created_at") ?? Date())
+                after = e.seq
+                relayed.withLock { $0[topic] = e.seq }
+                deliver(e)
+            }
+            if page.count < 500 { break }
+        }
+    }
+
+    /// After the listener reconnected: what was announced meanwhile, from the table.
+    private func catchUp() {
+        for (topic, last) in relayed.withLock({ $0 }) { feed(topic, after: last) }
+    }
+
+    /// The NOTIFY payload of an event (see `relay`).
+    static func announcement(_ e: BusEvent) -> String {
+        var o: [String: JSONValue] = ["t": .string(e.topic), "s": .int(e.seq)]
+        let full = JSONValue.object(
+            o.merging(
+                ["y": .string(e.type), "d": .string(e.data), "c": .int(Int(e.createdAt.timeIntervalSince1970 * 1000))]
+            ) { a, _ in a }
+        ).jsonText
+        if full.utf8.count < 7900 { return full }
+        o["big"] = .bool(true)
+        return JSONValue.object(o).jsonText
     }
 
     /// Live subscriber count (for /metrics).
@@ -207,10 +279,14 @@ public final class EventBus: Sendable {
             try tx.run(
                 "INSERT INTO events (topic, seq, type, data, created_at) VALUES (?, ?, ?, ?, ?)", topic, next, type,
                 data, now)
+            if tx.isPostgres {
+                let e = BusEvent(topic: topic, seq: next, type: type, data: data, createdAt: now)
+                _ = try tx.query("SELECT pg_notify(?, ?)", EventBus.channel, EventBus.announcement(e))
+            }
             return next
         }
         let event = BusEvent(topic: topic, seq: seq, type: type, data: data, createdAt: now)
-        deliver(event)
+        if db.kind == .sqlite { deliver(event) }
         if let scope { for f in observers.withLock({ $0 }) { f(event, scope) } }
         return seq
     }

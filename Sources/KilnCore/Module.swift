@@ -97,6 +97,8 @@ public struct Services: Sendable {
     public let baseURL: BaseURL
     /// How user processes are started (`Sandbox.launch`).
     public let sandbox: Sandbox
+    /// This process among the instances sharing the store (whose work is whose; leases).
+    public let instances: Instances
     /// Which hosts Kiln may connect to for users.
     public var outbound: OutboundGuard { OutboundGuard(config: config) }
 
@@ -104,9 +106,10 @@ public struct Services: Sendable {
         config: Config, db: Database, clock: any Clock, bus: EventBus, jobs: JobRunner, dataDir: String,
         masterKey: MasterKey,
         hooks: Hooks, catalog: PermissionCatalog, mailer: any Mailer, templates: MailTemplates, baseURL: BaseURL,
-        sandbox: Sandbox
+        sandbox: Sandbox, instances: Instances? = nil
     ) {
         self.sandbox = sandbox
+        self.instances = instances ?? Instances(db: db, clock: clock, timeout: config.instanceTimeout)
         self.config = config
         self.db = db
         self.clock = clock

@@ -1,6 +1,7 @@
 import Foundation
 import KilnCore
 import KilnHTTP
+import KilnStore
 
 public enum PTYPermission {
     public static let open = Permission(
@@ -20,10 +21,10 @@ public struct PTYModule: KilnModule {
         terminals = TerminalService(
             idleSeconds: Double(services.config.int(PTYSettings.idleMinutes) ?? 30) * 60,
             maxPerUser: services.config.int(PTYSettings.maxPerUser) ?? 16, projects: projects,
-            sandbox: services.sandbox,
+            sandbox: services.sandbox, store: TerminalStore(db: services.db), instances: services.instances,
             secrets: secrets, policy: policy, approvals: approvals)
         let t = terminals
-        services.hooks.workspaceOf(param: "pty_id") { id in t.get(id)?.wsID }
+        services.hooks.workspaceOf(param: "pty_id") { id in try await t.workspaceOf(id) }
         let hooks = services.hooks
         // An approved spawn starts the terminal; its requester attaches to the pty_id on the approval.
         approvals?.onApproved(kind: "pty.open") { a in
@@ -35,6 +36,7 @@ public struct PTYModule: KilnModule {
     }
 
     public var permissions: [Permission] { [PTYPermission.open] }
+    public var migrations: [Migration] { PTYMigrations.all }
     public static var configOptions: [Config.Option] { PTYSettings.options }
 
     public func register(_ routes: Routes) { PTYRoutes(terminals: terminals).register(routes) }

@@ -24,8 +24,8 @@ struct PTYRoutes: Sendable {
             reply: .webSocket, stream)
     }
 
-    func own(_ ctx: RequestContext) throws -> Terminal {
-        try terminals.own(
+    func own(_ ctx: RequestContext) async throws -> Terminal {
+        try await terminals.own(
             try ctx.parameter("pty_id"), access: try ctx.requireWorkspace(), userID: try ctx.requirePrincipal().userID)
     }
 
@@ -50,13 +50,13 @@ struct PTYRoutes: Sendable {
     }
 
     @Sendable func end(_ req: Request, _ ctx: RequestContext) async throws -> Response {
-        let t = try own(ctx)
+        let t = try await own(ctx)
         await terminals.end(t)
         return .json(t.info)
     }
 
     @Sendable func stream(_ req: Request, _ ctx: RequestContext) async throws -> Response {
-        let t = try own(ctx)
+        let t = try await own(ctx)
         return try WebSocket.upgrade(req, settings: WebSocketSettings(maxMessageSize: 1 << 20, maxQueuedBytes: 1 << 20))
         { ws in
             await TerminalService.serve(t, ws)

@@ -23,6 +23,8 @@ struct PTYSettings: Sendable {
 /// over WebSocket, ended when deleted, idle, or at shutdown.
 final class TerminalService: Sendable {
     let all = Mutex<[String: Terminal]>([:])
+    let store: TerminalStore
+    let instances: Instances
     /// Set at shutdown: no terminal starts after the open ones were hung up.
     let closing = Atomic<Bool>(false)
     let idleSeconds: Double
@@ -38,9 +40,12 @@ final class TerminalService: Sendable {
 
     init(
         idleSeconds: Double, maxPerUser: Int = 16, projects: any ProjectDirectory, sandbox: Sandbox,
+        store: TerminalStore, instances: Instances,
         secrets: (any SecretProvider)? = nil, policy: (any PolicyEngine)? = nil,
         approvals: (any ApprovalGate)? = nil
     ) {
+        self.store = store
+        self.instances = instances
         self.approvals = approvals
         self.secrets = secrets
         self.policy = policy
@@ -52,12 +57,23 @@ final class TerminalService: Sendable {
 
     func get(_ id: String) -> Terminal? { IDs.isValid(id, prefix: "pty") ? all.withLock { $0[id] } : nil }
 
-    /// The caller's own terminal in the admitted workspace (404 otherwise: others' terminals are not revealed).
-    func own(_ id: String, access: WorkspaceAccess, userID: String) throws -> Terminal {
-        guard let t = get(id), t.wsID == access.wsID, t.userID == userID else {
-            throw APIError.notFound("No such terminal")
+    /// The caller's own terminal in the admitted workspace (404 otherwise: others' terminals are not
+    /// revealed); 421 naming the instance when another instance sharing the database holds it.
+    func own(_ id: String, access: WorkspaceAccess, userID: String) async throws -> Terminal {
+        if let t = get(id), t.wsID == access.wsID, t.userID == userID { return t }
+        if get(id) == nil, IDs.isValid(id, prefix: "pty"), let held = try await store.open(id),
+            held.wsID == access.wsID, held.userID == userID, held.instance != instances.id
+        {
+            throw try await instances.misdirected("Terminal \(id)", holder: held.instance)
         }
-        return t
+        throw APIError.notFound("No such terminal")
+    }
+
+    /// The workspace of a terminal here or on another instance (for admitting its routes).
+    func workspaceOf(_ id: String) async throws -> String? {
+        if let t = get(id) { return t.wsID }
+        guard IDs.isValid(id, prefix: "pty") else { return nil }
+        return try await store.open(id)?.wsID
     }
 
     func list(userID: String, wsID: String) -> [Terminal] {
@@ -126,9 +142,16 @@ final class TerminalService: Sendable {
                 values = try await secrets.use(
                     names, wsID: access.wsID, userID: userID, purpose: "pty.open", grants: grants)
             }
-            return try spawn(
+            let t = try spawn(
                 userID: userID, wsID: access.wsID, project: proj, shell: shell, cwd: cwd, cols: cols, rows: rows,
                 secrets: values)
+            do {
+                try await store.record(id: t.id, wsID: access.wsID, userID: userID, instance: instances.id, at: Date())
+            } catch {
+                await end(t)
+                throw error
+            }
+            return t
         }
     }
 
@@ -165,7 +188,8 @@ final class TerminalService: Sendable {
             id: IDs.make("pty"), userID: userID, wsID: wsID, projectID: project?.id, shell: shell, cwd: cwd ?? "~",
             pid: started.pid, master: started.master, cols: cols, rows: rows, redactor: Redactor(secrets))
         all.withLock { $0[t.id] = t }
-        Thread { t.pump(onExit: {}) }.start()
+        let store = self.store
+        Thread { t.pump(onExit: { Task { try? await store.ended(t.id, at: Date()) } }) }.start()
         return t
     }
 

@@ -11,6 +11,8 @@ public final class ApprovalService: ApprovalGate, Sendable {
     let store: ApprovalStore
     let bus: EventBus
     let clock: any Clock
+    /// This instance: a run's parked call waits in the process that runs it.
+    let instanceID: String
     let hooks: Hooks
     /// How long an approval stays pending (`--approval-ttl`).
     let ttl: TimeInterval
@@ -31,6 +33,7 @@ public final class ApprovalService: ApprovalGate, Sendable {
         store = ApprovalStore(db: services.db)
         bus = services.bus
         clock = services.clock
+        instanceID = services.instances.id
         hooks = services.hooks
         ttl = TimeInterval(services.config.int(Self.ttlFlag) ?? 3600)
     }
@@ -47,10 +50,11 @@ public final class ApprovalService: ApprovalGate, Sendable {
         let context = String(decoding: try JSONCoding.encode(r.context), as: UTF8.self)
         let payload = r.resume.map { $0.payload.jsonText }
         let grants = try r.resume.map { String(decoding: try JSONCoding.encode($0.grants), as: UTF8.self) }
+        let instance = instanceID
         try await store.db.write { [store] tx in
             try store.insert(
-                tx, id: id, r, context: context, resumePayload: payload, resumeGrants: grants, at: now, expires: expires
-            )
+                tx, id: id, r, context: context, resumePayload: payload, resumeGrants: grants, instance: instance,
+                at: now, expires: expires)
             try AuditLog.append(
                 tx,
                 AuditEvent(
@@ -237,9 +241,10 @@ public final class ApprovalService: ApprovalGate, Sendable {
         }
     }
 
-    /// After a restart no run waits any more: their pending approvals are withdrawn.
-    func recoverAfterRestart() async throws {
-        for row in try await store.pendingForRuns() {
+    /// A run's parked call waits in its server's process: when that server stopped (a restart, a
+    /// lost instance), the run's pending approvals are withdrawn.
+    func recover(alive: Set<String>) async throws {
+        for row in try await store.pendingForRuns() where !alive.contains(row.string("instance_id") ?? "") {
             try await end(
                 row.string("id") ?? "", state: "cancelled", outcome: .cancelled, by: nil,
                 reason: "the server restarted; the run ended")

@@ -43,5 +43,8 @@ enum PolicyMigrations {
                 CREATE INDEX approvals_by_ws ON approvals (ws_id, created_at);
                 CREATE INDEX approvals_by_state ON approvals (state, expires_at);
                 """),
+        Migration(
+            module: "policy", version: 3, name: "the instance where each parked action waits",
+            sql: "ALTER TABLE approvals ADD COLUMN instance_id TEXT"),
     ]
 }

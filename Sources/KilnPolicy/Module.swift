@@ -29,6 +29,7 @@ public struct PolicyModule: KilnModule {
         approvals = ApprovalService(services: services)
         let a = approvals
         services.hooks.workspaceOf(param: "approval_id") { id in try await a.workspaceOf(id) }
+        services.instances.onRecover("approvals") { alive in try await a.recover(alive: alive) }
     }
 
     public var migrations: [Migration] { PolicyMigrations.all }
@@ -44,7 +45,6 @@ public struct PolicyModule: KilnModule {
 
     public func start(_ jobs: JobRunner) throws {
         let a = approvals
-        jobs.run("approvals-recover") { try await a.recoverAfterRestart() }
         jobs.every(2, name: "expire approvals") { try await a.expireDue() }
     }
 

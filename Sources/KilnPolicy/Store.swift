@@ -40,15 +40,15 @@ struct ApprovalStore: Sendable {
 
     func insert(
         _ tx: Transaction, id: String, _ r: ApprovalRequest, context: String, resumePayload: String?,
-        resumeGrants: String?, at now: Date, expires: Date
+        resumeGrants: String?, instance: String, at now: Date, expires: Date
     ) throws {
         try tx.run(
             """
             INSERT INTO approvals (id, ws_id, action, context, rule_id, reason, self_approval, requested_by, run_id,
-                call_id, state, created_at, expires_at, resume_kind, resume_payload, resume_grants)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)
+                call_id, state, created_at, expires_at, resume_kind, resume_payload, resume_grants, instance_id)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)
             """, id, r.wsID, r.action, context, r.decision.ruleId, r.decision.reason, r.decision.selfApproval ? 1 : 0,
-            r.requestedBy, r.runID, r.callID, now, expires, r.resume?.kind, resumePayload, resumeGrants)
+            r.requestedBy, r.runID, r.callID, now, expires, r.resume?.kind, resumePayload, resumeGrants, instance)
     }
 
     func get(_ id: String) async throws -> Row? {
@@ -109,7 +109,8 @@ struct ApprovalStore: Sendable {
     /// Pending approvals a run waits for (none survive a restart: their runs ended with the process).
     func pendingForRuns() async throws -> [Row] {
         try await db.read { tx in
-            try tx.query("SELECT id, ws_id, run_id FROM approvals WHERE state = 'pending' AND run_id IS NOT NULL")
+            try tx.query(
+                "SELECT id, ws_id, run_id, instance_id FROM approvals WHERE state = 'pending' AND run_id IS NOT NULL")
         }
     }
 }

@@ -63,7 +63,7 @@ public struct ReceiptsModule: KilnModule {
             guard let key = try ReceiptChain.loadKey(dataDir: config.dataDir, create: false) else {
                 throw Crypto.Failure.invalidInput("no receipt key in \(config.dataDir) (receipt.key)")
             }
-            let store = ReceiptStore(db: try Database(path: config.dataDir + "/kiln.db", readers: 1))
+            let store = ReceiptStore(db: try config.openDatabase(readers: 1))
             let rows = try store.chainSync(wsID: ws)
             let v = ReceiptChain.verify(rows: rows, publicKey: key.publicKey)
             io.out(v.json.jsonText)

@@ -34,6 +34,9 @@ enum ShellMigrations {
                     test_command TEXT,
                     updated_at INTEGER NOT NULL
                 );
-                """)
+                """),
+        Migration(
+            module: "shell", version: 2, name: "the instance running each job",
+            sql: "ALTER TABLE shell_jobs ADD COLUMN instance_id TEXT"),
     ]
 }

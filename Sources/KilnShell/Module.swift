@@ -29,6 +29,7 @@ public struct ShellModule: KilnModule {
         service.registerResumers()
         let shell = service
         services.hooks.workspaceOf(param: "job_id") { id in try await shell.workspaceOf(id) }
+        services.instances.onRecover("shell") { alive in try await shell.recover(alive: alive) }
     }
 
     public var migrations: [Migration] { ShellMigrations.all }
@@ -36,11 +37,6 @@ public struct ShellModule: KilnModule {
     public static var configOptions: [Config.Option] { ShellSettings.options }
 
     public func register(_ routes: Routes) { ShellRoutes(shell: service).register(routes) }
-
-    public func start(_ jobs: JobRunner) throws {
-        let shell = service
-        jobs.run("shell-recover") { try await shell.recoverAfterRestart() }
-    }
 
     /// Every running job is killed, and its exit recorded and published, before this returns.
     public func shutdown() async { await service.stopAll() }

@@ -170,6 +170,7 @@ struct ShellRoutes: Sendable {
         let id = try ctx.parameter("job_id")
         let (job, _, _) = try await shell.job(id, in: try ctx.requireWorkspace().wsID)
         guard shell.cancel(id) else {
+            if job.status == "running" { throw try await shell.elsewhere(id) }
             throw HTTPError(
                 .conflict, message: "The job is not running (status \(job.status))",
                 details: ["status": .string(job.status)])

@@ -57,6 +57,7 @@ public final class ShellService: JobLauncher {
     /// `--ssh-agent`: ssh jobs may use the server's agent socket.
     let passSSHAgent: Bool
     let live = Mutex<[String: RunningJob]>([:])
+    let instances: Instances
     /// Set at shutdown: no job starts after the running ones were stopped.
     let closing = Atomic<Bool>(false)
 
@@ -68,6 +69,7 @@ public final class ShellService: JobLauncher {
         self.policy = policy
         self.approvals = approvals
         store = ShellStore(db: s.db)
+        instances = s.instances
         bus = s.bus
         clock = s.clock
         self.projects = projects
@@ -81,15 +83,17 @@ public final class ShellService: JobLauncher {
 
     public static func topic(_ jobID: String) -> String { "job:\(jobID)" }
 
-    /// Jobs left `running` by a previous process end as `lost`, so their streams end too.
-    func recoverAfterRestart() async throws {
-        for id in try await store.runningJobIDs() where live.withLock({ $0[id] == nil }) {
-            try await store.markLost(id, at: clock.now())
+    /// Jobs left `running` by a previous process, or by an instance that stopped beating, end as
+    /// `lost`, so their streams end too (each once, whoever of the survivors gets there first).
+    func recover(alive: Set<String>) async throws {
+        for (id, instance) in try await store.runningJobs()
+        where !alive.contains(instance ?? "") && live.withLock({ $0[id] == nil }) {
+            guard try await store.markLost(id, at: clock.now()) else { continue }
             try await bus.publish(
                 topic: Self.topic(id), type: "exit",
                 data: JSONValue.object([
                     "code": .null, "signal": .null, "duration_ms": .null, "status": "lost",
-                    "error": "the server restarted while the job ran",
+                    "error": "the server running the job stopped (restart, crash or lost instance)",
                 ]).jsonText)
         }
     }
@@ -148,7 +152,7 @@ public final class ShellService: JobLauncher {
         }
         let id = IDs.make("job")
         let now = clock.now()
-        try await store.insertJob(id: id, spec, at: now)
+        try await store.insertJob(id: id, spec, instance: instances.id, at: now)
         let argv = spec.argv ?? ["/bin/sh", "-c", spec.command]
         let launch: Sandbox.Launch
         do {
@@ -306,6 +310,11 @@ public final class ShellService: JobLauncher {
     }
 
     public func isRunning(_ jobID: String) -> Bool { live.withLock { $0[jobID] != nil } }
+
+    /// Why a running job cannot be acted on here: 421 naming the instance that runs it.
+    func elsewhere(_ jobID: String) async throws -> HTTPError {
+        try await instances.misdirected("Job \(jobID)", holder: try await store.instanceOf(jobID))
+    }
 
     /// Ends every job at once and waits until each has ended and published its exit (shutdown).
     func stopAll() async {

@@ -7,14 +7,15 @@ import KilnStore
 struct ShellStore: Sendable {
     let db: Database
 
-    func insertJob(id: String, _ spec: JobSpec, at now: Date) async throws {
+    func insertJob(id: String, _ spec: JobSpec, instance: String, at now: Date) async throws {
         _ = try await db.write { tx in
             try tx.run(
                 """
-                INSERT INTO shell_jobs (id, ws_id, project_id, user_id, kind, command, cwd, host, status, started_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)
+                INSERT INTO shell_jobs (id, ws_id, project_id, user_id, kind, command, cwd, host, status, started_at,
+                    instance_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)
                 """, id, spec.wsID, spec.projectID, spec.userID, spec.kind, spec.command, spec.displayCwd, spec.host,
-                now)
+                now, instance)
         }
     }
 
@@ -40,15 +41,23 @@ struct ShellStore: Sendable {
         }
     }
 
-    func runningJobIDs() async throws -> [String] {
-        try await db.read { tx in try tx.query("SELECT id FROM shell_jobs WHERE status = 'running'") }.compactMap {
-            $0.string("id")
-        }
+    /// Running jobs with the instance that runs them.
+    func runningJobs() async throws -> [(id: String, instance: String?)] {
+        try await db.read { tx in try tx.query("SELECT id, instance_id FROM shell_jobs WHERE status = 'running'") }
+            .compactMap { r in r.string("id").map { ($0, r.string("instance_id")) } }
     }
 
-    func markLost(_ id: String, at now: Date) async throws {
-        _ = try await db.write { tx in
-            try tx.run("UPDATE shell_jobs SET status = 'lost', ended_at = ? WHERE id = ?", now, id)
+    /// True when this call ended the job (another survivor may have been first).
+    func markLost(_ id: String, at now: Date) async throws -> Bool {
+        try await db.write { tx in
+            try tx.run(
+                "UPDATE shell_jobs SET status = 'lost', ended_at = ? WHERE id = ? AND status = 'running'", now, id)
+        } > 0
+    }
+
+    func instanceOf(_ id: String) async throws -> String? {
+        try await db.read { tx in
+            try tx.first("SELECT instance_id FROM shell_jobs WHERE id = ?", id)?.string("instance_id")
         }
     }
 

@@ -148,28 +148,63 @@ final class Connection: @unchecked Sendable {
     var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(db) }
 }
 
-/// What a transaction body sees: queries and statements on one connection inside BEGIN…COMMIT.
+/// What a transaction body sees: queries and statements on one connection inside BEGIN…COMMIT,
+/// SQLite's or PostgreSQL's (whose SQL is rewritten where the two spell it differently).
 public struct Transaction {
-    let connection: Connection
+    enum Link {
+        case sqlite(Connection)
+        case postgres(PostgresConnection)
+    }
+    let link: Link
+
+    init(_ link: Link) { self.link = link }
+
+    public var isPostgres: Bool { if case .postgres = link { true } else { false } }
 
     public func query(_ sql: String, _ args: any SQLBindable...) throws -> [Row] {
-        try connection.query(sql, args.map(\.sqlValue))
+        try query(sql, arguments: args)
     }
     public func query(_ sql: String, arguments: [any SQLBindable]) throws -> [Row] {
-        try connection.query(sql, arguments.map(\.sqlValue))
+        switch link {
+        case .sqlite(let c): return try c.query(sql, arguments.map(\.sqlValue))
+        case .postgres(let c):
+            return try StoreError.mapping(sql) {
+                try c.query(PostgresDialect.statement(sql), arguments.map(\.sqlValue)).rows
+            }
+        }
     }
     public func first(_ sql: String, _ args: any SQLBindable...) throws -> Row? {
-        try connection.query(sql, args.map(\.sqlValue)).first
+        try query(sql, arguments: args).first
     }
     /// Runs a statement; returns the number of rows it changed.
     @discardableResult
     public func run(_ sql: String, _ args: any SQLBindable...) throws -> Int {
-        try connection.run(sql, args.map(\.sqlValue))
+        try run(sql, arguments: args)
     }
     @discardableResult
     public func run(_ sql: String, arguments: [any SQLBindable]) throws -> Int {
-        try connection.run(sql, arguments.map(\.sqlValue))
+        switch link {
+        case .sqlite(let c): return try c.run(sql, arguments.map(\.sqlValue))
+        case .postgres(let c):
+            return try StoreError.mapping(sql) {
+                try c.query(PostgresDialect.statement(sql), arguments.map(\.sqlValue)).affected
+            }
+        }
     }
-    public func execute(_ sql: String) throws { try connection.execute(sql) }
-    public var lastInsertRowID: Int64 { connection.lastInsertRowID }
+    /// Statements without parameters (schema changes: rewritten for PostgreSQL).
+    public func execute(_ sql: String) throws {
+        switch link {
+        case .sqlite(let c): try c.execute(sql)
+        case .postgres(let c):
+            let schema = PostgresDialect.schema(sql)
+            guard !schema.isEmpty else { return }
+            try StoreError.mapping(sql) { _ = try c.simpleQuery(schema) }
+        }
+    }
+    public var lastInsertRowID: Int64 {
+        switch link {
+        case .sqlite(let c): return c.lastInsertRowID
+        case .postgres(let c): return (try? c.query("SELECT lastval() AS id", []).rows.first?.int64("id")) ?? 0
+        }
+    }
 }

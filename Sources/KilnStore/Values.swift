@@ -79,14 +79,52 @@ public struct Row: Sendable {
     public func date(_ name: String) -> Date? { int64(name).map { Date(timeIntervalSince1970: Double($0) / 1000) } }
 }
 
-/// A failure from SQLite, with its result code; the SQL text is kept for server-side logs only.
+/// A failure from the database, with SQLite's result code (PostgreSQL's errors carry the nearest
+/// SQLite code and their SQLSTATE); the SQL text is kept for server-side logs only.
 public struct StoreError: Error, CustomStringConvertible, Sendable {
     public let code: Int32
     public let message: String
     public let sql: String?
+    /// PostgreSQL's error class and condition ("23505"); nil from SQLite.
+    public let sqlstate: String?
+
+    public init(code: Int32, message: String, sql: String?, sqlstate: String? = nil) {
+        self.code = code
+        self.message = message
+        self.sql = sql
+        self.sqlstate = sqlstate
+    }
+
     /// UNIQUE, FOREIGN KEY, NOT NULL or CHECK constraint.
     public var isConstraintViolation: Bool { code & 0xFF == 19 }
     public var isUniqueViolation: Bool { code == 2067 || code == 1555 }
+    /// Another writer was in the way (SQLite busy/locked; PostgreSQL serialization failure or
+    /// deadlock): running the transaction again may succeed.
     public var isBusy: Bool { code & 0xFF == 5 || code & 0xFF == 6 }
-    public var description: String { "SQLite error \(code): \(message)" + (sql.map { " [\($0)]" } ?? "") }
+    /// The database could not be reached (PostgreSQL connection lost or refused).
+    public var isUnavailable: Bool { code == 14 && sqlstate != nil }
+    public var description: String {
+        (sqlstate == nil ? "SQLite error \(code): " : "PostgreSQL error \(sqlstate!): ") + message
+            + (sql.map { " [\($0)]" } ?? "")
+    }
+
+    /// A PostgreSQL error as the store reports it: SQLSTATE 23505 reads as SQLite's UNIQUE
+    /// constraint (2067), other class-23 states as a constraint (19), 40001/40P01 as busy (5).
+    init(_ e: PostgresError, sql: String?) {
+        let state = e.sqlstate ?? "08006"
+        let code: Int32 =
+            switch state {
+            case "23505": 2067
+            case _ where state.hasPrefix("23"): 19
+            // 42P18/42P08: a parameter the server could not type; the statement is typed on the retry.
+            case "40001", "40P01", "55P03", "42P18", "42P08": 5
+            case _ where e.isConnectionLoss || state.hasPrefix("08"): 14
+            default: 1
+            }
+        self.init(code: code, message: e.description, sql: sql, sqlstate: state)
+    }
+
+    static func mapping<T>(_ sql: String?, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as PostgresError { throw StoreError(e, sql: sql) }
+    }
 }

@@ -20,7 +20,9 @@ let usage = """
       serve                     run the server (HTTP API, SSE, WebSocket and web UI)
       routes                    print the route table (method, path, permission) and its count
       migrate                   apply pending database migrations and exit
-      backup <file>             write an online backup of the database to <file>
+      backup <file>             write an online backup of the database to <file> (SQLite; pg_dump for PostgreSQL)
+      export --to URL           copy the SQLite store of the data dir into a new PostgreSQL database
+      import --from URL         copy a PostgreSQL store into the data dir's (new) SQLite file
       doctor [--verify-audit]   check SQLite/OpenSSL, the data dir, optional programs (and the audit chain)
     \(moduleCommands.map { c in
         c.usage.count < 26 ? "  " + c.usage.padding(toLength: 26, withPad: " ", startingAt: 0) + c.help
@@ -152,6 +154,77 @@ case "backup":
         out("backup written to \(dest)")
     } catch {
         err("kiln backup: \(error)")
+        exit(1)
+    }
+
+case "export", "import":
+    let exporting = command == "export"
+    let flag = exporting ? "--to" : "--from"
+    if wantsHelp {
+        out(
+            exporting
+                ? "usage: kiln export --to postgres://… [--data-dir DIR]\n\nCopies every table of the data dir's SQLite store into a new, empty PostgreSQL\ndatabase (migrated first), then compares the two table by table. The data dir keeps\nits keys: start kiln with --database-url and the same --data-dir afterwards."
+                : "usage: kiln import --from postgres://… [--data-dir DIR]\n\nCopies every table of a PostgreSQL store into a new SQLite file in the data dir\n(which must have none yet), then compares the two table by table."
+        )
+        exit(0)
+    }
+    guard let i = args.firstIndex(of: flag), i + 1 < args.count else {
+        err("kiln \(command): \(flag) postgres://user@host/db is required")
+        exit(2)
+    }
+    let url = args[i + 1]
+    var rest = args
+    rest.removeSubrange(i...(i + 1))
+    var (config, _) = loadConfig(rest)
+    config.databaseURL = nil
+    let sqlitePath = config.dataDir + "/kiln.db"
+    if !exporting && FileManager.default.fileExists(atPath: sqlitePath) {
+        err("kiln import: \(sqlitePath) exists; import into a new data dir (keep its master.key and receipt key)")
+        exit(2)
+    }
+    if exporting && !FileManager.default.fileExists(atPath: sqlitePath) {
+        err("kiln export: no SQLite store at \(sqlitePath)")
+        exit(2)
+    }
+    do {
+        let pgConfig = try PostgresConfig(
+            url: url, password: ProcessInfo.processInfo.environment["KILN_DATABASE_PASSWORD"])
+        let schemaApp = openApp(config, ephemeral: true)
+        let migrations = schemaApp.allMigrations
+        try? FileManager.default.removeItem(atPath: schemaApp.services.dataDir)
+        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
+        let sqlite = try Database(path: sqlitePath, readers: 1)
+        let pg = try Database(postgres: pgConfig, connections: 2)
+        try sqlite.migrate(migrations)
+        try pg.migrate(migrations)
+        let (source, target) = exporting ? (sqlite, pg) : (pg, sqlite)
+        let report = try StoreCopy.copy(from: source, to: target)
+        for t in report.tables where t.rows > 0 { out("copied \(t.name): \(t.rows) rows") }
+        guard report.mismatches.isEmpty else {
+            for m in report.mismatches { err("MISMATCH \(m)") }
+            exit(1)
+        }
+        let total = report.tables.reduce(0) { $0 + $1.rows }
+        out("\(report.tables.count) tables, \(total) rows copied; every table compared equal")
+    } catch {
+        err("kiln \(command): \(error)")
+        exit(1)
+    }
+
+case "store-bench":
+    // Used by scripts/bench/store.sh: `kiln store-bench select1 URL SECONDS` or
+    // `kiln store-bench events [URL] SECONDS`.
+    do {
+        switch (args.first, args.count) {
+        case ("select1", 3): out(try StoreBench.selectOne(url: args[1], seconds: Double(args[2]) ?? 5))
+        case ("events", 2): out(try await StoreBench.eventAppends(url: nil, seconds: Double(args[1]) ?? 5))
+        case ("events", 3): out(try await StoreBench.eventAppends(url: args[1], seconds: Double(args[2]) ?? 5))
+        default:
+            err("usage: kiln store-bench select1 URL SECONDS | events [URL] SECONDS")
+            exit(2)
+        }
+    } catch {
+        err("kiln store-bench: \(error)")
         exit(1)
     }
 

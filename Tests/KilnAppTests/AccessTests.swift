@@ -142,13 +142,13 @@ import Testing
         let a = Agent(t)
         try await a.login("a1@example.com", "a long enough password")
         await t.stop()
-        let (ok, out, _) = await runProgram(TestApp.kilnBinary, ["doctor", "--verify-audit", "--data-dir", t.dataDir])
+        let (ok, out, _) = await runProgram(TestApp.kilnBinary, ["doctor", "--verify-audit"] + t.storeArguments)
         #expect(ok == 0 && out.contains("audit chain verified"), "\(out)")
         let v = try AuditLog.verify(t.app.services.db)
         #expect(v.brokenAt == nil && v.rows >= 5)
         _ = try t.app.services.db.writeSync { try $0.run("UPDATE audit_log SET action = 'login.failed' WHERE seq = 3") }
         let (code, out2, _) = await runProgram(
-            TestApp.kilnBinary, ["doctor", "--verify-audit", "--data-dir", t.dataDir])
+            TestApp.kilnBinary, ["doctor", "--verify-audit"] + t.storeArguments)
         #expect(code != 0)
         #expect(out2.contains("audit chain broken at row 3"), "\(out2)")
     }

@@ -16,7 +16,7 @@ import Testing
             let t = x.f.t
             x.model.script([.openai([ScriptedModel.text("done")] + ScriptedModel.finish("stop"))])
             let (run, _) = try await x.runToEnd()
-            let job = try await x.f.start("sleep 30")
+            let job = try await x.f.start("sleep 600")
             let rescan = try await x.f.a.call("POST", "/api/project/rescan", json: ["project_id": x.f.pid])
             let rescanJob = try #require(rescan.json["job_id"] as? String, "\(rescan.text)")
             let pty = try await x.f.a.call("POST", "/api/pty/spawn", json: ["ws_id": x.f.ws, "project_id": x.f.pid])

@@ -114,7 +114,7 @@ final class Acks: Sendable {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let db = try Database(path: dir + "/kiln.db")
         try db.migrate(EventBus.migrations)
-        return EventBus(db: db)
+        return try EventBus(db: db)
     }
 
     @Test func replaysFromACursorThenDeliversLiveEvents() async throws {
@@ -138,11 +138,11 @@ final class Acks: Sendable {
         do {
             let db = try Database(path: dir + "/kiln.db")
             try db.migrate(EventBus.migrations)
-            let b = EventBus(db: db)
+            let b = try EventBus(db: db)
             for i in 1...3 { try await b.publish(topic: "t", type: "e", data: "\(i)") }
         }
         let db = try Database(path: dir + "/kiln.db")
-        let b = EventBus(db: db)
+        let b = try EventBus(db: db)
         var seen: [Int] = []
         for try await e in b.subscribe(topic: "t", after: 0) {
             seen.append(e.seq)

@@ -120,7 +120,7 @@ import Testing
             // The offline verifier agrees (the real binary over the same data dir).
             if FileManager.default.isExecutableFile(atPath: TestApp.kilnBinary) {
                 let (code, out, _) = await runProgram(
-                    TestApp.kilnBinary, ["receipts", "verify", "--ws", ws, "--data-dir", x.f.t.dataDir])
+                    TestApp.kilnBinary, ["receipts", "verify", "--ws", ws] + x.f.t.storeArguments)
                 #expect(code == 1 && out.contains("\"seq\":30"), "\(out)")
             }
         }

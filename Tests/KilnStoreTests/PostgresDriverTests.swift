@@ -191,8 +191,33 @@ struct PostgresDriverTests {
     }
 }
 
-/// What needs no server: URLs and the SCRAM arithmetic.
+/// What needs no server: URLs, the SCRAM arithmetic, and how SQL is spelt for PostgreSQL.
 @Suite struct PostgresProtocolTests {
+    @Test func statementsAreSpeltForPostgres() {
+        #expect(
+            PostgresDialect.statement("SELECT '?', \"a?\" FROM t WHERE x = ? AND y IS NOT ? -- why?\n AND z = ?")
+                == "SELECT '?', \"a?\" FROM t WHERE x = $1 AND y IS DISTINCT FROM $2 -- why?\n AND z = $3")
+        #expect(
+            PostgresDialect.statement("INSERT OR IGNORE INTO t (a, binary) VALUES (?, ?)")
+                == "INSERT INTO t (a, \"binary\") VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        #expect(
+            PostgresDialect.statement("SELECT 1 WHERE (? IS NULL OR instr(lower(name), ?) > 0)")
+                == "SELECT 1 WHERE (CAST($1 AS TEXT) IS NULL OR strpos(lower(name), $2) > 0)")
+        let schema = PostgresDialect.schema(
+            """
+            CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER NOT NULL, b BLOB, r REAL,
+                email TEXT NOT NULL UNIQUE COLLATE NOCASE) WITHOUT ROWID;
+            CREATE VIRTUAL TABLE f USING fts5(x);
+            DROP TABLE old;
+            """)
+        #expect(schema.contains("n BIGINT NOT NULL, b BYTEA, r DOUBLE PRECISION"))
+        #expect(schema.contains("email CITEXT NOT NULL UNIQUE)"))
+        #expect(
+            !schema.contains("WITHOUT ROWID") && !schema.contains("fts5") && schema.contains("DROP TABLE IF EXISTS old")
+        )
+        #expect(PostgresDialect.splitStatements("a; 'b;c'; d").count == 3)
+    }
+
     @Test func badURLsAreExplained() throws {
         for (url, needle) in [
             ("mysql://u@h/db", "postgres://"), ("postgres://h/db", "user"), ("postgres://u@h", "database"),

@@ -3,6 +3,7 @@ import Glibc
 import KilnApp
 import KilnCore
 import KilnHTTP
+import KilnStore
 @_exported import KilnTestClients
 import Synchronization
 
@@ -26,6 +27,8 @@ final class TestApp: Stoppable, @unchecked Sendable {
 
     let app: Application
     let dataDir: String
+    /// The PostgreSQL database of this app (KILN_TEST_STORE=postgres), nil on SQLite.
+    let databaseURL: String?
     let mode: Mode
     let port: Int
     var base: String { mode == .socket ? "http://127.0.0.1:\(port)" : "inprocess://kiln" }
@@ -40,7 +43,12 @@ final class TestApp: Stoppable, @unchecked Sendable {
         config.dataDir = dataDir
         config.eventLoops = 2
         config.publicDir = TestApp.packageRoot + "/Public"
+        if let url = try TestApp.freshPostgresDatabase() {
+            config.databaseURL = url
+            config.databasePool = 4
+        }
         configure(&config)
+        databaseURL = config.databaseURL
         app = try Application(config: config, clock: clock)
         if mode == .socket {
             port = try app.start()
@@ -59,6 +67,26 @@ final class TestApp: Stoppable, @unchecked Sendable {
         mode == .socket
             ? try await http(method, base + path, headers: headers, body: body)
             : try await inProcess(app, method, path, headers: headers, body: body)
+    }
+
+    /// With KILN_TEST_STORE=postgres (scripts/test.sh's second pass), each app gets a new database
+    /// of its own in the throwaway server at KILN_TEST_PG_URL; otherwise SQLite in its data dir.
+    static func freshPostgresDatabase() throws -> String? {
+        let env = ProcessInfo.processInfo.environment
+        guard env["KILN_TEST_STORE"] == "postgres", let url = env["KILN_TEST_PG_URL"] else { return nil }
+        let name = "kiln_t_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16)
+        let admin = try PostgresConnection(config: try PostgresConfig(url: url))
+        defer { admin.close() }
+        try admin.simpleQuery("CREATE DATABASE \(name)")
+        return url.replacingOccurrences(of: "/kiln_test?", with: "/\(name)?")
+    }
+
+    /// What names this app's store to the `kiln` binary: its data dir, and its database on PostgreSQL.
+    var storeArguments: [String] { ["--data-dir", dataDir] + (databaseURL.map { ["--database-url", $0] } ?? []) }
+
+    static var onPostgres: Bool {
+        ProcessInfo.processInfo.environment["KILN_TEST_STORE"] == "postgres"
+            && ProcessInfo.processInfo.environment["KILN_TEST_PG_URL"] != nil
     }
 
     static let packageRoot: String = {

@@ -4,7 +4,7 @@
 #   - curl: runs streamed over SSE, a run started with Accept: application/json and followed, rollback,
 #     the ledger;
 #   - receipts_check.py (hashlib + cryptography, nothing from Kiln) verifies every hash, link and
-#     signature, then detects a receipt altered in the database (python's sqlite3);
+#     signature, then detects a receipt altered in the database (store_sql: sqlite3 or psql);
 #   - `kiln receipts verify` agrees, offline.
 # Called by scripts/e2e/run.sh (which provides the venv on PATH). BIN and OUT come from there.
 set -uo pipefail
@@ -53,13 +53,7 @@ expect "the ledger's input tokens equal the runs' sum" "$IN" "$(curl -s -H "$AUT
 expect "three receipts in the chain" 3 "$(curl -s -H "$AUTH" "$B/api/receipts/chain-head?ws_id=$WS" | jget 'd["seq"]')"
 check "receipts_check.py verifies every hash, link and signature" python3 "$ROOT/scripts/e2e/receipts_check.py" "$B" "$KEY" "$WS"
 check "kiln receipts verify (offline) agrees" "$BIN/kiln" receipts verify --ws "$WS" --data-dir "$KILN_DATA"
-python3 - "$KILN_DATA/kiln.db" "$WS" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-body = db.execute("SELECT body FROM receipts WHERE ws_id = ? AND seq = 2", (sys.argv[2],)).fetchone()[0]
-db.execute("UPDATE receipts SET body = ? WHERE ws_id = ? AND seq = 2", (body.replace('"status":"completed"', '"status":"failed"'), sys.argv[2]))
-db.commit()
-PY
+store_sql "$KILN_DATA" "UPDATE receipts SET body = replace(body, '\"status\":\"completed\"', '\"status\":\"failed\"') WHERE ws_id = '$WS' AND seq = 2"
 check "receipts_check.py detects the receipt altered in the database (seq 2)" python3 "$ROOT/scripts/e2e/receipts_check.py" "$B" "$KEY" "$WS" --expect-break 2
 expect "the server's verify reports it too" 2 "$(curl -s -X POST -H "$AUTH" "$B/api/receipts/$RUN3/verify" | jget 'd["first_break"]["seq"]')"
 check "kiln receipts verify exits 1 on the break" sh -c "! '$BIN/kiln' receipts verify --ws '$WS' --data-dir '$KILN_DATA' > /dev/null"

@@ -117,7 +117,7 @@ check "REST: the approved command ran" grep -q shipped "$WORK/job.sse"
 A5=$(curl -s "${S[@]}" -d "{\"project_id\":\"$PRJ\",\"command\":\"deploy\"}" "$B/api/shell/run" | jget 'd["approval_id"]')
 curl -s -o /dev/null "${R[@]}" -d '{"reason":"freeze"}' "$B/api/approvals/$A5/reject"
 expect "REST: a rejected command never gets a job" None "$(curl -s -b "$JAR" "$B/api/approvals/$A5" | jget 'd.get("job_id")')"
-AUDIT=$(python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(' '.join(str(c.execute('SELECT COUNT(*) FROM audit_log WHERE action = ?', (a,)).fetchone()[0]) for a in ('approval.requested', 'approval.approved', 'approval.rejected')))" "$WORK/data/kiln.db")
+AUDIT=$(for a in approval.requested approval.approved approval.rejected; do store_sql "$WORK/data" "SELECT COUNT(*) FROM audit_log WHERE action = '$a'"; done | paste -sd' ')
 expect "every approval is audited: 5 requested, 2 approved, 3 rejected (one by expiry)" "5 2 3" "$AUDIT"
 
 echo "approvals e2e: $PASSED passed, $FAILED failed"

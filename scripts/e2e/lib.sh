@@ -21,3 +21,15 @@ login_csrf() {
   curl -s -c "$4" -H 'Content-Type: application/json' -d "{\"email\":\"$2\",\"password\":\"$3\"}" "$1/auth/login" \
     | jget 'd["csrf_token"]'
 }
+# store_sql DATA_DIR SQL: runs SQL on the store of DATA_DIR's kiln (its SQLite file, or, when BIN is
+# the PostgreSQL wrapper folder, scripts/e2e/pg, the database it gave that data dir) and prints the
+# rows, one per line, columns separated by a tab.
+store_sql() {
+  if [ -x "$BIN/store-sql" ]; then "$BIN/store-sql" "$1" "$2"; return; fi
+  python3 -c 'import sqlite3, sys
+d = sqlite3.connect(sys.argv[1])
+for r in d.execute(sys.argv[2]).fetchall(): print("\t".join("" if v is None else str(v) for v in r))
+d.commit()' "$1/kiln.db" "$2"
+}
+# on_sqlite: true unless the suite runs against PostgreSQL (scripts/e2e/pg).
+on_sqlite() { [ ! -x "$BIN/store-sql" ]; }

@@ -130,9 +130,10 @@ expect "stdio: the server cannot read the data dir" "cannot read: FileNotFoundEr
 expect "stdio: a server dying mid-call is 502" 502 "$(code "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"local.crash\",\"arguments\":{}}" "$B/api/mcp")"
 expect "stdio: … and it is started again for the next call" again "$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"local.echo\",\"arguments\":{\"text\":\"again\"}}" "$B/api/mcp" | jget 'd["structured_content"]["result"]')"
 expect "a disabled server's tools are refused (409)" 409 "$(curl -s -o /dev/null -w '%{http_code}' "${M[@]}" -X PATCH -d '{"enabled":false}' "$B/api/mcp/servers/$STDIO_ID" >/dev/null; code "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"local.echo\",\"arguments\":{\"text\":\"x\"}}" "$B/api/mcp")"
-AUDITED=$(python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute(\"SELECT COUNT(*) FROM audit_log WHERE action = 'mcp.tool.called'\").fetchone()[0])" "$WORK/data/kiln.db")
+AUDITED=$(store_sql "$WORK/data" "SELECT COUNT(*) FROM audit_log WHERE action = 'mcp.tool.called'")
 check "every call is audited ($AUDITED mcp.tool.called)" test "$AUDITED" -ge 10
-check "… without the argument values" sh -c "! python3 -c \"import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('SELECT details FROM audit_log WHERE action = ?', ('mcp.tool.called',)).fetchall())\" '$WORK/data/kiln.db' | grep -q again"
+DETAILS=$(store_sql "$WORK/data" "SELECT details FROM audit_log WHERE action = 'mcp.tool.called'")
+check "… without the argument values" sh -c '! printf "%s" "$1" | grep -q again' _ "$DETAILS"
 
 echo "mcp e2e: $PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]

@@ -89,5 +89,24 @@ P=$(awk '/^browser e2e:/ { print $3 }' "$OUT/browser.txt"); F=$(awk '/^browser e
 PASSED=$((PASSED + ${P:-0})); FAILED=$((FAILED + ${F:-1}))
 echo "screenshots: $OUT/screens/"
 
+# --- PostgreSQL (KILN_TEST_PG_URL: scripts/test.sh starts a throwaway server): the suites again with
+# every kiln on a database of its own there (scripts/e2e/pg/kiln), then two instances on one
+# database, and a whole install moved SQLite → PostgreSQL → SQLite ---
+if [ -n "${KILN_TEST_PG_URL:-}" ]; then
+  PGBIN=$ROOT/.build/pg-bin
+  mkdir -p "$PGBIN"
+  ln -sf "$ROOT/scripts/e2e/pg/kiln" "$PGBIN/kiln"; ln -sf "$ROOT/scripts/e2e/pg/store-sql" "$PGBIN/store-sql"
+  ln -sf "$BIN/kiln-bench" "$PGBIN/kiln-bench"
+  export REAL_BIN=$BIN
+  SQLITE_BIN=$BIN SQLITE_OUT=$OUT
+  BIN=$PGBIN OUT=$SQLITE_OUT/pg
+  mkdir -p "$OUT"
+  echo "== the e2e suites on PostgreSQL"
+  for s in app terminal agents security secrets approvals mcp notebooks collab browser_runs identity; do suite "$s"; done
+  suite instances
+  suite export
+  BIN=$SQLITE_BIN OUT=$SQLITE_OUT
+fi
+
 echo "e2e: $PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]

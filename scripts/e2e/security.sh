@@ -226,7 +226,8 @@ sleep 0.3
 RTOKEN=$(grep -rhoE 'token=[A-Za-z0-9_]+' "$DATA/outbox" | tail -1 | cut -d= -f2)
 check "the reset link is in the outbox" test -n "$RTOKEN"
 check "… and not in the log" sh -c "! grep -q '$RTOKEN' '$OUT/security-serve.log' '$OUT/security-serve.out'"
-check "data dir 0700, keys and database 0600" sh -c "stat -c '%a %n' '$DATA' '$DATA/master.key' '$DATA/kiln.db' | awk '{ if (NR==1 && \$1!=\"700\") exit 1; if (NR>1 && \$1!=\"600\") exit 1 }'"
+DBFILE=$(on_sqlite && echo "$DATA/kiln.db" || echo "$DATA/master.key")
+check "data dir 0700, keys and database 0600" sh -c "stat -c '%a %n' '$DATA' '$DATA/master.key' '$DBFILE' | awk '{ if (NR==1 && \$1!=\"700\") exit 1; if (NR>1 && \$1!=\"600\") exit 1 }'"
 check "kiln doctor reports the sandbox" sh -c "'$BIN/kiln' doctor --data-dir '$DATA' 2>&1 | grep -qi 'sandbox.*bubblewrap'"
 
 # --- open registration: the account may sign in but runs nothing until an admin allows it ---

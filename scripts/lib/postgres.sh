@@ -41,7 +41,7 @@ unix_socket_directories = '$dir/run'
 ssl = on
 ssl_cert_file = '$dir/server.crt'
 ssl_key_file = '$dir/server.key'
-max_connections = 300
+max_connections = 800
 fsync = off
 EOF
   cat > "$dir/data/pg_hba.conf" <<EOF

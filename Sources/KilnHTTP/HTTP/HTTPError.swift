@@ -48,6 +48,7 @@ public struct HTTPError: HTTPResponseError, Sendable, CustomStringConvertible {
         case 412: "precondition_failed"
         case 413: "payload_too_large"
         case 415: "unsupported_media_type"
+        case 421: "misdirected"
         case 429: "rate_limited"
         case 503: "unavailable"
         case 504: "timeout"

@@ -64,6 +64,7 @@ public struct HTTPStatus: Sendable, Hashable, CustomStringConvertible {
         case 422: "Unprocessable Content"
         case 426: "Upgrade Required"
         case 428: "Precondition Required"
+        case 421: "Misdirected Request"
         case 429: "Too Many Requests"
         case 431: "Request Header Fields Too Large"
         case 500: "Internal Server Error"

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// One NOTIFY the server delivered.
 public struct PostgresNotification: Sendable, Equatable {
@@ -227,14 +228,24 @@ public final class PostgresConnection: @unchecked Sendable {
     /// once per connection and kept (up to 256). `timeout`: past it, the query is cancelled on the
     /// server and the call fails with SQLSTATE 57014.
     public func query(_ sql: String, _ args: [SQLValue], timeout: Double? = nil) throws -> PostgresResult {
+        if PostgresConnection.typedStatements.withLock({ $0.contains(sql) }) {
+            return try execute(sql, args, types: args.map(PostgresConnection.declaredType), timeout: timeout)
+        }
         let inferred = args.map(PostgresConnection.inferredType)
         do {
             return try execute(sql, args, types: inferred, timeout: timeout)
         } catch let e as PostgresError where (e.sqlstate == "42P18" || e.sqlstate == "42P08") && inferred.contains(0) {
-            // "could not determine data type of parameter": say what each one is.
+            // "could not determine data type of parameter": from now on this statement says what
+            // each parameter is. Outside a transaction block at once; inside one the block is
+            // aborted already, so the error goes up and the store runs the transaction again.
+            PostgresConnection.typedStatements.withLock { _ = $0.insert(sql) }
+            guard transactionStatus == UInt8(ascii: "I") else { throw e }
             return try execute(sql, args, types: args.map(PostgresConnection.declaredType), timeout: timeout)
         }
     }
+
+    /// Statements whose text and NULL parameters the server cannot type from context.
+    private static let typedStatements = Mutex<Set<String>>([])  // architecture: process-wide
 
     private func execute(_ sql: String, _ args: [SQLValue], types: [Int32], timeout: Double?) throws -> PostgresResult {
         let key = types.map(String.init).joined(separator: ",") + "|" + sql
