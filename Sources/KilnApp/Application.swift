@@ -174,7 +174,9 @@ public final class Application: ModuleHost, @unchecked Sendable {
                     refillPerSecond: Double(config.int(Application.rateLimitFlag) ?? 10)),
                 clock: clock, trustedOrigins: trusted))
         modules = Application.buildModules(services) + extraModules
-        allMigrations = CoreModule.migrations + Instances.migrations + modules.flatMap(\.migrations)
+        allMigrations =
+            CoreModule.migrations + Instances.migrations + SharedWindowLimiter.migrations
+            + modules.flatMap(\.migrations)
         for m in modules { for p in m.permissions { catalog.register(p) } }
         appliedOnStart = try db.migrate(allMigrations)
         // An interrupted master key rotation is finished or undone before anything opens a sealed value.

@@ -74,7 +74,7 @@ extension AuthService {
         }
         let code = raw.trimmingCharacters(in: .whitespaces).lowercased()
         guard !code.isEmpty, code.utf8.count <= 32 else { throw APIError.validation("code is required", field: "code") }
-        try limit("mfa", account: p.userID, ip: ip)
+        try await limit("mfa", account: p.userID, ip: ip)
         let now = clock.now()
         guard let r = try await store.mfaState(userID: p.userID) else { throw APIError.notFound("No such account") }
         let enabled = r.bool("mfa_enabled") ?? false

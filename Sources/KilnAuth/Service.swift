@@ -28,9 +28,9 @@ public final class AuthService: AccountOperations, InvitedAccounts {
     static let deletionDelay: TimeInterval = 30 * 24 * 3600
 
     /// Per account and per client address: MFA codes, forgot, resend; per address: setup, login,
-    /// register, reset (10 per 15 minutes each).
-    let perAccount = WindowLimiter(limit: 10, window: 15 * 60)
-    let perIP = WindowLimiter(limit: 10, window: 15 * 60)
+    /// register, reset (10 per 15 minutes each; counted in the database when instances share it).
+    let perAccount: SharedWindowLimiter
+    let perIP: SharedWindowLimiter
     let registration: RegistrationPolicy
 
     public init(
@@ -41,6 +41,8 @@ public final class AuthService: AccountOperations, InvitedAccounts {
         registration: RegistrationPolicy = RegistrationPolicy()
     ) {
         self.registration = registration
+        perAccount = SharedWindowLimiter(limit: 10, window: 15 * 60, db: db)
+        perIP = SharedWindowLimiter(limit: 10, window: 15 * 60, db: db)
         self.store = AuthStore(db: db)
         self.clock = clock
         self.hooks = hooks
@@ -115,7 +117,7 @@ public final class AuthService: AccountOperations, InvitedAccounts {
 
     /// Redeems a setup token: creates the owner, or sets the password of an operator-created account.
     public func completeSetup(_ input: SetupInput, ip: String = "") async throws -> User {
-        if !ip.isEmpty { try limit("setup", ip: ip) }
+        if !ip.isEmpty { try await limit("setup", ip: ip) }
         if let problem = Passwords.problem(input.password) { throw APIError.validation(problem, field: "password") }
         guard input.token.hasPrefix("kst_"), input.token.utf8.count <= 64 else {
             throw APIError.validation("This setup link is not valid", field: "token")
@@ -178,7 +180,7 @@ public final class AuthService: AccountOperations, InvitedAccounts {
     /// at once and may run commands; under `open` it is unverified until the mailed link is opened and
     /// runs nothing until an instance admin allows it; under `closed` and `invite` nothing else may register.
     public func register(_ input: RegisterInput, ip: String) async throws -> User {
-        try limit("register", ip: ip)
+        try await limit("register", ip: ip)
         let email = try AuthService.validEmail(input.email)
         let name = try AuthService.validName(input.name)
         let invitationHash = try input.invitation.map { token -> String in
@@ -241,7 +243,7 @@ public final class AuthService: AccountOperations, InvitedAccounts {
     ) async throws
         -> User
     {
-        try limit("register", ip: ip)
+        try await limit("register", ip: ip)
         let email = try AuthService.validEmail(raw)
         let name = try AuthService.validName(rawName)
         if let problem = Passwords.problem(password) { throw APIError.validation(problem, field: "password") }
@@ -307,7 +309,7 @@ public final class AuthService: AccountOperations, InvitedAccounts {
         guard !email.isEmpty, email.utf8.count <= 254 else {
             throw APIError.validation("email is required", field: "email")
         }
-        try limit("resend", account: email, ip: ip)
+        try await limit("resend", account: email, ip: ip)
         let now = clock.now()
         guard let row = try await store.unverifiedAccount(email: email), let uid = row.string("id"),
             let created = row.date("created_at"), now.timeIntervalSince(created) < AuthService.verifyTokenLifetime,
@@ -395,10 +397,12 @@ public final class AuthService: AccountOperations, InvitedAccounts {
     // MARK: Rate limits
 
     /// Each flow (login, mfa, forgot, reset, register) has its own budget per IP and per account.
-    func limit(_ action: String, account: String? = nil, ip: String) throws {
-        let now = clock.now().timeIntervalSince1970
-        if let wait = perIP.hit("\(action):ip:\(ip)", now: now) { throw APIError.rateLimited(retryAfter: wait) }
-        if let account, let wait = perAccount.hit("\(action):acct:\(account.lowercased())", now: now) {
+    func limit(_ action: String, account: String? = nil, ip: String) async throws {
+        let now = clock.now()
+        if let wait = try await perIP.hit("\(action):ip:\(ip)", now: now) {
+            throw APIError.rateLimited(retryAfter: wait)
+        }
+        if let account, let wait = try await perAccount.hit("\(action):acct:\(account.lowercased())", now: now) {
             throw APIError.rateLimited(retryAfter: wait)
         }
     }

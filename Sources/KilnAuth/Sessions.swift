@@ -18,7 +18,7 @@ extension AuthService {
         guard !email.isEmpty, email.utf8.count <= 254, password.utf8.count <= 1024 else {
             throw APIError.validation("email and password are required", field: "email")
         }
-        try limit("login", ip: ip)
+        try await limit("login", ip: ip)
         let now = clock.now()
         let store = self.store
         let wrong = APIError.unauthenticated("Wrong email or password")
@@ -236,7 +236,7 @@ extension AuthService {
         guard !email.isEmpty, email.utf8.count <= 254 else {
             throw APIError.validation("email is required", field: "email")
         }
-        try limit("forgot", account: email, ip: ip)
+        try await limit("forgot", account: email, ip: ip)
         guard let u = try await user(email: email) else { return }
         let token = "krt_" + IDs.randomBase62(43)
         let now = clock.now()
@@ -267,7 +267,7 @@ extension AuthService {
     /// Sets a new password from a reset link (single use, one hour) and ends every session.
     public func reset(token: String, password: String, ip: String) async throws {
         if let problem = Passwords.problem(password) { throw APIError.validation(problem, field: "password") }
-        try limit("reset", ip: ip)
+        try await limit("reset", ip: ip)
         let hash = try Passwords.hash(password)
         let tokenHash = Crypto.sha256Hex(Array(token.utf8))
         let now = clock.now()

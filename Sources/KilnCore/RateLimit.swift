@@ -1,4 +1,5 @@
 import Foundation
+import KilnStore
 import Synchronization
 
 /// Fixed-window counters: at most `limit` hits per key per `window` seconds (login attempts…).
@@ -75,6 +76,61 @@ public final class TokenBuckets: Sendable {
             return Decision(
                 allowed: allowed, limit: Int(capacity), remaining: Int(cur.tokens.rounded(.down)),
                 resetSeconds: max(allowed ? reset : 1, 0))
+        }
+    }
+}
+
+/// `WindowLimiter` counted in the database when several instances share it (PostgreSQL), so a
+/// client spreading its attempts over instances gets no more of them; on SQLite (one process) the
+/// in-memory windows do, at no cost.
+public final class SharedWindowLimiter: Sendable {
+    public static let migrations = [
+        Migration(
+            module: "core.rate", version: 1, name: "rate windows shared by instances",
+            sql: """
+                CREATE TABLE rate_windows (
+                    key TEXT PRIMARY KEY,
+                    started_at INTEGER NOT NULL,
+                    count INTEGER NOT NULL
+                );
+                CREATE INDEX rate_windows_by_start ON rate_windows (started_at);
+                """)
+    ]
+
+    let local: WindowLimiter
+    let db: Database
+    public var limit: Int { local.limit }
+    public var window: Double { local.window }
+
+    public init(limit: Int, window: Double, db: Database) {
+        local = WindowLimiter(limit: limit, window: window)
+        self.db = db
+    }
+
+    /// Counts a hit; nil when allowed, else the seconds until the window resets.
+    public func hit(_ key: String, now: Date) async throws -> Int? {
+        guard db.kind == .postgres else { return local.hit(key, now: now.timeIntervalSince1970) }
+        let (limit, window) = (self.limit, self.window)
+        return try await db.write { tx -> Int? in
+            // Now and then, windows long over go (a window's rows live at most twice its length).
+            if Int.random(in: 0..<200) == 0 {
+                try tx.run("DELETE FROM rate_windows WHERE started_at < ?", now.addingTimeInterval(-2 * window))
+            }
+            if let row = try tx.first("SELECT started_at, count FROM rate_windows WHERE key = ?", key),
+                let start = row.date("started_at"), now.timeIntervalSince(start) < window
+            {
+                guard (row.int("count") ?? 0) < limit else {
+                    return max(1, Int((start.addingTimeInterval(window).timeIntervalSince(now)).rounded(.up)))
+                }
+                try tx.run("UPDATE rate_windows SET count = count + 1 WHERE key = ?", key)
+                return nil
+            }
+            try tx.run(
+                """
+                INSERT INTO rate_windows (key, started_at, count) VALUES (?, ?, 1)
+                ON CONFLICT (key) DO UPDATE SET started_at = excluded.started_at, count = 1
+                """, key, now)
+            return nil
         }
     }
 }

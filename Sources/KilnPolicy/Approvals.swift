@@ -204,6 +204,20 @@ public final class ApprovalService: ApprovalGate, Sendable {
         return true
     }
 
+    /// Waiters whose approval another instance decided (it woke only its own): found in the table.
+    /// Runs every second where instances share the database.
+    func wakeDecidedElsewhere() async {
+        let ids = waiting.withLock { Array($0.waiters.keys) }
+        for id in ids {
+            guard let row = try? await store.get(id), let outcome = Self.outcome(row) else { continue }
+            let waiters = waiting.withLock { w -> [CheckedContinuation<ApprovalOutcome, Never>] in
+                w.decided[id] = outcome
+                return w.waiters.removeValue(forKey: id) ?? []
+            }
+            for c in waiters { c.resume(returning: outcome) }
+        }
+    }
+
     /// Runs an approved parked action as its requester; its ids (or its error) are kept on the approval.
     func resume(_ row: Row, kind: String) async {
         let id = row.string("id") ?? ""

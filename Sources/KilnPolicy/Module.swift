@@ -46,6 +46,9 @@ public struct PolicyModule: KilnModule {
     public func start(_ jobs: JobRunner) throws {
         let a = approvals
         jobs.every(2, name: "expire approvals") { try await a.expireDue() }
+        if a.store.db.kind == .postgres {
+            jobs.every(1, name: "approvals decided on other instances") { await a.wakeDecidedElsewhere() }
+        }
     }
 
     public static var commands: [Command] {

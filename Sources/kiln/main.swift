@@ -144,6 +144,15 @@ case "backup":
         exit(2)
     }
     let dest = positional[0]
+    if let url = config.databaseURL, let pg = try? PostgresConfig(url: url) {
+        // PostgreSQL has its own consistent online dump; Kiln's part is the data dir (its keys).
+        err(
+            "kiln backup: the store is PostgreSQL; dump it with\n  pg_dump --format=custom --file '\(dest)' "
+                + "'\(pg.redacted)'\n(password in PGPASSWORD) and keep a copy of the data dir's "
+                + "master.key and receipt.key"
+        )
+        exit(2)
+    }
     if FileManager.default.fileExists(atPath: dest) {
         err("kiln backup: \(dest) exists; choose a new file")
         exit(2)

@@ -386,7 +386,7 @@ import Testing
                 while !done.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
                 // The peer is gone: pushes are refused.
                 var refused = false
-                for _ in 0..<6000 {
+                for _ in 0..<18000 {
                     if ws.isClosed {
                         refused = !ws.push(text: "late", limit: .max)
                         break
@@ -419,7 +419,7 @@ import Testing
             #expect(inOrder)
             #expect(await c.read(exactly: 5) == [0x81, 3] + Array("end".utf8))
             c.closeNow()
-            for _ in 0..<9000 where pushedAfterClose.withLock({ $0 }) == nil {
+            for _ in 0..<20000 where pushedAfterClose.withLock({ $0 }) == nil {
                 try await Task.sleep(for: .milliseconds(10))
             }
             #expect(pushedAfterClose.withLock { $0 } == true)

@@ -114,7 +114,10 @@ let testSession: URLSession = {
     c.httpCookieAcceptPolicy = .never
     c.httpShouldSetCookies = false
     c.httpCookieStorage = nil
-    c.timeoutIntervalForRequest = 30
+    // Generous: under the whole suite's load on two cores a queued request can wait a minute (a
+    // test that waits for something that never comes still fails, only later).
+    c.timeoutIntervalForRequest = 180
+    c.httpMaximumConnectionsPerHost = 128
     return URLSession(configuration: c)
 }()
 

@@ -3,8 +3,9 @@
 # and python `websockets`: a session made on A works on B; an agent run (scripted provider) started
 # on A is followed over SSE on B, every event in order; a job running on A cancelled through B and
 # a terminal of A attached through B are answered 421 naming A (for a load balancer or the client
-# to retry there), and work there; a lockout earned on A holds on B; `kill -9` of A during a run:
-# B marks the run lost after the heartbeat timeout and its followers' streams end; A starts again.
+# to retry there), and work there; a lockout earned on A holds on B, and so does the login rate
+# window; `kill -9` of A during a run: B marks the run lost after the heartbeat timeout and its
+# followers' streams end; A starts again.
 # Needs KILN_TEST_PG_URL (scripts/lib/postgres.sh); REAL_BIN (or BIN) holds the real binaries.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -97,6 +98,16 @@ for _ in 1 2 3 4 5; do
 done
 expect "five wrong passwords on A lock the address out on B too (429)" 429 \
   "$(curl -s -o /dev/null -w '%{http_code}' -H "$J" -d '{"email":"owner@example.com","password":"a long enough password"}' "$BB/auth/login")"
+
+# The login rate window (10 per address per 15 minutes) is counted in the database: once A refuses
+# this address, B does too, although B saw only one of the attempts.
+for _ in $(seq 1 12); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "$J" -d '{"email":"nobody@example.com","password":"whatever it is"}' "$A/auth/login")
+  [ "$code" = 429 ] && break
+done
+expect "A's login window is full (429)" 429 "$code"
+check "… and B refuses this address too: the window is shared" sh -c \
+  "curl -s -H '$J' -d '{\"email\":\"nobody@example.com\",\"password\":\"whatever it is\"}' '$BB/auth/login' | grep -q 'Too many requests'"
 
 # kill -9 of A during a run: B marks it lost, followers' streams end.
 RUN2=$(curl -s -H "$AUTH" -H "$J" -H 'Accept: application/json' -d "{\"project_id\":\"$PRJ\",\"prompt\":\"tick\"}" "$A/api/agent/run" | jget 'd["run_id"]')
