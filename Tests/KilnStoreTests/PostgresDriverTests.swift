@@ -15,12 +15,16 @@ enum TestPostgres {
     /// Restarts the server (pg_ctl restart -m fast) and waits until it accepts again.
     static func restart() throws {
         // posix_spawn and waitpid: Foundation's Process waits for ever here once the restarted
-        // server (a grandchild) keeps running.
+        // server (a grandchild) keeps running. The shell first closes every descriptor it inherited
+        // beyond 2: the restarted server lives on, and would otherwise keep other tests' sockets
+        // (opened without close-on-exec) open, so their peers never saw them close.
         var pid: pid_t = 0
-        let command = env["KILN_TEST_PG_RESTART"]! + " > /dev/null 2>&1"
-        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sh"), strdup("-c"), strdup(command), nil]
+        let command =
+            #"for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done 2>/dev/null; "#
+            + "exec " + env["KILN_TEST_PG_RESTART"]! + " > /dev/null 2>&1"
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/bash"), strdup("-c"), strdup(command), nil]
         defer { for a in argv { free(a) } }
-        #expect(posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ) == 0)
+        #expect(posix_spawn(&pid, "/bin/bash", nil, nil, argv, environ) == 0)
         var status: Int32 = 0
         waitpid(pid, &status, 0)
         #expect(status == 0)

@@ -33,9 +33,10 @@ final class PostgresSocket {
         var ai: UnsafeMutablePointer<addrinfo>? = first
         while let a = ai {
             ai = a.pointee.ai_next
-            let s = socket(a.pointee.ai_family, a.pointee.ai_socktype, a.pointee.ai_protocol)
+            // Close-on-exec from birth: a process started meanwhile must not inherit the connection.
+            let s = socket(
+                a.pointee.ai_family, a.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue), a.pointee.ai_protocol)
             guard s >= 0 else { continue }
-            _ = fcntl(s, F_SETFD, FD_CLOEXEC)
             let flags = fcntl(s, F_GETFL)
             _ = fcntl(s, F_SETFL, flags | O_NONBLOCK)
             var r = connect(s, a.pointee.ai_addr, a.pointee.ai_addrlen)
