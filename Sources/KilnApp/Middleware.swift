@@ -1,6 +1,7 @@
 import Foundation
 import KilnCore
 import KilnHTTP
+import KilnStore
 
 /// Accepts a well-formed `X-Request-Id` from the client or keeps the generated one; echoes it.
 /// `--trusted-proxy CIDR`: a request from a trusted proxy comes from the last address in
@@ -43,10 +44,16 @@ struct RequestIDMiddleware: Middleware {
 
 /// The one place errors become responses: the shared error JSON for every error a handler or the
 /// access check throws; unknown ones are logged with detail, server-side only, and answered 500.
+/// A store error a domain did not handle says what it can without detail: a value the database
+/// refuses (PostgreSQL's data exceptions: text with NUL characters, a number out of range) is 400,
+/// a duplicate 409, an unreachable database 503.
 struct ErrorMiddleware: Middleware {
     func handle(_ request: Request, context: RequestContext, next: Handler) async throws -> Response {
         do { return try await next(request, context) } catch {
             let inner = ErrorWithHeaders.unwrap(error)
+            if let store = inner as? StoreError, let shown = Self.shown(store) {
+                return Response.error(shown, requestID: context.requestID)
+            }
             if !(inner is any HTTPResponseError) && !(inner is DecodingError) && !(inner is any EarlyResponse) {
                 ServerLog.error(
                     "internal error",
@@ -57,6 +64,15 @@ struct ErrorMiddleware: Middleware {
             }
             return Response.error(error, requestID: context.requestID)
         }
+    }
+
+    static func shown(_ e: StoreError) -> HTTPError? {
+        if e.sqlstate?.hasPrefix("22") == true {
+            return .badRequest("A value is not acceptable (text with NUL characters, or a number out of range)")
+        }
+        if e.isUniqueViolation { return .conflict("That exists already") }
+        if e.isUnavailable { return HTTPError(.serviceUnavailable, message: "The database is unavailable; try again") }
+        return nil
     }
 }
 

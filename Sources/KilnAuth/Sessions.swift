@@ -236,6 +236,8 @@ extension AuthService {
         guard !email.isEmpty, email.utf8.count <= 254 else {
             throw APIError.validation("email is required", field: "email")
         }
+        // A malformed address (control characters…) is refused as such: no account can have it.
+        _ = try AuthService.validEmail(email)
         try await limit("forgot", account: email, ip: ip)
         guard let u = try await user(email: email) else { return }
         let token = "krt_" + IDs.randomBase62(43)

@@ -11,7 +11,8 @@ public enum Validate {
         guard e.utf8.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains("."),
             !parts[1].hasPrefix("."),
             !parts[1].hasSuffix("."),
-            !e.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "<" || $0 == ">" || $0 == "," || $0 == ";" })
+            !e.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "<" || $0 == ">" || $0 == "," || $0 == ";" }),
+            !e.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F })
         else { throw APIError.validation("\(field) is not a valid address", field: field) }
         return e
     }

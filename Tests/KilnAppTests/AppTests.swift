@@ -194,3 +194,22 @@ import Testing
         #expect(again.bytes == t.app.services.masterKey.bytes)
     }
 }
+
+/// Values one engine stores and the other refuses are a client's mistake, not a server error.
+@Suite struct StoreErrorAnswerTests {
+    @Test func refusedValuesAre400DuplicatesAre409() async throws {
+        #expect(
+            ErrorMiddleware.shown(StoreError(code: 1, message: "NUL", sql: nil, sqlstate: "22021"))?.status.code == 400)
+        #expect(
+            ErrorMiddleware.shown(StoreError(code: 2067, message: "dup", sql: nil, sqlstate: "23505"))?.status.code
+                == 409)
+        #expect(ErrorMiddleware.shown(StoreError(code: 1, message: "other", sql: nil)) == nil)
+        // An address with a NUL character never reaches the store (PostgreSQL text cannot hold one).
+        try await withTestApp(.inProcess) { t in
+            let r = try await t.request(
+                "POST", "/auth/forgot", headers: ["Content-Type": "application/json"],
+                body: Data(#"{"email":"a\u0000b@example.com"}"#.utf8))
+            #expect(r.status == 400)
+        }
+    }
+}
