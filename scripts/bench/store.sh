@@ -53,15 +53,15 @@ route() {  # route LABEL URL...: wrk on each URL at once; prints the summed requ
   echo "$label: $total req/s"
 }
 SCOPES='["workspace:list"]'
-start_kiln "$KILN" "$SCOPES" --rate-limit 100000000
+start_kiln "$KILN" "$SCOPES" --rate-limit 1000000
 route "SQLite, one instance" "$B"
 stop_kiln
 DB="kiln_bench_$(openssl rand -hex 4)"
 psql -q "$KILN_TEST_PG_URL" -c "CREATE DATABASE $DB"
 export KILN_DATABASE_URL="${KILN_TEST_PG_URL/\/kiln_test\?//$DB?}"
-start_kiln "$KILN" "$SCOPES" --rate-limit 100000000
+start_kiln "$KILN" "$SCOPES" --rate-limit 1000000
 route "PostgreSQL, one instance" "$B"
 P2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$KILN" serve --port "$P2" --data-dir "$KILN_DATA" --log-level warn --rate-limit 100000000 > /dev/null 2>&1 & B2PID=$!
+"$KILN" serve --port "$P2" --data-dir "$KILN_DATA" --log-level warn --rate-limit 1000000 > /dev/null 2>&1 & B2PID=$!
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$P2/healthz" && break; sleep 0.1; done
 route "PostgreSQL, two instances (sum)" "$B" "http://127.0.0.1:$P2"
