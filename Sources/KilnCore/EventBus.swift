@@ -16,6 +16,15 @@ public struct BusEvent: Sendable, Equatable {
     var sseBytes: [UInt8] { SSEEvent(id: String(seq), event: type, data: data).encoded }
 }
 
+extension BusEvent {
+    /// A stored event of `topic`: a row of `EventBus.replayPage` (an extension keeps the memberwise init).
+    init(topic: String, row r: Row) {
+        self.init(
+            topic: topic, seq: r.int("seq") ?? 0, type: r.string("type") ?? "", data: r.string("data") ?? "null",
+            createdAt: r.date("created_at") ?? Date())
+    }
+}
+
 /// Who and where an event is about, given by its publisher so that observers (the activity feed)
 /// can tell which workspace an event belongs to without reading every domain's tables.
 /// Not stored with the event: replayed events carry none.
@@ -226,10 +235,7 @@ public final class EventBus: Sendable {
         var after = cursor
         while let page = try? db.readSync({ tx in try tx.query(EventBus.replayPage, topic, after) }), !page.isEmpty {
             for r in page {
-                let e = BusEvent(
-                    topic: topic, seq: r.int("seq") ?? 0, type: r.string("type") ?? "",
-                    data: r.string("data") ?? "null",
-                    createdAt: r.date("created_at") ?? Date())
+                let e = BusEvent(topic: topic, row: r)
                 after = e.seq
                 relayed.withLock { $0[topic] = e.seq }
                 deliver(e)
@@ -335,10 +341,7 @@ public final class EventBus: Sendable {
                         try tx.query(EventBus.replayPage, topic, after)
                     }
                     for r in page {
-                        let e = BusEvent(
-                            topic: topic, seq: r.int("seq") ?? 0, type: r.string("type") ?? "",
-                            data: r.string("data") ?? "null",
-                            createdAt: r.date("created_at") ?? Date())
+                        let e = BusEvent(topic: topic, row: r)
                         last = e.seq
                         outCont.yield(e)
                     }
@@ -368,11 +371,7 @@ public final class EventBus: Sendable {
     public func stored(topic: String, after cursor: Int = 0, limit: Int = 500) async throws -> [BusEvent] {
         try await db.read { tx in
             try tx.query(EventBus.replayPage, topic, cursor)
-        }.prefix(limit).map { r in
-            BusEvent(
-                topic: topic, seq: r.int("seq") ?? 0, type: r.string("type") ?? "", data: r.string("data") ?? "null",
-                createdAt: r.date("created_at") ?? Date())
-        }
+        }.prefix(limit).map { BusEvent(topic: topic, row: $0) }
     }
 
     /// The newest seq of `topic` (0 when empty).
@@ -417,13 +416,10 @@ public final class EventBus: Sendable {
                     try tx.query(EventBus.replayPage, topic, after)
                 }
                 for r in page {
-                    let type = r.string("type") ?? ""
-                    last = r.int("seq") ?? last
-                    let e = BusEvent(
-                        topic: topic, seq: last, type: type, data: r.string("data") ?? "null",
-                        createdAt: r.date("created_at") ?? Date())
-                    try await sse.send(id: String(last), event: type, data: rewrite?(e) ?? e.data)
-                    if endTypes.contains(type) { return }
+                    let e = BusEvent(topic: topic, row: r)
+                    last = e.seq
+                    try await sse.send(id: String(last), event: e.type, data: rewrite?(e) ?? e.data)
+                    if endTypes.contains(e.type) { return }
                 }
                 if page.count < 500 { break }
             }

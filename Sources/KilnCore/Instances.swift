@@ -4,7 +4,7 @@ import KilnStore
 import Synchronization
 
 /// This process among the Kiln instances sharing one store (several on PostgreSQL, one on SQLite).
-/// Each registers with its URL and beats every `heartbeat` seconds. Work a live process holds
+/// Each registers with its URL and, on PostgreSQL, beats every `heartbeat` seconds. Work a live process holds
 /// (jobs, agent runs, browser runs, parked approvals) is stored with the holder's instance id;
 /// when a holder stops beating for `timeout`, a survivor marks it lost once (a conditional
 /// UPDATE decides who) and every domain's recoverer ends that work as `lost`. At start the same
@@ -62,6 +62,8 @@ public final class Instances: Sendable {
                 "INSERT INTO instances (id, url, started_at, heartbeat_at) VALUES (?, ?, ?, ?)", id, url, now, now)
         }
         try await recover()
+        // One process owns a SQLite file: nobody to beat for or to watch.
+        guard db.kind == .postgres else { return }
         jobs.run("instances") { [self] in
             while !Task.isCancelled {
                 try? await Task.sleep(nanoseconds: UInt64(heartbeat * 1e9))

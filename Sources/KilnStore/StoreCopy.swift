@@ -72,7 +72,7 @@ public enum StoreCopy {
         let order = try ordered(sourceTables, sqlite: source.kind == .sqlite ? source : target)
         var report = Report()
         for t in order {
-            let columns = try self.columns(t, in: source)
+            let columns = try columnNames(t, in: source)
             let list = columns.map(quoted).joined(separator: ", ")
             let marks = Array(repeating: "?", count: columns.count).joined(separator: ", ")
             let insert = "INSERT INTO \(quoted(t)) (\(list)) VALUES (\(marks))"
@@ -100,8 +100,6 @@ public enum StoreCopy {
         }
         return report
     }
-
-    static func columns(_ table: String, in db: Database) throws -> [String] { try columnNames(table, in: db) }
 
     private static func columnNames(_ table: String, in db: Database) throws -> [String] {
         let sql =
