@@ -22,7 +22,6 @@ public final class PostgresConnection: @unchecked Sendable {
     public private(set) var transactionStatus = UInt8(ascii: "I")
     /// Set once the connection cannot be trusted any more (lost, out of step): the pool drops it.
     public private(set) var isBroken = false
-    public var lastUsed = Date()
     private var statements: [String: PreparedStatement] = [:]
     private var statementCounter = 0
     private var pendingNotifications: [PostgresNotification] = []
@@ -366,7 +365,6 @@ public final class PostgresConnection: @unchecked Sendable {
             isBroken = true
             throw error
         }
-        lastUsed = Date()
     }
 
     /// What the server answered up to ReadyForQuery: the result, and the first error if any.

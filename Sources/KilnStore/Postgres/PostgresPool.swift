@@ -19,7 +19,6 @@ public final class PostgresPool: Sendable {
         public var opened = 0
         /// Connections dropped because they were found broken (server restart, network).
         public var dropped = 0
-        public var waits = 0
     }
 
     public init(config: PostgresConfig, maxConnections: Int = 8) {
@@ -38,11 +37,8 @@ public final class PostgresPool: Sendable {
     /// threw between BEGIN and COMMIT) is rolled back before it is reused.
     @discardableResult
     public func withConnection<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
-        if slots.wait(timeout: .now()) == .timedOut {
-            counters.withLock { $0.waits += 1 }
-            guard slots.wait(timeout: .now() + 30) == .success else {
-                throw PostgresError.connection("all \(maxConnections) database connections stayed busy for 30 s")
-            }
+        guard slots.wait(timeout: .now() + 30) == .success else {
+            throw PostgresError.connection("all \(maxConnections) database connections stayed busy for 30 s")
         }
         defer { slots.signal() }
         let conn = try checkOut()
