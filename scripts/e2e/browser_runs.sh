@@ -157,8 +157,15 @@ wait_none() {
 C=$(slow); wait_browser
 expect "cancel: 200" 200 "$(code "${S[@]}" -X POST "$B/api/browser/runs/$C/cancel")"
 check "cancel: no Chromium left" wait_none
-K=$(slow); wait_browser
-BROWSER_PID=$(ps -eww -o pid,args | grep "kiln-browser/$K" | grep -v -- '--type=' | grep -v bwrap | grep -v ' sh ' | awk 'NR==1{print $1}')
+# The run's Chromium (the browser process itself, not the sandbox around it nor its helpers). The
+# sandbox appears first, so waiting for any process of the run is not enough: wait for this one.
+browser_pid() {
+  ps -eww -o pid,args | grep "kiln-browser/$1" | grep -v -- '--type=' | grep -v bwrap | grep -v ' sh ' \
+    | grep -v grep | awk 'NR==1{print $1}'
+}
+K=$(slow); BROWSER_PID=
+for _ in $(seq 1 150); do BROWSER_PID=$(browser_pid "$K"); [ -n "$BROWSER_PID" ] && break; sleep 0.1; done
+check "kill -9 of the browser: its Chromium was found" test -n "$BROWSER_PID"
 kill -9 "$BROWSER_PID" 2>/dev/null
 check "kill -9 of the browser: no Chromium left" wait_none
 for _ in $(seq 1 50); do [ "$(curl -s -b "$JAR" "$B/api/browser/runs/$K" | jget 'd["status"]')" = failed ] && break; sleep 0.1; done
