@@ -86,7 +86,7 @@ for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disa
 # The page's console, printed when a step fails.
 options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=options)
-wait = WebDriverWait(driver, 15)
+wait = WebDriverWait(driver, 60)
 n = 0
 
 

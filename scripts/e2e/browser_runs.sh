@@ -137,7 +137,7 @@ check "five at once: at most two Chromiums at any time (ps saw at most $MOST)" t
 expect "five at once: two ran side by side, never three (by the runs' times)" 2 "$OVERLAP"
 # no_profiles: none left (within 5 s: the last goes when the last process of its browser is gone).
 no_profiles() {
-  for _ in $(seq 1 50); do find "$WORK/data" -path '*kiln-browser/brun_*' | grep -q . || return 0; sleep 0.1; done
+  for _ in $(seq 1 300); do find "$WORK/data" -path '*kiln-browser/brun_*' | grep -q . || return 0; sleep 0.1; done
   return 1
 }
 check "five at once: no profile folder left" no_profiles
@@ -148,9 +148,9 @@ slow() {
     -d "{\"ws_id\":\"$WS\",\"kind\":\"flow\",\"url\":\"$SITE/\",\"steps\":[{\"wait_for\":{\"selector\":\"#never\",\"timeout_ms\":30000}}]}" \
     "$B/api/browser/run" | jget 'd["run_id"]'
 }
-wait_browser() { for _ in $(seq 1 100); do [ "$(browsers)" -gt 0 ] && return 0; sleep 0.1; done; return 1; }
+wait_browser() { for _ in $(seq 1 300); do [ "$(browsers)" -gt 0 ] && return 0; sleep 0.1; done; return 1; }
 wait_none() {
-  for _ in $(seq 1 100); do [ "$(browsers)" = 0 ] && return 0; sleep 0.1; done
+  for _ in $(seq 1 300); do [ "$(browsers)" = 0 ] && return 0; sleep 0.1; done
   ps -eww -o pid,ppid,stat,args | grep 'kiln-browser/brun_' | grep -v grep | cut -c1-160 | sed 's/^/     left: /'
   return 1
 }
@@ -168,7 +168,7 @@ for _ in $(seq 1 150); do BROWSER_PID=$(browser_pid "$K"); [ -n "$BROWSER_PID" ]
 check "kill -9 of the browser: its Chromium was found" test -n "$BROWSER_PID"
 kill -9 "$BROWSER_PID" 2>/dev/null
 check "kill -9 of the browser: no Chromium left" wait_none
-for _ in $(seq 1 50); do [ "$(curl -s -b "$JAR" "$B/api/browser/runs/$K" | jget 'd["status"]')" = failed ] && break; sleep 0.1; done
+for _ in $(seq 1 300); do [ "$(curl -s -b "$JAR" "$B/api/browser/runs/$K" | jget 'd["status"]')" = failed ] && break; sleep 0.1; done
 expect "kill -9 of the browser: the run failed" failed "$(curl -s -b "$JAR" "$B/api/browser/runs/$K" | jget 'd["status"]')"
 check "no profile folder left after either" no_profiles
 done_

@@ -91,8 +91,19 @@ class SSE:
         self.resp.close()
 
 
+def drain(stream, want):
+    """The stream's events: up to 30 s for the `want` expected (a loaded machine may lag), then 0.5 s of
+    quiet, so an extra or duplicate event after them is caught too."""
+    got = []
+    while True:
+        e = stream.next(30 if len(got) < want else 0.5)
+        if e is None:
+            return got
+        got.append(e)
+
+
 def outbox_link(to, pattern):
-    for _ in range(50):
+    for _ in range(300):
         for path in sorted(glob.glob(DATA + "/outbox/*.eml")):
             text = open(path).read()
             if ("To: " + to) in text:
@@ -104,7 +115,7 @@ def outbox_link(to, pattern):
 
 
 def wait_run(s, run_id):
-    for _ in range(300):
+    for _ in range(600):
         r = s.get(BASE + "/api/agent/runs/" + run_id).json()
         if r.get("status") in ("completed", "failed", "cancelled"):
             return r
@@ -207,12 +218,7 @@ check("run.completed carries its cost", "cost_usd" in run_done and run_done.get(
 check("?kind=review narrows to the review items", all(i["kind"].startswith("review.") for i in
       a.get(BASE + "/api/collab/activity?ws_id=%s&kind=review" % ws).json()["items"]))
 check("?actor=B lists only B's", {i["actor"] for i in a.get(BASE + "/api/collab/activity?ws_id=%s&actor=%s" % (ws, me_b)).json()["items"]} == {me_b})
-live = []
-while True:
-    e = activity_live.next(0.5)
-    if e is None:
-        break
-    live.append(e)
+live = drain(activity_live, len(feed))
 check("the live stream carried the same items as the list, in order",
       [int(e[1]) for e in live] == sorted(i["id"] for i in feed), ([e[1] for e in live], [i["id"] for i in feed]))
 activity_live.close()
@@ -223,12 +229,7 @@ link = a.post(BASE + "/api/collab/share-link", json={"ws_id": ws, "subject": {"t
 a.delete(BASE + "/api/collab/share-links/" + link["id"])
 time.sleep(0.5)
 resumed = SSE(a, "/api/collab/activity/stream?ws_id=" + ws, last_id=last)
-got = []
-while True:
-    e = resumed.next(1.0)
-    if e is None:
-        break
-    got.append(e)
+got = drain(resumed, 3)
 resumed.close()
 ids = [int(e[1]) for e in got]
 check("the stream resumes after Last-Event-ID with no gap or duplicate",

@@ -91,7 +91,7 @@ SMTP_PORT=$(free_port)
 python3 -u -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" --tlscert "$SMTP_DIR/cert.pem" --tlskey "$SMTP_DIR/key.pem" \
   -c aiosmtpd.handlers.Debugging stdout > "$OUT/smtp.log" 2>&1 &
 SMTP_PID=$!
-for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null && break; sleep 0.1; done
 for mode in trusted self-signed; do
   D2=$(mktemp -d); P2=$(free_port)
   URL="smtp://127.0.0.1:$SMTP_PORT?starttls=required"; [ $mode = self-signed ] && URL="$URL&verify=false"

@@ -83,7 +83,7 @@ A=(-H "$H" -H "$J")
 FULLM='["workspace:list","project:read","mcp:read","mcp:manage","mcp:invoke"]'
 MKEY=$(curl -s "${S[@]}" -d "{\"name\":\"registry\",\"scopes\":$FULLM}" "$B/api/account/api-keys" | jget 'd["key"]')
 M=(-H "Authorization: Bearer $MKEY" -H "$J")
-for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$SRV_PORT/mcp" && break; sleep 0.1; done
+for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:$SRV_PORT/mcp" && break; sleep 0.1; done
 TOKEN=$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"name\":\"tester-token\",\"token\":\"e2e-server-token\"}" "$B/api/mcp/tokens")
 TOKEN_ID=$(echo "$TOKEN" | jget 'd["id"]')
 check "a token is stored and never shown again" sh -c "echo '$TOKEN' | grep -vq e2e-server-token && curl -s -H 'Authorization: Bearer $MKEY' '$B/api/mcp/tokens?ws_id=$WS' | grep -vq e2e-server-token"
@@ -112,7 +112,7 @@ expect "invoke: a tool sleeping past the server's timeout is 504" 504 "$(code "$
 check "… after the timeout, not the sleep" test $(( $(date +%s) - START )) -lt 10
 expect "invoke: an oversized result is 502" 502 "$(code "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"tester.big\",\"arguments\":{\"kib\":6000}}" "$B/api/mcp")"
 expect "… and the server still answers" "hi" "$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"tool\":\"tester.echo\",\"arguments\":{\"text\":\"hi\"}}" "$B/api/mcp" | jget 'd["structured_content"]["result"]')"
-for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$LEGACY_PORT/mcp" && break; sleep 0.1; done
+for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:$LEGACY_PORT/mcp" && break; sleep 0.1; done
 OLD_ID=$(curl -s "${M[@]}" -d "{\"ws_id\":\"$WS\",\"name\":\"legacy\",\"transport\":\"http\",\"url\":\"http://127.0.0.1:$LEGACY_PORT/mcp\"}" "$B/api/mcp/servers" | jget 'd["id"]')
 expect "a server of the previous generation is refreshed over the initialize handshake" 2025-11-25 \
   "$(curl -s "${M[@]}" -X POST "$B/api/mcp/servers/$OLD_ID/refresh" | jget 'd.get("protocol_version")')"

@@ -60,11 +60,11 @@ async def main():
           status == 200 and any(x["id"] == t["id"] and x["status"] == "running" for x in lst["items"]), lst)
 
     async with websockets.connect(url, additional_headers=AUTH, max_size=None) as ws:
-        replay, _ = await read_until(ws, b"before-detach-marker", timeout=5)
+        replay, _ = await read_until(ws, b"before-detach-marker", timeout=30)
         check("reattaching replays earlier output", b"before-detach-marker" in replay and b"ready-42" in replay, replay[-200:])
         # A second viewer at the same time sees the same live output.
         async with websockets.connect(url, additional_headers=AUTH, max_size=None) as ws2:
-            await read_until(ws2, b"before-detach-marker", timeout=5)
+            await read_until(ws2, b"before-detach-marker", timeout=30)
             await ws.send(b"echo two-viewers-$((6*7))\r")
             a, _ = await read_until(ws, b"two-viewers-42")
             b, _ = await read_until(ws2, b"two-viewers-42")

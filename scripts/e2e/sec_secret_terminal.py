@@ -20,7 +20,7 @@ async def main():
         await ws.send(f'echo "[${NAME}]"; printf %s "${NAME}" | base64; echo end-$((6*7))\r'.encode())
         live, _ = await read_until(ws, b"end-42\r\n", 15)
     async with websockets.connect(t["ws_url"], additional_headers=AUTH, max_size=None) as ws:
-        replay, _ = await read_until(ws, b"end-42\r\n", timeout=5)
+        replay, _ = await read_until(ws, b"end-42\r\n", timeout=30)
     sys.stdout.write(live.decode("utf-8", "replace") + "\n--- replay ---\n" + replay.decode("utf-8", "replace"))
 
 

@@ -105,7 +105,7 @@ Host *.wildcard
 CFG
   "$SSHD" -D -e -f "$SSHDIR/sshd_config" 2> "$OUT/sshd.log" &
   SSHD_PID=$!
-  for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$SSHPORT) 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/$SSHPORT) 2>/dev/null && break; sleep 0.1; done
   curl -s -H "$H" "$B/api/shell/ssh-hosts" > "$OUT/ssh-hosts.json"
   check "ssh-hosts lists the config's hosts, following Include, without wildcards" python3 - "$OUT/ssh-hosts.json" "$SSHPORT" <<'PY'
 import json, sys
