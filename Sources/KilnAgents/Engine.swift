@@ -52,6 +52,8 @@ final class AgentEngine: Sendable {
     /// Browser checks (the browser domain), attached after both are built.
     let browser = Mutex<(any BrowserChecks)?>(nil)
     let live = Mutex<[String: LiveRun]>([:])
+    /// Runs between the limit's check and `live`.
+    let starting = StartingCounts()
     /// Set at shutdown: no run starts after the running ones were cancelled.
     let closing = Atomic<Bool>(false)
     /// Runs one workspace may have going at once (`--max-agent-runs-per-workspace`).
@@ -92,13 +94,17 @@ final class AgentEngine: Sendable {
     func start(project: ProjectRef, userID: String, provider: any ModelProvider, input: RunInput) async throws -> String
     {
         guard !closing.load(ordering: .relaxed) else { throw APIError.unavailable("The server is shutting down") }
-        let going = live.withLock { $0.values.filter { $0.wsID == project.wsID }.count }
-        guard going < maxPerWorkspace else {
+        let wsID = project.wsID
+        if let going = starting.reserve(
+            wsID, limit: maxPerWorkspace, running: { live.withLock { $0.values.filter { $0.wsID == wsID }.count } })
+        {
             throw HTTPError(
                 .tooManyRequests, code: "rate_limited",
                 message: "This workspace has \(going) agent runs going (the limit is \(maxPerWorkspace)); "
                     + "wait for one or cancel it")
         }
+        var admitted = false
+        defer { if !admitted { starting.finish(wsID) } }
         for o in observers { try await o.runWillStart(wsID: project.wsID, userID: userID, model: input.model) }
         let id = IDs.make("run")
         let now = clock.now()
@@ -106,7 +112,8 @@ final class AgentEngine: Sendable {
             id: id, project: project, userID: userID, prompt: input.prompt, model: input.model, provider: provider.kind,
             maxSteps: input.maxSteps, instance: instanceID, at: now)
         let run = LiveRun(id: id, userID: userID, wsID: project.wsID, projectID: project.id)
-        live.withLock { $0[id] = run }
+        starting.finish(wsID) { live.withLock { $0[id] = run } }
+        admitted = true
         await emit(
             id, "run.started",
             [

@@ -134,3 +134,34 @@ public final class SharedWindowLimiter: Sendable {
         }
     }
 }
+
+/// Starts on their way, counted against a limit on things running (jobs per account, terminals per
+/// account, agent runs per workspace). A start awaits the store and a spawn between its check and
+/// the moment it shows among the running ones; counted only there, requests arriving together would
+/// all pass the check. Here the check and a reservation are one step, and the reservation ends
+/// (under the same lock) when the started thing is where `running` counts it, or when the start fails.
+public final class StartingCounts: Sendable {
+    private let starting = Mutex<[String: Int]>([:])
+
+    public init() {}
+
+    /// Reserves a start for `key` when `running()` plus the starts on their way stay below `limit`;
+    /// otherwise returns that sum (for the refusal's message). `running` is read under this lock.
+    public func reserve(_ key: String, limit: Int, running: () -> Int) -> Int? {
+        starting.withLock { s in
+            let total = running() + s[key, default: 0]
+            guard total < limit else { return total }
+            s[key, default: 0] += 1
+            return nil
+        }
+    }
+
+    /// Ends a reservation; `admit` (optional) makes the started thing count as running in the same step.
+    public func finish(_ key: String, admit: () -> Void = {}) {
+        starting.withLock { s in
+            admit()
+            let n = s[key, default: 1] - 1
+            s[key] = n > 0 ? n : nil
+        }
+    }
+}

@@ -23,6 +23,8 @@ struct PTYSettings: Sendable {
 /// over WebSocket, ended when deleted, idle, or at shutdown.
 final class TerminalService: Sendable {
     let all = Mutex<[String: Terminal]>([:])
+    /// Terminals between the limit's check and `all`.
+    let starting = StartingCounts()
     let store: TerminalStore
     let instances: Instances
     /// Set at shutdown: no terminal starts after the open ones were hung up.
@@ -160,12 +162,16 @@ final class TerminalService: Sendable {
         secrets: [SecretValue] = []
     ) throws -> Terminal {
         guard !closing.load(ordering: .relaxed) else { throw APIError.unavailable("The server is shutting down") }
-        let count = all.withLock { $0.values.filter { $0.userID == userID && !$0.exited }.count }
-        guard count < maxPerUser else {
+        if let count = starting.reserve(
+            userID, limit: maxPerUser,
+            running: { all.withLock { $0.values.filter { $0.userID == userID && !$0.exited }.count } })
+        {
             throw HTTPError(
                 .tooManyRequests, code: "rate_limited",
                 message: "You have \(count) terminals open (the limit is \(maxPerUser)); end one first")
         }
+        var admitted = false
+        defer { if !admitted { starting.finish(userID) } }
         let launch: Sandbox.Launch
         do {
             var env = ["SHELL": shell]
@@ -187,7 +193,8 @@ final class TerminalService: Sendable {
         let t = Terminal(
             id: IDs.make("pty"), userID: userID, wsID: wsID, projectID: project?.id, shell: shell, cwd: cwd ?? "~",
             pid: started.pid, master: started.master, cols: cols, rows: rows, redactor: Redactor(secrets))
-        all.withLock { $0[t.id] = t }
+        starting.finish(userID) { all.withLock { $0[t.id] = t } }
+        admitted = true
         let store = self.store
         Thread { t.pump(onExit: { Task { try? await store.ended(t.id, at: Date()) } }) }.start()
         return t

@@ -57,6 +57,8 @@ public final class ShellService: JobLauncher {
     /// `--ssh-agent`: ssh jobs may use the server's agent socket.
     let passSSHAgent: Bool
     let live = Mutex<[String: RunningJob]>([:])
+    /// Jobs between the limit's check and `live`.
+    let starting = StartingCounts()
     let instances: Instances
     /// Set at shutdown: no job starts after the running ones were stopped.
     let closing = Atomic<Bool>(false)
@@ -144,12 +146,16 @@ public final class ShellService: JobLauncher {
                 context: PolicyContext(command: spec.command, host: spec.host, actorKind: spec.actorKind),
                 grants: spec.grants)
         }
-        let running = live.withLock { $0.values.filter { $0.userID == spec.userID }.count }
-        guard running < maxPerUser else {
+        let userID = spec.userID
+        if let running = starting.reserve(
+            userID, limit: maxPerUser, running: { live.withLock { $0.values.filter { $0.userID == userID }.count } })
+        {
             throw HTTPError(
                 .tooManyRequests, code: "rate_limited",
                 message: "You have \(running) jobs running (the limit is \(maxPerUser)); wait for one or cancel it")
         }
+        var admitted = false
+        defer { if !admitted { starting.finish(userID) } }
         let id = IDs.make("job")
         let now = clock.now()
         try await store.insertJob(id: id, spec, instance: instances.id, at: now)
@@ -180,7 +186,8 @@ public final class ShellService: JobLauncher {
             started: now, timeout: spec.timeout, redactor: Redactor(spec.secrets),
             scope: spec.actorKind == "agent"
                 ? nil : EventScope(wsID: spec.wsID, actorID: spec.userID, projectID: spec.projectID))
-        live.withLock { $0[id] = job }
+        starting.finish(userID) { live.withLock { $0[id] = job } }
+        admitted = true
         try await store.setPID(id, Int(pid))
         try await bus.publish(
             topic: Self.topic(id), type: "started",
