@@ -7,12 +7,14 @@ import KilnStore
 extension AuthService {
     static let recoveryCodeCount = 10
 
-    func seal(_ secret: [UInt8], userID: String) throws -> [UInt8] {
-        try Crypto.seal(secret, key: masterKey.bytes, aad: Array("mfa:\(userID)".utf8))
+    /// Sealed and opened with the key the database names in the same transaction as the secret's row
+    /// (a rotation re-seals what it finds; another instance may have rotated the key).
+    static func seal(_ secret: [UInt8], key: [UInt8], userID: String) throws -> [UInt8] {
+        try Crypto.seal(secret, key: key, aad: Array("mfa:\(userID)".utf8))
     }
 
-    func open(_ box: [UInt8], userID: String) throws -> [UInt8] {
-        try Crypto.open(box, key: masterKey.bytes, aad: Array("mfa:\(userID)".utf8))
+    static func open(_ box: [UInt8], key: [UInt8], userID: String) throws -> [UInt8] {
+        try Crypto.open(box, key: key, aad: Array("mfa:\(userID)".utf8))
     }
 
     /// A master key rotation: every MFA secret (enabled or pending) re-sealed under the new key, in
@@ -38,7 +40,6 @@ extension AuthService {
             throw APIError.conflict("Two-factor authentication is on already; disable it first to enrol a new device")
         }
         let secret = Crypto.randomBytes(20)
-        let sealed = try seal(secret, userID: userID)
         let codes = (0..<AuthService.recoveryCodeCount).map { _ in
             let raw = Base32.encode(Crypto.randomBytes(8)).lowercased()
             return String(raw.prefix(4)) + "-" + String(raw.dropFirst(4).prefix(4)) + "-"
@@ -46,7 +47,9 @@ extension AuthService {
         }
         let now = clock.now()
         let store = self.store
+        let master = masterKey
         try await store.write { tx in
+            let sealed = try Self.seal(secret, key: try master.bytes(in: tx), userID: userID)
             try store.startEnrolment(
                 tx, userID: userID, sealedSecret: sealed, codeHashes: codes.map { Crypto.sha256Hex(Array($0.utf8)) },
                 at: now)
@@ -76,7 +79,13 @@ extension AuthService {
         guard !code.isEmpty, code.utf8.count <= 32 else { throw APIError.validation("code is required", field: "code") }
         try await limit("mfa", account: p.userID, ip: ip)
         let now = clock.now()
-        guard let r = try await store.mfaState(userID: p.userID) else { throw APIError.notFound("No such account") }
+        let (store, master, uid) = (self.store, masterKey, p.userID)
+        guard
+            let (r, key) = try await store.read({ tx -> (Row, [UInt8])? in
+                guard let r = try store.mfaState(tx, userID: uid) else { return nil }
+                return (r, try master.bytes(in: tx))
+            })
+        else { throw APIError.notFound("No such account") }
         let enabled = r.bool("mfa_enabled") ?? false
         let enrolling = !enabled && r.blob("mfa_pending_secret") != nil
         guard enabled || enrolling else {
@@ -85,7 +94,7 @@ extension AuthService {
         guard let box = enabled ? r.blob("mfa_secret") : r.blob("mfa_pending_secret") else {
             throw APIError.conflict("No second factor enrolled")
         }
-        let secret = try open(box, userID: p.userID)
+        let secret = try Self.open(box, key: key, userID: p.userID)
         let lastStep = r.int64("mfa_last_step") ?? 0
         let current = Int64(TOTP.counter(time: now.timeIntervalSince1970))
         var matchedStep: Int64? = nil
@@ -101,7 +110,6 @@ extension AuthService {
         let matched = matchedStep
         let userID = p.userID
         let outcome: MFAOutcome = enrolling ? .enabled : (p.mfaPending ? .loginCompleted : .stepUp)
-        let store = self.store
         let ok = try await store.write { tx -> Bool in
             if let step = matched {
                 guard try store.useStep(tx, userID: userID, step: step) else { return false }

@@ -299,11 +299,9 @@ struct AuthStore: Sendable {
         for h in codeHashes { try tx.run("INSERT INTO recovery_codes (user_id, code_hash) VALUES (?, ?)", userID, h) }
     }
 
-    func mfaState(userID: String) async throws -> Row? {
-        try await db.read { tx in
-            try tx.first(
-                "SELECT mfa_enabled, mfa_secret, mfa_pending_secret, mfa_last_step FROM users WHERE id = ?", userID)
-        }
+    func mfaState(_ tx: Transaction, userID: String) throws -> Row? {
+        try tx.first(
+            "SELECT mfa_enabled, mfa_secret, mfa_pending_secret, mfa_last_step FROM users WHERE id = ?", userID)
     }
 
     /// Records a used TOTP step, only when it is newer than the last (so two racing requests cannot both use one).

@@ -167,4 +167,10 @@ public final class Instances: Sendable {
                 """, name, id, until, now)
         } > 0
     }
+
+    /// Gives up the lease `name` if this instance holds it.
+    public func release(_ name: String) async throws {
+        let id = self.id
+        try await db.write { tx in _ = try tx.run("DELETE FROM leases WHERE name = ? AND holder = ?", name, id) }
+    }
 }

@@ -37,6 +37,48 @@ public final class MasterKey: Sendable {
 
     public func replace(_ new: [UInt8]) { key.withLock { $0 = new } }
 
+    /// Set while this process rotates the key: its new key is in memory before the database names it.
+    private let rotatingHere = Mutex(false)
+
+    /// Starts this process's rotation; false when one runs here already.
+    public func beginRotation() -> Bool {
+        rotatingHere.withLock { busy in
+            if busy { return false }
+            busy = true
+            return true
+        }
+    }
+
+    public func endRotation() { rotatingHere.withLock { $0 = false } }
+
+    /// The key to seal and open with inside `tx`: the one the database names. Another instance
+    /// sharing this database and data dir may have rotated the key since this process read it; the
+    /// data dir then holds the new key (`master.key`, or still `master.key.next` just after the
+    /// commit), which is taken up here. Sealing with the key held in memory instead would store values
+    /// under a key the cluster has dropped. While this process rotates, its own new key.
+    public func bytes(in tx: Transaction) throws -> [UInt8] {
+        if rotatingHere.withLock({ $0 }) { return bytes }
+        return try named(in: tx)
+    }
+
+    /// The key the database names in `tx`, taken up from the data dir when it is not the one held.
+    public func named(in tx: Transaction) throws -> [UInt8] {
+        let held = bytes
+        guard !fromEnvironment, let path, let next = nextPath,
+            let recorded = try tx.first("SELECT key_id FROM master_key_state WHERE id = 1")?.string("key_id"),
+            recorded != Self.fingerprint(held)
+        else { return held }
+        for file in [path, next] {
+            if let k = try? Self.read(file), Self.fingerprint(k) == recorded {
+                replace(k)
+                return k
+            }
+        }
+        throw APIError.unavailable(
+            "The database's values are sealed under master key \(recorded), which this server does not have "
+                + "(instances sharing a database must share the data dir's master.key)")
+    }
+
     public static let migrations = [
         Migration(
             module: "core_keys", version: 1, name: "master key state",

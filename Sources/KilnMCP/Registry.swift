@@ -201,8 +201,13 @@ public final class MCPRegistryService: Sendable {
     func remote(_ r: Row, userID: String) async throws -> RemoteServer {
         let f = Self.fields(of: r)
         var headers: [(String, String)] = []
-        if let tokenID = f.tokenID, let t = try await store.token(tokenID), let sealed = t.blob("sealed") {
-            headers = try Self.openHeaders(sealed, id: tokenID, key: masterKey.bytes)
+        if let tokenID = f.tokenID {
+            let master = masterKey
+            let sealed = try await store.db.read { [store] tx -> (box: [UInt8], key: [UInt8])? in
+                guard let box = try store.sealedToken(tx, tokenID) else { return nil }
+                return (box, try master.bytes(in: tx))
+            }
+            if let sealed { headers = try Self.openHeaders(sealed.box, id: tokenID, key: sealed.key) }
         }
         var env: [String: String] = [:]
         if !f.envNames.isEmpty {
@@ -358,13 +363,15 @@ public final class MCPRegistryService: Sendable {
             throw APIError.validation("give either token (a bearer token) or headers", field: "token")
         }
         let id = IDs.make("mct")
-        let sealed = try Crypto.seal(
-            Array(try JSONEncoder().encode(pairs)), key: masterKey.bytes, aad: Self.aad(id))
+        let plain = Array(try JSONEncoder().encode(pairs))
         let now = clock.now()
+        let master = masterKey
         try await store.db.write { [store] tx in
             guard try store.tokenNamed(tx, wsID: wsID, name: i.name) == nil else {
                 throw APIError.conflict("This workspace has a token named \(i.name) already")
             }
+            // Sealed inside the write, with the key the database names: a rotation re-seals what it finds.
+            let sealed = try Crypto.seal(plain, key: try master.bytes(in: tx), aad: Self.aad(id))
             try store.insertToken(
                 tx, id: id, wsID: wsID, name: i.name, kind: kind, sealed: sealed, userID: userID, at: now)
             try AuditLog.append(

@@ -115,6 +115,10 @@ struct MCPStore: Sendable {
         try await db.read { tx in try tx.first("SELECT * FROM mcp_tokens WHERE id = ?", id) }
     }
 
+    func sealedToken(_ tx: Transaction, _ id: String) throws -> [UInt8]? {
+        try tx.first("SELECT sealed FROM mcp_tokens WHERE id = ?", id)?.blob("sealed")
+    }
+
     func insertToken(
         _ tx: Transaction, id: String, wsID: String, name: String, kind: String, sealed: [UInt8], userID: String,
         at now: Date

@@ -13,7 +13,7 @@ public final class SecretsService: SecretProvider, Sendable {
     let masterKey: MasterKey
     let hooks: Hooks
     let crash: CrashPoints
-    let rotating = Mutex(false)
+    let instances: Instances
     let policy: (any PolicyEngine)?
     /// Where a reveal a rule holds for approval is parked.
     let approvals: (any ApprovalGate)?
@@ -31,6 +31,7 @@ public final class SecretsService: SecretProvider, Sendable {
         store = SecretsStore(db: services.db)
         clock = services.clock
         masterKey = services.masterKey
+        instances = services.instances
         hooks = services.hooks
         crash = CrashPoints(services.config.int(SecretsModule.crashFlag))
     }
@@ -77,7 +78,8 @@ public final class SecretsService: SecretProvider, Sendable {
             let existed = try store.current(tx, wsID, name) != nil
             let version = try store.nextVersion(tx, wsID, name)
             // The key is read inside the (serialised) write: a rotation cannot slip in between.
-            let sealed = try Envelope.seal(bytes, master: master.bytes, wsID: wsID, name: name, version: version)
+            let sealed = try Envelope.seal(
+                bytes, master: try master.bytes(in: tx), wsID: wsID, name: name, version: version)
             try store.put(
                 tx, wsID: wsID, name: name, version: version, sealed: sealed, userID: userID, expiresAt: expiry,
                 keep: SecretRules.keptVersions, at: now)
@@ -119,7 +121,7 @@ public final class SecretsService: SecretProvider, Sendable {
         let master = masterKey
         return try await store.db.write { [store] tx in
             guard let cur = try store.current(tx, wsID, name) else { throw APIError.notFound("No secret \(name)") }
-            let value = try Self.open(tx, store, master.bytes, wsID, name, cur.int("version") ?? 0)
+            let value = try Self.open(tx, store, try master.bytes(in: tx), wsID, name, cur.int("version") ?? 0)
             try AuditLog.append(
                 tx,
                 AuditEvent(
@@ -166,14 +168,28 @@ public final class SecretsService: SecretProvider, Sendable {
                     + "rotate it where it is kept"
             )
         }
-        let started = rotating.withLock { busy -> Bool in
-            if busy { return false }
-            busy = true
-            return true
+        guard masterKey.beginRotation() else { throw APIError.conflict("A master key rotation is already running") }
+        defer { masterKey.endRotation() }
+        // One rotation in the cluster at a time: instances sharing the data dir share master.key.next.
+        // (A SQLite file has one server; the lock above is enough there.)
+        guard store.db.kind == .postgres else { return try await rotate(next: next, userID: userID, ip: ip) }
+        guard try await instances.lease(Self.rotationLease, for: 600) else {
+            throw APIError.conflict("A master key rotation is running on another instance")
         }
-        guard started else { throw APIError.conflict("A master key rotation is already running") }
-        defer { rotating.withLock { $0 = false } }
-        let old = masterKey.bytes
+        do {
+            let result = try await rotate(next: next, userID: userID, ip: ip)
+            try? await instances.release(Self.rotationLease)
+            return result
+        } catch {
+            try? await instances.release(Self.rotationLease)
+            throw error
+        }
+    }
+
+    static let rotationLease = "master_key_rotation"
+
+    private func rotate(next: String, userID: String, ip: String) async throws -> (keyID: String, resealed: Int) {
+        let held = masterKey.bytes
         let new = Crypto.randomBytes(32)
         crash.pass("before writing master.key.next")
         try MasterKey.write(new, to: next, replace: true)
@@ -183,6 +199,8 @@ public final class SecretsService: SecretProvider, Sendable {
         let count: Int
         do {
             count = try await store.db.write { [store] tx in
+                // The key the database names (another instance may have rotated it since this one read it).
+                let old = try master.named(in: tx)
                 var n = 0
                 for row in try store.allSealed(tx) {
                     let (ws, name, version) = (
@@ -209,8 +227,10 @@ public final class SecretsService: SecretProvider, Sendable {
                 return n
             }
         } catch {
-            master.replace(old)
+            master.replace(held)
             unlink(next)
+            // What the database names (the held key may have been stale).
+            _ = try? await store.db.read { tx in try master.named(in: tx) }
             throw error
         }
         crash.pass("after commit")
@@ -245,7 +265,7 @@ public final class SecretsService: SecretProvider, Sendable {
                 if let exp = cur.date("expires_at"), exp <= now {
                     throw APIError.validation("Secret \(name) expired", field: "secrets")
                 }
-                let value = try Self.open(tx, store, master.bytes, wsID, name, cur.int("version") ?? 0)
+                let value = try Self.open(tx, store, try master.bytes(in: tx), wsID, name, cur.int("version") ?? 0)
                 guard value.utf8.count >= SecretRules.minInjectable else {
                     throw APIError.validation(
                         "Secret \(name) is shorter than \(SecretRules.minInjectable) bytes, too short to be redacted "

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Two `kiln serve` instances on one PostgreSQL database and one shared data dir, driven with curl
-# and python `websockets`: a session made on A works on B; an agent run (scripted provider) started
+# and python `websockets`: a session made on A works on B; a master key rotated on A is taken up by
+# B (it opens what A re-sealed, A opens what it seals after); an agent run (scripted provider) started
 # on A is followed over SSE on B, every event in order; a job running on A cancelled through B and
 # a terminal of A attached through B are answered 421 naming A (for a load balancer or the client
 # to retry there), and work there; a lockout earned on A holds on B, and so does the login rate
@@ -47,6 +48,23 @@ AUTH="Authorization: Bearer $KEY"
 WS=$(curl -s -H "$AUTH" "$A/api/workspaces" | jget 'd["items"][0]["id"]')
 PRJ=$(curl -s -H "$AUTH" -H "$J" -d "{\"ws_id\":\"$WS\",\"path\":\"$WORK/projects/demo\"}" "$A/api/project/load" | jget 'd["id"]')
 check "an API key made on B with A's session (and its CSRF token) works on A" test -n "$PRJ"
+
+# The master key rotated on A: B, which read the old key at its start, takes up the new one from the
+# shared data dir when the database names it — it opens what A re-sealed, and what it seals A opens.
+# (The session's fresh sign-in is its step-up.)
+SJ=(-b "$WORK/jar" -H "X-CSRF-Token: $CSRF" -H "$J")
+secret() {  # secret HOST NAME VALUE: sets it; prints the status
+  curl -s -o /dev/null -w '%{http_code}' "${SJ[@]}" -d "{\"ws_id\":\"$WS\",\"value\":\"$3\"}" "$1/api/secrets/$2"
+}
+reveal() { curl -s -b "$WORK/jar" "$1/api/secrets/$2?ws_id=$WS&reason=e2e" | jget 'd.get("value")'; }
+expect "a secret set on A" 201 "$(secret "$A" DEPLOY_TOKEN first-value-0123456789)"
+expect "... reads on B" first-value-0123456789 "$(reveal "$BB" DEPLOY_TOKEN)"
+OLD_KEY=$(cat "$WORK/data/master.key")
+expect "the master key rotated on A" 200 "$(curl -s -o /dev/null -w '%{http_code}' "${SJ[@]}" -X POST "$A/api/secrets/rotate-master")"
+check "... master.key holds the new key" test "$(cat "$WORK/data/master.key")" != "$OLD_KEY"
+expect "B opens the re-sealed secret (it took up the new key)" first-value-0123456789 "$(reveal "$BB" DEPLOY_TOKEN)"
+expect "a secret set on B after the rotation" 201 "$(secret "$BB" LATER_TOKEN made-on-b-0123456789)"
+expect "... reads on A (B sealed it under the new key)" made-on-b-0123456789 "$(reveal "$A" LATER_TOKEN)"
 
 # An agent run on A, followed on B from the start.
 RUN=$(curl -s -H "$AUTH" -H "$J" -H 'Accept: application/json' -d "{\"project_id\":\"$PRJ\",\"prompt\":\"tick\"}" "$A/api/agent/run" | jget 'd["run_id"]')
