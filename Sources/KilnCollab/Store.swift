@@ -70,14 +70,20 @@ struct CollabStore: Sendable {
     func activity(
         ws: String, before cursor: Int, limit: Int, kind: String?, actor: String?, projectID: String?
     ) async throws -> [Row] {
-        try await db.read { tx in
+        // A kind's prefix ("run" for run.started, run.completed…); a `%` or `_` in the filter is
+        // escaped, so it matches only itself.
+        let pattern = kind.map { k in
+            k.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
+                .replacingOccurrences(of: "_", with: "\\_") + ".%"
+        }
+        return try await db.read { tx in
             try tx.query(
                 """
                 SELECT seq, item FROM activity
-                WHERE ws_id = ? AND seq < ? AND (? IS NULL OR kind = ? OR kind LIKE ?)
+                WHERE ws_id = ? AND seq < ? AND (? IS NULL OR kind = ? OR kind LIKE ? ESCAPE '\\')
                     AND (? IS NULL OR actor = ?) AND (? IS NULL OR project_id = ?)
                 ORDER BY seq DESC LIMIT ?
-                """, ws, cursor, kind, kind, kind.map { $0 + ".%" }, actor, actor, projectID, projectID, limit)
+                """, ws, cursor, kind, kind, pattern, actor, actor, projectID, projectID, limit)
         }
     }
 

@@ -77,6 +77,11 @@ import Testing
             // Filters and paging.
             let onlyRuns = Self.items(try await f.a.call("GET", "/api/collab/activity?ws_id=\(f.ws)&kind=run"))
             #expect(!onlyRuns.isEmpty && onlyRuns.allSatisfy { ($0["kind"] as? String)?.hasPrefix("run.") == true })
+            // The filter is text, not a pattern: `%` and `_` match themselves only.
+            for pattern in ["%25", "r_n", "_", "%5C"] {
+                let none = Self.items(try await f.a.call("GET", "/api/collab/activity?ws_id=\(f.ws)&kind=\(pattern)"))
+                #expect(none.isEmpty, "kind=\(pattern) matched \(none.count) items")
+            }
             let byProject = Self.items(
                 try await f.a.call("GET", "/api/collab/activity?ws_id=\(f.ws)&project_id=\(f.pid)"))
             #expect(!byProject.isEmpty && byProject.allSatisfy { $0["project_id"] as? String == f.pid })
