@@ -31,5 +31,12 @@ public struct BrowserModule: KilnModule {
 
     public func register(_ routes: Routes) { BrowserRoutes(browser: service).register(routes) }
 
+    public func start(_ jobs: JobRunner) throws {
+        let s = service
+        s.instances.everyOnce(jobs, 3600, name: "old browser screenshots") {
+            try await s.purgeScreenshots(endedBefore: s.clock.now().addingTimeInterval(-s.keepSeconds))
+        }
+    }
+
     public func shutdown() async { await service.stopAll() }
 }

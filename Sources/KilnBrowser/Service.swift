@@ -19,16 +19,23 @@ public final class BrowserService: BrowserChecks {
     let binary: String?
     let shotsDir: String
     let slots: Slots
+    /// Screenshots of runs that ended longer ago than this go (full-page PNGs add up).
+    let keepSeconds: Double
     let secrets: (any SecretProvider)?
     /// Runs going: their browser, once started, and whether they were cancelled.
     let live = Mutex<[String: (browser: ChromiumProcess?, cancelled: Bool)]>([:])
 
     static let concurrencyFlag = "--browser-concurrency"
     static let chromiumFlag = "--chromium"
+    static let keepDaysFlag = "--browser-keep-days"
     static let options: [Config.Option] = [
         .int(
             concurrencyFlag, env: "KILN_BROWSER_CONCURRENCY",
             help: "headless Chromium processes at a time for browser runs (default 2; the rest wait)", range: 1...16),
+        .int(
+            keepDaysFlag, env: "KILN_BROWSER_KEEP_DAYS",
+            help: "days a browser run's screenshots are kept after it ends (default 30; its findings stay)",
+            range: 1...3650),
         .text(chromiumFlag, env: "KILN_CHROMIUM", help: "the Chromium to run (default: chromium on PATH)"),
     ]
 
@@ -43,6 +50,7 @@ public final class BrowserService: BrowserChecks {
         binary = ChromiumProcess.find(services.config.string(Self.chromiumFlag))
         shotsDir = services.dataDir + "/browser"
         slots = Slots(max(1, min(16, services.config.int(Self.concurrencyFlag) ?? 2)))
+        keepSeconds = Double(services.config.int(Self.keepDaysFlag) ?? 30) * 86400
     }
 
     static func topic(_ runID: String) -> String { "browser:\(runID)" }
@@ -265,13 +273,32 @@ public final class BrowserService: BrowserChecks {
         return ["items": .array(p.items), "next_cursor": p.nextCursor.map { .string($0) } ?? .null]
     }
 
-    /// A screenshot's PNG bytes (404 for one of another run).
+    /// A screenshot's PNG bytes (404 for one of another run, or one past `--browser-keep-days`).
     func screenshot(_ shotID: String, runID: String, wsID: String) async throws -> [UInt8] {
         _ = try await run(runID, wsID: wsID)
         guard IDs.isValid(shotID, prefix: "shot"), let s = try await store.shot(shotID), s.string("run_id") == runID,
             let data = FileManager.default.contents(atPath: "\(shotsDir)/\(runID)/\(shotID).png")
-        else { throw APIError.notFound("No such screenshot") }
+        else {
+            throw APIError.notFound(
+                "No such screenshot (a run's screenshots are kept \(Int(keepSeconds / 86400)) days after it ends)")
+        }
         return Array(data)
+    }
+
+    /// Removes the screenshots of runs that ended before `cutoff` (rows, then files), a page at a
+    /// time; the runs and their findings stay. Returns how many runs lost theirs.
+    @discardableResult
+    func purgeScreenshots(endedBefore cutoff: Date) async throws -> Int {
+        var purged = 0
+        while true {
+            let runs = try await store.runsWithShotsEndedBefore(cutoff, limit: 200)
+            for id in runs {
+                try await store.deleteShots(runID: id)
+                try? FileManager.default.removeItem(atPath: "\(shotsDir)/\(id)")
+            }
+            purged += runs.count
+            if runs.count < 200 { return purged }
+        }
     }
 
     /// Keeps a PNG and announces it.

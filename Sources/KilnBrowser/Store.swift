@@ -107,6 +107,22 @@ struct BrowserStore: Sendable {
         try await db.read { tx in try tx.first("SELECT * FROM browser_shots WHERE id = ?", id) }
     }
 
+    /// Runs that ended before `cutoff` and still have screenshots (a page of them).
+    func runsWithShotsEndedBefore(_ cutoff: Date, limit: Int) async throws -> [String] {
+        try await db.read { tx in
+            try tx.query(
+                """
+                SELECT DISTINCT r.id FROM browser_runs r JOIN browser_shots s ON s.run_id = r.id
+                WHERE r.ended_at IS NOT NULL AND r.ended_at < ? ORDER BY r.id LIMIT ?
+                """, cutoff, limit
+            ).compactMap { $0.string("id") }
+        }
+    }
+
+    func deleteShots(runID: String) async throws {
+        _ = try await db.write { tx in try tx.run("DELETE FROM browser_shots WHERE run_id = ?", runID) }
+    }
+
     func workspaceOfRun(_ id: String) async throws -> String? {
         try await db.read { tx in try tx.first("SELECT ws_id FROM browser_runs WHERE id = ?", id)?.string("ws_id") }
     }

@@ -425,6 +425,44 @@ final class TestSite: Sendable {
         }
     }
 
+    /// Screenshots of runs that ended longer ago than --browser-keep-days go, files and rows; the run and
+    /// its findings stay, and a younger run keeps its screenshots. (No Chromium needed: the runs and
+    /// their PNGs are recorded as a run would.)
+    @Test func oldScreenshotsArePurgedAndTheRunsStay() async throws {
+        let f = try await ShellFixture.make { c in c.set("--browser-keep-days", "7") }
+        try await using(f) { f in
+            let s = try #require(f.t.app.module(BrowserModule.self)).service
+            let png = Array(
+                Data(
+                    base64Encoded:
+                        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+                )!)
+            let now = Date()
+            var shots: [String: String] = [:]
+            for (run, ended) in [("brun_old", now.addingTimeInterval(-8 * 86400)), ("brun_new", now)] {
+                try await s.store.insertRun(
+                    id: run, wsID: f.ws, userID: "usr_test", kind: "smoke", url: "http://localhost/", instance: "i",
+                    at: ended)
+                shots[run] = try #require(
+                    try await s.keep(png, runID: run, name: "page").objectValue?["id"]?.stringValue)
+                try await s.store.finish(run, status: "passed", result: "{\"title\":\"kept\"}", at: ended)
+            }
+            func shot(_ run: String) async throws -> Int {
+                try await f.a.call("GET", "/api/browser/runs/\(run)/screenshots/\(shots[run]!)").status
+            }
+            let before = (try await shot("brun_old"), try await shot("brun_new"))
+            #expect(before == (200, 200))
+            #expect(try await s.purgeScreenshots(endedBefore: now.addingTimeInterval(-s.keepSeconds)) == 1)
+            #expect(try await shot("brun_old") == 404)
+            #expect(!FileManager.default.fileExists(atPath: f.t.dataDir + "/browser/brun_old"))
+            #expect(try await shot("brun_new") == 200)
+            let old = try await f.a.call("GET", "/api/browser/runs/brun_old")
+            #expect(old.status == 200 && (old.json["screenshots"] as? [Any])?.isEmpty == true, "\(old.text)")
+            #expect((old.json["result"] as? [String: Any])?["title"] as? String == "kept")
+            #expect(try await s.purgeScreenshots(endedBefore: now.addingTimeInterval(-s.keepSeconds)) == 0)
+        }
+    }
+
     static func items(_ r: HTTPResult) -> [[String: Any]] { r.json["items"] as? [[String: Any]] ?? [] }
 
     /// Whether no profile folder is left (within five seconds: the last is removed when the last
