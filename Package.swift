@@ -30,7 +30,7 @@ let package = Package(
         // The engine and the shared layers.
         .target(name: "KilnHTTP", dependencies: ["CShims", "COpenSSL"], swiftSettings: strict),
         .target(name: "KilnCrypto", dependencies: ["COpenSSL"], swiftSettings: strict),
-        .target(name: "KilnStore", dependencies: ["CSQLite", "CShims", "COpenSSL", "KilnCrypto"], swiftSettings: strict),
+        .target(name: "KilnStore", dependencies: ["CSQLite", "CShims", "COpenSSL", "KilnCrypto", "KilnHTTP"], swiftSettings: strict),
         .target(name: "KilnCore", dependencies: ["CShims", "KilnHTTP", "KilnStore", "KilnCrypto", "COpenSSL"], swiftSettings: strict),
         // Domain modules: one floor. Each depends on KilnCore and the layers beneath it, never on
         // another domain; what one needs of another is a protocol in KilnCore (scripts/check-architecture.sh).

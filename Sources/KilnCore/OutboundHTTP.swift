@@ -92,9 +92,20 @@ public struct OutboundHTTP: Sendable {
         _ r: Request, _ t: (tls: Bool, host: String, port: Int, path: String), _ address: IPAddress
     ) throws -> Response {
         let deadline = Date().addingTimeInterval(r.timeout)
-        let conn = try BlockingConnection(address: address, port: t.port, deadline: deadline)
+        // The address the guard checked, not the name again (a second lookup could answer otherwise).
+        let conn = try io(
+            { $0.timedOut ? "the server did not accept a connection in time" : "the server refused the connection" }
+        ) {
+            try ClientSocket(
+                host: address.description, port: t.port, timeout: r.timeout, numericHost: true, deadline: deadline)
+        }
         defer { conn.close() }
-        if t.tls { try conn.startTLS(host: t.host) }
+        if t.tls {
+            try io({ f in
+                f.certificate.map { "the server's certificate was refused for \(t.host): \($0)" }
+                    ?? "the TLS handshake failed (is the server's certificate valid for \(t.host)?)"
+            }) { try conn.startTLS(hostName: t.host, verify: true) }
+        }
         let hostHeader =
             (IPAddress(t.host)?.isV4 == false ? "[\(t.host)]" : t.host)
             + ((t.tls && t.port == 443) || (!t.tls && t.port == 80) ? "" : ":\(t.port)")
@@ -107,12 +118,12 @@ public struct OutboundHTTP: Sendable {
             head += "\(k): \(v)\r\n"
         }
         head += "\r\n"
-        try conn.write(Array(head.utf8) + r.body)
+        try io({ _ in "the connection was lost while sending" }) { try conn.write(Array(head.utf8) + r.body) }
         // The head.
         var buffer: [UInt8] = []
         var headEnd: Int? = nil
         while headEnd == nil {
-            guard let chunk = try conn.read() else {
+            guard let chunk = try io({ _ in "the connection was reset" }, conn.receive) else {
                 throw Failure("the server did not answer in time", timedOut: true)
             }
             guard !chunk.isEmpty else { throw Failure("the server closed the connection") }
@@ -161,7 +172,7 @@ public struct OutboundHTTP: Sendable {
             }
             if chunked && decoder.done { return Response(status: status, headers: headers, body: so) }
             if let enough = r.enough, enough(so) { return Response(status: status, headers: headers, body: so) }
-            guard let chunk = try conn.read() else {
+            guard let chunk = try io({ _ in "the connection was reset" }, conn.receive) else {
                 throw Failure("the server did not answer in time", timedOut: true)
             }
             if chunk.isEmpty {
@@ -171,6 +182,13 @@ public struct OutboundHTTP: Sendable {
                 return Response(status: status, headers: headers, body: so)
             }
             body += chunk
+        }
+    }
+
+    /// A socket failure as this client's, in words `message` picks for it.
+    static func io<T>(_ message: (ClientSocket.Failure) -> String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let f as ClientSocket.Failure {
+            throw Failure(message(f), timedOut: f.timedOut)
         }
     }
 
@@ -225,117 +243,5 @@ struct ChunkedDecoder {
             remaining = size
         }
         return out
-    }
-}
-
-/// A blocking TCP connection (optionally TLS) to one checked address, every wait bounded by the deadline.
-final class BlockingConnection {
-    let fd: Int32
-    let deadline: Date
-    var ctx: OpaquePointer?
-    var ssl: OpaquePointer?
-
-    init(address: IPAddress, port: Int, deadline: Date) throws {
-        self.deadline = deadline
-        let v4 = address.isV4
-        let s = socket(v4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
-        guard s >= 0 else { throw OutboundHTTP.Failure("no socket available") }
-        fd = s
-        setTimeout()
-        let bytes = address.bytes
-        let r: Int32
-        if v4 {
-            var a = sockaddr_in()
-            a.sin_family = sa_family_t(AF_INET)
-            a.sin_port = in_port_t(UInt16(port).bigEndian)
-            withUnsafeMutableBytes(of: &a.sin_addr) { $0.copyBytes(from: bytes) }
-            r = withUnsafePointer(to: &a) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
-        } else {
-            var a = sockaddr_in6()
-            a.sin6_family = sa_family_t(AF_INET6)
-            a.sin6_port = in_port_t(UInt16(port).bigEndian)
-            withUnsafeMutableBytes(of: &a.sin6_addr) { $0.copyBytes(from: bytes) }
-            r = withUnsafePointer(to: &a) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(s, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
-                }
-            }
-        }
-        guard r == 0 else {
-            Glibc.close(s)
-            throw OutboundHTTP.Failure(
-                errno == EINPROGRESS || errno == EAGAIN || errno == ETIMEDOUT
-                    ? "the server did not accept a connection in time" : "the server refused the connection",
-                timedOut: errno == EINPROGRESS || errno == EAGAIN || errno == ETIMEDOUT)
-        }
-    }
-
-    /// Each blocking call waits at most until the deadline.
-    func setTimeout() {
-        let left = max(0.001, deadline.timeIntervalSinceNow)
-        var tv = timeval(tv_sec: Int(left), tv_usec: Int((left - Double(Int(left))) * 1e6))
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    }
-
-    func startTLS(host: String) throws {
-        guard let c = SSL_CTX_new(TLS_client_method()) else { throw OutboundHTTP.Failure("TLS is not available") }
-        ctx = c
-        _ = kiln_ctx_set_min_proto(c, TLS1_2_VERSION)
-        SSL_CTX_set_default_verify_paths(c)
-        SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nil)
-        guard let s = SSL_new(c) else { throw OutboundHTTP.Failure("TLS is not available") }
-        ssl = s
-        SSL_set_fd(s, fd)
-        if IPAddress(host) == nil { _ = host.withCString { kiln_ssl_set_sni(s, $0) } }
-        _ = SSL_set1_host(s, host)
-        guard SSL_connect(s) == 1 else {
-            throw OutboundHTTP.Failure("the TLS handshake failed (is the server's certificate valid for \(host)?)")
-        }
-    }
-
-    func write(_ bytes: [UInt8]) throws {
-        var off = 0
-        while off < bytes.count {
-            setTimeout()
-            let n: Int = bytes.withUnsafeBytes { b in
-                if let ssl { return Int(SSL_write(ssl, b.baseAddress! + off, Int32(bytes.count - off))) }
-                return Glibc.send(fd, b.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL))
-            }
-            guard n > 0 else { throw OutboundHTTP.Failure("the connection was lost while sending") }
-            off += n
-        }
-    }
-
-    /// Up to 64 KiB; empty at the end of the stream; nil when the deadline passed.
-    func read() throws -> [UInt8]? {
-        guard deadline.timeIntervalSinceNow > 0 else { return nil }
-        setTimeout()
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        let n: Int = chunk.withUnsafeMutableBytes { b in
-            if let ssl { return Int(SSL_read(ssl, b.baseAddress, 65536)) }
-            return Glibc.recv(fd, b.baseAddress, 65536, 0)
-        }
-        if n > 0 { return Array(chunk[0..<n]) }
-        if n == 0 { return [] }
-        if errno == EAGAIN || errno == EWOULDBLOCK { return deadline.timeIntervalSinceNow > 0 ? try read() : nil }
-        if ssl != nil {
-            // A TLS close without close_notify reads as the end.
-            return []
-        }
-        throw OutboundHTTP.Failure("the connection was reset")
-    }
-
-    func close() {
-        if let ssl {
-            SSL_shutdown(ssl)
-            SSL_free(ssl)
-        }
-        if let ctx { SSL_CTX_free(ctx) }
-        Glibc.close(fd)
     }
 }

@@ -118,94 +118,42 @@ public struct SMTPMailer: Mailer {
     }
 }
 
-/// A blocking TCP (optionally TLS) line connection for the SMTP client.
+/// A line connection for the SMTP client on Kiln's one client socket (30 s for every wait).
 final class SMTPConnection {
-    let fd: Int32
+    let socket: ClientSocket
     let host: String
     let verify: Bool
-    var ctx: OpaquePointer?
-    var ssl: OpaquePointer?
-    var buffer: [UInt8] = []
 
     init(host: String, port: Int, verify: Bool) throws {
         self.host = host
         self.verify = verify
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var res: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, String(port), &hints, &res) == 0, let first = res else {
-            throw SMTPMailer.SMTPError(description: "cannot resolve SMTP host \(host)")
+        do {
+            socket = try ClientSocket(host: host, port: port, timeout: 30, readTimeout: 30, writeTimeout: 30)
+        } catch let f as ClientSocket.Failure {
+            throw SMTPMailer.SMTPError(description: "cannot connect to SMTP server \(host):\(port): \(f)")
         }
-        defer { freeaddrinfo(res) }
-        var ai: UnsafeMutablePointer<addrinfo>? = first
-        var s: Int32 = -1
-        while let a = ai {
-            s = socket(a.pointee.ai_family, a.pointee.ai_socktype, a.pointee.ai_protocol)
-            if s >= 0 {
-                var tv = timeval(tv_sec: 30, tv_usec: 0)
-                setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-                setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-                if connect(s, a.pointee.ai_addr, a.pointee.ai_addrlen) == 0 { break }
-                Glibc.close(s)
-                s = -1
-            }
-            ai = a.pointee.ai_next
-        }
-        guard s >= 0 else { throw SMTPMailer.SMTPError(description: "cannot connect to SMTP server \(host):\(port)") }
-        fd = s
     }
 
     func startTLS() throws {
-        guard let c = SSL_CTX_new(TLS_client_method()) else { throw SMTPMailer.SMTPError(description: "TLS context") }
-        ctx = c
-        _ = kiln_ctx_set_min_proto(c, TLS1_2_VERSION)
-        if verify {
-            SSL_CTX_set_default_verify_paths(c)
-            SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nil)
-        }
-        guard let s = SSL_new(c) else { throw SMTPMailer.SMTPError(description: "TLS session") }
-        ssl = s
-        SSL_set_fd(s, fd)
-        _ = host.withCString { kiln_ssl_set_sni(s, $0) }
-        if verify { _ = SSL_set1_host(s, host) }
-        guard SSL_connect(s) == 1 else {
+        do {
+            try socket.startTLS(hostName: host, verify: verify)
+        } catch let f as ClientSocket.Failure {
             throw SMTPMailer.SMTPError(
                 description:
-                    "TLS handshake with the SMTP server failed (certificate not trusted? use ?verify=false for a local relay)"
-            )
+                    "TLS handshake with the SMTP server failed (\(f); certificate not trusted? use ?verify=false for a "
+                    + "local relay)")
         }
-        buffer.removeAll()
     }
 
     func write(_ text: String) throws {
-        let bytes = Array(text.utf8)
-        var off = 0
-        while off < bytes.count {
-            let n: Int = bytes.withUnsafeBytes { b in
-                if let ssl { return Int(SSL_write(ssl, b.baseAddress! + off, Int32(bytes.count - off))) }
-                return Glibc.send(fd, b.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL))
-            }
-            guard n > 0 else { throw SMTPMailer.SMTPError(description: "SMTP connection lost while sending") }
-            off += n
+        do { try socket.write(Array(text.utf8)) } catch let f as ClientSocket.Failure {
+            throw SMTPMailer.SMTPError(description: "SMTP connection lost while sending (\(f))")
         }
     }
 
     func readLine() throws -> String {
-        while true {
-            if let i = buffer.firstIndex(of: 10) {
-                let line = String(decoding: buffer[..<i], as: UTF8.self).trimmingCharacters(
-                    in: CharacterSet(charactersIn: "\r"))
-                buffer.removeFirst(i + 1)
-                return line
-            }
-            var chunk = [UInt8](repeating: 0, count: 4096)
-            let n: Int = chunk.withUnsafeMutableBytes { b in
-                if let ssl { return Int(SSL_read(ssl, b.baseAddress, 4096)) }
-                return Glibc.recv(fd, b.baseAddress, 4096, 0)
-            }
-            guard n > 0 else { throw SMTPMailer.SMTPError(description: "SMTP server closed the connection") }
-            buffer += chunk[0..<n]
-            if buffer.count > 64 * 1024 { throw SMTPMailer.SMTPError(description: "SMTP reply too long") }
+        do { return try socket.readLine(limit: 64 * 1024) } catch let f as ClientSocket.Failure {
+            throw SMTPMailer.SMTPError(description: "SMTP server closed the connection (\(f))")
         }
     }
 
@@ -234,12 +182,5 @@ final class SMTPConnection {
         }
     }
 
-    func close() {
-        if let ssl {
-            SSL_shutdown(ssl)
-            SSL_free(ssl)
-        }
-        if let ctx { SSL_CTX_free(ctx) }
-        Glibc.close(fd)
-    }
+    func close() { socket.close() }
 }

@@ -85,16 +85,7 @@ import Testing
     }
 
     @Test(.enabled(if: which("openssl"))) func httpsWithSelfSignedCertificate() async throws {
-        let dir = NSTemporaryDirectory() + "kiln-tls-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let (gen, _, genErr) = try await run(
-            "openssl",
-            [
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-nodes", "-keyout", "\(dir)/key.pem", "-out", "\(dir)/cert.pem", "-days", "1",
-                "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            ])
-        try #require(gen == 0, "\(genErr)")
+        let dir = try await selfSignedCertificate()
         let s = try LiveServer(LiveServerTests.router()) {
             $0.tlsCertificatePath = "\(dir)/cert.pem"
             $0.tlsKeyPath = "\(dir)/key.pem"

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import KilnCore
 import KilnTestClients
+import Testing
 
 @testable import KilnHTTP
 
@@ -34,4 +35,20 @@ func which(_ program: String) -> Bool { ProcessRunner.which(program) != nil }
 
 func parse(_ s: String, limits: ParserLimits = ParserLimits()) -> HeadParseResult {
     Array(s.utf8).withUnsafeBufferPointer { parseRequestHead($0, limits: limits) }
+}
+
+/// A folder with `cert.pem` and `key.pem`: a self-signed certificate for localhost and 127.0.0.1
+/// (made with the openssl command).
+func selfSignedCertificate() async throws -> String {
+    let dir = NSTemporaryDirectory() + "kiln-tls-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let (gen, _, genErr) = try await run(
+        "openssl",
+        [
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", "\(dir)/key.pem", "-out", "\(dir)/cert.pem", "-days", "1",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+    try #require(gen == 0, "\(genErr)")
+    return dir
 }

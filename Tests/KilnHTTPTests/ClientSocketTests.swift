@@ -1,0 +1,107 @@
+import Foundation
+import Glibc
+import KilnTestClients
+import Testing
+
+@testable import KilnHTTP
+
+/// The client socket under Kiln's outbound HTTP, SMTP and PostgreSQL clients, against Kiln's own TLS
+/// server and raw sockets: verification by CA file and host name, plain bytes before a handshake
+/// refused, deadlines and the end of a stream.
+@Suite struct ClientSocketTests {
+    static func get(_ s: ClientSocket) throws -> String {
+        try s.write(Array("GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8))
+        var got: [UInt8] = []
+        while let chunk = try s.receive(), !chunk.isEmpty { got += chunk }
+        return String(decoding: got, as: UTF8.self)
+    }
+
+    @Test(.enabled(if: which("openssl"))) func verifiesTheChainAndTheName() async throws {
+        let dir = try await selfSignedCertificate()
+        let server = try LiveServer(LiveServerTests.router()) {
+            $0.tlsCertificatePath = "\(dir)/cert.pem"
+            $0.tlsKeyPath = "\(dir)/key.pem"
+        }
+        try await using(server) { server in
+            func connect() throws -> ClientSocket {
+                try ClientSocket(host: "127.0.0.1", port: server.port, timeout: 5, numericHost: true, readTimeout: 10)
+            }
+            for name in ["localhost", "127.0.0.1"] {
+                let s = try connect()
+                try s.startTLS(hostName: name, verify: true, rootCert: "\(dir)/cert.pem")
+                #expect(s.isTLS && s.tlsDescription?.hasPrefix("TLSv1.") == true)
+                let answer = try Self.get(s)
+                #expect(answer.hasPrefix("HTTP/1.1 200") && answer.hasSuffix("Hello, world!"), "\(answer)")
+            }
+            // Another name, or the system's roots (which do not hold this certificate): refused, and why.
+            for (name, root) in [("example.com", "\(dir)/cert.pem"), ("localhost", nil)] as [(String, String?)] {
+                let s = try connect()
+                let refused = #expect(throws: ClientSocket.Failure.self) {
+                    try s.startTLS(hostName: name, verify: true, rootCert: root)
+                }
+                #expect(refused?.certificate != nil, "\(String(describing: refused))")
+            }
+            // Without verification (sslmode=require, a local relay) the same certificate is taken.
+            let s = try connect()
+            try s.startTLS(hostName: "example.com", verify: false)
+            #expect(try Self.get(s).hasPrefix("HTTP/1.1 200"))
+        }
+    }
+
+    /// A listening socket on 127.0.0.1; `serve` runs on a thread with each accepted connection.
+    static func listener(_ serve: @escaping @Sendable (Int32) -> Void) throws -> (port: Int, fd: Int32) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        listen(fd, 4)
+        _ = withUnsafeMutablePointer(to: &a) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        Thread {
+            let c = accept(fd, nil, nil)
+            if c >= 0 { serve(c) }
+        }.start()
+        return (Int(UInt16(bigEndian: a.sin_port)), fd)
+    }
+
+    @Test func plainBytesBeforeTheHandshakeAreRefused() throws {
+        // A man in the middle answers "yes, TLS" and adds his own bytes to be read as if encrypted.
+        let (port, fd) = try Self.listener { c in
+            let bytes = Array("Sinjected".utf8)
+            _ = send(c, bytes, bytes.count, 0)
+            sleep(2)
+            close(c)
+        }
+        defer { close(fd) }
+        let s = try ClientSocket(host: "127.0.0.1", port: port, timeout: 5, readTimeout: 5)
+        #expect(try s.readByte() == UInt8(ascii: "S"))
+        let refused = #expect(throws: ClientSocket.Failure.self) { try s.startTLS(hostName: nil, verify: false) }
+        #expect(refused?.description.contains("before the TLS handshake") == true)
+    }
+
+    @Test func deadlinesEndWaitsAndLinesAreRead() throws {
+        let (port, fd) = try Self.listener { c in
+            let bytes = Array("220 ready\r\n250-first\r\n250 last\n".utf8)
+            _ = send(c, bytes, bytes.count, 0)
+            sleep(3)  // then nothing more for a while
+            close(c)
+        }
+        let s = try ClientSocket(host: "127.0.0.1", port: port, timeout: 5, readTimeout: 5)
+        #expect(try s.readLine() == "220 ready")
+        #expect(try s.readLine() == "250-first")
+        #expect(try s.readLine() == "250 last")
+        s.deadline = Date().addingTimeInterval(0.3)
+        #expect(try s.receive() == nil, "the deadline ends the wait")
+        let late = #expect(throws: ClientSocket.Failure.self) { _ = try s.readByte() }
+        #expect(late?.timedOut == true)
+        // Nobody listening: refused, not a hang.
+        close(fd)
+        let refused = #expect(throws: ClientSocket.Failure.self) {
+            _ = try ClientSocket(host: "127.0.0.1", port: port, timeout: 2)
+        }
+        #expect(refused?.timedOut == false)
+    }
+}
