@@ -13,6 +13,15 @@ enum NotebookMigrations {
                     last_run_at INTEGER,
                     UNIQUE (project_id, path)
                 );
-                """)
+                """),
+        Migration(
+            module: "notebooks", version: 2, name: "the instance holding each notebook's kernel",
+            sql: """
+                CREATE TABLE notebook_kernels (
+                    nb_id TEXT PRIMARY KEY,
+                    instance_id TEXT NOT NULL,
+                    started_at INTEGER NOT NULL
+                );
+                """),
     ]
 }

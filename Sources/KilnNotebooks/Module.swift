@@ -24,6 +24,7 @@ public struct NotebooksModule: KilnModule {
         service = NotebookService(services: services, projects: projects, policy: policy)
         let s = service
         services.hooks.workspaceOf(param: "nb_id") { id in try await s.workspaceOf(id) }
+        services.instances.onRecover("notebooks") { alive in try await s.store.releaseKernels(notHeldBy: alive) }
     }
 
     public var migrations: [Migration] { NotebookMigrations.all }

@@ -34,8 +34,13 @@ final class NotebookRunner: Sendable {
             range: 1...1000),
     ]
     let perUser: Int
+    /// Where the instance holding each kernel is recorded (several instances on one database).
+    let store: NotebookStore
+    let instanceID: String
 
-    init(services: Services) {
+    init(services: Services, store: NotebookStore) {
+        self.store = store
+        instanceID = services.instances.id
         sandbox = services.sandbox
         bus = services.bus
         clock = services.clock
@@ -91,9 +96,13 @@ final class NotebookRunner: Sendable {
             try await k.waitReady()
             return k
         }
-        do { try await k.start() } catch {
+        do {
+            try await k.start()
+            try await store.holdKernel(nbID, instance: instanceID, at: clock.now())
+        } catch {
             await k.stop()
             kernels.withLock { if $0[nbID] === k { $0[nbID] = nil } }
+            try? await store.releaseKernel(nbID, instance: instanceID)
             throw APIError.unavailable(
                 "Notebook kernels need jupyter_client and ipykernel for \(python) "
                     + "(pip install jupyter_client ipykernel): "
@@ -113,16 +122,20 @@ final class NotebookRunner: Sendable {
             if await k.state != .busy && idle > idleSeconds {
                 await k.stop()
                 kernels.withLock { if $0[id] === k { $0[id] = nil } }
+                try? await store.releaseKernel(id, instance: instanceID)
             }
         }
     }
 
     func stopAll() async {
-        let all = kernels.withLock { d -> [NotebookKernel] in
+        let all = kernels.withLock { d -> [String: NotebookKernel] in
             defer { d.removeAll() }
-            return Array(d.values)
+            return d
         }
-        for k in all { await k.stop() }
+        for (id, k) in all {
+            await k.stop()
+            try? await store.releaseKernel(id, instance: instanceID)
+        }
     }
 
     /// Runs a code cell's source on the kernel: publishes its events and returns its outcome with the

@@ -16,6 +16,7 @@ public final class NotebookService: Sendable {
     /// One change at a time per server, so two editors' read-modify-writes cannot interleave.
     let editing = Mutex(())
     let runner: NotebookRunner
+    let instances: Instances
     /// Judges each run (`notebook.run`, with the notebook's path).
     let policy: (any PolicyEngine)?
 
@@ -23,7 +24,8 @@ public final class NotebookService: Sendable {
         store = NotebookStore(db: services.db)
         self.projects = projects
         clock = services.clock
-        runner = NotebookRunner(services: services)
+        instances = services.instances
+        runner = NotebookRunner(services: services, store: store)
         self.policy = policy
     }
 
@@ -277,6 +279,7 @@ public final class NotebookService: Sendable {
                 data: #"{"status":"ok","duration_ms":0,"execution_count":null}"#)
             return (runID, Task { ["status": "ok", "execution_count": .null, "outputs": [], "duration_ms": 0] })
         }
+        try await kernelElsewhere(nbID)
         let kernel = try await runner.kernel(nbID, project: project, name: nb.kernel ?? "python3", userID: userID)
         let task = Task { () -> JSONValue in
             let r = await runner.execute(kernel, code: code, runID: runID)
@@ -325,8 +328,22 @@ public final class NotebookService: Sendable {
         return await k.info
     }
 
+    /// A kernel's state lives in its process: when another live instance sharing the database holds
+    /// this notebook's kernel, running, interrupting or restarting it here answers 421 naming that
+    /// instance (a load balancer retries there). A kernel recorded for an instance that is gone went
+    /// with it, and is forgotten.
+    func kernelElsewhere(_ nbID: String) async throws {
+        guard runner.existing(nbID) == nil, let holder = try await store.kernelHolder(nbID), holder != instances.id
+        else { return }
+        if try await instances.url(of: holder) != nil {
+            throw try await instances.misdirected("The kernel of notebook \(nbID)", holder: holder)
+        }
+        try await store.releaseKernel(nbID, instance: holder)
+    }
+
     func interrupt(_ nbID: String, access: WorkspaceAccess) async throws -> JSONValue {
         _ = try await locate(nbID, access: access)
+        try await kernelElsewhere(nbID)
         guard let k = runner.existing(nbID) else { throw APIError.conflict("The notebook has no kernel running") }
         await k.interrupt()
         return await k.info
@@ -334,6 +351,7 @@ public final class NotebookService: Sendable {
 
     func restart(_ nbID: String, access: WorkspaceAccess, userID: String) async throws -> JSONValue {
         let (project, path, _) = try await locate(nbID, access: access)
+        try await kernelElsewhere(nbID)
         if let k = runner.existing(nbID), await k.state != .dead {
             await k.restart()
             return await k.info

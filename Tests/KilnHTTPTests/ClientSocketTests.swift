@@ -97,10 +97,21 @@ import Testing
         #expect(try s.receive() == nil, "the deadline ends the wait")
         let late = #expect(throws: ClientSocket.Failure.self) { _ = try s.readByte() }
         #expect(late?.timedOut == true)
-        // Nobody listening: refused, not a hang.
         close(fd)
+        // Nobody listening: refused, not a hang. (The port stays bound, not listening, while the
+        // test connects: a port given back could be taken at once by another test's server.)
+        let bound = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(bound) }
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(bound, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &a) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(bound, $0, &len) }
+        }
         let refused = #expect(throws: ClientSocket.Failure.self) {
-            _ = try ClientSocket(host: "127.0.0.1", port: port, timeout: 2)
+            _ = try ClientSocket(host: "127.0.0.1", port: Int(UInt16(bigEndian: a.sin_port)), timeout: 2)
         }
         #expect(refused?.timedOut == false)
     }

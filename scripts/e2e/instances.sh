@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two `kiln serve` instances on one PostgreSQL database and one shared data dir, driven with curl
 # and python `websockets`: a session made on A works on B; a master key rotated on A is taken up by
-# B (it opens what A re-sealed, A opens what it seals after); an agent run (scripted provider) started
+# B (it opens what A re-sealed, A opens what it seals after); a notebook kernel started on A is
+# answered 421 through B; an agent run (scripted provider) started
 # on A is followed over SSE on B, every event in order; a job running on A cancelled through B and
 # a terminal of A attached through B are answered 421 naming A (for a load balancer or the client
 # to retry there), and work there; a lockout earned on A holds on B, and so does the login rate
@@ -27,6 +28,7 @@ A=http://127.0.0.1:$PA; BB=http://127.0.0.1:$PB
 serve() {  # serve PORT NAME
   "$KILN" serve --port "$1" --data-dir "$WORK/data" --projects-root "$WORK/projects" \
     --llm-base-url "http://127.0.0.1:$LLM_PORT/v1" --llm-model fake-model --instance-timeout 3 \
+    --notebook-python "$(python3 -c 'import sys; print(sys.prefix)')/bin/python" \
     >> "$OUT/instances-$2.out" 2>> "$OUT/instances-$2.log" &
 }
 rm -f "$OUT"/instances-[ab].out "$OUT"/instances-[ab].log
@@ -109,6 +111,22 @@ async def main():
 asyncio.run(main())
 PY
 curl -s -o /dev/null -H "$AUTH" -X DELETE "$A/api/pty/$PTY"
+
+# A notebook's kernel lives in A's process once a cell ran there: through B, running a cell,
+# interrupting or restarting answers 421 naming A (its state is not on B); through A it runs on.
+NB=$(curl -s "${SJ[@]}" -d "{\"project_id\":\"$PRJ\",\"path\":\"k.ipynb\"}" "$A/api/notebook" | jget 'd["id"]')
+CELL=$(curl -s "${SJ[@]}" -d '{"cell_type":"code","source":"x = 6 * 7\nx"}' "$A/api/notebook/$NB/cells" | jget 'd["id"]')
+runcell() { curl -s "${SJ[@]}" -H 'Accept: application/json' -X POST "$1/api/notebook/run/$NB/$CELL"; }
+expect "a cell runs on A (42)" 42 "$(runcell "$A" | jget 'd["outputs"][0]["data"]["text/plain"]')"
+runcell "$BB" > "$WORK/nb-b.json"
+expect "running it through B: 421" misdirected "$(jget 'd["error"]["code"]' < "$WORK/nb-b.json")"
+expect "… naming A" "$A" "$(jget 'd["error"]["details"]["instance_url"]' < "$WORK/nb-b.json")"
+for action in interrupt restart; do
+  expect "$action through B: 421" 421 \
+    "$(curl -s -o /dev/null -w '%{http_code}' "${SJ[@]}" -X POST "$BB/api/notebook/$NB/$action")"
+done
+CELL=$(curl -s "${SJ[@]}" -d '{"cell_type":"code","source":"x"}' "$A/api/notebook/$NB/cells" | jget 'd["id"]')
+expect "A's kernel kept its state (a cell reading x there: 42)" 42 "$(runcell "$A" | jget 'd["outputs"][0]["data"]["text/plain"]')"
 
 # A lockout earned on A holds on B.
 for _ in 1 2 3 4 5; do
