@@ -72,7 +72,7 @@ import Testing
         let (port, fd) = try Self.listener { c in
             let bytes = Array("Sinjected".utf8)
             _ = send(c, bytes, bytes.count, 0)
-            sleep(2)
+            sleep(20)  // long enough for a loaded machine; the test is done well before
             close(c)
         }
         defer { close(fd) }
@@ -86,7 +86,7 @@ import Testing
         let (port, fd) = try Self.listener { c in
             let bytes = Array("220 ready\r\n250-first\r\n250 last\n".utf8)
             _ = send(c, bytes, bytes.count, 0)
-            sleep(3)  // then nothing more for a while
+            sleep(20)  // then nothing more for a while (longer than a loaded machine needs)
             close(c)
         }
         let s = try ClientSocket(host: "127.0.0.1", port: port, timeout: 5, readTimeout: 5)
