@@ -17,8 +17,8 @@ public struct RunInput: Sendable {
 }
 
 /// `POST /api/agent/run`.
-struct StartInput: Decodable, Sendable {
-    let projectId: String?
+struct StartInput: Codable, Sendable {
+    var projectId: String?
     let prompt: String
     let model: String?
     let maxSteps: Int?

@@ -25,6 +25,7 @@ public struct AgentsModule: KilnModule {
         service = AgentService(
             services: services, projects: projects, jobs: jobs, observers: observers, secrets: secrets, policy: policy,
             approvals: approvals)
+        service.registerResumers()
         let agents = service
         services.hooks.workspaceOf(param: "run_id") { id in try await agents.workspaceOf(id) }
         services.instances.onRecover("agents") { alive in try await agents.recover(alive: alive) }

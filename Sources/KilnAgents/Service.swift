@@ -16,6 +16,9 @@ public struct AgentService: Sendable {
     /// The server's model provider (nil: none configured).
     let server: ProviderSettings?
     let secrets: (any SecretProvider)?
+    /// Where a start that a `require_approval` rule holds (a secret it uses) is parked.
+    let approvals: (any ApprovalGate)?
+    let hooks: Hooks
 
     static let unavailable =
         "No model provider is configured. Start kiln with --llm-base-url (an OpenAI-compatible /v1 URL or "
@@ -27,6 +30,8 @@ public struct AgentService: Sendable {
         secrets: (any SecretProvider)? = nil, policy: (any PolicyEngine)? = nil, approvals: (any ApprovalGate)? = nil
     ) {
         self.secrets = secrets
+        self.approvals = approvals
+        hooks = services.hooks
         store = AgentStore(db: services.db)
         engine = AgentEngine(
             services: services, store: store, projects: projects, jobs: jobs, observers: observers, policy: policy,
@@ -155,24 +160,47 @@ public struct AgentService: Sendable {
     /// Hands runs browser checks (browser_check), built after the agents.
     public func attach(browser: any BrowserChecks) { engine.browser.withLock { $0 = browser } }
 
-    func start(_ input: StartInput, access: WorkspaceAccess, userID: String) async throws -> String {
+    /// Starts a run; a `require_approval` rule on a secret it uses parks the start instead (202 with
+    /// the approval), and the run starts as the requester once it is approved (`grants`).
+    func start(
+        _ input: StartInput, access: WorkspaceAccess, userID: String, grants: [PolicyGrant] = []
+    ) async throws -> String {
         try Validate.text(input.prompt, field: "prompt", maxBytes: 32 * 1024)
         try Validate.maxSteps(input.maxSteps)
         try Validate.model(input.model)
         let project = try await projects.resolve(input.projectId, access: access, userID: userID)
         let p = try await prefs(userID: userID, wsID: access.wsID)
         let (prov, model) = try provider(p)
-        var values: [SecretValue] = []
-        if let names = input.secrets, !names.isEmpty {
-            guard let secrets else { throw APIError.unavailable("Secrets are not available on this server") }
-            values = try await secrets.use(names, wsID: access.wsID, userID: userID, purpose: "agent.run")
+        var fixed = input
+        fixed.projectId = project.id
+        return try await approvals.parking(
+            wsID: access.wsID, userID: userID, kind: "agent.run", payload: ["input": try JSONValue(encoding: fixed)],
+            grants: grants
+        ) {
+            var values: [SecretValue] = []
+            if let names = input.secrets, !names.isEmpty {
+                guard let secrets else { throw APIError.unavailable("Secrets are not available on this server") }
+                values = try await secrets.use(
+                    names, wsID: access.wsID, userID: userID, purpose: "agent.run", grants: grants)
+            }
+            let external = try await externalTools(input.tools ?? p.tools ?? [], wsID: access.wsID)
+            return try await engine.start(
+                project: project, userID: userID, provider: prov,
+                input: RunInput(
+                    prompt: input.prompt, model: input.model ?? model, maxSteps: input.maxSteps ?? p.maxSteps ?? 20,
+                    temperature: p.temperature, instructions: p.systemInstructions, secrets: values,
+                    external: external))
         }
-        let external = try await externalTools(input.tools ?? p.tools ?? [], wsID: access.wsID)
-        return try await engine.start(
-            project: project, userID: userID, provider: prov,
-            input: RunInput(
-                prompt: input.prompt, model: input.model ?? model, maxSteps: input.maxSteps ?? p.maxSteps ?? 20,
-                temperature: p.temperature, instructions: p.systemInstructions, secrets: values, external: external))
+    }
+
+    /// Starts the parked runs of approved approvals.
+    func registerResumers() {
+        guard let approvals else { return }
+        approvals.onApproved(kind: "agent.run") { [self] a in
+            let access = try await a.access(hooks, needs: AgentPermission.run)
+            let id = try await start(try a.input(StartInput.self), access: access, userID: a.userID, grants: a.grants)
+            return ["run_id": .string(id)]
+        }
     }
 
     /// The run to follow: the one named, else the caller's latest in flight.

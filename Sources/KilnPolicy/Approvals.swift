@@ -320,6 +320,9 @@ public final class ApprovalService: ApprovalGate, Sendable {
         }
         if case .object(let res) = o["result"] ?? .null {
             for k in ["job_id", "pty_id", "project_id"] where res[k] != nil { o[k] = res[k] }
+            // A parked agent-run start: the run it started once approved (a tool call's approval names
+            // the run waiting on it instead).
+            if o["run_id"] == .null, let started = res["run_id"] { o["run_id"] = started }
         }
         return .object(o)
     }

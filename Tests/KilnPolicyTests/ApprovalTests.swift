@@ -215,6 +215,58 @@ import Testing
         }
     }
 
+    /// An agent run that would use a secret a rule holds is parked as a whole (202), and starts as its
+    /// requester once approved, with the secret in its commands' environment.
+    @Test func anAgentRunUsingAHeldSecretStartsOnceApproved() async throws {
+        let x = try await AgentFixture.make()
+        try await using(x) { x in
+            let f = x.f
+            let rule: [String: Any] = [
+                "id": "prod-keys", "action": "secrets.use", "effect": "require_approval", "when": ["secret": "PROD_*"],
+            ]
+            #expect(try await f.a.call("PUT", "/api/policies", json: ["ws_id": f.ws, "rules": [rule]]).status == 200)
+            #expect(
+                try await f.a.call("POST", "/api/secrets/PROD_TOKEN", json: ["ws_id": f.ws, "value": "prod-token-123"])
+                    .status == 201)
+            let b = try await Self.approver(f, role: "admin")
+            x.model.script([
+                .openai(
+                    ScriptedModel.call("c1", "run_command", ["command": "printf %s \"$PROD_TOKEN\" | wc -c"])
+                        + ScriptedModel.finish("tool_calls")),
+                .openai([ScriptedModel.text("done")] + ScriptedModel.finish("stop")),
+            ])
+            let parked = try await f.a.call(
+                "POST", "/api/agent/run", json: ["project_id": f.pid, "prompt": "deploy", "secrets": ["PROD_TOKEN"]],
+                headers: ["Accept": "application/json"])
+            #expect(parked.status == 202 && parked.json["run_id"] == nil, "\(parked.text)")
+            let id = try #require(parked.json["approval_id"] as? String, "\(parked.text)")
+            #expect(parked.json["rule_id"] as? String == "prod-keys")
+            let runs = try await f.a.call("GET", "/api/agent/history?project_id=\(f.pid)")
+            #expect((runs.json["items"] as? [Any])?.isEmpty == true, "no run before the decision: \(runs.text)")
+
+            let ok = try await b.call("POST", "/api/approvals/\(id)/approve", json: [:])
+            let seen = try await f.a.call("GET", "/api/approvals/\(id)").text
+            let run = try #require(ok.json["run_id"] as? String, "\(ok.text) \(seen)")
+            let done = try await x.follow(run).text
+            #expect(done.contains("run.completed"), "\(done)")
+            #expect(done.contains("14"), "the command saw the 14-byte secret: \(done)")
+            #expect(!done.contains("prod-token-123"))
+            let shown = try await f.a.call("GET", "/api/agent/runs/\(run)")
+            #expect(shown.json["user_id"] as? String != nil && shown.json["status"] as? String == "completed")
+
+            // Rejected: no run.
+            let again = try await f.a.call(
+                "POST", "/api/agent/run", json: ["project_id": f.pid, "prompt": "again", "secrets": ["PROD_TOKEN"]])
+            let id2 = try #require(again.json["approval_id"] as? String, "\(again.text)")
+            #expect(
+                try await b.call("POST", "/api/approvals/\(id2)/reject", json: ["reason": "not today"]).status == 200)
+            let rejected = try await f.a.call("GET", "/api/approvals/\(id2)")
+            #expect(rejected.json["state"] as? String == "rejected" && !(rejected.json["run_id"] is String))
+            let after = try await f.a.call("GET", "/api/agent/history?project_id=\(f.pid)")
+            #expect((after.json["items"] as? [Any])?.count == 1, "only the approved run: \(after.text)")
+        }
+    }
+
     @Test func aRevealAndATerminalWaitForApprovalToo() async throws {
         let f = try await ShellFixture.make()
         try await using(f) { f in
