@@ -28,6 +28,7 @@ public struct AgentsModule: KilnModule {
         service.registerResumers()
         let agents = service
         services.hooks.workspaceOf(param: "run_id") { id in try await agents.workspaceOf(id) }
+        services.hooks.onWorkspaceDeleted { tx, ws in try agents.store.purgeWorkspace(tx, ws) }
         services.instances.onRecover("agents") { alive in try await agents.recover(alive: alive) }
     }
 

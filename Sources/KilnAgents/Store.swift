@@ -219,4 +219,9 @@ struct AgentStore: Sendable {
     func audit(_ e: AuditEvent, at now: Date) async throws {
         _ = try await db.write { tx in try AuditLog.append(tx, e, at: now) }
     }
+
+    /// A deleted workspace's default preferences (its runs stay, as history).
+    func purgeWorkspace(_ tx: Transaction, _ wsID: String) throws {
+        try tx.run("DELETE FROM agent_prefs WHERE scope = 'workspace' AND scope_id = ?", wsID)
+    }
 }

@@ -22,6 +22,7 @@ public struct BrowserModule: KilnModule {
         service = BrowserService(services: services, secrets: secrets)
         let s = service
         services.hooks.workspaceOf(param: "browser_run_id") { id in try await s.workspaceOfRun(id) }
+        services.hooks.onWorkspaceDeleted { tx, ws in try s.store.purgeWorkspace(tx, ws) }
         services.instances.onRecover("browser") { alive in try await s.recover(alive: alive) }
     }
 

@@ -126,4 +126,9 @@ struct BrowserStore: Sendable {
     func workspaceOfRun(_ id: String) async throws -> String? {
         try await db.read { tx in try tx.first("SELECT ws_id FROM browser_runs WHERE id = ?", id)?.string("ws_id") }
     }
+
+    /// A deleted workspace's allowlist (its runs stay, as history).
+    func purgeWorkspace(_ tx: Transaction, _ wsID: String) throws {
+        try tx.run("DELETE FROM browser_allowlist WHERE ws_id = ?", wsID)
+    }
 }

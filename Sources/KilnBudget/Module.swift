@@ -18,6 +18,7 @@ public struct BudgetModule: KilnModule {
     /// `tools`: the built-in agent tools (their size counts in every estimate).
     public init(services: Services, projects: any ProjectDirectory, tools: any ToolCatalog) {
         service = BudgetService(services: services, projects: projects, tools: tools)
+        services.hooks.onWorkspaceDeleted { [store = service.store] tx, ws in try store.purgeWorkspace(tx, ws) }
     }
 
     public var migrations: [Migration] { BudgetMigrations.all }

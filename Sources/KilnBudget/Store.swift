@@ -77,4 +77,9 @@ struct BudgetStore: Sendable {
                 """, wsID, since, until)
         }
     }
+
+    /// A deleted workspace's limits (its usage stays, as history).
+    func purgeWorkspace(_ tx: Transaction, _ wsID: String) throws {
+        try tx.run("DELETE FROM budget_limits WHERE ws_id = ?", wsID)
+    }
 }

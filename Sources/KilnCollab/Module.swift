@@ -27,6 +27,7 @@ public struct CollabModule: KilnModule {
         services.hooks.workspaceOf(param: "review_id") { id in try await s.reviewWorkspace(id) }
         services.hooks.workspaceOf(param: "invitation") { id in try await s.invitationWorkspace(id) }
         services.hooks.onUserPurged { tx, uid in try s.store.purgeUser(tx, userID: uid) }
+        services.hooks.onWorkspaceDeleted { tx, ws in try s.store.purgeWorkspace(tx, ws) }
     }
 
     public var migrations: [Migration] { CollabMigrations.all }

@@ -200,6 +200,18 @@ struct CollabStore: Sendable {
         try await db.write { tx in try tx.run("DELETE FROM notifications WHERE created_at < ?", before) }
     }
 
+    /// A deleted workspace's share links, invitations, activity, notifications and reviews.
+    func purgeWorkspace(_ tx: Transaction, _ wsID: String) throws {
+        try tx.run("DELETE FROM share_links WHERE ws_id = ?", wsID)
+        try tx.run("DELETE FROM ws_invitations WHERE ws_id = ?", wsID)
+        try tx.run("DELETE FROM activity WHERE ws_id = ?", wsID)
+        try tx.run("DELETE FROM notifications WHERE ws_id = ?", wsID)
+        for table in ["review_comments", "review_reviewers"] {
+            try tx.run("DELETE FROM \(table) WHERE review_id IN (SELECT id FROM reviews WHERE ws_id = ?)", wsID)
+        }
+        try tx.run("DELETE FROM reviews WHERE ws_id = ?", wsID)
+    }
+
     func purgeUser(_ tx: Transaction, userID: String) throws {
         try tx.run("DELETE FROM notifications WHERE user_id = ?", userID)
         try tx.run("DELETE FROM notification_settings WHERE user_id = ?", userID)

@@ -233,6 +233,9 @@ public typealias DefaultWorkspace = @Sendable (_ userID: String) async throws ->
 public final class Hooks: Sendable {
     public typealias UserCreated = @Sendable (Transaction, _ userID: String, _ name: String, _ at: Date) throws -> Void
     public typealias UserPurged = @Sendable (Transaction, _ userID: String) throws -> Void
+    /// A workspace deleted: a domain removes what it kept for it (credentials, settings, links), in
+    /// the deletion's transaction.
+    public typealias WorkspaceDeleted = @Sendable (Transaction, _ wsID: String) throws -> Void
     public typealias ExportSection = @Sendable (_ userID: String) async throws -> JSONValue
     /// A password reset: every credential of the account ends in the same transaction.
     public typealias CredentialsReset = @Sendable (Transaction, _ userID: String, _ at: Date) throws -> Void
@@ -244,6 +247,7 @@ public final class Hooks: Sendable {
     struct State {
         var userCreated: [UserCreated] = []
         var userPurged: [UserPurged] = []
+        var workspaceDeleted: [WorkspaceDeleted] = []
         var credentialsReset: [CredentialsReset] = []
         var masterKeyRotations: [MasterKeyRotation] = []
         var executionPolicy: ExecutionPolicy?
@@ -260,6 +264,9 @@ public final class Hooks: Sendable {
 
     public func onUserCreated(_ f: @escaping UserCreated) { state.withLock { $0.userCreated.append(f) } }
     public func onUserPurged(_ f: @escaping UserPurged) { state.withLock { $0.userPurged.append(f) } }
+    public func onWorkspaceDeleted(_ f: @escaping WorkspaceDeleted) {
+        state.withLock { $0.workspaceDeleted.append(f) }
+    }
     public func onCredentialsReset(_ f: @escaping CredentialsReset) {
         state.withLock { $0.credentialsReset.append(f) }
     }
@@ -310,6 +317,9 @@ public final class Hooks: Sendable {
     }
     public func userPurged(_ tx: Transaction, userID: String) throws {
         for f in state.withLock({ $0.userPurged }) { try f(tx, userID) }
+    }
+    public func workspaceDeleted(_ tx: Transaction, wsID: String) throws {
+        for f in state.withLock({ $0.workspaceDeleted }) { try f(tx, wsID) }
     }
     public var exportSections: [(String, ExportSection)] { state.withLock { $0.exports } }
     public var sessions: SessionResolver? { state.withLock { $0.sessions } }

@@ -31,6 +31,7 @@ public struct MCPModule: KilnModule {
         server = MCPServerService(toolbox: toolbox, clock: services.clock)
         registry = MCPRegistryService(services: services, toolbox: toolbox, policy: policy, secrets: secrets)
         let r = registry
+        services.hooks.onWorkspaceDeleted { [store = registry.store] tx, ws in try store.purgeWorkspace(tx, ws) }
         services.hooks.workspaceOf(param: "server_id") { id in
             IDs.isValid(id, prefix: "mcs") ? try await r.store.workspaceOfServer(id) : nil
         }

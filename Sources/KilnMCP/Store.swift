@@ -149,4 +149,11 @@ struct MCPStore: Sendable {
     func setSealed(_ tx: Transaction, _ id: String, _ sealed: [UInt8]) throws {
         try tx.run("UPDATE mcp_tokens SET sealed = ? WHERE id = ?", sealed, id)
     }
+
+    /// A deleted workspace's registered servers, their tools and its sealed credentials.
+    func purgeWorkspace(_ tx: Transaction, _ wsID: String) throws {
+        try tx.run("DELETE FROM mcp_tools WHERE server_id IN (SELECT id FROM mcp_servers WHERE ws_id = ?)", wsID)
+        try tx.run("DELETE FROM mcp_servers WHERE ws_id = ?", wsID)
+        try tx.run("DELETE FROM mcp_tokens WHERE ws_id = ?", wsID)
+    }
 }

@@ -28,6 +28,7 @@ public struct PolicyModule: KilnModule {
         service = PolicyService(services: services)
         approvals = ApprovalService(services: services)
         let a = approvals
+        services.hooks.onWorkspaceDeleted { [store = service.store] tx, ws in try store.purgeWorkspace(tx, ws) }
         services.hooks.workspaceOf(param: "approval_id") { id in try await a.workspaceOf(id) }
         services.instances.onRecover("approvals") { alive in try await a.recover(alive: alive) }
     }

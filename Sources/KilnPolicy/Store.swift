@@ -32,6 +32,11 @@ struct PolicyStore: Sendable {
                 """, wsID, before ?? Int.max, limit)
         }
     }
+
+    /// A deleted workspace's policies (its approvals stay, as the record of what was decided).
+    func purgeWorkspace(_ tx: Transaction, _ wsID: String) throws {
+        try tx.run("DELETE FROM policy_versions WHERE ws_id = ?", wsID)
+    }
 }
 
 /// The approvals' SQL: one row per parked action, pending until decided, expired or withdrawn.

@@ -23,6 +23,8 @@ public struct SecretsModule: KilnModule {
         services: Services, policy: (any PolicyEngine)? = nil, approvals: (any ApprovalGate)? = nil
     ) {
         service = SecretsService(services: services, policy: policy, approvals: approvals)
+        let store = service.store
+        services.hooks.onWorkspaceDeleted { tx, ws in try store.purgeWorkspace(tx, ws) }
     }
 
     public var migrations: [Migration] { SecretsMigrations.all }

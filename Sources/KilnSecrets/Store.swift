@@ -91,4 +91,10 @@ struct SecretsStore: Sendable {
     func markUsed(_ tx: Transaction, _ wsID: String, _ names: [String], at now: Date) throws {
         for n in names { try tx.run("UPDATE secrets SET last_used_at = ? WHERE ws_id = ? AND name = ?", now, wsID, n) }
     }
+
+    /// A deleted workspace's secrets, every version.
+    func purgeWorkspace(_ tx: Transaction, _ wsID: String) throws {
+        try tx.run("DELETE FROM secret_versions WHERE ws_id = ?", wsID)
+        try tx.run("DELETE FROM secrets WHERE ws_id = ?", wsID)
+    }
 }

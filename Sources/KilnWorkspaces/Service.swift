@@ -11,8 +11,10 @@ public struct WorkspaceService: WorkspaceMembers {
     let clock: any Clock
     let users: any UserDirectory
     let bus: EventBus
+    let hooks: Hooks
 
     public init(services: Services, users: any UserDirectory) {
+        hooks = services.hooks
         store = WorkspaceStore(db: services.db)
         clock = services.clock
         self.users = users
@@ -122,8 +124,10 @@ public struct WorkspaceService: WorkspaceMembers {
     func delete(_ wsID: String, by p: Principal, ip: String) async throws {
         let now = clock.now()
         try p.requireStepUp(now: now)
-        let store = self.store
+        let (store, hooks) = (self.store, self.hooks)
         try await store.write { tx in
+            // What the domains kept for it goes in the same transaction (its secrets, credentials…).
+            try hooks.workspaceDeleted(tx, wsID: wsID)
             try store.delete(tx, wsID)
             try AuditLog.append(
                 tx,
