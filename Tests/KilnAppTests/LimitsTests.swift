@@ -8,12 +8,17 @@ import Testing
 /// Running jobs per account, open terminals per account and agent runs per workspace are limited
 /// (each configurable), and each refusal is a 429 that says what to do.
 @Suite struct LimitsTests {
-    @Test func jobsTerminalsAndRunsAreLimited() async throws {
-        let x = try await AgentFixture.make { c in
+    /// Two jobs, one terminal and one agent run at a time.
+    static func limited() async throws -> AgentFixture {
+        try await AgentFixture.make { c in
             c.set("--max-jobs-per-user", "2")
             c.set("--max-terminals-per-user", "1")
             c.set("--max-agent-runs-per-workspace", "1")
         }
+    }
+
+    @Test func jobsTerminalsAndRunsAreLimited() async throws {
+        let x = try await Self.limited()
         try await using(x) { x in
             let f = x.f
             let first = try await f.start("sleep 30")
@@ -52,11 +57,7 @@ import Testing
     /// Requests arriving together cannot all pass the check before any of them counts: the check and
     /// the count are one step (each start awaits the store and a spawn between the two).
     @Test func concurrentStartsCannotPassTheLimits() async throws {
-        let x = try await AgentFixture.make { c in
-            c.set("--max-jobs-per-user", "2")
-            c.set("--max-terminals-per-user", "1")
-            c.set("--max-agent-runs-per-workspace", "1")
-        }
+        let x = try await Self.limited()
         try await using(x) { x in
             let f = x.f
             // `body` builds each request's JSON ([String: Any] is not Sendable).

@@ -49,22 +49,29 @@ import Testing
     }
 
     /// A listening socket on 127.0.0.1; `serve` runs on a thread with each accepted connection.
-    static func listener(_ serve: @escaping @Sendable (Int32) -> Void) throws -> (port: Int, fd: Int32) {
+    /// A TCP socket bound to a free port of 127.0.0.1 (not listening yet), and the port.
+    static func bound() -> (fd: Int32, port: Int) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var a = sockaddr_in()
         a.sin_family = sa_family_t(AF_INET)
         a.sin_addr.s_addr = inet_addr("127.0.0.1")
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        listen(fd, 4)
         _ = withUnsafeMutablePointer(to: &a) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
         }
+        return (fd, Int(UInt16(bigEndian: a.sin_port)))
+    }
+
+    /// A listening socket on 127.0.0.1; `serve` runs on a thread with the first accepted connection.
+    static func listener(_ serve: @escaping @Sendable (Int32) -> Void) throws -> (port: Int, fd: Int32) {
+        let (fd, port) = bound()
+        listen(fd, 4)
         Thread {
             let c = accept(fd, nil, nil)
             if c >= 0 { serve(c) }
         }.start()
-        return (Int(UInt16(bigEndian: a.sin_port)), fd)
+        return (port, fd)
     }
 
     @Test func plainBytesBeforeTheHandshakeAreRefused() throws {
@@ -100,18 +107,10 @@ import Testing
         close(fd)
         // Nobody listening: refused, not a hang. (The port stays bound, not listening, while the
         // test connects: a port given back could be taken at once by another test's server.)
-        let bound = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (bound, free) = Self.bound()
         defer { close(bound) }
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(bound, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &a) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(bound, $0, &len) }
-        }
         let refused = #expect(throws: ClientSocket.Failure.self) {
-            _ = try ClientSocket(host: "127.0.0.1", port: Int(UInt16(bigEndian: a.sin_port)), timeout: 2)
+            _ = try ClientSocket(host: "127.0.0.1", port: free, timeout: 2)
         }
         #expect(refused?.timedOut == false)
     }
