@@ -4,10 +4,10 @@ import KilnCrypto
 public enum Passwords {
     public static let minLength = 10
     public static let maxLength = 256
-    public static func hash(_ password: String) throws -> String { try PasswordHash.make(password) }
+    public static func hash(_ password: String) async throws -> String { try await PasswordHash.hashed(password) }
 
-    public static func verify(_ password: String, against stored: String) -> Bool {
-        PasswordHash.verify(password, against: stored)
+    public static func verify(_ password: String, against stored: String) async -> Bool {
+        await PasswordHash.matches(password, against: stored)
     }
 
     /// nil when acceptable, else why not.

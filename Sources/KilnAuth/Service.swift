@@ -135,7 +135,7 @@ public final class AuthService: AccountOperations, InvitedAccounts {
         guard live else {
             throw APIError.validation("This setup link is not valid, was used already, or expired", field: "token")
         }
-        let hash = try Passwords.hash(input.password)
+        let hash = try await Passwords.hash(input.password)
         let ownerEmail = try input.email.map(AuthService.validEmail)
         let ownerName = try input.name.map(AuthService.validName)
         let (hooks, store) = (self.hooks, self.store)
@@ -200,7 +200,7 @@ public final class AuthService: AccountOperations, InvitedAccounts {
             let ok = try await store.read { tx in try self.store.invitation(tx, hash: invitationHash) }
             try Self.checkInvitation(ok, email: email, now: now)
         }
-        let hash = try Passwords.hash(input.password)
+        let hash = try await Passwords.hash(input.password)
         let id = IDs.make("usr")
         let token = "kvt_" + IDs.randomBase62(43)
         let invited = invitationHash != nil
@@ -247,7 +247,7 @@ public final class AuthService: AccountOperations, InvitedAccounts {
         let email = try AuthService.validEmail(raw)
         let name = try AuthService.validName(rawName)
         if let problem = Passwords.problem(password) { throw APIError.validation(problem, field: "password") }
-        let hash = try Passwords.hash(password)
+        let hash = try await Passwords.hash(password)
         let id = IDs.make("usr")
         let now = clock.now()
         let store = self.store

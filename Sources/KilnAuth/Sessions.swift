@@ -6,7 +6,7 @@ import KilnStore
 
 extension AuthService {
     /// A hash that takes as long to check as a real one, for addresses without an account.
-    static let dummyHash: String = (try? Passwords.hash("kiln-timing-equaliser")) ?? ""
+    static let dummyHash: String = (try? PasswordHash.make("kiln-timing-equaliser")) ?? ""
 
     /// Password login. Only failures count toward a lockout (`checkPassword(row:…)`); the answer
     /// never tells an unknown address and a wrong password apart. Always makes a new session (and
@@ -23,7 +23,7 @@ extension AuthService {
         let store = self.store
         let wrong = APIError.unauthenticated("Wrong email or password")
         guard let row = try await store.loginRow(email: email), let uid = row.string("id") else {
-            _ = Passwords.verify(password, against: AuthService.dummyHash)
+            _ = await Passwords.verify(password, against: AuthService.dummyHash)
             throw wrong
         }
         guard try await checkPassword(row: row, password: password, ip: ip) else { throw wrong }
@@ -77,7 +77,7 @@ extension AuthService {
                 what: "Too many wrong passwords from your address for this account")
         }
         let stored = row.string("password_hash")
-        let ok = Passwords.verify(password, against: stored ?? AuthService.dummyHash) && stored != nil
+        let ok = await Passwords.verify(password, against: stored ?? AuthService.dummyHash) && stored != nil
         let store = self.store
         if ok {
             try await store.write { tx in try store.clearFailures(tx, userID: uid, ip: ip) }
@@ -270,7 +270,7 @@ extension AuthService {
     public func reset(token: String, password: String, ip: String) async throws {
         if let problem = Passwords.problem(password) { throw APIError.validation(problem, field: "password") }
         try await limit("reset", ip: ip)
-        let hash = try Passwords.hash(password)
+        let hash = try await Passwords.hash(password)
         let tokenHash = Crypto.sha256Hex(Array(token.utf8))
         let now = clock.now()
         let store = self.store
@@ -315,7 +315,7 @@ extension AuthService {
         guard try await checkPassword(userID: userID, password: old, ip: ip) else {
             throw APIError.validation("The current password is wrong", field: "old_password")
         }
-        let hash = try Passwords.hash(new)
+        let hash = try await Passwords.hash(new)
         let now = clock.now()
         let store = self.store
         try await store.write { tx in

@@ -156,7 +156,8 @@ public final class CollabService: Sendable {
         let id = IDs.make("shl")
         let now = clock.now()
         let expires = now.addingTimeInterval(Double(hours) * 3600)
-        let passwordHash = try i.password.map { try PasswordHash.make($0) }
+        let passwordHash: String? =
+            if let password = i.password { try await PasswordHash.hashed(password) } else { nil }
         let (path, snapshot) = (file?.path, file?.snapshot)
         try await store.db.write { [store] tx in
             try store.insertLink(
@@ -251,7 +252,7 @@ public final class CollabService: Sendable {
                 return (w[id]?.count ?? 0) >= ShareLimits.passwordTries
             }
             guard !blocked, let password, password.count <= ShareLimits.maxPassword,
-                PasswordHash.verify(password, against: stored)
+                await PasswordHash.matches(password, against: stored)
             else {
                 if password != nil {
                     wrongPasswords.withLock { w in

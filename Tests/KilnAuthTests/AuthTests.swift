@@ -287,12 +287,12 @@ func outboxLinks(_ t: TestApp) -> [String] {
 @Suite struct TimingSafetyTests {
     /// An unknown address costs a full scrypt check with the same parameters as a real account,
     /// and every secret comparison goes through the constant-time compare.
-    @Test func unknownAddressesCostARealPasswordCheck() throws {
-        let real = try Passwords.hash("some password 123")
+    @Test func unknownAddressesCostARealPasswordCheck() async throws {
+        let real = try await Passwords.hash("some password 123")
         let realParams = real.split(separator: "$").prefix(4).joined(separator: "$")
         let dummyParams = AuthService.dummyHash.split(separator: "$").prefix(4).joined(separator: "$")
         #expect(realParams == dummyParams && realParams == "scrypt$15$8$1")
-        #expect(!Passwords.verify("kiln-timing-equaliser-x", against: AuthService.dummyHash))
+        #expect(await !Passwords.verify("kiln-timing-equaliser-x", against: AuthService.dummyHash))
         // Same length, last character different: refused.
         let a = Array("0123456789abcdef0123456789abcdef".utf8)
         var b = a
@@ -348,8 +348,8 @@ func outboxLinks(_ t: TestApp) -> [String] {
             }
             let hash = try #require(stored?.string("password_hash"))
             #expect(hash.hasPrefix("scrypt$") && !hash.contains("a long enough password"))
-            #expect(Passwords.verify("a long enough password", against: hash))
-            #expect(!Passwords.verify("a long enough passwore", against: hash))
+            #expect(await Passwords.verify("a long enough password", against: hash))
+            #expect(await !Passwords.verify("a long enough passwore", against: hash))
         }
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import KilnCrypto
@@ -115,6 +116,24 @@ func h(_ s: String) -> [UInt8] { Crypto.fromHex(s)! }
                     password: Array("password".utf8), salt: Array("NaCl".utf8), n: 1024, r: 8, p: 16, length: 64))
                 == "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b3731622eaf30d92e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640"
         )
+    }
+
+    /// Password hashes made and checked on the hashing threads, several at once: each salted, each
+    /// matching only its own password, and never more running together than the queue allows.
+    @Test func passwordHashesOffThePool() async throws {
+        let passwords = (0..<4).map { "password number \($0)" }
+        let hashes = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for (i, p) in passwords.enumerated() { group.addTask { (i, try await PasswordHash.hashed(p)) } }
+            return try await group.reduce(into: [Int: String]()) { $0[$1.0] = $1.1 }
+        }
+        #expect(Set(hashes.values).count == 4 && hashes.values.allSatisfy { $0.hasPrefix("scrypt$15$8$1$") })
+        for (i, p) in passwords.enumerated() {
+            #expect(await PasswordHash.matches(p, against: hashes[i]!))
+            #expect(await !PasswordHash.matches(p, against: hashes[(i + 1) % 4]!))
+        }
+        #expect(await !PasswordHash.matches("x", against: "scrypt$99$8$1$AA$AA"), "parameters out of range")
+        let width = PasswordHash.hashing.maxConcurrentOperationCount
+        #expect(width >= 1 && width <= max(1, ProcessInfo.processInfo.activeProcessorCount / 2))
     }
 
     // RFC 8032 §7.1 tests 1 and 2.
