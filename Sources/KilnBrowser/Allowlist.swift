@@ -85,10 +85,10 @@ final class RequestGate: Sendable {
 
     /// The allowlist's host names (not wildcards, not address literals) with the first address the
     /// outbound guard admits for each; a name it refuses is left out (its requests are refused anyway).
-    func pins() -> [(host: String, address: IPAddress)] {
+    func pins() async -> [(host: String, address: IPAddress)] {
         var out: [(host: String, address: IPAddress)] = []
         for e in allowlist.entries where !e.host.hasPrefix("*.") && !e.host.hasPrefix("[") && IPAddress(e.host) == nil {
-            guard !out.contains(where: { $0.host == e.host }), let all = try? guardian.resolve(e.host),
+            guard !out.contains(where: { $0.host == e.host }), let all = try? await guardian.lookup(e.host),
                 // An IPv4 address when there is one (a server listening on 127.0.0.1 only is common).
                 let a = all.first(where: \.isV4) ?? all.first
             else { continue }
@@ -97,7 +97,7 @@ final class RequestGate: Sendable {
         return out
     }
 
-    func refusal(_ raw: String) -> String? {
+    func refusal(_ raw: String) async -> String? {
         guard let url = URL(string: raw), let scheme = url.scheme?.lowercased() else { return "not a valid URL" }
         if ["data", "blob", "about"].contains(scheme) { return nil }
         guard scheme == "http" || scheme == "https" else { return "\(scheme): URLs are not loaded" }
@@ -107,7 +107,7 @@ final class RequestGate: Sendable {
         let host = (url.host ?? "").trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         if let known = decided.withLock({ $0[host] }) { return known }
         var why: String? = nil
-        do { _ = try guardian.resolve(host) } catch { why = String(describing: error) }
+        do { _ = try await guardian.lookup(host) } catch { why = String(describing: error) }
         decided.withLock { $0[host] = .some(why) }
         return why
     }

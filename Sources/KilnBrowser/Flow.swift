@@ -145,7 +145,7 @@ extension BrowserJob {
             guard let target = URL(string: step.url ?? "", relativeTo: URL(string: url))?.absoluteString else {
                 return "not a URL"
             }
-            if let why = gate.refusal(target) { return why }
+            if let why = await gate.refusal(target) { return why }
             return try await page.navigate(target, deadline: deadline).map { "The page did not load: \($0)" }
         case "click":
             guard let point = try await page.center(of: step.selector ?? "") else {

@@ -61,7 +61,7 @@ struct BrowserJob: Sendable {
         do {
             browser = try ChromiumProcess.start(
                 binary: binary, sandbox: s.sandbox, wsID: wsID, runID: runID, viewport: viewport,
-                allowlist: gate.allowlist, pins: gate.pins())
+                allowlist: gate.allowlist, pins: await gate.pins())
         } catch {
             await finish("failed", ["status": "failed", "error": .string("Chromium did not start: \(error)")])
             return

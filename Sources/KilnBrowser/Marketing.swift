@@ -95,7 +95,7 @@ extension BrowserJob {
             await withTaskGroup(of: (Int, JSONValue).self) { group in
                 for (i, link) in batch.enumerated() {
                     group.addTask {
-                        if let why = gate.refusal(link) {
+                        if let why = await gate.refusal(link) {
                             return (i, ["url": .string(link), "skipped": .string(why), "broken": false])
                         }
                         for method in ["HEAD", "GET"] {

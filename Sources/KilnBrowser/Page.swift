@@ -93,7 +93,7 @@ final class PageSession: Sendable {
             let id = p["requestId"]?.stringValue ?? ""
             let request = p["request"]?.objectValue ?? [:]
             let url = request["url"]?.stringValue ?? ""
-            if let why = gate.refusal(url) {
+            if let why = await gate.refusal(url) {
                 let item: JSONValue = [
                     "url": .string(redactor.redact(String(url.prefix(2000)))), "reason": .string(redactor.redact(why)),
                     "resource_type": p["resourceType"] ?? .null, "blocked": true,
@@ -116,7 +116,7 @@ final class PageSession: Sendable {
             let http =
                 url.hasPrefix("wss:")
                 ? "https:" + url.dropFirst(4) : url.hasPrefix("ws:") ? "http:" + url.dropFirst(3) : url
-            if let why = gate.refusal(String(http)) {
+            if let why = await gate.refusal(String(http)) {
                 let item: JSONValue = [
                     "url": .string(redactor.redact(String(url.prefix(2000)))), "reason": .string(redactor.redact(why)),
                     "resource_type": "WebSocket", "blocked": true,

@@ -76,7 +76,7 @@ public struct OutboundHTTP: Sendable {
     public func send(_ r: Request) async throws -> Response {
         let t = try Self.target(r.url)
         let addresses: [IPAddress]
-        do { addresses = try outbound.resolve(t.host) } catch let e as OutboundGuard.Refused {
+        do { addresses = try await outbound.lookup(t.host) } catch let e as OutboundGuard.Refused {
             throw Failure(e.description)
         }
         return try await withCheckedThrowingContinuation { (c: CheckedContinuation<Response, any Error>) in

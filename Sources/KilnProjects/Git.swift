@@ -66,7 +66,7 @@ struct Git: Sendable {
         let lastComponent: String
     }
 
-    func source(_ text: String) throws -> Source {
+    func source(_ text: String) async throws -> Source {
         func bad(_ message: String) -> HTTPError { APIError.validation(message, field: "git_url") }
         guard text.utf8.count <= 2048, !text.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f })
         else {
@@ -108,7 +108,7 @@ struct Git: Sendable {
             else { throw bad("git_url has no valid host") }
             let address: IPAddress
             do {
-                address = try outbound.resolve(host).first!
+                address = try await outbound.lookup(host).first!
             } catch let refused as OutboundGuard.Refused {
                 throw bad("git_url cannot be reached: \(refused.description)")
             }

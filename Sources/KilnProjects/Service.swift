@@ -234,7 +234,7 @@ public struct ProjectService: ProjectDirectory {
 
     /// Clones into the first root with Kiln's hardened git (https, ssh, or file:// inside the roots).
     func clone(_ url: String, name: String?) async throws -> String {
-        let source = try git.source(url)
+        let source = try await git.source(url)
         guard Git.installed else {
             throw APIError.programMissing("git", install: "apt-get install -y git")
         }

@@ -256,7 +256,7 @@ final class TestSite: Sendable {
             let pinned = try await Self.run(f, ["kind": "smoke", "url": "http://localhost:\(site.port)/signup"])
             #expect(pinned["status"] as? String == "passed" && pinned["title"] as? String == "Sign up", "\(pinned)")
             let gate = try await f.t.app.module(BrowserModule.self)!.service.gate(wsID: f.ws)
-            #expect(ChromiumProcess.resolverRules(gate.pins()) == "MAP localhost 127.0.0.1")
+            #expect(ChromiumProcess.resolverRules(await gate.pins()) == "MAP localhost 127.0.0.1")
             // Not on the list at all: refused before a browser starts.
             let off = try await f.a.call(
                 "POST", "/api/browser/run", json: ["ws_id": f.ws, "kind": "smoke", "url": "https://example.com/"])

@@ -73,6 +73,17 @@ import Testing
         #expect(try guardDefault.resolve("8.8.8.8").map(\.description) == ["8.8.8.8"])
     }
 
+    /// The lookup request handlers await (on a thread of its own) decides as `resolve` does.
+    @Test func lookupDecidesAsResolve() async throws {
+        await #expect(throws: OutboundGuard.Refused.self) { try await guardDefault.lookup("localhost") }
+        await #expect(throws: OutboundGuard.Refused.self) { try await guardDefault.lookup("no-such-host.invalid") }
+        await #expect(throws: OutboundGuard.Refused.self) { try await guardDefault.lookup("10.1.2.3") }
+        let allowed = OutboundGuard(allowed: [CIDR("127.0.0.0/8")!, CIDR("::1/128")!])
+        let addresses = try await allowed.lookup("localhost")
+        #expect(!addresses.isEmpty && addresses.allSatisfy { $0.description == "127.0.0.1" || $0.description == "::1" })
+        #expect(try await guardDefault.lookup("8.8.8.8").map(\.description) == ["8.8.8.8"])
+    }
+
     @Test func theOptionTakesRangesAndRefusesNonsense() throws {
         let (c, _) = try Config.load(
             arguments: ["--allow-private-network", "10.0.0.0/8", "--allow-private-network=127.0.0.1"], environment: [:],
