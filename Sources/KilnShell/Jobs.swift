@@ -243,8 +243,17 @@ final class RunningJob: Sendable {
                 }
             }
         }
+        // What is still in a pipe when the loop ends (a pump thread starved past the second above, or a
+        // leftover writer keeping it open) is read without waiting, then the pipe closes.
         for i in 0..<2 where fds[i].fd >= 0 {
-            emit(i, carry[i], end: true)
+            var rest = carry[i]
+            var one = [pollfd(fd: fds[i].fd, events: Int16(POLLIN), revents: 0)]
+            for _ in 0..<16 where poll(&one, 1, 0) > 0 && one[0].revents & Int16(POLLIN) != 0 {
+                let n = buf.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, 65536) }
+                if n <= 0 { break }
+                rest += buf[0..<n]
+            }
+            emit(i, rest, end: true)
             close(fds[i].fd)
         }
         if !exited { while waitpid(pid, &status, 0) < 0 && errno == EINTR {} }
@@ -275,7 +284,8 @@ final class RunningJob: Sendable {
         while i >= 0 && seen < 4 {
             let b = data[i]
             if b & 0xC0 != 0x80 {
-                let need = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1
+                // 0xF8...0xFF never start a character: nothing to wait for.
+                let need = b >= 0xF8 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1
                 return need > seen + 1 ? i : data.count
             }
             seen += 1

@@ -47,8 +47,16 @@ import Testing
         let f = try await ShellFixture.make()
         try await using(f) { f in
             let b64 = try await f.run("printf 'caf\\303\\251 \\377\\376'", query: "?encoding=base64")
-            let bytes = Data(base64Encoded: output(b64, "stdout")).map(Array.init) ?? []
-            #expect(bytes == [0x63, 0x61, 0x66, 0xC3, 0xA9, 0x20, 0xFF, 0xFE])
+            // Each event is its own base64 (the output may come in more than one chunk).
+            let bytes = b64.filter { $0.event == "stdout" }.flatMap {
+                Data(base64Encoded: $0.data["data"] as? String ?? "").map(Array.init) ?? [0]
+            }
+            #expect(
+                bytes == [0x63, 0x61, 0x66, 0xC3, 0xA9, 0x20, 0xFF, 0xFE], "\(b64.map { "\($0.event) \($0.data)" })")
+            // A chunk ending in the middle of a character keeps that part for the next read; bytes that
+            // never start one (0xF8...0xFF) are not held back.
+            #expect(RunningJob.utf8Boundary([0x61, 0xC3]) == 1 && RunningJob.utf8Boundary([0x61, 0xE2, 0x82]) == 1)
+            #expect(RunningJob.utf8Boundary([0x61, 0xFE]) == 2 && RunningJob.utf8Boundary([0x61, 0xC3, 0xA9]) == 3)
             let text = try await f.run("printf 'caf\\303\\251 \\377'")
             #expect(output(text, "stdout") == "café \u{FFFD}")
             #expect(
