@@ -146,14 +146,12 @@ public struct OutboundGuard: Sendable {
         public let description: String
     }
 
-    /// `resolve` on a thread of its own: a lookup can wait seconds on a slow or silent DNS server, and
-    /// on the cooperative pool (as wide as the cores) it would hold a thread every other handler needs.
+    /// `resolve` off the cooperative pool (`Blocking`): a lookup can wait seconds on a slow or silent
+    /// DNS server.
     public func lookup(_ host: String) async throws -> [IPAddress] {
         if IPAddress(host) != nil { return try resolve(host) }
         let guardian = self
-        return try await withCheckedThrowingContinuation { c in
-            Thread { c.resume(with: Result { try guardian.resolve(host) }) }.start()
-        }
+        return try await Blocking.run { try guardian.resolve(host) }
     }
 
     /// The addresses `host` resolves to, every one of them allowed (an address literal in any

@@ -66,63 +66,68 @@ extension ProjectService {
             gi.add(g, base: "")
             glob = gi
         }
-        let snapshot = try index(projectID).snapshot()
-        let deadline = Date().addingTimeInterval(searchTimeout)
-        var hits: [Hit] = []
-        var timedOut = false
-        var checked = 0
-        let reader = IndexedFileReader(root: root)
-        snapshot.forEachCandidate(keys) { seg, doc in
-            let path = seg.paths[Int(doc)]
-            if let glob,
-                !glob.decide(path, isDirectory: false)
-                    && !glob.decide((path as NSString).lastPathComponent, isDirectory: false)
-            {
-                return true
+        // The scan reads and matches file after file (up to the search timeout): off the cooperative pool.
+        return try await Blocking.run { [self, regex, glob] in
+            let snapshot = try index(projectID).snapshot()
+            let deadline = Date().addingTimeInterval(searchTimeout)
+            var hits: [Hit] = []
+            var timedOut = false
+            var checked = 0
+            let reader = IndexedFileReader(root: root)
+            snapshot.forEachCandidate(keys) { seg, doc in
+                let path = seg.paths[Int(doc)]
+                if let glob,
+                    !glob.decide(path, isDirectory: false)
+                        && !glob.decide((path as NSString).lastPathComponent, isDirectory: false)
+                {
+                    return true
+                }
+                checked += 1
+                if checked % 256 == 0, Date() > deadline {
+                    timedOut = true
+                    return false
+                }
+                let stamp = seg.stamp(doc)
+                guard let content = reader.read(path, stamp) else { return true }
+                if fast {
+                    ProjectService.literalHits(
+                        path: path, stamp: stamp, content: content, needle: needle,
+                        caseInsensitive: !query.caseSensitive,
+                        definitions: definitions, into: &hits)
+                } else if !ProjectService.lineHits(
+                    path: path, stamp: stamp, content: content, query: query, regex: regex,
+                    definitions: definitions, deadline: deadline, into: &hits)
+                {
+                    timedOut = true
+                    return false
+                }
+                return hits.count < ProjectService.maxMatches
             }
-            checked += 1
-            if checked % 256 == 0, Date() > deadline {
-                timedOut = true
-                return false
+            if timedOut {
+                throw APIError.validation(
+                    "The search took longer than \(Int(searchTimeout)) s and was stopped; make q more specific",
+                    field: "q")
             }
-            let stamp = seg.stamp(doc)
-            guard let content = reader.read(path, stamp) else { return true }
-            if fast {
-                ProjectService.literalHits(
-                    path: path, stamp: stamp, content: content, needle: needle, caseInsensitive: !query.caseSensitive,
-                    definitions: definitions, into: &hits)
-            } else if !ProjectService.lineHits(
-                path: path, stamp: stamp, content: content, query: query, regex: regex,
-                definitions: definitions, deadline: deadline, into: &hits)
-            {
-                timedOut = true
-                return false
+            if hits.count > ProjectService.maxMatches { hits.removeLast(hits.count - ProjectService.maxMatches) }
+            hits.sort { ($0.path, $0.line) < ($1.path, $1.line) }
+            // Stable ranking: definitions, then whole-word hits, then the rest, each in path and line order.
+            let ranked = hits.enumerated().sorted { a, b in
+                let ra = a.element.definition ? 0 : (a.element.word ? 1 : 2)
+                let rb = b.element.definition ? 0 : (b.element.word ? 1 : 2)
+                return ra != rb ? ra < rb : a.offset < b.offset
+            }.map(\.element)
+            // The page's files are read once more for text and context.
+            var page: [SearchMatch] = []
+            var current: (path: String, bytes: [UInt8])? = nil
+            for h in ranked.dropFirst(offset).prefix(limit) {
+                if current?.path != h.path {
+                    let bytes = reader.read(h.path, h.stamp).map { Array($0) } ?? []
+                    current = (h.path, bytes)
+                }
+                current!.bytes.withUnsafeBytes { page.append(ProjectService.materialize(h, content: $0)) }
             }
-            return hits.count < ProjectService.maxMatches
+            return (page, ranked.count)
         }
-        if timedOut {
-            throw APIError.validation(
-                "The search took longer than \(Int(searchTimeout)) s and was stopped; make q more specific", field: "q")
-        }
-        if hits.count > ProjectService.maxMatches { hits.removeLast(hits.count - ProjectService.maxMatches) }
-        hits.sort { ($0.path, $0.line) < ($1.path, $1.line) }
-        // Stable ranking: definitions, then whole-word hits, then the rest, each in path and line order.
-        let ranked = hits.enumerated().sorted { a, b in
-            let ra = a.element.definition ? 0 : (a.element.word ? 1 : 2)
-            let rb = b.element.definition ? 0 : (b.element.word ? 1 : 2)
-            return ra != rb ? ra < rb : a.offset < b.offset
-        }.map(\.element)
-        // The page's files are read once more for text and context.
-        var page: [SearchMatch] = []
-        var current: (path: String, bytes: [UInt8])? = nil
-        for h in ranked.dropFirst(offset).prefix(limit) {
-            if current?.path != h.path {
-                let bytes = reader.read(h.path, h.stamp).map { Array($0) } ?? []
-                current = (h.path, bytes)
-            }
-            current!.bytes.withUnsafeBytes { page.append(ProjectService.materialize(h, content: $0)) }
-        }
-        return (page, ranked.count)
     }
 
     /// Lines holding a literal, found with memmem (or an ASCII-folding scan) over the content.
