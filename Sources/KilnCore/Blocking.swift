@@ -11,7 +11,7 @@ public enum Blocking {
         var running = 0
         var waiting: [CheckedContinuation<Void, Never>] = []
     }
-    private static let state = Mutex(State())
+    private static let state = Mutex(State())  // architecture: process-wide (one thread cap per process)
 
     public static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         await acquire()
