@@ -247,11 +247,19 @@ public final class Application: ModuleHost, @unchecked Sendable {
 
     /// Lines `serve` prints after it starts: the one-time owner setup URL while there is no account.
     public func startupNotices(baseURL: String) -> [String] {
-        guard let auth = module(AuthModule.self)?.service, (try? auth.userCount()) == 0,
-            let token = try? auth.makeOwnerSetupToken()
-        else {
-            return []
-        }
+        Self.setupNotices(token: ownerSetupToken(), baseURL: baseURL)
+    }
+
+    /// A one-time owner setup token while no account exists. `kiln serve` makes it before the server
+    /// answers, so the link is printed by the time /healthz says the server is up (made after, on a
+    /// slow store a script reading the link once the server answered could find none yet).
+    public func ownerSetupToken() -> String? {
+        guard let auth = module(AuthModule.self)?.service, (try? auth.userCount()) == 0 else { return nil }
+        return try? auth.makeOwnerSetupToken()
+    }
+
+    public static func setupNotices(token: String?, baseURL: String) -> [String] {
+        guard let token else { return [] }
         return [
             "No accounts yet. Create the owner account (one-time link, valid 24 hours):",
             "  \(baseURL)/setup?token=\(token)",

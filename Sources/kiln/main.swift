@@ -81,12 +81,14 @@ case "serve":
         ServerLog.info(
             "migration applied", ["module": .string(m.module), "version": .int(m.version), "name": .string(m.name)])
     }
+    let setupToken = app.ownerSetupToken()
     do {
         try await app.run { port in
             let base = config.baseURL(boundPort: port)
             ServerLog.info(
                 "listening", ["url": .string(base), "data_dir": .string(config.dataDir), "tls": .bool(config.isTLS)])
             out("kiln \(KilnVersion.version) listening on \(base)")
+            for line in Application.setupNotices(token: setupToken, baseURL: base) { out(line) }
             let sandbox = app.services.sandbox
             if sandbox.isolates {
                 ServerLog.info("sandbox", ["mode": .string(sandbox.summary)])
@@ -95,7 +97,6 @@ case "serve":
                 ServerLog.warn("sandbox", ["mode": .string(sandbox.summary)])
                 out("WARNING: sandbox \(sandbox.summary)")
             }
-            for line in app.startupNotices(baseURL: base) { out(line) }
         }
         exit(0)
     } catch {

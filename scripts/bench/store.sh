@@ -63,5 +63,5 @@ start_kiln "$KILN" "$SCOPES" --rate-limit 1000000
 route "PostgreSQL, one instance" "$B"
 P2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$KILN" serve --port "$P2" --data-dir "$KILN_DATA" --log-level warn --rate-limit 1000000 > /dev/null 2>&1 & B2PID=$!
-for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$P2/healthz" && break; sleep 0.1; done
+for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$P2/healthz" && break; sleep 0.1; done
 route "PostgreSQL, two instances (sum)" "$B" "http://127.0.0.1:$P2"

@@ -13,7 +13,7 @@ BASE=http://127.0.0.1:$PORT
 "$BIN/kiln" serve --port "$PORT" --data-dir "$DATA" > "$OUT/kiln-serve.out" 2> "$OUT/kiln-serve.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null; rm -rf "$DATA"' EXIT
-for _ in $(seq 1 100); do curl -s -o /dev/null "$BASE/healthz" && break; sleep 0.1; done
+wait_http "$BASE/healthz"
 
 check "serve prints where it listens" grep -q "listening on $BASE" "$OUT/kiln-serve.out"
 check "serve prints a one-time setup URL" grep -qE "$BASE/setup\?token=kst_[A-Za-z0-9]{40}" "$OUT/kiln-serve.out"
@@ -40,7 +40,7 @@ ROUTES=$("$BIN/kiln" routes | tail -1 | awk '{print $1}')
 OPS=$(python3 -c "import json; d=json.load(open('$OUT/openapi.json')); print(sum(len(v) for v in d['paths'].values()))")
 check "kiln routes count ($ROUTES) equals OpenAPI operations ($OPS)" test "$ROUTES" = "$OPS"
 
-TOKEN=$(grep -oE 'kst_[A-Za-z0-9]{40}' "$OUT/kiln-serve.out" | head -1)
+TOKEN=$(setup_token "$OUT/kiln-serve.out")
 CODE=$(curl -s -o "$OUT/setup.json" -w '%{http_code}' -H 'Content-Type: application/json' \
   -d "{\"token\":\"$TOKEN\",\"email\":\"owner@example.com\",\"name\":\"Owner\",\"password\":\"a long enough password\"}" "$BASE/auth/setup")
 check "setup link creates the owner (201)" test "$CODE" = 201
@@ -56,7 +56,7 @@ else
 fi
 
 kill -TERM $PID
-for _ in $(seq 1 100); do kill -0 $PID 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 1 300); do kill -0 $PID 2>/dev/null || break; sleep 0.1; done
 wait $PID; RC=$?
 check "SIGTERM: graceful exit 0" test "$RC" = 0
 

@@ -47,9 +47,9 @@ expect "policy: require_approval on edit_file under src/** and on deploy command
   -d "{\"ws_id\":\"$WS\",\"rules\":[{\"id\":\"src-review\",\"action\":\"agent.tool.edit_file\",\"effect\":\"require_approval\",\"when\":{\"path\":\"src/**\"}},{\"id\":\"deploys\",\"action\":\"shell.run\",\"effect\":\"require_approval\",\"when\":{\"command\":\"^deploy\"}}]}" \
   "$B/api/policies")"
 
-# pending_for RUN: the id of the pending approval the run waits for (waits up to 10 s).
+# pending_for RUN: the id of the pending approval the run waits for (waits up to 30 s).
 pending_for() {
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 300); do
     local id; id=$(curl -s -b "$JAR" "$B/api/approvals?ws_id=$WS&state=pending" | jget "next((a['id'] for a in d['items'] if a['run_id'] == '$1'), '')")
     [ -n "$id" ] && { echo "$id"; return 0; }
     sleep 0.1

@@ -14,7 +14,7 @@ B=http://127.0.0.1:$PORT
 "$BIN/kiln" serve --port "$PORT" --data-dir "$DATA" --registration open > "$OUT/identity-serve.out" 2> "$OUT/identity-serve.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null; rm -rf "$DATA"' EXIT
-for _ in $(seq 1 100); do curl -s -o /dev/null "$B/healthz" && break; sleep 0.1; done
+for _ in $(seq 1 600); do curl -s -o /dev/null "$B/healthz" && break; sleep 0.1; done
 J='Content-Type: application/json'
 EMAIL=dev@example.com; PASSWORD='a long enough password'
 
@@ -97,7 +97,7 @@ for mode in trusted self-signed; do
   URL="smtp://127.0.0.1:$SMTP_PORT?starttls=required"; [ $mode = self-signed ] && URL="$URL&verify=false"
   "$BIN/kiln" serve --port "$P2" --data-dir "$D2" --registration open --smtp-url "$URL" --mail-from "Kiln <kiln@example.com>" > /dev/null 2> "$OUT/smtp-serve-$mode.log" &
   P2PID=$!
-  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$P2/healthz" && break; sleep 0.1; done
+  for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$P2/healthz" && break; sleep 0.1; done
   CODE=$(curl -s -o /dev/null -w '%{http_code}' -H "$J" -d '{"email":"mail-'$mode'@example.com","password":"a long enough password","name":"M"}' "http://127.0.0.1:$P2/auth/register")
   sleep 0.5
   if [ $mode = trusted ]; then

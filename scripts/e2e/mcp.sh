@@ -56,7 +56,7 @@ WS=$(curl -s -b "$JAR" "$B/api/workspaces" | jget 'd["items"][0]["id"]')
 PRJ=$(curl -s "${S[@]}" -d "{\"ws_id\":\"$WS\",\"path\":\"$WORK/projects/calc\"}" "$B/api/project/load" | jget 'd["id"]')
 # Index it (search and resources read the index), and wait for the rescan to finish.
 curl -sN "${S[@]}" -d "{\"project_id\":\"$PRJ\"}" "$B/api/project/rescan" > /dev/null
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   [ "$(curl -s -b "$JAR" "$B/api/project/$PRJ" 2>/dev/null | jget 'd.get("index_status", "")' 2>/dev/null)" = indexed ] && break
   sleep 0.1
 done

@@ -80,7 +80,7 @@ expect "a stale If-Match is 412" 412 "$(curl -s -o /dev/null -w '%{http_code}' "
 # The 4.4 notebook: found after a rescan, opened, edited, saved as 4.5 with everything it had.
 curl -s -o /dev/null "${S[@]}" -H 'Accept: application/json' -d "{\"project_id\":\"$PRJ\"}" "$B/api/project/rescan"
 OLD=""
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   OLD=$(curl -s -b "$WORK/jar" "$B/api/notebook?project_id=$PRJ" | jget 'next((i["id"] for i in d["items"] if i["path"] == "old.ipynb"), "")')
   [ -n "$OLD" ] && break; sleep 0.1
 done

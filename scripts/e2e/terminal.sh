@@ -27,7 +27,7 @@ trap 'kill $PID $SSHD_PID 2>/dev/null; rm -rf "$DATA" "$PROJECTS"' EXIT
 wait_http "$B/healthz" || { echo "kiln serve did not start"; cat "$OUT/terminal-serve.log"; exit 1; }
 
 J='Content-Type: application/json'
-TOKEN=$(grep -oE 'kst_[A-Za-z0-9]{40}' "$OUT/terminal-serve.out" | head -1)
+TOKEN=$(setup_token "$OUT/terminal-serve.out")
 curl -s -o /dev/null -H "$J" -d "{\"token\":\"$TOKEN\",\"email\":\"owner@example.com\",\"name\":\"Owner\",\"password\":\"a long enough password\"}" "$B/auth/setup"
 JAR=$(mktemp)
 CSRF=$(curl -s -c "$JAR" -H "$J" -d '{"email":"owner@example.com","password":"a long enough password"}' "$B/auth/login" | jget 'd["csrf_token"]')

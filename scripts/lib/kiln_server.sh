@@ -9,9 +9,13 @@ start_kiln() {
   B=http://127.0.0.1:$port
   "$bin" serve --port "$port" --data-dir "$KILN_DATA" --log-level warn "$@" > "$KILN_DATA/serve.out" 2> "$KILN_DATA/serve.log" &
   KILN_PID=$!
-  for _ in $(seq 1 100); do curl -s -o /dev/null "$B/healthz" && break; sleep 0.1; done
+  for _ in $(seq 1 600); do curl -s -o /dev/null "$B/healthz" && break; sleep 0.1; done
   local j='Content-Type: application/json' token csrf
-  token=$(grep -oE 'kst_[A-Za-z0-9]{40}' "$KILN_DATA/serve.out" | head -1)
+  for _ in $(seq 1 300); do
+    token=$(grep -oE 'kst_[A-Za-z0-9]{40}' "$KILN_DATA/serve.out" | head -1)
+    [ -n "$token" ] && break
+    sleep 0.1
+  done
   curl -s -o /dev/null -H "$j" -d "{\"token\":\"$token\",\"email\":\"bench@example.com\",\"password\":\"benchmark password\"}" "$B/auth/setup"
   csrf=$(curl -s -c "$KILN_DATA/jar" -H "$j" -d '{"email":"bench@example.com","password":"benchmark password"}' "$B/auth/login" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["csrf_token"])')
