@@ -33,31 +33,14 @@ final class Acks: Sendable {
                 tokens.append((user.id, token))
             }
         }
-        // The real server binary.
-        let port = Int.random(in: 20000...40000)
-        let devnull = open("/dev/null", O_WRONLY | O_CLOEXEC)
-        let pid = try ProcessRunner.spawn(
-            // Setup is rate-limited per client address: as a trusted proxy, the test gives each write its own.
-            TestApp.kilnBinary,
-            [
-                "serve", "--port", "\(port)", "--data-dir", dir, "--log-level", "error", "--trusted-proxy",
-                "127.0.0.1/32",
-            ],
-            stdout: devnull, stderr: devnull)
-        close(devnull)
-        var reaped = false
-        defer {
-            if !reaped {
-                kill(pid, SIGKILL)
-                _ = ProcessRunner.wait(pid)
-            }
-        }
-        var up = false
-        for _ in 0..<100 where !up {
-            up = (try? await http("GET", "http://127.0.0.1:\(port)/healthz"))?.status == 200
-            if !up { try await Task.sleep(for: .milliseconds(50)) }
-        }
-        try #require(up, "kiln serve did not start")
+        // The real server binary. Setup is rate-limited per client address: as a trusted proxy, the test
+        // gives each write its own.
+        let server = try #require(
+            try await ServeProcess.start(["--data-dir", dir, "--log-level", "error", "--trusted-proxy", "127.0.0.1/32"]
+            ),
+            "kiln serve did not start")
+        defer { server.stop(SIGKILL) }
+        let (pid, port) = (server.pid, server.port)
 
         // Four writers; the server is killed once enough writes were acknowledged.
         let acked = Acks()
@@ -88,8 +71,7 @@ final class Acks: Sendable {
                 kill(pid, SIGKILL)
             }
         }
-        let status = await offPool { ProcessRunner.wait(pid) }
-        reaped = true
+        let status = await offPool { server.stop(0) }
         #expect(status == 128 + SIGKILL)
         let acknowledged = acked.list.withLock { $0 }
         #expect(acknowledged.count >= 40)

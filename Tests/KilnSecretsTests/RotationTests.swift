@@ -85,29 +85,12 @@ import Testing
         // and after commit, after the rename = 12; ten of them, in random order.
         let points = Array((1...12).shuffled().prefix(10))
         for (round, point) in ([nil] + points.map { Optional($0) }).enumerated() {
-            let port = Self.freePort()
-            func serve(_ extra: [String]) throws -> pid_t {
-                let devnull = open("/dev/null", O_WRONLY | O_CLOEXEC)
-                defer { close(devnull) }
-                return try ProcessRunner.spawn(
-                    TestApp.kilnBinary,
-                    ["serve", "--port", "\(port)", "--data-dir", dir, "--log-level", "error"] + extra,
-                    stdout: devnull, stderr: devnull)
-            }
-            // Generous: under the full suite a debug server can take seconds to start.
-            func up() async -> Bool {
-                for _ in 0..<600 {
-                    if (try? await http("GET", "http://127.0.0.1:\(port)/healthz"))?.status == 200 { return true }
-                    try? await Task.sleep(for: .milliseconds(50))
-                }
-                return false
-            }
+            let data = ["--data-dir", dir, "--log-level", "error"]
             if round == 0 {
                 // First start: the admin (the setup link) and six secret versions.
-                let pid = try serve([])
-                try #require(await up())
-                kill(pid, SIGTERM)
-                _ = ProcessRunner.wait(pid)
+                let first = try await ServeProcess.start(data)
+                try #require(first != nil, "kiln serve did not start")
+                first?.stop()
                 let db = try Database(path: dir + "/kiln.db")
                 let auth = AuthService(db: db, clock: SystemClock())
                 let token = try #require(try auth.makeOwnerSetupToken())
@@ -116,13 +99,10 @@ import Testing
                 continue
             }
             // A rotation that is killed at `point`.
-            let pid = try serve(["--test-crash-at", "\(point!)"])
-            defer {
-                kill(pid, SIGKILL)
-                _ = ProcessRunner.wait(pid)
-            }
-            try #require(await up())
-            let a = Agent("http://127.0.0.1:\(port)")
+            let crashing = try #require(
+                try await ServeProcess.start(data + ["--test-crash-at", "\(point!)"]), "kiln serve did not start")
+            defer { crashing.stop(SIGKILL) }
+            let a = Agent(crashing.base)
             try await a.login("root@example.com", password)
             if admin == nil {
                 // (Made on the bare database above, the account has no workspace yet.)
@@ -140,17 +120,14 @@ import Testing
             // Killed at the crash point: no answer ever comes.
             let answer = try? await a.call("POST", "/api/secrets/rotate-master")
             #expect(answer == nil, "crash point \(point!): the rotation answered \(answer?.status ?? 0)")
-            if answer != nil { kill(pid, SIGKILL) }  // it did not crash: stop it anyway, never wait forever
-            _ = ProcessRunner.wait(pid)
+            // Reaped; when it did not crash, stopped anyway (never a wait for ever).
+            crashing.stop(answer == nil ? 0 : SIGKILL)
 
             // Restart: everything reads back.
-            let again = try serve([])
-            defer {
-                kill(again, SIGTERM)
-                _ = ProcessRunner.wait(again)
-            }
-            try #require(await up(), "round \(round) (crash point \(point!)): no restart")
-            let b = Agent("http://127.0.0.1:\(port)")
+            let again = try #require(
+                try await ServeProcess.start(data), "round \(round) (crash point \(point!)): no restart")
+            defer { again.stop() }
+            let b = Agent(again.base)
             try await b.login("root@example.com", password)
             for (k, v) in values {
                 let shown = try await b.call("GET", "/api/secrets/\(k)?ws_id=\(ws)")
@@ -165,21 +142,5 @@ import Testing
             lastKey = key
         }
         #expect(!lastKey.isEmpty)
-    }
-
-    /// A port nobody listens on now (bound to 0 and released).
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, len) == 0 ? getsockname(fd, $0, &len) : -1
-            }
-        }
-        return Int(UInt16(bigEndian: addr.sin_port))
     }
 }
