@@ -326,6 +326,9 @@ public final class Application: ModuleHost, @unchecked Sendable {
         guard first else { return }
         server?.stopAccepting()
         for m in modules.reversed() { await m.shutdown() }
+        // Their last events reach the streams following them before those end (on PostgreSQL they
+        // come back through the listener).
+        await services.bus.settle(timeout: 5)
         await server?.shutdown()
         await services.instances.end()
         await services.jobs.shutdown()

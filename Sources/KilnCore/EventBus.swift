@@ -190,6 +190,9 @@ public final class EventBus: Sendable {
     private let listener = Mutex<PostgresListener?>(nil)
     /// The last seq relayed per topic that has subscribers here.
     private let relayed = Mutex<[String: Int]>([:])
+    /// On PostgreSQL, the last seq this instance published per watched topic, until its listener has
+    /// relayed it (`settle`).
+    private let unrelayed = Mutex<[String: Int]>([:])
     static let channel = "kiln_events"
 
     public init(db: Database, clock: any Clock = SystemClock(), bufferLimit: Int = 1024) throws {
@@ -205,6 +208,24 @@ public final class EventBus: Sendable {
     /// Stops following other instances' events.
     public func close() { listener.withLock { $0?.stop() } }
 
+    /// Waits (at most `timeout` seconds) until the events this instance published have reached its own
+    /// subscribers. On SQLite they reach them within `publish`; on PostgreSQL through the listener, a
+    /// moment later: a shutdown ending the streams right after the last events were published would
+    /// cut them off before those events.
+    public func settle(timeout: Double) async {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let relayedNow = relayed.withLock { $0 }
+            let watched = subscribers.withLock { Set($0.byTopic.keys).union($0.sinks.keys) }
+            let pending = unrelayed.withLock { u -> Bool in
+                u = u.filter { topic, seq in (relayedNow[topic] ?? 0) < seq && watched.contains(topic) }
+                return !u.isEmpty
+            }
+            if !pending { return }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
     /// Several instances on one PostgreSQL: an event is stored and announced with NOTIFY in the
     /// same transaction, and every instance (the publisher too) hands it to its subscribers from
     /// its listener, one thread, in commit order, which per topic is seq order. The announcement
@@ -217,6 +238,7 @@ public final class EventBus: Sendable {
         let watched = subscribers.withLock { $0.byTopic[topic] != nil || $0.sinks[topic] != nil }
         guard watched else {
             relayed.withLock { $0[topic] = nil }
+            unrelayed.withLock { $0[topic] = nil }
             return
         }
         let last = relayed.withLock { $0[topic] }
@@ -292,7 +314,11 @@ public final class EventBus: Sendable {
             return next
         }
         let event = BusEvent(topic: topic, seq: seq, type: type, data: data, createdAt: now)
-        if db.kind == .sqlite { deliver(event) }
+        if db.kind == .sqlite {
+            deliver(event)
+        } else if subscribers.withLock({ $0.byTopic[topic] != nil || $0.sinks[topic] != nil }) {
+            unrelayed.withLock { $0[topic] = max($0[topic] ?? 0, seq) }
+        }
         if let scope { for f in observers.withLock({ $0 }) { f(event, scope) } }
         return seq
     }
@@ -308,6 +334,9 @@ public final class EventBus: Sendable {
     }
 
     private func deliver(_ e: BusEvent) {
+        if db.kind != .sqlite {
+            unrelayed.withLock { u in if let last = u[e.topic], last <= e.seq { u[e.topic] = nil } }
+        }
         let (subs, sinks) = subscribers.withLock { ($0.byTopic[e.topic] ?? [], $0.sinks[e.topic] ?? []) }
         for s in subs {
             if case .dropped = s.continuation.yield(e) {
