@@ -316,7 +316,10 @@ public final class EventBus: Sendable {
         let event = BusEvent(topic: topic, seq: seq, type: type, data: data, createdAt: now)
         if db.kind == .sqlite {
             deliver(event)
-        } else if subscribers.withLock({ $0.byTopic[topic] != nil || $0.sinks[topic] != nil }) {
+        } else if subscribers.withLock({ $0.byTopic[topic] != nil || $0.sinks[topic] != nil }),
+            relayed.withLock({ ($0[topic] ?? 0) < seq })
+        {
+            // (Unless the listener was quicker; an entry it passes meanwhile goes at the next `settle`.)
             unrelayed.withLock { $0[topic] = max($0[topic] ?? 0, seq) }
         }
         if let scope { for f in observers.withLock({ $0 }) { f(event, scope) } }
