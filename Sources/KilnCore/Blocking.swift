@@ -56,7 +56,4 @@ public enum Blocking {
         }
         next?.resume()
     }
-
-    /// Threads running blocking work now (for tests and diagnostics).
-    public static var running: Int { state.withLock { $0.running } }
 }

@@ -24,11 +24,8 @@ PID=$!
 trap 'kill $PID $SITE_PID 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 600); do curl -s -o /dev/null "$B/healthz" && curl -s -o /dev/null "$SITE/" && break; sleep 0.1; done
 J='Content-Type: application/json'
-for _ in $(seq 1 300); do
-  TOKEN=$(grep -oE 'kst_[A-Za-z0-9]{40}' "$WORK/serve.out" | head -1)
-  [ -n "$TOKEN" ] && break
-  sleep 0.1
-done
+. "$ROOT/scripts/lib/kiln_server.sh"
+TOKEN=$(setup_token "$WORK/serve.out")
 curl -s -o /dev/null -H "$J" -d "{\"token\":\"$TOKEN\",\"email\":\"bench@example.com\",\"password\":\"benchmark password\"}" "$B/auth/setup"
 CSRF=$(curl -s -c "$WORK/jar" -H "$J" -d '{"email":"bench@example.com","password":"benchmark password"}' "$B/auth/login" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["csrf_token"])')

@@ -23,11 +23,8 @@ B=http://127.0.0.1:$PORT
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 600); do curl -s -o /dev/null "$B/healthz" && break; sleep 0.1; done
-for _ in $(seq 1 300); do
-  TOKEN=$(grep -oE 'kst_[A-Za-z0-9]{40}' "$WORK/serve.out" | head -1)
-  [ -n "$TOKEN" ] && break
-  sleep 0.1
-done
+. "$ROOT/scripts/lib/kiln_server.sh"
+TOKEN=$(setup_token "$WORK/serve.out")
 curl -s -o /dev/null -H 'Content-Type: application/json' \
   -d "{\"token\":\"$TOKEN\",\"email\":\"owner@example.com\",\"password\":\"benchmark password\"}" "$B/auth/setup"
 "$VENV/bin/python" "$ROOT/scripts/bench/collab_bench.py" "$B" "$PID" owner@example.com "benchmark password" \

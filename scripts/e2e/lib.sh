@@ -10,16 +10,8 @@ expect() { local name=$1 want=$2 got=$3; if [ "$got" = "$want" ]; then pass "$na
 jget() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 1 600); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
-# setup_token SERVE_OUT: the one-time setup token `kiln serve` printed (waits for the line up to 30 s).
-setup_token() {
-  local t=""
-  for _ in $(seq 1 300); do
-    t=$(grep -oE 'kst_[A-Za-z0-9]{40}' "$1" | head -1)
-    [ -n "$t" ] && break
-    sleep 0.1
-  done
-  echo "$t"
-}
+# setup_token (and start_kiln) come from scripts/lib/kiln_server.sh.
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/kiln_server.sh"
 # setup_owner SERVE_OUT BASE EMAIL PASSWORD: redeems the one-time setup link `kiln serve` printed.
 setup_owner() {
   local t; t=$(setup_token "$1")

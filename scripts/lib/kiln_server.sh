@@ -1,6 +1,18 @@
 # Sourced by bench and e2e scripts: starts `kiln serve` on a free port with a fresh data dir, redeems
 # the setup link for an owner, and makes an API key with the given scopes.
 #   start_kiln BIN SCOPES_JSON [serve args...]  → sets B (base URL), KEY, AUTH, WS, KILN_PID, KILN_DATA
+
+# setup_token SERVE_OUT: the one-time setup token `kiln serve` printed (waits for the line up to 30 s).
+setup_token() {
+  local t=""
+  for _ in $(seq 1 300); do
+    t=$(grep -oE 'kst_[A-Za-z0-9]{40}' "$1" | head -1)
+    [ -n "$t" ] && break
+    sleep 0.1
+  done
+  echo "$t"
+}
+
 start_kiln() {
   local bin=$1 scopes=$2; shift 2
   KILN_DATA=$(mktemp -d)
@@ -11,11 +23,7 @@ start_kiln() {
   KILN_PID=$!
   for _ in $(seq 1 600); do curl -s -o /dev/null "$B/healthz" && break; sleep 0.1; done
   local j='Content-Type: application/json' token csrf
-  for _ in $(seq 1 300); do
-    token=$(grep -oE 'kst_[A-Za-z0-9]{40}' "$KILN_DATA/serve.out" | head -1)
-    [ -n "$token" ] && break
-    sleep 0.1
-  done
+  token=$(setup_token "$KILN_DATA/serve.out")
   curl -s -o /dev/null -H "$j" -d "{\"token\":\"$token\",\"email\":\"bench@example.com\",\"password\":\"benchmark password\"}" "$B/auth/setup"
   csrf=$(curl -s -c "$KILN_DATA/jar" -H "$j" -d '{"email":"bench@example.com","password":"benchmark password"}' "$B/auth/login" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["csrf_token"])')
